@@ -1,0 +1,3 @@
+from mixfleet.cli import main
+
+raise SystemExit(main())
