@@ -8,6 +8,7 @@ is unknown, never guessed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -19,7 +20,8 @@ Confidence = Literal["datasheet", "reported", "unknown"]
 CONFIDENCES = ("datasheet", "reported", "unknown")
 FIGURES = ("bf16_tflops", "hbm_gib", "hbm_tbps", "link_gbps", "tdp_w")
 
-__all__ = ["Figure", "Chip", "load_catalog", "get_chip", "FIGURES", "CONFIDENCES"]
+__all__ = ["Figure", "Chip", "load_catalog", "get_chip", "match_chip", "FIGURES",
+           "CONFIDENCES"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -44,6 +46,8 @@ class Chip:
     hbm_tbps: Figure
     link_gbps: Figure
     tdp_w: Figure
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
 
     @property
     def is_nvidia(self) -> bool:
@@ -95,16 +99,25 @@ def parse_catalog(data: dict, path: str = "<catalog>") -> dict[str, Chip]:
                 raise ConfigError(f"{path}: chip #{i} field {key!r} is missing or not a "
                                   f"string; add {key} = \"...\"")
         cid = row["id"]
-        unknown = set(row) - {"id", "vendor", "name", "torch_device", *FIGURES, "notes"}
+        unknown = set(row) - {"id", "vendor", "name", "torch_device", *FIGURES, "notes",
+                              "aliases"}
         if unknown:
             raise ConfigError(f"{path}: chip {cid!r} has unknown field(s) "
                               f"{', '.join(sorted(unknown))}; known: id, vendor, name, "
-                              f"torch_device, {', '.join(FIGURES)}, notes")
+                              f"torch_device, {', '.join(FIGURES)}, notes, aliases")
+        aliases = row.get("aliases", [])
+        if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+            raise ConfigError(f"{path}: chip {cid!r} aliases is {aliases!r}; use a list of "
+                              f"names as vendor tools report them, e.g. aliases = [\"H20\"]")
+        notes = row.get("notes", "")
+        if not isinstance(notes, str):
+            raise ConfigError(f"{path}: chip {cid!r} notes is {notes!r}; use a string")
         if cid in chips:
             raise ConfigError(f"{path}: chip id {cid!r} appears twice; ids must be unique")
         figs = {n: _figure(cid, n, row.get(n), path) for n in FIGURES}
         chips[cid] = Chip(id=cid, vendor=row["vendor"], name=row["name"],
-                          torch_device=row["torch_device"], **figs)
+                          torch_device=row["torch_device"], aliases=tuple(aliases),
+                          notes=notes, **figs)
     return chips
 
 
@@ -116,7 +129,9 @@ def load_catalog(path: str | Path | None = None) -> dict[str, Chip]:
     else:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"catalog file {str(p)!r} does not exist")
+            raise ConfigError(f"catalog file {str(p)!r} does not exist; pass the path of a "
+                              f"chips TOML file ([[chip]] tables), or omit it to use the "
+                              f"packaged catalog")
         text, where = p.read_text(), str(p)
     try:
         data = tomllib.loads(text)
@@ -132,3 +147,25 @@ def get_chip(chip_id: str, catalog: dict[str, Chip] | None = None) -> Chip:
         raise ConfigError(f"unknown chip id {chip_id!r}; known chips: "
                           f"{', '.join(sorted(cat))} (see `mixfleet catalog`)")
     return cat[chip_id]
+
+
+def _alias_pattern(alias: str) -> re.Pattern[str]:
+    # An alias must not continue into more letters/digits ("A10" is not "A100"); a leading
+    # digit may follow letters ("Ascend910B3" matches "910B3").
+    before = r"(?<![0-9])" if alias[0].isdigit() else r"(?<![A-Za-z0-9])"
+    return re.compile(before + re.escape(alias) + r"(?![A-Za-z0-9])", re.IGNORECASE)
+
+
+def match_chip(name: str, catalog: dict[str, Chip] | None = None,
+               vendor: str | None = None) -> Chip | None:
+    """The catalog chip whose longest alias occurs in a device ``name``, else None.
+
+    ``vendor`` (as the detecting tool knows it) restricts the match to that vendor's chips.
+    """
+    cat = load_catalog() if catalog is None else catalog
+    pairs = [(a, c) for c in cat.values() for a in (*c.aliases, c.id)
+             if vendor is None or c.vendor == vendor]
+    for alias, chip in sorted(pairs, key=lambda p: -len(p[0])):
+        if _alias_pattern(alias).search(name):
+            return chip
+    return None

@@ -45,7 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        check = getattr(args, "check_passthrough", None)
+        if check is None:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        bad = check(extra)
+        if bad:
+            parser.error(bad)
+    args.extra = extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,0 +1,76 @@
+"""``mixfleet catalog`` (the chip records) and ``mixfleet devices`` (this machine's chips)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+from mixfleet.catalog import load_catalog
+from mixfleet.catalog.base import FIGURES, Figure
+from mixfleet.catalog.detect import detect
+
+__all__ = ["add_parser", "cmd_catalog", "cmd_devices"]
+
+_MARK = {"datasheet": "", "reported": "~", "unknown": "?"}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("catalog", help="print the chip catalog (figures with source and "
+                       "confidence)", description="Print the chip catalog. In the table, "
+                       "'~' marks a reported figure and '?' an unknown one.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--catalog", metavar="FILE", help="read this catalog TOML instead of the "
+                   "packaged one")
+    p.set_defaults(func=cmd_catalog)
+    d = sub.add_parser("devices", help="list this machine's accelerators (vendor, chip, "
+                       "memory, driver) and which vendor tools answered")
+    d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.set_defaults(func=cmd_devices)
+
+
+def _fig(f: Figure) -> str:
+    return "?" if f.value is None else f"{f.value:g}{_MARK[f.confidence]}"
+
+
+def cmd_catalog(args: argparse.Namespace) -> int:
+    cat = load_catalog(args.catalog)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(c) for c in cat.values()], indent=2))
+        return 0
+    t = Table(title="mixfleet chip catalog  (~ reported, ? unknown)")
+    for col in ("id", "vendor", "torch", "BF16 TFLOP/s", "mem GiB", "mem TB/s", "link GB/s",
+                "TDP W"):
+        left = col in ("id", "vendor", "torch")
+        t.add_column(col, justify="left" if left else "right", no_wrap=left)
+    for c in cat.values():
+        t.add_row(c.id, c.vendor, c.torch_device, *(_fig(getattr(c, f)) for f in FIGURES))
+    Console().print(t)
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    det = detect()
+    if args.json:
+        print(json.dumps(det.to_dict(), indent=2))
+        return 0
+    con = Console()
+    con.print(f"PyTorch accelerator: {det.accelerator or 'none (CPU only)'}"
+              f"{f' x{det.accelerator_count}' if det.accelerator else ''}")
+    if det.devices:
+        t = Table(title="devices")
+        for col in ("torch", "vendor", "chip", "name", "memory GiB", "driver", "tool"):
+            t.add_column(col)
+        for d in det.devices:
+            t.add_row(d.torch_device or "-", d.vendor, d.chip_id or "(not in catalog)", d.name,
+                      "?" if d.memory_bytes is None else f"{d.memory_bytes / 2**30:.1f}",
+                      d.driver or "?", d.tool)
+        con.print(t)
+    else:
+        con.print("no accelerator devices found")
+    for s in det.tools:
+        con.print(f"  {s.tool:<11} {s.state:<10} {s.detail}", highlight=False)
+    return 0

@@ -1,0 +1,70 @@
+"""``mixfleet train CONFIG.toml``: train a model, surviving crashes of its ranks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mixfleet.train.launch import launch, prepare_run, resolve_config
+
+__all__ = ["add_parser", "cmd_train"]
+
+EPILOG = """\
+Multi-node: torchrun's own flags pass through, e.g.
+  mixfleet train cfg.toml --nproc 8 --nnodes 2 --node-rank 0 \\
+      --rdzv-endpoint head-node:29400 --rdzv-id job42
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a model on this machine's devices",
+                       description=__doc__, epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config", help="TOML config (see examples/digits-cnn.toml)")
+    p.add_argument("--nproc", type=int, help="ranks on this machine (overrides launch.nproc)")
+    p.add_argument("--device", help="auto, cpu, cuda, npu, xpu, mlu, ... (launch.device)")
+    p.add_argument("--backend", help="collective backend (launch.backend; default follows "
+                                     "the device)")
+    p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    p.add_argument("--resume", default="auto", choices=["auto", "never"],
+                   help="auto: continue from the newest committed checkpoint (default)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config field (repeatable), validated like the file")
+    p.add_argument("--json", action="store_true",
+                   help="print the summary as JSON on the last line of stdout")
+    p.set_defaults(func=cmd_train, check_passthrough=check_passthrough)
+
+
+def check_passthrough(extra: list[str]) -> str | None:
+    """None if ``extra`` holds only torchrun multi-node flags (and their values)."""
+    from mixfleet.train.launch import MULTINODE_FLAGS
+
+    for tok in extra:
+        if tok.startswith("-") and tok.split("=")[0] not in MULTINODE_FLAGS:
+            return (f"unrecognized argument {tok!r}; only torchrun's multi-node flags pass "
+                    f"through ({', '.join(f for f in MULTINODE_FLAGS if '_' not in f)})")
+    return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    flags = [f"launch.{k}={v!r}" if isinstance(v, str) else f"launch.{k}={v}"
+             for k, v in (("nproc", args.nproc), ("device", args.device),
+                          ("backend", args.backend)) if v is not None]
+    flags = [f.replace("'", '"') for f in flags]
+    cfg = resolve_config(args.config, list(args.set) + flags)
+    run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
+    run = prepare_run(cfg, run_dir, resume=args.resume)
+    summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
+                     progress_to_stderr=args.json)
+    if args.json:
+        print(json.dumps(summary), flush=True)
+    else:
+        m = summary["final_metric"]
+        metric = f"{m['name']} {m['value']:.4f}" if m else "no metric"
+        print(f"done: {summary['steps']} steps in {summary['wall_s']:.1f}s, "
+              f"{summary['samples_per_s']:.0f} samples/s, restarts {summary['restarts']}, "
+              f"steps lost {summary['steps_lost']}, {metric}; run dir {run.root}",
+              file=sys.stdout)
+    return 0

@@ -1,0 +1,244 @@
+"""An emulated chip: real computation on the CPU, padded to the chip's step time.
+
+See the package docstring (:mod:`mixfleet.emulate`) for the API a trainer uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from mixfleet.bench.table import ThroughputRow
+from mixfleet.catalog.base import get_chip
+from mixfleet.config import field
+from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
+from mixfleet.emulate.speed import parse_emu_device, relative_speeds
+from mixfleet.emulate.thermal import FaultKind, ThermalModel
+from mixfleet.errors import ConfigError, MixfleetError
+
+__all__ = ["EmulationConfig", "EmulatedDevice", "EmulatedFault", "StepReport", "EmuSnapshot"]
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class EmulationConfig:
+    """How emulated chips run (the ``[emulate]`` table of a config)."""
+
+    seed: int = field(0, help="seed of the thermal and failure models")
+    virtual_step_s: float = field(1.0, help="virtual seconds each step advances the thermal "
+                                  "and failure clocks; larger = heat and faults sooner")
+    headroom: float | None = field(None, help="budget = calibrated step time x headroom / "
+                                   "speed; none = 1.2 x max(1, local_ranks / CPU cores)")
+    calibration_steps: int = field(3, help="steps whose fastest compute time calibrates the "
+                                   "budget of relative speed 1.0")
+    local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores")
+    faults: bool = field(True, help="draw thermal crashes and MTBF failures")
+    attempt: int = field(0, help="restart count, mixed into the seed so a restarted worker "
+                         "does not replay the same fault")
+
+    def __post_init__(self) -> None:
+        for name, ok, fix in [
+            ("virtual_step_s", self.virtual_step_s > 0, "a positive number, e.g. 1.0"),
+            ("headroom", self.headroom is None or self.headroom >= 1, "a number >= 1, e.g. 1.2"),
+            ("calibration_steps", self.calibration_steps >= 1, "an integer >= 1, e.g. 3"),
+            ("local_ranks", self.local_ranks >= 1, "an integer >= 1"),
+            ("attempt", self.attempt >= 0, "an integer >= 0"),
+        ]:
+            if not ok:
+                raise ConfigError(f"emulate.{name} = {getattr(self, name)!r} is invalid; set "
+                                  f"[emulate] {name} to {fix}")
+
+    def resolved_headroom(self) -> float:
+        if self.headroom is not None:
+            return self.headroom
+        return 1.2 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
+
+
+class EmulatedFault(MixfleetError):
+    """The emulated chip crashed (heat) or failed (MTBF) at the end of a step."""
+
+    def __init__(self, chip: str, kind: FaultKind, step: int, temp_c: float) -> None:
+        super().__init__(f"emulated {chip} {kind} at step {step} ({temp_c:.1f} C)")
+        self.chip, self.kind, self.step, self.temp_c = chip, kind, step, temp_c
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StepReport:
+    """What one emulated step did (``emulated`` is always true)."""
+
+    step: int
+    compute_s: float
+    pad_s: float
+    budget_s: float
+    temp_c: float
+    clock_factor: float
+    throttled: bool
+    emulated: bool = True
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class EmuSnapshot:
+    """Telemetry of an emulated chip (read by the emulated telemetry reader)."""
+
+    chip: str
+    temp_c: float
+    clock_mhz: float
+    power_w: float | None
+    util_pct: float
+    throttled: bool
+    step: int
+    virtual_time_s: float
+    emulated: bool = True
+
+
+class EmulatedDevice:
+    """One ``emu:<chip-id>`` device. Not thread-safe except :meth:`snapshot`."""
+
+    label = "emulated"
+
+    def __init__(self, chip_id: str, *, speed: float = 1.0, profile: EmuProfile | None = None,
+                 config: EmulationConfig | None = None, rank: int = 0,
+                 clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not 0 < speed <= 1:
+            raise ConfigError(f"relative speed of emu:{chip_id} is {speed!r}; use a value in "
+                              f"(0, 1] (1.0 = the fastest emulated chip)")
+        self.chip_id = chip_id
+        self.speed = speed
+        self.profile = get_profile(chip_id) if profile is None else profile
+        self.config = EmulationConfig() if config is None else config
+        self.rank = rank
+        self._clock, self._sleep = clock, sleep
+        seed = f"{self.config.seed}:{rank}:{self.config.attempt}"
+        self.model = ThermalModel(self.profile, seed=seed, faults=self.config.faults)
+        self._tdp = get_chip(chip_id).tdp_w.value
+        self._headroom = self.config.resolved_headroom()
+        self._base_s: float | None = None
+        self._calibrated = 0
+        self._t0: float | None = None
+        self.step_count = 0
+        self._dead: EmulatedFault | None = None
+        self._events: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._snap = self._make_snapshot(load=0.0)
+
+    @classmethod
+    def create(cls, device: str, *, peers: Sequence[str] | None = None,
+               config: EmulationConfig | None = None, rank: int = 0,
+               table: Sequence[ThroughputRow] | None = None, workload: str | None = None,
+               profiles_path: str | None = None) -> EmulatedDevice:
+        """``emu:<chip-id>`` with its speed relative to the fastest chip among ``peers``."""
+        chip_id = parse_emu_device(device)
+        chips = [parse_emu_device(p) for p in (peers or [device]) if p.startswith("emu:")]
+        profiles = load_profiles(profiles_path)
+        speeds = relative_speeds(sorted({*chips, chip_id}), table=table, workload=workload,
+                                 profiles=profiles)
+        return cls(chip_id, speed=speeds[chip_id], profile=profiles[chip_id], config=config,
+                   rank=rank)
+
+    @property
+    def torch_device(self) -> str:
+        return "cpu"
+
+    @property
+    def device_string(self) -> str:
+        return f"emu:{self.chip_id}"
+
+    def calibrate(self, base_s: float) -> None:
+        """Fix the step time of relative speed 1.0 (else the fastest early step sets it)."""
+        if base_s <= 0:
+            raise ConfigError(f"calibrated step time must be > 0 (got {base_s!r})")
+        self._base_s, self._calibrated = base_s, self.config.calibration_steps
+
+    def step_begin(self) -> None:
+        """Mark the start of a step's computation (raises if the device is dead)."""
+        if self._dead is not None:
+            raise self._dead
+        self._t0 = self._clock()
+
+    def step_end(self) -> StepReport:
+        """Pad the step to its budget, advance heat and hazards; raise on a fault."""
+        if self._t0 is None:
+            raise RuntimeError("step_end() without step_begin()")
+        compute = self._clock() - self._t0
+        self._t0 = None
+        if self._calibrated < self.config.calibration_steps:
+            self._base_s = compute if self._base_s is None else min(self._base_s, compute)
+            self._calibrated += 1
+        assert self._base_s is not None
+        st = self.model.state
+        budget = self._base_s * self._headroom / (self.speed * st.clock_factor)
+        pad = budget - compute
+        if pad > 0:
+            end = self._clock() + pad
+            self._sleep(pad)
+            while self._clock() < end - 1e-4:  # sleep() may return early
+                self._sleep(end - self._clock())
+        self.step_count += 1
+        was = st.throttled
+        new = self.model.advance(self.config.virtual_step_s, load=1.0)
+        with self._lock:
+            self._snap = self._make_snapshot(load=1.0)
+        if new.throttled != was:
+            self._events.append({"kind": "throttle-start" if new.throttled else "throttle-end",
+                                 "chip": self.chip_id, "rank": self.rank,
+                                 "step": self.step_count, "temp_c": round(new.temp_c, 2),
+                                 "emulated": True})
+        report = StepReport(step=self.step_count, compute_s=compute, pad_s=max(0.0, pad),
+                            budget_s=budget, temp_c=new.temp_c, clock_factor=st.clock_factor,
+                            throttled=st.throttled)
+        if new.fault is not None:
+            self._dead = EmulatedFault(self.chip_id, new.fault, self.step_count, new.temp_c)
+            self._events.append({"kind": new.fault, "chip": self.chip_id, "rank": self.rank,
+                                 "step": self.step_count, "temp_c": round(new.temp_c, 2),
+                                 "emulated": True})
+            raise self._dead
+        return report
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[None]:
+        """``with device.step(): ...`` wraps one training step (compute, then padding)."""
+        self.step_begin()
+        yield
+        self.step_end()
+
+    def idle(self, virtual_s: float) -> None:
+        """Let the chip cool for ``virtual_s`` virtual seconds (no wall time passes)."""
+        if virtual_s > 0:
+            self.model.advance(virtual_s, load=0.0)
+            with self._lock:
+                self._snap = self._make_snapshot(load=0.0)
+
+    def _make_snapshot(self, load: float) -> EmuSnapshot:
+        s = self.model.state
+        power = None if self._tdp is None else \
+            self._tdp * (0.2 + 0.8 * load * s.clock_factor)
+        return EmuSnapshot(chip=self.chip_id, temp_c=s.temp_c, power_w=power,
+                           clock_mhz=self.profile.base_clock_mhz * s.clock_factor,
+                           util_pct=100.0 * load, throttled=s.throttled, step=self.step_count,
+                           virtual_time_s=s.time_s)
+
+    def snapshot(self) -> EmuSnapshot:
+        """The latest telemetry (safe to call from a sampler thread)."""
+        with self._lock:
+            return self._snap
+
+    def drain_events(self) -> list[dict[str, Any]]:
+        """Throttle and fault events since the last call (for ``events.jsonl``)."""
+        out, self._events = self._events, []
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "base_s": self._base_s,
+                "calibrated": self._calibrated, "step": self.step_count}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.model.load_state_dict(d["model"])
+        self._base_s, self._calibrated = d["base_s"], d["calibrated"]
+        self.step_count = d["step"]
+        with self._lock:
+            self._snap = self._make_snapshot(load=0.0)

@@ -1,0 +1,118 @@
+"""Per-chip emulation parameters (thermal model, failure hazard) from a profile TOML."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from mixfleet.catalog.base import Chip, load_catalog
+from mixfleet.config import field, from_dict
+from mixfleet.errors import ConfigError
+
+__all__ = ["EmuProfile", "load_profiles", "get_profile"]
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class EmuProfile:
+    """How one emulated chip heats, throttles and fails (virtual seconds throughout)."""
+
+    chip: str = field(help="catalog chip id")
+    ambient_c: float = field(30.0, help="temperature at idle (degC)")
+    load_temp_c: float = field(78.0, help="steady temperature at full load, full clock")
+    tau_s: float = field(60.0, help="thermal time constant (s)")
+    throttle_c: float = field(85.0, help="temperature at which the clock drops")
+    recover_c: float = field(80.0, help="temperature below which the clock recovers")
+    throttle_clock: float = field(0.7, help="clock (speed) factor while throttled, in (0, 1]")
+    limit_c: float = field(95.0, help="temperature limit; crash hazard is highest here")
+    crash_band_c: float = field(8.0, help="crash hazard rises over this band below limit_c")
+    crash_rate_per_s: float = field(0.002, help="crash hazard per second at limit_c")
+    mtbf_h: float | None = field(2000.0, help="mean time between failures (hours); none = off")
+    noise_c: float = field(0.3, help="temperature noise per step (std, degC)")
+    base_clock_mhz: float = field(1500.0, help="clock reported when not throttled (MHz)")
+    relative_tflops: float | None = field(None, help="throughput figure used for the "
+                                          "relative speed only when the catalog peak is unknown")
+
+    def __post_init__(self) -> None:
+        where = f"[chips.{self.chip}]"
+        checks = [
+            (self.tau_s > 0, "tau_s", self.tau_s, "a positive number of seconds, e.g. 60"),
+            (self.load_temp_c > self.ambient_c, "load_temp_c", self.load_temp_c,
+             f"a value above ambient_c ({self.ambient_c})"),
+            (self.recover_c <= self.throttle_c < self.limit_c, "throttle_c", self.throttle_c,
+             f"recover_c ({self.recover_c}) <= throttle_c < limit_c ({self.limit_c})"),
+            (0 < self.throttle_clock <= 1, "throttle_clock", self.throttle_clock,
+             "a factor in (0, 1], e.g. 0.7"),
+            (self.crash_band_c > 0, "crash_band_c", self.crash_band_c, "a positive number"),
+            (self.crash_rate_per_s >= 0, "crash_rate_per_s", self.crash_rate_per_s, ">= 0"),
+            (self.mtbf_h is None or self.mtbf_h > 0, "mtbf_h", self.mtbf_h,
+             "a positive number of hours"),
+            (self.noise_c >= 0, "noise_c", self.noise_c, ">= 0"),
+            (self.base_clock_mhz > 0, "base_clock_mhz", self.base_clock_mhz, "> 0"),
+            (self.relative_tflops is None or self.relative_tflops > 0, "relative_tflops",
+             self.relative_tflops, "a positive number"),
+        ]
+        for ok, name, value, fix in checks:
+            if not ok or (isinstance(value, float) and not math.isfinite(value)):
+                raise ConfigError(f"emulation profile {where} {name} = {value!r} is invalid; "
+                                  f"set {name} to {fix}")
+
+
+def _read(path: str | Path | None) -> tuple[dict[str, Any], str]:
+    if path is None:
+        text = resources.files("mixfleet.emulate").joinpath("profiles.toml").read_text()
+        where = "mixfleet/emulate/profiles.toml"
+    else:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"emulation profile file {str(p)!r} does not exist; pass a TOML "
+                              f"file with [default] and [chips.<id>] tables")
+        text, where = p.read_text(), str(p)
+    try:
+        return tomllib.loads(text), where
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{where}: not valid TOML ({e}); fix the syntax") from None
+
+
+def load_profiles(path: str | Path | None = None,
+                  catalog: dict[str, Chip] | None = None) -> dict[str, EmuProfile]:
+    """A profile for every catalog chip: ``[default]`` overridden by ``[chips.<id>]``."""
+    data, where = _read(path)
+    cat = load_catalog() if catalog is None else catalog
+    unknown_top = set(data) - {"default", "chips"}
+    if unknown_top:
+        raise ConfigError(f"{where}: unknown table(s) {sorted(unknown_top)}; use [default] "
+                          f"and [chips.<chip-id>]")
+    default = data.get("default", {})
+    chips = data.get("chips", {})
+    if not isinstance(default, dict) or not isinstance(chips, dict):
+        raise ConfigError(f"{where}: [default] and [chips] must be tables")
+    for cid in chips:
+        if cid not in cat:
+            raise ConfigError(f"{where}: [chips.{cid}] names no catalog chip; use one of "
+                              f"{', '.join(sorted(cat))}")
+    out = {}
+    for cid in cat:
+        over = chips.get(cid, {})
+        if not isinstance(over, dict):
+            raise ConfigError(f"{where}: [chips.{cid}] must be a table")
+        if "chip" in default or "chip" in over:
+            raise ConfigError(f"{where}: 'chip' is set from the table name; remove the key")
+        try:
+            out[cid] = from_dict(EmuProfile, {**default, **over, "chip": cid},
+                                 prefix=f"chips.{cid}")
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+    return out
+
+
+def get_profile(chip_id: str, profiles: dict[str, EmuProfile] | None = None) -> EmuProfile:
+    """The profile of one chip; an unknown id raises ConfigError."""
+    profs = load_profiles() if profiles is None else profiles
+    if chip_id not in profs:
+        raise ConfigError(f"no emulation profile for chip {chip_id!r}; known chips: "
+                          f"{', '.join(sorted(profs))}")
+    return profs[chip_id]

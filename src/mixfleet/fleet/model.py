@@ -1,0 +1,216 @@
+"""Fleet, Pool and Job (DESIGN.md "Fleet" and "Job"), and their TOML files.
+
+Fleet file::
+
+    name = "mixed"
+    reference_chip = "nvidia-h800"   # work of trace jobs is measured on this chip
+    [[pool]]
+    chip = "ascend-910b"             # a catalog id
+    nodes = 64
+    per_node = 8
+    id = "910b"                      # optional, default: the chip id
+    [pool.reliability]               # optional overrides of the default profile
+    mtbf_h = 5000
+
+Jobs file::
+
+    [[job]]
+    id = "llama-ft"
+    workload = "llm-7b"              # a workload class
+    devices = 8
+    ref_hours = 12.0                 # or samples = ..., or ref_seconds = ...
+    mem_gib = 60                     # optional, default: the class's
+    arrival_s = 0                    # optional
+    priority = 0                     # optional
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from mixfleet.catalog.base import Chip, load_catalog
+from mixfleet.config import load_toml
+from mixfleet.errors import ConfigError
+from mixfleet.fleet.reliability import ReliabilityProfile, default_profile
+from mixfleet.fleet.workloads import WORKLOAD_CLASSES
+
+__all__ = ["Pool", "Fleet", "Job", "load_fleet", "parse_fleet", "load_jobs", "parse_jobs"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Pool:
+    """Devices of one catalog chip: ``nodes`` x ``per_node``."""
+
+    id: str
+    chip: Chip
+    nodes: int
+    per_node: int
+    reliability: ReliabilityProfile
+
+    @property
+    def capacity(self) -> int:
+        return self.nodes * self.per_node
+
+    @property
+    def mem_gib(self) -> float | None:
+        return self.chip.hbm_gib.value
+
+    @property
+    def is_nvidia(self) -> bool:
+        return self.chip.is_nvidia
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Fleet:
+    """Pools of chips, and the chip trace work is measured on."""
+
+    name: str
+    pools: tuple[Pool, ...]
+    reference_chip: Chip
+
+    @property
+    def capacity(self) -> int:
+        return sum(p.capacity for p in self.pools)
+
+    def peak_pflops(self) -> float | None:
+        """Pooled dense BF16 peak in PFLOP/s, None if any pool's peak is unknown."""
+        total = 0.0
+        for p in self.pools:
+            f = p.chip.peak_flops()
+            if f is None:
+                return None
+            total += f * p.capacity
+        return total / 1e15
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Job:
+    """One training job. ``work`` is in reference device-seconds: the seconds it takes on
+    ``devices`` devices of the reference chip, times ``devices``."""
+
+    id: str
+    workload: str
+    arrival_s: float
+    devices: int
+    work: float
+    mem_gib: float
+    priority: int = 0
+
+    def __post_init__(self) -> None:
+        if self.devices < 1:
+            raise ConfigError(f"job {self.id!r}: devices must be >= 1 (got {self.devices})")
+        if not self.work > 0:
+            raise ConfigError(f"job {self.id!r}: work must be > 0 (got {self.work})")
+        if self.arrival_s < 0:
+            raise ConfigError(f"job {self.id!r}: arrival_s must be >= 0 (got {self.arrival_s})")
+
+
+def _int(d: dict[str, Any], key: str, where: str, default: int | None = None) -> int:
+    v = d.get(key, default)
+    if v is None:
+        raise ConfigError(f"{where}: field {key!r} is missing; add {key} = <integer>")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ConfigError(f"{where}: field {key!r} is {v!r}; use an integer >= 1")
+    return v
+
+
+def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None = None
+                ) -> Fleet:
+    """A Fleet from parsed TOML; bad entries raise ConfigError naming file, pool, field."""
+    cat = load_catalog() if catalog is None else catalog
+    unknown = set(data) - {"name", "reference_chip", "pool"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: "
+                          f"name, reference_chip, [[pool]]")
+    rows = data.get("pool")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path}: no [[pool]] tables; add one per chip type with chip, "
+                          f"nodes, per_node")
+    ref_id = data.get("reference_chip", "nvidia-h800")
+    if ref_id not in cat:
+        raise ConfigError(f"{path}: field 'reference_chip' is {ref_id!r}, not a catalog chip; "
+                          f"known: {', '.join(sorted(cat))}")
+    pools: list[Pool] = []
+    for i, row in enumerate(rows):
+        where = f"{path}: pool #{i + 1}"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where} is not a table")
+        bad = set(row) - {"id", "chip", "nodes", "per_node", "reliability"}
+        if bad:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
+                              f"id, chip, nodes, per_node, reliability")
+        chip_id = row.get("chip")
+        if chip_id not in cat:
+            raise ConfigError(f"{where} field 'chip': unknown chip {chip_id!r}; use a catalog "
+                              f"id ({', '.join(sorted(cat))})")
+        chip = cat[chip_id]
+        pid = row.get("id", chip_id)
+        if not isinstance(pid, str) or not pid or pid in {p.id for p in pools}:
+            raise ConfigError(f"{where} field 'id': {pid!r} is empty or used twice; give each "
+                              f"pool its own id")
+        rel = default_profile(chip.is_nvidia)
+        over = row.get("reliability", {})
+        if not isinstance(over, dict):
+            raise ConfigError(f"{where} field 'reliability' must be a table")
+        rel = rel.with_overrides(over, f"{where} [pool.reliability]")
+        pools.append(Pool(id=pid, chip=chip, nodes=_int(row, "nodes", where),
+                          per_node=_int(row, "per_node", where), reliability=rel))
+    name = data.get("name", Path(path).stem)
+    return Fleet(name=str(name), pools=tuple(pools), reference_chip=cat[ref_id])
+
+
+def load_fleet(path: str | Path, catalog: dict[str, Chip] | None = None) -> Fleet:
+    """Read a fleet TOML file."""
+    return parse_fleet(load_toml(path), str(path), catalog)
+
+
+def parse_jobs(data: dict[str, Any], path: str,
+               ref_samples_per_s: dict[str, float] | None = None) -> list[Job]:
+    """Jobs from parsed TOML (``[[job]]`` tables). ``samples`` become reference
+    device-seconds through ``ref_samples_per_s`` (workload -> samples/s of one reference
+    device)."""
+    rows = data.get("job")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"{path}: no [[job]] tables; add one per job with id, workload, "
+                          f"devices and ref_hours")
+    jobs: list[Job] = []
+    known = {"id", "workload", "devices", "samples", "ref_seconds", "ref_hours", "mem_gib",
+             "arrival_s", "priority"}
+    for i, row in enumerate(rows):
+        where = f"{path}: job #{i + 1}"
+        bad = set(row) - known
+        if bad:
+            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
+                              f"{', '.join(sorted(known))}")
+        wl = row.get("workload")
+        if wl not in WORKLOAD_CLASSES:
+            raise ConfigError(f"{where} field 'workload': {wl!r} is not a workload class; use "
+                              f"one of {', '.join(WORKLOAD_CLASSES)}")
+        devices = _int(row, "devices", where)
+        amounts = [k for k in ("samples", "ref_seconds", "ref_hours") if k in row]
+        if len(amounts) != 1:
+            raise ConfigError(f"{where}: give exactly one of samples, ref_seconds, ref_hours "
+                              f"(got {amounts or 'none'}); e.g. ref_hours = 12")
+        amount = row[amounts[0]]
+        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+            raise ConfigError(f"{where} field {amounts[0]!r}: {amount!r} must be a positive "
+                              f"number")
+        if amounts[0] == "samples":
+            tp = (ref_samples_per_s or {}).get(wl)
+            if not tp:
+                raise ConfigError(f"{where} field 'samples': the reference chip has no "
+                                  f"throughput for {wl!r}; give ref_hours instead")
+            work = float(amount) / tp
+        else:
+            work = float(amount) * devices * (3600.0 if amounts[0] == "ref_hours" else 1.0)
+        jobs.append(Job(id=jid, workload=wl, arrival_s=float(arrival), devices=devices,
+                        work=work, mem_gib=float(mem), priority=prio))
+    return jobs
+
+
+def load_jobs(path: str | Path, ref_samples_per_s: dict[str, float] | None = None
+              ) -> list[Job]:
+    """Read a jobs TOML file."""
+    return parse_jobs(load_toml(path), str(path), ref_samples_per_s)

@@ -1,0 +1,170 @@
+"""The placement-policy interface: a pure function from a snapshot of the cluster to an
+allocation (job id -> pool index).
+
+The simulator and ``mixfleet plan`` build a :class:`Snapshot` and call
+:meth:`Policy.allocate`; a policy reads it and returns which active jobs run where now.
+Jobs missing from the allocation wait (or are preempted, for a preemptive policy). Memory
+fit is a hard constraint: a job may only go to a pool in its ``options``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+from mixfleet.errors import ConfigError
+from mixfleet.fleet.reliability import ReliabilityProfile, availability
+
+__all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register",
+           "make_policy", "POLICY_NAMES", "fit_options"]
+
+Allocation = dict[str, int]
+
+
+class JobView(Protocol):
+    """What a policy sees of one active job (read only)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workload(self) -> str: ...
+    @property
+    def devices(self) -> int: ...
+    @property
+    def mem_gib(self) -> float: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def arrival_s(self) -> float: ...
+    @property
+    def remaining(self) -> float:
+        """Work left, reference device-seconds."""
+        ...
+    @property
+    def pool(self) -> int | None:
+        """Index of the pool it runs on now, None while waiting."""
+        ...
+    @property
+    def options(self) -> tuple[int, ...]:
+        """Pools it fits (memory, device count, a throughput figure), by index."""
+        ...
+    @property
+    def run_s(self) -> list[float]:
+        """Seconds it has been placed on each pool."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PoolView:
+    """One pool as a policy sees it."""
+
+    index: int
+    id: str
+    chip: str
+    is_nvidia: bool
+    capacity: int
+    mem_gib: float | None
+    reliability: ReliabilityProfile
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Snapshot:
+    """The cluster at ``time``: pools, active jobs in arrival order, relative speeds."""
+
+    time: float
+    pools: tuple[PoolView, ...]
+    jobs: Sequence[JobView]
+    speed: dict[str, tuple[float | None, ...]]
+    """workload -> per pool, throughput of one device relative to the reference chip."""
+    failures: bool = True
+    """Whether failures and throttling are in play (goodput counts them only then)."""
+
+    def goodput_factor(self, pool: int, devices: int) -> float:
+        """Expected share of throughput kept on ``pool`` under its failures and throttling
+        (Young/Daly checkpointing), for a job on ``devices`` devices."""
+        if not self.failures:
+            return 1.0
+        return _factor(self.pools[pool].reliability, devices)
+
+
+_factor_cache: dict[tuple[float, ...], float] = {}
+
+
+def _factor(rel: ReliabilityProfile, devices: int) -> float:
+    key = (rel.mtbf_h, rel.throttle_per_h, rel.throttle_s, rel.throttle_slowdown,
+           rel.restart_s, rel.checkpoint_s, float(devices))
+    v = _factor_cache.get(key)
+    if v is None:
+        v = availability(rel, devices) * rel.throttle_factor(devices)
+        if len(_factor_cache) > 100_000:
+            _factor_cache.clear()
+        _factor_cache[key] = v
+    return v
+
+
+def fit_options(pools: Sequence[PoolView], speed: tuple[float | None, ...], devices: int,
+                mem_gib: float) -> tuple[tuple[int, ...], str]:
+    """The pools a job fits, and when none, why (for the report)."""
+    opts = tuple(p.index for p in pools
+                 if speed[p.index] is not None and (speed[p.index] or 0) > 0
+                 and p.mem_gib is not None and mem_gib <= p.mem_gib
+                 and devices <= p.capacity)
+    if opts:
+        return opts, ""
+    mems = [p.mem_gib for p in pools if p.mem_gib is not None]
+    if not mems or mem_gib > max(mems):
+        why = (f"needs {mem_gib:g} GiB per device; the largest device memory in the fleet is "
+               f"{max(mems) if mems else 'unknown'} GiB")
+    elif devices > max(p.capacity for p in pools):
+        why = (f"needs {devices} devices; the largest pool has "
+               f"{max(p.capacity for p in pools)}")
+    else:
+        why = "no pool that fits its memory and size has a throughput figure for its workload"
+    return (), why
+
+
+class Policy(Protocol):
+    """A placement policy."""
+
+    name: str
+    round_s: float | None
+    """Length of a scheduling round (None: decide at arrivals and completions)."""
+    preemptive: bool
+    """Whether it may stop running jobs (then it is asked even when no device is free)."""
+
+    def allocate(self, snap: Snapshot) -> Allocation:
+        """Job id -> pool index for every active job that runs now."""
+        ...
+
+
+_REGISTRY: dict[str, type] = {}
+POLICY_NAMES: list[str] = []
+
+
+def register(name: str):  # type: ignore[no-untyped-def]
+    """Class decorator: make a policy available by ``name``."""
+    def deco(cls: type) -> type:
+        _REGISTRY[name] = cls
+        POLICY_NAMES.append(name)
+        return cls
+    return deco
+
+
+def make_policy(name: str, **options: float) -> Policy:
+    """A policy by name; an unknown one raises ConfigError listing the known ones."""
+    from mixfleet.fleet import policies  # noqa: F401  (registers the built-ins)
+
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown policy {name!r}; use one of {', '.join(POLICY_NAMES)}")
+    obj: Policy = _REGISTRY[name](**options)
+    return obj
+
+
+def best(options: tuple[int, ...], speeds: tuple[float | None, ...]) -> float:
+    """The highest relative speed among ``options`` (0 when none)."""
+    return max((speeds[p] or 0.0 for p in options), default=0.0)
+
+
+INF = math.inf

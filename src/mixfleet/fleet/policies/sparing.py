@@ -1,0 +1,68 @@
+"""``nvidia-sparing``: non-Nvidia pools first; Nvidia only for jobs that need it.
+
+A job may use an Nvidia pool only when no non-Nvidia pool fits its memory (or size), or
+when its best non-Nvidia speed is more than ``bound`` times slower than its best Nvidia
+speed. Such a job prefers Nvidia, fastest pool first; every other job goes to the fastest
+non-Nvidia pool with room, or waits. Never preempts.
+"""
+
+from __future__ import annotations
+
+from mixfleet.errors import ConfigError
+from mixfleet.fleet.policies.base import Allocation, Snapshot, register
+
+__all__ = ["NvidiaSparingPolicy"]
+
+
+@register("nvidia-sparing")
+class NvidiaSparingPolicy:
+    """Keep Nvidia for the jobs whose memory or slowdown elsewhere demands it."""
+
+    name = "nvidia-sparing"
+    round_s: float | None = None
+    preemptive = False
+
+    def __init__(self, bound: float = 2.0):
+        if not bound >= 1:
+            raise ConfigError(f"nvidia-sparing bound must be >= 1 (got {bound}); e.g. 2.0")
+        self.bound = bound
+
+    def order(self, snap: Snapshot, workload: str, options: tuple[int, ...]) -> list[int]:
+        """The pools a job may use, in order of preference."""
+        s = snap.speed[workload]
+        nv = sorted((p for p in options if snap.pools[p].is_nvidia),
+                    key=lambda p: (-(s[p] or 0.0), p))
+        other = sorted((p for p in options if not snap.pools[p].is_nvidia),
+                       key=lambda p: (-(s[p] or 0.0), p))
+        if not other:
+            return nv
+        if nv and (s[nv[0]] or 0.0) > self.bound * (s[other[0]] or 0.0):
+            return nv + other
+        return other
+
+    def allocate(self, snap: Snapshot) -> Allocation:
+        free = [p.capacity for p in snap.pools]
+        alloc: Allocation = {}
+        waiting = []
+        for j in snap.jobs:
+            if j.pool is None:
+                waiting.append(j)
+            else:
+                alloc[j.id] = j.pool
+                free[j.pool] -= j.devices
+        memo: dict[tuple[str, tuple[int, ...]], list[int]] = {}
+        most = max(free)
+        for j in waiting:
+            if j.devices > most:
+                continue
+            k = (j.workload, j.options)
+            order = memo.get(k)
+            if order is None:
+                order = memo[k] = self.order(snap, j.workload, j.options)
+            for p in order:
+                if free[p] >= j.devices:
+                    alloc[j.id] = p
+                    free[p] -= j.devices
+                    most = max(free)
+                    break
+        return alloc

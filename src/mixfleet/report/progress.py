@@ -1,0 +1,84 @@
+"""What a person watching a training run sees: a rich progress bar on a terminal, plain
+lines otherwise, and one line per notable event (restart, resume, checkpoint failure)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+__all__ = ["TrainProgress"]
+
+_EVENT_LINES = {
+    "run_start": lambda e: (
+        f"resumed from step {e['resumed_from']} after restart #{e['attempt']} "
+        f"(steps lost: {e['steps_lost']})" if e.get("resumed_from") is not None and
+        e.get("attempt") else
+        f"resumed from step {e['resumed_from']} (steps lost: {e['steps_lost']})"
+        if e.get("resumed_from") is not None else
+        f"restart #{e['attempt']}: no committed checkpoint yet, starting from step 0"
+        if e.get("attempt") else None),
+    "checkpoint_failed": lambda e: (
+        f"WARNING checkpoint at step {e['step']} failed: {e['error']}; keeping step "
+        f"{e.get('kept')}"),
+    "checkpoint_skipped": lambda e: f"WARNING skipped torn checkpoint {e['dir']}: {e['reason']}",
+    "fault_injected": lambda e: f"fault injected: {e['kind']} rank {e['rank']} at step {e['step']}",
+}
+
+
+class TrainProgress:
+    """Receives step records and events on rank 0 and renders them."""
+
+    def __init__(self, total: int, *, mode: str = "auto", stream: TextIO | None = None,
+                 log_every: int = 50, label: str = "train") -> None:
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "rich" if self.stream.isatty() else "plain"
+        self.mode, self.total, self.log_every, self.label = mode, total, log_every, label
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def start(self, step: int) -> None:
+        if self.mode == "rich":
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                       TimeRemainingColumn)
+
+            self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(),
+                                 MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                                 TimeRemainingColumn(),
+                                 console=Console(file=self.stream), transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.label, total=self.total, completed=step,
+                                            info="")
+
+    def step(self, rec: dict[str, Any]) -> None:
+        s = rec["step"]
+        if self.mode == "rich":
+            now = time.monotonic()
+            if now - self._last >= 0.1 or s == self.total:
+                self._last = now
+                self._bar.update(self._task, completed=s,
+                                 info=f"loss {rec['loss']:.4f}  {rec['samples_per_s']:.0f} "
+                                      f"samples/s")
+        elif s % self.log_every == 0 or s == self.total:
+            print(f"[{self.label}] step {s}/{self.total} loss {rec['loss']:.4f} "
+                  f"{rec['samples_per_s']:.0f} samples/s", file=self.stream, flush=True)
+
+    def event(self, rec: dict[str, Any]) -> None:
+        fmt = _EVENT_LINES.get(rec.get("event", ""))
+        line = fmt(rec) if fmt else None
+        if line:
+            self.line(line)
+
+    def line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text)
+        else:
+            print(f"[{self.label}] {text}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

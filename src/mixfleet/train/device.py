@@ -1,0 +1,87 @@
+"""Devices through ``torch.accelerator``: resolve, synchronize, collective backend, memory.
+
+``auto`` is the machine's accelerator (``torch.accelerator.current_accelerator()``), else
+the CPU. Kunlun and T-Head PPU present themselves as ``cuda``; Ascend as ``npu`` (through
+torch_npu); Cambricon ``mlu``; Intel ``xpu``. Device code never calls ``torch.cuda``.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+
+import torch
+
+from mixfleet.errors import DeviceError
+
+__all__ = ["resolve_device", "backend_for", "synchronize", "peak_memory_bytes",
+           "KNOWN_DEVICE_TYPES", "BACKENDS"]
+
+KNOWN_DEVICE_TYPES = ("cpu", "cuda", "npu", "xpu", "mlu", "mps", "hpu")
+BACKENDS = {"cpu": "gloo", "cuda": "nccl", "npu": "hccl", "xpu": "xccl", "mlu": "cncl",
+            "hpu": "hccl", "mps": "gloo"}
+
+
+def check_device_spec(spec: str) -> None:
+    """Validate the form of a device string without touching hardware."""
+    if spec == "auto":
+        return
+    kind = spec.split(":", 1)[0]
+    if kind not in KNOWN_DEVICE_TYPES:
+        raise DeviceError(f"launch.device {spec!r} is unknown; use auto, "
+                          f"{', '.join(KNOWN_DEVICE_TYPES)} (optionally with :index)")
+
+
+def _accelerator_type() -> str | None:
+    acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
+    return acc.type if acc is not None else None
+
+
+def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    """The torch device for ``spec`` on this process; an unavailable one raises DeviceError."""
+    check_device_spec(spec)
+    if spec == "auto":
+        kind = _accelerator_type()
+        if kind is None:
+            return torch.device("cpu")
+        return torch.device(kind, local_rank % max(1, torch.accelerator.device_count()))
+    dev = torch.device(spec)
+    if dev.type == "cpu":
+        return dev
+    if _accelerator_type() != dev.type:
+        found = _accelerator_type() or "none (CPU only)"
+        raise DeviceError(f"launch.device {spec!r} is not available on this machine "
+                          f"(accelerator found: {found}); use --device auto or cpu")
+    if dev.index is None:
+        dev = torch.device(dev.type, local_rank % max(1, torch.accelerator.device_count()))
+    return dev
+
+
+def backend_for(device: torch.device, override: str = "auto") -> str:
+    """The collective backend: the device's native one, or ``override``."""
+    if override != "auto":
+        return override
+    return BACKENDS.get(device.type, "gloo")
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued work on ``device`` (no-op on CPU)."""
+    if device.type != "cpu":
+        torch.get_device_module(device).synchronize(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """Peak memory of this process on ``device``; on CPU, the peak resident set size."""
+    if device.type != "cpu":
+        mod = torch.get_device_module(device)
+        if hasattr(mod, "max_memory_allocated"):
+            return int(mod.max_memory_allocated(device))
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def cpu_threads(local_world_size: int) -> int:
+    """Intra-op threads per rank so that ranks on one host do not oversubscribe it."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (n or 1) // max(1, local_world_size))

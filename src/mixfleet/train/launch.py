@@ -1,0 +1,130 @@
+"""Start a training run: validate, write the run directory, then run the ranks.
+
+A single rank without restarts runs in this process. Otherwise the ranks are started by
+PyTorch's elastic launcher (``python -m torch.distributed.run``, i.e. torchrun) with
+``max_restarts`` and c10d rendezvous on loopback; torchrun's multi-node flags
+(``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...) pass through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
+from mixfleet.errors import ConfigError, LaunchError
+from mixfleet.train.config import RunConfig
+from mixfleet.train.device import resolve_device
+from mixfleet.train.rundir import RunDir
+
+__all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command"]
+
+MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", "--rdzv_endpoint",
+              "--rdzv-id", "--rdzv_id", "--rdzv-backend", "--rdzv_backend", "--master-addr",
+              "--master_addr", "--master-port", "--master_port", "--rdzv-conf", "--rdzv_conf")
+
+
+def resolve_config(path: str | Path | None, overrides: list[str],
+                   data: dict[str, Any] | None = None) -> RunConfig:
+    """The validated config: the TOML file (or ``data``), then ``--set`` overrides."""
+    raw = load_toml(path) if data is None else data
+    return from_dict(RunConfig, apply_overrides(raw, overrides))
+
+
+def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") -> RunDir:
+    """Check the device and the run directory, then write ``config.toml``.
+
+    Everything is checked before anything is written: on bad input nothing is created.
+    """
+    if resume not in ("auto", "never"):
+        raise ConfigError(f"--resume {resume!r} is unknown; use auto or never")
+    resolve_device(cfg.launch.device)  # unknown/unavailable device -> DeviceError
+    run = RunDir(run_dir)
+    if run.root.exists() and not run.root.is_dir():
+        raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
+    if run.has_checkpoints() and resume == "never":
+        raise ConfigError(f"--run-dir {str(run.root)!r} already holds checkpoints and "
+                          f"--resume never was given; pass --resume auto to continue it or "
+                          f"another --run-dir to start afresh (nothing is deleted)")
+    parent = run.root if run.root.exists() else _existing_parent(run.root)
+    if not os.access(parent, os.W_OK):
+        raise ConfigError(f"--run-dir {str(run.root)!r} is not writable ({parent} denies "
+                          f"writes); pass a writable --run-dir")
+    previous = None
+    if run.config.exists():
+        try:
+            previous = config_hash(from_dict(RunConfig, load_toml(run.config)))
+        except ConfigError:
+            previous = "unreadable"
+    run.root.mkdir(parents=True, exist_ok=True)
+    new_hash = config_hash(cfg)
+    run.config.write_text(dumps_toml(to_dict(cfg)))
+    run.emit("launch", config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
+    if previous is not None and previous != new_hash and run.has_checkpoints():
+        run.emit("config_changed", previous=previous, now=new_hash)
+    return run
+
+
+def _existing_parent(p: Path) -> Path:
+    p = p.absolute()
+    while not p.exists():
+        p = p.parent
+    return p
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str]) -> list[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run",
+           f"--nproc-per-node={cfg.launch.nproc}", f"--max-restarts={cfg.launch.max_restarts}",
+           "--monitor-interval=0.5"]
+    if not any(a.split("=")[0] in MULTINODE_FLAGS for a in passthrough):
+        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
+                f"--rdzv-id=mixfleet-{os.getpid()}"]
+    return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
+
+
+def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
+           progress: str = "auto", progress_to_stderr: bool = False) -> dict[str, Any]:
+    """Run the ranks to the end; returns the run's summary (summary.json)."""
+    env_updates = {"MIXFLEET_PROGRESS": progress,
+                   "MIXFLEET_STREAM": "stderr" if progress_to_stderr else "stdout"}
+    passthrough = passthrough or []
+    if cfg.launch.nproc == 1 and cfg.launch.max_restarts == 0 and not passthrough:
+        from mixfleet.train.worker import run_worker
+
+        old = {k: os.environ.get(k) for k in env_updates}
+        os.environ.update(env_updates)
+        try:
+            run_worker(str(run.root))
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    else:
+        env = {**os.environ, **env_updates,
+               # Fresh rendezvous store per restart: stale keys of a shared store make the
+               # restarted gloo ranks time out (pytorch#135712).
+               "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+               "PYTHONUNBUFFERED": "1"}
+        rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
+        if rc != 0:
+            run.emit("launch_failed", returncode=rc)
+            raise LaunchError(f"training failed (torchrun exit code {rc}) after "
+                              f"{cfg.launch.max_restarts} restarts at most; see "
+                              f"{run.events_path} and rerun with --resume auto to continue "
+                              f"from the last checkpoint")
+    if not run.summary.exists():
+        raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
+    return dict(json.loads(run.summary.read_text()))

@@ -1,0 +1,236 @@
+"""The training loop of one rank.
+
+Each step takes this rank's slice of the global batch from the
+:class:`~mixfleet.train.sampler.GlobalBatchSampler`, backpropagates its summed loss
+scaled by 1/B, and sums gradients across ranks with one all-reduce over a flat buffer
+that the parameters' ``.grad`` tensors are views of (the global loss rides in its last
+slot). With shares summing to B this equals a single process with batch B up to float
+rounding, whatever the number of ranks.
+
+The trainer never prints: it reports through ``emit`` (events) and ``on_step`` (metrics).
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+from mixfleet import __version__
+from mixfleet.config import config_hash
+from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.config import RunConfig
+from mixfleet.train.device import synchronize
+from mixfleet.train.faults import FaultPlan
+from mixfleet.train.rng import get_rng_state, set_rng_state
+from mixfleet.train.rundir import JsonLines, RunDir
+from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
+from mixfleet.workloads import Workload
+
+__all__ = ["Trainer", "lr_factor"]
+
+
+def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
+    """LR multiplier at ``step``: linear warmup, then constant or cosine down to 10%."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """Trains ``workload`` on this rank; see the module docstring."""
+
+    def __init__(self, cfg: RunConfig, workload: Workload, *, run: RunDir, device: torch.device,
+                 rank: int = 0, world: int = 1, group: Any = None, ckpt_group: Any = None,
+                 shares: list[int] | None = None,
+                 on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
+        self.rank, self.world, self.group = rank, world, group
+        t = cfg.train
+        self.B = t.global_batch
+        self.shares = shares or equal_shares(self.B, world)
+        self.sampler = GlobalBatchSampler(len(workload.train_set), self.B, t.seed)
+        torch.manual_seed(t.seed)
+        self.model = workload.build_model().to(device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        n = sum(p.numel() for p in params)
+        # Gradients live in one flat buffer (+1 slot for the loss): one all-reduce a step.
+        self.flat = torch.zeros(n + 1, device=device)
+        off = 0
+        for p in params:
+            p.grad = self.flat[off: off + p.numel()].view_as(p)
+            off += p.numel()
+        if t.optimizer == "sgd":
+            self.opt: torch.optim.Optimizer = torch.optim.SGD(
+                params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        else:
+            self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
+        self.step = 0
+        self.faults = FaultPlan(cfg.faults.inject, rank, run.root)
+        self.ckpt = Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
+                                 keep=cfg.checkpoint.keep,
+                                 asynchronous=cfg.checkpoint.asynchronous,
+                                 emit=run.emit, faults=self.faults)
+        self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
+        self.on_step = on_step
+        self.config_hash = config_hash(cfg)
+
+    # -- state -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The tensors a checkpoint holds (model and optimizer, by parameter name)."""
+        model_sd, optim_sd = get_state_dict(self.model, self.opt)
+        return {"model": model_sd, "optim": optim_sd}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        set_state_dict(self.model, self.opt, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "sampler": {**self.sampler.state_dict(), "cursor_step": self.step,
+                        "epoch": self.sampler.epoch_of(self.step)},
+            "lr_schedule": {k: v for k, v in self.sched.state_dict().items()
+                            if k != "lr_lambdas"},
+            "config_hash": self.config_hash,
+            "workload": self.workload.name,
+            "shares": list(self.shares),
+            "world_size": self.world,
+            "mixfleet_version": __version__,
+            "torch_version": torch.__version__,
+            "time": time.time(),
+            "per_rank": {"rank": self.rank, "device": str(self.device),
+                         "host": socket.gethostname(), "share": self.shares[self.rank],
+                         "rng": get_rng_state(self.device)},
+        }
+
+    def _checkpoint(self) -> None:
+        self.ckpt.save(self.step, self.state_dict(), self.manifest())
+
+    # -- resume ------------------------------------------------------------------------
+    def resume(self) -> int | None:
+        """Load the newest committed checkpoint every rank can read; its step, or None."""
+        cands: list[Any] = [None]
+        if self.rank == 0:
+            valid, torn = committed_steps(self.run.checkpoints)
+            for d, reason in torn:
+                self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
+            cands = [[(s, str(d)) for s, d in valid]]
+        if self.world > 1:
+            dist.broadcast_object_list(cands, src=0, group=self.group)
+        for step, d in cands[0] or []:
+            self._init_optimizer_state()
+            state = self.state_dict()
+            ok, manifest = 1, None
+            try:
+                manifest = self.ckpt.load(Path(d), state)
+            except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
+                ok = 0
+                if self.rank == 0:
+                    self.run.emit("checkpoint_skipped", dir=d, reason=str(e))
+            if self.world > 1:
+                flag = torch.tensor([ok], device=self.flat.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+                ok = int(flag.item())
+            if not ok or manifest is None:
+                continue
+            self.load_state_dict(state)
+            self.sampler.load_state_dict(manifest["sampler"])
+            self.sched.load_state_dict({**self.sched.state_dict(), **manifest["lr_schedule"]})
+            per_rank = manifest.get("per_rank") or []
+            if self.rank < len(per_rank):
+                set_rng_state(per_rank[self.rank]["rng"], self.device)
+            self.step = step
+            self.ckpt.last_committed = step
+            return step
+        return None
+
+    def _init_optimizer_state(self) -> None:
+        """Create the optimizer's state tensors (a step with zero gradients and lr 0), so
+        that a checkpoint can be loaded into them. Only used before loading one."""
+        if self.opt.state:
+            return
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        self.flat.zero_()
+        for g in self.opt.param_groups:
+            g["lr"] = 0.0
+        self.opt.step()
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
+            g["lr"] = lr
+
+    # -- the loop ----------------------------------------------------------------------
+    def train_step(self) -> float:
+        """One global step; returns the global mean loss."""
+        idx = self.sampler.rank_batch(self.step, self.shares, self.rank)
+        self.flat.zero_()
+        if len(idx):
+            batch = tuple(t.to(self.device, non_blocking=True)
+                          for t in self.workload.train_set.take(idx))
+            loss_sum = self.workload.loss(self.model, batch)
+            (loss_sum / self.B).backward()
+            self.flat[-1] = loss_sum.detach() / self.B
+        if self.world > 1:
+            dist.all_reduce(self.flat, group=self.group)
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return float(self.flat[-1].item())
+
+    def evaluate(self) -> tuple[str, float] | None:
+        if self.workload.evaluate is None:
+            return None
+        self.model.eval()
+        try:
+            return self.workload.evaluate(self.model, self.device)
+        finally:
+            self.model.train()
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``train.steps``; returns {steps_run, final_metric, ...}."""
+        t = self.cfg.train
+        interval = self.cfg.checkpoint.interval
+        start = self.step
+        t0 = last = time.perf_counter()
+        sps = 0.0
+        while self.step < t.steps:
+            if self.faults.due("kill", self.step):
+                self.run.emit("fault_injected", kind="kill", rank=self.rank, step=self.step)
+                self.faults.kill_self()
+            loss = self.train_step()
+            now = time.perf_counter()
+            dt, last = now - last, now
+            sps = self.B / dt if sps == 0.0 else 0.9 * sps + 0.1 * self.B / dt
+            rec: dict[str, Any] = {"step": self.step, "loss": loss,
+                                   "lr": self.sched.get_last_lr()[0], "step_s": dt,
+                                   "samples_per_s": sps, "t": time.time()}
+            if t.eval_every and self.step % t.eval_every == 0 and self.rank == 0:
+                res = self.evaluate()
+                if res:
+                    rec[res[0]] = res[1]
+            if self.metrics is not None:
+                self.metrics.write(rec)
+            if self.on_step is not None:
+                self.on_step(rec)
+            if self.step % interval == 0 and self.step < t.steps:
+                self._checkpoint()
+        synchronize(self.device)
+        elapsed = time.perf_counter() - t0
+        self._checkpoint()
+        self.ckpt.close()
+        return {"steps_run": self.step - start, "elapsed_s": elapsed,
+                "final_metric": self.evaluate() if self.rank == 0 else None}
+
+    def final_state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

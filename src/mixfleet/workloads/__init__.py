@@ -1,0 +1,52 @@
+"""Built-in workloads and user workloads, chosen by name.
+
+``get_workload("digits-cnn")``, ``get_workload("char-gpt", d_model=128)``, or a user's
+``get_workload("mypkg.models:build", **options)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mixfleet.errors import WorkloadError
+from mixfleet.workloads.base import Dataset, Workload, count_train_flops
+
+__all__ = ["BUILTIN", "Dataset", "Workload", "count_train_flops", "get_workload",
+           "check_workload_name"]
+
+
+def _digits(**kw: Any) -> Workload:
+    from mixfleet.workloads.digits import make_digits_cnn
+
+    return make_digits_cnn(**kw)
+
+
+def _chargpt(**kw: Any) -> Workload:
+    from mixfleet.workloads.chargpt import make_char_gpt
+
+    return make_char_gpt(**kw)
+
+
+BUILTIN: dict[str, Callable[..., Workload]] = {"digits-cnn": _digits, "char-gpt": _chargpt}
+
+
+def check_workload_name(name: str) -> None:
+    """Raise WorkloadError unless ``name`` is a built-in or a ``module:function`` ref."""
+    if name in BUILTIN or (":" in name and all(name.partition(":")[::2])):
+        return
+    raise WorkloadError(f"workload.name {name!r} is unknown; use one of "
+                        f"{', '.join(BUILTIN)} or 'package.module:function' for your own model")
+
+
+def get_workload(name: str, **options: Any) -> Workload:
+    check_workload_name(name)
+    if name in BUILTIN:
+        try:
+            return BUILTIN[name](**options)
+        except TypeError as e:
+            raise WorkloadError(f"[workload.options] {options!r} do not fit {name!r} ({e}); "
+                                f"remove the unknown option") from None
+    from mixfleet.workloads.user import load_user_workload
+
+    return load_user_workload(name, options)

@@ -1,0 +1,85 @@
+"""The workload interface: a model, its real data, its loss and its FLOPs per sample.
+
+A workload is what ``[workload] name = ...`` selects: a built-in (``digits-cnn``,
+``char-gpt``) or a user's ``package.module:function`` (see :mod:`mixfleet.workloads.user`).
+The trainer only uses this interface, so any of them trains, checkpoints and resumes the
+same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["Dataset", "Workload", "count_train_flops"]
+
+# A batch as the trainer hands it to ``loss``: a tuple of tensors (inputs..., targets).
+Batch = tuple[torch.Tensor, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Samples as aligned tensors (first dimension = sample), or any map-style dataset."""
+
+    tensors: tuple[torch.Tensor, ...] | None = None
+    items: Any = None  # a torch.utils.data.Dataset-like object (``__len__``, ``__getitem__``)
+
+    def __post_init__(self) -> None:
+        if (self.tensors is None) == (self.items is None):
+            raise ValueError("Dataset needs exactly one of tensors= or items=")
+
+    def __len__(self) -> int:
+        if self.tensors is not None:
+            return int(self.tensors[0].shape[0])
+        return len(self.items)
+
+    def take(self, index: torch.Tensor) -> Batch:
+        """The samples at ``index`` (an int64 tensor) as a batch of stacked tensors."""
+        if self.tensors is not None:
+            return tuple(t[index] for t in self.tensors)
+        from torch.utils.data import default_collate
+
+        rows = [self.items[int(i)] for i in index]
+        out = default_collate(rows)
+        return tuple(out) if isinstance(out, (list, tuple)) else (out,)
+
+
+def _default_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return model(*batch[:-1])
+
+
+@dataclasses.dataclass(kw_only=True)
+class Workload:
+    """A model family with its data.
+
+    ``loss(model, batch)`` returns the **sum** of the per-sample losses of ``batch`` (the
+    trainer scales by 1/B of the global batch, so gradients do not depend on the number of
+    ranks). ``evaluate(model, device)`` returns ``(metric_name, value)`` on held-out data.
+    """
+
+    name: str
+    build_model: Callable[[], nn.Module]
+    train_set: Dataset
+    eval_set: Dataset | None
+    loss: Callable[[nn.Module, Batch], torch.Tensor]
+    evaluate: Callable[[nn.Module, torch.device], tuple[str, float]] | None = None
+    flops_per_sample: float | None = None  # forward + backward, per training sample
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def count_train_flops(model: nn.Module, loss: Callable[[nn.Module, Batch], torch.Tensor],
+                      batch: Batch) -> float:
+    """FLOPs of one forward + backward pass per sample, counted by torch's FlopCounterMode
+    (matmuls and convolutions; elementwise work is not counted, as in MFU conventions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n = int(batch[0].shape[0])
+    counter = FlopCounterMode(display=False)
+    with counter:
+        loss(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / n
