@@ -4,13 +4,13 @@ An emulated device imposes three things on a step that really runs on the CPU, a
 so a run repeats exactly, and everything it produces is marked ``emulated``:
 
 * **relative speed** - each step is padded to a calibrated *time budget*:
-  ``budget = base x headroom / (speed x clock_factor)``. ``base`` is the fastest compute
+  ``budget = base x headroom / (speed x clock_factor)``. ``base`` is the median compute
   time of the first ``calibration_steps`` steps (or :meth:`EmulatedDevice.calibrate`);
   ``speed`` is the chip's throughput relative to the fastest emulated chip in the job, from a
   measured throughput table when it covers the chips, else from the catalog's BF16 peaks.
   Padding to a budget (not adding a fixed sleep) keeps the speed right when several
   emulated ranks share the CPU cores: contention only eats into the padding. ``headroom``
-  (default 1.2 x max(1, ranks / cores)) leaves room for that contention.
+  (default 1.5 x max(1, ranks / cores)) leaves room for that contention.
 * **heat** - :class:`ThermalModel`: temperature follows load with a time constant; past the
   throttle point the clock drops (steps get slower by ``1 / throttle_clock``) until it cools;
   near the limit a crash hazard rises.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,8 +33,8 @@ class EmulationConfig:
     virtual_step_s: float = field(1.0, help="virtual seconds each step advances the thermal "
                                   "and failure clocks; larger = heat and faults sooner")
     headroom: float | None = field(None, help="budget = calibrated step time x headroom / "
-                                   "speed; none = 1.2 x max(1, local_ranks / CPU cores)")
-    calibration_steps: int = field(3, help="steps whose fastest compute time calibrates the "
+                                   "speed; none = 1.5 x max(1, local_ranks / CPU cores)")
+    calibration_steps: int = field(5, help="steps whose median compute time calibrates the "
                                    "budget of relative speed 1.0")
     local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores")
     faults: bool = field(True, help="draw thermal crashes and MTBF failures")
@@ -44,7 +45,7 @@ class EmulationConfig:
         for name, ok, fix in [
             ("virtual_step_s", self.virtual_step_s > 0, "a positive number, e.g. 1.0"),
             ("headroom", self.headroom is None or self.headroom >= 1, "a number >= 1, e.g. 1.2"),
-            ("calibration_steps", self.calibration_steps >= 1, "an integer >= 1, e.g. 3"),
+            ("calibration_steps", self.calibration_steps >= 1, "an integer >= 1, e.g. 5"),
             ("local_ranks", self.local_ranks >= 1, "an integer >= 1"),
             ("attempt", self.attempt >= 0, "an integer >= 0"),
         ]:
@@ -55,7 +56,7 @@ class EmulationConfig:
     def resolved_headroom(self) -> float:
         if self.headroom is not None:
             return self.headroom
-        return 1.2 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
+        return 1.5 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
 
 
 class EmulatedFault(MixfleetError):
@@ -118,7 +119,7 @@ class EmulatedDevice:
         self._tdp = get_chip(chip_id).tdp_w.value
         self._headroom = self.config.resolved_headroom()
         self._base_s: float | None = None
-        self._calibrated = 0
+        self._calib: list[float] = []
         self._t0: float | None = None
         self.step_count = 0
         self._dead: EmulatedFault | None = None
@@ -152,7 +153,8 @@ class EmulatedDevice:
         """Fix the step time of relative speed 1.0 (else the fastest early step sets it)."""
         if base_s <= 0:
             raise ConfigError(f"calibrated step time must be > 0 (got {base_s!r})")
-        self._base_s, self._calibrated = base_s, self.config.calibration_steps
+        self._base_s = base_s
+        self._calib = [base_s] * self.config.calibration_steps
 
     def step_begin(self) -> None:
         """Mark the start of a step's computation (raises if the device is dead)."""
@@ -166,9 +168,9 @@ class EmulatedDevice:
             raise RuntimeError("step_end() without step_begin()")
         compute = self._clock() - self._t0
         self._t0 = None
-        if self._calibrated < self.config.calibration_steps:
-            self._base_s = compute if self._base_s is None else min(self._base_s, compute)
-            self._calibrated += 1
+        if len(self._calib) < self.config.calibration_steps:
+            self._calib.append(compute)
+            self._base_s = statistics.median(self._calib)
         assert self._base_s is not None
         st = self.model.state
         budget = self._base_s * self._headroom / (self.speed * st.clock_factor)
@@ -234,11 +236,11 @@ class EmulatedDevice:
 
     def state_dict(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "base_s": self._base_s,
-                "calibrated": self._calibrated, "step": self.step_count}
+                "calib": list(self._calib), "step": self.step_count}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.model.load_state_dict(d["model"])
-        self._base_s, self._calibrated = d["base_s"], d["calibrated"]
+        self._base_s, self._calib = d["base_s"], list(d["calib"])
         self.step_count = d["step"]
         with self._lock:
             self._snap = self._make_snapshot(load=0.0)

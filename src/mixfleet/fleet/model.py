@@ -205,6 +205,19 @@ def parse_jobs(data: dict[str, Any], path: str,
             work = float(amount) / tp
         else:
             work = float(amount) * devices * (3600.0 if amounts[0] == "ref_hours" else 1.0)
+        mem = row.get("mem_gib", WORKLOAD_CLASSES[wl].mem_gib)
+        if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0:
+            raise ConfigError(f"{where} field 'mem_gib': {mem!r} must be a positive number")
+        jid = str(row.get("id", f"job-{i + 1}"))
+        if jid in {j.id for j in jobs}:
+            raise ConfigError(f"{where} field 'id': {jid!r} is used twice; give each job "
+                              f"its own id")
+        arrival = row.get("arrival_s", 0.0)
+        if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or arrival < 0:
+            raise ConfigError(f"{where} field 'arrival_s': {arrival!r} must be >= 0")
+        prio = row.get("priority", 0)
+        if isinstance(prio, bool) or not isinstance(prio, int):
+            raise ConfigError(f"{where} field 'priority': {prio!r} must be an integer")
         jobs.append(Job(id=jid, workload=wl, arrival_s=float(arrival), devices=devices,
                         work=work, mem_gib=float(mem), priority=prio))
     return jobs

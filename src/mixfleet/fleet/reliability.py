@@ -5,7 +5,7 @@ Defaults (overridable per pool in the fleet file, ``[pool.reliability]``):
 =================  ==========================  =========================================
 figure             Nvidia (H100 class)         other vendors
 =================  ==========================  =========================================
-mtbf_h             50,676 h per device         9,131 h per device
+mtbf_h             50,677 h per device         9,131 h per device
 throttle_per_h     1/24 per device-hour        1/24 per device-hour
 throttle_s         14,400 s                    3,600 s
 throttle_slowdown  0.02                        0.30
@@ -61,8 +61,9 @@ class ReliabilityProfile:
             positive = name in ("mtbf_h", "checkpoint_s")
             if not isinstance(v, (int, float)) or v < 0 or (positive and v == 0) \
                     or math.isnan(v):
-                raise ConfigError(f"reliability.{name} must be a {'positive' if positive else 'non-negative'} "
-                                  f"number (got {v!r}); e.g. reliability.{name} = 300")
+                kind = "positive" if positive else "non-negative"
+                raise ConfigError(f"reliability.{name} must be a {kind} number (got {v!r}); "
+                                  f"e.g. reliability.{name} = 300")
         if not 0 <= self.throttle_slowdown < 1:
             raise ConfigError(f"reliability.throttle_slowdown must be in [0, 1) (got "
                               f"{self.throttle_slowdown!r}); e.g. throttle_slowdown = 0.3")

@@ -42,8 +42,13 @@ class TrainProgress:
     def start(self, step: int) -> None:
         if self.mode == "rich":
             from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeRemainingColumn)
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(TextColumn(f"[bold]{self.label}"), BarColumn(),
                                  MofNCompleteColumn(), TextColumn("{task.fields[info]}"),

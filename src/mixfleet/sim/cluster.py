@@ -23,7 +23,7 @@ class JobState:
                  "last", "stall_until", "stall_kind", "throttled", "place_ver", "rate_ver",
                  "ckpt_ver", "start_s", "end_s", "run_s", "work_by_pool", "placed_at",
                  "compute_since_ckpt", "lost_compute_s", "restart_s", "ckpt_s", "migrate_s",
-                 "failures", "throttles", "migrations", "ran")
+                 "failures", "throttles", "migrations", "ran", "eta")
 
     def __init__(self, job: Job, index: int, options: tuple[int, ...], npools: int):
         self.job = job
@@ -62,6 +62,7 @@ class JobState:
         self.throttles = 0
         self.migrations = 0
         self.ran = False
+        self.eta = float("inf")
 
     @property
     def remaining(self) -> float:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.api import CheckpointException
 
 from mixfleet.errors import CheckpointError
 from mixfleet.train.faults import FaultPlan
@@ -129,7 +130,7 @@ def _writer_class() -> type:
 
         fault_hook: Callable[[str], None] | None = None
 
-        def write_data(self, plan, planner):  # type: ignore[no-untyped-def]
+        def write_data(self, plan, planner):
             if self.fault_hook is not None:
                 self.fault_hook("before")
             fut = super().write_data(plan, planner)
@@ -209,16 +210,21 @@ class Checkpointer:
     def _write(self, step: int, staged: dict[str, Any], manifest: dict[str, Any]) -> bool:
         d = self.root / step_dir_name(step)
         try:
+            if self.rank == 0 and d.exists():
+                # Left by an attempt that died before or after committing this step: the
+                # run resumed from an older one, so this step is rewritten from scratch.
+                (d / COMMIT).unlink(missing_ok=True)
+                shutil.rmtree(d)
             parts: list[Any] = [None] * dist.get_world_size(self.group)
             dist.all_gather_object(parts, manifest.pop("per_rank", {}), group=self.group)
             d.mkdir(parents=True, exist_ok=True)
-            writer = _writer_class()(str(d), sync_files=True)
+            writer = _writer_class()(str(d), sync_files=True, overwrite=True)
             writer.fault_hook = self._fault_hook(step)
             dcp.save(staged, storage_writer=writer, process_group=self.group)
             if self.rank == 0:
                 self._commit(step, d, {**manifest, "per_rank": parts})
             return True
-        except Exception as e:  # noqa: BLE001 - reported, and the last good one stays
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - reported; last good stays
             self.failures += 1
             if self.rank == 0:
                 self.emit("checkpoint_failed", step=step, error=f"{type(e).__name__}: {e}",
@@ -254,7 +260,7 @@ class Checkpointer:
         try:
             dcp.load(state, checkpoint_id=str(d), process_group=self.group)
             return read_manifest(d)
-        except Exception as e:  # noqa: BLE001
+        except (Exception, CheckpointException) as e:  # noqa: BLE001
             raise CheckpointError(f"cannot load {d}: {type(e).__name__}: {e}") from e
 
     def close(self) -> None:

@@ -19,8 +19,10 @@ from typing import Any
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
 from mixfleet.train.config import RunConfig
-from mixfleet.train.device import resolve_device
+from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.rundir import RunDir
+from mixfleet.train.sampler import GlobalBatchSampler
+from mixfleet.workloads import get_workload
 
 __all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command"]
 
@@ -32,7 +34,11 @@ MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", 
 def resolve_config(path: str | Path | None, overrides: list[str],
                    data: dict[str, Any] | None = None) -> RunConfig:
     """The validated config: the TOML file (or ``data``), then ``--set`` overrides."""
-    raw = load_toml(path) if data is None else data
+    if data is None:
+        if path is None:
+            raise ConfigError("no config given; pass a TOML file, e.g. examples/digits-cnn.toml")
+        data = load_toml(path)
+    raw = data
     return from_dict(RunConfig, apply_overrides(raw, overrides))
 
 
@@ -44,6 +50,9 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     if resume not in ("auto", "never"):
         raise ConfigError(f"--resume {resume!r} is unknown; use auto or never")
     resolve_device(cfg.launch.device)  # unknown/unavailable device -> DeviceError
+    # The workload must load and its data must fill a global batch (user factories too).
+    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
@@ -118,6 +127,7 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                # restarted gloo ranks time out (pytorch#135712).
                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
                "PYTHONUNBUFFERED": "1"}
+        env.setdefault("OMP_NUM_THREADS", str(cpu_threads(cfg.launch.nproc)))
         rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
         if rc != 0:
             run.emit("launch_failed", returncode=rc)

@@ -22,7 +22,8 @@ def _unb64(s: str) -> torch.Tensor:
 
 def get_rng_state(device: torch.device) -> dict[str, Any]:
     version, state, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    assert isinstance(keys, np.ndarray)
     out: dict[str, Any] = {
         "python": [version, list(state), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],

@@ -80,6 +80,14 @@ def _last_step(run: RunDir) -> int:
     return last
 
 
+_PEER_LOSS = ("Connection reset by peer", "Connection closed by peer", "Broken pipe",
+              "Socket Timeout", "Timed out waiting")
+
+
+def _is_peer_loss(e: BaseException) -> bool:
+    return isinstance(e, dist.DistBackendError) or any(m in str(e) for m in _PEER_LOSS)
+
+
 def run_worker(run_dir: str) -> int:
     run = RunDir(run_dir)
     cfg = load_run_config(run)
@@ -118,6 +126,14 @@ def run_worker(run_dir: str) -> int:
         progress.start(trainer.step)
     try:
         out = trainer.fit()
+    except RuntimeError as e:
+        if not _is_peer_loss(e):
+            raise
+        # Another rank died: torchrun restarts the group; no traceback needed here.
+        run.emit("peer_lost", rank=rank, step=trainer.step, error=str(e).splitlines()[0][:200])
+        print(f"[rank {rank}] lost a peer at step {trainer.step}; the launcher restarts "
+              f"the group", file=sys.stderr, flush=True)
+        os._exit(1)
     finally:
         if progress is not None:
             progress.close()

@@ -7,6 +7,8 @@ other samples of its batch, which keeps results independent of the number of ran
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,7 +51,7 @@ def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(model(x), y, reduction="sum")
 
 
-def _accuracy(eval_set: Dataset):  # type: ignore[no-untyped-def]
+def _accuracy(eval_set: Dataset) -> Callable[[nn.Module, torch.device], tuple[str, float]]:
     def evaluate(model: nn.Module, device: torch.device) -> tuple[str, float]:
         assert eval_set.tensors is not None
         x, y = (t.to(device) for t in eval_set.tensors)

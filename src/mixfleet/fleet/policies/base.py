@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Collection, Sequence
+from typing import Any, Protocol
 
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.reliability import ReliabilityProfile, availability
@@ -47,6 +47,10 @@ class JobView(Protocol):
         """Index of the pool it runs on now, None while waiting."""
         ...
     @property
+    def eta(self) -> float:
+        """When it completes at its current rate if nothing fails (inf while waiting)."""
+        ...
+    @property
     def options(self) -> tuple[int, ...]:
         """Pools it fits (memory, device count, a throughput figure), by index."""
         ...
@@ -71,15 +75,39 @@ class PoolView:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Snapshot:
-    """The cluster at ``time``: pools, active jobs in arrival order, relative speeds."""
+    """The cluster at ``time``: pools, active jobs in arrival order, relative speeds.
+
+    ``waiting``, ``running`` and ``free`` are derived from ``jobs`` when not given (the
+    simulator passes its own incrementally kept views; a policy must not change them)."""
 
     time: float
     pools: tuple[PoolView, ...]
-    jobs: Sequence[JobView]
+    jobs: Collection[JobView]
     speed: dict[str, tuple[float | None, ...]]
     """workload -> per pool, throughput of one device relative to the reference chip."""
     failures: bool = True
     """Whether failures and throttling are in play (goodput counts them only then)."""
+    waiting: Collection[JobView] = ()
+    """Jobs not running now, in arrival order."""
+    running: tuple[Collection[JobView], ...] = ()
+    """Per pool, the jobs running there."""
+    free: tuple[int, ...] = ()
+    """Per pool, devices not held by running jobs."""
+
+    def __post_init__(self) -> None:
+        if not self.free:
+            run: list[list[JobView]] = [[] for _ in self.pools]
+            wait = []
+            for j in self.jobs:
+                if j.pool is None:
+                    wait.append(j)
+                else:
+                    run[j.pool].append(j)
+            free = tuple(p.capacity - sum(j.devices for j in r)
+                         for p, r in zip(self.pools, run, strict=True))
+            object.__setattr__(self, "waiting", wait)
+            object.__setattr__(self, "running", tuple(run))
+            object.__setattr__(self, "free", free)
 
     def goodput_factor(self, pool: int, devices: int) -> float:
         """Expected share of throughput kept on ``pool`` under its failures and throttling
@@ -135,7 +163,9 @@ class Policy(Protocol):
     """Whether it may stop running jobs (then it is asked even when no device is free)."""
 
     def allocate(self, snap: Snapshot) -> Allocation:
-        """Job id -> pool index for every active job that runs now."""
+        """Job id -> pool index. A preemptive policy lists every job that runs now (a
+        running job left out is preempted); a non-preemptive one lists only the waiting jobs
+        it starts now (running jobs keep running)."""
         ...
 
 
@@ -143,7 +173,7 @@ _REGISTRY: dict[str, type] = {}
 POLICY_NAMES: list[str] = []
 
 
-def register(name: str):  # type: ignore[no-untyped-def]
+def register(name: str) -> Any:
     """Class decorator: make a policy available by ``name``."""
     def deco(cls: type) -> type:
         _REGISTRY[name] = cls

@@ -19,19 +19,15 @@ class FifoPolicy:
     name = "fifo"
     round_s: float | None = None
     preemptive = False
+    needs_remaining = False
 
     def allocate(self, snap: Snapshot) -> Allocation:
-        free = [p.capacity for p in snap.pools]
+        free = list(snap.free)
         alloc: Allocation = {}
-        waiting = []
-        for j in snap.jobs:
-            if j.pool is None:
-                waiting.append(j)
-            else:
-                alloc[j.id] = j.pool
-                free[j.pool] -= j.devices
         most = max(free)
-        for j in waiting:
+        for j in snap.waiting:
+            if most <= 0:
+                break
             if j.devices > most:
                 continue
             for p in j.options:

@@ -79,6 +79,7 @@ class GavelPolicy:
 
     name = "gavel"
     preemptive = True
+    needs_remaining = False
 
     def __init__(self, round_s: float = 360.0, max_lp_jobs: float = 400):
         if not round_s > 0:

@@ -21,6 +21,7 @@ class NvidiaSparingPolicy:
     name = "nvidia-sparing"
     round_s: float | None = None
     preemptive = False
+    needs_remaining = False
 
     def __init__(self, bound: float = 2.0):
         if not bound >= 1:
@@ -41,18 +42,13 @@ class NvidiaSparingPolicy:
         return other
 
     def allocate(self, snap: Snapshot) -> Allocation:
-        free = [p.capacity for p in snap.pools]
+        free = list(snap.free)
         alloc: Allocation = {}
-        waiting = []
-        for j in snap.jobs:
-            if j.pool is None:
-                waiting.append(j)
-            else:
-                alloc[j.id] = j.pool
-                free[j.pool] -= j.devices
         memo: dict[tuple[str, tuple[int, ...]], list[int]] = {}
         most = max(free)
-        for j in waiting:
+        for j in snap.waiting:
+            if most <= 0:
+                break
             if j.devices > most:
                 continue
             k = (j.workload, j.options)

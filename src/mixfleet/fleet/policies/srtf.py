@@ -8,7 +8,7 @@ a long running job (which checkpoints and waits).
 
 from __future__ import annotations
 
-from mixfleet.fleet.policies.base import Allocation, Snapshot, best, register
+from mixfleet.fleet.policies.base import Allocation, JobView, Snapshot, best, register
 
 __all__ = ["SrtfPolicy"]
 
@@ -25,7 +25,7 @@ class SrtfPolicy:
         free = [p.capacity for p in snap.pools]
         speed = snap.speed
 
-        def key(j):  # type: ignore[no-untyped-def]
+        def key(j: JobView) -> tuple[float, float]:
             b = best(j.options, speed[j.workload])
             return (j.remaining / (j.devices * b), j.arrival_s)
 

@@ -1,0 +1,36 @@
+"""Shared set-up of the fleet benchmarks: the example fleet, the Philly trace, speeds."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    env = os.environ.get("MIXFLEET_DATA")
+    return Path(env) if env else ROOT / ".." / "shared" / "data"
+
+
+def philly_or_synthetic(seed: int = 0):  # type: ignore[no-untyped-def]
+    """The Philly Sep-Oct 2017 trace, or (with a note) a synthetic one of the same size."""
+    from mixfleet.sim.traces import read_trace
+
+    p = data_dir() / "traces" / "philly" / "philly_jobs_sep_oct_2017.csv"
+    if p.is_file():
+        return read_trace(p, seed=seed)
+    print(f"note: {p} not found; using synthetic:52849", file=sys.stderr)
+    return read_trace("synthetic:52849", seed=seed)
+
+
+def mixed_fleet():  # type: ignore[no-untyped-def]
+    from mixfleet.catalog.base import load_catalog
+    from mixfleet.fleet.model import load_fleet
+    from mixfleet.fleet.throughput import ThroughputTable
+    from mixfleet.sim.engine import speed_matrix
+
+    cat = load_catalog()
+    fleet = load_fleet(ROOT / "examples" / "fleet-mixed.toml", cat)
+    return fleet, speed_matrix(fleet, ThroughputTable.build(cat.values()))

@@ -1,0 +1,170 @@
+"""``mixfleet simulate`` and ``mixfleet plan``: parse arguments, call the library, print."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from mixfleet.errors import ConfigError
+
+__all__ = ["add_parser", "run_simulate", "run_plan"]
+
+
+def add_parser(sub: Any) -> None:
+    from mixfleet.fleet.policies import POLICY_NAMES
+
+    s = sub.add_parser("simulate", help="replay a trace on a fleet under placement policies",
+                       description="Replay a trace on a fleet under one or more placement "
+                       "policies, with failures and throttling; print a comparison and "
+                       "write DIR/results.json and PNG plots.")
+    s.add_argument("--fleet", required=True, help="fleet TOML (see examples/fleet-mixed.toml)")
+    s.add_argument("--trace", required=True, help="Philly CSV, openb pod list, or synthetic:N")
+    s.add_argument("--policy", action="append", choices=POLICY_NAMES,
+                   help="policy to compare (repeatable; default: all)")
+    s.add_argument("--seed", type=int, default=0, help="seed of classes and failures")
+    s.add_argument("--out", help="directory for results.json and plots")
+    s.add_argument("--no-failures", action="store_true", help="no failures, no throttling")
+    s.add_argument("--throughput", help="measured throughput table (mixfleet bench)")
+    s.add_argument("--migration-s", type=float, default=60.0,
+                   help="stall when a job restarts after a move or preemption (s)")
+    s.add_argument("--limit", type=int, help="read only the first N trace rows")
+    s.add_argument("--catalog", help="chip catalog TOML (default: the packaged one)")
+    s.set_defaults(func=run_simulate)
+
+    p = sub.add_parser("plan", help="place a list of jobs on a fleet",
+                       description="Place the jobs of JOBS.toml on a fleet with one policy; "
+                       "print the placement and the Nvidia device-hours it replaces.")
+    p.add_argument("--fleet", required=True, help="fleet TOML")
+    p.add_argument("--jobs", required=True, help="jobs TOML (see examples/jobs.toml)")
+    p.add_argument("--policy", default="goodput", choices=POLICY_NAMES)
+    p.add_argument("--throughput", help="measured throughput table (mixfleet bench)")
+    p.add_argument("--catalog", help="chip catalog TOML (default: the packaged one)")
+    p.set_defaults(func=run_plan)
+
+
+def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | None, ...]]]:
+    from mixfleet.bench.table import read_table
+    from mixfleet.catalog.base import load_catalog
+    from mixfleet.fleet.model import load_fleet
+    from mixfleet.fleet.throughput import ThroughputTable
+    from mixfleet.sim.engine import speed_matrix
+
+    cat = load_catalog(args.catalog)
+    fleet = load_fleet(args.fleet, cat)
+    rows = read_table(args.throughput) if args.throughput else []
+    table = ThroughputTable.build(cat.values(), rows)
+    return fleet, table, speed_matrix(fleet, table)
+
+
+def _note_idle(console: Any, fleet: Any, table: Any, speeds: Any) -> None:
+    from mixfleet.fleet.plan import idle_pools
+
+    for i in idle_pools(fleet, speeds):
+        pool = fleet.pools[i]
+        why = next((m for (_, c), m in table.missing.items() if c == pool.chip.id), "")
+        console.print(f"[yellow]note:[/] pool {pool.id!r} ({pool.chip.id}) takes no jobs: "
+                      f"{why}; measure it with `mixfleet bench` and pass --throughput")
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    from mixfleet.fleet.policies import POLICY_NAMES, make_policy
+    from mixfleet.sim.engine import SimConfig, simulate
+    from mixfleet.sim.plots import plot_jct_cdf, plot_utilization
+    from mixfleet.sim.report import results_doc, write_results
+    from mixfleet.sim.traces import read_trace
+
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be >= 1 (got {args.limit}); e.g. --limit 1000")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ConfigError(f"--out {args.out!r} is a file; pass a directory")
+    console = Console(width=max(Console().width, 132))
+    fleet, table, speeds = _setup(args)
+    jobs, info = read_trace(args.trace, seed=args.seed, limit=args.limit)
+    cfg = SimConfig(seed=args.seed, failures=not args.no_failures,
+                    throttles=not args.no_failures, migration_s=args.migration_s)
+    policies = [make_policy(n) for n in (args.policy or POLICY_NAMES)]
+    _note_idle(console, fleet, table, speeds)
+    console.print(f"{len(jobs)} jobs from {info.path} ({info.format}"
+                  f"{f', {info.skipped} non-GPU rows skipped' if info.skipped else ''}) on "
+                  f"{fleet.name}: {fleet.capacity} devices in {len(fleet.pools)} pools")
+    results, walls = [], []
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total} jobs"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        for pol in policies:
+            task = bar.add_task(f"simulate {pol.name}", total=len(jobs))
+
+            def progress(done: int, total: int, t: float, task: Any = task) -> None:
+                bar.update(task, completed=done)
+
+            t0 = time.perf_counter()
+            results.append(simulate(fleet, jobs, pol, speeds, cfg, progress))
+            walls.append(time.perf_counter() - t0)
+    tab = Table(title=f"{fleet.name} x {Path(str(info.path)).name} "
+                f"(seed {args.seed}, failures {'on' if cfg.failures else 'off'})")
+    cols = [("policy", None), ("avg JCT h", "jct_avg_s"), ("p50 h", "jct_p50_s"),
+            ("p99 h", "jct_p99_s"), ("queue h", "queue_delay_avg_s"),
+            ("makespan d", "makespan_s"), ("Nvidia dev-h", "nvidia_device_hours"),
+            ("non-Nvidia work", "non_nvidia_work_share"),
+            ("lost dev-h", "goodput_lost_device_hours"), ("wall s", None)]
+    for name, _ in cols:
+        tab.add_column(name, justify="left" if name == "policy" else "right")
+    for r, w in zip(results, walls, strict=True):
+        m = r.metrics
+        tab.add_row(r.policy, f"{m['jct_avg_s'] / 3600:.2f}", f"{m['jct_p50_s'] / 3600:.2f}",
+                    f"{m['jct_p99_s'] / 3600:.1f}", f"{m['queue_delay_avg_s'] / 3600:.2f}",
+                    f"{m['makespan_s'] / 86400:.1f}", f"{m['nvidia_device_hours']:,.0f}",
+                    f"{m['non_nvidia_work_share']:.1%}",
+                    f"{m['goodput_lost_device_hours']:,.0f}", f"{w:.1f}")
+    console.print(tab)
+    unpl = results[0].unplaceable
+    if unpl:
+        console.print(f"[yellow]{len(unpl)} job(s) fit nowhere[/] (listed in results.json), "
+                      f"e.g. {unpl[0][0]}: {unpl[0][1]}")
+    if args.out:
+        doc = results_doc(results, fleet, str(info.path), cfg)
+        path = write_results(doc, args.out)
+        plot_jct_cdf(results, Path(args.out) / "jct_cdf.png")
+        for r in results:
+            plot_utilization(r, Path(args.out) / f"utilization_{r.policy}.png")
+        console.print(f"wrote {path} and plots in {args.out}")
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from mixfleet.fleet.model import load_jobs
+    from mixfleet.fleet.plan import plan
+    from mixfleet.fleet.policies import make_policy
+
+    console = Console()
+    fleet, table, speeds = _setup(args)
+    ref = {e.workload: e.samples_per_s for e in table.entries()
+           if e.chip == fleet.reference_chip.id}
+    jobs = load_jobs(args.jobs, ref)
+    result = plan(fleet, jobs, make_policy(args.policy), speeds)
+    _note_idle(console, fleet, table, speeds)
+    tab = Table(title=f"plan: {args.policy} on {fleet.name}")
+    for c in ("job", "workload", "devices", "status", "pool", "speed", "hours",
+              "Nvidia dev-h replaced"):
+        tab.add_column(c, justify="left" if c in ("job", "workload", "status", "pool")
+                       else "right")
+    for p in result.placements:
+        tab.add_row(p.job.id, p.job.workload, str(p.job.devices), p.status,
+                    p.pool or "-", "-" if p.speed is None else f"{p.speed:.2f}",
+                    "-" if p.hours is None else f"{p.hours:.1f}",
+                    f"{p.nvidia_hours_replaced:,.0f}")
+    console.print(tab)
+    for p in result.placements:
+        if p.status == "unplaceable":
+            console.print(f"[yellow]{p.job.id} fits nowhere:[/] {p.reason}")
+    console.print(f"Nvidia device-hours replaced: {result.nvidia_hours_replaced:,.0f}")
+    return 0

@@ -1,0 +1,333 @@
+"""The simulator: replays jobs on a fleet under one policy, with failures and throttling.
+
+Failures and throttle episodes are Poisson processes per device, sampled per job as their
+superposition (a job on n devices fails at n / MTBF; memoryless, so this is the same
+process as sampling each device). A failure loses the computation since the job's last
+checkpoint and costs ``restart_s`` of stall; jobs checkpoint at the Young/Daly interval
+sqrt(2 C M) of their pool and size, each checkpoint stalling ``checkpoint_s``. A job that a
+policy moves or preempts saves its state on the way out and pays ``migration_s`` when it
+starts again. With failures off there are no failures and no checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+from collections.abc import Callable, Sequence
+
+from mixfleet.errors import ConfigError, MixfleetError
+from mixfleet.fleet.model import Fleet, Job
+from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot, fit_options
+from mixfleet.fleet.reliability import young_daly_interval
+from mixfleet.fleet.throughput import ThroughputTable
+from mixfleet.sim import events as ev
+from mixfleet.sim.cluster import STALL_CKPT, STALL_MIGRATE, STALL_RESTART, JobState, PoolState
+from mixfleet.sim.metrics import SimResult, collect
+
+__all__ = ["SimConfig", "Simulator", "simulate", "speed_matrix", "pool_views"]
+
+Progress = Callable[[int, int, float], None]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SimConfig:
+    """Settings of one simulation run."""
+
+    seed: int = 0
+    """Seed of the failure and throttle draws."""
+    failures: bool = True
+    """Sample failures (and checkpoint at the Young/Daly interval)."""
+    throttles: bool = True
+    """Sample throttle episodes."""
+    migration_s: float = 60.0
+    """Stall when a job starts again after a preemption or a move, seconds."""
+
+    def __post_init__(self) -> None:
+        if not self.migration_s >= 0:
+            raise ConfigError(f"migration_s must be >= 0 (got {self.migration_s}); e.g. 60")
+
+
+def speed_matrix(fleet: Fleet, table: ThroughputTable) -> dict[str, tuple[float | None, ...]]:
+    """workload -> per pool, one device's throughput relative to the reference chip."""
+    workloads = sorted({e.workload for e in table.entries()} |
+                       {w for w, _ in table.missing})
+    ref = fleet.reference_chip.id
+    return {w: tuple(table.speed(w, p.chip.id, ref) for p in fleet.pools) for w in workloads}
+
+
+def pool_views(fleet: Fleet) -> tuple[PoolView, ...]:
+    return tuple(PoolView(index=i, id=p.id, chip=p.chip.id, is_nvidia=p.is_nvidia,
+                          capacity=p.capacity, mem_gib=p.mem_gib, reliability=p.reliability)
+                 for i, p in enumerate(fleet.pools))
+
+
+class Simulator:
+    """One run of ``jobs`` on ``fleet`` under ``policy``."""
+
+    def __init__(self, fleet: Fleet, jobs: Sequence[Job], policy: Policy,
+                 speeds: dict[str, tuple[float | None, ...]],
+                 config: SimConfig | None = None, progress: Progress | None = None):
+        self.fleet, self.policy, self.speeds = fleet, policy, speeds
+        self.cfg = config or SimConfig()
+        self.progress = progress
+        order = sorted(range(len(jobs)), key=lambda i: jobs[i].arrival_s)
+        self.jobs = [jobs[i] for i in order]
+        self.pools = pool_views(fleet)
+        self.rng = random.Random(self.cfg.seed)
+        self.q = ev.EventQueue()
+        t0 = self.jobs[0].arrival_s if self.jobs else 0.0
+        self.pstate = [PoolState(p.capacity, t0) for p in self.pools]
+        self.states: list[JobState] = []
+        self.active: dict[str, JobState] = {}
+        self.wait: dict[str, JobState] = {}
+        self.run_by_pool: list[dict[str, JobState]] = [{} for _ in self.pools]
+        self.unplaceable: list[tuple[Job, str]] = []
+        self.waiting = 0
+        self.free = fleet.capacity
+        self.pfree = [p.capacity for p in self.pools]
+        self.tau: dict[tuple[int, int], float] = {}
+        self._fit: dict[tuple[str, int, float], tuple[tuple[int, ...], str]] = {}
+        self.needs_remaining = getattr(policy, "needs_remaining", True)
+
+    # -- placement ------------------------------------------------------------------
+    def _resched(self, js: JobState, t: float) -> None:
+        js.rate_ver += 1
+        ft = js.eta = js.finish_time(t)
+        if ft < math.inf:
+            self.q.push(ft, ev.COMPLETE, js.index, js.rate_ver)
+
+    def _interval(self, p: int, n: int) -> float:
+        tau = self.tau.get((p, n))
+        if tau is None:
+            rel = self.pools[p].reliability
+            tau = self.tau[(p, n)] = young_daly_interval(rel.checkpoint_s, rel.job_mtbf_s(n))
+        return tau
+
+    def _start(self, js: JobState, p: int, t: float) -> None:
+        js.pool, js.last, js.placed_at = p, t, t
+        if js.ran:
+            js.stall_until, js.stall_kind = t + self.cfg.migration_s, STALL_MIGRATE
+            js.migrations += 1
+        else:
+            js.stall_until = t
+            js.start_s = t
+        js.ran = True
+        js.base_rate = js.rate = js.devices * (self.speeds[js.workload][p] or 0.0)
+        js.place_ver += 1
+        js.ckpt_ver += 1
+        rel = self.pools[p].reliability
+        if self.cfg.failures:
+            self.q.push(t + self.rng.expovariate(1.0 / rel.job_mtbf_s(js.devices)), ev.FAIL,
+                        js.index, js.place_ver)
+            self.q.push(max(t, js.stall_until) + self._interval(p, js.devices), ev.CHECKPOINT,
+                        js.index, js.ckpt_ver)
+        if self.cfg.throttles and rel.throttle_per_h > 0 and rel.throttle_slowdown > 0:
+            self._next_throttle(js, rel.throttle_per_h, t)
+        self.pstate[p].change(t, js.devices)
+        self.free -= js.devices
+        self.pfree[p] -= js.devices
+        self.waiting -= 1
+        del self.wait[js.id]
+        self.run_by_pool[p][js.id] = js
+        self._resched(js, t)
+
+    def _next_throttle(self, js: JobState, per_h: float, t: float) -> None:
+        self.q.push(t + self.rng.expovariate(js.devices * per_h / 3600.0), ev.THROTTLE_START,
+                    js.index, js.place_ver)
+
+    def _release(self, js: JobState, t: float) -> int:
+        p = js.pool
+        assert p is not None
+        self.pstate[p].change(t, -js.devices)
+        self.free += js.devices
+        self.pfree[p] += js.devices
+        del self.run_by_pool[p][js.id]
+        js.run_s[p] += t - js.placed_at
+        js.pool = None
+        js.rate = js.base_rate = 0.0
+        js.throttled = 0
+        js.place_ver += 1
+        js.ckpt_ver += 1
+        js.rate_ver += 1
+        js.eta = math.inf
+        return p
+
+    def _stop(self, js: JobState, t: float) -> None:
+        js.advance(t)
+        js.ckpt_done = js.done  # a preempted job saves its state on the way out
+        js.compute_since_ckpt = 0.0
+        self._release(js, t)
+        self.waiting += 1
+        self.wait[js.id] = js
+
+    # -- events ---------------------------------------------------------------------
+    def _arrive(self, i: int, t: float) -> None:
+        job = self.jobs[i]
+        key = (job.workload, job.devices, job.mem_gib)
+        fit = self._fit.get(key)
+        if fit is None:
+            sp = self.speeds.get(job.workload) or (None,) * len(self.pools)
+            fit = self._fit[key] = fit_options(self.pools, sp, job.devices, job.mem_gib)
+        if not fit[0]:
+            self.unplaceable.append((job, fit[1]))
+            return
+        js = JobState(job, len(self.states), fit[0], len(self.pools))
+        if job.id in self.active:
+            raise ConfigError(f"job id {job.id!r} appears twice; give each job its own id")
+        self.states.append(js)
+        self.active[js.id] = js
+        self.wait[js.id] = js
+        self.waiting += 1
+
+    def _handle(self, t: float, kind: int, ji: int, ver: int) -> None:
+        js = self.states[ji]
+        if kind == ev.COMPLETE:
+            if ver != js.rate_ver or js.pool is None:
+                return
+            js.advance(t)
+            p = js.pool
+            js.work_by_pool[p] += js.work - js.done
+            js.done = js.work
+            js.end_s = t
+            self._release(js, t)
+            del self.active[js.id]
+            return
+        if js.pool is None:
+            return
+        rel = self.pools[js.pool].reliability
+        if kind == ev.CHECKPOINT:
+            if ver != js.ckpt_ver:
+                return
+            js.advance(t)
+            js.ckpt_done, js.compute_since_ckpt = js.done, 0.0
+            js.stall_until, js.stall_kind = t + rel.checkpoint_s, STALL_CKPT
+            js.ckpt_ver += 1
+            self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
+                        ji, js.ckpt_ver)
+            self._resched(js, t)
+            return
+        if ver != js.place_ver:
+            return
+        js.advance(t)
+        if kind == ev.FAIL:
+            lost = js.done - js.ckpt_done
+            js.work_by_pool[js.pool] -= lost
+            js.done = js.ckpt_done
+            js.lost_compute_s += js.compute_since_ckpt
+            js.compute_since_ckpt = 0.0
+            js.failures += 1
+            js.stall_until, js.stall_kind = t + rel.restart_s, STALL_RESTART
+            js.ckpt_ver += 1
+            self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
+                        ji, js.ckpt_ver)
+            self.q.push(t + self.rng.expovariate(1.0 / rel.job_mtbf_s(js.devices)), ev.FAIL,
+                        ji, js.place_ver)
+        elif kind == ev.THROTTLE_START:
+            js.throttled += 1
+            js.throttles += 1
+            js.rate = js.base_rate * (1.0 - rel.throttle_slowdown)
+            self.q.push(t + rel.throttle_s, ev.THROTTLE_END, ji, js.place_ver)
+            self._next_throttle(js, rel.throttle_per_h, t)
+        else:  # THROTTLE_END
+            js.throttled -= 1
+            if js.throttled == 0:
+                js.rate = js.base_rate
+        self._resched(js, t)
+
+    # -- scheduling -----------------------------------------------------------------
+    def _schedule(self, t: float) -> None:
+        if self.needs_remaining or self.policy.round_s is not None:
+            for js in self.active.values():
+                if js.pool is not None:
+                    js.run_s[js.pool] += t - js.placed_at
+                    js.placed_at = t
+                    js.advance(t)
+        snap = Snapshot(time=t, pools=self.pools, jobs=self.active.values(),
+                        speed=self.speeds, failures=self.cfg.failures,
+                        waiting=self.wait.values(),
+                        running=tuple(r.values() for r in self.run_by_pool),
+                        free=tuple(self.pfree))
+        alloc = self.policy.allocate(snap)
+        keep = not self.policy.preemptive
+        used = [0] * len(self.pools) if not keep else [p.capacity - f for p, f in
+                                                       zip(self.pools, self.pfree, strict=True)]
+        for jid, p in alloc.items():
+            cand = self.active.get(jid)
+            if cand is None or p not in cand.options or (keep and cand.pool is not None):
+                raise MixfleetError(f"policy {self.policy.name!r} placed job {jid!r} on pool "
+                                    f"{p} where it is not active, not waiting or does not fit")
+            used[p] += cand.devices
+        for p, u in enumerate(used):
+            if u > self.pools[p].capacity:
+                raise MixfleetError(f"policy {self.policy.name!r} put {u} devices on pool "
+                                    f"{self.pools[p].id!r} of {self.pools[p].capacity}")
+        if not keep:
+            for js in list(self.active.values()):
+                if js.pool is not None and alloc.get(js.id) != js.pool:
+                    self._stop(js, t)
+        for jid, p in alloc.items():
+            st = self.active[jid]
+            if st.pool is None:
+                self._start(st, p, t)
+
+    def run(self) -> SimResult:
+        """Simulate until every placeable job has completed."""
+        q, jobs, n = self.q, self.jobs, len(self.jobs)
+        round_s = self.policy.round_s
+        nxt = 0
+        if n:
+            q.push(jobs[0].arrival_s, ev.ARRIVAL, 0)
+        round_pending = False
+        handled = 0
+        while len(q):
+            t = q.peek_time()
+            assert t is not None
+            dirty = False
+            while len(q) and q.peek_time() == t:
+                _, kind, _, ji, ver = q.pop()
+                handled += 1
+                if kind == ev.ARRIVAL:
+                    self._arrive(ji, t)
+                    nxt = ji + 1
+                    if nxt < n:
+                        q.push(jobs[nxt].arrival_s, ev.ARRIVAL, nxt)
+                    if round_s is not None and not round_pending and self.active:
+                        q.push(max(t, math.ceil(t / round_s) * round_s), ev.ROUND)
+                        round_pending = True
+                    dirty = True
+                elif kind == ev.ROUND:
+                    round_pending = False
+                    if self.active:
+                        self._schedule(t)
+                        q.push(t + round_s, ev.ROUND)  # type: ignore[operator]
+                        round_pending = True
+                        if self.free == self.fleet.capacity and len(q) == 1 and nxt >= n:
+                            raise MixfleetError(f"policy {self.policy.name!r} leaves "
+                                                f"{len(self.active)} job(s) waiting on an "
+                                                f"idle fleet")
+                else:
+                    if kind == ev.COMPLETE:
+                        dirty = True
+                    self._handle(t, kind, ji, ver)
+            if (dirty and round_s is None and self.waiting
+                    and (self.free > 0 or self.policy.preemptive)):
+                self._schedule(t)
+            if self.progress is not None and handled >= 5000:
+                self.progress(len(self.states) - len(self.active) + len(self.unplaceable),
+                              n, t)
+                handled = 0
+        if self.active:
+            raise MixfleetError(f"policy {self.policy.name!r} leaves {len(self.active)} "
+                                f"job(s) waiting on an idle fleet")
+        if self.progress is not None:
+            self.progress(n, n, self.q.peek_time() or 0.0)
+        return collect(self.policy.name, self.fleet, self.states, self.pstate,
+                       self.unplaceable, q.popped)
+
+
+def simulate(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
+             speeds: dict[str, tuple[float | None, ...]], config: SimConfig | None = None,
+             progress: Progress | None = None) -> SimResult:
+    """Run one simulation and return its metrics (see :class:`SimResult`)."""
+    return Simulator(fleet, jobs, policy, speeds, config, progress).run()

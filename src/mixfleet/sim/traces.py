@@ -1,0 +1,186 @@
+"""Trace readers (formats in ../shared/data/README.md) and a seeded synthetic generator.
+
+Each reader returns :class:`Job` records; a job's work is its observed run time x its
+devices, in reference device-seconds (the trace's GPUs stand in for the fleet's reference
+chip), and its workload class comes from :func:`assign_classes` with the given seed.
+A malformed row raises ConfigError naming the file, the row (1 = header), the field, the
+value and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+from mixfleet.errors import ConfigError
+from mixfleet.fleet.model import Job
+from mixfleet.fleet.workloads import WORKLOAD_CLASSES, assign_classes
+
+__all__ = ["read_trace", "read_philly", "read_openb", "synthetic_jobs", "TraceInfo",
+           "PHILLY_SIZES"]
+
+PHILLY_COLUMNS = ("timestamp", "duration", "num_gpus", "gpu_time", "cluster")
+OPENB_COLUMNS = ("name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec", "qos",
+                 "pod_phase", "creation_time", "deletion_time", "scheduled_time")
+#: Device counts of the Philly Sep-Oct 2017 jobs and how many jobs had each.
+PHILLY_SIZES = {1: 50188, 2: 904, 4: 945, 8: 713, 12: 7, 16: 65, 24: 4, 32: 23}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TraceInfo:
+    """What a reader kept and skipped."""
+
+    path: str
+    format: str
+    rows: int
+    skipped: int
+    """Rows that are not GPU jobs (e.g. openb pods with no GPU)."""
+
+
+def _num(row: dict[str, str], key: str, where: str, fix: str, *, integer: bool = False,
+         minimum: float = 0.0) -> float:
+    raw = (row.get(key) or "").strip()
+    try:
+        v = float(int(raw)) if integer else float(raw)
+    except ValueError:
+        v = math.nan
+    if math.isnan(v) or math.isinf(v) or v < minimum:
+        raise ConfigError(f"{where} field {key!r}: {raw!r} is not "
+                          f"{'an integer' if integer else 'a number'} >= {minimum:g}; {fix}")
+    return v
+
+
+def _jobs(ids: list[str], arrivals: list[float], devices: list[int], work: list[float],
+          seed: int) -> list[Job]:
+    classes = assign_classes(devices, seed)
+    return [Job(id=i, workload=w, arrival_s=a, devices=n, work=x,
+                mem_gib=WORKLOAD_CLASSES[w].mem_gib)
+            for i, a, n, x, w in zip(ids, arrivals, devices, work, classes, strict=True)]
+
+
+def read_philly(path: str | Path, seed: int = 0, limit: int | None = None
+                ) -> tuple[list[Job], TraceInfo]:
+    """Jobs of the Philly-derived CSV (timestamp, duration, num_gpus, gpu_time, cluster)."""
+    p = Path(path)
+    ids: list[str] = []
+    arr: list[float] = []
+    dev: list[int] = []
+    work: list[float] = []
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        t0: datetime | None = None
+        for k, row in enumerate(reader):
+            if limit is not None and k >= limit:
+                break
+            where = f"{p}: row {k + 2}"
+            ts = (row.get("timestamp") or "").strip()
+            try:
+                t = datetime.strptime(ts, "%Y-%m-%d %H:%M:%S")
+            except ValueError:
+                raise ConfigError(f"{where} field 'timestamp': {ts!r} is not YYYY-MM-DD "
+                                  f"HH:MM:SS; fix or remove the row") from None
+            t0 = t if t0 is None else t0
+            dur = _num(row, "duration", where, "give the run time in seconds", minimum=1e-9)
+            n = int(_num(row, "num_gpus", where, "give the GPU count", integer=True,
+                         minimum=1))
+            ids.append(f"philly-{k}")
+            arr.append(max(0.0, (t - t0).total_seconds()))
+            dev.append(n)
+            work.append(dur * n)
+    if not ids:
+        raise ConfigError(f"{p}: no job rows; expected columns {', '.join(PHILLY_COLUMNS)}")
+    return _jobs(ids, arr, dev, work, seed), TraceInfo(path=str(p), format="philly",
+                                                       rows=len(ids), skipped=0)
+
+
+def read_openb(path: str | Path, seed: int = 0, limit: int | None = None
+               ) -> tuple[list[Job], TraceInfo]:
+    """Jobs of Alibaba's openb pod list. A pod's work is (deletion - scheduled) x num_gpu x
+    gpu_milli / 1000; it holds num_gpu whole devices (GPU sharing is not modelled). Pods
+    with no GPU, or never scheduled, are skipped and counted."""
+    p = Path(path)
+    ids: list[str] = []
+    arr: list[float] = []
+    dev: list[int] = []
+    work: list[float] = []
+    skipped = 0
+    with p.open(newline="") as f:
+        for k, row in enumerate(csv.DictReader(f)):
+            if limit is not None and k >= limit:
+                break
+            where = f"{p}: row {k + 2}"
+            n = int(_num(row, "num_gpu", where, "give the GPU count", integer=True))
+            milli = _num(row, "gpu_milli", where, "give the GPU share in 1/1000 (1000 = whole)")
+            created = _num(row, "creation_time", where, "give seconds from the trace start")
+            if n == 0 or milli == 0 or not (row.get("scheduled_time") or "").strip():
+                skipped += 1
+                continue
+            start = _num(row, "scheduled_time", where, "give seconds from the trace start")
+            end = _num(row, "deletion_time", where, "give seconds from the trace start")
+            if end <= start:
+                raise ConfigError(f"{where} field 'deletion_time': {end:g} is not after "
+                                  f"scheduled_time {start:g}; fix or remove the row")
+            ids.append(str(row.get("name") or f"openb-{k}"))
+            arr.append(created)
+            dev.append(n)
+            work.append((end - start) * n * min(milli, 1000.0) / 1000.0)
+    if not ids:
+        raise ConfigError(f"{p}: no GPU pods; expected columns {', '.join(OPENB_COLUMNS)}")
+    t0 = min(arr)
+    arr = [a - t0 for a in arr]
+    return _jobs(ids, arr, dev, work, seed), TraceInfo(path=str(p), format="openb",
+                                                       rows=len(ids), skipped=skipped)
+
+
+def read_trace(path: str | Path, seed: int = 0, limit: int | None = None
+               ) -> tuple[list[Job], TraceInfo]:
+    """Read a trace, telling the format by its header; ``synthetic:N`` generates N jobs."""
+    text = str(path)
+    if text.startswith("synthetic"):
+        _, _, count = text.partition(":")
+        try:
+            n = int(count or 1000)
+        except ValueError:
+            raise ConfigError(f"--trace {text!r}: write synthetic:N with N jobs, e.g. "
+                              f"synthetic:2000") from None
+        jobs = synthetic_jobs(n, seed=seed)
+        return jobs, TraceInfo(path=text, format="synthetic", rows=n, skipped=0)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"trace {text!r} does not exist; pass a Philly CSV, an openb pod "
+                          f"list, or synthetic:N")
+    with p.open(newline="") as f:
+        header = next(csv.reader(f), [])
+    cols = [c.strip() for c in header]
+    if all(c in cols for c in ("timestamp", "duration", "num_gpus")):
+        return read_philly(p, seed, limit)
+    if all(c in cols for c in ("num_gpu", "gpu_milli", "creation_time", "deletion_time")):
+        return read_openb(p, seed, limit)
+    raise ConfigError(f"{p}: row 1 (header) {','.join(cols)!r} is neither a Philly trace "
+                      f"({','.join(PHILLY_COLUMNS)}) nor an openb pod list "
+                      f"({','.join(OPENB_COLUMNS)})")
+
+
+def synthetic_jobs(n: int, *, seed: int = 0, mean_interarrival_s: float = 93.0,
+                   median_s: float = 1486.0, sigma: float = 1.53,
+                   max_s: float = 30 * 86400.0) -> list[Job]:
+    """``n`` Philly-like jobs: Poisson arrivals (mean gap 93 s, as Philly Sep-Oct 2017),
+    device counts drawn from Philly's, durations log-normal with Philly's median (1,486 s)
+    and 90th percentile (~10,500 s), capped at ``max_s``."""
+    if n < 1:
+        raise ConfigError(f"synthetic trace needs at least 1 job (got {n}); e.g. synthetic:2000")
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(mean_interarrival_s, n)
+    gaps[0] = 0.0
+    arrivals = np.cumsum(gaps)
+    sizes = np.array(sorted(PHILLY_SIZES))
+    probs = np.array([PHILLY_SIZES[s] for s in sizes], dtype=float)
+    devices = rng.choice(sizes, size=n, p=probs / probs.sum())
+    dur = np.minimum(np.exp(rng.normal(math.log(median_s), sigma, n)), max_s)
+    return _jobs([f"syn-{i}" for i in range(n)], arrivals.tolist(),
+                 [int(d) for d in devices], (dur * devices).tolist(), seed + 1)

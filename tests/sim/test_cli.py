@@ -1,0 +1,47 @@
+import json
+from pathlib import Path
+
+from mixfleet.cli import main
+from mixfleet.sim import METRIC_KEYS
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_simulate_writes_results_and_plots(tmp_path, capsys):
+    """simulate prints a table and writes results.json (every metric key, one record per
+    policy) and PNG plots."""
+    out = tmp_path / "out"
+    rc = main(["simulate", "--fleet", str(EXAMPLES / "fleet-mixed.toml"), "--trace",
+               "synthetic:300", "--policy", "fifo", "--policy", "goodput", "--out", str(out)])
+    assert rc == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["policy"] for r in doc["policies"]] == ["fifo", "goodput"]
+    for rec in doc["policies"]:
+        assert set(METRIC_KEYS) <= set(rec)
+    assert (out / "jct_cdf.png").stat().st_size > 1000
+    assert (out / "utilization_goodput.png").stat().st_size > 1000
+    text = capsys.readouterr().out
+    assert "policy" in text and "goodput" in text
+
+
+def test_bad_fleet_exits_2_and_writes_nothing(tmp_path, capsys):
+    """An unknown chip exits 2 with one message naming file, pool and field; no output."""
+    f = tmp_path / "f.toml"
+    f.write_text('[[pool]]\nchip = "nvidia-h9000"\nnodes = 1\nper_node = 8\n')
+    out = tmp_path / "out"
+    rc = main(["simulate", "--fleet", str(f), "--trace", "synthetic:10", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "f.toml: pool #1 field 'chip'" in err and "nvidia-h9000" in err
+    assert not out.exists()
+
+
+def test_plan_prints_placement_and_reports_unfit_job(capsys):
+    """plan prints each job's pool, the Nvidia hours replaced, and the job that fits
+    nowhere with its reason."""
+    rc = main(["plan", "--fleet", str(EXAMPLES / "fleet-mixed.toml"), "--jobs",
+               str(EXAMPLES / "jobs.toml"), "--policy", "nvidia-sparing"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "big-embedding fits nowhere" in out
+    assert "Nvidia device-hours replaced" in out

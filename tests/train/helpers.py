@@ -1,0 +1,54 @@
+"""Helpers for training tests: run ``mixfleet train`` and read its results."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from tests.conftest import EXAMPLES, REPO
+
+DIGITS = EXAMPLES / "digits-cnn.toml"
+
+
+def train_cli(run_dir: Path, *overrides: str, nproc: int = 2, config: Path = DIGITS,
+              extra: tuple[str, ...] = (), timeout: float = 240) -> dict[str, Any]:
+    """Run ``mixfleet train`` in a subprocess; returns summary.json (asserts success)."""
+    cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--nproc", str(nproc),
+           "--run-dir", str(run_dir), "--json", *extra]
+    for o in overrides:
+        cmd += ["--set", o]
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert p.returncode == 0, f"mixfleet train failed ({p.returncode}):\n{p.stderr[-4000:]}"
+    return dict(json.loads(p.stdout.strip().splitlines()[-1]))
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return dict(torch.load(run_dir / "final" / "model.pt"))
+
+
+def bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def events(run_dir: Path, kind: str | None = None) -> list[dict[str, Any]]:
+    out = []
+    with (run_dir / "events.jsonl").open() as f:
+        for line in f:
+            rec = json.loads(line)
+            if kind is None or rec["event"] == kind:
+                out.append(rec)
+    return out
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    out: dict[int, float] = {}
+    with (run_dir / "metrics.jsonl").open() as f:
+        for line in f:
+            rec = json.loads(line)
+            out[rec["step"]] = rec["loss"]
+    return out
