@@ -15,6 +15,8 @@ CASES = [
     (["--set", "checkpoint.interval=-5"], ["checkpoint.interval", "-5", "interval = 100"]),
     (["--device", "tpu"], ["launch.device", "tpu", "auto"]),
     (["--device", "cuda"], ["launch.device", "cuda", "not available"]),
+    (["--device", "emu:nope-9"], ["emu:nope-9", "unknown chip id", "kunlun-p800"]),
+    (["--set", "telemetry.hz=-1"], ["telemetry.hz", "-1", "0..100"]),
     (["--set", "train.steps=many"], ["train.steps", "many", "integer"]),
     (["--set", "train.lr=true"], ["train.lr", "number"]),
     (["--set", "train.stepz=10"], ["train.stepz", "known keys"]),

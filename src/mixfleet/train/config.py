@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from mixfleet.config import field
 from mixfleet.errors import ConfigError
+from mixfleet.telemetry.base import TelemetryConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
            "FaultsConfig", "RunConfig"]
@@ -81,7 +82,7 @@ class CheckpointConfig:
 class LaunchConfig:
     nproc: int = field(1, help="ranks on this machine (torchrun --nproc-per-node)")
     device: str = field("auto", help="auto, cpu, cuda, npu, xpu, mlu, ... (auto: the "
-                                     "machine's accelerator, else CPU)")
+                                     "machine's accelerator, else CPU), or emu:<chip-id>")
     backend: str = field("auto", help="collective backend; auto follows the device "
                                       "(gloo, nccl, hccl, ...)")
     max_restarts: int = field(3, help="restarts of the whole group after a failure")
@@ -123,6 +124,7 @@ class RunConfig:
     checkpoint: CheckpointConfig = field(CheckpointConfig(), help="persistent checkpoints")
     launch: LaunchConfig = field(LaunchConfig(), help="ranks, device and restarts")
     faults: FaultsConfig = field(FaultsConfig(), help="fault injection (tests, demos)")
+    telemetry: TelemetryConfig = field(TelemetryConfig(), help="device telemetry sampling")
 
     def __post_init__(self) -> None:
         _require(self.train.global_batch >= self.launch.nproc,

@@ -27,10 +27,16 @@ def check_device_spec(spec: str) -> None:
     """Validate the form of a device string without touching hardware."""
     if spec == "auto":
         return
+    if spec.startswith("emu:"):
+        from mixfleet.emulate import parse_emu_device
+
+        parse_emu_device(spec)  # unknown chip id -> DeviceError naming the known ones
+        return
     kind = spec.split(":", 1)[0]
     if kind not in KNOWN_DEVICE_TYPES:
         raise DeviceError(f"launch.device {spec!r} is unknown; use auto, "
-                          f"{', '.join(KNOWN_DEVICE_TYPES)} (optionally with :index)")
+                          f"{', '.join(KNOWN_DEVICE_TYPES)} (optionally with :index), or "
+                          f"emu:<chip-id> for an emulated chip")
 
 
 def _accelerator_type() -> str | None:
@@ -41,6 +47,8 @@ def _accelerator_type() -> str | None:
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     """The torch device for ``spec`` on this process; an unavailable one raises DeviceError."""
     check_device_spec(spec)
+    if spec.startswith("emu:"):  # emulated chips compute on the CPU
+        return torch.device("cpu")
     if spec == "auto":
         kind = _accelerator_type()
         if kind is None:

@@ -82,7 +82,8 @@ class RunDir:
         """The highest step recorded in metrics.jsonl (0 if none)."""
         last = 0
         for rec in read_jsonl(self.metrics_path):
-            last = max(last, int(rec.get("step", 0)))
+            if "loss" in rec:
+                last = max(last, int(rec["step"]))
         return last
 
     def has_checkpoints(self) -> bool:

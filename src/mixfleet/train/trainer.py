@@ -25,6 +25,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from mixfleet import __version__
 from mixfleet.config import config_hash
+from mixfleet.emulate import EmulatedDevice
 from mixfleet.train.checkpoint import Checkpointer, committed_steps
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
@@ -52,9 +53,10 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, workload: Workload, *, run: RunDir, device: torch.device,
                  rank: int = 0, world: int = 1, group: Any = None, ckpt_group: Any = None,
-                 shares: list[int] | None = None,
+                 shares: list[int] | None = None, emu: EmulatedDevice | None = None,
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
+        self.emu = emu  # an emulated chip paces each step and may fail (EmulatedFault)
         self.rank, self.world, self.group = rank, world, group
         t = cfg.train
         self.B = t.global_batch
@@ -113,7 +115,9 @@ class Trainer:
             "time": time.time(),
             "per_rank": {"rank": self.rank, "device": str(self.device),
                          "host": socket.gethostname(), "share": self.shares[self.rank],
-                         "rng": get_rng_state(self.device)},
+                         "rng": get_rng_state(self.device),
+                         **({"emulated": self.emu.device_string, "emu": self.emu.state_dict()}
+                            if self.emu is not None else {})},
         }
 
     def _checkpoint(self) -> None:
@@ -152,6 +156,8 @@ class Trainer:
             per_rank = manifest.get("per_rank") or []
             if self.rank < len(per_rank):
                 set_rng_state(per_rank[self.rank]["rng"], self.device)
+                if self.emu is not None and "emu" in per_rank[self.rank]:
+                    self.emu.load_state_dict(per_rank[self.rank]["emu"])
             self.step = step
             self.ckpt.last_committed = step
             return step
@@ -188,6 +194,19 @@ class Trainer:
         self.step += 1
         return float(self.flat[-1].item())
 
+    def _emulated_step(self) -> float:
+        """A step paced to the emulated chip's speed; its throttle/fault events are logged."""
+        assert self.emu is not None
+        self.emu.step_begin()
+        loss = self.train_step()
+        try:
+            self.emu.step_end()  # raises EmulatedFault when the chip "crashes"
+        finally:
+            for ev in self.emu.drain_events():
+                kind = str(ev.pop("kind")).replace("-", "_")
+                self.run.emit(kind, **{**ev, "train_step": self.step})
+        return loss
+
     def evaluate(self) -> tuple[str, float] | None:
         if self.workload.evaluate is None:
             return None
@@ -208,13 +227,18 @@ class Trainer:
             if self.faults.due("kill", self.step):
                 self.run.emit("fault_injected", kind="kill", rank=self.rank, step=self.step)
                 self.faults.kill_self()
-            loss = self.train_step()
+            if self.emu is None:
+                loss = self.train_step()
+            else:
+                loss = self._emulated_step()
             now = time.perf_counter()
             dt, last = now - last, now
             sps = self.B / dt if sps == 0.0 else 0.9 * sps + 0.1 * self.B / dt
             rec: dict[str, Any] = {"step": self.step, "loss": loss,
                                    "lr": self.sched.get_last_lr()[0], "step_s": dt,
                                    "samples_per_s": sps, "t": time.time()}
+            if self.emu is not None:
+                rec["emulated"] = True
             if t.eval_every and self.step % t.eval_every == 0 and self.rank == 0:
                 res = self.evaluate()
                 if res:

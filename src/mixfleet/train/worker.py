@@ -18,7 +18,10 @@ import torch
 import torch.distributed as dist
 
 from mixfleet.config import from_dict, load_toml
+from mixfleet.emulate import EmulatedDevice, EmulatedFault, EmulationConfig, is_emulated
+from mixfleet.errors import MixfleetError
 from mixfleet.report.progress import TrainProgress
+from mixfleet.telemetry import JsonlSink, NullReader, Sampler, open_reader
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import backend_for, cpu_threads, resolve_device
 from mixfleet.train.rundir import RunDir, read_jsonl
@@ -68,15 +71,17 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
         "workload": cfg.workload.name,
         "world_size": world,
         "device": device,
-        "emulated": False,
+        "emulated": is_emulated(device),
         "run_dir": str(run.root),
     }
 
 
 def _last_step(run: RunDir) -> int:
+    """The step of the newest step record (the step reached when the last attempt died)."""
     last = 0
     for rec in read_jsonl(run.metrics_path):
-        last = int(rec.get("step", last))
+        if "loss" in rec:
+            last = int(rec["step"])
     return last
 
 
@@ -86,6 +91,22 @@ _PEER_LOSS = ("Connection reset by peer", "Connection closed by peer", "Broken p
 
 def _is_peer_loss(e: BaseException) -> bool:
     return isinstance(e, dist.DistBackendError) or any(m in str(e) for m in _PEER_LOSS)
+
+
+def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
+                     local_rank: int) -> Sampler | None:
+    """Sample this rank's emulated chip, or (local rank 0) the node's real devices, into
+    metrics.jsonl on a background thread."""
+    if cfg.telemetry.hz <= 0 or (emu is None and local_rank != 0):
+        return None
+    try:
+        reader = open_reader(cfg.telemetry.reader, emulated=[emu] if emu is not None else ())
+    except MixfleetError as e:  # a requested tool that is absent: reported, not fatal
+        run.emit("telemetry_unavailable", reader=cfg.telemetry.reader, error=str(e))
+        return None
+    if isinstance(reader, NullReader):
+        return None
+    return Sampler(reader, hz=cfg.telemetry.hz, sink=JsonlSink(run.metrics_path)).start()
 
 
 def run_worker(run_dir: str) -> int:
@@ -104,7 +125,8 @@ def run_worker(run_dir: str) -> int:
     ckpt_group = dist.new_group(backend="gloo")
     run.pids.mkdir(parents=True, exist_ok=True)
     (run.pids / f"rank{rank}").write_text(str(os.getpid()))
-    run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(), device=str(device))
+    run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
+             device=cfg.launch.device if is_emulated(cfg.launch.device) else str(device))
 
     progress = None
     if rank == 0:
@@ -114,8 +136,17 @@ def run_worker(run_dir: str) -> int:
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
     workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    emu = None
+    if is_emulated(cfg.launch.device):
+        emu = EmulatedDevice.create(cfg.launch.device, peers=[cfg.launch.device] * world,
+                                    rank=rank, workload=workload.name,
+                                    config=EmulationConfig(seed=cfg.train.seed, attempt=attempt,
+                                                           local_ranks=local_world))
+        if progress is not None:
+            progress.label = f"train [{emu.device_string}, emulated]"
+    sampler = _start_telemetry(cfg, run, emu, local_rank)
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
-                      ckpt_group=ckpt_group,
+                      ckpt_group=ckpt_group, emu=emu,
                       on_step=progress.step if progress is not None else None)
     resumed = trainer.resume()
     if rank == 0:
@@ -126,6 +157,11 @@ def run_worker(run_dir: str) -> int:
         progress.start(trainer.step)
     try:
         out = trainer.fit()
+    except EmulatedFault as e:
+        run.emit("device_fault", rank=rank, step=trainer.step, error=str(e), emulated=True)
+        print(f"[rank {rank}] {e}; the launcher restarts the group", file=sys.stderr,
+              flush=True)
+        os._exit(1)
     except RuntimeError as e:
         if not _is_peer_loss(e):
             raise
@@ -137,10 +173,13 @@ def run_worker(run_dir: str) -> int:
     finally:
         if progress is not None:
             progress.close()
+        if sampler is not None:
+            sampler.stop()
     if rank == 0:
         run.final.mkdir(parents=True, exist_ok=True)
         torch.save(trainer.final_state_dict(), run.final / "model.pt")
-        summary = build_summary(run, cfg, out["final_metric"], world, str(device))
+        summary = build_summary(run, cfg, out["final_metric"], world,
+                                emu.device_string if emu is not None else str(device))
         run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
         run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     dist.barrier()

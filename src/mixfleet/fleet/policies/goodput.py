@@ -33,7 +33,7 @@ class GoodputPolicy:
     preemptive = False
     needs_remaining = False
 
-    def __init__(self, window: float = 32):
+    def __init__(self, window: float = 128):
         self.window = int(window)
         """Waiting jobs considered per decision, oldest first (bounds the cost of a call,
         as backfill schedulers bound their queue scan)."""
