@@ -47,27 +47,51 @@ def _lost_bound(run_dir: Path, kill_step: int) -> int:
 @pytest.mark.parametrize("rank", [0, 1])
 def test_kill_at_random_step_matches_uninterrupted(tmp_path: Path, reference: Path,
                                                    rank: int) -> None:
-    """SIGKILL of rank 0 or 1 at a random step: restart, resume, bit-identical weights."""
+    """SIGKILL of rank 0 or 1 at a random step: restart, resume from the in-memory
+    snapshot (at most snapshot_interval = 1 step lost), bit-identical weights."""
     step = RNG.randrange(1, STEPS)
     d = tmp_path / "run"
     s = train_cli(d, *BASE, f"faults.inject=['kill@rank={rank},step={step}']")
     assert s["restarts"] == 1, f"kill at step {step}"
     assert bit_identical(final_weights(d), final_weights(reference)), f"kill at step {step}"
+    assert events(d, "run_start")[-1]["source"] == "memory"
+    assert s["steps_lost"] <= 1, f"kill at step {step}"
+
+
+def test_kill_from_disk_only_loses_at_most_an_interval(tmp_path: Path, reference: Path) -> None:
+    """With memory snapshots off, a kill resumes from the last disk checkpoint (at most one
+    interval back, one more if that checkpoint was still being written) and still ends
+    bit-identical."""
+    step = RNG.randrange(1, STEPS)
+    d = tmp_path / "run"
+    s = train_cli(d, *BASE, "checkpoint.snapshot_interval=0",
+                  f"faults.inject=['kill@rank=1,step={step}']")
+    assert s["restarts"] == 1
+    assert events(d, "run_start")[-1]["source"] in ("disk", None)
+    assert bit_identical(final_weights(d), final_weights(reference)), f"kill at step {step}"
     assert s["steps_lost"] <= _lost_bound(d, step) <= 2 * INTERVAL, f"kill at step {step}"
 
 
+@pytest.mark.parametrize("snapshots", [0, 1])
 def test_kill_while_checkpoint_is_written_matches_uninterrupted(tmp_path: Path,
-                                                                reference: Path) -> None:
+                                                                reference: Path,
+                                                                snapshots: int) -> None:
     """SIGKILL after a rank wrote its checkpoint files but before the commit: the torn
-    checkpoint is skipped and the result is still bit-identical."""
+    checkpoint is never used (resume from the previous one, or from memory), and the
+    result is still bit-identical."""
     step = INTERVAL * RNG.randrange(2, STEPS // INTERVAL)
     d = tmp_path / "run"
-    s = train_cli(d, *BASE, f"faults.inject=['kill-in-checkpoint@rank=1,step={step}']")
+    s = train_cli(d, *BASE, f"checkpoint.snapshot_interval={snapshots}",
+                  f"faults.inject=['kill-in-checkpoint@rank=1,step={step}']")
     assert s["restarts"] == 1
-    starts = events(d, "run_start")
-    assert starts[-1]["resumed_from"] == step - INTERVAL  # the torn one was not used
+    start = events(d, "run_start")[-1]
+    if snapshots:
+        assert start["source"] == "memory" and start["resumed_from"] >= step
+        assert s["steps_lost"] <= 1
+    else:
+        assert start["resumed_from"] == step - INTERVAL  # the torn one was not used
+        assert s["steps_lost"] <= 2 * INTERVAL
     assert bit_identical(final_weights(d), final_weights(reference))
-    assert s["steps_lost"] <= 2 * INTERVAL
 
 
 @pytest.mark.slow

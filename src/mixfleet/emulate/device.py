@@ -121,6 +121,9 @@ class EmulatedDevice:
         self._base_s: float | None = None
         self._calib: list[float] = []
         self._t0: float | None = None
+        self._padded = False
+        self._last = (0.0, 0.0, 0.0)  # compute, pad, budget of the current step
+        self._forced: tuple[int, float] | None = None  # (steps left, clock) of a throttle
         self.step_count = 0
         self._dead: EmulatedFault | None = None
         self._events: list[dict[str, Any]] = []
@@ -161,25 +164,69 @@ class EmulatedDevice:
         if self._dead is not None:
             raise self._dead
         self._t0 = self._clock()
+        self._padded = False
+        self._last = (0.0, 0.0, 0.0)
 
-    def step_end(self) -> StepReport:
-        """Pad the step to its budget, advance heat and hazards; raise on a fault."""
+    def _clock_factor(self) -> float:
+        forced = self._forced[1] if self._forced is not None else 1.0
+        return min(self.model.state.clock_factor, forced)
+
+    def _pad(self, work: float) -> None:
+        """Calibrate on the compute so far (per unit of ``work``) and pad to the budget."""
         if self._t0 is None:
-            raise RuntimeError("step_end() without step_begin()")
+            raise RuntimeError("step_end() or compute_done() without step_begin()")
         compute = self._clock() - self._t0
-        self._t0 = None
         if len(self._calib) < self.config.calibration_steps:
-            self._calib.append(compute)
+            self._calib.append(compute / work)
             self._base_s = statistics.median(self._calib)
         assert self._base_s is not None
-        st = self.model.state
-        budget = self._base_s * self._headroom / (self.speed * st.clock_factor)
+        budget = self._base_s * work * self._headroom / (self.speed * self._clock_factor())
         pad = budget - compute
         if pad > 0:
             end = self._clock() + pad
             self._sleep(pad)
             while self._clock() < end - 1e-4:  # sleep() may return early
                 self._sleep(end - self._clock())
+        self._padded = True
+        self._last = (compute, max(0.0, pad), budget)
+
+    def compute_done(self, work: float = 1.0) -> None:
+        """The step's computation ended (before its collective): pad to the budget now.
+
+        ``work`` scales the budget (e.g. the samples of this rank's share, with the base
+        then in seconds per sample). Padding here, before the all-reduce, makes a slow chip
+        arrive late at the collective as a real one would; ``step_end`` then only advances
+        heat and hazards. Use either this (with a work unit) or plain ``step_end``.
+        """
+        if work <= 0:
+            raise ValueError(f"work must be > 0 (got {work!r})")
+        self._pad(work)
+
+    def force_throttle(self, steps: int, clock: float) -> None:
+        """Throttle the clock to ``clock`` for the next ``steps`` steps (injected episode)."""
+        if steps < 1 or not 0 < clock <= 1:
+            raise ValueError(f"force_throttle needs steps >= 1 and clock in (0, 1] "
+                             f"(got {steps}, {clock})")
+        self._forced = (steps, clock)
+        self._events.append({"kind": "throttle-start", "chip": self.chip_id, "rank": self.rank,
+                             "step": self.step_count, "forced": True, "clock": clock,
+                             "emulated": True})
+
+    def step_end(self) -> StepReport:
+        """Pad the step to its budget, advance heat and hazards; raise on a fault."""
+        if not self._padded:
+            self._pad(1.0)
+        self._t0 = None
+        compute, pad, budget = self._last
+        st = self.model.state
+        clock_factor = self._clock_factor()
+        if self._forced is not None:
+            left = self._forced[0] - 1
+            self._forced = (left, self._forced[1]) if left > 0 else None
+            if self._forced is None:
+                self._events.append({"kind": "throttle-end", "chip": self.chip_id,
+                                     "rank": self.rank, "step": self.step_count + 1,
+                                     "forced": True, "emulated": True})
         self.step_count += 1
         was = st.throttled
         new = self.model.advance(self.config.virtual_step_s, load=1.0)
@@ -190,9 +237,9 @@ class EmulatedDevice:
                                  "chip": self.chip_id, "rank": self.rank,
                                  "step": self.step_count, "temp_c": round(new.temp_c, 2),
                                  "emulated": True})
-        report = StepReport(step=self.step_count, compute_s=compute, pad_s=max(0.0, pad),
-                            budget_s=budget, temp_c=new.temp_c, clock_factor=st.clock_factor,
-                            throttled=st.throttled)
+        report = StepReport(step=self.step_count, compute_s=compute, pad_s=pad,
+                            budget_s=budget, temp_c=new.temp_c, clock_factor=clock_factor,
+                            throttled=st.throttled or clock_factor < st.clock_factor)
         if new.fault is not None:
             self._dead = EmulatedFault(self.chip_id, new.fault, self.step_count, new.temp_c)
             self._events.append({"kind": new.fault, "chip": self.chip_id, "rank": self.rank,

@@ -11,7 +11,7 @@ from mixfleet.errors import ConfigError
 from mixfleet.telemetry.base import TelemetryConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
-           "FaultsConfig", "RunConfig"]
+           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
 
 
 def _require(cond: bool, msg: str) -> None:
@@ -70,12 +70,17 @@ class CheckpointConfig:
                               "after a newer one is committed)")
     asynchronous: bool = field(True, help="write in the background; the step loop only "
                                           "waits for the copy to host memory")
+    snapshot_interval: int = field(1, help="steps between in-memory snapshots in host "
+                                           "shared memory (a crash loses at most this many "
+                                           "steps); 0 turns them off")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "
                  f"{self.interval}); set [checkpoint] interval = 100")
         _require(self.keep >= 1, f"checkpoint.keep must be >= 1 (got {self.keep}); set "
                                  f"[checkpoint] keep = 3")
+        _require(self.snapshot_interval >= 0, f"checkpoint.snapshot_interval must be >= 0 "
+                 f"(got {self.snapshot_interval}); set [checkpoint] snapshot_interval = 1")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -118,6 +123,70 @@ class FaultsConfig:
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
+class RankConfig:
+    device: str = field(help="this rank's device: cpu, cuda, npu, ... or emu:<chip-id>")
+    speed: float | None = field(None, help="relative speed in (0, 1] (1.0 = the fastest); "
+                                "for [shares] mode = \"speed\", and the pace of an emulated "
+                                "chip; none: from the throughput table or the catalog")
+    max_micro_batch: int = field(0, help="samples this chip holds at once (gradient "
+                                 "accumulation above it); 0: [shares] max_micro_batch")
+
+    def __post_init__(self) -> None:
+        from mixfleet.train.device import check_device_spec
+
+        check_device_spec(self.device)
+        _require(self.speed is None or 0 < self.speed <= 1, f"ranks.speed must be in (0, 1] "
+                 f"(got {self.speed}); set speed = 0.6 in that [[ranks]] entry, or remove it")
+        _require(self.max_micro_batch >= 0, f"ranks.max_micro_batch must be >= 0 (got "
+                 f"{self.max_micro_batch}); set it to 0 (no limit) or the samples that fit")
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class SharesConfig:
+    mode: Literal["equal", "speed", "measured"] = field(
+        "equal", help="initial shares of the global batch: equal; speed (from the chips' "
+                      "relative speeds); measured (equal, then from the compute times of "
+                      "the first rebalance_every steps)")
+    rebalance_every: int = field(0, help="steps between rebalances from the measured "
+                                 "compute times (0: never; mode = measured needs >= 1)")
+    hysteresis: float = field(0.05, help="apply new shares only when they shorten the "
+                              "predicted step time by more than this fraction")
+    max_micro_batch: int = field(0, help="samples any rank holds at once (0: no limit)")
+    max_accum: int = field(8, help="micro-batches a rank may accumulate per step; a share "
+                           "is capped at micro-batch x max_accum")
+    sample_mib: float = field(0.0, help="memory per sample (MiB); with the catalog's HBM "
+                              "it caps each chip's micro-batch (0: unknown, no cap)")
+    table: str | None = field(None, help="throughput table (JSON from `mixfleet bench`) "
+                              "for mode = speed")
+
+    def __post_init__(self) -> None:
+        _require(self.rebalance_every >= 0, f"shares.rebalance_every must be >= 0 (got "
+                 f"{self.rebalance_every}); set [shares] rebalance_every = 20")
+        _require(self.mode != "measured" or self.rebalance_every >= 1, "shares.mode "
+                 "\"measured\" needs shares.rebalance_every >= 1 (got 0); set [shares] "
+                 "rebalance_every = 20")
+        _require(0 <= self.hysteresis < 1, f"shares.hysteresis must be in [0, 1) (got "
+                 f"{self.hysteresis}); set [shares] hysteresis = 0.05")
+        _require(self.max_micro_batch >= 0, f"shares.max_micro_batch must be >= 0 (got "
+                 f"{self.max_micro_batch}); set [shares] max_micro_batch = 0 (no limit)")
+        _require(self.max_accum >= 1, f"shares.max_accum must be >= 1 (got "
+                 f"{self.max_accum}); set [shares] max_accum = 8")
+        _require(self.sample_mib >= 0, f"shares.sample_mib must be >= 0 (got "
+                 f"{self.sample_mib}); set [shares] sample_mib = 0 (unknown)")
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class EmulateConfig:
+    sample_s: float | None = field(None, help="emulated chips: step time per sample at "
+                                   "relative speed 1.0 (s), the same on every rank so the "
+                                   "relative speeds are exact; none: calibrated per rank")
+
+    def __post_init__(self) -> None:
+        _require(self.sample_s is None or self.sample_s > 0, f"emulate.sample_s must be > 0 "
+                 f"(got {self.sample_s}); set [emulate] sample_s = 0.001 or remove it")
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
 class RunConfig:
     workload: WorkloadConfig = field(help="what to train")
     train: TrainConfig = field(help="the optimization")
@@ -125,9 +194,20 @@ class RunConfig:
     launch: LaunchConfig = field(LaunchConfig(), help="ranks, device and restarts")
     faults: FaultsConfig = field(FaultsConfig(), help="fault injection (tests, demos)")
     telemetry: TelemetryConfig = field(TelemetryConfig(), help="device telemetry sampling")
+    ranks: list[RankConfig] = field([], help="one entry per rank of the job (by RANK), each "
+                                    "with its device; overrides launch.device")
+    shares: SharesConfig = field(SharesConfig(), help="shares of the global batch per rank")
+    emulate: EmulateConfig = field(EmulateConfig(), help="pacing of emulated chips")
 
     def __post_init__(self) -> None:
         _require(self.train.global_batch >= self.launch.nproc,
                  f"train.global_batch ({self.train.global_batch}) must be >= launch.nproc "
                  f"({self.launch.nproc}) so that every rank gets a sample; raise "
                  f"global_batch or lower --nproc")
+        _require(not self.ranks or self.train.global_batch >= len(self.ranks),
+                 f"train.global_batch ({self.train.global_batch}) must be >= the number of "
+                 f"[[ranks]] ({len(self.ranks)}); raise global_batch")
+        _require(not self.ranks or len(self.ranks) % self.launch.nproc == 0,
+                 f"launch.nproc ({self.launch.nproc}) must divide the number of [[ranks]] "
+                 f"({len(self.ranks)}) (ranks per machine); remove nproc or set it to "
+                 f"{len(self.ranks)}")

@@ -38,8 +38,11 @@ def resolve_config(path: str | Path | None, overrides: list[str],
         if path is None:
             raise ConfigError("no config given; pass a TOML file, e.g. examples/digits-cnn.toml")
         data = load_toml(path)
-    raw = data
-    return from_dict(RunConfig, apply_overrides(raw, overrides))
+    raw = apply_overrides(data, overrides)
+    if isinstance(raw.get("ranks"), list) and raw["ranks"] and not any(
+            o.split("=", 1)[0].strip() == "launch.nproc" for o in overrides):
+        raw.setdefault("launch", {})["nproc"] = len(raw["ranks"])  # [[ranks]] define nproc
+    return from_dict(RunConfig, raw)
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") -> RunDir:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["get_rng_state", "set_rng_state"]
+__all__ = ["get_rng_state", "set_rng_state", "raw_rng_state", "set_raw_rng_state"]
 
 
 def _b64(t: torch.Tensor) -> str:
@@ -44,3 +44,20 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     dev = state.get("device")
     if dev and device.type == dev["type"]:
         torch.get_device_module(device).set_rng_state(_unb64(dev["state"]), device)
+
+
+def raw_rng_state(device: torch.device) -> dict[str, Any]:
+    """RNG states as Python objects (picklable, cheaper than JSON), for memory snapshots."""
+    out: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                           "torch": torch.get_rng_state()}
+    if device.type != "cpu":
+        out["device"] = torch.get_device_module(device).get_rng_state(device)
+    return out
+
+
+def set_raw_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "device" in state and device.type != "cpu":
+        torch.get_device_module(device).set_rng_state(state["device"], device)

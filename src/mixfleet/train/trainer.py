@@ -26,13 +26,19 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from mixfleet import __version__
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
-from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.checkpoint import (
+    Checkpointer,
+    committed_steps,
+    step_dir_name,
+    validate_step_dir,
+)
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.faults import FaultPlan
-from mixfleet.train.rng import get_rng_state, set_rng_state
+from mixfleet.train.rng import get_rng_state, raw_rng_state, set_raw_rng_state, set_rng_state
 from mixfleet.train.rundir import JsonLines, RunDir
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
+from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
 from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]
@@ -86,6 +92,9 @@ class Trainer:
                                  asynchronous=cfg.checkpoint.asynchronous,
                                  emit=run.emit, faults=self.faults)
         self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
+        self.snap: MemorySnapshot | None = None
+        self.snap_path = snapshot_path(run.root, world, rank)
+        self.resumed_source: str | None = None
         self.on_step = on_step
         self.config_hash = config_hash(cfg)
 
@@ -123,9 +132,69 @@ class Trainer:
     def _checkpoint(self) -> None:
         self.ckpt.save(self.step, self.state_dict(), self.manifest())
 
+    # -- in-memory snapshots -----------------------------------------------------------
+    def _snapshot_tensors(self) -> list[tuple[str, torch.Tensor]]:
+        named = list(self.model.state_dict().items())
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            for k, v in sorted(self.opt.state.get(p, {}).items()):
+                if isinstance(v, torch.Tensor):
+                    named.append((f"optim.{i}.{k}", v))
+        return named
+
+    def _snapshot_store(self) -> MemorySnapshot:
+        named = self._snapshot_tensors()
+        if self.snap is None or len(self.snap.named) != len(named):
+            self.snap = MemorySnapshot(self.snap_path, named)
+        return self.snap
+
+    def _snapshot(self) -> None:
+        """Copy the state to host shared memory (survives this process's crash)."""
+        self._snapshot_store().write(self.step, {
+            "rng": raw_rng_state(self.device),
+            "sched": {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"},
+            "lrs": [g["lr"] for g in self.opt.param_groups],
+        })
+
+    def _resume_from_memory(self, disk_step: int) -> int | None:
+        """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
+        layout, steps = (peek_snapshot(self.snap_path) if self.cfg.checkpoint.snapshot_interval
+                         else (0, {}))
+        everyone: list[Any] = [sorted(steps)]
+        if self.world > 1:
+            everyone = [None] * self.world
+            dist.all_gather_object(everyone, sorted(steps), group=self.group)
+        common = set(everyone[0]).intersection(*everyone[1:])
+        step = max(common, default=None)
+        if step is None or step <= disk_step:
+            return None
+        self._init_optimizer_state()
+        snap = self._snapshot_store()
+        ok = int(snap.layout == layout and step in snap.valid_steps())
+        if self.world > 1:
+            flag = torch.tensor([ok], device=self.flat.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+            ok = int(flag.item())
+        if not ok:
+            return None
+        meta = snap.read(step)
+        set_raw_rng_state(meta["rng"], self.device)
+        self.sched.load_state_dict({**self.sched.state_dict(), **meta["sched"]})
+        for g, lr in zip(self.opt.param_groups, meta["lrs"], strict=True):
+            g["lr"] = lr
+        self.step = step
+        self.resumed_source = "memory"
+        return step
+
+    def discard_snapshot(self) -> None:
+        if self.snap is not None:
+            self.snap.remove()
+            self.snap = None
+
     # -- resume ------------------------------------------------------------------------
     def resume(self) -> int | None:
-        """Load the newest committed checkpoint every rank can read; its step, or None."""
+        """Resume from the newest state every rank can read: an in-memory snapshot when
+        it is newer than the newest committed disk checkpoint. Its step, or None."""
         cands: list[Any] = [None]
         if self.rank == 0:
             valid, torn = committed_steps(self.run.checkpoints)
@@ -134,6 +203,10 @@ class Trainer:
             cands = [[(s, str(d)) for s, d in valid]]
         if self.world > 1:
             dist.broadcast_object_list(cands, src=0, group=self.group)
+        newest_disk = cands[0][0][0] if cands[0] else -1
+        self.ckpt.last_committed = newest_disk if newest_disk >= 0 else None
+        if self._resume_from_memory(newest_disk) is not None:
+            return self.step
         for step, d in cands[0] or []:
             self._init_optimizer_state()
             state = self.state_dict()
@@ -159,7 +232,7 @@ class Trainer:
                 if self.emu is not None and "emu" in per_rank[self.rank]:
                     self.emu.load_state_dict(per_rank[self.rank]["emu"])
             self.step = step
-            self.ckpt.last_committed = step
+            self.resumed_source = "disk"
             return step
         return None
 
@@ -220,6 +293,7 @@ class Trainer:
         """Train until ``train.steps``; returns {steps_run, final_metric, ...}."""
         t = self.cfg.train
         interval = self.cfg.checkpoint.interval
+        snap_every = self.cfg.checkpoint.snapshot_interval
         start = self.step
         t0 = last = time.perf_counter()
         sps = 0.0
@@ -247,12 +321,18 @@ class Trainer:
                 self.metrics.write(rec)
             if self.on_step is not None:
                 self.on_step(rec)
+            if snap_every and self.step % snap_every == 0:
+                self._snapshot()
             if self.step % interval == 0 and self.step < t.steps:
                 self._checkpoint()
         synchronize(self.device)
         elapsed = time.perf_counter() - t0
         self._checkpoint()
         self.ckpt.close()
+        if self.world > 1:
+            dist.barrier(group=self.group)  # rank 0 has committed (or failed) the final one
+        if validate_step_dir(self.run.checkpoints / step_dir_name(self.step)) is None:
+            self.discard_snapshot()  # the final state is on disk: nothing left to recover
         return {"steps_run": self.step - start, "elapsed_s": elapsed,
                 "final_metric": self.evaluate() if self.rank == 0 else None}
 

@@ -152,7 +152,7 @@ def run_worker(run_dir: str) -> int:
     if rank == 0:
         last = _last_step(run)
         run.emit("run_start", attempt=attempt, resumed_from=resumed, world_size=world,
-                 steps_lost=max(0, last - (resumed or 0)))
+                 source=trainer.resumed_source, steps_lost=max(0, last - (resumed or 0)))
     if progress is not None:
         progress.start(trainer.step)
     try:
