@@ -25,6 +25,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("config", help="TOML config (see examples/digits-cnn.toml)")
     p.add_argument("--nproc", type=int, help="ranks on this machine (overrides launch.nproc)")
     p.add_argument("--device", help="auto, cpu, cuda, npu, xpu, mlu, ... (launch.device)")
+    p.add_argument("--ranks", metavar="DEV,DEV,...",
+                   help="one device per rank, e.g. emu:nvidia-h20,emu:kunlun-p800,"
+                        "emu:ascend-910b (the [[ranks]] list; their number sets --nproc)")
+    p.add_argument("--shares", choices=["equal", "speed", "measured"],
+                   help="initial shares of the global batch ([shares] mode)")
+    p.add_argument("--rebalance-every", type=int, metavar="K",
+                   help="rebalance the shares every K steps ([shares] rebalance_every)")
     p.add_argument("--backend", help="collective backend (launch.backend; default follows "
                                      "the device)")
     p.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
@@ -48,11 +55,32 @@ def check_passthrough(extra: list[str]) -> str | None:
     return None
 
 
+def _hetero_flags(args: argparse.Namespace) -> list[str]:
+    """``--ranks/--shares/--rebalance-every`` as ``--set`` overrides."""
+    out = []
+    if args.ranks is not None:
+        devs = [d.strip() for d in args.ranks.split(",") if d.strip()]
+        if not devs or any('"' in d or "\\" in d for d in devs):
+            from mixfleet.errors import ConfigError
+
+            raise ConfigError(f"--ranks {args.ranks!r} names no devices; pass them "
+                              f"comma-separated, e.g. --ranks emu:nvidia-h20,emu:kunlun-p800")
+        out.append("ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]")
+        if args.nproc is None:
+            out.append(f"launch.nproc={len(devs)}")
+    if args.shares is not None:
+        out.append(f'shares.mode="{args.shares}"')
+    if args.rebalance_every is not None:
+        out.append(f"shares.rebalance_every={args.rebalance_every}")
+    return out
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     flags = [f"launch.{k}={v!r}" if isinstance(v, str) else f"launch.{k}={v}"
              for k, v in (("nproc", args.nproc), ("device", args.device),
                           ("backend", args.backend)) if v is not None]
     flags = [f.replace("'", '"') for f in flags]
+    flags += _hetero_flags(args)
     cfg = resolve_config(args.config, list(args.set) + flags)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     run = prepare_run(cfg, run_dir, resume=args.resume)

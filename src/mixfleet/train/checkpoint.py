@@ -98,6 +98,13 @@ def validate_step_dir(d: Path) -> str | None:
     return None
 
 
+def _tear(d: Path) -> None:
+    """Truncate the largest data file of ``d`` (fault injection: a torn checkpoint)."""
+    f = max(d.glob("*.distcp"), key=lambda p: p.stat().st_size)
+    with open(f, "r+b") as fh:
+        fh.truncate(f.stat().st_size // 2)
+
+
 def committed_steps(root: Path) -> tuple[list[tuple[int, Path]], list[tuple[Path, str]]]:
     """(valid checkpoints newest first, [(torn dir, reason)]) under ``root``."""
     valid, torn = [], []
@@ -223,6 +230,9 @@ class Checkpointer:
             dcp.save(staged, storage_writer=writer, process_group=self.group)
             if self.rank == 0:
                 self._commit(step, d, {**manifest, "per_rank": parts})
+                if self.faults is not None and self.faults.due("torn-checkpoint", step):
+                    _tear(d)
+                    self.emit("fault_injected", kind="torn-checkpoint", rank=0, step=step)
             return True
         except (Exception, CheckpointException) as e:  # noqa: BLE001 - reported; last good stays
             self.failures += 1

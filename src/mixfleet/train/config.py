@@ -9,6 +9,7 @@ from typing import Any, Literal
 from mixfleet.config import field
 from mixfleet.errors import ConfigError
 from mixfleet.telemetry.base import TelemetryConfig
+from mixfleet.train.health import HealthConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
            "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
@@ -45,6 +46,7 @@ class TrainConfig:
     log_every: int = field(50, help="steps between plain progress lines (non-terminal output)")
     eval_every: int = field(0, help="steps between evaluations on held-out data (0: at the end)")
     deterministic: bool = field(True, help="torch deterministic algorithms (bit-exact resume)")
+    skip_batches: list[int] = field([], help="steps (1-based) whose global batch is skipped")
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"train.steps must be >= 1 (got {self.steps}); set "
@@ -112,14 +114,33 @@ class LaunchConfig:
 @dataclasses.dataclass(kw_only=True, frozen=True)
 class FaultsConfig:
     inject: list[str] = field([], help="exact faults, e.g. 'kill@rank=1,step=40', "
-                                       "'kill-in-checkpoint@rank=0,step=200', "
-                                       "'disk-full@step=120'")
+                                       "'hang@rank=0,step=60,seconds=300', 'nan@step=70' "
+                                       "(see mixfleet.train.faults)")
+    mtbf_steps: float = field(0.0, help="chaos mode: mean steps between random faults per "
+                                        "rank (0: off)")
+    seed: int = field(0, help="seed of the chaos schedule")
+    random_kinds: list[str] = field(["kill", "hang", "nan", "slow", "overheat"],
+                                    help="fault kinds the chaos mode draws from")
 
     def __post_init__(self) -> None:
-        from mixfleet.train.faults import parse_fault
+        from mixfleet.train.faults import RANDOM_KINDS, parse_fault
 
         for i, spec in enumerate(self.inject):
             parse_fault(spec, f"faults.inject[{i}]")
+        _require(self.mtbf_steps >= 0, f"faults.mtbf_steps must be >= 0 (got "
+                 f"{self.mtbf_steps}); set [faults] mtbf_steps = 60, or 0 for no chaos")
+        for k in self.random_kinds:
+            _require(k in RANDOM_KINDS, f"faults.random_kinds has {k!r}; use some of "
+                     f"{', '.join(RANDOM_KINDS)}")
+
+    def specs(self, ranks: int, steps: int) -> list[str]:
+        """The exact faults plus the chaos schedule (if any)."""
+        from mixfleet.train.faults import random_faults
+
+        extra = (random_faults(mtbf_steps=self.mtbf_steps, seed=self.seed, ranks=ranks,
+                               steps=steps, kinds=tuple(self.random_kinds))
+                 if self.mtbf_steps > 0 else [])
+        return [*self.inject, *extra]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -194,6 +215,7 @@ class RunConfig:
     launch: LaunchConfig = field(LaunchConfig(), help="ranks, device and restarts")
     faults: FaultsConfig = field(FaultsConfig(), help="fault injection (tests, demos)")
     telemetry: TelemetryConfig = field(TelemetryConfig(), help="device telemetry sampling")
+    health: HealthConfig = field(HealthConfig(), help="watchdog, NaN guard, stragglers, heat")
     ranks: list[RankConfig] = field([], help="one entry per rank of the job (by RANK), each "
                                     "with its device; overrides launch.device")
     shares: SharesConfig = field(SharesConfig(), help="shares of the global batch per rank")

@@ -8,6 +8,7 @@ PyTorch's elastic launcher (``python -m torch.distributed.run``, i.e. torchrun) 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict,
 from mixfleet.errors import ConfigError, LaunchError
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.rundir import RunDir
+from mixfleet.train.rundir import RunDir, read_blocklist
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload
 
@@ -53,6 +54,9 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     if resume not in ("auto", "never"):
         raise ConfigError(f"--resume {resume!r} is unknown; use auto or never")
     resolve_device(cfg.launch.device)  # unknown/unavailable device -> DeviceError
+    if len(cfg.ranks) == cfg.launch.nproc:  # every rank on this machine: check each device
+        for spec in dict.fromkeys(r.device for r in cfg.ranks):
+            resolve_device(spec)
     # The workload must load and its data must fill a global batch (user factories too).
     workload = get_workload(cfg.workload.name, **cfg.workload.options)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
@@ -105,6 +109,32 @@ def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str]) -> lis
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
 
 
+def _pending_drains(run: RunDir) -> list[int]:
+    return [e["rank"] for e in read_blocklist(run) if e.get("pending")]
+
+
+def _relaunch_without_drained(cfg: RunConfig, run: RunDir) -> RunConfig:
+    """The config without the drained ranks (their devices go on the block list); it is
+    written to config.toml so that later restarts honour the block list too."""
+    drained = sorted(set(_pending_drains(run)))
+    nproc = cfg.launch.nproc - len(drained)
+    if nproc < 1:
+        raise LaunchError(f"every rank was drained (block list in {run.root}/blocklist.json); "
+                          f"let the devices cool or fix them, then resume with --resume auto")
+    ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
+    entries = read_blocklist(run)
+    for e in entries:
+        if e.get("pending"):
+            e["pending"] = False
+            e["device"] = cfg.ranks[e["rank"]].device if cfg.ranks else cfg.launch.device
+    (run.root / "blocklist.json").write_text(json.dumps(entries, indent=1) + "\n")
+    new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
+                              ranks=ranks)
+    run.config.write_text(dumps_toml(to_dict(new)))
+    run.emit("relaunch", nproc=nproc, drained=drained)
+    return new
+
+
 def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
            progress: str = "auto", progress_to_stderr: bool = False) -> dict[str, Any]:
     """Run the ranks to the end; returns the run's summary (summary.json)."""
@@ -131,13 +161,17 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
                "PYTHONUNBUFFERED": "1"}
         env.setdefault("OMP_NUM_THREADS", str(cpu_threads(cfg.launch.nproc)))
-        rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
-        if rc != 0:
-            run.emit("launch_failed", returncode=rc)
-            raise LaunchError(f"training failed (torchrun exit code {rc}) after "
-                              f"{cfg.launch.max_restarts} restarts at most; see "
-                              f"{run.events_path} and rerun with --resume auto to continue "
-                              f"from the last checkpoint")
+        while True:
+            rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
+            if rc != 0:
+                run.emit("launch_failed", returncode=rc)
+                raise LaunchError(f"training failed (torchrun exit code {rc}) after "
+                                  f"{cfg.launch.max_restarts} restarts at most; see "
+                                  f"{run.events_path} and rerun with --resume auto to "
+                                  f"continue from the last checkpoint")
+            if run.summary.exists() or not _pending_drains(run):
+                break
+            cfg = _relaunch_without_drained(cfg, run)
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
     return dict(json.loads(run.summary.read_text()))

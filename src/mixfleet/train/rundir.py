@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "JsonLines", "read_jsonl"]
+__all__ = ["RunDir", "JsonLines", "read_jsonl", "DrainRequested", "add_to_blocklist",
+           "read_blocklist", "read_skip_list", "write_skip_list"]
 
 
 class JsonLines:
@@ -88,3 +89,39 @@ class RunDir:
 
     def has_checkpoints(self) -> bool:
         return self.checkpoints.is_dir() and any(self.checkpoints.glob("step_*"))
+
+
+class DrainRequested(Exception):
+    """Every rank stops after a drain; the launcher restarts the run without ``rank``."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__(f"rank {rank} drained")
+        self.rank = rank
+
+
+def _write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def read_blocklist(run: RunDir) -> list[dict[str, Any]]:
+    """Devices excluded from this run (drained for heat or slowness); restarts honour it."""
+    p = run.root / "blocklist.json"
+    return list(json.loads(p.read_text())) if p.exists() else []
+
+
+def add_to_blocklist(run: RunDir, *, rank: int, step: int) -> None:
+    entries = read_blocklist(run)
+    entries.append({"rank": rank, "step": step, "t": time.time(), "pending": True})
+    _write_json_atomic(run.root / "blocklist.json", entries)
+
+
+def read_skip_list(run: RunDir) -> set[int]:
+    """Steps whose global batch is skipped (after a NaN/spike rollback)."""
+    p = run.root / "skipped_batches.json"
+    return set(json.loads(p.read_text())) if p.exists() else set()
+
+
+def write_skip_list(run: RunDir, steps: set[int]) -> None:
+    _write_json_atomic(run.root / "skipped_batches.json", sorted(steps))

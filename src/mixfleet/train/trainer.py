@@ -35,8 +35,17 @@ from mixfleet.train.checkpoint import (
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.faults import FaultPlan
+from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Watchdog
+from mixfleet.train.rebalance import ShareController
 from mixfleet.train.rng import get_rng_state, raw_rng_state, set_raw_rng_state, set_rng_state
-from mixfleet.train.rundir import JsonLines, RunDir
+from mixfleet.train.rundir import (
+    DrainRequested,
+    JsonLines,
+    RunDir,
+    add_to_blocklist,
+    read_skip_list,
+    write_skip_list,
+)
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
 from mixfleet.workloads import Workload
@@ -72,8 +81,11 @@ class Trainer:
         self.model = workload.build_model().to(device)
         params = [p for p in self.model.parameters() if p.requires_grad]
         n = sum(p.numel() for p in params)
-        # Gradients live in one flat buffer (+1 slot for the loss): one all-reduce a step.
-        self.flat = torch.zeros(n + 1, device=device)
+        # One flat buffer, one all-reduce a step: [gradients | checkpoint request |
+        # drain request per rank | compute seconds per rank | loss]. Every rank then holds
+        # the same health data and reaches the same decisions without another collective.
+        self.n_grad, self.i_ckpt, self.i_drain, self.i_time = n, n, n + 1, n + 1 + world
+        self.flat = torch.zeros(n + 2 + 2 * world, device=device)
         off = 0
         for p in params:
             p.grad = self.flat[off: off + p.numel()].view_as(p)
@@ -86,7 +98,7 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
         self.step = 0
-        self.faults = FaultPlan(cfg.faults.inject, rank, run.root)
+        self.faults = FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root)
         self.ckpt = Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
                                  keep=cfg.checkpoint.keep,
                                  asynchronous=cfg.checkpoint.asynchronous,
@@ -96,6 +108,20 @@ class Trainer:
         self.snap_path = snapshot_path(run.root, world, rank)
         self.resumed_source: str | None = None
         self.on_step = on_step
+        self.hetero: ShareController | None = None  # mixed fleet: set by rebalance.attach
+        h = cfg.health
+        self.guard = StepGuard(nan_guard=h.nan_guard, spike_factor=h.spike_factor,
+                               rollback_after=h.rollback_after)
+        self.stragglers = StragglerDetector(world=world, window=h.straggler_window,
+                                            factor=h.straggler_factor,
+                                            windows=h.straggler_windows)
+        self.skip: set[int] = set(cfg.train.skip_batches) | read_skip_list(run)
+        self.bad_steps: list[int] = []
+        self.thermal: ThermalGuard | None = None  # set by the worker (needs telemetry)
+        self.watchdog: Watchdog | None = None
+        self._want_ckpt = False
+        self._want_drain = False
+        self._t_reduced = time.perf_counter()
         self.config_hash = config_hash(cfg)
 
     # -- state -------------------------------------------------------------------------
@@ -229,7 +255,8 @@ class Trainer:
             per_rank = manifest.get("per_rank") or []
             if self.rank < len(per_rank):
                 set_rng_state(per_rank[self.rank]["rng"], self.device)
-                if self.emu is not None and "emu" in per_rank[self.rank]:
+                if self.emu is not None and per_rank[self.rank].get(
+                        "emulated") == self.emu.device_string:  # same chip as then
                     self.emu.load_state_dict(per_rank[self.rank]["emu"])
             self.step = step
             self.resumed_source = "disk"
@@ -251,21 +278,57 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def train_step(self) -> float:
-        """One global step; returns the global mean loss."""
+        """One global step; returns the global mean loss (NaN if not committed)."""
+        if self.step + 1 in self.skip:  # a batch skipped after a rollback: every rank alike
+            self.flat.zero_()
+            self._reduced = False
+            self.sched.step()
+            self.step += 1
+            return float("nan")
+        self._reduced = True
         idx = self.sampler.rank_batch(self.step, self.shares, self.rank)
         self.flat.zero_()
-        if len(idx):
+        for chunk in self.hetero.micro_batches(idx) if self.hetero is not None else [idx]:
+            if not len(chunk):
+                continue
             batch = tuple(t.to(self.device, non_blocking=True)
-                          for t in self.workload.train_set.take(idx))
+                          for t in self.workload.train_set.take(chunk))
             loss_sum = self.workload.loss(self.model, batch)
             (loss_sum / self.B).backward()
-            self.flat[-1] = loss_sum.detach() / self.B
-        if self.world > 1:
+            self.flat[-1] += loss_sum.detach() / self.B
+        self._before_reduce()
+        if self.hetero is not None:
+            self.hetero.all_reduce(self.flat)  # hierarchical across kinds; paces emulation
+        elif self.world > 1:
             dist.all_reduce(self.flat, group=self.group)
-        self.opt.step()
+        self._t_reduced = time.perf_counter()
+        loss = float(self.flat[-1].item())
+        reason = self.guard.verdict(loss, float(self.flat[: self.n_grad].norm().item()))
+        if reason is None:
+            self.opt.step()
+        else:
+            self.bad_steps.append(self.step + 1)
+            if self.rank == 0:
+                self.run.emit("step_skipped", step=self.step + 1, reason=reason, loss=loss)
         self.sched.step()
         self.step += 1
-        return float(self.flat[-1].item())
+        return loss
+
+    def _before_reduce(self) -> None:
+        """Injected faults of this step, and this rank's health slots of the buffer."""
+        f = self.faults
+        if f.due("nan", self.step + 1):
+            self.run.emit("fault_injected", kind="nan", rank=self.rank, step=self.step + 1)
+            self.flat[: self.n_grad] = float("nan")
+        compute = time.perf_counter() - self._t_reduced
+        factor = f.slow_factor(self.step)
+        if factor > 1:
+            time.sleep((factor - 1) * compute)
+            compute *= factor
+        self.flat[self.i_time + self.rank] = compute
+        self.flat[self.i_ckpt] = float(self._want_ckpt)
+        self.flat[self.i_drain + self.rank] = float(self._want_drain)
+        self._want_ckpt = False
 
     def _emulated_step(self) -> float:
         """A step paced to the emulated chip's speed; its throttle/fault events are logged."""
@@ -301,6 +364,10 @@ class Trainer:
             if self.faults.due("kill", self.step):
                 self.run.emit("fault_injected", kind="kill", rank=self.rank, step=self.step)
                 self.faults.kill_self()
+            hang = self.faults.due("hang", self.step)
+            if hang is not None:
+                self.run.emit("fault_injected", kind="hang", rank=self.rank, step=self.step)
+                time.sleep(hang.args["seconds"])
             if self.emu is None:
                 loss = self.train_step()
             else:
@@ -321,6 +388,9 @@ class Trainer:
                 self.metrics.write(rec)
             if self.on_step is not None:
                 self.on_step(rec)
+            if self.hetero is not None:
+                self.hetero.after_step(self)  # timing, injected throttles, rebalance
+            self._health()
             if snap_every and self.step % snap_every == 0:
                 self._snapshot()
             if self.step % interval == 0 and self.step < t.steps:
@@ -335,6 +405,108 @@ class Trainer:
             self.discard_snapshot()  # the final state is on disk: nothing left to recover
         return {"steps_run": self.step - start, "elapsed_s": elapsed,
                 "final_metric": self.evaluate() if self.rank == 0 else None}
+
+    # -- health ------------------------------------------------------------------------
+    def _health(self) -> None:
+        """Act on this step's shared health data (same decision on every rank), then on
+        this rank's own temperature."""
+        if self.watchdog is not None:
+            self.watchdog.beat(self.step)
+        if getattr(self, "_reduced", False):
+            if float(self.flat[self.i_ckpt]) > 0 and self.step % self.cfg.checkpoint.interval:
+                self._checkpoint()  # requested by a rank (heat): checkpoint at once
+            drains = [r for r in range(self.world) if float(self.flat[self.i_drain + r]) > 0]
+            times = self.flat[self.i_time: self.i_time + self.world].tolist()
+            # Mixed fleet: shares follow speeds, so compare step times, not per sample.
+            slow = self.stragglers.add(times, self.shares if self.hetero is None
+                                       else [1] * self.world)
+            if slow is not None:
+                if self.rank == 0:
+                    self.run.emit("straggler", rank=slow, step=self.step,
+                                  action=self.cfg.health.straggler_action,
+                                  compute_s=[round(x, 6) for x in times])
+                if self.cfg.health.straggler_action == "exclude":
+                    drains.append(slow)
+            if drains:
+                self._drain(drains[0])
+        if self.guard.should_roll_back:
+            self._rollback()
+        if self.thermal is not None:
+            self._thermal()
+
+    def _thermal(self) -> None:
+        g, h = self.thermal, self.cfg.health
+        assert g is not None
+        g.after_step()
+        hot = self.faults.due("overheat", self.step)
+        if hot is not None:
+            self.run.emit("fault_injected", kind="overheat", rank=self.rank, step=self.step)
+            g.inject(hot.args["celsius"])
+        level = g.level()
+        if level == "ok" or self._want_drain:
+            return
+        temp = round(g.temperature(), 2)
+        self._want_ckpt = True
+        if level == "critical" or h.thermal_action == "drain":
+            self._want_drain = True  # rides the next all-reduce: every rank drains then
+            self.run.emit("thermal_" + ("critical" if level == "critical" else "warning"),
+                          rank=self.rank, step=self.step, temp_c=temp, warn_c=g.warn_c,
+                          critical_c=g.critical_c, action="drain")
+            return
+        note = {} if h.thermal_action == "cool" else {"note": "shares not adjustable here: "
+                                                               "paused instead"}
+        self.run.emit("thermal_warning", rank=self.rank, step=self.step, temp_c=temp,
+                      warn_c=g.warn_c, resume_c=g.resume_c, action=h.thermal_action, **note)
+        t0, wait = time.monotonic(), 0.05
+        if self.watchdog is not None:
+            self.watchdog.pause()
+        while g.temperature() >= g.resume_c:
+            time.sleep(wait)
+            if self.emu is not None:
+                self.emu.idle(20 * wait)
+            g.rest(wait)
+            wait = min(2 * wait, 1.0)
+        if self.watchdog is not None:
+            self.watchdog.resume()
+        self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
+                      temp_c=round(g.temperature(), 2), paused_s=round(time.monotonic() - t0, 3))
+
+    def _drain(self, rank: int) -> None:
+        """Checkpoint, record ``rank`` on the block list, and stop every rank (the launcher
+        restarts the run without it)."""
+        self._checkpoint()
+        self.ckpt.wait()
+        if self.world > 1:
+            dist.barrier(group=self.group)
+        if self.rank == 0:
+            add_to_blocklist(self.run, rank=rank, step=self.step)
+            self.run.emit("drain", rank=rank, step=self.step, world_size=self.world)
+        raise DrainRequested(rank)
+
+    def _rollback(self) -> None:
+        """After ``rollback_after`` skipped steps in a row: reload the newest committed
+        checkpoint before them and skip their batches from now on."""
+        bad = sorted(set(self.bad_steps[-self.cfg.health.rollback_after:]))
+        self.skip |= set(bad)
+        self.guard.bad_in_a_row = 0
+        if self.rank == 0:
+            write_skip_list(self.run, self.skip)
+        self.ckpt.wait()
+        valid, _ = committed_steps(self.run.checkpoints)
+        target = next(((s, d) for s, d in valid if s < bad[0]), None)
+        if self.rank == 0:
+            self.run.emit("rollback", bad_steps=bad, to_step=target[0] if target else None)
+        if target is None:
+            return  # nothing older on disk: the bad steps were not applied, go on
+        self._init_optimizer_state()
+        state = self.state_dict()
+        manifest = self.ckpt.load(target[1], state)
+        self.load_state_dict(state)
+        self.sched.load_state_dict({**self.sched.state_dict(), **manifest["lr_schedule"]})
+        per_rank = manifest.get("per_rank") or []
+        if self.rank < len(per_rank):
+            set_rng_state(per_rank[self.rank]["rng"], self.device)
+        self.step = target[0]
 
     def final_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}

@@ -21,10 +21,14 @@ from mixfleet.config import from_dict, load_toml
 from mixfleet.emulate import EmulatedDevice, EmulatedFault, EmulationConfig, is_emulated
 from mixfleet.errors import MixfleetError
 from mixfleet.report.progress import TrainProgress
+from mixfleet.report.timeline import run_report
 from mixfleet.telemetry import JsonlSink, NullReader, Sampler, open_reader
+from mixfleet.train.collectives import default_backend
 from mixfleet.train.config import RunConfig
-from mixfleet.train.device import backend_for, cpu_threads, resolve_device
-from mixfleet.train.rundir import RunDir, read_jsonl
+from mixfleet.train.device import cpu_threads, resolve_device
+from mixfleet.train.health import ThermalGuard, Watchdog
+from mixfleet.train.rebalance import after_resume, attach, rank_devices
+from mixfleet.train.rundir import DrainRequested, RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
 
@@ -52,6 +56,7 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
                   world: int, device: str) -> dict[str, Any]:
     """summary.json, from the run's events (so restarts of earlier attempts count)."""
     events = run.read_events()
+    rep = run_report(run.root, end_t=time.time())
     starts = [e for e in events if e["event"] == "run_start"]
     launches = [e for e in events if e["event"] == "launch"]
     t0 = launches[0]["t"] if launches else (starts[0]["t"] if starts else time.time())
@@ -67,6 +72,8 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
         "final_metric": ({"name": final_metric[0], "value": final_metric[1]}
                          if final_metric else None),
         "checkpoints_committed": sum(e["event"] == "checkpoint_committed" for e in events),
+        **{k: rep[k] for k in ("ettr", "failure_time_s", "skipped_steps", "drained_ranks",
+                               "faults_injected")},
         "checkpoint_failures": sum(e["event"] == "checkpoint_failed" for e in events),
         "workload": cfg.workload.name,
         "world_size": world,
@@ -106,7 +113,36 @@ def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
         return None
     if isinstance(reader, NullReader):
         return None
-    return Sampler(reader, hz=cfg.telemetry.hz, sink=JsonlSink(run.metrics_path)).start()
+    return Sampler(reader, hz=cfg.telemetry.hz, sink=_LatestTemp(JsonlSink(run.metrics_path)))\
+        .start()
+
+
+class _LatestTemp:
+    """A telemetry sink that remembers the newest temperature (for the thermal guard)."""
+
+    latest: float | None = None
+
+    def __init__(self, sink: JsonlSink) -> None:
+        self.sink = sink
+
+    def __call__(self, samples: list[Any]) -> None:
+        temps = [s.temp_c for s in samples if s.temp_c is not None]
+        if temps:
+            _LatestTemp.latest = max(temps)
+        self.sink(samples)
+
+
+def _thermal_guard(cfg: RunConfig, emu: EmulatedDevice | None) -> ThermalGuard:
+    h = cfg.health
+    if emu is not None:
+        warn = h.warn_c if h.warn_c is not None else emu.profile.throttle_c - 2
+        crit = h.critical_c if h.critical_c is not None else emu.profile.limit_c - 3
+        return ThermalGuard(warn_c=warn, critical_c=crit, resume_c=warn - h.resume_margin_c,
+                            read=lambda: emu.snapshot().temp_c)
+    warn = h.warn_c if h.warn_c is not None else 85.0
+    crit = h.critical_c if h.critical_c is not None else 95.0
+    return ThermalGuard(warn_c=warn, critical_c=crit, resume_c=warn - h.resume_margin_c,
+                        read=lambda: _LatestTemp.latest)
 
 
 def run_worker(run_dir: str) -> int:
@@ -115,18 +151,21 @@ def run_worker(run_dir: str) -> int:
     rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank, local_world = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1)
     attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
-    device = resolve_device(cfg.launch.device, local_rank)
+    devices = rank_devices(cfg, world)  # each rank's device ([[ranks]] by RANK)
+    spec = devices[rank]
+    device = resolve_device(spec, local_rank)
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(local_world))
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    _init_group(backend_for(device, cfg.launch.backend), rank, world, cfg.launch.init_timeout_s)
+    _init_group(default_backend(devices, device, cfg.launch.backend), rank, world,
+                cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
     run.pids.mkdir(parents=True, exist_ok=True)
     (run.pids / f"rank{rank}").write_text(str(os.getpid()))
     run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
-             device=cfg.launch.device if is_emulated(cfg.launch.device) else str(device))
+             device=spec if is_emulated(spec) else str(device))
 
     progress = None
     if rank == 0:
@@ -137,8 +176,8 @@ def run_worker(run_dir: str) -> int:
         run.events.on_record = progress.event
     workload = get_workload(cfg.workload.name, **cfg.workload.options)
     emu = None
-    if is_emulated(cfg.launch.device):
-        emu = EmulatedDevice.create(cfg.launch.device, peers=[cfg.launch.device] * world,
+    if is_emulated(spec):
+        emu = EmulatedDevice.create(spec, peers=devices,
                                     rank=rank, workload=workload.name,
                                     config=EmulationConfig(seed=cfg.train.seed, attempt=attempt,
                                                            local_ranks=local_world))
@@ -148,15 +187,28 @@ def run_worker(run_dir: str) -> int:
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
                       ckpt_group=ckpt_group, emu=emu,
                       on_step=progress.step if progress is not None else None)
+    hetero = attach(trainer, cfg, devices, emu)  # shares, collectives, rebalance
     resumed = trainer.resume()
+    after_resume(hetero, trainer, resumed)
     if rank == 0:
         last = _last_step(run)
         run.emit("run_start", attempt=attempt, resumed_from=resumed, world_size=world,
                  source=trainer.resumed_source, steps_lost=max(0, last - (resumed or 0)))
     if progress is not None:
         progress.start(trainer.step)
+    trainer.thermal = _thermal_guard(cfg, emu)
+    trainer.watchdog = Watchdog(
+        factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
+        stacks_dir=run.root / "stacks", rank=rank,
+        on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info)).start()
     try:
         out = trainer.fit()
+    except DrainRequested:
+        # Every rank stops at the same step; the launcher restarts without the device.
+        trainer.watchdog.stop()
+        dist.barrier()
+        dist.destroy_process_group()
+        return 0
     except EmulatedFault as e:
         run.emit("device_fault", rank=rank, step=trainer.step, error=str(e), emulated=True)
         print(f"[rank {rank}] {e}; the launcher restarts the group", file=sys.stderr,
@@ -171,6 +223,7 @@ def run_worker(run_dir: str) -> int:
               f"the group", file=sys.stderr, flush=True)
         os._exit(1)
     finally:
+        trainer.watchdog.stop()
         if progress is not None:
             progress.close()
         if sampler is not None:

@@ -1,0 +1,44 @@
+"""``mixfleet report RUN_DIR``: ETTR, restarts, steps lost, failure time, and a timeline."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from mixfleet.errors import ConfigError
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report", help="summarize a training run and draw its timeline",
+                       description=__doc__)
+    p.add_argument("run_dir", help="a run directory written by `mixfleet train`")
+    p.add_argument("--out", help="PNG path (default: RUN_DIR/timeline.png)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_report)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from mixfleet.report.timeline import plot_timeline, run_report
+
+    root = Path(args.run_dir)
+    if not (root / "events.jsonl").is_file():
+        raise ConfigError(f"run_dir {str(root)!r} holds no events.jsonl; pass a directory "
+                          f"written by `mixfleet train --run-dir`")
+    rep = run_report(root)
+    png = plot_timeline(root, args.out or root / "timeline.png")
+    if args.json:
+        print(json.dumps({**rep, "timeline_png": str(png)}))
+        return 0
+    ft = rep["failure_time_s"]
+    print(f"run {root}")
+    print(f"  ETTR {rep['ettr']:.3f}  (productive {rep['productive_s']:.1f}s of "
+          f"{rep['wall_s']:.1f}s wall)")
+    print(f"  restarts {rep['restarts']}, steps lost {rep['steps_lost']}, faults injected "
+          f"{rep['faults_injected']}, skipped steps {rep['skipped_steps'] or 'none'}, "
+          f"drained ranks {rep['drained_ranks'] or 'none'}")
+    print("  time in failure states: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
+    print(f"  timeline: {png}")
+    return 0

@@ -1,0 +1,281 @@
+"""Online rebalance of the shares, and the trainer's hooks on a mixed fleet.
+
+Every ``rebalance_every`` steps each rank reports its median *compute* time over the
+window - its forward and backward passes over its share (on an emulated chip including
+the padding that paces it, placed before the collective as a real chip's slower compute
+would be) - and the median of the rest of its step outside the collective (optimizer,
+logging, snapshots): step time minus compute minus the time in the collective. The time
+spent *waiting* in the collective never counts: a fast rank that waits is not slow.
+
+Rank 0 models rank r's step as ``x_r / v_r + o_r`` (``v_r`` its measured samples/s,
+``o_r`` its share-independent time), picks the shares that equalize it (integers summing
+to B within the memory caps, :func:`~mixfleet.train.shares.largest_remainder`), and applies
+them only when they shorten the predicted step time by more than ``hysteresis``; it
+broadcasts the result so every rank applies the same shares from the same step. Each
+change is a ``shares_changed`` event. The math is unaffected: any shares summing to B
+give the same global batch and the same gradient up to float rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.distributed as dist
+
+from mixfleet.train.collectives import FleetCollectives
+from mixfleet.train.shares import (
+    largest_remainder,
+    memory_micro_cap,
+    micro_batches,
+    micro_cap,
+    rank_speeds,
+    share_cap,
+)
+
+if TYPE_CHECKING:
+    from mixfleet.emulate import EmulatedDevice
+    from mixfleet.train.config import RankConfig, RunConfig
+    from mixfleet.train.trainer import Trainer
+
+__all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Decision:
+    """Rank 0's rebalance decision (``shares`` is None when the current ones stay)."""
+
+    shares: list[int] | None
+    speeds: list[float]
+    overhead_s: list[float]
+    step_s_now: float
+    step_s_new: float
+
+    @property
+    def gain(self) -> float:
+        """Predicted fraction of step time saved by the new shares."""
+        return 1.0 - self.step_s_new / self.step_s_now if self.step_s_now > 0 else 0.0
+
+
+def _predicted(shares: Sequence[int], speeds: Sequence[float], over: Sequence[float]) -> float:
+    return max(s / max(v, 1e-12) + o for s, v, o in zip(shares, speeds, over, strict=True))
+
+
+def decide(shares: Sequence[int], compute_s: Sequence[float], overhead_s: Sequence[float], *,
+           global_batch: int, caps: Sequence[int | None] | None = None,
+           hysteresis: float = 0.05) -> Decision:
+    """New shares from each rank's median compute time (of its share) and other time."""
+    speeds = [s / max(c, 1e-9) for s, c in zip(shares, compute_s, strict=True)]
+    over = [max(0.0, o) for o in overhead_s]
+    # Equal finish time T: sum_r v_r (T - o_r) = B.
+    t_eq = (global_batch + sum(v * o for v, o in zip(speeds, over, strict=True))) / sum(speeds)
+    weights = [max(v * (t_eq - o), 1e-9) for v, o in zip(speeds, over, strict=True)]
+    new = largest_remainder(weights, global_batch, caps=caps)
+    now_t, new_t = _predicted(shares, speeds, over), _predicted(new, speeds, over)
+    keep = list(new) == list(shares) or now_t <= 0 or (1.0 - new_t / now_t) <= hysteresis
+    return Decision(shares=None if keep else new, speeds=speeds, overhead_s=over,
+                    step_s_now=now_t, step_s_new=new_t)
+
+
+def rank_devices(cfg: RunConfig, world: int) -> list[str]:
+    """Each rank's device string: ``[[ranks]]`` by RANK, else launch.device for all."""
+    if cfg.ranks:
+        if len(cfg.ranks) != world:
+            from mixfleet.errors import ConfigError
+
+            raise ConfigError(f"the job has {world} ranks but the config lists "
+                              f"{len(cfg.ranks)} [[ranks]]; list one entry per rank")
+        return [r.device for r in cfg.ranks]
+    return [cfg.launch.device] * world
+
+
+def initial_plan(cfg: RunConfig, devices: Sequence[str], workload: str
+                 ) -> tuple[list[int], list[int], list[int | None]]:
+    """(shares, micro-batch limit per rank, share cap per rank) before any measurement."""
+    from mixfleet.catalog.base import get_chip
+    from mixfleet.emulate import is_emulated, parse_emu_device
+
+    sc, B = cfg.shares, cfg.train.global_batch
+    n = len(devices)
+    ranks: list[RankConfig | None] = list(cfg.ranks) or [None] * n
+    micros = []
+    for d, rc in zip(devices, ranks, strict=True):
+        hbm = get_chip(parse_emu_device(d)).hbm_gib.value if is_emulated(d) else None
+        micros.append(micro_cap(rc.max_micro_batch if rc is not None else 0,
+                                sc.max_micro_batch, memory_micro_cap(hbm, sc.sample_mib)))
+    caps = [share_cap(m, sc.max_accum) for m in micros]
+    if sc.mode == "speed":
+        table = None
+        if sc.table:
+            from mixfleet.bench.table import read_table
+
+            table = read_table(sc.table)
+        speeds = rank_speeds(devices, overrides=[rc.speed if rc else None for rc in ranks],
+                             table=table, workload=workload)
+    else:
+        speeds = [1.0] * n
+    return largest_remainder(speeds, B, caps=caps), micros, caps
+
+
+class ShareController:
+    """A trainer's hooks on a mixed fleet (``trainer.hetero``): micro-batches, the
+    (hierarchical) all-reduce with emulated pacing before it, timing, rebalance."""
+
+    def __init__(self, coll: FleetCollectives, *, rank: int, world: int, global_batch: int,
+                 micro: int, caps: Sequence[int | None], every: int, hysteresis: float,
+                 emit: Callable[..., Any], emu: EmulatedDevice | None = None) -> None:
+        self.coll, self.rank, self.world, self.B = coll, rank, world, global_batch
+        self.micro, self.caps = micro, list(caps)
+        self.every, self.hysteresis = every, hysteresis
+        self.emit, self.emu = emit, emu
+        self._compute = 0.0
+        self._prev: float | None = None
+        self._window: list[tuple[float, float]] = []
+        self.changes = 0
+
+    # -- per step (called by the trainer) ------------------------------------------------
+    def micro_batches(self, idx: torch.Tensor) -> Iterator[torch.Tensor]:
+        """This rank's share in micro-batches; after the last one, an emulated chip is
+        paced to its budget (so a slow chip reaches the collective late, as a real one)."""
+        t0 = time.perf_counter()
+        yield from micro_batches(idx, self.micro)
+        if self.emu is not None:
+            self.emu.compute_done(work=max(1, len(idx)))
+        self._compute = time.perf_counter() - t0
+
+    def all_reduce(self, flat: torch.Tensor) -> None:
+        """Sum the gradients over all ranks (hierarchical across device kinds)."""
+        self.coll.all_reduce(flat)
+
+    def after_step(self, trainer: Trainer) -> None:
+        """After a step is done and logged: record its times; rebalance when due."""
+        now = time.perf_counter()
+        wait, self.coll.wait_s = self.coll.wait_s, 0.0
+        if self._prev is not None:
+            other = max(0.0, (now - self._prev) - wait - self._compute)
+            self._window.append((self._compute, other))
+        self._prev = now
+        f = trainer.faults.due("throttle", trainer.step)
+        if f is not None and self.emu is not None:
+            clock = min(1.0, max(0.01, f.args.get("clock", 50) / 100))
+            self.emu.force_throttle(int(f.args["steps"]), clock)
+            trainer.run.emit("fault_injected", kind="throttle", rank=self.rank,
+                             step=trainer.step, steps=f.args["steps"], clock=clock)
+        if self.every and trainer.step % self.every == 0 and trainer.step < trainer.cfg.train.steps:
+            self.rebalance(trainer)
+            self._prev = time.perf_counter()  # the decision's collectives are not a step
+
+    # -- the decision ------------------------------------------------------------------
+    def rebalance(self, trainer: Trainer) -> list[int] | None:
+        """Agree on new shares (a collective on every rank); the new shares or None."""
+        w = self.world
+        vec = torch.zeros(2 * w + 1, dtype=torch.float64)
+        if self._window:
+            vec[self.rank] = statistics.median(c for c, _ in self._window)
+            vec[w + self.rank] = statistics.median(o for _, o in self._window)
+        vec[2 * w] = 1.0 if not self._window else 0.0  # a rank without measurements
+        if w > 1:
+            dist.all_reduce(vec, group=self.coll.control)
+        self._window = []
+        old = list(trainer.shares)
+        out = torch.tensor(old, dtype=torch.int64)
+        decision = None
+        if self.rank == 0 and vec[2 * w] == 0:
+            decision = decide(old, vec[:w].tolist(), vec[w:2 * w].tolist(), global_batch=self.B,
+                              caps=self.caps, hysteresis=self.hysteresis)
+            if decision.shares is not None:
+                out = torch.tensor(decision.shares, dtype=torch.int64)
+        if w > 1:
+            dist.broadcast(out, src=0, group=self.coll.control)
+        new = [int(x) for x in out.tolist()]
+        if new == old:
+            return None
+        trainer.shares = new
+        self.changes += 1
+        if self.rank == 0 and decision is not None:
+            self.emit("shares_changed", step=trainer.step, old=old, new=new,
+                      reason="rebalance",
+                      samples_per_s=[round(v, 2) for v in decision.speeds],
+                      overhead_s=[round(o, 5) for o in decision.overhead_s],
+                      predicted_step_s=[round(decision.step_s_now, 5),
+                                        round(decision.step_s_new, 5)],
+                      predicted_gain=round(decision.gain, 4))
+        return new
+
+    def restore(self, trainer: Trainer, shares: Any) -> None:
+        """Adopt ``shares`` (from a checkpoint's manifest) when they fit this job."""
+        ok = (isinstance(shares, list) and len(shares) == self.world
+              and sum(shares) == self.B and all(isinstance(s, int) and s >= 1 for s in shares)
+              and all(c is None or s <= c for s, c in zip(shares, self.caps, strict=True)))
+        if ok and shares != trainer.shares:
+            if self.rank == 0:
+                self.emit("shares_changed", step=trainer.step, old=list(trainer.shares),
+                          new=list(shares), reason="resume")
+            trainer.shares = list(shares)
+
+def hetero_enabled(cfg: RunConfig) -> bool:
+    """Whether the job uses the mixed-fleet path (else the trainer's plain one)."""
+    from mixfleet.train.config import EmulateConfig, SharesConfig
+
+    return bool(cfg.ranks) or cfg.shares != SharesConfig() or cfg.emulate != EmulateConfig()
+
+
+def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int) -> None:
+    """Apply a rank's speed override and the fixed per-sample pace to its emulated chip."""
+    if cfg.ranks and cfg.ranks[rank].speed is not None:
+        emu.speed = float(cfg.ranks[rank].speed)  # type: ignore[arg-type]
+    if cfg.emulate.sample_s is not None:
+        # budget = base x work x headroom / speed: fix base so that it is sample_s / speed.
+        emu.calibrate(cfg.emulate.sample_s / emu.config.resolved_headroom())
+
+
+def attach(trainer: Trainer, cfg: RunConfig, devices: Sequence[str],
+           emu: EmulatedDevice | None = None) -> ShareController | None:
+    """Set up shares, collectives and rebalance on ``trainer`` (every rank calls this at
+    the same point: it creates process groups). None when the job is not a mixed one."""
+    if not hetero_enabled(cfg):
+        return None
+    if emu is not None:
+        configure_emulated(emu, cfg, trainer.rank)
+    shares, micros, caps = initial_plan(cfg, devices, trainer.workload.name)
+    coll = FleetCollectives.create(devices, trainer.rank, group=trainer.group)
+    ctl = ShareController(coll, rank=trainer.rank, world=trainer.world,
+                          global_batch=cfg.train.global_batch, micro=micros[trainer.rank],
+                          caps=caps, every=cfg.shares.rebalance_every,
+                          hysteresis=cfg.shares.hysteresis, emit=trainer.run.emit, emu=emu)
+    if shares != trainer.shares and trainer.rank == 0:
+        trainer.run.emit("shares_changed", step=trainer.step, old=list(trainer.shares),
+                         new=shares, reason=f"initial ({cfg.shares.mode})")
+    trainer.shares = shares
+    trainer.hetero = ctl
+    if trainer.rank == 0:
+        trainer.run.emit("fleet", devices=list(devices), kinds=coll.kinds,
+                         hierarchical=coll.hierarchical, shares=shares, micro_batch=micros)
+    return ctl
+
+
+def after_resume(ctl: ShareController | None, trainer: Trainer, resumed: int | None) -> None:
+    """Adopt the shares recorded with the checkpoint the trainer resumed from (if they fit
+    this job: same number of ranks and caps), so a rebalanced run goes on where it was."""
+    if ctl is None or resumed is None:
+        return
+    from mixfleet.train.checkpoint import committed_steps
+
+    box: list[Any] = [None]
+    if trainer.rank == 0:
+        valid, _ = committed_steps(trainer.run.checkpoints)
+        for step, d in valid:  # newest first
+            if step <= resumed:
+                try:
+                    box = [json.loads((d / "manifest.json").read_text()).get("shares")]
+                except (OSError, ValueError):
+                    pass
+                break
+    if trainer.world > 1:
+        dist.broadcast_object_list(box, src=0, group=ctl.coll.control)
+    ctl.restore(trainer, box[0])
