@@ -33,4 +33,9 @@ def mixed_fleet():  # type: ignore[no-untyped-def]
 
     cat = load_catalog()
     fleet = load_fleet(ROOT / "examples" / "fleet-mixed.toml", cat)
-    return fleet, speed_matrix(fleet, ThroughputTable.build(cat.values()))
+    table = ThroughputTable.build(cat.values(), assumptions=fleet.assumptions())
+    for p in fleet.pools:
+        if p.assumption is not None:
+            print(f"note: pool {p.id} ({p.chip.id}) runs on ASSUMED throughput "
+                  f"({p.assumption.describe()}; stated in the fleet file), not measured")
+    return fleet, speed_matrix(fleet, table)

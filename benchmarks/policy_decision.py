@@ -38,7 +38,8 @@ def main() -> None:
     base = load_fleet(ROOT / "examples" / "fleet-mixed.toml", cat)
     fleet = dataclasses.replace(base, pools=tuple(dataclasses.replace(p, nodes=p.nodes * 5)
                                                   for p in base.pools))
-    speeds = speed_matrix(fleet, ThroughputTable.build(cat.values()))
+    speeds = speed_matrix(fleet, ThroughputTable.build(cat.values(),
+                                                    assumptions=fleet.assumptions()))
     pools = pool_views(fleet)
     rng = random.Random(0)
     jobs: list[J] = []

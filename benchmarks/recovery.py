@@ -1,6 +1,6 @@
 """Recovery: seconds from a SIGKILL of one rank to the next completed step, and steps lost.
 
-Each repeat runs, in a subprocess and a fresh temporary run directory::
+Each repeat runs, in a subprocess and a fresh run directory (a temp dir, or under --keep)::
 
     python -m mixfleet train examples/digits-cnn.toml --nproc 2 --run-dir TMP --json \\
         --set train.steps=1500 --set checkpoint.interval=100
@@ -12,7 +12,7 @@ cover the range a crash at a random step gives. After the run:
 
 - recovery seconds: from the kill (wall clock, taken when ``os.kill`` returned) to the
   first ``metrics.jsonl`` record of the restarted attempt (its ``t``; the first record
-  written after the attempt's ``run_start`` event), with the breakdown from
+  written after the first ``run_start`` event after the kill), with the breakdown from
   ``events.jsonl``: the surviving rank noticing (``peer_lost``), the new ranks starting
   (``worker_start``), the checkpoint loaded (``run_start``), the first step done;
 - steps lost: ``steps_lost`` of ``summary.json`` (last logged step before the resume minus
@@ -27,6 +27,7 @@ Last line: the medians over the repeats.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -66,15 +67,19 @@ class Tail:
         return self.last_step
 
 
-def _remove_snapshots(run_dir: Path) -> None:
-    """Delete in-memory snapshot files a failed run left in /dev/shm (a finished run
-    removes its own), where the trainer keeps them."""
+def _remove_snapshots(run_dir: Path) -> int:
+    """Delete the in-memory snapshot files (/dev/shm) of a run, where the trainer keeps
+    them; a finished run should have removed its own. The number found."""
     try:
         from mixfleet.train.snapshot import snapshot_path
     except ImportError:
-        return
+        return 0
+    found = 0
     for rank in (0, 1):
-        snapshot_path(run_dir, 2, rank).unlink(missing_ok=True)
+        p = snapshot_path(run_dir, 2, rank)
+        found += p.exists()
+        p.unlink(missing_ok=True)
+    return found
 
 
 def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
@@ -114,6 +119,7 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
     if t_kill is None:
         raise SystemExit(f"recovery: the run ended before step {kill_at}; raise --steps")
     summary = json.loads(out.strip().splitlines()[-1])
+    leaked = _remove_snapshots(run_dir)
 
     events = list(read_jsonl(run_dir / "events.jsonl"))
     metrics = list(read_jsonl(run_dir / "metrics.jsonl"))
@@ -129,6 +135,8 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
     if nxt is None:
         raise SystemExit("recovery: no step completed after the resume")
     killed_at = max((m["step"] for m in metrics if m["t"] <= t_kill), default=0)
+    errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
+              if "Error:" in ln and "Traceback" not in ln]
     lost, worker = first("peer_lost"), first("worker_start", attempt=start.get("attempt"))
     return {
         "killed_at": killed_at,
@@ -143,6 +151,10 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
         "restarts": int(summary["restarts"]),
         "final_metric": summary.get("final_metric"),
         "wall_s": summary.get("wall_s"),
+        "restarts_after_kill": sum(e["event"] == "run_start" for e in events
+                                   if e["t"] >= t_kill),
+        "errors": errors,
+        "leaked_snapshots": leaked,
     }
 
 
@@ -157,10 +169,16 @@ def main() -> None:
     ap.add_argument("--kill-stride", type=int, default=31,
                     help="steps added to the kill step per repeat (default 31)")
     ap.add_argument("--timeout", type=float, default=150.0, help="seconds per run at most")
+    ap.add_argument("--keep", metavar="DIR", default=None,
+                    help="put the run directories (and the ranks' stderr logs) under DIR "
+                         "and keep them (default: a temp dir, deleted)")
     args = ap.parse_args()
 
     secs, lost = [], []
-    with tempfile.TemporaryDirectory(prefix="mixfleet-recovery-") as tmp:
+    if args.keep:
+        Path(args.keep).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(args.keep) if args.keep
+          else tempfile.TemporaryDirectory(prefix="mixfleet-recovery-")) as tmp:
         for i in range(args.repeats):
             kill_at = args.kill_at + i * args.kill_stride
             r = one_run(Path(tmp) / f"run{i}", args.steps, args.interval, kill_at,
@@ -175,6 +193,13 @@ def main() -> None:
                   f"{r['steps_lost']}, restarts {r['restarts']}, "
                   f"{m.get('name', 'metric')} {m.get('value', float('nan')):.4f}, "
                   f"run {r['wall_s']:.1f} s", flush=True)
+            if r["restarts"] != 1 or r["restarts_after_kill"] != 1:
+                print(f"  note: {r['restarts']} restarts in all, {r['restarts_after_kill']} "
+                      f"after the kill; errors in the ranks' stderr: "
+                      f"{sorted(set(r['errors']))[:3]}", flush=True)
+            if r["leaked_snapshots"]:
+                print(f"  note: the finished run left {r['leaked_snapshots']} in-memory "
+                      f"snapshot file(s) in /dev/shm (removed)", flush=True)
     print(f"recovery: median {statistics.median(secs):.2f} s from SIGKILL to the next "
           f"completed step, steps lost median {statistics.median(lost):g} "
           f"(checkpoint interval {args.interval})")

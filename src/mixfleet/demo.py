@@ -1,9 +1,13 @@
-"""``make demo``: train digits-cnn on 2 ranks, SIGKILL one mid-run, watch it come back.
+"""``make demo``: train digits-cnn on 2 ranks, SIGKILL one mid-run, watch it come back;
+then train one model on a mixed, emulated fleet of three chips.
 
 Runs ``mixfleet train examples/digits-cnn.toml --nproc 2`` twice: once with rank 1 killed
 by SIGKILL from outside mid-run (the launcher restarts the ranks, they resume from the last
 committed checkpoint), once uninterrupted. Prints the final accuracy and whether the final
-weights of both runs are bit-identical.
+weights of both runs are bit-identical. Then three emulated chips (H20, Kunlun P800, Ascend
+910B at relative speeds 1.0, 0.6, 0.35) train one model with measured, rebalanced shares;
+printed: its throughput against the sum of the chips' solo throughputs and against equal
+shares.
 """
 
 from __future__ import annotations
@@ -86,7 +90,56 @@ def main() -> int:
     print(f"final {m['name']}: {m['value']:.4f} (target >= 0.95)")
     print(f"wall time: {s_crash['wall_s']:.1f}s with the crash, {s_ref['wall_s']:.1f}s without")
     print(f"final weights bit-identical to the uninterrupted run: {'YES' if same else 'NO'}")
-    return 0 if same and m["value"] >= 0.95 and s_crash["restarts"] >= 1 else 1
+    ok = same and m["value"] >= 0.95 and s_crash["restarts"] >= 1
+    return 0 if _mixed_fleet(config, root / "mixed") and ok else 1
+
+
+MIXED = [("emu:nvidia-h20", 1.0), ("emu:kunlun-p800", 0.6), ("emu:ascend-910b", 0.35)]
+MIXED_B, SAMPLE_S = 128, 0.0015
+
+
+def _emu_train(config: Path, run_dir: Path, chips: list[tuple[str, float]], steps: int,
+               *extra: str) -> float:
+    """Train on emulated ``chips`` (exact relative speeds); B / the median step time."""
+    ranks = ", ".join(f'{{device = "{d}", speed = {v}}}' for d, v in chips)
+    sets = [f"ranks=[{ranks}]", f"train.steps={steps}", f"train.global_batch={MIXED_B}",
+            f"emulate.sample_s={SAMPLE_S}", "checkpoint.interval=100000", "telemetry.hz=0",
+            "health.straggler_action='report'", "launch.max_restarts=0", *extra]
+    cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--run-dir", str(run_dir),
+           "--resume", "never", "--json"]
+    for x in sets:
+        cmd += ["--set", x]
+    if subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL).returncode:
+        raise SystemExit(f"demo: mixed-fleet training failed; see {run_dir}")
+    times = sorted(r["step_s"] for r in read_jsonl(run_dir / "metrics.jsonl")
+                   if "loss" in r and r["step"] > steps // 3)
+    return MIXED_B / times[len(times) // 2]
+
+
+def _mixed_fleet(config: Path, root: Path) -> bool:
+    """Three emulated chips (speeds 1.0, 0.6, 0.35) train one model: throughput against
+    the sum of their solo throughputs, and against equal shares."""
+    print("\n=== run 3: one model on a mixed, emulated fleet: H20 + Kunlun P800 + "
+          "Ascend 910B (speeds 1.0 / 0.6 / 0.35) ===", flush=True)
+    solo = {}
+    for dev, v in MIXED:
+        solo[dev] = _emu_train(config, root / f"solo-{dev[4:]}", [(dev, v)], 9)
+        print(f"solo {dev}: {solo[dev]:.0f} samples/s", flush=True)
+    total = sum(solo.values())
+    mixed = _emu_train(config, root / "mixfleet", MIXED, 40, 'shares.mode="measured"',
+                       "shares.rebalance_every=10")
+    equal = _emu_train(config, root / "equal", MIXED, 24)
+    changes = [e for e in read_jsonl(root / "mixfleet" / "events.jsonl")
+               if e.get("event") == "shares_changed"]
+    print("\n=== mixed fleet result ===")
+    if changes:
+        print(f"shares of the {MIXED_B} samples: {changes[0]['old']} (equal) -> "
+              f"{changes[-1]['new']} (measured, rebalanced every 10 steps)")
+    print(f"mixed fleet: {mixed:.0f} samples/s = {mixed / total:.3f} of the sum of the solo "
+          f"throughputs ({total:.0f} samples/s)")
+    print(f"equal shares: {equal:.0f} samples/s = {equal / total:.3f} of the sum; "
+          f"mixfleet's shares are {mixed / equal:.2f}x faster")
+    return mixed > equal
 
 
 if __name__ == "__main__":

@@ -22,6 +22,14 @@ def test_simulate_writes_results_and_plots(tmp_path, capsys):
     assert (out / "utilization_goodput.png").stat().st_size > 1000
     text = capsys.readouterr().out
     assert "policy" in text and "goodput" in text
+    # the example's P800 and PPU pools run on stated assumptions, labeled everywhere
+    assert "ASSUMED throughput for pool 'p800'" in text and "assumed work" in text
+    pools = {p["id"]: p for p in doc["fleet"]["pools"]}
+    assert set(pools["ppu"]["throughput_origin"].values()) == {"assumed"}
+    assert "CCTV" in pools["ppu"]["assumption"]["source"]
+    assert pools["h800"]["assumption"] is None
+    assert "assumed" not in pools["h800"]["throughput_origin"].values()
+    assert all(0 <= r["assumed_work_share"] <= 1 for r in doc["policies"])
 
 
 def test_bad_fleet_exits_2_and_writes_nothing(tmp_path, capsys):
@@ -45,3 +53,4 @@ def test_plan_prints_placement_and_reports_unfit_job(capsys):
     out = capsys.readouterr().out
     assert "big-embedding fits nowhere" in out
     assert "Nvidia device-hours replaced" in out
+    assert "ASSUMED" in out and "on pools with ASSUMED throughput" in out

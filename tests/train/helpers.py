@@ -13,6 +13,8 @@ import torch
 from tests.conftest import EXAMPLES, REPO
 
 DIGITS = EXAMPLES / "digits-cnn.toml"
+STEPS, INTERVAL = 600, 50
+BASE = (f"train.steps={STEPS}", f"checkpoint.interval={INTERVAL}", "train.log_every=100")
 
 
 def train_cli(run_dir: Path, *overrides: str, nproc: int = 2, config: Path = DIGITS,

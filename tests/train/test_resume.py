@@ -16,19 +16,18 @@ from pathlib import Path
 import pytest
 
 from mixfleet.train.rundir import read_jsonl
-from tests.train.helpers import bit_identical, events, final_weights, losses, train_cli
+from tests.train.helpers import (
+    BASE,
+    INTERVAL,
+    STEPS,
+    bit_identical,
+    events,
+    final_weights,
+    losses,
+    train_cli,
+)
 
-STEPS, INTERVAL = 600, 50
-BASE = (f"train.steps={STEPS}", f"checkpoint.interval={INTERVAL}", "train.log_every=100")
 RNG = random.Random(20261128)  # the "random" steps, reproducible from run to run
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("ref") / "run"
-    s = train_cli(d, *BASE)
-    assert s["restarts"] == 0 and s["steps_lost"] == 0
-    return d
 
 
 def _lost_bound(run_dir: Path, kill_step: int) -> int:

@@ -54,7 +54,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | 
     cat = load_catalog(args.catalog)
     fleet = load_fleet(args.fleet, cat)
     rows = read_table(args.throughput) if args.throughput else []
-    table = ThroughputTable.build(cat.values(), rows)
+    table = ThroughputTable.build(cat.values(), rows, assumptions=fleet.assumptions())
     return fleet, table, speed_matrix(fleet, table)
 
 
@@ -65,7 +65,25 @@ def _note_idle(console: Any, fleet: Any, table: Any, speeds: Any) -> None:
         pool = fleet.pools[i]
         why = next((m for (_, c), m in table.missing.items() if c == pool.chip.id), "")
         console.print(f"[yellow]note:[/] pool {pool.id!r} ({pool.chip.id}) takes no jobs: "
-                      f"{why}; measure it with `mixfleet bench` and pass --throughput")
+                      f"{why}; measure it with `mixfleet bench` and pass --throughput, or "
+                      f"state an assumption with its source in the fleet file "
+                      f"([pool.assumption] relative_speed, relative_to, source)")
+
+
+def _note_assumed(console: Any, fleet: Any, table: Any) -> list[int]:
+    """Say, for each pool whose throughput is assumed, what was assumed and on whose word;
+    returns those pools' indices."""
+    from mixfleet.sim.engine import assumed_pools
+
+    idx = assumed_pools(fleet, table)
+    for i in idx:
+        pool = fleet.pools[i]
+        a = pool.assumption
+        what = f"{a.describe()}; source: {a.source}" if a is not None else \
+            "relative to an assumed reference chip"
+        console.print(f"[yellow]ASSUMED throughput[/] for pool {pool.id!r} ({pool.chip.id}), "
+                      f"not measured: {what}")
+    return idx
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -76,7 +94,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from mixfleet.fleet.policies import POLICY_NAMES, make_policy
     from mixfleet.sim.engine import SimConfig, simulate
     from mixfleet.sim.plots import plot_jct_cdf, plot_utilization
-    from mixfleet.sim.report import results_doc, write_results
+    from mixfleet.sim.report import assumed_work_share, results_doc, write_results
     from mixfleet.sim.traces import read_trace
 
     if args.limit is not None and args.limit < 1:
@@ -90,6 +108,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                     throttles=not args.no_failures, migration_s=args.migration_s)
     policies = [make_policy(n) for n in (args.policy or POLICY_NAMES)]
     _note_idle(console, fleet, table, speeds)
+    assumed = _note_assumed(console, fleet, table)
     console.print(f"{len(jobs)} jobs from {info.path} ({info.format}"
                   f"{f', {info.skipped} non-GPU rows skipped' if info.skipped else ''}) on "
                   f"{fleet.name}: {fleet.capacity} devices in {len(fleet.pools)} pools")
@@ -113,6 +132,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             ("makespan d", "makespan_s"), ("Nvidia dev-h", "nvidia_device_hours"),
             ("non-Nvidia work", "non_nvidia_work_share"),
             ("lost dev-h", "goodput_lost_device_hours"), ("wall s", None)]
+    if assumed:
+        cols.insert(-1, ("assumed work", None))
     for name, _ in cols:
         tab.add_column(name, justify="left" if name == "policy" else "right")
     for r, w in zip(results, walls, strict=True):
@@ -121,14 +142,20 @@ def run_simulate(args: argparse.Namespace) -> int:
                     f"{m['jct_p99_s'] / 3600:.1f}", f"{m['queue_delay_avg_s'] / 3600:.2f}",
                     f"{m['makespan_s'] / 86400:.1f}", f"{m['nvidia_device_hours']:,.0f}",
                     f"{m['non_nvidia_work_share']:.1%}",
-                    f"{m['goodput_lost_device_hours']:,.0f}", f"{w:.1f}")
+                    f"{m['goodput_lost_device_hours']:,.0f}",
+                    *([f"{assumed_work_share(r, assumed):.1%}"] if assumed else []),
+                    f"{w:.1f}")
     console.print(tab)
+    if assumed:
+        console.print(f"[yellow]assumed work[/]: share of the work done on pools with ASSUMED "
+                      f"throughput ({', '.join(fleet.pools[i].id for i in assumed)}); their "
+                      f"speeds are stated in {args.fleet}, not measured")
     unpl = results[0].unplaceable
     if unpl:
         console.print(f"[yellow]{len(unpl)} job(s) fit nowhere[/] (listed in results.json), "
                       f"e.g. {unpl[0][0]}: {unpl[0][1]}")
     if args.out:
-        doc = results_doc(results, fleet, str(info.path), cfg)
+        doc = results_doc(results, fleet, str(info.path), cfg, table)
         path = write_results(doc, args.out)
         plot_jct_cdf(results, Path(args.out) / "jct_cdf.png")
         for r in results:
@@ -144,27 +171,34 @@ def run_plan(args: argparse.Namespace) -> int:
     from mixfleet.fleet.model import load_jobs
     from mixfleet.fleet.plan import plan
     from mixfleet.fleet.policies import make_policy
+    from mixfleet.sim.engine import origin_matrix
 
     console = Console()
     fleet, table, speeds = _setup(args)
     ref = {e.workload: e.samples_per_s for e in table.entries()
            if e.chip == fleet.reference_chip.id}
     jobs = load_jobs(args.jobs, ref)
-    result = plan(fleet, jobs, make_policy(args.policy), speeds)
+    result = plan(fleet, jobs, make_policy(args.policy), speeds, origin_matrix(fleet, table))
     _note_idle(console, fleet, table, speeds)
+    _note_assumed(console, fleet, table)
     tab = Table(title=f"plan: {args.policy} on {fleet.name}")
-    for c in ("job", "workload", "devices", "status", "pool", "speed", "hours",
-              "Nvidia dev-h replaced"):
-        tab.add_column(c, justify="left" if c in ("job", "workload", "status", "pool")
-                       else "right")
+    for c in ("job", "workload", "devices", "status", "pool", "speed", "speed origin",
+              "hours", "Nvidia dev-h replaced"):
+        tab.add_column(c, justify="left" if c in ("job", "workload", "status", "pool",
+                                                  "speed origin") else "right")
     for p in result.placements:
         tab.add_row(p.job.id, p.job.workload, str(p.job.devices), p.status,
                     p.pool or "-", "-" if p.speed is None else f"{p.speed:.2f}",
+                    ("[yellow]ASSUMED[/]" if p.origin == "assumed" else p.origin or "-"),
                     "-" if p.hours is None else f"{p.hours:.1f}",
                     f"{p.nvidia_hours_replaced:,.0f}")
     console.print(tab)
     for p in result.placements:
         if p.status == "unplaceable":
             console.print(f"[yellow]{p.job.id} fits nowhere:[/] {p.reason}")
-    console.print(f"Nvidia device-hours replaced: {result.nvidia_hours_replaced:,.0f}")
+    assumed_h = sum(p.nvidia_hours_replaced for p in result.placements
+                    if p.origin == "assumed")
+    console.print(f"Nvidia device-hours replaced: {result.nvidia_hours_replaced:,.0f}"
+                  + (f" (of which {assumed_h:,.0f} on pools with ASSUMED throughput, not "
+                     f"measured)" if assumed_h else ""))
     return 0

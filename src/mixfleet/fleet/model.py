@@ -11,6 +11,11 @@ Fleet file::
     id = "910b"                      # optional, default: the chip id
     [pool.reliability]               # optional overrides of the default profile
     mtbf_h = 5000
+    [pool.assumption]                # optional, for chips the catalog lacks figures of
+    relative_speed = 0.8             # x relative_to's throughput on every class
+    relative_to = "nvidia-h20"       # a catalog chip (default: the reference chip)
+    source = "press report ..."      # mandatory: where the assumption comes from
+    # or: bf16_tflops = ..., hbm_tbps = ...  (fill the catalog's unknown figures)
 
 Jobs file::
 
@@ -27,6 +32,7 @@ Jobs file::
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +40,7 @@ from mixfleet.catalog.base import Chip, load_catalog
 from mixfleet.config import load_toml
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.reliability import ReliabilityProfile, default_profile
+from mixfleet.fleet.throughput import Assumption
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES
 
 __all__ = ["Pool", "Fleet", "Job", "load_fleet", "parse_fleet", "load_jobs", "parse_jobs"]
@@ -48,6 +55,8 @@ class Pool:
     nodes: int
     per_node: int
     reliability: ReliabilityProfile
+    assumption: Assumption | None = None
+    """A user-stated throughput assumption for the pool's chip (``[pool.assumption]``)."""
 
     @property
     def capacity(self) -> int:
@@ -73,6 +82,11 @@ class Fleet:
     @property
     def capacity(self) -> int:
         return sum(p.capacity for p in self.pools)
+
+    def assumptions(self) -> dict[str, Assumption]:
+        """Chip id -> the throughput assumption its pools state (for
+        :meth:`ThroughputTable.build`)."""
+        return {p.chip.id: p.assumption for p in self.pools if p.assumption is not None}
 
     def peak_pflops(self) -> float | None:
         """Pooled dense BF16 peak in PFLOP/s, None if any pool's peak is unknown."""
@@ -137,10 +151,10 @@ def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None
         where = f"{path}: pool #{i + 1}"
         if not isinstance(row, dict):
             raise ConfigError(f"{where} is not a table")
-        bad = set(row) - {"id", "chip", "nodes", "per_node", "reliability"}
+        bad = set(row) - {"id", "chip", "nodes", "per_node", "reliability", "assumption"}
         if bad:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
-                              f"id, chip, nodes, per_node, reliability")
+                              f"id, chip, nodes, per_node, reliability, assumption")
         chip_id = row.get("chip")
         if chip_id not in cat:
             raise ConfigError(f"{where} field 'chip': unknown chip {chip_id!r}; use a catalog "
@@ -155,10 +169,95 @@ def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None
         if not isinstance(over, dict):
             raise ConfigError(f"{where} field 'reliability' must be a table")
         rel = rel.with_overrides(over, f"{where} [pool.reliability]")
+        assumption = None
+        if "assumption" in row:
+            assumption = _assumption(row["assumption"], f"{path}: pool {pid!r}", chip, cat,
+                                     ref_id)
+            for q in pools:
+                if q.chip.id == chip.id and (q.assumption is None
+                                             or not q.assumption.same_as(assumption)):
+                    raise ConfigError(
+                        f"{path}: pool {pid!r} field 'assumption': pool {q.id!r} is also "
+                        f"{chip.id} but states {'no' if q.assumption is None else 'another'} "
+                        f"assumption; throughput is per chip, so give both pools the same "
+                        f"[pool.assumption]")
+        elif any(q.chip.id == chip.id and q.assumption is not None for q in pools):
+            raise ConfigError(f"{path}: pool {pid!r} is {chip.id} like a pool with a "
+                              f"[pool.assumption] but states none; throughput is per chip, so "
+                              f"give both pools the same [pool.assumption]")
         pools.append(Pool(id=pid, chip=chip, nodes=_int(row, "nodes", where),
-                          per_node=_int(row, "per_node", where), reliability=rel))
+                          per_node=_int(row, "per_node", where), reliability=rel,
+                          assumption=assumption))
     name = data.get("name", Path(path).stem)
     return Fleet(name=str(name), pools=tuple(pools), reference_chip=cat[ref_id])
+
+
+_ASSUMPTION_FIELDS = ("relative_speed", "relative_to", "bf16_tflops", "hbm_tbps", "source")
+
+
+def _assumption(raw: object, where: str, chip: Chip, cat: dict[str, Chip], ref_id: str
+                ) -> Assumption:
+    """A pool's ``[pool.assumption]`` table, validated (ConfigError naming file, pool,
+    field, value and the fix)."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} field 'assumption' is {raw!r}; use a table "
+                          f"[pool.assumption] with relative_speed, relative_to and source")
+    bad = set(raw) - set(_ASSUMPTION_FIELDS)
+    if bad:
+        raise ConfigError(f"{where} [pool.assumption]: unknown field(s) "
+                          f"{', '.join(sorted(bad))}; known: {', '.join(_ASSUMPTION_FIELDS)}")
+    src = raw.get("source")
+    if not isinstance(src, str) or not src.strip():
+        raise ConfigError(f"{where} field 'assumption.source' is {src!r}; an assumption "
+                          f"needs its source, e.g. source = \"press report (2025) comparing "
+                          f"it to the H20\"")
+
+    def number(key: str) -> float | None:
+        v = raw.get(key)
+        if v is None:
+            return None
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            raise ConfigError(f"{where} field 'assumption.{key}' is {v!r}; use a positive "
+                              f"number")
+        return float(v)
+
+    speed, tflops, tbps = number("relative_speed"), number("bf16_tflops"), number("hbm_tbps")
+    if speed is not None and speed > 100:
+        raise ConfigError(f"{where} field 'assumption.relative_speed' is {speed:g}; it is "
+                          f"a ratio to relative_to's throughput (e.g. 0.8), at most 100")
+    rel_to = raw.get("relative_to")
+    if rel_to is not None and speed is None:
+        raise ConfigError(f"{where} field 'assumption.relative_to' is {rel_to!r} without "
+                          f"relative_speed; add relative_speed = <ratio> or drop relative_to")
+    if speed is None and tflops is None and tbps is None:
+        raise ConfigError(f"{where} [pool.assumption]: states nothing; give relative_speed "
+                          f"(with relative_to) or the unknown bf16_tflops / hbm_tbps")
+    if speed is not None and (tflops is not None or tbps is not None):
+        raise ConfigError(f"{where} [pool.assumption]: give either relative_speed or "
+                          f"bf16_tflops / hbm_tbps, not both")
+    if speed is not None:
+        rel_to = ref_id if rel_to is None else rel_to
+        if rel_to not in cat:
+            raise ConfigError(f"{where} field 'assumption.relative_to' is {rel_to!r}, not a "
+                              f"catalog chip; use one of {', '.join(sorted(cat))}")
+        if rel_to == chip.id:
+            raise ConfigError(f"{where} field 'assumption.relative_to' is the pool's own chip "
+                              f"{rel_to!r}; name another chip, e.g. nvidia-h20")
+    for key, val, fig in (("bf16_tflops", tflops, chip.bf16_tflops),
+                          ("hbm_tbps", tbps, chip.hbm_tbps)):
+        if val is not None and fig.value is not None:
+            raise ConfigError(f"{where} field 'assumption.{key}' is {val:g}, but the catalog "
+                              f"knows {key} of {chip.id} ({fig.value:g}, {fig.confidence}: "
+                              f"{fig.source}); assume only unknown figures: drop it, or use "
+                              f"relative_speed")
+        if speed is None and val is None and fig.value is None:
+            raise ConfigError(f"{where} [pool.assumption]: the catalog's {key} of {chip.id} is "
+                              f"unknown too; add assumption.{key} = <value> (or use "
+                              f"relative_speed)")
+    return Assumption(source=src.strip(), relative_speed=speed,
+                      relative_to=rel_to if speed is not None else None, bf16_tflops=tflops,
+                      hbm_tbps=tbps, where=f"{where} [pool.assumption]")
 
 
 def load_fleet(path: str | Path, catalog: dict[str, Chip] | None = None) -> Fleet:

@@ -42,6 +42,9 @@ class Placement:
     """Nvidia device-hours the job would need on the fastest Nvidia pool it fits (else the
     reference chip), when it is placed on a non-Nvidia pool; else 0."""
     reason: str = ""
+    origin: str | None = None
+    """Origin of ``speed``: measured, emulated, estimated or assumed (a fleet file's
+    [pool.assumption], never a measurement); None when unknown or not placed."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,8 +64,10 @@ def idle_pools(fleet: Fleet, speeds: dict[str, tuple[float | None, ...]]) -> lis
 
 
 def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
-         speeds: dict[str, tuple[float | None, ...]]) -> PlanResult:
-    """Ask ``policy`` once, at time 0, where all ``jobs`` go."""
+         speeds: dict[str, tuple[float | None, ...]],
+         origins: dict[str, tuple[str | None, ...]] | None = None) -> PlanResult:
+    """Ask ``policy`` once, at time 0, where all ``jobs`` go. ``origins`` (from
+    :func:`mixfleet.sim.engine.origin_matrix`) labels each placement's speed."""
     from mixfleet.sim.engine import pool_views
 
     pools = pool_views(fleet)
@@ -100,5 +105,6 @@ def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
             replaced = j.work / (max(nv) if nv else 1.0) / 3600.0
         out.append(Placement(job=j, status="placed", pool=pools[p].id, chip=pools[p].chip,
                              speed=s, hours=j.work / (j.devices * s) / 3600.0,
-                             nvidia_hours_replaced=replaced))
+                             nvidia_hours_replaced=replaced,
+                             origin=(origins or {}).get(j.workload, (None,) * len(pools))[p]))
     return PlanResult(policy=policy.name, placements=out)

@@ -4,23 +4,67 @@ else estimated with a roofline model of the catalog's figures.
 Roofline: seconds per sample = max(FLOPs / (peak FLOP/s x COMPUTE_EFF),
 bytes / (bandwidth x MEMORY_EFF)). A chip whose peak or bandwidth is unknown gets no
 estimate (the entry is missing, with the reason in :attr:`ThroughputTable.missing`):
-the planner then cannot run a job of that class there, unless a measurement exists.
+the planner then cannot run a job of that class there, unless a measurement exists or
+the fleet file states an assumption for the chip (:class:`Assumption`): either a speed
+relative to a named chip, or the unknown catalog figures. Entries derived from an
+assumption have origin ``assumed`` and carry its source; they are never presented as
+measured.
+
+Precedence per (workload, chip): measured > emulated > assumed > estimated.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from mixfleet.bench.table import ThroughputRow
 from mixfleet.catalog.base import Chip
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, WorkloadClass
 
-__all__ = ["Entry", "ThroughputTable", "roofline", "COMPUTE_EFF", "MEMORY_EFF"]
+__all__ = ["Entry", "Assumption", "ThroughputTable", "roofline", "COMPUTE_EFF",
+           "MEMORY_EFF", "ORIGINS"]
 
 COMPUTE_EFF = 0.45  # share of peak FLOP/s a training step reaches (typical MFU)
 MEMORY_EFF = 0.70  # share of peak memory bandwidth a training step reaches
-_RANK = {"measured": 0, "emulated": 1, "estimated": 2}
+_RANK = {"measured": 0, "emulated": 1, "assumed": 2, "estimated": 3}
+ORIGINS = tuple(_RANK)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Assumption:
+    """A user-stated throughput assumption for one chip (a fleet file's
+    ``[pool.assumption]``): ``relative_speed`` x the throughput of ``relative_to`` on every
+    workload class, or a roofline estimate with the catalog's unknown figures filled in by
+    ``bf16_tflops`` / ``hbm_tbps``. ``source`` says where the assumption comes from."""
+
+    source: str
+    relative_speed: float | None = None
+    relative_to: str | None = None
+    bf16_tflops: float | None = None
+    hbm_tbps: float | None = None
+    where: str = ""
+    """The fleet file and pool that stated it."""
+
+    def describe(self) -> str:
+        """A one-line statement of the assumption, e.g. ``0.8 x nvidia-h20``."""
+        if self.relative_speed is not None:
+            return f"{self.relative_speed:g} x {self.relative_to}"
+        parts = []
+        if self.bf16_tflops is not None:
+            parts.append(f"BF16 peak {self.bf16_tflops:g} TFLOP/s")
+        if self.hbm_tbps is not None:
+            parts.append(f"HBM {self.hbm_tbps:g} TB/s")
+        return "roofline with assumed " + ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"relative_speed": self.relative_speed, "relative_to": self.relative_to,
+                "bf16_tflops": self.bf16_tflops, "hbm_tbps": self.hbm_tbps,
+                "source": self.source, "stated_in": self.where}
+
+    def same_as(self, other: Assumption) -> bool:
+        """Whether both state the same figures and source (wherever they were stated)."""
+        return dataclasses.replace(self, where="") == dataclasses.replace(other, where="")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,13 +74,19 @@ class Entry:
     workload: str
     chip: str
     samples_per_s: float
-    origin: str  # measured | emulated | estimated
+    origin: str  # measured | emulated | assumed | estimated
+    note: str = ""
+    """For ``assumed``: the assumption and its source."""
 
 
-def roofline(w: WorkloadClass, chip: Chip) -> float | None:
-    """Roofline samples/s of one device, or None when a catalog figure is unknown."""
+def roofline(w: WorkloadClass, chip: Chip, peak_tflops: float | None = None,
+             bw_tbps: float | None = None) -> float | None:
+    """Roofline samples/s of one device, or None when a catalog figure is unknown.
+    ``peak_tflops`` / ``bw_tbps`` stand in for the catalog's figures when it has none."""
     peak = chip.peak_flops()
-    bw = chip.hbm_tbps.value
+    if peak is None and peak_tflops is not None:
+        peak = peak_tflops * 1e12
+    bw = chip.hbm_tbps.value if chip.hbm_tbps.value is not None else bw_tbps
     if peak is None or bw is None:
         return None
     t = max(w.flops_per_sample / (peak * COMPUTE_EFF),
@@ -54,11 +104,14 @@ class ThroughputTable:
 
     @classmethod
     def build(cls, chips: Iterable[Chip], rows: Iterable[ThroughputRow] = (),
-              workloads: dict[str, WorkloadClass] | None = None) -> ThroughputTable:
-        """Measured/emulated ``rows`` first (best batch per pair), roofline elsewhere.
-        Rows of workloads that are not planner classes are ignored."""
+              workloads: dict[str, WorkloadClass] | None = None,
+              assumptions: Mapping[str, Assumption] | None = None) -> ThroughputTable:
+        """Measured/emulated ``rows`` first (best batch per pair), then the fleet's stated
+        ``assumptions`` (chip id -> :class:`Assumption`), roofline elsewhere. Rows of
+        workloads that are not planner classes are ignored."""
         wl = WORKLOAD_CLASSES if workloads is None else workloads
         chips = list(chips)
+        assumed = dict(assumptions or {})
         best: dict[tuple[str, str], Entry] = {}
         for r in rows:
             if r.workload not in wl or r.samples_per_s <= 0:
@@ -70,12 +123,21 @@ class ThroughputTable:
                     (_RANK[old.origin], -old.samples_per_s):
                 best[(r.workload, r.chip)] = e
         missing: dict[tuple[str, str], str] = {}
+        relative: list[tuple[Chip, Assumption]] = []
         for chip in chips:
+            a = assumed.get(chip.id)
+            if a is not None and a.relative_speed is not None:
+                relative.append((chip, a))
+                continue
             for w in wl.values():
                 key = (w.name, chip.id)
                 if key in best:
                     continue
-                est = roofline(w, chip)
+                if a is not None:
+                    est = roofline(w, chip, a.bf16_tflops, a.hbm_tbps)
+                    origin, note = "assumed", f"{a.describe()}; source: {a.source}"
+                else:
+                    est, origin, note = roofline(w, chip), "estimated", ""
                 if est is None:
                     unknown = [n for n, f in (("bf16_tflops", chip.bf16_tflops),
                                               ("hbm_tbps", chip.hbm_tbps)) if f.value is None]
@@ -83,7 +145,22 @@ class ThroughputTable:
                                     f"{' and '.join(unknown)} of {chip.id} is unknown")
                 else:
                     best[key] = Entry(workload=w.name, chip=chip.id, samples_per_s=est,
-                                      origin="estimated")
+                                      origin=origin, note=note)
+        for chip, a in relative:  # after the others: they are what it is relative to
+            for w in wl.values():
+                key = (w.name, chip.id)
+                if key in best:
+                    continue
+                base = best.get((w.name, a.relative_to or ""))
+                if base is None:
+                    missing[key] = (f"assumed {a.describe()}, but {a.relative_to} has no "
+                                    f"throughput figure for {w.name}")
+                    continue
+                best[key] = Entry(workload=w.name, chip=chip.id,
+                                  samples_per_s=base.samples_per_s * (a.relative_speed or 0.0),
+                                  origin="assumed",
+                                  note=f"{a.describe()} ({base.origin} for {a.relative_to}); "
+                                       f"source: {a.source}")
         return cls(best.values(), missing)
 
     def get(self, workload: str, chip: str) -> Entry | None:

@@ -25,7 +25,8 @@ from mixfleet.sim import events as ev
 from mixfleet.sim.cluster import STALL_CKPT, STALL_MIGRATE, STALL_RESTART, JobState, PoolState
 from mixfleet.sim.metrics import SimResult, collect
 
-__all__ = ["SimConfig", "Simulator", "simulate", "speed_matrix", "pool_views"]
+__all__ = ["SimConfig", "Simulator", "simulate", "speed_matrix", "origin_matrix",
+           "assumed_pools", "pool_views"]
 
 Progress = Callable[[int, int, float], None]
 
@@ -56,6 +57,37 @@ def speed_matrix(fleet: Fleet, table: ThroughputTable) -> dict[str, tuple[float 
     return {w: tuple(table.speed(w, p.chip.id, ref) for p in fleet.pools) for w in workloads}
 
 
+def origin_matrix(fleet: Fleet, table: ThroughputTable
+                  ) -> dict[str, tuple[str | None, ...]]:
+    """workload -> per pool, the origin of its speed figure (measured, emulated, assumed,
+    estimated; None without a figure). A speed is ``assumed`` when either the pool's entry
+    or the reference chip's is."""
+    ref = fleet.reference_chip.id
+    out: dict[str, tuple[str | None, ...]] = {}
+    for w in speed_matrix(fleet, table):
+        r = table.get(w, ref)
+        row: list[str | None] = []
+        for p in fleet.pools:
+            e = table.get(w, p.chip.id)
+            if e is None or r is None:
+                row.append(None)
+            elif "assumed" in (e.origin, r.origin):
+                row.append("assumed")
+            else:
+                row.append(max((e.origin, r.origin), key=_ORIGIN_ORDER.index))
+        out[w] = tuple(row)
+    return out
+
+
+_ORIGIN_ORDER = ("measured", "emulated", "estimated", "assumed")
+
+
+def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:
+    """Indices of the pools with at least one speed figure derived from an assumption."""
+    om = origin_matrix(fleet, table)
+    return [i for i in range(len(fleet.pools)) if any(o[i] == "assumed" for o in om.values())]
+
+
 def pool_views(fleet: Fleet) -> tuple[PoolView, ...]:
     return tuple(PoolView(index=i, id=p.id, chip=p.chip.id, is_nvidia=p.is_nvidia,
                           capacity=p.capacity, mem_gib=p.mem_gib, reliability=p.reliability)
@@ -84,6 +116,8 @@ class Simulator:
         self.run_by_pool: list[dict[str, JobState]] = [{} for _ in self.pools]
         self.unplaceable: list[tuple[Job, str]] = []
         self.waiting = 0
+        self.wait_sizes: dict[int, int] = {}
+        """devices -> number of waiting jobs of that size."""
         self.free = fleet.capacity
         self.pfree = [p.capacity for p in self.pools]
         self.tau: dict[tuple[int, int], float] = {}
@@ -129,8 +163,27 @@ class Simulator:
         self.pfree[p] -= js.devices
         self.waiting -= 1
         del self.wait[js.id]
+        self._unwait_size(js.devices)
         self.run_by_pool[p][js.id] = js
         self._resched(js, t)
+
+    def _wait_size(self, n: int) -> None:
+        self.wait_sizes[n] = self.wait_sizes.get(n, 0) + 1
+
+    def _unwait_size(self, n: int) -> None:
+        c = self.wait_sizes[n] - 1
+        if c:
+            self.wait_sizes[n] = c
+        else:
+            del self.wait_sizes[n]
+
+    def _could_start(self) -> bool:
+        """Whether a waiting job could start now: a non-preemptive policy only starts a
+        job in a pool with that many free devices, so when no pool has room for the
+        smallest waiting job, asking it is pointless (the answer is empty)."""
+        if self.policy.preemptive:
+            return True
+        return self.free > 0 and max(self.pfree) >= min(self.wait_sizes)
 
     def _next_throttle(self, js: JobState, per_h: float, t: float) -> None:
         self.q.push(t + self.rng.expovariate(js.devices * per_h / 3600.0), ev.THROTTLE_START,
@@ -160,6 +213,7 @@ class Simulator:
         self._release(js, t)
         self.waiting += 1
         self.wait[js.id] = js
+        self._wait_size(js.devices)
 
     # -- events ---------------------------------------------------------------------
     def _arrive(self, i: int, t: float) -> None:
@@ -179,6 +233,7 @@ class Simulator:
         self.active[js.id] = js
         self.wait[js.id] = js
         self.waiting += 1
+        self._wait_size(js.devices)
 
     def _handle(self, t: float, kind: int, ji: int, ver: int) -> None:
         js = self.states[ji]
@@ -310,8 +365,7 @@ class Simulator:
                     if kind == ev.COMPLETE:
                         dirty = True
                     self._handle(t, kind, ji, ver)
-            if (dirty and round_s is None and self.waiting
-                    and (self.free > 0 or self.policy.preemptive)):
+            if dirty and round_s is None and self.waiting and self._could_start():
                 self._schedule(t)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),

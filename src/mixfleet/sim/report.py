@@ -7,28 +7,51 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.fleet.model import Fleet
-from mixfleet.sim.engine import SimConfig
+from mixfleet.fleet.throughput import ThroughputTable
+from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix
 from mixfleet.sim.metrics import SimResult
 
-__all__ = ["results_doc", "write_results", "RESULTS_SCHEMA"]
+__all__ = ["results_doc", "write_results", "assumed_work_share", "RESULTS_SCHEMA"]
 
 RESULTS_SCHEMA = 1
 
 
-def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimConfig
-                ) -> dict[str, Any]:
-    """The results.json document."""
+def assumed_work_share(result: SimResult, pools: list[int]) -> float:
+    """Share of the completed work (reference device-seconds) done on ``pools`` (those
+    whose throughput is assumed)."""
+    total = sum(j.work for j in result.jobs)
+    if total <= 0:
+        return 0.0
+    return sum(j.work_by_pool[i] for j in result.jobs for i in pools) / total
+
+
+def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimConfig,
+                table: ThroughputTable | None = None) -> dict[str, Any]:
+    """The results.json document. With ``table``, each pool lists the origin of its speed
+    per workload class and any assumption it rests on, and each policy record has
+    ``assumed_work_share``."""
+    origins = origin_matrix(fleet, table) if table is not None else {}
+    assumed = assumed_pools(fleet, table) if table is not None else []
+    pools = []
+    for i, p in enumerate(fleet.pools):
+        rec: dict[str, Any] = {"id": p.id, "chip": p.chip.id, "devices": p.capacity,
+                               "nvidia": p.is_nvidia}
+        if table is not None:
+            rec["throughput_origin"] = {w: o[i] for w, o in origins.items()}
+            rec["assumption"] = None if p.assumption is None else p.assumption.as_dict()
+        pools.append(rec)
     return {
         "schema": RESULTS_SCHEMA,
         "fleet": {"name": fleet.name, "reference_chip": fleet.reference_chip.id,
-                  "pools": [{"id": p.id, "chip": p.chip.id, "devices": p.capacity,
-                             "nvidia": p.is_nvidia} for p in fleet.pools]},
+                  "pools": pools},
         "trace": trace,
         "seed": config.seed,
         "failures": config.failures,
         "throttles": config.throttles,
         "migration_s": config.migration_s,
         "policies": [{"policy": r.policy, **r.metrics,
+                      **({"assumed_work_share": assumed_work_share(r, assumed)}
+                         if table is not None else {}),
                       "unplaceable": [{"job": j, "reason": why} for j, why in r.unplaceable]}
                      for r in results],
     }

@@ -74,7 +74,10 @@ class CheckpointConfig:
                                           "waits for the copy to host memory")
     snapshot_interval: int = field(1, help="steps between in-memory snapshots in host "
                                            "shared memory (a crash loses at most this many "
-                                           "steps); 0 turns them off")
+                                           "steps); doubled while a snapshot costs over 5% "
+                                           "of a step; 0 turns them off")
+    snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
+                                                "(for workloads that draw from them)")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "

@@ -47,11 +47,11 @@ class HealthConfig:
     rollback_after: int = field(3, help="skipped steps in a row before rolling back to the "
                                         "last snapshot/checkpoint and skipping those batches")
     straggler_window: int = field(20, help="steps per straggler window")
-    straggler_factor: float = field(1.5, help="a rank slower than the others' median by "
+    straggler_factor: float = field(2.0, help="a rank slower than the others' median by "
                                               "this factor in a window is slow")
-    straggler_windows: int = field(3, help="slow windows in a row before acting")
+    straggler_windows: int = field(5, help="slow windows in a row before acting")
     straggler_action: Literal["report", "exclude"] = field(
-        "exclude", help="report, or exclude (drain the rank and block its device)")
+        "report", help="report (an event), or exclude (drain the rank and block its device)")
     thermal_action: Literal["cool", "shed", "drain"] = field(
         "cool", help="past the warning threshold: cool (pause with back-off), shed (lower "
                      "the share; pause while shares are equal), or drain the device")

@@ -66,6 +66,29 @@ def _predicted(shares: Sequence[int], speeds: Sequence[float], over: Sequence[fl
     return max(s / max(v, 1e-12) + o for s, v, o in zip(shares, speeds, over, strict=True))
 
 
+def _refine(shares: list[int], speeds: Sequence[float], over: Sequence[float],
+            caps: Sequence[int | None] | None) -> list[int]:
+    """Move single samples off the slowest rank while that lowers the predicted step
+    time (rounding to integers by remainders alone can leave one rank a sample too many)."""
+    out = list(shares)
+    cap = [c if c else 1 << 30 for c in (caps or [None] * len(out))]
+
+    def t(r: int, x: int) -> float:
+        return x / max(speeds[r], 1e-12) + over[r]
+
+    for _ in range(len(out) * 4):
+        slow = max(range(len(out)), key=lambda r: t(r, out[r]))
+        if out[slow] <= 1:
+            break
+        dest = min((r for r in range(len(out)) if r != slow and out[r] < cap[r]),
+                   key=lambda r: t(r, out[r] + 1), default=None)
+        if dest is None or t(dest, out[dest] + 1) >= t(slow, out[slow]):
+            break
+        out[slow] -= 1
+        out[dest] += 1
+    return out
+
+
 def decide(shares: Sequence[int], compute_s: Sequence[float], overhead_s: Sequence[float], *,
            global_batch: int, caps: Sequence[int | None] | None = None,
            hysteresis: float = 0.05) -> Decision:
@@ -75,7 +98,7 @@ def decide(shares: Sequence[int], compute_s: Sequence[float], overhead_s: Sequen
     # Equal finish time T: sum_r v_r (T - o_r) = B.
     t_eq = (global_batch + sum(v * o for v, o in zip(speeds, over, strict=True))) / sum(speeds)
     weights = [max(v * (t_eq - o), 1e-9) for v, o in zip(speeds, over, strict=True)]
-    new = largest_remainder(weights, global_batch, caps=caps)
+    new = _refine(largest_remainder(weights, global_batch, caps=caps), speeds, over, caps)
     now_t, new_t = _predicted(shares, speeds, over), _predicted(new, speeds, over)
     keep = list(new) == list(shares) or now_t <= 0 or (1.0 - new_t / now_t) <= hysteresis
     return Decision(shares=None if keep else new, speeds=speeds, overhead_s=over,

@@ -67,9 +67,10 @@ class MemorySnapshot:
             with open(path, "wb") as f:
                 f.truncate(size)
         self._buf = torch.from_file(str(path), shared=True, size=size, dtype=torch.uint8)
-        self._hdr = self._buf[:64].view(torch.int64)  # magic, layout, (step, valid, meta) x 2
+        # magic, layout, (step, valid, meta bytes) x 2; numpy view: cheap scalar writes
+        self._hdr = self._buf[:64].view(torch.int64).numpy()
         if fresh or int(self._hdr[0]) != _MAGIC or int(self._hdr[1]) != self.layout:
-            self._hdr.zero_()
+            self._hdr[:] = 0
             self._hdr[0], self._hdr[1] = _MAGIC, self.layout
         self._views = [self._slot_views(k) for k in (0, 1)]
         self.writes = 0
@@ -95,18 +96,21 @@ class MemorySnapshot:
                 out[step] = k
         return out
 
-    def write(self, step: int, meta: dict[str, Any]) -> None:
-        """Copy the tensors and ``meta`` (pickled) into the older slot, then mark it valid."""
+    def write(self, step: int, meta: dict[str, Any] | None = None) -> None:
+        """Copy the tensors and ``meta`` (pickled, optional) into the older slot, then mark
+        it valid."""
         steps = self.valid_steps()
         k = 0 if not steps else (1 - steps[max(steps)])  # never overwrite the newest
-        blob = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL)
+        blob = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL) if meta else b""
         if len(blob) > _META_MAX:
             raise ValueError(f"snapshot metadata too large ({len(blob)} bytes)")
         self._hdr[3 + 3 * k] = 0  # invalid while it is being overwritten
-        for (_, t), v in zip(self.named, self._views[k], strict=True):
-            v.copy_(t.detach())
-        self._meta_region(k)[: len(blob)].copy_(torch.frombuffer(bytearray(blob),
-                                                                 dtype=torch.uint8))
+        with torch.no_grad():
+            for (_, t), v in zip(self.named, self._views[k], strict=True):
+                v.copy_(t)
+        if blob:
+            self._meta_region(k)[: len(blob)].copy_(torch.frombuffer(bytearray(blob),
+                                                                     dtype=torch.uint8))
         self._hdr[2 + 3 * k] = step
         self._hdr[4 + 3 * k] = len(blob)
         self._hdr[3 + 3 * k] = 1
@@ -119,7 +123,7 @@ class MemorySnapshot:
             with torch.no_grad():
                 t.copy_(v)
         n = int(self._hdr[4 + 3 * k])
-        return dict(pickle.loads(self._meta_region(k)[:n].numpy().tobytes()))
+        return dict(pickle.loads(self._meta_region(k)[:n].numpy().tobytes())) if n else {}
 
     def remove(self) -> None:
         """Delete the file (the run finished; nothing left to recover)."""

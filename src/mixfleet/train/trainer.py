@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import socket
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,7 +86,9 @@ class Trainer:
         # drain request per rank | compute seconds per rank | loss]. Every rank then holds
         # the same health data and reaches the same decisions without another collective.
         self.n_grad, self.i_ckpt, self.i_drain, self.i_time = n, n, n + 1, n + 1 + world
-        self.flat = torch.zeros(n + 2 + 2 * world, device=device)
+        self.i_snap = n + 1 + 2 * world  # a rank asks for sparser snapshots (too costly)
+        self.flat = torch.zeros(n + 3 + 2 * world, device=device)
+        self._flat_np = self.flat.numpy() if device.type == "cpu" else None
         off = 0
         for p in params:
             p.grad = self.flat[off: off + p.numel()].view_as(p)
@@ -105,6 +108,13 @@ class Trainer:
                                  emit=run.emit, faults=self.faults)
         self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
         self.snap: MemorySnapshot | None = None
+        self._snap_nstate = -1
+        self._snap_cost: list[float] = []
+        self._rng_buf = torch.get_rng_state().clone()
+        self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
+                             if device.type != "cpu" else None)
+        self._scalars = torch.zeros(2 + len(self.opt.param_groups), dtype=torch.float64)
+        self._scalars_np = self._scalars.numpy()
         self.snap_path = snapshot_path(run.root, world, rank)
         self.resumed_source: str | None = None
         self.on_step = on_step
@@ -121,6 +131,9 @@ class Trainer:
         self.watchdog: Watchdog | None = None
         self._want_ckpt = False
         self._want_drain = False
+        self._want_sparser = False
+        self.snap_every = cfg.checkpoint.snapshot_interval
+        self._step_times: list[float] = []
         self._t_reduced = time.perf_counter()
         self.config_hash = config_hash(cfg)
 
@@ -161,6 +174,9 @@ class Trainer:
     # -- in-memory snapshots -----------------------------------------------------------
     def _snapshot_tensors(self) -> list[tuple[str, torch.Tensor]]:
         named = list(self.model.state_dict().items())
+        named += [("rng.torch", self._rng_buf), ("scalars", self._scalars)]
+        if self._dev_rng_buf is not None:
+            named.append(("rng.device", self._dev_rng_buf))
         params = [p for g in self.opt.param_groups for p in g["params"]]
         for i, p in enumerate(params):
             for k, v in sorted(self.opt.state.get(p, {}).items()):
@@ -169,18 +185,40 @@ class Trainer:
         return named
 
     def _snapshot_store(self) -> MemorySnapshot:
-        named = self._snapshot_tensors()
-        if self.snap is None or len(self.snap.named) != len(named):
-            self.snap = MemorySnapshot(self.snap_path, named)
+        if self.snap is None or self._snap_nstate != len(self.opt.state):
+            self._snap_nstate = len(self.opt.state)
+            self.snap = MemorySnapshot(self.snap_path, self._snapshot_tensors())
         return self.snap
 
     def _snapshot(self) -> None:
-        """Copy the state to host shared memory (survives this process's crash)."""
-        self._snapshot_store().write(self.step, {
-            "rng": raw_rng_state(self.device),
-            "sched": {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"},
-            "lrs": [g["lr"] for g in self.opt.param_groups],
-        })
+        """Copy the state to host shared memory (survives this process's crash).
+
+        Model, optimizer state, torch (and device) RNG and the LR go in as tensors; the
+        python/numpy RNG (pickled, ~100 us) only with checkpoint.snapshot_host_rng."""
+        t0 = time.perf_counter()
+        self._rng_buf.copy_(torch.get_rng_state())
+        if self._dev_rng_buf is not None:
+            self._dev_rng_buf.copy_(torch.get_device_module(self.device).get_rng_state(
+                self.device))
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        sc = self._scalars_np
+        sc[0], sc[1] = self.step, self.sched.last_epoch
+        for i, lr in enumerate(lrs):
+            sc[2 + i] = lr
+        meta = ({"rng": raw_rng_state(torch.device("cpu"))}
+                if self.cfg.checkpoint.snapshot_host_rng else None)
+        self._snapshot_store().write(self.step, meta)
+        self._snap_cost.append(time.perf_counter() - t0)
+
+    def _judge_snapshot_cost(self) -> None:
+        """After 20 snapshots: ask (through the next all-reduce) for half as many when one
+        costs over 5% of the steps it covers."""
+        if len(self._snap_cost) < 20:
+            return
+        cost = statistics.median(self._snap_cost)
+        step_s = statistics.median(self._step_times[-200:])
+        self._snap_cost.clear()
+        self._want_sparser = cost > 0.05 * step_s * self.snap_every
 
     def _resume_from_memory(self, disk_step: int) -> int | None:
         """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
@@ -204,10 +242,18 @@ class Trainer:
         if not ok:
             return None
         meta = snap.read(step)
-        set_raw_rng_state(meta["rng"], self.device)
-        self.sched.load_state_dict({**self.sched.state_dict(), **meta["sched"]})
-        for g, lr in zip(self.opt.param_groups, meta["lrs"], strict=True):
+        if "rng" in meta:
+            set_raw_rng_state(meta["rng"], torch.device("cpu"))
+        torch.set_rng_state(self._rng_buf.clone())
+        if self._dev_rng_buf is not None:
+            torch.get_device_module(self.device).set_rng_state(self._dev_rng_buf.clone(),
+                                                              self.device)
+        lrs = self._scalars[2: 2 + len(self.opt.param_groups)].tolist()
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
             g["lr"] = lr
+        self.sched.last_epoch = int(self._scalars[1])
+        self.sched._step_count = self.sched.last_epoch + 1
+        self.sched._last_lr = lrs
         self.step = step
         self.resumed_source = "memory"
         return step
@@ -302,8 +348,12 @@ class Trainer:
         elif self.world > 1:
             dist.all_reduce(self.flat, group=self.group)
         self._t_reduced = time.perf_counter()
-        loss = float(self.flat[-1].item())
-        reason = self.guard.verdict(loss, float(self.flat[: self.n_grad].norm().item()))
+        h = self._host_slots()
+        loss = float(h[-1])
+        grads = self.flat[: self.n_grad]
+        # The norm only when spikes are watched; else the sum (NaN/inf propagate) is enough.
+        size = grads.norm() if self.guard.spike_factor else grads.sum()
+        reason = self.guard.verdict(loss, float(size.item()))
         if reason is None:
             self.opt.step()
         else:
@@ -313,6 +363,12 @@ class Trainer:
         self.sched.step()
         self.step += 1
         return loss
+
+    def _host_slots(self) -> Any:
+        """The health slots and the loss (everything after the gradients) on the host."""
+        if self._flat_np is not None:
+            return self._flat_np[self.n_grad:]
+        return self.flat[self.n_grad:].cpu().numpy()
 
     def _before_reduce(self) -> None:
         """Injected faults of this step, and this rank's health slots of the buffer."""
@@ -325,10 +381,17 @@ class Trainer:
         if factor > 1:
             time.sleep((factor - 1) * compute)
             compute *= factor
-        self.flat[self.i_time + self.rank] = compute
-        self.flat[self.i_ckpt] = float(self._want_ckpt)
-        self.flat[self.i_drain + self.rank] = float(self._want_drain)
-        self._want_ckpt = False
+        vals = (float(self._want_ckpt), float(self._want_drain), compute,
+                float(self._want_sparser))
+        where = (self.i_ckpt, self.i_drain + self.rank, self.i_time + self.rank, self.i_snap)
+        if self._flat_np is not None:  # CPU: numpy scalar writes are ~20x cheaper
+            for i, v in zip(where, vals, strict=True):
+                self._flat_np[i] = v
+        else:
+            self.flat.index_copy_(0, torch.tensor(where, device=self.flat.device),
+                                  torch.tensor(vals, dtype=self.flat.dtype,
+                                               device=self.flat.device))
+        self._want_ckpt = self._want_sparser = False
 
     def _emulated_step(self) -> float:
         """A step paced to the emulated chip's speed; its throttle/fault events are logged."""
@@ -356,7 +419,6 @@ class Trainer:
         """Train until ``train.steps``; returns {steps_run, final_metric, ...}."""
         t = self.cfg.train
         interval = self.cfg.checkpoint.interval
-        snap_every = self.cfg.checkpoint.snapshot_interval
         start = self.step
         t0 = last = time.perf_counter()
         sps = 0.0
@@ -391,8 +453,10 @@ class Trainer:
             if self.hetero is not None:
                 self.hetero.after_step(self)  # timing, injected throttles, rebalance
             self._health()
-            if snap_every and self.step % snap_every == 0:
+            self._step_times.append(dt)
+            if self.snap_every and self.step % self.snap_every == 0:
                 self._snapshot()
+                self._judge_snapshot_cost()
             if self.step % interval == 0 and self.step < t.steps:
                 self._checkpoint()
         synchronize(self.device)
@@ -413,10 +477,12 @@ class Trainer:
         if self.watchdog is not None:
             self.watchdog.beat(self.step)
         if getattr(self, "_reduced", False):
-            if float(self.flat[self.i_ckpt]) > 0 and self.step % self.cfg.checkpoint.interval:
+            h = self._host_slots()
+            if h[self.i_ckpt - self.n_grad] > 0 and self.step % self.cfg.checkpoint.interval:
                 self._checkpoint()  # requested by a rank (heat): checkpoint at once
-            drains = [r for r in range(self.world) if float(self.flat[self.i_drain + r]) > 0]
-            times = self.flat[self.i_time: self.i_time + self.world].tolist()
+            o = self.n_grad
+            drains = [r for r in range(self.world) if h[self.i_drain + r - o] > 0]
+            times = [float(x) for x in h[self.i_time - o: self.i_time - o + self.world]]
             # Mixed fleet: shares follow speeds, so compare step times, not per sample.
             slow = self.stragglers.add(times, self.shares if self.hetero is None
                                        else [1] * self.world)
@@ -429,6 +495,11 @@ class Trainer:
                     drains.append(slow)
             if drains:
                 self._drain(drains[0])
+            if h[self.i_snap - o] > 0 and self.snap_every < 64:
+                self.snap_every *= 2  # every rank at once: snapshots stay aligned
+                if self.rank == 0:
+                    self.run.emit("snapshot_interval", interval=self.snap_every,
+                                  step=self.step, reason="a snapshot cost over 5% of a step")
         if self.guard.should_roll_back:
             self._rollback()
         if self.thermal is not None:

@@ -11,12 +11,20 @@ every pool (Gavel's normalization)::
                 sum_j devices_j X[j, p] <= cap_p          for every pool p
                 X >= 0, only on pools the job fits
 
+Jobs with the same relative speeds, options and device count are interchangeable in this
+LP, and averaging an optimum over their permutations is again an optimum, so the LP is
+solved over job *classes* (one set of variables per class, its devices counted once per
+member) and every member gets its class's shares. The LP depends only on the multiset of
+classes and the pools' capacities, not on which jobs run where, so its solution is reused
+(a small cache) for as long as that multiset is unchanged: in a quiet cluster a round
+costs no solve at all.
+
 Rounds (default 6 minutes, as Gavel) turn X into placements: (job, pool) pairs are taken in
 order of priority X[j, p] / (share of time the job has had on p), while devices last;
 then any still-free devices go to waiting jobs on their fastest fitting pool (a
-work-conserving fill, which Gavel's mechanism lacks). Above ``max_lp_jobs`` active jobs the
-problem is split POP-style into equal random-free partitions (round robin in arrival
-order), each with an equal share of every pool.
+work-conserving fill, which Gavel's mechanism lacks). Above ``max_lp_jobs`` classes the
+problem is split POP-style into equal partitions of the classes (round robin), each with
+an equal share of every pool.
 """
 
 from __future__ import annotations
@@ -34,8 +42,11 @@ __all__ = ["GavelPolicy", "solve_max_min"]
 
 
 def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
-                  capacity: list[float]) -> tuple[float, list[dict[int, float]]]:
+                  capacity: list[float], counts: list[int] | None = None
+                  ) -> tuple[float, list[dict[int, float]]]:
     """Solve the max-min LP. ``speeds[j]``: pool -> relative speed on the pools job j fits.
+    ``counts[j]``: how many interchangeable jobs row j stands for (default 1 each; their
+    devices count that many times against capacity, and each gets the row's shares).
     Returns (t, X) with X[j]: pool -> time share."""
     total = float(sum(capacity))
     rows, cols, vals = [], [], []
@@ -56,7 +67,10 @@ def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
     # rows [0, nj): sum_p X <= 1; [nj, nj+npool): capacity; [nj+npool, 2nj+npool): fairness
     rows = [jj, nj + pp, nj + npool + jj, nj + npool + np.arange(nj)]
     cols = [k, k, k, np.full(nj, n)]
-    vals = [np.ones(n), np.asarray(devices, dtype=float)[jj], -sv / prop[jj], np.ones(nj)]
+    weight = np.asarray(devices, dtype=float)
+    if counts is not None:
+        weight = weight * np.asarray(counts, dtype=float)
+    vals = [np.ones(n), weight[jj], -sv / prop[jj], np.ones(nj)]
     a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                    shape=(2 * nj + npool, n + 1)).tocsr()
     b = np.concatenate([np.ones(nj), capv, np.zeros(nj)])
@@ -88,19 +102,53 @@ class GavelPolicy:
             raise ConfigError(f"gavel max_lp_jobs must be >= 1 (got {max_lp_jobs})")
         self.round_s: float | None = float(round_s)
         self.max_lp_jobs = int(max_lp_jobs)
+        self._cache: dict[tuple[object, ...], list[dict[int, float]]] = {}
+        self.solves = 0
+        """LPs solved (the rest of the rounds reused a cached solution)."""
 
     def shares(self, snap: Snapshot) -> dict[str, dict[int, float]]:
-        """The LP's time shares per job id (POP partitions above ``max_lp_jobs``)."""
-        jobs = [j for j in snap.jobs if j.options]
-        parts = max(1, math.ceil(len(jobs) / self.max_lp_jobs))
-        cap = [p.capacity / parts for p in snap.pools]
+        """The LP's time shares per job id (solved over job classes; POP partitions above
+        ``max_lp_jobs`` classes)."""
+        classes: dict[tuple[int, tuple[tuple[int, float], ...]], list[JobView]] = {}
+        for j in snap.jobs:
+            if not j.options:
+                continue
+            sp = snap.speed[j.workload]
+            sig = (j.devices, tuple((p, sp[p] or 0.0) for p in j.options))
+            members = classes.get(sig)
+            if members is None:
+                classes[sig] = [j]
+            else:
+                members.append(j)
+        sigs = sorted(classes)
+        cap = tuple(float(p.capacity) for p in snap.pools)
+        key = (cap, tuple((s, len(classes[s])) for s in sigs))
+        xs = self._cache.get(key)
+        if xs is None:
+            xs = self._solve(sigs, [len(classes[s]) for s in sigs], cap)
+            if len(self._cache) >= 64:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = xs
         out: dict[str, dict[int, float]] = {}
+        for s, x in zip(sigs, xs, strict=True):
+            for j in classes[s]:
+                out[j.id] = x
+        return out
+
+    def _solve(self, sigs: list[tuple[int, tuple[tuple[int, float], ...]]],
+               counts: list[int], cap: tuple[float, ...]) -> list[dict[int, float]]:
+        """Shares per class, in the order of ``sigs``."""
+        self.solves += 1
+        parts = max(1, math.ceil(len(sigs) / self.max_lp_jobs))
+        pcap = [c / parts for c in cap]
+        out: list[dict[int, float]] = [{} for _ in sigs]
         for k in range(parts):
-            group = jobs[k::parts]
-            speeds = [{p: snap.speed[j.workload][p] or 0.0 for p in j.options} for j in group]
-            _, x = solve_max_min(speeds, [j.devices for j in group], cap)
-            for j, xs in zip(group, x, strict=True):
-                out[j.id] = xs
+            idx = list(range(k, len(sigs), parts))
+            _, x = solve_max_min([dict(sigs[i][1]) for i in idx],
+                                 [sigs[i][0] for i in idx], pcap,
+                                 [counts[i] for i in idx])
+            for i, xi in zip(idx, x, strict=True):
+                out[i] = xi
         return out
 
     def allocate(self, snap: Snapshot) -> Allocation:

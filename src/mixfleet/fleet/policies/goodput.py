@@ -37,58 +37,83 @@ class GoodputPolicy:
         self.window = int(window)
         """Waiting jobs considered per decision, oldest first (bounds the cost of a call,
         as backfill schedulers bound their queue scan)."""
+        self._owner: tuple[object, object, bool] | None = None
+        self._memo: dict[tuple[str, int], list[float]] = {}
 
     def rate(self, snap: Snapshot, workload: str, devices: int, pool: int) -> float:
         """Expected kept work per second of a job on ``pool``."""
         factor = max(snap.goodput_factor(pool, devices), 1e-6)  # 0 would strand the job
         return devices * (snap.speed[workload][pool] or 0.0) * factor
 
+    def _rates(self, snap: Snapshot, workload: str, devices: int) -> list[float]:
+        """Per pool, :meth:`rate` of a (workload, devices) job; memoized across calls for
+        as long as the snapshots share their pools, speeds and failure setting (a
+        simulation's), which are all the rate depends on."""
+        owner = self._owner
+        if owner is None or owner[0] is not snap.speed or owner[1] is not snap.pools \
+                or owner[2] != snap.failures:
+            self._owner = (snap.speed, snap.pools, snap.failures)
+            self._memo = {}
+        key = (workload, devices)
+        rates = self._memo.get(key)
+        if rates is None:
+            rates = self._memo[key] = [self.rate(snap, workload, devices, p)
+                                       for p in range(len(snap.pools))]
+        return rates
+
     def allocate(self, snap: Snapshot) -> Allocation:
         npools = len(snap.pools)
         free = list(snap.free)
         alloc: Allocation = {}
         now = snap.time
-        release: dict[int, tuple[list[float], list[int]]] = {}
-
-        def released(p: int) -> tuple[list[float], list[int]]:
-            """(end times, devices freed by then) of the jobs running on pool p."""
-            r = release.get(p)
-            if r is None:
-                ends = sorted((j.eta, j.devices) for j in snap.running[p])
-                acc, cum = 0, []
-                for _, n in ends:
-                    acc += n
-                    cum.append(acc)
-                r = release[p] = ([t for t, _ in ends], cum)
-            return r
+        inf = math.inf
+        bisect_left = bisect.bisect_left
+        # per pool, lazily: (end times, devices freed by then) of the jobs running there
+        release: list[tuple[list[float], list[int]] | None] = [None] * npools
 
         waiting = list(itertools.islice(snap.waiting, self.window))
+        if not waiting:
+            return alloc
         if any(j.priority for j in waiting):
             waiting.sort(key=lambda j: -j.priority)  # stable: oldest first within a level
+        # smallest job at or behind each position: once no pool has room for it, no later
+        # job can start now and the rest of the scan would only add reservations
+        least = [0] * len(waiting)
+        m = 1 << 62
+        for i in range(len(waiting) - 1, -1, -1):
+            m = min(m, waiting[i].devices)
+            least[i] = m
         reserved = [0] * npools
-        memo: dict[tuple[str, int], list[float]] = {}
         room = max(free)
-        for j in waiting:
-            if room < 1:
+        rates_of = self._rates
+        for i, j in enumerate(waiting):
+            if room < least[i]:
                 break  # nothing can start now; later decisions would only reserve
             n = j.devices
-            rates = memo.get((j.workload, n))
-            if rates is None:
-                rates = memo[(j.workload, n)] = [self.rate(snap, j.workload, n, p)
-                                                  for p in range(npools)]
-            best_t, best_p = math.inf, -1
+            rates = rates_of(snap, j.workload, n)
+            rem = j.remaining
+            best_t, best_p = inf, -1
             for p in j.options:
                 r = rates[p]
                 if r <= 0:
                     continue
                 need = n + reserved[p] - free[p]
                 if need <= 0:
-                    start = now
+                    t = now + rem / r
                 else:
-                    times, cum = released(p)
-                    k = bisect.bisect_left(cum, need)
-                    start = times[k] if k < len(times) else math.inf
-                t = start + j.remaining / r
+                    rel = release[p]
+                    if rel is None:
+                        ends = sorted((x.eta, x.devices) for x in snap.running[p])
+                        acc, cum = 0, []
+                        for _, d in ends:
+                            acc += d
+                            cum.append(acc)
+                        rel = release[p] = ([e for e, _ in ends], cum)
+                    times, cum = rel
+                    k = bisect_left(cum, need)
+                    if k >= len(times):
+                        continue
+                    t = times[k] + rem / r
                 if t < best_t:
                     best_t, best_p = t, p
             if best_p < 0:
