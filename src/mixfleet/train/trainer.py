@@ -377,6 +377,8 @@ class Trainer:
             self.run.emit("fault_injected", kind="nan", rank=self.rank, step=self.step + 1)
             self.flat[: self.n_grad] = float("nan")
         compute = time.perf_counter() - self._t_reduced
+        if f.due("slow", self.step) is not None:
+            self.run.emit("fault_injected", kind="slow", rank=self.rank, step=self.step)
         factor = f.slow_factor(self.step)
         if factor > 1:
             time.sleep((factor - 1) * compute)
