@@ -69,6 +69,7 @@ MIXED = ('ranks=[{device="emu:nvidia-h20", speed=1.0}, {device="emu:ascend-910b"
          'speed=0.5}]')
 
 
+@pytest.mark.slow  # two torchrun ranks: ~15-30 s on 2 shared cores
 def test_throttled_emulated_chip_gets_a_smaller_share_then_recovers(tmp_path: Path) -> None:
     """Two emulated ranks, rebalance every K=5 steps; rank 0's chip runs at 40% clock in
     steps 20-40: its share drops by step 25 + K and is back up by step 40 + 2K."""

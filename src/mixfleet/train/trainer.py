@@ -461,6 +461,9 @@ class Trainer:
                 self._judge_snapshot_cost()
             if self.step % interval == 0 and self.step < t.steps:
                 self._checkpoint()
+            # step_s covers the step itself; pauses, snapshots and checkpoint staging after
+            # it are not productive time (ETTR).
+            last = time.perf_counter()
         synchronize(self.device)
         elapsed = time.perf_counter() - t0
         self._checkpoint()
