@@ -55,10 +55,10 @@ def _killer(run: RunDir, at_step: int, stop: threading.Event, out: dict) -> None
         time.sleep(0.02)
 
 
-def _train(config: Path, run_dir: Path, title: str) -> dict:
+def _train(config: Path, run_dir: Path, title: str, *extra: str) -> dict:
     print(f"\n=== {title} ===", flush=True)
     cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--nproc", "2",
-           "--run-dir", str(run_dir), "--resume", "never", "--json"]
+           "--run-dir", str(run_dir), "--resume", "never", "--json", *extra]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"demo: training failed ({proc.returncode}); see {run_dir}")
@@ -91,7 +91,29 @@ def main() -> int:
     print(f"wall time: {s_crash['wall_s']:.1f}s with the crash, {s_ref['wall_s']:.1f}s without")
     print(f"final weights bit-identical to the uninterrupted run: {'YES' if same else 'NO'}")
     ok = same and m["value"] >= 0.95 and s_crash["restarts"] >= 1
+    ok = _overheat_stage(config, root) and ok
     return 0 if _mixed_fleet(config, root / "mixed") and ok else 1
+
+
+def _overheat_stage(config: Path, root: Path) -> bool:
+    """Two emulated H20s: rank 1 overheats (the guard checkpoints and cools it), then
+    rank 0 is killed; the run recovers and reaches its accuracy."""
+    s = _train(config, root / "overheat", "run 3: emulated chips (emu:nvidia-h20): rank 1 "
+               "overheats at step 500, rank 0 is killed at step 1000",
+               "--device", "emu:nvidia-h20", "--set", "train.steps=1500",
+               "--set", "faults.inject=['overheat@rank=1,step=500','kill@rank=0,step=1000']")
+    for e in RunDir(root / "overheat").read_events():
+        if e["event"] in ("thermal_warning", "thermal_resumed"):
+            what = (f"{e['temp_c']:.1f} C >= warning {e['warn_c']:.0f} C: checkpoint, "
+                    f"{e['action']}" if e["event"] == "thermal_warning" else
+                    f"cooled to {e['temp_c']:.1f} C after {e['paused_s']:.2f}s, resumed")
+            print(f"thermal guard, rank {e['rank']} at step {e['step']}: {what}")
+    m = s["final_metric"]
+    print(f"\n=== result (emulated) ===\nrestarts {s['restarts']}, steps lost "
+          f"{s['steps_lost']}, ETTR {s['ettr']:.3f}, time in failure states "
+          f"{s['failure_time_s']}\nfinal {m['name']}: {m['value']:.4f}; timeline: "
+          f"mixfleet report {root / 'overheat'}")
+    return bool(m["value"] >= 0.95 and s["restarts"] >= 1)
 
 
 MIXED = [("emu:nvidia-h20", 1.0), ("emu:kunlun-p800", 0.6), ("emu:ascend-910b", 0.35)]
