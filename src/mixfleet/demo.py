@@ -85,8 +85,8 @@ def main() -> int:
     m = s_crash["final_metric"]
     print("\n=== result ===")
     print(f"killed rank 1 at step ~{info.get('killed_at', '?')}; restarts: "
-          f"{s_crash['restarts']}, steps lost: {s_crash['steps_lost']} "
-          f"(checkpoint interval 200)")
+          f"{s_crash['restarts']}, steps lost: {s_crash['steps_lost']} (in-memory snapshot "
+          f"every step, disk checkpoint every 200)")
     print(f"final {m['name']}: {m['value']:.4f} (target >= 0.95)")
     print(f"wall time: {s_crash['wall_s']:.1f}s with the crash, {s_ref['wall_s']:.1f}s without")
     print(f"final weights bit-identical to the uninterrupted run: {'YES' if same else 'NO'}")
