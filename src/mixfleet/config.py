@@ -1,7 +1,7 @@
 """Typed configs from TOML files and ``--set section.key=value`` overrides.
 
-Each component owns a ``@dataclass(kw_only=True, frozen=True)`` config whose field
-docstrings (``#:`` comments are not read; the ``metadata={"help": ...}``) describe the field.
+Each component owns a ``@dataclass(kw_only=True, frozen=True)`` config whose fields carry
+a help text (``field(default, help=...)`` stores it in the field's metadata).
 This module only turns nested dicts into those dataclasses with strict checks:
 unknown keys, wrong types and missing required fields raise :class:`ConfigError`
 naming the field and the fix.
@@ -23,7 +23,14 @@ from mixfleet.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["load_toml", "apply_overrides", "from_dict", "to_dict", "config_hash", "field"]
+__all__ = ["load_toml", "apply_overrides", "from_dict", "to_dict", "config_hash", "field",
+           "require"]
+
+
+def require(cond: bool, msg: str) -> None:
+    """Raise ConfigError(msg) unless ``cond`` (for ``__post_init__`` validation)."""
+    if not cond:
+        raise ConfigError(msg)
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:

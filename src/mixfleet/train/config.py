@@ -7,17 +7,12 @@ import dataclasses
 from typing import Any, Literal
 
 from mixfleet.config import field
-from mixfleet.errors import ConfigError
+from mixfleet.config import require as _require
 from mixfleet.telemetry.base import TelemetryConfig
 from mixfleet.train.health import HealthConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
            "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)

@@ -21,17 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mixfleet.config import field
-from mixfleet.errors import ConfigError
+from mixfleet.config import require as _require
 
 __all__ = ["HealthConfig", "Watchdog", "StepGuard", "StragglerDetector", "ThermalGuard",
            "HANG_EXIT_CODE"]
 
 HANG_EXIT_CODE = 75
-
-
-def _require(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ConfigError(msg)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
