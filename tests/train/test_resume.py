@@ -102,7 +102,8 @@ def test_external_sigkill_matches_uninterrupted(tmp_path: Path, reference: Path)
 
     def killer() -> None:
         while not done.is_set():
-            last = max((r["step"] for r in read_jsonl(d / "metrics.jsonl")), default=0)
+            last = max((r["step"] for r in read_jsonl(d / "metrics.jsonl") if "loss" in r),
+                       default=0)
             pid = d / "pids" / "rank1"
             if last >= target and pid.exists():
                 os.kill(int(pid.read_text()), signal.SIGKILL)
@@ -127,3 +128,31 @@ def test_one_and_two_ranks_follow_the_same_loss_curve(tmp_path: Path, reference:
     for step in range(1, 101):
         assert one[step] == pytest.approx(two[step], rel=1e-3, abs=1e-6), step
     assert one[1] != one[100]  # the curve moves
+
+
+@pytest.mark.slow
+def test_sigterm_gasps_and_the_run_matches(tmp_path: Path, reference: Path) -> None:
+    """SIGTERM to a rank (a preemption): it persists its snapshot (dying gasp) before it
+    exits; the restarted run is bit-identical."""
+    d = tmp_path / "run"
+    target = RNG.randrange(100, STEPS - 100)
+    done = threading.Event()
+
+    def terminator() -> None:
+        while not done.is_set():
+            last = max((r["step"] for r in read_jsonl(d / "metrics.jsonl") if "loss" in r),
+                       default=0)
+            pid = d / "pids" / "rank1"
+            if last >= target and pid.exists():
+                os.kill(int(pid.read_text()), signal.SIGTERM)
+                return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=terminator, daemon=True)
+    t.start()
+    s = train_cli(d, *BASE)
+    done.set()
+    assert s["restarts"] == 1
+    assert any(e["rank"] == 1 for e in events(d, "dying_gasp"))
+    assert s["steps_lost"] <= 1
+    assert bit_identical(final_weights(d), final_weights(reference))

@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="auto: continue from the newest committed checkpoint (default)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config field (repeatable), validated like the file")
+    p.add_argument("--inject", action="append", default=[], metavar="FAULT",
+                   help="inject a fault (repeatable), e.g. kill@rank=1,step=40; added to "
+                        "[faults] inject")
     p.add_argument("--json", action="store_true",
                    help="print the summary as JSON on the last line of stdout")
     p.set_defaults(func=cmd_train, check_passthrough=check_passthrough)
@@ -81,6 +84,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                           ("backend", args.backend)) if v is not None]
     flags = [f.replace("'", '"') for f in flags]
     flags += _hetero_flags(args)
+    if args.inject:
+        from mixfleet.config import load_toml
+
+        base = load_toml(args.config).get("faults", {}).get("inject", [])
+        flags.append("faults.inject=" + json.dumps([*base, *args.inject]))
     cfg = resolve_config(args.config, list(args.set) + flags)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     run = prepare_run(cfg, run_dir, resume=args.resume)

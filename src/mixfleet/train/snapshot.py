@@ -6,6 +6,10 @@ worker's crash (the pages belong to the tmpfs, not the process), so a restarted 
 resumes from it and a crash loses at most ``snapshot_interval`` steps — instead of going
 back to the last disk checkpoint.
 
+On SIGTERM (torchrun stopping the survivors, a scheduler's preemption) each rank copies its
+file into ``RUN_DIR/gasp/`` (the *dying gasp*); a restart on a machine whose ``/dev/shm``
+lacks the file starts from that copy.
+
 Two slots are written in turn. A slot is marked invalid before its data is overwritten and
 valid (with its step) after, so a rank killed mid-copy leaves the other slot intact.
 A header records a hash of the layout (names, shapes, dtypes), so a file of another model
@@ -124,6 +128,17 @@ class MemorySnapshot:
                 t.copy_(v)
         n = int(self._hdr[4 + 3 * k])
         return dict(pickle.loads(self._meta_region(k)[:n].numpy().tobytes())) if n else {}
+
+    def persist(self, dst: Path) -> Path:
+        """Copy the snapshot file to ``dst`` durably (the dying gasp: survives the node)."""
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        with open(tmp, "wb") as f:
+            f.write(self._buf.numpy().tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, dst)
+        return dst
 
     def remove(self) -> None:
         """Delete the file (the run finished; nothing left to recover)."""

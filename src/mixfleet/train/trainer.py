@@ -13,6 +13,7 @@ The trainer never prints: it reports through ``emit`` (events) and ``on_step`` (
 from __future__ import annotations
 
 import math
+import shutil
 import socket
 import statistics
 import time
@@ -222,6 +223,9 @@ class Trainer:
 
     def _resume_from_memory(self, disk_step: int) -> int | None:
         """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
+        gasp = self._gasp_path()
+        if not self.snap_path.exists() and gasp.exists():  # restarted on another machine
+            shutil.copyfile(gasp, self.snap_path)
         layout, steps = (peek_snapshot(self.snap_path) if self.cfg.checkpoint.snapshot_interval
                          else (0, {}))
         everyone: list[Any] = [sorted(steps)]
@@ -262,6 +266,19 @@ class Trainer:
         if self.snap is not None:
             self.snap.remove()
             self.snap = None
+        self._gasp_path().unlink(missing_ok=True)
+
+    def _gasp_path(self) -> Path:
+        return self.run.root / "gasp" / self.snap_path.name
+
+    def gasp(self) -> Path | None:
+        """Dying gasp: persist the newest in-memory snapshot to the run directory."""
+        if self.snap is None or not self.snap.valid_steps():
+            return None
+        path = self.snap.persist(self._gasp_path())
+        self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
+                      path=str(path))
+        return path
 
     # -- resume ------------------------------------------------------------------------
     def resume(self) -> int | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import signal
 import sys
 import time
 from typing import Any
@@ -197,6 +198,12 @@ def run_worker(run_dir: str) -> int:
     if progress is not None:
         progress.start(trainer.step)
     trainer.thermal = _thermal_guard(cfg, emu)
+
+    def dying_gasp(signum: int, frame: Any) -> None:
+        trainer.gasp()
+        os._exit(128 + signum)
+
+    old_handler = signal.signal(signal.SIGTERM, dying_gasp)
     trainer.watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
@@ -223,6 +230,7 @@ def run_worker(run_dir: str) -> int:
               f"the group", file=sys.stderr, flush=True)
         os._exit(1)
     finally:
+        signal.signal(signal.SIGTERM, old_handler)
         trainer.watchdog.stop()
         if progress is not None:
             progress.close()
