@@ -133,3 +133,15 @@ def test_chaos_run_reaches_accuracy(tmp_path: Path) -> None:
                   "launch.max_restarts=40", timeout=900)
     assert s["faults_injected"] >= 20
     assert s["final_metric"]["value"] >= 0.95
+
+
+def test_shed_moves_share_away_from_a_hot_rank(tmp_path: Path) -> None:
+    """With uneven shares available, thermal_action = shed halves the hot rank's share at
+    the next step (the same shares on every rank), and the run goes on."""
+    d = tmp_path / "run"
+    train_cli(d, "train.steps=200", "health.thermal_action='shed'",
+              "faults.inject=['overheat@rank=1,step=100']",
+              extra=("--ranks", "emu:nvidia-h20,emu:nvidia-h20"))
+    (shed, *_) = [e for e in events(d, "shares_changed") if "thermal" in e["reason"]]
+    assert shed["step"] == 101 and shed["old"] == [32, 32] and shed["new"] == [48, 16]
+    assert events(d, "thermal_warning")[0]["action"] == "shed"

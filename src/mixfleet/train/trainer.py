@@ -54,6 +54,8 @@ from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]
 
+THERMAL_QUIET_STEPS = 20  # steps after a thermal action before another one (unless critical)
+
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
     """LR multiplier at ``step``: linear warmup, then constant or cosine down to 10%."""
@@ -88,7 +90,8 @@ class Trainer:
         # the same health data and reaches the same decisions without another collective.
         self.n_grad, self.i_ckpt, self.i_drain, self.i_time = n, n, n + 1, n + 1 + world
         self.i_snap = n + 1 + 2 * world  # a rank asks for sparser snapshots (too costly)
-        self.flat = torch.zeros(n + 3 + 2 * world, device=device)
+        self.i_shed = n + 2 + 2 * world  # per rank: too hot, give away half its share
+        self.flat = torch.zeros(n + 3 + 3 * world, device=device)
         self._flat_np = self.flat.numpy() if device.type == "cpu" else None
         off = 0
         for p in params:
@@ -133,6 +136,8 @@ class Trainer:
         self._want_ckpt = False
         self._want_drain = False
         self._want_sparser = False
+        self._want_shed = False
+        self._thermal_quiet_until = 0
         self.snap_every = cfg.checkpoint.snapshot_interval
         self._step_times: list[float] = []
         self._t_reduced = time.perf_counter()
@@ -240,7 +245,7 @@ class Trainer:
         snap = self._snapshot_store()
         ok = int(snap.layout == layout and step in snap.valid_steps())
         if self.world > 1:
-            flag = torch.tensor([ok], device=self.flat.device)
+            flag = torch.tensor([ok], device=self._flag_device())
             dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
             ok = int(flag.item())
         if not ok:
@@ -307,7 +312,7 @@ class Trainer:
                 if self.rank == 0:
                     self.run.emit("checkpoint_skipped", dir=d, reason=str(e))
             if self.world > 1:
-                flag = torch.tensor([ok], device=self.flat.device)
+                flag = torch.tensor([ok], device=self._flag_device())
                 dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
                 ok = int(flag.item())
             if not ok or manifest is None:
@@ -381,6 +386,11 @@ class Trainer:
         self.step += 1
         return loss
 
+    def _flag_device(self) -> torch.device:
+        """Where a small control tensor for ``self.group`` lives (host for gloo)."""
+        backend = dist.get_backend(self.group) if self.world > 1 else "gloo"
+        return torch.device("cpu") if backend == "gloo" else self.flat.device
+
     def _host_slots(self) -> Any:
         """The health slots and the loss (everything after the gradients) on the host."""
         if self._flat_np is not None:
@@ -401,8 +411,9 @@ class Trainer:
             time.sleep((factor - 1) * compute)
             compute *= factor
         vals = (float(self._want_ckpt), float(self._want_drain), compute,
-                float(self._want_sparser))
-        where = (self.i_ckpt, self.i_drain + self.rank, self.i_time + self.rank, self.i_snap)
+                float(self._want_sparser), float(self._want_shed))
+        where = (self.i_ckpt, self.i_drain + self.rank, self.i_time + self.rank, self.i_snap,
+                 self.i_shed + self.rank)
         if self._flat_np is not None:  # CPU: numpy scalar writes are ~20x cheaper
             for i, v in zip(where, vals, strict=True):
                 self._flat_np[i] = v
@@ -410,7 +421,7 @@ class Trainer:
             self.flat.index_copy_(0, torch.tensor(where, device=self.flat.device),
                                   torch.tensor(vals, dtype=self.flat.dtype,
                                                device=self.flat.device))
-        self._want_ckpt = self._want_sparser = False
+        self._want_ckpt = self._want_sparser = self._want_shed = False
 
     def _emulated_step(self) -> float:
         """A step paced to the emulated chip's speed; its throttle/fault events are logged."""
@@ -517,6 +528,9 @@ class Trainer:
                     drains.append(slow)
             if drains:
                 self._drain(drains[0])
+            for r in range(self.world):
+                if h[self.i_shed + r - o] > 0:
+                    self._shed(r)
             if h[self.i_snap - o] > 0 and self.snap_every < 64:
                 self.snap_every *= 2  # every rank at once: snapshots stay aligned
                 if self.rank == 0:
@@ -538,6 +552,9 @@ class Trainer:
         level = g.level()
         if level == "ok" or self._want_drain:
             return
+        if level == "warn" and self.step < self._thermal_quiet_until:
+            return  # acted recently: give the action time to work
+        self._thermal_quiet_until = self.step + THERMAL_QUIET_STEPS
         temp = round(g.temperature(), 2)
         self._want_ckpt = True
         if level == "critical" or h.thermal_action == "drain":
@@ -546,8 +563,13 @@ class Trainer:
                           rank=self.rank, step=self.step, temp_c=temp, warn_c=g.warn_c,
                           critical_c=g.critical_c, action="drain")
             return
-        note = {} if h.thermal_action == "cool" else {"note": "shares not adjustable here: "
-                                                               "paused instead"}
+        if h.thermal_action == "shed" and self.hetero is not None and self.world > 1:
+            self._want_shed = True  # every rank moves half this rank's share at the next step
+            self.run.emit("thermal_warning", rank=self.rank, step=self.step, temp_c=temp,
+                          warn_c=g.warn_c, action="shed")
+            return
+        note = {} if h.thermal_action == "cool" else {"note": "shares are equal here (no "
+                                                               "[shares]): paused instead"}
         self.run.emit("thermal_warning", rank=self.rank, step=self.step, temp_c=temp,
                       warn_c=g.warn_c, resume_c=g.resume_c, action=h.thermal_action, **note)
         t0, wait = time.monotonic(), 0.05
@@ -563,6 +585,24 @@ class Trainer:
             self.watchdog.resume()
         self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
                       temp_c=round(g.temperature(), 2), paused_s=round(time.monotonic() - t0, 3))
+
+    def _shed(self, rank: int) -> None:
+        """Move half of ``rank``'s share to the others, in proportion to theirs (the same
+        integers on every rank); the rebalance gives it back once the chip is fast again."""
+        old = list(self.shares)
+        give = old[rank] // 2
+        if give < 1:
+            return
+        others = [r for r in range(self.world) if r != rank]
+        total = sum(old[r] for r in others)
+        add = {r: give * old[r] // total for r in others}
+        for r in sorted(others, key=lambda q: -(give * old[q] % total))[: give - sum(add.values())]:
+            add[r] += 1
+        new = [old[r] - give if r == rank else old[r] + add[r] for r in range(self.world)]
+        self.shares = new
+        if self.rank == 0:
+            self.run.emit("shares_changed", step=self.step, old=old, new=new,
+                          reason=f"thermal shed of rank {rank}")
 
     def _drain(self, rank: int) -> None:
         """Checkpoint, record ``rank`` on the block list, and stop every rank (the launcher
