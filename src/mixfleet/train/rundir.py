@@ -8,6 +8,7 @@ process (one ``O_APPEND`` write per line, so lines of different processes never 
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 import time
@@ -17,6 +18,22 @@ from typing import Any
 
 __all__ = ["RunDir", "JsonLines", "read_jsonl", "DrainRequested", "add_to_blocklist",
            "read_blocklist", "read_skip_list", "write_skip_list"]
+
+
+def _encode(record: dict[str, Any]) -> str:
+    """One JSON line; flat records of numbers (a step record) skip json.dumps (5x faster)."""
+    parts = []
+    for k, v in record.items():
+        t = type(v)
+        if t is float and math.isfinite(v) or t is int:
+            parts.append(f'"{k}":{v!r}')
+        elif t is bool:
+            parts.append(f'"{k}":{"true" if v else "false"}')
+        else:
+            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+        if not k.isidentifier():
+            return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+    return "{" + ",".join(parts) + "}\n"
 
 
 class JsonLines:
@@ -29,7 +46,7 @@ class JsonLines:
         self.on_record = on_record
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        line = _encode(record).encode()
         with self._lock:
             if self._fd is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,7 @@ class MemorySnapshot:
             self._hdr[:] = 0
             self._hdr[0], self._hdr[1] = _MAGIC, self.layout
         self._views = [self._slot_views(k) for k in (0, 1)]
+        self._srcs = [t for _, t in self.named]
         self.writes = 0
 
     def _slot_views(self, k: int) -> list[torch.Tensor]:
@@ -110,8 +111,7 @@ class MemorySnapshot:
             raise ValueError(f"snapshot metadata too large ({len(blob)} bytes)")
         self._hdr[3 + 3 * k] = 0  # invalid while it is being overwritten
         with torch.no_grad():
-            for (_, t), v in zip(self.named, self._views[k], strict=True):
-                v.copy_(t)
+            torch._foreach_copy_(self._views[k], self._srcs)  # one call for every tensor
         if blob:
             self._meta_region(k)[: len(blob)].copy_(torch.frombuffer(bytearray(blob),
                                                                      dtype=torch.uint8))

@@ -93,6 +93,7 @@ class Trainer:
         self.i_shed = n + 2 + 2 * world  # per rank: too hot, give away half its share
         self.flat = torch.zeros(n + 3 + 3 * world, device=device)
         self._flat_np = self.flat.numpy() if device.type == "cpu" else None
+        self._grads, self._loss_slot = self.flat[:n], self.flat[-1:]
         off = 0
         for p in params:
             p.grad = self.flat[off: off + p.numel()].view_as(p)
@@ -359,11 +360,12 @@ class Trainer:
         for chunk in self.hetero.micro_batches(idx) if self.hetero is not None else [idx]:
             if not len(chunk):
                 continue
-            batch = tuple(t.to(self.device, non_blocking=True)
-                          for t in self.workload.train_set.take(chunk))
-            loss_sum = self.workload.loss(self.model, batch)
-            (loss_sum / self.B).backward()
-            self.flat[-1] += loss_sum.detach() / self.B
+            batch = self.workload.train_set.take(chunk)
+            if self.device.type != "cpu":
+                batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+            scaled = self.workload.loss(self.model, batch) / self.B
+            scaled.backward()
+            self._loss_slot.add_(scaled.detach())
         self._before_reduce()
         if self.hetero is not None:
             self.hetero.all_reduce(self.flat)  # hierarchical across kinds; paces emulation
@@ -372,7 +374,7 @@ class Trainer:
         self._t_reduced = time.perf_counter()
         h = self._host_slots()
         loss = float(h[-1])
-        grads = self.flat[: self.n_grad]
+        grads = self._grads
         # The norm only when spikes are watched; else the sum (NaN/inf propagate) is enough.
         size = grads.norm() if self.guard.spike_factor else grads.sum()
         reason = self.guard.verdict(loss, float(size.item()))
