@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from mixfleet import __version__
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
+from mixfleet.train import actions
 from mixfleet.train.checkpoint import (
     Checkpointer,
     committed_steps,
@@ -41,20 +42,15 @@ from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Wa
 from mixfleet.train.rebalance import ShareController
 from mixfleet.train.rng import get_rng_state, raw_rng_state, set_raw_rng_state, set_rng_state
 from mixfleet.train.rundir import (
-    DrainRequested,
     JsonLines,
     RunDir,
-    add_to_blocklist,
     read_skip_list,
-    write_skip_list,
 )
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
 from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]
-
-THERMAL_QUIET_STEPS = 20  # steps after a thermal action before another one (unless critical)
 
 
 def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
@@ -142,6 +138,7 @@ class Trainer:
         self.snap_every = cfg.checkpoint.snapshot_interval
         self._step_times: list[float] = []
         self._t_reduced = time.perf_counter()
+        self._reduced = False  # whether this step's health slots came from an all-reduce
         self.config_hash = config_hash(cfg)
 
     # -- state -------------------------------------------------------------------------
@@ -484,7 +481,7 @@ class Trainer:
                 self.on_step(rec)
             if self.hetero is not None:
                 self.hetero.after_step(self)  # timing, injected throttles, rebalance
-            self._health()
+            actions.after_step(self)
             self._step_times.append(dt)
             if self.snap_every and self.step % self.snap_every == 0:
                 self._snapshot()
@@ -504,144 +501,6 @@ class Trainer:
             self.discard_snapshot()  # the final state is on disk: nothing left to recover
         return {"steps_run": self.step - start, "elapsed_s": elapsed,
                 "final_metric": self.evaluate() if self.rank == 0 else None}
-
-    # -- health ------------------------------------------------------------------------
-    def _health(self) -> None:
-        """Act on this step's shared health data (same decision on every rank), then on
-        this rank's own temperature."""
-        if self.watchdog is not None:
-            self.watchdog.beat(self.step)
-        if getattr(self, "_reduced", False):
-            h = self._host_slots()
-            if h[self.i_ckpt - self.n_grad] > 0 and self.step % self.cfg.checkpoint.interval:
-                self._checkpoint()  # requested by a rank (heat): checkpoint at once
-            o = self.n_grad
-            drains = [r for r in range(self.world) if h[self.i_drain + r - o] > 0]
-            times = [float(x) for x in h[self.i_time - o: self.i_time - o + self.world]]
-            # Mixed fleet: shares follow speeds, so compare step times, not per sample.
-            slow = self.stragglers.add(times, self.shares if self.hetero is None
-                                       else [1] * self.world)
-            if slow is not None:
-                if self.rank == 0:
-                    self.run.emit("straggler", rank=slow, step=self.step,
-                                  action=self.cfg.health.straggler_action,
-                                  compute_s=[round(x, 6) for x in times])
-                if self.cfg.health.straggler_action == "exclude":
-                    drains.append(slow)
-            if drains:
-                self._drain(drains[0])
-            for r in range(self.world):
-                if h[self.i_shed + r - o] > 0:
-                    self._shed(r)
-            if h[self.i_snap - o] > 0 and self.snap_every < 64:
-                self.snap_every *= 2  # every rank at once: snapshots stay aligned
-                if self.rank == 0:
-                    self.run.emit("snapshot_interval", interval=self.snap_every,
-                                  step=self.step, reason="a snapshot cost over 5% of a step")
-        if self.guard.should_roll_back:
-            self._rollback()
-        if self.thermal is not None:
-            self._thermal()
-
-    def _thermal(self) -> None:
-        g, h = self.thermal, self.cfg.health
-        assert g is not None
-        g.after_step()
-        hot = self.faults.due("overheat", self.step)
-        if hot is not None:
-            self.run.emit("fault_injected", kind="overheat", rank=self.rank, step=self.step)
-            g.inject(hot.args["celsius"])
-        level = g.level()
-        if level == "ok" or self._want_drain:
-            return
-        if level == "warn" and self.step < self._thermal_quiet_until:
-            return  # acted recently: give the action time to work
-        self._thermal_quiet_until = self.step + THERMAL_QUIET_STEPS
-        temp = round(g.temperature(), 2)
-        self._want_ckpt = True
-        if level == "critical" or h.thermal_action == "drain":
-            self._want_drain = True  # rides the next all-reduce: every rank drains then
-            self.run.emit("thermal_" + ("critical" if level == "critical" else "warning"),
-                          rank=self.rank, step=self.step, temp_c=temp, warn_c=g.warn_c,
-                          critical_c=g.critical_c, action="drain")
-            return
-        if h.thermal_action == "shed" and self.hetero is not None and self.world > 1:
-            self._want_shed = True  # every rank moves half this rank's share at the next step
-            self.run.emit("thermal_warning", rank=self.rank, step=self.step, temp_c=temp,
-                          warn_c=g.warn_c, action="shed")
-            return
-        note = {} if h.thermal_action == "cool" else {"note": "shares are equal here (no "
-                                                               "[shares]): paused instead"}
-        self.run.emit("thermal_warning", rank=self.rank, step=self.step, temp_c=temp,
-                      warn_c=g.warn_c, resume_c=g.resume_c, action=h.thermal_action, **note)
-        t0, wait = time.monotonic(), 0.05
-        if self.watchdog is not None:
-            self.watchdog.pause()
-        while g.temperature() >= g.resume_c:
-            time.sleep(wait)
-            if self.emu is not None:
-                self.emu.idle(20 * wait)
-            g.rest(wait)
-            wait = min(2 * wait, 1.0)
-        if self.watchdog is not None:
-            self.watchdog.resume()
-        self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
-                      temp_c=round(g.temperature(), 2), paused_s=round(time.monotonic() - t0, 3))
-
-    def _shed(self, rank: int) -> None:
-        """Move half of ``rank``'s share to the others, in proportion to theirs (the same
-        integers on every rank); the rebalance gives it back once the chip is fast again."""
-        old = list(self.shares)
-        give = old[rank] // 2
-        if give < 1:
-            return
-        others = [r for r in range(self.world) if r != rank]
-        total = sum(old[r] for r in others)
-        add = {r: give * old[r] // total for r in others}
-        for r in sorted(others, key=lambda q: -(give * old[q] % total))[: give - sum(add.values())]:
-            add[r] += 1
-        new = [old[r] - give if r == rank else old[r] + add[r] for r in range(self.world)]
-        self.shares = new
-        if self.rank == 0:
-            self.run.emit("shares_changed", step=self.step, old=old, new=new,
-                          reason=f"thermal shed of rank {rank}")
-
-    def _drain(self, rank: int) -> None:
-        """Checkpoint, record ``rank`` on the block list, and stop every rank (the launcher
-        restarts the run without it)."""
-        self._checkpoint()
-        self.ckpt.wait()
-        if self.world > 1:
-            dist.barrier(group=self.group)
-        if self.rank == 0:
-            add_to_blocklist(self.run, rank=rank, step=self.step)
-            self.run.emit("drain", rank=rank, step=self.step, world_size=self.world)
-        raise DrainRequested(rank)
-
-    def _rollback(self) -> None:
-        """After ``rollback_after`` skipped steps in a row: reload the newest committed
-        checkpoint before them and skip their batches from now on."""
-        bad = sorted(set(self.bad_steps[-self.cfg.health.rollback_after:]))
-        self.skip |= set(bad)
-        self.guard.bad_in_a_row = 0
-        if self.rank == 0:
-            write_skip_list(self.run, self.skip)
-        self.ckpt.wait()
-        valid, _ = committed_steps(self.run.checkpoints)
-        target = next(((s, d) for s, d in valid if s < bad[0]), None)
-        if self.rank == 0:
-            self.run.emit("rollback", bad_steps=bad, to_step=target[0] if target else None)
-        if target is None:
-            return  # nothing older on disk: the bad steps were not applied, go on
-        self._init_optimizer_state()
-        state = self.state_dict()
-        manifest = self.ckpt.load(target[1], state)
-        self.load_state_dict(state)
-        self.sched.load_state_dict({**self.sched.state_dict(), **manifest["lr_schedule"]})
-        per_rank = manifest.get("per_rank") or []
-        if self.rank < len(per_rank):
-            set_rng_state(per_rank[self.rank]["rng"], self.device)
-        self.step = target[0]
 
     def final_state_dict(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
