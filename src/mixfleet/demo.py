@@ -141,7 +141,7 @@ def _emu_train(config: Path, run_dir: Path, chips: list[tuple[str, float]], step
 def _mixed_fleet(config: Path, root: Path) -> bool:
     """Three emulated chips (speeds 1.0, 0.6, 0.35) train one model: throughput against
     the sum of their solo throughputs, and against equal shares."""
-    print("\n=== run 3: one model on a mixed, emulated fleet: H20 + Kunlun P800 + "
+    print("\n=== run 4: one model on a mixed, emulated fleet: H20 + Kunlun P800 + "
           "Ascend 910B (speeds 1.0 / 0.6 / 0.35) ===", flush=True)
     # Solo throughput of a chip: its emulated pace, speed / sample_s samples/s (a solo run
     # measures within 1% of it: benchmarks/hetero_efficiency.py measures them).
