@@ -6,7 +6,7 @@ the per-round ratios. The reader is ``open_reader("auto")`` (NVML or a vendor to
 answers, else the emulated reader of an emulated chip (the same thread, wake-ups and reads).
 Last line: the ratio (target >= 0.99).
 
-    .venv/bin/python benchmarks/telemetry_overhead.py [--rounds 8] [--block-s 1.5]
+    .venv/bin/python benchmarks/telemetry_overhead.py [--rounds 16] [--block-s 1.5]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mixfleet.telemetry.emulated import EmulatedReader
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=16)
     ap.add_argument("--block-s", type=float, default=1.5)
     ap.add_argument("--hz", type=float, default=10.0)
     args = ap.parse_args()
