@@ -138,7 +138,7 @@ def _drain(tr: Trainer, rank: int) -> None:
 def _rollback(tr: Trainer) -> None:
     """After ``rollback_after`` skipped steps in a row: reload the newest committed
     checkpoint before them and skip their batches from now on."""
-    bad = sorted(set(tr.bad_steps[-tr.cfg.health.rollback_after:]))
+    bad = sorted(set(list(tr.bad_steps)[-tr.cfg.health.rollback_after:]))
     tr.skip |= set(bad)
     tr.guard.bad_in_a_row = 0
     if tr.rank == 0:

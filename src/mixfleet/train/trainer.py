@@ -17,6 +17,7 @@ import shutil
 import socket
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ class Trainer:
                                             factor=h.straggler_factor,
                                             windows=h.straggler_windows)
         self.skip: set[int] = set(cfg.train.skip_batches) | read_skip_list(run)
-        self.bad_steps: list[int] = []
+        self.bad_steps: deque[int] = deque(maxlen=64)  # recent uncommitted steps
         self.thermal: ThermalGuard | None = None  # set by the worker (needs telemetry)
         self.watchdog: Watchdog | None = None
         self._want_ckpt = False
@@ -136,7 +137,7 @@ class Trainer:
         self._want_shed = False
         self._thermal_quiet_until = 0
         self.snap_every = cfg.checkpoint.snapshot_interval
-        self._step_times: list[float] = []
+        self._step_times: deque[float] = deque(maxlen=200)  # recent step times
         self._t_reduced = time.perf_counter()
         self._reduced = False  # whether this step's health slots came from an all-reduce
         self.config_hash = config_hash(cfg)
@@ -220,7 +221,7 @@ class Trainer:
         if len(self._snap_cost) < 20:
             return
         cost = statistics.median(self._snap_cost)
-        step_s = statistics.median(self._step_times[-200:])
+        step_s = statistics.median(self._step_times)
         self._snap_cost.clear()
         self._want_sparser = cost > 0.05 * step_s * self.snap_every
 
