@@ -60,6 +60,8 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
         "skipped_steps": sorted({e["step"] for e in events if e["event"] == "step_skipped"}),
         "drained_ranks": [e["rank"] for e in events if e["event"] == "drain"],
         "faults_injected": sum(e["event"] == "fault_injected" for e in events),
+        "checkpoints_committed": sum(e["event"] == "checkpoint_committed" for e in events),
+        "checkpoint_failures": sum(e["event"] == "checkpoint_failed" for e in events),
     }
 
 

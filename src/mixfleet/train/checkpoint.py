@@ -164,7 +164,6 @@ class Checkpointer:
         self._buffers: dict[str, torch.Tensor] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ckpt")
         self._pending: concurrent.futures.Future | None = None
-        self.failures = 0
         self.last_committed: int | None = None
 
     # -- staging -----------------------------------------------------------------------
@@ -235,7 +234,6 @@ class Checkpointer:
                     self.emit("fault_injected", kind="torn-checkpoint", rank=0, step=step)
             return True
         except (Exception, CheckpointException) as e:  # noqa: BLE001 - reported; last good stays
-            self.failures += 1
             if self.rank == 0:
                 self.emit("checkpoint_failed", step=step, error=f"{type(e).__name__}: {e}",
                           kept=self.last_committed)

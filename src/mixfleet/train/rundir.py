@@ -96,14 +96,6 @@ class RunDir:
     def read_events(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.events_path))
 
-    def last_logged_step(self) -> int:
-        """The highest step recorded in metrics.jsonl (0 if none)."""
-        last = 0
-        for rec in read_jsonl(self.metrics_path):
-            if "loss" in rec:
-                last = max(last, int(rec["step"]))
-        return last
-
     def has_checkpoints(self) -> bool:
         return self.checkpoints.is_dir() and any(self.checkpoints.glob("step_*"))
 

@@ -55,27 +55,21 @@ def _init_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
 
 def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] | None,
                   world: int, device: str) -> dict[str, Any]:
-    """summary.json, from the run's events (so restarts of earlier attempts count)."""
-    events = run.read_events()
+    """summary.json, from the run report (so restarts of earlier attempts count)."""
     rep = run_report(run.root, end_t=time.time())
-    starts = [e for e in events if e["event"] == "run_start"]
-    launches = [e for e in events if e["event"] == "launch"]
-    t0 = launches[0]["t"] if launches else (starts[0]["t"] if starts else time.time())
-    wall = max(1e-9, time.time() - t0)
     steps = cfg.train.steps
     return {
         "steps": steps,
         "global_batch": cfg.train.global_batch,
-        "wall_s": round(wall, 3),
-        "samples_per_s": round(steps * cfg.train.global_batch / wall, 2),
-        "restarts": max(0, len(starts) - 1),
-        "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts),
+        "wall_s": rep["wall_s"],
+        "samples_per_s": round(steps * cfg.train.global_batch / max(rep["wall_s"], 1e-9), 2),
+        "restarts": rep["restarts"],
+        "steps_lost": rep["steps_lost"],
         "final_metric": ({"name": final_metric[0], "value": final_metric[1]}
                          if final_metric else None),
-        "checkpoints_committed": sum(e["event"] == "checkpoint_committed" for e in events),
-        **{k: rep[k] for k in ("ettr", "failure_time_s", "skipped_steps", "drained_ranks",
-                               "faults_injected")},
-        "checkpoint_failures": sum(e["event"] == "checkpoint_failed" for e in events),
+        **{k: rep[k] for k in ("checkpoints_committed", "ettr", "failure_time_s",
+                               "skipped_steps", "drained_ranks", "faults_injected",
+                               "checkpoint_failures")},
         "workload": cfg.workload.name,
         "world_size": world,
         "device": device,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol
 
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.reliability import ReliabilityProfile, availability
 
-__all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register",
+__all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register", "first_fit",
            "make_policy", "POLICY_NAMES", "fit_options"]
 
 Allocation = dict[str, int]
@@ -198,3 +198,23 @@ def best(options: tuple[int, ...], speeds: tuple[float | None, ...]) -> float:
 
 
 INF = math.inf
+
+
+def first_fit(snap: Snapshot, pools_for: Callable[[Any], Sequence[int]]) -> Allocation:
+    """Waiting jobs in order, each on the first pool of ``pools_for(job)`` with room;
+    never preempts. A job too big for any pool right now does not block the rest."""
+    free = list(snap.free)
+    alloc: Allocation = {}
+    most = max(free)
+    for j in snap.waiting:
+        if most <= 0:
+            break
+        if j.devices > most:
+            continue
+        for p in pools_for(j):
+            if free[p] >= j.devices:
+                alloc[j.id] = p
+                free[p] -= j.devices
+                most = max(free)
+                break
+    return alloc

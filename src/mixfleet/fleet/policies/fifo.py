@@ -7,7 +7,7 @@ now does not block the younger ones behind it.
 
 from __future__ import annotations
 
-from mixfleet.fleet.policies.base import Allocation, Snapshot, register
+from mixfleet.fleet.policies.base import Allocation, Snapshot, first_fit, register
 
 __all__ = ["FifoPolicy"]
 
@@ -22,18 +22,4 @@ class FifoPolicy:
     needs_remaining = False
 
     def allocate(self, snap: Snapshot) -> Allocation:
-        free = list(snap.free)
-        alloc: Allocation = {}
-        most = max(free)
-        for j in snap.waiting:
-            if most <= 0:
-                break
-            if j.devices > most:
-                continue
-            for p in j.options:
-                if free[p] >= j.devices:
-                    alloc[j.id] = p
-                    free[p] -= j.devices
-                    most = max(free)
-                    break
-        return alloc
+        return first_fit(snap, lambda j: j.options)

@@ -8,8 +8,10 @@ non-Nvidia pool with room, or waits. Never preempts.
 
 from __future__ import annotations
 
+from typing import Any
+
 from mixfleet.errors import ConfigError
-from mixfleet.fleet.policies.base import Allocation, Snapshot, register
+from mixfleet.fleet.policies.base import Allocation, Snapshot, first_fit, register
 
 __all__ = ["NvidiaSparingPolicy"]
 
@@ -42,23 +44,13 @@ class NvidiaSparingPolicy:
         return other
 
     def allocate(self, snap: Snapshot) -> Allocation:
-        free = list(snap.free)
-        alloc: Allocation = {}
         memo: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-        most = max(free)
-        for j in snap.waiting:
-            if most <= 0:
-                break
-            if j.devices > most:
-                continue
+
+        def pools_for(j: Any) -> list[int]:
             k = (j.workload, j.options)
             order = memo.get(k)
             if order is None:
                 order = memo[k] = self.order(snap, j.workload, j.options)
-            for p in order:
-                if free[p] >= j.devices:
-                    alloc[j.id] = p
-                    free[p] -= j.devices
-                    most = max(free)
-                    break
-        return alloc
+            return order
+
+        return first_fit(snap, pools_for)
