@@ -14,10 +14,12 @@ the hierarchical all-reduce: two device kinds, cuda and npu).
 - throttle: the H20 runs at 50% clock in steps 20-60 of 70; shares by speed, then
   rebalance on (every 5 steps) against off (the same shares throughout).
 
-Throughput is measured from the step records (``metrics.jsonl``) after a warm-up, so the
-start-up of the processes is not counted: B / the median step time for the steady runs
-(robust to the spikes of a shared machine), wall time over the steps for the throttle
-runs (the episode is the point). The pace only holds while the real CPU compute of a
+Throughput is measured on whole steps: the wall time between consecutive step records
+(``metrics.jsonl``, rank 0's clock), so it includes the collectives, the optimizer step and
+all post-step work (logging, snapshots, health checks, rebalancing), not only the
+compute. After a warm-up (the start-up of the processes is not counted): B / the median
+whole-step time for the steady runs (robust to the spikes of a shared machine), wall time
+over the steps for the throttle runs (the episode is the point). The pace only holds while the real CPU compute of a
 step stays under its budget; on a loaded machine raise ``--sample-ms``. Printed: each
 figure; the ratios; last line: mixfleet's throughput / the sum of the solo throughputs
 (target >= 0.95).
@@ -66,9 +68,10 @@ def _steps(run_dir: Path) -> dict[int, dict]:
 
 
 def steady(run_dir: Path, first: int) -> float:
-    """Samples/s from the median step time after step ``first`` (robust to the spikes a
-    shared machine adds)."""
-    st = [r["step_s"] for s, r in _steps(run_dir).items() if s > first]
+    """Samples/s from the median whole-step wall time after step ``first`` (the time
+    between consecutive step records; robust to the spikes a shared machine adds)."""
+    t = {s: float(r["t"]) for s, r in _steps(run_dir).items()}
+    st = [t[s] - t[s - 1] for s in sorted(t) if s > first and s - 1 in t]
     return B / statistics.median(st)
 
 
@@ -81,7 +84,7 @@ def overall(run_dir: Path, first: int) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sample-ms", type=float, default=2.5,
+    ap.add_argument("--sample-ms", type=float, default=1.0,
                     help="step time per sample at speed 1.0 (ms)")
     ap.add_argument("--steps", type=int, default=50, help="steps of the mixed runs")
     args = ap.parse_args()
@@ -91,8 +94,8 @@ def main() -> int:
         root = Path(tmp)
         solo = {}
         for dev, speed in CHIPS:
-            d = train(root / f"solo-{dev[4:]}", [(dev, speed)], 15, sample_s)
-            solo[dev] = steady(d, 3)
+            d = train(root / f"solo-{dev[4:]}", [(dev, speed)], 25, sample_s)
+            solo[dev] = steady(d, 5)
             print(f"solo {dev} (speed {speed}): {solo[dev]:.0f} samples/s", flush=True)
         total = sum(solo.values())
         print(f"sum of solo throughputs: {total:.0f} samples/s", flush=True)

@@ -56,13 +56,12 @@ def _trainer(tmp: Path, rank: int, world: int, shares: list[int], micro: int = 0
     cfg = resolve_config(DIGITS, ["train.steps=100", "train.schedule='constant'",
                                   "checkpoint.interval=1000", "checkpoint.snapshot_interval=0"])
     wl = get_workload("digits-cnn")
-    t = Trainer(cfg, wl, run=RunDir(tmp / f"r{world}-{rank}"), device=torch.device("cpu"),
-                rank=rank, world=world, shares=shares)
-    if coll is not None:
-        t.hetero = ShareController(coll, rank=rank, world=world, global_batch=64, micro=micro,
-                                   caps=[None] * world, every=0, hysteresis=0.05,
-                                   emit=t.run.emit)
-    return t
+    run = RunDir(tmp / f"r{world}-{rank}")
+    ctl = None if coll is None else ShareController(
+        coll, rank=rank, world=world, global_batch=64, micro=micro, caps=[None] * world,
+        every=0, hysteresis=0.05, emit=run.emit)
+    return Trainer(cfg, wl, run=run, device=torch.device("cpu"), rank=rank, world=world,
+                   shares=shares, hetero=ctl)
 
 
 def _run_ranks(trainers: list[Trainer], schedule: list[list[int]]) -> None:
@@ -70,7 +69,7 @@ def _run_ranks(trainers: list[Trainer], schedule: list[list[int]]) -> None:
     for shares in schedule:
         threads = []
         for t in trainers:
-            t.shares = list(shares)
+            t.set_shares(shares, "test schedule")
             threads.append(threading.Thread(target=t.train_step))
         for th in threads:
             th.start()

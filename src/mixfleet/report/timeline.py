@@ -6,13 +6,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mixfleet.train.rundir import RunDir, read_jsonl
+from mixfleet.runs import RunDir, read_jsonl
 
-__all__ = ["run_report", "plot_timeline"]
+__all__ = ["run_report", "plot_timeline", "count_attempts"]
 
 
 def _steps(run: RunDir) -> list[dict[str, Any]]:
     return [r for r in read_jsonl(run.metrics_path) if "loss" in r]
+
+
+def count_attempts(events: list[dict[str, Any]]) -> int:
+    """Attempts of a run: each torchrun restart (``attempt`` of ``worker_start``) of each
+    launch or relaunch counts once, whether or not it got as far as resuming (launch
+    events of several nodes before their workers start are one launch); runs without
+    worker records count their ``run_start`` events."""
+    gen, seen, started = 0, set(), False
+    for e in events:
+        if e["event"] == "relaunch" or (e["event"] == "launch" and started):
+            gen, started = gen + 1, False
+        elif e["event"] == "worker_start":
+            started = True
+            seen.add((gen, e.get("attempt", 0)))
+    return len(seen) or sum(e["event"] == "run_start" for e in events)
 
 
 def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, Any]:
@@ -46,7 +61,7 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
         "ettr": round(min(1.0, productive / wall), 4),
         "wall_s": round(wall, 3),
         "productive_s": round(productive, 3),
-        "restarts": max(0, len(starts_ev) - 1),
+        "restarts": max(0, count_attempts(events) - 1),
         "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
         "failure_time_s": {
             "restart_downtime": round(downtime, 3),

@@ -27,7 +27,6 @@ truncated, marker missing, manifest corrupted) is never reported as valid.
 from __future__ import annotations
 
 import concurrent.futures
-import errno
 import hashlib
 import json
 import os
@@ -42,7 +41,7 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 
 from mixfleet.errors import CheckpointError
-from mixfleet.train.faults import FaultPlan
+from mixfleet.train.faults import FaultInjector
 
 __all__ = ["Checkpointer", "committed_steps", "step_dir_name", "read_manifest",
            "validate_step_dir"]
@@ -153,7 +152,7 @@ class Checkpointer:
     """Saves and loads the training state of one rank; see the module docstring."""
 
     def __init__(self, root: Path, *, rank: int, group: Any, keep: int, asynchronous: bool,
-                 emit: Callable[..., Any], faults: FaultPlan | None = None) -> None:
+                 emit: Callable[..., Any], faults: FaultInjector | None = None) -> None:
         self.root = root
         self.rank = rank
         self.group = group
@@ -202,16 +201,10 @@ class Checkpointer:
             self._write(step, staged, manifest)
 
     def _fault_hook(self, step: int) -> Callable[[str], None] | None:
-        if self.faults is None:
-            return None
         faults = self.faults
-
-        def hook(phase: str) -> None:
-            if phase == "before" and faults.due("disk-full", step):
-                raise OSError(errno.ENOSPC, "No space left on device (injected)")
-            if phase == "after" and faults.due("kill-in-checkpoint", step):
-                faults.kill_self()
-        return hook
+        if faults is None or not faults.active:
+            return None
+        return lambda phase: faults.checkpoint_write(step, phase)
 
     def _write(self, step: int, staged: dict[str, Any], manifest: dict[str, Any]) -> bool:
         d = self.root / step_dir_name(step)
@@ -229,9 +222,8 @@ class Checkpointer:
             dcp.save(staged, storage_writer=writer, process_group=self.group)
             if self.rank == 0:
                 self._commit(step, d, {**manifest, "per_rank": parts})
-                if self.faults is not None and self.faults.due("torn-checkpoint", step):
-                    _tear(d)
-                    self.emit("fault_injected", kind="torn-checkpoint", rank=0, step=step)
+                if self.faults is not None:
+                    self.faults.checkpoint_committed(step, lambda: _tear(d))
             return True
         except (Exception, CheckpointException) as e:  # noqa: BLE001 - reported; last good stays
             if self.rank == 0:

@@ -2,6 +2,8 @@
 
 - ``kill@rank=1,step=40``:
     SIGKILL the rank when it reaches the step
+- ``kill-in-startup@rank=1``:
+    SIGKILL the rank while it starts (before it resumes), once
 - ``kill-in-checkpoint@rank=0,step=200``:
     SIGKILL the rank while it writes that step's checkpoint (after its files, before the commit)
 - ``hang@rank=0,step=60,seconds=300``:
@@ -28,19 +30,30 @@ the same schedule for the same seed. A fired fault leaves a marker under
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
 import random
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from mixfleet.errors import ConfigError
+from mixfleet.train.clock import Clock, SystemClock
 
-__all__ = ["Fault", "parse_fault", "FaultPlan", "KINDS", "random_faults"]
+if TYPE_CHECKING:
+    from mixfleet.emulate import EmulatedDevice
+    from mixfleet.train.health import ThermalGuard
+    from mixfleet.train.strategy import ReductionStrategy
+
+__all__ = ["Fault", "parse_fault", "FaultPlan", "FaultInjector", "NoFaults", "KINDS",
+           "random_faults"]
 
 # kind: (required keys, optional keys with defaults)
 KINDS: dict[str, tuple[set[str], dict[str, float | None]]] = {
     "kill": ({"step"}, {"rank": None}),
     "kill-in-checkpoint": ({"step"}, {"rank": None}),
+    "kill-in-startup": (set(), {"rank": None}),
     "hang": ({"step"}, {"rank": None, "seconds": 3600.0}),
     "nan": ({"step"}, {"rank": None, "count": 1.0}),
     "slow": ({"from", "factor"}, {"rank": None}),
@@ -152,3 +165,90 @@ class FaultPlan:
     @staticmethod
     def kill_self() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FaultInjector:
+    """The one place faults fire: named hook points of the step, called by the trainer.
+
+    ``step`` is always the number of steps completed so far (the step about to run is
+    ``step + 1``). Hook points: :meth:`step_start` (kill, hang), :meth:`grads_ready` (NaN
+    gradients, slow compute), :meth:`after_step` (overheat, throttle), and
+    :meth:`checkpoint_write` / :meth:`checkpoint_committed` (disk full, a kill while
+    writing, a torn checkpoint). :class:`NoFaults` is the default: every hook a no-op.
+    """
+
+    def __init__(self, plan: FaultPlan, *, rank: int, emit: Callable[..., Any],
+                 clock: Clock | None = None) -> None:
+        self.plan, self.rank, self.emit = plan, rank, emit
+        self.clock = clock or SystemClock()
+        self.active = bool(plan.faults)
+
+    def _fired(self, kind: str, step: int, **extra: Any) -> None:
+        self.emit("fault_injected", kind=kind, rank=self.rank, step=step, **extra)
+
+    def startup(self, attempt: int = 0) -> None:
+        """While the rank starts, before it resumes."""
+        if self.active and self.plan.due("kill-in-startup", 0) is not None:
+            self._fired("kill-in-startup", 0, attempt=attempt)
+            self.plan.kill_self()
+
+    def step_start(self, step: int) -> None:
+        if not self.active:
+            return
+        if self.plan.due("kill", step):
+            self._fired("kill", step)
+            self.plan.kill_self()
+        hang = self.plan.due("hang", step)
+        if hang is not None:
+            self._fired("hang", step)
+            self.clock.sleep(hang.args["seconds"])
+
+    def grads_ready(self, step: int, strategy: ReductionStrategy, compute_s: float) -> float:
+        """Before the reduction; returns the compute time as the rank would measure it."""
+        if not self.active:
+            return compute_s
+        if self.plan.due("nan", step + 1):
+            self._fired("nan", step + 1)
+            strategy.poison_grads()
+        if self.plan.due("slow", step) is not None:
+            self._fired("slow", step)
+        factor = self.plan.slow_factor(step)
+        if factor > 1:
+            self.clock.sleep((factor - 1) * compute_s)
+            compute_s *= factor
+        return compute_s
+
+    def after_step(self, step: int, *, thermal: ThermalGuard | None = None,
+                   emu: EmulatedDevice | None = None) -> None:
+        if not self.active:
+            return
+        hot = self.plan.due("overheat", step)
+        if hot is not None and thermal is not None:
+            self._fired("overheat", step)
+            thermal.inject(hot.args["celsius"])
+        f = self.plan.due("throttle", step)
+        if f is not None and emu is not None:
+            clock = min(1.0, max(0.01, f.args.get("clock", 50) / 100))
+            emu.force_throttle(int(f.args["steps"]), clock)
+            self._fired("throttle", step, steps=f.args["steps"], clock=clock)
+
+    def checkpoint_write(self, step: int, phase: str) -> None:
+        """``phase`` "before" the files are written, "after" them (before the commit)."""
+        if not self.active:
+            return
+        if phase == "before" and self.plan.due("disk-full", step):
+            raise OSError(errno.ENOSPC, "No space left on device (injected)")
+        if phase == "after" and self.plan.due("kill-in-checkpoint", step):
+            self.plan.kill_self()
+
+    def checkpoint_committed(self, step: int, tear: Callable[[], None]) -> None:
+        if self.active and self.plan.due("torn-checkpoint", step):
+            tear()
+            self._fired("torn-checkpoint", step)
+
+
+class NoFaults(FaultInjector):
+    """No faults: every hook point is a no-op."""
+
+    def __init__(self) -> None:
+        super().__init__(FaultPlan([], 0, Path(".")), rank=0, emit=lambda *a, **k: None)

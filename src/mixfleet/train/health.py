@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from mixfleet.config import field
 from mixfleet.config import require as _require
+from mixfleet.train.clock import Clock
 
 __all__ = ["HealthConfig", "Watchdog", "StepGuard", "StragglerDetector", "ThermalGuard",
            "HANG_EXIT_CODE"]
@@ -176,6 +177,10 @@ class StepGuard:
             self.bad_in_a_row += 1
         return reason
 
+    def reset(self) -> None:
+        """Forget the bad steps in a row (after a rollback)."""
+        self.bad_in_a_row = 0
+
     @property
     def should_roll_back(self) -> bool:
         return self.bad_in_a_row >= self.rollback_after
@@ -244,6 +249,18 @@ class ThermalGuard:
 
     def rest(self, seconds: float) -> None:
         self.offset_c *= math.exp(-seconds / 2.0)  # and fast at rest
+
+    def cool(self, clock: Clock, idle: Callable[[float], None] | None = None) -> float:
+        """Wait with back-off (0.05 s doubling to 1 s) until the chip is below
+        ``resume_c``; ``idle(virtual_s)`` lets an emulated chip rest. Seconds waited."""
+        t0, wait = clock.monotonic(), 0.05
+        while self.temperature() >= self.resume_c:
+            clock.sleep(wait)
+            if idle is not None:
+                idle(20 * wait)
+            self.rest(wait)
+            wait = min(2 * wait, 1.0)
+        return clock.monotonic() - t0
 
     def level(self) -> Literal["ok", "warn", "critical"]:
         t = self.temperature()

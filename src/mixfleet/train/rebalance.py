@@ -19,7 +19,6 @@ give the same global batch and the same gradient up to float rounding.
 from __future__ import annotations
 
 import dataclasses
-import json
 import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +28,7 @@ import torch
 import torch.distributed as dist
 
 from mixfleet.train.collectives import FleetCollectives
+from mixfleet.train.sampler import equal_shares
 from mixfleet.train.shares import (
     largest_remainder,
     memory_micro_cap,
@@ -41,9 +41,9 @@ from mixfleet.train.shares import (
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.train.config import RankConfig, RunConfig
-    from mixfleet.train.trainer import Trainer
 
-__all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan"]
+__all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",
+           "hetero_enabled"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -160,6 +160,7 @@ class ShareController:
         self._prev: float | None = None
         self._window: list[tuple[float, float]] = []
         self.changes = 0
+        self.last_details: dict[str, Any] = {}
 
     # -- per step (called by the trainer) ------------------------------------------------
     def micro_batches(self, idx: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -175,26 +176,29 @@ class ShareController:
         """Sum the gradients over all ranks (hierarchical across device kinds)."""
         self.coll.all_reduce(flat)
 
-    def after_step(self, trainer: Trainer) -> None:
-        """After a step is done and logged: record its times; rebalance when due."""
+    def after_step(self, step: int, shares: list[int], total_steps: int) -> list[int] | None:
+        """After a step is done and logged: record its times; rebalance when due (a
+        collective on every rank). The new shares, or None."""
         now = time.perf_counter()
         wait, self.coll.wait_s = self.coll.wait_s, 0.0
         if self._prev is not None:
             other = max(0.0, (now - self._prev) - wait - self._compute)
             self._window.append((self._compute, other))
         self._prev = now
-        f = trainer.faults.due("throttle", trainer.step)
-        if f is not None and self.emu is not None:
-            clock = min(1.0, max(0.01, f.args.get("clock", 50) / 100))
-            self.emu.force_throttle(int(f.args["steps"]), clock)
-            trainer.run.emit("fault_injected", kind="throttle", rank=self.rank,
-                             step=trainer.step, steps=f.args["steps"], clock=clock)
-        if self.every and trainer.step % self.every == 0 and trainer.step < trainer.cfg.train.steps:
-            self.rebalance(trainer)
-            self._prev = time.perf_counter()  # the decision's collectives are not a step
+        if not (self.every and step % self.every == 0 and step < total_steps):
+            return None
+        new = self.rebalance(step, shares)
+        self._prev = time.perf_counter()  # the decision's collectives are not a step
+        return new
+
+    def fits(self, shares: Any) -> bool:
+        """Whether ``shares`` (e.g. from a checkpoint) can be used by this job."""
+        return (isinstance(shares, list) and len(shares) == self.world
+                and sum(shares) == self.B and all(isinstance(s, int) and s >= 1 for s in shares)
+                and all(c is None or s <= c for s, c in zip(shares, self.caps, strict=True)))
 
     # -- the decision ------------------------------------------------------------------
-    def rebalance(self, trainer: Trainer) -> list[int] | None:
+    def rebalance(self, step: int, shares: list[int]) -> list[int] | None:
         """Agree on new shares (a collective on every rank); the new shares or None."""
         w = self.world
         vec = torch.zeros(2 * w + 1, dtype=torch.float64)
@@ -205,7 +209,7 @@ class ShareController:
         if w > 1:
             dist.all_reduce(vec, group=self.coll.control)
         self._window = []
-        old = list(trainer.shares)
+        old = list(shares)
         out = torch.tensor(old, dtype=torch.int64)
         decision = None
         if self.rank == 0 and vec[2 * w] == 0:
@@ -218,28 +222,14 @@ class ShareController:
         new = [int(x) for x in out.tolist()]
         if new == old:
             return None
-        trainer.shares = new
         self.changes += 1
-        if self.rank == 0 and decision is not None:
-            self.emit("shares_changed", step=trainer.step, old=old, new=new,
-                      reason="rebalance",
-                      samples_per_s=[round(v, 2) for v in decision.speeds],
-                      overhead_s=[round(o, 5) for o in decision.overhead_s],
-                      predicted_step_s=[round(decision.step_s_now, 5),
-                                        round(decision.step_s_new, 5)],
-                      predicted_gain=round(decision.gain, 4))
+        self.last_details = {} if decision is None else {
+            "samples_per_s": [round(v, 2) for v in decision.speeds],
+            "overhead_s": [round(o, 5) for o in decision.overhead_s],
+            "predicted_step_s": [round(decision.step_s_now, 5), round(decision.step_s_new, 5)],
+            "predicted_gain": round(decision.gain, 4)}
         return new
 
-    def restore(self, trainer: Trainer, shares: Any) -> None:
-        """Adopt ``shares`` (from a checkpoint's manifest) when they fit this job."""
-        ok = (isinstance(shares, list) and len(shares) == self.world
-              and sum(shares) == self.B and all(isinstance(s, int) and s >= 1 for s in shares)
-              and all(c is None or s <= c for s, c in zip(shares, self.caps, strict=True)))
-        if ok and shares != trainer.shares:
-            if self.rank == 0:
-                self.emit("shares_changed", step=trainer.step, old=list(trainer.shares),
-                          new=list(shares), reason="resume")
-            trainer.shares = list(shares)
 
 def hetero_enabled(cfg: RunConfig) -> bool:
     """Whether the job uses the mixed-fleet path (else the trainer's plain one)."""
@@ -257,48 +247,25 @@ def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int) -> None:
         emu.calibrate(cfg.emulate.sample_s / emu.config.resolved_headroom())
 
 
-def attach(trainer: Trainer, cfg: RunConfig, devices: Sequence[str],
-           emu: EmulatedDevice | None = None) -> ShareController | None:
-    """Set up shares, collectives and rebalance on ``trainer`` (every rank calls this at
-    the same point: it creates process groups). None when the job is not a mixed one."""
+def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int, group: Any,
+               workload: str, emit: Callable[..., Any], emu: EmulatedDevice | None = None
+               ) -> tuple[ShareController | None, list[int] | None]:
+    """A mixed fleet's share controller and initial shares (every rank calls this at the
+    same point: it creates process groups); (None, None) when the job is not a mixed one."""
     if not hetero_enabled(cfg):
-        return None
+        return None, None
     if emu is not None:
-        configure_emulated(emu, cfg, trainer.rank)
-    shares, micros, caps = initial_plan(cfg, devices, trainer.workload.name)
-    coll = FleetCollectives.create(devices, trainer.rank, group=trainer.group)
-    ctl = ShareController(coll, rank=trainer.rank, world=trainer.world,
-                          global_batch=cfg.train.global_batch, micro=micros[trainer.rank],
-                          caps=caps, every=cfg.shares.rebalance_every,
-                          hysteresis=cfg.shares.hysteresis, emit=trainer.run.emit, emu=emu)
-    if shares != trainer.shares and trainer.rank == 0:
-        trainer.run.emit("shares_changed", step=trainer.step, old=list(trainer.shares),
-                         new=shares, reason=f"initial ({cfg.shares.mode})")
-    trainer.shares = shares
-    trainer.hetero = ctl
-    if trainer.rank == 0:
-        trainer.run.emit("fleet", devices=list(devices), kinds=coll.kinds,
-                         hierarchical=coll.hierarchical, shares=shares, micro_batch=micros)
-    return ctl
-
-
-def after_resume(ctl: ShareController | None, trainer: Trainer, resumed: int | None) -> None:
-    """Adopt the shares recorded with the checkpoint the trainer resumed from (if they fit
-    this job: same number of ranks and caps), so a rebalanced run goes on where it was."""
-    if ctl is None or resumed is None:
-        return
-    from mixfleet.train.checkpoint import committed_steps
-
-    box: list[Any] = [None]
-    if trainer.rank == 0:
-        valid, _ = committed_steps(trainer.run.checkpoints)
-        for step, d in valid:  # newest first
-            if step <= resumed:
-                try:
-                    box = [json.loads((d / "manifest.json").read_text()).get("shares")]
-                except (OSError, ValueError):
-                    pass
-                break
-    if trainer.world > 1:
-        dist.broadcast_object_list(box, src=0, group=ctl.coll.control)
-    ctl.restore(trainer, box[0])
+        configure_emulated(emu, cfg, rank)
+    shares, micros, caps = initial_plan(cfg, devices, workload)
+    coll = FleetCollectives.create(devices, rank, group=group)
+    ctl = ShareController(coll, rank=rank, world=world, global_batch=cfg.train.global_batch,
+                          micro=micros[rank], caps=caps, every=cfg.shares.rebalance_every,
+                          hysteresis=cfg.shares.hysteresis, emit=emit, emu=emu)
+    if rank == 0:
+        equal = equal_shares(cfg.train.global_batch, world)
+        if shares != equal:
+            emit("shares_changed", step=0, old=equal, new=shares,
+                 reason=f"initial ({cfg.shares.mode})")
+        emit("fleet", devices=list(devices), kinds=coll.kinds, hierarchical=coll.hierarchical,
+             shares=shares, micro_batch=micros)
+    return ctl, shares

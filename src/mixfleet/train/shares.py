@@ -21,7 +21,8 @@ import torch
 from mixfleet.errors import ConfigError
 
 __all__ = ["largest_remainder", "shares_from_speeds", "speeds_from_times", "step_time",
-           "memory_micro_cap", "micro_cap", "share_cap", "micro_batches", "rank_speeds"]
+           "memory_micro_cap", "micro_cap", "share_cap", "micro_batches", "rank_speeds",
+           "shed_shares"]
 
 
 def largest_remainder(weights: Sequence[float], total: int, *,
@@ -147,3 +148,18 @@ def rank_speeds(devices: Sequence[str], *, overrides: Sequence[float | None] = (
         else:
             out.append(1.0)
     return out
+
+
+def shed_shares(shares: Sequence[int], rank: int) -> list[int] | None:
+    """Half of ``rank``'s share moved to the others in proportion to theirs (the same
+    integers on every rank); None when there is nothing to move."""
+    old = list(shares)
+    give = old[rank] // 2
+    others = [r for r in range(len(old)) if r != rank]
+    total = sum(old[r] for r in others)
+    if give < 1 or total < 1:
+        return None
+    add = {r: give * old[r] // total for r in others}
+    for r in sorted(others, key=lambda q: -(give * old[q] % total))[: give - sum(add.values())]:
+        add[r] += 1
+    return [old[r] - give if r == rank else old[r] + add[r] for r in range(len(old))]

@@ -1,54 +1,51 @@
 """The training loop of one rank.
 
 Each step takes this rank's slice of the global batch from the
-:class:`~mixfleet.train.sampler.GlobalBatchSampler`, backpropagates its summed loss
-scaled by 1/B, and sums gradients across ranks with one all-reduce over a flat buffer
-that the parameters' ``.grad`` tensors are views of (the global loss rides in its last
-slot). With shares summing to B this equals a single process with batch B up to float
-rounding, whatever the number of ranks.
-
-The trainer never prints: it reports through ``emit`` (events) and ``on_step`` (metrics).
+:class:`~mixfleet.train.sampler.GlobalBatchSampler` and hands it to the
+:class:`~mixfleet.train.step.StepManager`, which runs forward and backward (loss scaled by
+1/B), reduces gradients and control signals through the reduction strategy (``dp``: one
+flat all-reduce, :mod:`mixfleet.train.strategy`) and says whether the step commits. The
+health checks (:mod:`mixfleet.train.checks`) observe the outcome and return actions, which
+the trainer applies in one place (:func:`~mixfleet.train.actions.apply_actions`) through
+its public methods below. Saving and restoring go through the
+:class:`~mixfleet.train.state.CheckpointManager`; faults fire at the hook points of the
+:class:`~mixfleet.train.faults.FaultInjector`. The trainer never prints: it reports
+through ``emit`` (events) and ``on_step`` (metrics).
 """
 
 from __future__ import annotations
 
 import math
-import shutil
-import socket
-import statistics
 import time
-from collections import deque
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from mixfleet import __version__
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
-from mixfleet.train import actions
-from mixfleet.train.checkpoint import (
-    Checkpointer,
-    committed_steps,
-    step_dir_name,
-    validate_step_dir,
-)
+from mixfleet.train import checks as C
+from mixfleet.train.actions import Drain, apply_actions
+from mixfleet.train.checkpoint import Checkpointer, step_dir_name, validate_step_dir
+from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
-from mixfleet.train.faults import FaultPlan
+from mixfleet.train.faults import FaultInjector, FaultPlan
 from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Watchdog
 from mixfleet.train.rebalance import ShareController
-from mixfleet.train.rng import get_rng_state, raw_rng_state, set_raw_rng_state, set_rng_state
 from mixfleet.train.rundir import (
     JsonLines,
     RunDir,
+    add_to_blocklist,
     read_skip_list,
+    write_skip_list,
 )
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
-from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
+from mixfleet.train.shares import shed_shares
+from mixfleet.train.signals import ControlSignals
+from mixfleet.train.state import CheckpointManager
+from mixfleet.train.step import StepManager, StepOutcome
+from mixfleet.train.strategy import make_strategy
 from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]
@@ -64,37 +61,36 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+class _Adapter:
+    """A ``state_dict()`` / ``load_state_dict()`` pair from two functions."""
+
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        self.state_dict, self.load_state_dict = get, put
+
+
 class Trainer:
     """Trains ``workload`` on this rank; see the module docstring."""
 
     def __init__(self, cfg: RunConfig, workload: Workload, *, run: RunDir, device: torch.device,
                  rank: int = 0, world: int = 1, group: Any = None, ckpt_group: Any = None,
                  shares: list[int] | None = None, emu: EmulatedDevice | None = None,
+                 hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
+                 watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
+                 clock: Clock | None = None,
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
-        self.emu = emu  # an emulated chip paces each step and may fail (EmulatedFault)
-        self.rank, self.world, self.group = rank, world, group
-        t = cfg.train
-        self.B = t.global_batch
-        self.shares = shares or equal_shares(self.B, world)
+        self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
+        self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
+        self.clock = clock or SystemClock()
+        t, h = cfg.train, cfg.health
+        self.B, self.step = t.global_batch, 0
+        self._shares = list(shares or equal_shares(self.B, world))
         self.sampler = GlobalBatchSampler(len(workload.train_set), self.B, t.seed)
         torch.manual_seed(t.seed)
         self.model = workload.build_model().to(device)
+        self.strategy = make_strategy("dp", self.model, device=device, world=world,
+                                      group=group, all_reduce=hetero.all_reduce if hetero else None)
         params = [p for p in self.model.parameters() if p.requires_grad]
-        n = sum(p.numel() for p in params)
-        # One flat buffer, one all-reduce a step: [gradients | checkpoint request |
-        # drain request per rank | compute seconds per rank | loss]. Every rank then holds
-        # the same health data and reaches the same decisions without another collective.
-        self.n_grad, self.i_ckpt, self.i_drain, self.i_time = n, n, n + 1, n + 1 + world
-        self.i_snap = n + 1 + 2 * world  # a rank asks for sparser snapshots (too costly)
-        self.i_shed = n + 2 + 2 * world  # per rank: too hot, give away half its share
-        self.flat = torch.zeros(n + 3 + 3 * world, device=device)
-        self._flat_np = self.flat.numpy() if device.type == "cpu" else None
-        self._grads, self._loss_slot = self.flat[:n], self.flat[-1:]
-        off = 0
-        for p in params:
-            p.grad = self.flat[off: off + p.numel()].view_as(p)
-            off += p.numel()
         if t.optimizer == "sgd":
             self.opt: torch.optim.Optimizer = torch.optim.SGD(
                 params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
@@ -102,339 +98,173 @@ class Trainer:
             self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(
             self.opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
-        self.step = 0
-        self.faults = FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root)
-        self.ckpt = Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
-                                 keep=cfg.checkpoint.keep,
-                                 asynchronous=cfg.checkpoint.asynchronous,
-                                 emit=run.emit, faults=self.faults)
-        self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
-        self.snap: MemorySnapshot | None = None
-        self._snap_nstate = -1
-        self._snap_cost: list[float] = []
-        self._rng_buf = torch.get_rng_state().clone()
-        self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
-                             if device.type != "cpu" else None)
-        self._scalars = torch.zeros(2 + len(self.opt.param_groups), dtype=torch.float64)
-        self._scalars_np = self._scalars.numpy()
-        self.snap_path = snapshot_path(run.root, world, rank)
-        self.resumed_source: str | None = None
-        self.on_step = on_step
-        self.hetero: ShareController | None = None  # mixed fleet: set by rebalance.attach
-        h = cfg.health
+        self.faults = faults or FaultInjector(
+            FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root),
+            rank=rank, emit=run.emit, clock=self.clock)
         self.guard = StepGuard(nan_guard=h.nan_guard, spike_factor=h.spike_factor,
                                rollback_after=h.rollback_after)
-        self.stragglers = StragglerDetector(world=world, window=h.straggler_window,
-                                            factor=h.straggler_factor,
-                                            windows=h.straggler_windows)
-        self.skip: set[int] = set(cfg.train.skip_batches) | read_skip_list(run)
-        self.bad_steps: deque[int] = deque(maxlen=64)  # recent uncommitted steps
-        self.thermal: ThermalGuard | None = None  # set by the worker (needs telemetry)
-        self.watchdog: Watchdog | None = None
-        self._want_ckpt = False
-        self._want_drain = False
-        self._want_sparser = False
-        self._want_shed = False
-        self._thermal_quiet_until = 0
+        self.signals = ControlSignals(world=world, rank=rank)
+        self.manager = StepManager(self.strategy, self.signals, guard=self.guard,
+                                   faults=self.faults, clock=self.clock, global_batch=self.B,
+                                   emit=run.emit, rank=rank)
         self.snap_every = cfg.checkpoint.snapshot_interval
-        self._step_times: deque[float] = deque(maxlen=200)  # recent step times
-        self._t_reduced = time.perf_counter()
-        self._reduced = False  # whether this step's health slots came from an all-reduce
-        self.config_hash = config_hash(cfg)
+        self.pacing = C.SnapshotPacing(interval=lambda: self.snap_every)
+        self.checks: list[C.HealthCheck] = [
+            *([C.WatchdogCheck(watchdog)] if watchdog else []),
+            *([C.RebalanceCheck(hetero, shares=lambda: self.shares, total_steps=t.steps)]
+              if hetero else []),
+            C.StragglerCheck(StragglerDetector(world=world, window=h.straggler_window,
+                                               factor=h.straggler_factor,
+                                               windows=h.straggler_windows),
+                             weights=lambda: self.shares if hetero is None else [1] * world,
+                             exclude=h.straggler_action == "exclude", emit=run.emit, rank=rank),
+            *([C.ThermalCheck(thermal, action=h.thermal_action, can_shed=hetero is not None
+                              and world > 1, emit=run.emit, rank=rank)] if thermal else []),
+            self.pacing, C.GuardCheck(self.guard)]
+        for c in self.checks:
+            c.register(self.signals)
+        self.manager.bind()
+        labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
+        self.state = CheckpointManager(
+            strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
+            device=device, labels=labels, host_rng=cfg.checkpoint.snapshot_host_rng,
+            ckpt=Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
+                              keep=cfg.checkpoint.keep, asynchronous=cfg.checkpoint.asynchronous,
+                              emit=run.emit, faults=self.faults),
+            shared={"sampler": _Adapter(self._sampler_state, self.sampler.load_state_dict),
+                    "lr_schedule": _Adapter(self._sched_state, self._load_sched),
+                    "shares": _Adapter(lambda: list(self.shares), self._load_shares),
+                    "guards": self.guard},
+            own={"emu": emu} if emu is not None else {},
+            info={"config_hash": config_hash(cfg), "workload": workload.name,
+                  "parallel": self.strategy.name})
+        self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
+        self.skip: set[int] = set(t.skip_batches) | read_skip_list(run)
+        self._saved = -1
+        self._drained: Drain | None = None
 
-    # -- state -------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """The tensors a checkpoint holds (model and optimizer, by parameter name)."""
-        model_sd, optim_sd = get_state_dict(self.model, self.opt)
-        return {"model": model_sd, "optim": optim_sd}
+    # -- state objects ---------------------------------------------------------------------
+    @property
+    def shares(self) -> list[int]:
+        return list(self._shares)
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        set_state_dict(self.model, self.opt, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+    def _sampler_state(self) -> dict[str, Any]:
+        return {**self.sampler.state_dict(), "cursor_step": self.step,
+                "epoch": self.sampler.epoch_of(self.step)}
 
-    def manifest(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "sampler": {**self.sampler.state_dict(), "cursor_step": self.step,
-                        "epoch": self.sampler.epoch_of(self.step)},
-            "lr_schedule": {k: v for k, v in self.sched.state_dict().items()
-                            if k != "lr_lambdas"},
-            "config_hash": self.config_hash,
-            "workload": self.workload.name,
-            "shares": list(self.shares),
-            "world_size": self.world,
-            "mixfleet_version": __version__,
-            "torch_version": torch.__version__,
-            "time": time.time(),
-            "per_rank": {"rank": self.rank, "device": str(self.device),
-                         "host": socket.gethostname(), "share": self.shares[self.rank],
-                         "rng": get_rng_state(self.device),
-                         **({"emulated": self.emu.device_string, "emu": self.emu.state_dict()}
-                            if self.emu is not None else {})},
-        }
+    def _sched_state(self) -> dict[str, Any]:
+        return {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
 
-    def _checkpoint(self) -> None:
-        self.ckpt.save(self.step, self.state_dict(), self.manifest())
+    def _load_sched(self, d: dict[str, Any]) -> None:
+        self.sched.load_state_dict({**self.sched.state_dict(), **d})
 
-    # -- in-memory snapshots -----------------------------------------------------------
-    def _snapshot_tensors(self) -> list[tuple[str, torch.Tensor]]:
-        named = list(self.model.state_dict().items())
-        named += [("rng.torch", self._rng_buf), ("scalars", self._scalars)]
-        if self._dev_rng_buf is not None:
-            named.append(("rng.device", self._dev_rng_buf))
-        params = [p for g in self.opt.param_groups for p in g["params"]]
-        for i, p in enumerate(params):
-            for k, v in sorted(self.opt.state.get(p, {}).items()):
-                if isinstance(v, torch.Tensor):
-                    named.append((f"optim.{i}.{k}", v))
-        return named
+    def _load_shares(self, shares: Any) -> None:
+        fits = (self.hetero.fits(shares) if self.hetero is not None else
+                shares == equal_shares(self.B, self.world))
+        if fits and shares != self._shares:
+            self.set_shares(shares, "resume")
 
-    def _snapshot_store(self) -> MemorySnapshot:
-        if self.snap is None or self._snap_nstate != len(self.opt.state):
-            self._snap_nstate = len(self.opt.state)
-            self.snap = MemorySnapshot(self.snap_path, self._snapshot_tensors())
-        return self.snap
-
-    def _snapshot(self) -> None:
-        """Copy the state to host shared memory (survives this process's crash).
-
-        Model, optimizer state, torch (and device) RNG and the LR go in as tensors; the
-        python/numpy RNG (pickled, ~100 us) only with checkpoint.snapshot_host_rng."""
-        t0 = time.perf_counter()
-        self._rng_buf.copy_(torch.get_rng_state())
-        if self._dev_rng_buf is not None:
-            self._dev_rng_buf.copy_(torch.get_device_module(self.device).get_rng_state(
-                self.device))
-        lrs = [g["lr"] for g in self.opt.param_groups]
-        sc = self._scalars_np
-        sc[0], sc[1] = self.step, self.sched.last_epoch
-        for i, lr in enumerate(lrs):
-            sc[2 + i] = lr
-        meta = ({"rng": raw_rng_state(torch.device("cpu"))}
-                if self.cfg.checkpoint.snapshot_host_rng else None)
-        self._snapshot_store().write(self.step, meta)
-        self._snap_cost.append(time.perf_counter() - t0)
-
-    def _judge_snapshot_cost(self) -> None:
-        """After 20 snapshots: ask (through the next all-reduce) for half as many when one
-        costs over 5% of the steps it covers."""
-        if len(self._snap_cost) < 20:
-            return
-        cost = statistics.median(self._snap_cost)
-        step_s = statistics.median(self._step_times)
-        self._snap_cost.clear()
-        self._want_sparser = cost > 0.05 * step_s * self.snap_every
-
-    def _resume_from_memory(self, disk_step: int) -> int | None:
-        """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
-        gasp = self._gasp_path()
-        if not self.snap_path.exists() and gasp.exists():  # restarted on another machine
-            shutil.copyfile(gasp, self.snap_path)
-        layout, steps = (peek_snapshot(self.snap_path) if self.cfg.checkpoint.snapshot_interval
-                         else (0, {}))
-        everyone: list[Any] = [sorted(steps)]
-        if self.world > 1:
-            everyone = [None] * self.world
-            dist.all_gather_object(everyone, sorted(steps), group=self.group)
-        common = set(everyone[0]).intersection(*everyone[1:])
-        step = max(common, default=None)
-        if step is None or step <= disk_step:
-            return None
-        self._init_optimizer_state()
-        snap = self._snapshot_store()
-        ok = int(snap.layout == layout and step in snap.valid_steps())
-        if self.world > 1:
-            flag = torch.tensor([ok], device=self._flag_device())
-            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
-            ok = int(flag.item())
-        if not ok:
-            return None
-        meta = snap.read(step)
-        if "rng" in meta:
-            set_raw_rng_state(meta["rng"], torch.device("cpu"))
-        torch.set_rng_state(self._rng_buf.clone())
-        if self._dev_rng_buf is not None:
-            torch.get_device_module(self.device).set_rng_state(self._dev_rng_buf.clone(),
-                                                              self.device)
-        lrs = self._scalars[2: 2 + len(self.opt.param_groups)].tolist()
-        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
-            g["lr"] = lr
-        self.sched.last_epoch = int(self._scalars[1])
-        self.sched._step_count = self.sched.last_epoch + 1
-        self.sched._last_lr = lrs
-        self.step = step
-        self.resumed_source = "memory"
+    def resume(self) -> int | None:
+        """Resume from the newest committed state (memory or disk); its step, or None."""
+        step = self.state.resume(enabled_memory=bool(self.snap_every))
+        if step is not None:
+            self.step = self._saved = step
         return step
 
-    def discard_snapshot(self) -> None:
-        if self.snap is not None:
-            self.snap.remove()
-            self.snap = None
-        self._gasp_path().unlink(missing_ok=True)
+    # -- what the actions call -------------------------------------------------------------
+    def checkpoint_now(self, reason: str = "") -> None:
+        if self.step % self.cfg.checkpoint.interval:
+            self._save()
 
-    def _gasp_path(self) -> Path:
-        return self.run.root / "gasp" / self.snap_path.name
+    def _save(self) -> None:
+        if self._saved != self.step:
+            self._saved = self.step
+            self.state.save(self.step)
 
-    def gasp(self) -> Path | None:
-        """Dying gasp: persist the newest in-memory snapshot to the run directory."""
-        if self.snap is None or not self.snap.valid_steps():
-            return None
-        path = self.snap.persist(self._gasp_path())
-        self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
-                      path=str(path))
-        return path
-
-    # -- resume ------------------------------------------------------------------------
-    def resume(self) -> int | None:
-        """Resume from the newest state every rank can read: an in-memory snapshot when
-        it is newer than the newest committed disk checkpoint. Its step, or None."""
-        cands: list[Any] = [None]
-        if self.rank == 0:
-            valid, torn = committed_steps(self.run.checkpoints)
-            for d, reason in torn:
-                self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
-            cands = [[(s, str(d)) for s, d in valid]]
+    def drain(self, rank: int, reason: str) -> None:
+        """Checkpoint, put ``rank``'s device on the block list; the loop then stops on
+        every rank and the launcher restarts the run without it."""
+        self._save()
+        self.state.ckpt.wait()
         if self.world > 1:
-            dist.broadcast_object_list(cands, src=0, group=self.group)
-        newest_disk = cands[0][0][0] if cands[0] else -1
-        self.ckpt.last_committed = newest_disk if newest_disk >= 0 else None
-        if self._resume_from_memory(newest_disk) is not None:
-            return self.step
-        for step, d in cands[0] or []:
-            self._init_optimizer_state()
-            state = self.state_dict()
-            ok, manifest = 1, None
-            try:
-                manifest = self.ckpt.load(Path(d), state)
-            except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
-                ok = 0
-                if self.rank == 0:
-                    self.run.emit("checkpoint_skipped", dir=d, reason=str(e))
-            if self.world > 1:
-                flag = torch.tensor([ok], device=self._flag_device())
-                dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
-                ok = int(flag.item())
-            if not ok or manifest is None:
-                continue
-            self.load_state_dict(state)
-            self.sampler.load_state_dict(manifest["sampler"])
-            self.sched.load_state_dict({**self.sched.state_dict(), **manifest["lr_schedule"]})
-            per_rank = manifest.get("per_rank") or []
-            if self.rank < len(per_rank):
-                set_rng_state(per_rank[self.rank]["rng"], self.device)
-                if self.emu is not None and per_rank[self.rank].get(
-                        "emulated") == self.emu.device_string:  # same chip as then
-                    self.emu.load_state_dict(per_rank[self.rank]["emu"])
-            self.step = step
-            self.resumed_source = "disk"
-            return step
-        return None
+            torch.distributed.barrier(group=self.strategy.group)
+        if self.rank == 0:
+            add_to_blocklist(self.run, rank=rank, step=self.step)
+            self.run.emit("drain", rank=rank, step=self.step, world_size=self.world,
+                          reason=reason)
 
-    def _init_optimizer_state(self) -> None:
-        """Create the optimizer's state tensors (a step with zero gradients and lr 0), so
-        that a checkpoint can be loaded into them. Only used before loading one."""
-        if self.opt.state:
-            return
-        lrs = [g["lr"] for g in self.opt.param_groups]
-        self.flat.zero_()
-        for g in self.opt.param_groups:
-            g["lr"] = 0.0
-        self.opt.step()
-        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
-            g["lr"] = lr
+    def shed(self, rank: int) -> None:
+        new = shed_shares(self._shares, rank)
+        if new is not None:
+            self.set_shares(new, f"thermal shed of rank {rank}")
 
-    # -- the loop ----------------------------------------------------------------------
-    def train_step(self) -> float:
-        """One global step; returns the global mean loss (NaN if not committed)."""
+    def set_shares(self, shares: Sequence[int], reason: str, **details: Any) -> None:
+        old, self._shares = self._shares, list(shares)
+        if self.rank == 0:
+            self.run.emit("shares_changed", step=self.step, old=old, new=list(shares),
+                          reason=reason, **details)
+
+    def set_snapshot_interval(self, interval: int) -> None:
+        self.snap_every = interval  # every rank at once: snapshots stay aligned
+        if self.rank == 0:
+            self.run.emit("snapshot_interval", interval=interval, step=self.step,
+                          reason="a snapshot cost over 5% of a step")
+
+    def rollback(self, bad_steps: Sequence[int]) -> None:
+        """Skip ``bad_steps``' batches from now on and reload the newest checkpoint before
+        them (the same restore path as a resume)."""
+        self.skip |= set(bad_steps)
+        self.guard.reset()
+        if self.rank == 0:
+            write_skip_list(self.run, self.skip)
+        target = self.state.newest_before(min(bad_steps))
+        if self.rank == 0:
+            self.run.emit("rollback", bad_steps=list(bad_steps),
+                          to_step=target[0] if target else None)
+        step = self.state.load_disk(target[1]) if target else None
+        if step is not None:
+            self.step = self._saved = step
+
+    def pause_until_cool(self, guard: ThermalGuard) -> None:
+        if self.watchdog is not None:
+            self.watchdog.pause()
+        paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
+        if self.watchdog is not None:
+            self.watchdog.resume()
+        self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
+                      temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
+
+    # -- the loop --------------------------------------------------------------------------
+    def _batches(self, idx: torch.Tensor) -> Iterator[Any]:
+        for chunk in self.hetero.micro_batches(idx) if self.hetero is not None else (idx,):
+            if len(chunk):
+                batch = self.workload.train_set.take(chunk)
+                if self.device.type != "cpu":
+                    batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
+                yield batch
+
+    def train_step(self) -> StepOutcome:
+        """One global step (committed or not); the emulated chip paces it."""
+        if self.emu is not None:
+            self.emu.step_begin()
         if self.step + 1 in self.skip:  # a batch skipped after a rollback: every rank alike
-            self.flat.zero_()
-            self._reduced = False
-            self.sched.step()
-            self.step += 1
-            return float("nan")
-        self._reduced = True
-        idx = self.sampler.rank_batch(self.step, self.shares, self.rank)
-        self.flat.zero_()
-        for chunk in self.hetero.micro_batches(idx) if self.hetero is not None else [idx]:
-            if not len(chunk):
-                continue
-            batch = self.workload.train_set.take(chunk)
-            if self.device.type != "cpu":
-                batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-            scaled = self.workload.loss(self.model, batch) / self.B
-            scaled.backward()
-            self._loss_slot.add_(scaled.detach())
-        self._before_reduce()
-        if self.hetero is not None:
-            self.hetero.all_reduce(self.flat)  # hierarchical across kinds; paces emulation
-        elif self.world > 1:
-            dist.all_reduce(self.flat, group=self.group)
-        self._t_reduced = time.perf_counter()
-        h = self._host_slots()
-        loss = float(h[-1])
-        grads = self._grads
-        # The norm only when spikes are watched; else the sum (NaN/inf propagate) is enough.
-        size = grads.norm() if self.guard.spike_factor else grads.sum()
-        reason = self.guard.verdict(loss, float(size.item()))
-        if reason is None:
-            self.opt.step()
+            out = self.manager.skipped(self.step)
         else:
-            self.bad_steps.append(self.step + 1)
-            if self.rank == 0:
-                self.run.emit("step_skipped", step=self.step + 1, reason=reason, loss=loss)
+            idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
+            out = self.manager.step(self.step, self._batches(idx),
+                                    lambda b: self.workload.loss(self.model, b), self.checks)
+            if out.committed:
+                self.opt.step()
         self.sched.step()
         self.step += 1
-        return loss
-
-    def _flag_device(self) -> torch.device:
-        """Where a small control tensor for ``self.group`` lives (host for gloo)."""
-        backend = dist.get_backend(self.group) if self.world > 1 else "gloo"
-        return torch.device("cpu") if backend == "gloo" else self.flat.device
-
-    def _host_slots(self) -> Any:
-        """The health slots and the loss (everything after the gradients) on the host."""
-        if self._flat_np is not None:
-            return self._flat_np[self.n_grad:]
-        return self.flat[self.n_grad:].cpu().numpy()
-
-    def _before_reduce(self) -> None:
-        """Injected faults of this step, and this rank's health slots of the buffer."""
-        f = self.faults
-        if f.due("nan", self.step + 1):
-            self.run.emit("fault_injected", kind="nan", rank=self.rank, step=self.step + 1)
-            self.flat[: self.n_grad] = float("nan")
-        compute = time.perf_counter() - self._t_reduced
-        if f.due("slow", self.step) is not None:
-            self.run.emit("fault_injected", kind="slow", rank=self.rank, step=self.step)
-        factor = f.slow_factor(self.step)
-        if factor > 1:
-            time.sleep((factor - 1) * compute)
-            compute *= factor
-        vals = (float(self._want_ckpt), float(self._want_drain), compute,
-                float(self._want_sparser), float(self._want_shed))
-        where = (self.i_ckpt, self.i_drain + self.rank, self.i_time + self.rank, self.i_snap,
-                 self.i_shed + self.rank)
-        if self._flat_np is not None:  # CPU: numpy scalar writes are ~20x cheaper
-            for i, v in zip(where, vals, strict=True):
-                self._flat_np[i] = v
-        else:
-            self.flat.index_copy_(0, torch.tensor(where, device=self.flat.device),
-                                  torch.tensor(vals, dtype=self.flat.dtype,
-                                               device=self.flat.device))
-        self._want_ckpt = self._want_sparser = self._want_shed = False
-
-    def _emulated_step(self) -> float:
-        """A step paced to the emulated chip's speed; its throttle/fault events are logged."""
-        assert self.emu is not None
-        self.emu.step_begin()
-        loss = self.train_step()
-        try:
-            self.emu.step_end()  # raises EmulatedFault when the chip "crashes"
-        finally:
-            for ev in self.emu.drain_events():
-                kind = str(ev.pop("kind")).replace("-", "_")
-                self.run.emit(kind, **{**ev, "train_step": self.step})
-        return loss
+        if self.emu is not None:
+            try:
+                self.emu.step_end()  # raises EmulatedFault when the chip "crashes"
+            finally:
+                for ev in self.emu.drain_events():
+                    kind = str(ev.pop("kind")).replace("-", "_")
+                    self.run.emit(kind, **{**ev, "train_step": self.step})
+        return out
 
     def evaluate(self) -> tuple[str, float] | None:
         if self.workload.evaluate is None:
@@ -446,29 +276,20 @@ class Trainer:
             self.model.train()
 
     def fit(self) -> dict[str, Any]:
-        """Train until ``train.steps``; returns {steps_run, final_metric, ...}."""
-        t = self.cfg.train
-        interval = self.cfg.checkpoint.interval
+        """Train until ``train.steps`` or a drain; returns {steps_run, elapsed_s,
+        final_metric, drained}."""
+        t, interval, clock = self.cfg.train, self.cfg.checkpoint.interval, self.clock
         start = self.step
-        t0 = last = time.perf_counter()
+        t0 = last = clock.perf()
         sps = 0.0
         while self.step < t.steps:
-            if self.faults.due("kill", self.step):
-                self.run.emit("fault_injected", kind="kill", rank=self.rank, step=self.step)
-                self.faults.kill_self()
-            hang = self.faults.due("hang", self.step)
-            if hang is not None:
-                self.run.emit("fault_injected", kind="hang", rank=self.rank, step=self.step)
-                time.sleep(hang.args["seconds"])
-            if self.emu is None:
-                loss = self.train_step()
-            else:
-                loss = self._emulated_step()
-            now = time.perf_counter()
-            dt, last = now - last, now
-            sps = self.B / dt if sps == 0.0 else 0.9 * sps + 0.1 * self.B / dt
-            rec: dict[str, Any] = {"step": self.step, "loss": loss,
-                                   "lr": self.sched.get_last_lr()[0], "step_s": dt,
+            self.faults.step_start(self.step)
+            out = self.train_step()
+            now = clock.perf()
+            out.step_s, last = now - last, now
+            sps = self.B / out.step_s if sps == 0.0 else 0.9 * sps + 0.1 * self.B / out.step_s
+            rec: dict[str, Any] = {"step": self.step, "loss": out.loss,
+                                   "lr": self.sched.get_last_lr()[0], "step_s": out.step_s,
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
@@ -480,28 +301,32 @@ class Trainer:
                 self.metrics.write(rec)
             if self.on_step is not None:
                 self.on_step(rec)
-            if self.hetero is not None:
-                self.hetero.after_step(self)  # timing, injected throttles, rebalance
-            actions.after_step(self)
-            self._step_times.append(dt)
+            self.faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
+            self._drained = apply_actions(self, [a for c in self.checks for a in c.observe(out)])
+            if self._drained is not None:
+                break
             if self.snap_every and self.step % self.snap_every == 0:
-                self._snapshot()
-                self._judge_snapshot_cost()
+                s0 = clock.perf()
+                self.state.snapshot(self.step)
+                self.pacing.record(clock.perf() - s0)
             if self.step % interval == 0 and self.step < t.steps:
-                self._checkpoint()
+                self._save()
             # step_s covers the step itself; pauses, snapshots and checkpoint staging after
             # it are not productive time (ETTR).
-            last = time.perf_counter()
+            last = clock.perf()
         synchronize(self.device)
-        elapsed = time.perf_counter() - t0
-        self._checkpoint()
-        self.ckpt.close()
+        elapsed = clock.perf() - t0
+        if self._drained is not None:
+            return {"steps_run": self.step - start, "elapsed_s": elapsed, "final_metric": None,
+                    "drained": self._drained.rank}
+        self._save()
+        self.state.ckpt.close()
         if self.world > 1:
-            dist.barrier(group=self.group)  # rank 0 has committed (or failed) the final one
+            torch.distributed.barrier(group=self.strategy.group)  # rank 0 has committed
         if validate_step_dir(self.run.checkpoints / step_dir_name(self.step)) is None:
-            self.discard_snapshot()  # the final state is on disk: nothing left to recover
-        return {"steps_run": self.step - start, "elapsed_s": elapsed,
+            self.state.discard_snapshot()  # the final state is on disk: nothing to recover
+        return {"steps_run": self.step - start, "elapsed_s": elapsed, "drained": None,
                 "final_metric": self.evaluate() if self.rank == 0 else None}
 
     def final_state_dict(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return self.strategy.full_state_dict()

@@ -27,9 +27,10 @@ from mixfleet.telemetry import JsonlSink, NullReader, Sampler, open_reader
 from mixfleet.train.collectives import default_backend
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
+from mixfleet.train.faults import FaultInjector, FaultPlan
 from mixfleet.train.health import ThermalGuard, Watchdog
-from mixfleet.train.rebalance import after_resume, attach, rank_devices
-from mixfleet.train.rundir import DrainRequested, RunDir, read_jsonl
+from mixfleet.train.rebalance import plan_fleet, rank_devices
+from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
 
@@ -54,7 +55,7 @@ def _init_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
 
 
 def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] | None,
-                  world: int, device: str) -> dict[str, Any]:
+                  world: int, device: str, devices: list[str] | None = None) -> dict[str, Any]:
     """summary.json, from the run report (so restarts of earlier attempts count)."""
     rep = run_report(run.root, end_t=time.time())
     steps = cfg.train.steps
@@ -73,7 +74,10 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
         "workload": cfg.workload.name,
         "world_size": world,
         "device": device,
-        "emulated": is_emulated(device),
+        "devices": list(devices or [device]),
+        # emulated when any rank is: a job with a real rank 0 and emulated peers is not a
+        # hardware measurement
+        "emulated": any(is_emulated(d) for d in (devices or [device])),
         "run_dir": str(run.root),
     }
 
@@ -178,38 +182,36 @@ def run_worker(run_dir: str) -> int:
                                                            local_ranks=local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
+    faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
+                                     rank, run.root), rank=rank, emit=run.emit)
+    faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
     sampler = _start_telemetry(cfg, run, emu, local_rank)
+    hetero, shares = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
+                                workload=workload.name, emit=run.emit, emu=emu)
+    watchdog = Watchdog(
+        factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
+        stacks_dir=run.root / "stacks", rank=rank,
+        on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info))
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
-                      ckpt_group=ckpt_group, emu=emu,
+                      ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
+                      thermal=_thermal_guard(cfg, emu), watchdog=watchdog, faults=faults,
                       on_step=progress.step if progress is not None else None)
-    hetero = attach(trainer, cfg, devices, emu)  # shares, collectives, rebalance
     resumed = trainer.resume()
-    after_resume(hetero, trainer, resumed)
     if rank == 0:
         last = _last_step(run)
         run.emit("run_start", attempt=attempt, resumed_from=resumed, world_size=world,
-                 source=trainer.resumed_source, steps_lost=max(0, last - (resumed or 0)))
+                 source=trainer.state.source, steps_lost=max(0, last - (resumed or 0)))
     if progress is not None:
         progress.start(trainer.step)
-    trainer.thermal = _thermal_guard(cfg, emu)
 
     def dying_gasp(signum: int, frame: Any) -> None:
-        trainer.gasp()
+        trainer.state.gasp()
         os._exit(128 + signum)
 
     old_handler = signal.signal(signal.SIGTERM, dying_gasp)
-    trainer.watchdog = Watchdog(
-        factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
-        stacks_dir=run.root / "stacks", rank=rank,
-        on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info)).start()
+    watchdog.start()
     try:
         out = trainer.fit()
-    except DrainRequested:
-        # Every rank stops at the same step; the launcher restarts without the device.
-        trainer.watchdog.stop()
-        dist.barrier()
-        dist.destroy_process_group()
-        return 0
     except EmulatedFault as e:
         run.emit("device_fault", rank=rank, step=trainer.step, error=str(e), emulated=True)
         print(f"[rank {rank}] {e}; the launcher restarts the group", file=sys.stderr,
@@ -225,16 +227,22 @@ def run_worker(run_dir: str) -> int:
         os._exit(1)
     finally:
         signal.signal(signal.SIGTERM, old_handler)
-        trainer.watchdog.stop()
+        watchdog.stop()
         if progress is not None:
             progress.close()
         if sampler is not None:
             sampler.stop()
+    if out["drained"] is not None:
+        # Every rank stopped at the same step; the launcher restarts without the device.
+        dist.barrier()
+        dist.destroy_process_group()
+        return 0
     if rank == 0:
         run.final.mkdir(parents=True, exist_ok=True)
         torch.save(trainer.final_state_dict(), run.final / "model.pt")
         summary = build_summary(run, cfg, out["final_metric"], world,
-                                emu.device_string if emu is not None else str(device))
+                                emu.device_string if emu is not None else str(device),
+                                devices)
         run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
         run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     dist.barrier()

@@ -1,0 +1,224 @@
+"""Health checks: each observes a step's outcome and returns typed actions.
+
+A check may register control signals (:mod:`mixfleet.train.signals`), set this rank's
+values before the step's reduction (``publish``) and read every rank's values after it
+(``observe``), so every rank decides the same at the same step. Checks never change the
+trainer: they return :mod:`~mixfleet.train.actions` that the trainer applies in one place.
+The detectors they use (watchdog, NaN/spike guard, straggler windows, thermal guard) are
+in :mod:`mixfleet.train.health`; time comes from a :class:`~mixfleet.train.clock.Clock`.
+
+To add a check: subclass :class:`HealthCheck`, register its signals in ``register``, and
+add it to the trainer's list (``Trainer(..., checks=[...])`` or the defaults in
+:func:`default_checks`).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from mixfleet.train.actions import (
+    Action,
+    Checkpoint,
+    Drain,
+    Pause,
+    Rollback,
+    SetShares,
+    Shed,
+    SparserSnapshots,
+)
+from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Watchdog
+from mixfleet.train.signals import ControlSignals
+from mixfleet.train.step import StepOutcome
+
+__all__ = ["HealthCheck", "WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",
+           "SnapshotPacing", "RebalanceCheck", "THERMAL_QUIET_STEPS", "NONE"]
+
+THERMAL_QUIET_STEPS = 20  # steps after a thermal action before another one (unless critical)
+NONE: tuple[Action, ...] = ()
+Emit = Callable[..., Any]
+
+
+class HealthCheck:
+    """Base: no signals, no actions."""
+
+    def register(self, signals: ControlSignals) -> None:
+        """Register the control signals this check uses (before the first step)."""
+
+    def publish(self, signals: ControlSignals) -> None:
+        """Set this rank's signal values for the coming reduction."""
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        """Look at a finished step; what should be done about it."""
+        return NONE
+
+
+class WatchdogCheck(HealthCheck):
+    """Beats the hang watchdog after every step (the watchdog's thread acts alone)."""
+
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        self.watchdog.beat(out.step)
+        return NONE
+
+
+class GuardCheck(HealthCheck):
+    """``rollback_after`` uncommitted steps in a row → roll back and skip their batches."""
+
+    def __init__(self, guard: StepGuard) -> None:
+        self.guard = guard
+        self.bad_steps: deque[int] = deque(maxlen=64)
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        if out.reduced and not out.committed:
+            self.bad_steps.append(out.step)
+        if not self.guard.should_roll_back:
+            return NONE
+        bad = tuple(sorted(set(list(self.bad_steps)[-self.guard.rollback_after:])))
+        return (Rollback(bad),)
+
+
+class StragglerCheck(HealthCheck):
+    """A rank persistently slower than the others (per sample, or per step when the shares
+    follow the speeds) is reported, or excluded (drained)."""
+
+    def __init__(self, detector: StragglerDetector, *, weights: Callable[[], list[int]],
+                 exclude: bool, emit: Emit, rank: int) -> None:
+        self.detector, self.weights, self.exclude = detector, weights, exclude
+        self.emit, self.rank = emit, rank
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        if not out.reduced:
+            return NONE
+        times = out.signals.per_rank("compute_s")
+        slow = self.detector.add(times, self.weights())
+        if slow is None:
+            return NONE
+        if self.rank == 0:
+            self.emit("straggler", rank=slow, step=out.step,
+                      action="exclude" if self.exclude else "report",
+                      compute_s=[round(x, 6) for x in times])
+        return (Drain(slow, "straggler"),) if self.exclude else NONE
+
+
+class ThermalCheck(HealthCheck):
+    """This rank's chip temperature → checkpoint now, then cool (pause), shed or drain;
+    critical → checkpoint and drain. The job-wide part (checkpoint, drain, shed) rides the
+    next step's reduction; cooling pauses only this rank."""
+
+    def __init__(self, guard: ThermalGuard, *, action: str, can_shed: bool, emit: Emit,
+                 rank: int) -> None:
+        self.guard, self.action, self.can_shed = guard, action, can_shed
+        self.emit, self.rank = emit, rank
+        self.want_checkpoint = self.want_drain = self.want_shed = False
+        self.quiet_until = 0
+
+    def register(self, signals: ControlSignals) -> None:
+        signals.register("checkpoint")
+        signals.register("drain", per_rank=True)
+        signals.register("shed", per_rank=True)
+
+    def publish(self, signals: ControlSignals) -> None:
+        if self.want_checkpoint:
+            signals.set("checkpoint", 1.0)
+        if self.want_drain:
+            signals.set("drain", 1.0)
+        if self.want_shed:
+            signals.set("shed", 1.0)
+        self.want_checkpoint = self.want_shed = False  # once; a drain request stays
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        acts: list[Action] = []
+        sig = out.signals
+        if out.reduced:
+            if sig.total("checkpoint") > 0:
+                acts.append(Checkpoint("heat"))
+            drains = [r for r, v in enumerate(sig.per_rank("drain")) if v > 0]
+            if drains:
+                acts.append(Drain(drains[0], "heat"))
+            acts += [Shed(r) for r, v in enumerate(sig.per_rank("shed")) if v > 0]
+        acts += self._local(out.step)
+        return acts
+
+    def _local(self, step: int) -> list[Action]:
+        g = self.guard
+        g.after_step()
+        level = g.level()
+        if level == "ok" or self.want_drain:
+            return []
+        if level == "warn" and step < self.quiet_until:
+            return []  # acted recently: give the action time to work
+        self.quiet_until = step + THERMAL_QUIET_STEPS
+        temp = round(g.temperature(), 2)
+        self.want_checkpoint = True
+        if level == "critical" or self.action == "drain":
+            self.want_drain = True  # rides the next reduction: every rank drains then
+            self.emit("thermal_" + ("critical" if level == "critical" else "warning"),
+                      rank=self.rank, step=step, temp_c=temp, warn_c=g.warn_c,
+                      critical_c=g.critical_c, action="drain")
+            return []
+        if self.action == "shed" and self.can_shed:
+            self.want_shed = True  # every rank moves half this rank's share next step
+            self.emit("thermal_warning", rank=self.rank, step=step, temp_c=temp,
+                      warn_c=g.warn_c, action="shed")
+            return []
+        note = {} if self.action == "cool" else {"note": "shares are equal here (no "
+                                                         "[shares]): paused instead"}
+        self.emit("thermal_warning", rank=self.rank, step=step, temp_c=temp, warn_c=g.warn_c,
+                  resume_c=g.resume_c, action=self.action, **note)
+        return [Pause(g)]
+
+
+class SnapshotPacing(HealthCheck):
+    """After every 20 snapshots: when one costs over ``max_fraction`` of the steps it
+    covers on some rank, every rank halves the snapshot frequency at the same step."""
+
+    def __init__(self, *, interval: Callable[[], int], max_fraction: float = 0.05,
+                 window: int = 20, max_interval: int = 64) -> None:
+        self.interval, self.max_fraction = interval, max_fraction
+        self.window, self.max_interval = window, max_interval
+        self.costs: list[float] = []
+        self.step_times: deque[float] = deque(maxlen=200)
+        self.want = False
+
+    def record(self, cost_s: float) -> None:
+        """A snapshot's cost to the step loop."""
+        self.costs.append(cost_s)
+        if len(self.costs) >= self.window and self.step_times:
+            cost, step_s = statistics.median(self.costs), statistics.median(self.step_times)
+            self.costs.clear()
+            self.want = cost > self.max_fraction * step_s * self.interval()
+
+    def register(self, signals: ControlSignals) -> None:
+        signals.register("sparser")
+
+    def publish(self, signals: ControlSignals) -> None:
+        if self.want:
+            signals.set("sparser", 1.0)
+            self.want = False
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        self.step_times.append(out.step_s)
+        n = self.interval()
+        if out.reduced and out.signals.total("sparser") > 0 and 0 < n < self.max_interval:
+            return (SparserSnapshots(2 * n),)
+        return NONE
+
+
+class RebalanceCheck(HealthCheck):
+    """A mixed fleet's share controller: measured speeds → new shares (a collective on the
+    controller's own group, every ``every`` steps on every rank)."""
+
+    def __init__(self, controller: Any, *, shares: Callable[[], list[int]],
+                 total_steps: int) -> None:
+        self.ctl, self.shares, self.total_steps = controller, shares, total_steps
+
+    def observe(self, out: StepOutcome) -> Sequence[Action]:
+        new = self.ctl.after_step(out.step, self.shares(), self.total_steps)
+        if new is None:
+            return NONE
+        return (SetShares(tuple(new), "rebalance", dict(self.ctl.last_details)),)

@@ -1,0 +1,250 @@
+"""The checkpoint manager: saves and restores the trainer's state through objects that
+each own a ``state_dict()`` — model and optimizer (through the reduction strategy), LR
+schedule, sampler, shares, step guard, RNG and the emulated chip — to the two tiers:
+
+- a disk checkpoint (DCP, asynchronous, committed; :mod:`mixfleet.train.checkpoint`): the
+  tensors in DCP files, everything else in ``manifest.json``;
+- an in-memory snapshot (:mod:`mixfleet.train.snapshot`): the tensors copied in place into
+  host shared memory, everything else as the snapshot's metadata, in the same form as the
+  manifest.
+
+Resume (from memory or disk) and rollback (from disk) go through one restore path,
+:meth:`CheckpointManager._restore`, so they restore the same set of objects.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+import torch.distributed as dist
+
+from mixfleet import __version__
+from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.rng import get_rng_state, set_rng_state
+from mixfleet.train.rundir import RunDir
+from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
+from mixfleet.train.strategy import ReductionStrategy
+
+__all__ = ["Stateful", "CheckpointManager"]
+
+
+class Stateful(Protocol):
+    def state_dict(self) -> Any: ...
+    def load_state_dict(self, state: Any) -> None: ...
+
+
+class CheckpointManager:
+    """One rank's saving and restoring; see the module docstring.
+
+    ``shared`` objects are the same on every rank (one entry in the manifest each);
+    ``own`` objects are this rank's (under ``per_rank`` in the manifest).
+    """
+
+    def __init__(self, *, strategy: ReductionStrategy, opt: torch.optim.Optimizer,
+                 shared: dict[str, Stateful], own: dict[str, Stateful], run: RunDir,
+                 ckpt: Checkpointer, rank: int, world: int, group: Any, device: torch.device,
+                 labels: dict[str, Any], host_rng: bool,
+                 info: dict[str, Any] | None = None) -> None:
+        self.strategy, self.opt, self.shared, self.own = strategy, opt, shared, own
+        self.run, self.ckpt, self.rank, self.world, self.group = run, ckpt, rank, world, group
+        self.device, self.labels, self.host_rng = device, labels, host_rng
+        self.info = dict(info or {})  # recorded in the manifest, never restored
+        self.snap: MemorySnapshot | None = None
+        self._snap_nstate = -1
+        self.snap_path = snapshot_path(run.root, world, rank)
+        self._rng_buf = torch.get_rng_state().clone()
+        self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
+                             if device.type != "cpu" else None)
+        self.restored: list[str] = []  # names restored by the last restore (tests read it)
+        self.source: str | None = None  # "memory" or "disk" after a resume
+
+    # -- what is saved -------------------------------------------------------------------
+    def small_state(self, step: int) -> dict[str, Any]:
+        """Everything but the tensors, as JSON-able values (manifest and snapshot meta)."""
+        return {"step": step, **{k: o.state_dict() for k, o in self.shared.items()},
+                "lrs": [g["lr"] for g in self.opt.param_groups]}
+
+    def _own_state(self, rng: dict[str, Any]) -> dict[str, Any]:
+        return {"rank": self.rank, "host": socket.gethostname(), "rng": rng, **self.labels,
+                **{k: o.state_dict() for k, o in self.own.items()}}
+
+    def save(self, step: int) -> None:
+        """A disk checkpoint of ``step`` (staged now, written in the background)."""
+        manifest = {**self.small_state(step), **self.info, "world_size": self.world,
+                    "mixfleet_version": __version__, "torch_version": torch.__version__,
+                    "time": time.time(),
+                    "per_rank": self._own_state(get_rng_state(self.device))}
+        self.ckpt.save(step, self.strategy.state_dict(self.opt), manifest)
+
+    # -- in-memory snapshots -------------------------------------------------------------
+    def _store(self) -> MemorySnapshot:
+        if self.snap is None or self._snap_nstate != len(self.opt.state):
+            self._snap_nstate = len(self.opt.state)
+            named = self.strategy.snapshot_tensors(self.opt) + [("rng.torch", self._rng_buf)]
+            if self._dev_rng_buf is not None:
+                named.append(("rng.device", self._dev_rng_buf))
+            self.snap = MemorySnapshot(self.snap_path, named)
+        return self.snap
+
+    def snapshot(self, step: int) -> None:
+        """Copy the state into host shared memory (survives this process's crash). The
+        python/numpy RNG go in only with ``host_rng`` (checkpoint.snapshot_host_rng)."""
+        self._rng_buf.copy_(torch.get_rng_state())
+        if self._dev_rng_buf is not None:
+            self._dev_rng_buf.copy_(torch.get_device_module(self.device).get_rng_state(
+                self.device))
+        rng: dict[str, Any] = {}
+        if self.host_rng:
+            full = get_rng_state(torch.device("cpu"))
+            rng = {"python": full["python"], "numpy": full["numpy"]}
+        self._store().write(step, {"shared": self.small_state(step),
+                                   "own": {k: o.state_dict() for k, o in self.own.items()},
+                                   "rng": rng, "labels": self.labels})
+
+    def discard_snapshot(self) -> None:
+        if self.snap is not None:
+            self.snap.remove()
+            self.snap = None
+        self.gasp_path().unlink(missing_ok=True)
+
+    def gasp_path(self) -> Path:
+        return self.run.root / "gasp" / self.snap_path.name
+
+    def gasp(self) -> Path | None:
+        """Dying gasp: persist the newest in-memory snapshot to the run directory."""
+        if self.snap is None or not self.snap.valid_steps():
+            return None
+        path = self.snap.persist(self.gasp_path())
+        self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
+                      path=str(path))
+        return path
+
+    # -- restoring -----------------------------------------------------------------------
+    def _restore(self, shared: dict[str, Any], own: dict[str, Any] | None,
+                 rng: Callable[[], None]) -> int:
+        """The one restore path: every object from its saved state; returns the step."""
+        restored = []
+        for name, obj in self.shared.items():
+            if name in shared:
+                obj.load_state_dict(shared[name])
+                restored.append(name)
+        for g, lr in zip(self.opt.param_groups, shared["lrs"], strict=True):
+            g["lr"] = lr
+        for name, obj in self.own.items():
+            # an emulated chip's state only when this rank is the same chip as then
+            if own is not None and name in own and own.get("emulated") == \
+                    self.labels.get("emulated"):
+                obj.load_state_dict(own[name])
+                restored.append(name)
+        rng()
+        self.restored = ["model", "optimizer", "lrs", "rng", *restored]
+        return int(shared["step"])
+
+    def _agree(self, ok: bool) -> bool:
+        """True when every rank says ``ok``."""
+        if self.world == 1:
+            return ok
+        backend = dist.get_backend(self.group)
+        flag = torch.tensor([int(ok)], device="cpu" if backend == "gloo" else self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+        return bool(flag.item())
+
+    def init_optimizer_state(self) -> None:
+        """Create the optimizer's state tensors (a step with zero gradients and lr 0), so
+        that saved state can be loaded into them. Only used before loading."""
+        if self.opt.state:
+            return
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        self.strategy.zero_grad()
+        for g in self.opt.param_groups:
+            g["lr"] = 0.0
+        self.opt.step()
+        for g, lr in zip(self.opt.param_groups, lrs, strict=True):
+            g["lr"] = lr
+
+    def load_disk(self, d: Path) -> int | None:
+        """Restore checkpoint ``d`` on every rank; its step, or None (every rank alike)
+        when some rank cannot read it."""
+        self.init_optimizer_state()
+        state = self.strategy.state_dict(self.opt)
+        manifest = None
+        try:
+            manifest = self.ckpt.load(d, state)
+        except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
+            if self.rank == 0:
+                self.run.emit("checkpoint_skipped", dir=str(d), reason=str(e))
+        if not self._agree(manifest is not None) or manifest is None:
+            return None
+        self.strategy.load_state_dict(self.opt, state)
+        per_rank = manifest.get("per_rank") or []
+        own = per_rank[self.rank] if self.rank < len(per_rank) else None
+        return self._restore(manifest, own,
+                             lambda: own is not None and set_rng_state(own["rng"], self.device))
+
+    def load_memory(self, disk_step: int) -> int | None:
+        """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
+        gasp = self.gasp_path()
+        if not self.snap_path.exists() and gasp.exists():  # restarted on another machine
+            shutil.copyfile(gasp, self.snap_path)
+        layout, steps = peek_snapshot(self.snap_path)
+        everyone: list[Any] = [sorted(steps)]
+        if self.world > 1:
+            everyone = [None] * self.world
+            dist.all_gather_object(everyone, sorted(steps), group=self.group)
+        step = max(set(everyone[0]).intersection(*everyone[1:]), default=None)
+        if step is None or step <= disk_step:
+            return None
+        self.init_optimizer_state()
+        snap = self._store()
+        if not self._agree(snap.layout == layout and step in snap.valid_steps()):
+            return None
+        meta = snap.read(step)
+
+        def rng() -> None:
+            if meta["rng"]:
+                set_rng_state({**get_rng_state(torch.device("cpu")), **meta["rng"]},
+                              torch.device("cpu"))
+            torch.set_rng_state(self._rng_buf.clone())
+            if self._dev_rng_buf is not None:
+                torch.get_device_module(self.device).set_rng_state(
+                    self._dev_rng_buf.clone(), self.device)
+
+        own = {**meta["own"], **meta.get("labels", {})}
+        return self._restore(meta["shared"], own, rng)
+
+    def resume(self, enabled_memory: bool) -> int | None:
+        """Resume from the newest state every rank can read: an in-memory snapshot when
+        it is newer than the newest committed disk checkpoint. Its step, or None."""
+        cands: list[Any] = [None]
+        if self.rank == 0:
+            valid, torn = committed_steps(self.run.checkpoints)
+            for d, reason in torn:
+                self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
+            cands = [[(s, str(d)) for s, d in valid]]
+        if self.world > 1:
+            dist.broadcast_object_list(cands, src=0, group=self.group)
+        newest_disk = cands[0][0][0] if cands[0] else -1
+        self.ckpt.last_committed = newest_disk if newest_disk >= 0 else None
+        if enabled_memory:
+            step = self.load_memory(newest_disk)
+            if step is not None:
+                self.source = "memory"
+                return step
+        for _, d in cands[0] or []:
+            step = self.load_disk(Path(d))
+            if step is not None:
+                self.source = "disk"
+                return step
+        return None
+
+    def newest_before(self, step: int) -> tuple[int, Path] | None:
+        """The newest committed checkpoint older than ``step`` (after the one in flight)."""
+        self.ckpt.wait()
+        valid, _ = committed_steps(self.run.checkpoints)
+        return next(((s, d) for s, d in valid if s < step), None)

@@ -1,0 +1,90 @@
+"""The step manager: one global step's collectives and its outcome.
+
+:meth:`StepManager.step` runs the forward and backward passes of this rank's micro-batches,
+lets the health checks set their control signals, reduces gradients and signals through the
+:class:`~mixfleet.train.strategy.ReductionStrategy`, and judges the result: a step with a
+non-finite loss or gradient (or a gradient-norm spike) is **not committed** — the optimizer
+does not step — and that is data in the outcome, not an exception (torchft's
+``should_commit``). The trainer then applies the update and hands the outcome to the
+checks (:mod:`mixfleet.train.checks`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mixfleet.train.clock import Clock
+from mixfleet.train.faults import FaultInjector
+from mixfleet.train.health import StepGuard
+from mixfleet.train.signals import ControlSignals
+from mixfleet.train.strategy import ReductionStrategy
+
+if TYPE_CHECKING:
+    from mixfleet.train.checks import HealthCheck
+
+__all__ = ["StepOutcome", "StepManager"]
+
+
+@dataclasses.dataclass(slots=True)
+class StepOutcome:
+    """What one global step did (the same on every rank except ``compute_s``)."""
+
+    step: int  # the step number (1-based: steps completed after it)
+    reduced: bool  # the signals came from a reduction (False: a skipped batch)
+    committed: bool  # the update was applied
+    loss: float  # global mean loss (NaN when the batch was skipped)
+    reason: str | None  # why it was not committed
+    compute_s: float  # this rank's forward + backward time
+    signals: ControlSignals
+    step_s: float = 0.0  # wall time of the whole step (set by the trainer)
+
+
+class StepManager:
+    """Owns a step's collectives and the control signals; see the module docstring."""
+
+    def __init__(self, strategy: ReductionStrategy, signals: ControlSignals, *,
+                 guard: StepGuard, faults: FaultInjector, clock: Clock, global_batch: int,
+                 emit: Callable[..., Any], rank: int) -> None:
+        self.strategy, self.signals, self.guard = strategy, signals, guard
+        self.faults, self.clock, self.B = faults, clock, global_batch
+        self.emit, self.rank = emit, rank
+        signals.register("compute_s", per_rank=True)
+
+    def bind(self) -> None:
+        """Allocate the reduction buffers (after every check registered its signals)."""
+        self.signals.bind(self.strategy.bind(self.signals.size))
+
+    def step(self, step: int, batches: Iterable[Any], loss: Callable[[Any], torch.Tensor],
+             checks: Sequence[HealthCheck]) -> StepOutcome:
+        """Run global step ``step + 1`` on this rank's ``batches`` (its micro-batches)."""
+        st = self.strategy
+        t0 = self.clock.perf()
+        st.zero_grad()
+        for batch in batches:
+            st.backward(loss(batch) / self.B)
+        compute = self.faults.grads_ready(step, st, self.clock.perf() - t0)
+        sig = self.signals
+        sig.set("compute_s", compute)
+        for c in checks:
+            c.publish(sig)
+        sig.publish()
+        st.reduce()
+        sig.collect()
+        value = sig.loss
+        reason = self.guard.verdict(value, st.grad_size(bool(self.guard.spike_factor)))
+        if reason is not None and self.rank == 0:
+            self.emit("step_skipped", step=step + 1, reason=reason, loss=value)
+        return StepOutcome(step=step + 1, reduced=True, committed=reason is None, loss=value,
+                           reason=reason, compute_s=compute, signals=sig)
+
+    def skipped(self, step: int) -> StepOutcome:
+        """Global step ``step + 1`` is a batch skipped after a rollback (every rank alike:
+        no computation, no reduction, no update)."""
+        self.strategy.zero_grad()
+        self.signals.clear()
+        return StepOutcome(step=step + 1, reduced=False, committed=False, loss=float("nan"),
+                           reason="skipped batch", compute_s=0.0, signals=self.signals)

@@ -1,0 +1,131 @@
+"""Reduction strategies: how a step's gradients (and its control region) are summed.
+
+The trainer's loop only talks to :class:`ReductionStrategy`. ``dp`` (:class:`DataParallel`)
+replicates the model and sums one flat buffer per step: the parameters' ``.grad`` are views
+of it, and the control region (health signals and the loss, see
+:mod:`mixfleet.train.signals`) rides at its end, so a step costs one all-reduce. A sharded
+strategy (FSDP2) reduce-scatters gradients itself and all-reduces the tiny control region on
+its own; it plugs in here without touching the loop.
+
+Every rank scales its summed loss by 1/B of the global batch and gradients are **summed**
+across ranks, so any split of the global batch gives the same update up to float rounding.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+__all__ = ["ReductionStrategy", "DataParallel", "make_strategy"]
+
+AllReduce = Callable[[torch.Tensor], None]
+
+
+class ReductionStrategy(abc.ABC):
+    """The parallelism of one rank's model: buffers, backward, reduction, state."""
+
+    name: str = ""
+    control: torch.Tensor  # [signals | loss]: summed across ranks by reduce()
+
+    def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
+                 all_reduce: AllReduce | None = None) -> None:
+        self.model, self.device, self.world, self.group = model, device, world, group
+        self._all_reduce = all_reduce  # a mixed fleet's (hierarchical) all-reduce
+
+    @abc.abstractmethod
+    def bind(self, n_control: int) -> torch.Tensor:
+        """Allocate the buffers (once the optimizer exists); returns the control region
+        of ``n_control + 1`` floats (the last one is the loss)."""
+
+    @abc.abstractmethod
+    def zero_grad(self) -> None:
+        """Zero gradients and the control region before a step."""
+
+    def backward(self, scaled_loss: torch.Tensor, *, last: bool = True) -> None:
+        """Backpropagate one micro-batch's loss (already scaled by 1/B) and add it to the
+        loss slot. ``last``: the step's last micro-batch on this rank."""
+        scaled_loss.backward()
+        self.control[-1:].add_(scaled_loss.detach())
+
+    @abc.abstractmethod
+    def reduce(self) -> None:
+        """Sum gradients and the control region across ranks."""
+
+    @abc.abstractmethod
+    def grad_size(self, norm: bool) -> float:
+        """The global gradient's L2 norm (``norm``) or its sum (NaN/inf propagate)."""
+
+    @abc.abstractmethod
+    def poison_grads(self) -> None:
+        """Make this rank's gradient NaN (fault injection)."""
+
+    def state_dict(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        """Model and optimizer tensors for DCP, by parameter name."""
+        model_sd, optim_sd = get_state_dict(self.model, opt)
+        return {"model": model_sd, "optim": optim_sd}
+
+    def load_state_dict(self, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        set_state_dict(self.model, opt, model_state_dict=state["model"],
+                       optim_state_dict=state["optim"])
+
+    def snapshot_tensors(self, opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
+        """This rank's tensors for an in-memory snapshot (copied in and out in place)."""
+        named = list(self.model.state_dict().items())
+        params = [p for g in opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            for k, v in sorted(opt.state.get(p, {}).items()):
+                if isinstance(v, torch.Tensor):
+                    named.append((f"optim.{i}.{k}", v))
+        return named
+
+    def full_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model's weights as CPU tensors (``final/model.pt``)."""
+        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+
+
+class DataParallel(ReductionStrategy):
+    """``dp``: a replica per rank; one flat buffer ``[gradients | signals | loss]`` and
+    one all-reduce per step."""
+
+    name = "dp"
+
+    def bind(self, n_control: int) -> torch.Tensor:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        n = sum(p.numel() for p in params)
+        self.flat = torch.zeros(n + n_control + 1, device=self.device)
+        self.grads, self.control = self.flat[:n], self.flat[n:]
+        off = 0
+        for p in params:
+            p.grad = self.flat[off: off + p.numel()].view_as(p)
+            off += p.numel()
+        return self.control
+
+    def zero_grad(self) -> None:
+        self.flat.zero_()
+
+    def reduce(self) -> None:
+        if self._all_reduce is not None:
+            self._all_reduce(self.flat)
+        elif self.world > 1:
+            dist.all_reduce(self.flat, group=self.group)
+
+    def grad_size(self, norm: bool) -> float:
+        return float((self.grads.norm() if norm else self.grads.sum()).item())
+
+    def poison_grads(self) -> None:
+        self.grads.fill_(float("nan"))
+
+
+def make_strategy(mode: str, model: nn.Module, *, device: torch.device, world: int,
+                  group: Any, all_reduce: AllReduce | None = None) -> ReductionStrategy:
+    """The strategy named ``mode`` (``[parallel] mode``)."""
+    if mode == "dp":
+        return DataParallel(model, device=device, world=world, group=group,
+                            all_reduce=all_reduce)
+    raise ValueError(f"unknown parallel mode {mode!r}")

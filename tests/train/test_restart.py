@@ -1,0 +1,54 @@
+"""After a restart the job runs as fast as before it (a resume from memory brings back
+everything that sets the pace, an emulated chip's calibration included), and ``restarts``
+counts every attempt after the first, one killed during start-up included."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+
+from mixfleet.train.rundir import read_jsonl
+from tests.train.helpers import events, train_cli
+
+KILL_AT = 150
+
+
+def _median_step_s(d: Path, lo: int, hi: int, attempt_of_last: bool) -> float:
+    """Median step time of steps lo..hi, from the first or the last time they ran."""
+    recs: dict[int, float] = {}
+    for r in read_jsonl(d / "metrics.jsonl"):
+        if "loss" in r and lo <= r["step"] <= hi and (attempt_of_last or r["step"] not in recs):
+            recs[r["step"]] = r["step_s"]
+    return statistics.median(recs.values())
+
+
+@pytest.mark.parametrize("device", ["cpu", "emu:nvidia-h20"])
+def test_steps_per_s_after_a_resume_from_memory_within_10_percent(tmp_path: Path,
+                                                                  device: str) -> None:
+    """Rank 0 is killed at step 150 and the group resumes from memory; the median step
+    time after the resume is within 10% of the median before it."""
+    d = tmp_path / "run"
+    train_cli(d, "train.steps=330", "checkpoint.interval=1000", "train.log_every=100",
+              f"launch.device='{device}'", "telemetry.hz=0",
+              f"faults.inject=['kill@rank=0,step={KILL_AT}']")
+    start = events(d, "run_start")[-1]
+    assert start["source"] == "memory" and start["resumed_from"] >= KILL_AT - 1
+    before = _median_step_s(d, 40, KILL_AT - 1, attempt_of_last=False)
+    after = _median_step_s(d, KILL_AT + 30, 330, attempt_of_last=True)
+    assert after <= 1.10 * before, f"{device}: {after * 1e3:.2f} ms/step after the resume, " \
+                                   f"{before * 1e3:.2f} ms before"
+
+
+def test_restarts_count_an_attempt_killed_during_start_up(tmp_path: Path) -> None:
+    """Rank 1 is killed while starting (before it resumed) and rank 0 later at step 60:
+    three attempts, so restarts = 2."""
+    d = tmp_path / "run"
+    s = train_cli(d, "train.steps=100", "checkpoint.interval=50", "train.log_every=100",
+                  "telemetry.hz=0",
+                  "faults.inject=['kill-in-startup@rank=1', 'kill@rank=0,step=60']")
+    kinds = [e["kind"] for e in events(d, "fault_injected")]
+    assert kinds == ["kill-in-startup", "kill"]
+    assert len(events(d, "run_start")) == 2  # the first attempt never got to resume
+    assert s["restarts"] == 2
