@@ -19,10 +19,10 @@ Throughput is measured on whole steps: the wall time between consecutive step re
 all post-step work (logging, snapshots, health checks, rebalancing), not only the
 compute. After a warm-up (the start-up of the processes is not counted): B / the median
 whole-step time for the steady runs (robust to the spikes of a shared machine), wall time
-over the steps for the throttle runs (the episode is the point). The pace only holds while the real CPU compute of a
-step stays under its budget; on a loaded machine raise ``--sample-ms``. Printed: each
-figure; the ratios; last line: mixfleet's throughput / the sum of the solo throughputs
-(target >= 0.95).
+over the steps for the throttle runs (the episode is the point). The pace only holds
+while the real CPU compute of a step stays under its budget; on a loaded machine raise
+``--sample-ms``. Printed: each figure; the ratios; last line: mixfleet's throughput / the
+sum of the solo throughputs (target >= 0.95).
 
     .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1.0] [--steps 80]
 """

@@ -26,8 +26,13 @@ from mixfleet.train.checks import (
     ThermalCheck,
 )
 from mixfleet.train.clock import FakeClock
-from mixfleet.train.health import HANG_EXIT_CODE, StepGuard, StragglerDetector, ThermalGuard
-from mixfleet.train.health import Watchdog
+from mixfleet.train.health import (
+    HANG_EXIT_CODE,
+    StepGuard,
+    StragglerDetector,
+    ThermalGuard,
+    Watchdog,
+)
 from mixfleet.train.signals import ControlSignals
 from mixfleet.train.step import StepOutcome
 

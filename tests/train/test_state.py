@@ -50,6 +50,7 @@ def test_resume_and_rollback_restore_the_same_objects(tmp_path: Path) -> None:
             a.state.snapshot(a.step)
         saved[7] = (_weights(a), a.emu.state_dict())  # type: ignore[union-attr]
         a.state.ckpt.wait()
+        a.state.wait_snapshot()
 
         mem = _trainer(run, 1)
         assert mem.resume() == 7 and mem.state.source == "memory"

@@ -39,6 +39,7 @@ import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.tensor import DTensor
 
 from mixfleet.errors import CheckpointError
 from mixfleet.train.faults import FaultInjector
@@ -167,6 +168,10 @@ class Checkpointer:
 
     # -- staging -----------------------------------------------------------------------
     def _stage(self, obj: Any, path: str = "") -> Any:
+        if isinstance(obj, DTensor):  # a shard (fsdp): stage the local part, keep its layout
+            local = self._stage(obj.to_local(), path)
+            return DTensor.from_local(local, obj.device_mesh, obj.placements, run_check=False,
+                                      shape=obj.shape, stride=obj.stride())
         if isinstance(obj, torch.Tensor):
             buf = self._buffers.get(path)
             if buf is None or buf.shape != obj.shape or buf.dtype != obj.dtype:

@@ -29,12 +29,18 @@ from mixfleet.train.actions import (
     Shed,
     SparserSnapshots,
 )
-from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Watchdog
+from mixfleet.train.health import (
+    HealthConfig,
+    StepGuard,
+    StragglerDetector,
+    ThermalGuard,
+    Watchdog,
+)
 from mixfleet.train.signals import ControlSignals
 from mixfleet.train.step import StepOutcome
 
 __all__ = ["HealthCheck", "WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",
-           "SnapshotPacing", "RebalanceCheck", "THERMAL_QUIET_STEPS", "NONE"]
+           "SnapshotPacing", "RebalanceCheck", "default_checks", "THERMAL_QUIET_STEPS", "NONE"]
 
 THERMAL_QUIET_STEPS = 20  # steps after a thermal action before another one (unless critical)
 NONE: tuple[Action, ...] = ()
@@ -218,7 +224,29 @@ class RebalanceCheck(HealthCheck):
         self.ctl, self.shares, self.total_steps = controller, shares, total_steps
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
-        new = self.ctl.after_step(out.step, self.shares(), self.total_steps)
+        new = self.ctl.after_step(out.step, self.shares(), self.total_steps, out.compute_s)
         if new is None:
             return NONE
         return (SetShares(tuple(new), "rebalance", dict(self.ctl.last_details)),)
+
+
+def default_checks(h: HealthConfig, *, world: int, rank: int, emit: Emit, guard: StepGuard,
+                   pacing: SnapshotPacing, watchdog: Watchdog | None = None,
+                   thermal: ThermalGuard | None = None, hetero: Any = None,
+                   shares: Callable[[], list[int]], total_steps: int) -> list[HealthCheck]:
+    """The built-in checks of ``[health]``, in the order they observe a step."""
+    out: list[HealthCheck] = []
+    if watchdog is not None:
+        out.append(WatchdogCheck(watchdog))
+    if hetero is not None:
+        out.append(RebalanceCheck(hetero, shares=shares, total_steps=total_steps))
+    # Mixed fleet: shares follow speeds, so compare step times, not time per sample.
+    out.append(StragglerCheck(
+        StragglerDetector(world=world, window=h.straggler_window, factor=h.straggler_factor,
+                          windows=h.straggler_windows),
+        weights=shares if hetero is None else (lambda: [1] * world),
+        exclude=h.straggler_action == "exclude", emit=emit, rank=rank))
+    if thermal is not None:
+        out.append(ThermalCheck(thermal, action=h.thermal_action,
+                                can_shed=hetero is not None and world > 1, emit=emit, rank=rank))
+    return out + [pacing, GuardCheck(guard)]

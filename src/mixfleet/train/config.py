@@ -10,6 +10,7 @@ from mixfleet.config import field
 from mixfleet.config import require as _require
 from mixfleet.telemetry.base import TelemetryConfig
 from mixfleet.train.health import HealthConfig
+from mixfleet.train.strategy import ParallelConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
            "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
@@ -42,6 +43,7 @@ class TrainConfig:
     eval_every: int = field(0, help="steps between evaluations on held-out data (0: at the end)")
     deterministic: bool = field(True, help="torch deterministic algorithms (bit-exact resume)")
     skip_batches: list[int] = field([], help="steps (1-based) whose global batch is skipped")
+    grad_clip: float = field(0.0, help="clip the global gradient norm to this (0: off)")
 
     def __post_init__(self) -> None:
         _require(self.steps >= 1, f"train.steps must be >= 1 (got {self.steps}); set "
@@ -55,6 +57,8 @@ class TrainConfig:
                  f"{self.weight_decay})")
         _require(0 <= self.warmup_steps < self.steps, f"train.warmup_steps must be in "
                  f"[0, train.steps) (got {self.warmup_steps}); set [train] warmup_steps = 0")
+        _require(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (got {self.grad_clip}); "
+                 f"set [train] grad_clip = 1.0, or 0 for no clipping")
         _require(self.log_every >= 1, f"train.log_every must be >= 1 (got {self.log_every})")
         _require(self.eval_every >= 0, f"train.eval_every must be >= 0 (got "
                  f"{self.eval_every}); 0 evaluates only at the end")
@@ -73,6 +77,9 @@ class CheckpointConfig:
                                            "of a step; 0 turns them off")
     snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
                                                 "(for workloads that draw from them)")
+    snapshot_overlap: bool = field(True, help="copy a snapshot on a side thread while the "
+                                              "next step computes (the copy completes before "
+                                              "the next update); false: copy in the loop")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "
@@ -218,6 +225,7 @@ class RunConfig:
                                     "with its device; overrides launch.device")
     shares: SharesConfig = field(SharesConfig(), help="shares of the global batch per rank")
     emulate: EmulateConfig = field(EmulateConfig(), help="pacing of emulated chips")
+    parallel: ParallelConfig = field(ParallelConfig(), help="dp (replicas) or fsdp (sharded)")
 
     def __post_init__(self) -> None:
         _require(self.train.global_batch >= self.launch.nproc,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -146,44 +146,55 @@ def initial_plan(cfg: RunConfig, devices: Sequence[str], workload: str
 
 
 class ShareController:
-    """A trainer's hooks on a mixed fleet (``trainer.hetero``): micro-batches, the
-    (hierarchical) all-reduce with emulated pacing before it, timing, rebalance."""
+    """A trainer's hooks on a mixed fleet: micro-batches, the (hierarchical) all-reduce
+    with emulated pacing before it, timing, rebalance. It never changes the trainer: it
+    returns new shares, which the trainer adopts (``set_shares``)."""
 
     def __init__(self, coll: FleetCollectives, *, rank: int, world: int, global_batch: int,
                  micro: int, caps: Sequence[int | None], every: int, hysteresis: float,
-                 emit: Callable[..., Any], emu: EmulatedDevice | None = None) -> None:
+                 emit: Callable[..., Any], emu: EmulatedDevice | None = None,
+                 micros: Sequence[int] | None = None) -> None:
         self.coll, self.rank, self.world, self.B = coll, rank, world, global_batch
         self.micro, self.caps = micro, list(caps)
+        self.micros = list(micros) if micros is not None else [micro] * world
         self.every, self.hysteresis = every, hysteresis
         self.emit, self.emu = emit, emu
-        self._compute = 0.0
         self._prev: float | None = None
         self._window: list[tuple[float, float]] = []
         self.changes = 0
         self.last_details: dict[str, Any] = {}
 
     # -- per step (called by the trainer) ------------------------------------------------
-    def micro_batches(self, idx: torch.Tensor) -> Iterator[torch.Tensor]:
-        """This rank's share in micro-batches; after the last one, an emulated chip is
-        paced to its budget (so a slow chip reaches the collective late, as a real one)."""
-        t0 = time.perf_counter()
-        yield from micro_batches(idx, self.micro)
+    def split(self, idx: torch.Tensor, shares: Sequence[int], *, uniform: bool = False
+              ) -> list[torch.Tensor]:
+        """This rank's share in micro-batches of at most its limit. ``uniform``: the same
+        number of micro-batches on every rank (sizes differ; some may be empty), for a
+        strategy whose collectives run per micro-batch (FSDP)."""
+        if not uniform:
+            return micro_batches(idx, self.micro)
+        k = max(1 if not m else -(-s // m) for s, m in zip(shares, self.micros, strict=True))
+        return list(torch.tensor_split(idx, k))
+
+    def compute_done(self, work: int) -> None:
+        """The rank's computation ended (before its collective): an emulated chip is paced
+        to its budget now, so a slow chip reaches the collective late, as a real one."""
         if self.emu is not None:
-            self.emu.compute_done(work=max(1, len(idx)))
-        self._compute = time.perf_counter() - t0
+            self.emu.compute_done(work=max(1, work))
 
     def all_reduce(self, flat: torch.Tensor) -> None:
         """Sum the gradients over all ranks (hierarchical across device kinds)."""
         self.coll.all_reduce(flat)
 
-    def after_step(self, step: int, shares: list[int], total_steps: int) -> list[int] | None:
-        """After a step is done and logged: record its times; rebalance when due (a
-        collective on every rank). The new shares, or None."""
+    def after_step(self, step: int, shares: list[int], total_steps: int,
+                   compute_s: float) -> list[int] | None:
+        """After a step is done and logged (``compute_s``: this rank's compute time,
+        pacing included): record its times; rebalance when due (a collective on every
+        rank). The new shares, or None."""
         now = time.perf_counter()
         wait, self.coll.wait_s = self.coll.wait_s, 0.0
         if self._prev is not None:
-            other = max(0.0, (now - self._prev) - wait - self._compute)
-            self._window.append((self._compute, other))
+            other = max(0.0, (now - self._prev) - wait - compute_s)
+            self._window.append((compute_s, other))
         self._prev = now
         if not (self.every and step % self.every == 0 and step < total_steps):
             return None
@@ -260,7 +271,7 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
     coll = FleetCollectives.create(devices, rank, group=group)
     ctl = ShareController(coll, rank=rank, world=world, global_batch=cfg.train.global_batch,
                           micro=micros[rank], caps=caps, every=cfg.shares.rebalance_every,
-                          hysteresis=cfg.shares.hysteresis, emit=emit, emu=emu)
+                          hysteresis=cfg.shares.hysteresis, emit=emit, emu=emu, micros=micros)
     if rank == 0:
         equal = equal_shares(cfg.train.global_batch, world)
         if shares != equal:

@@ -14,6 +14,7 @@ Resume (from memory or disk) and rollback (from disk) go through one restore pat
 
 from __future__ import annotations
 
+import concurrent.futures
 import shutil
 import socket
 import time
@@ -31,12 +32,32 @@ from mixfleet.train.rundir import RunDir
 from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
 from mixfleet.train.strategy import ReductionStrategy
 
-__all__ = ["Stateful", "CheckpointManager"]
+__all__ = ["Stateful", "Adapter", "SchedulerState", "CheckpointManager"]
 
 
 class Stateful(Protocol):
     def state_dict(self) -> Any: ...
     def load_state_dict(self, state: Any) -> None: ...
+
+
+class Adapter:
+    """A ``state_dict()`` / ``load_state_dict()`` pair from two functions."""
+
+    def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
+        self.state_dict, self.load_state_dict = get, put
+
+
+class SchedulerState:
+    """An LR scheduler's state without its lambdas (JSON-able)."""
+
+    def __init__(self, sched: torch.optim.lr_scheduler.LRScheduler) -> None:
+        self.sched = sched
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
+
+    def load_state_dict(self, d: dict[str, Any]) -> None:
+        self.sched.load_state_dict({**self.sched.state_dict(), **d})
 
 
 class CheckpointManager:
@@ -49,7 +70,7 @@ class CheckpointManager:
     def __init__(self, *, strategy: ReductionStrategy, opt: torch.optim.Optimizer,
                  shared: dict[str, Stateful], own: dict[str, Stateful], run: RunDir,
                  ckpt: Checkpointer, rank: int, world: int, group: Any, device: torch.device,
-                 labels: dict[str, Any], host_rng: bool,
+                 labels: dict[str, Any], host_rng: bool, overlap: bool = False,
                  info: dict[str, Any] | None = None) -> None:
         self.strategy, self.opt, self.shared, self.own = strategy, opt, shared, own
         self.run, self.ckpt, self.rank, self.world, self.group = run, ckpt, rank, world, group
@@ -62,6 +83,12 @@ class CheckpointManager:
         self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
                              if device.type != "cpu" else None)
         self.restored: list[str] = []  # names restored by the last restore (tests read it)
+        # Overlapped snapshots: the copy runs on this thread while the next step computes;
+        # wait_snapshot() before anything changes the tensors (the update, a restore).
+        self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+                      if overlap else None)
+        self._pending: concurrent.futures.Future[None] | None = None
+        self._blocked = 0.0
         self.source: str | None = None  # "memory" or "disk" after a resume
 
     # -- what is saved -------------------------------------------------------------------
@@ -92,9 +119,23 @@ class CheckpointManager:
             self.snap = MemorySnapshot(self.snap_path, named)
         return self.snap
 
-    def snapshot(self, step: int) -> None:
+    def wait_snapshot(self) -> None:
+        """Block until the snapshot copy in flight (if any) is in shared memory."""
+        if self._pending is not None:
+            t0 = time.perf_counter()
+            try:
+                self._pending.result()
+            finally:
+                self._pending = None
+                self._blocked += time.perf_counter() - t0
+
+    def snapshot(self, step: int) -> float:
         """Copy the state into host shared memory (survives this process's crash). The
-        python/numpy RNG go in only with ``host_rng`` (checkpoint.snapshot_host_rng)."""
+        python/numpy RNG go in only with ``host_rng`` (checkpoint.snapshot_host_rng).
+        Returns the seconds the step loop was held up by snapshots since the last call
+        (this one's start, and the wait for the previous copy)."""
+        t0 = time.perf_counter()
+        self.wait_snapshot()
         self._rng_buf.copy_(torch.get_rng_state())
         if self._dev_rng_buf is not None:
             self._dev_rng_buf.copy_(torch.get_device_module(self.device).get_rng_state(
@@ -103,11 +144,27 @@ class CheckpointManager:
         if self.host_rng:
             full = get_rng_state(torch.device("cpu"))
             rng = {"python": full["python"], "numpy": full["numpy"]}
-        self._store().write(step, {"shared": self.small_state(step),
-                                   "own": {k: o.state_dict() for k, o in self.own.items()},
-                                   "rng": rng, "labels": self.labels})
+        meta = {"shared": self.small_state(step), "rng": rng, "labels": self.labels,
+                "own": {k: o.state_dict() for k, o in self.own.items()}}
+        store = self._store()
+        if self._pool is not None:
+            self._pending = self._pool.submit(store.write, step, meta)
+        else:
+            store.write(step, meta)
+        cost, self._blocked = self._blocked + time.perf_counter() - t0, 0.0
+        return cost
+
+    def close(self) -> None:
+        """Wait for what is in flight (snapshot copy, checkpoint write) and stop the threads."""
+        try:
+            self.wait_snapshot()
+            self.ckpt.close()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
     def discard_snapshot(self) -> None:
+        self.wait_snapshot()
         if self.snap is not None:
             self.snap.remove()
             self.snap = None
@@ -118,6 +175,7 @@ class CheckpointManager:
 
     def gasp(self) -> Path | None:
         """Dying gasp: persist the newest in-memory snapshot to the run directory."""
+        self.wait_snapshot()
         if self.snap is None or not self.snap.valid_steps():
             return None
         path = self.snap.persist(self.gasp_path())
@@ -129,6 +187,7 @@ class CheckpointManager:
     def _restore(self, shared: dict[str, Any], own: dict[str, Any] | None,
                  rng: Callable[[], None]) -> int:
         """The one restore path: every object from its saved state; returns the step."""
+        self.wait_snapshot()
         restored = []
         for name, obj in self.shared.items():
             if name in shared:
@@ -162,6 +221,7 @@ class CheckpointManager:
             return
         lrs = [g["lr"] for g in self.opt.param_groups]
         self.strategy.zero_grad()
+        self.strategy.materialize_grads()
         for g in self.opt.param_groups:
             g["lr"] = 0.0
         self.opt.step()
@@ -171,6 +231,7 @@ class CheckpointManager:
     def load_disk(self, d: Path) -> int | None:
         """Restore checkpoint ``d`` on every rank; its step, or None (every rank alike)
         when some rank cannot read it."""
+        self.wait_snapshot()
         self.init_optimizer_state()
         state = self.strategy.state_dict(self.opt)
         manifest = None
@@ -184,8 +245,12 @@ class CheckpointManager:
         self.strategy.load_state_dict(self.opt, state)
         per_rank = manifest.get("per_rank") or []
         own = per_rank[self.rank] if self.rank < len(per_rank) else None
-        return self._restore(manifest, own,
-                             lambda: own is not None and set_rng_state(own["rng"], self.device))
+
+        def rng() -> None:
+            if own is not None:
+                set_rng_state(own["rng"], self.device)
+
+        return self._restore(manifest, own, rng)
 
     def load_memory(self, disk_step: int) -> int | None:
         """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
@@ -200,6 +265,7 @@ class CheckpointManager:
         step = max(set(everyone[0]).intersection(*everyone[1:]), default=None)
         if step is None or step <= disk_step:
             return None
+        self.wait_snapshot()
         self.init_optimizer_state()
         snap = self._store()
         if not self._agree(snap.layout == layout and step in snap.valid_steps()):

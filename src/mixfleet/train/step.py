@@ -12,7 +12,7 @@ checks (:mod:`mixfleet.train.checks`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,8 +48,9 @@ class StepManager:
 
     def __init__(self, strategy: ReductionStrategy, signals: ControlSignals, *,
                  guard: StepGuard, faults: FaultInjector, clock: Clock, global_batch: int,
-                 emit: Callable[..., Any], rank: int) -> None:
+                 emit: Callable[..., Any], rank: int, grad_clip: float = 0.0) -> None:
         self.strategy, self.signals, self.guard = strategy, signals, guard
+        self.grad_clip = grad_clip
         self.faults, self.clock, self.B = faults, clock, global_batch
         self.emit, self.rank = emit, rank
         signals.register("compute_s", per_rank=True)
@@ -58,14 +59,22 @@ class StepManager:
         """Allocate the reduction buffers (after every check registered its signals)."""
         self.signals.bind(self.strategy.bind(self.signals.size))
 
-    def step(self, step: int, batches: Iterable[Any], loss: Callable[[Any], torch.Tensor],
-             checks: Sequence[HealthCheck]) -> StepOutcome:
-        """Run global step ``step + 1`` on this rank's ``batches`` (its micro-batches)."""
+    def step(self, step: int, batches: Sequence[tuple[Any, bool]],
+             loss: Callable[[Any], torch.Tensor], checks: Sequence[HealthCheck],
+             on_grads: Callable[[], None] | None = None) -> StepOutcome:
+        """Run global step ``step + 1`` on this rank's ``batches`` (its micro-batches, each
+        with ``real``: False for a stand-in that keeps the collectives of every rank in
+        step and contributes nothing). ``on_grads`` runs when the gradients are ready
+        (an emulated chip's pacing)."""
         st = self.strategy
         t0 = self.clock.perf()
         st.zero_grad()
-        for batch in batches:
-            st.backward(loss(batch) / self.B)
+        last = len(batches) - 1
+        for i, (batch, real) in enumerate(batches):
+            part = loss(batch)
+            st.backward(part / self.B if real else part * 0.0, last=i == last)
+        if on_grads is not None:
+            on_grads()
         compute = self.faults.grads_ready(step, st, self.clock.perf() - t0)
         sig = self.signals
         sig.set("compute_s", compute)
@@ -75,7 +84,10 @@ class StepManager:
         st.reduce()
         sig.collect()
         value = sig.loss
-        reason = self.guard.verdict(value, st.grad_size(bool(self.guard.spike_factor)))
+        size = st.grad_size(bool(self.guard.spike_factor) or self.grad_clip > 0)
+        reason = self.guard.verdict(value, size)
+        if reason is None and 0 < self.grad_clip < size:
+            st.scale_grads(self.grad_clip / (size + 1e-6))  # the same factor on every rank
         if reason is not None and self.rank == 0:
             self.emit("step_skipped", step=step + 1, reason=reason, loss=value)
         return StepOutcome(step=step + 1, reduced=True, committed=reason is None, loss=value,

@@ -14,15 +14,37 @@ across ranks, so any split of the global batch gives the same update up to float
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-__all__ = ["ReductionStrategy", "DataParallel", "make_strategy"]
+from mixfleet.config import field
+
+__all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
+           "shard_units"]
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class ParallelConfig:
+    """The ``[parallel]`` table."""
+
+    mode: Literal["dp", "fsdp"] = field(
+        "dp", help="dp: a replica per rank, one flat all-reduce (small models); fsdp: FSDP2, "
+                   "parameters, gradients and optimizer state sharded over the ranks")
+    param_dtype: Literal["auto", "fp32", "bf16"] = field(
+        "auto", help="fsdp compute dtype of the parameters (auto: bf16 on accelerators, "
+                     "fp32 on the CPU); gradients are reduced in fp32")
+    reshard_after_forward: bool = field(True, help="fsdp: free gathered parameters after "
+                                                   "the forward (less memory, one more "
+                                                   "all-gather in backward)")
+    activation_checkpointing: bool = field(False, help="fsdp: recompute each block's "
+                                                       "activations in the backward pass")
+    compile: bool = field(False, help="fsdp: torch.compile each block")
 
 AllReduce = Callable[[torch.Tensor], None]
 
@@ -32,6 +54,8 @@ class ReductionStrategy(abc.ABC):
 
     name: str = ""
     control: torch.Tensor  # [signals | loss]: summed across ranks by reduce()
+    uniform_micro_batches = False  # every rank must run the same number of micro-batches
+    collective_forward = False  # every rank must run every forward (evaluation included)
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  all_reduce: AllReduce | None = None) -> None:
@@ -64,6 +88,13 @@ class ReductionStrategy(abc.ABC):
     @abc.abstractmethod
     def poison_grads(self) -> None:
         """Make this rank's gradient NaN (fault injection)."""
+
+    @abc.abstractmethod
+    def scale_grads(self, factor: float) -> None:
+        """Multiply the (reduced) gradient by ``factor`` (gradient clipping)."""
+
+    def materialize_grads(self) -> None:  # noqa: B027 - a no-op unless gradients are lazy
+        """Make every gradient exist (zeros) so that an optimizer step creates its state."""
 
     def state_dict(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
         """Model and optimizer tensors for DCP, by parameter name."""
@@ -121,11 +152,27 @@ class DataParallel(ReductionStrategy):
     def poison_grads(self) -> None:
         self.grads.fill_(float("nan"))
 
+    def scale_grads(self, factor: float) -> None:
+        self.grads.mul_(factor)
 
-def make_strategy(mode: str, model: nn.Module, *, device: torch.device, world: int,
-                  group: Any, all_reduce: AllReduce | None = None) -> ReductionStrategy:
-    """The strategy named ``mode`` (``[parallel] mode``)."""
-    if mode == "dp":
+
+def shard_units(model: nn.Module) -> list[nn.Module]:
+    """The blocks to shard one by one: the entries of the model's largest ``ModuleList``
+    (a transformer's layers), or none (then only the root is sharded)."""
+    lists: list[list[nn.Module]] = [list(m) for m in model.modules()
+                                    if isinstance(m, nn.ModuleList) and len(m) > 1]
+    return max(lists, key=len) if lists else []
+
+
+def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
+                  group: Any, all_reduce: AllReduce | None = None,
+                  units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
+    """The strategy of ``[parallel] mode`` (``units``: the blocks FSDP shards one by one;
+    by default those of :func:`shard_units`)."""
+    if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce)
-    raise ValueError(f"unknown parallel mode {mode!r}")
+    from mixfleet.train.fsdp import FullyShardedDP
+
+    return FullyShardedDP(model, device=device, world=world, group=group,
+                          units=shard_units(model) if units is None else units, cfg=cfg)

@@ -15,9 +15,8 @@ through ``emit`` (events) and ``on_step`` (metrics).
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -31,7 +30,8 @@ from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.faults import FaultInjector, FaultPlan
-from mixfleet.train.health import StepGuard, StragglerDetector, ThermalGuard, Watchdog
+from mixfleet.train.health import StepGuard, ThermalGuard, Watchdog
+from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.rebalance import ShareController
 from mixfleet.train.rundir import (
     JsonLines,
@@ -43,29 +43,12 @@ from mixfleet.train.rundir import (
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.shares import shed_shares
 from mixfleet.train.signals import ControlSignals
-from mixfleet.train.state import CheckpointManager
+from mixfleet.train.state import Adapter, CheckpointManager, SchedulerState
 from mixfleet.train.step import StepManager, StepOutcome
 from mixfleet.train.strategy import make_strategy
 from mixfleet.workloads import Workload
 
-__all__ = ["Trainer", "lr_factor"]
-
-
-def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
-    """LR multiplier at ``step``: linear warmup, then constant or cosine down to 10%."""
-    if warmup and step < warmup:
-        return (step + 1) / warmup
-    if schedule == "constant":
-        return 1.0
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-class _Adapter:
-    """A ``state_dict()`` / ``load_state_dict()`` pair from two functions."""
-
-    def __init__(self, get: Callable[[], Any], put: Callable[[Any], None]) -> None:
-        self.state_dict, self.load_state_dict = get, put
+__all__ = ["Trainer", "lr_factor"]  # lr_factor: re-exported from mixfleet.train.optim
 
 
 class Trainer:
@@ -76,7 +59,7 @@ class Trainer:
                  shares: list[int] | None = None, emu: EmulatedDevice | None = None,
                  hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
-                 clock: Clock | None = None,
+                 clock: Clock | None = None, checks: Sequence[C.HealthCheck] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
         self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
@@ -88,16 +71,13 @@ class Trainer:
         self.sampler = GlobalBatchSampler(len(workload.train_set), self.B, t.seed)
         torch.manual_seed(t.seed)
         self.model = workload.build_model().to(device)
-        self.strategy = make_strategy("dp", self.model, device=device, world=world,
-                                      group=group, all_reduce=hetero.all_reduce if hetero else None)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if t.optimizer == "sgd":
-            self.opt: torch.optim.Optimizer = torch.optim.SGD(
-                params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
-        else:
-            self.opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(
-            self.opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
+        shard = getattr(workload, "shard_units", None)  # the blocks of an LLM workload
+        units = shard(self.model) if shard is not None else None
+        self.strategy = make_strategy(cfg.parallel, self.model, device=device, world=world,
+                                      group=group, units=units,
+                                      all_reduce=hetero.all_reduce if hetero else None)
+        self.opt, self.sched = build_optimizer(
+            (p for p in self.model.parameters() if p.requires_grad), t)
         self.faults = faults or FaultInjector(
             FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root),
             rank=rank, emit=run.emit, clock=self.clock)
@@ -106,21 +86,13 @@ class Trainer:
         self.signals = ControlSignals(world=world, rank=rank)
         self.manager = StepManager(self.strategy, self.signals, guard=self.guard,
                                    faults=self.faults, clock=self.clock, global_batch=self.B,
-                                   emit=run.emit, rank=rank)
+                                   emit=run.emit, rank=rank, grad_clip=t.grad_clip)
         self.snap_every = cfg.checkpoint.snapshot_interval
         self.pacing = C.SnapshotPacing(interval=lambda: self.snap_every)
-        self.checks: list[C.HealthCheck] = [
-            *([C.WatchdogCheck(watchdog)] if watchdog else []),
-            *([C.RebalanceCheck(hetero, shares=lambda: self.shares, total_steps=t.steps)]
-              if hetero else []),
-            C.StragglerCheck(StragglerDetector(world=world, window=h.straggler_window,
-                                               factor=h.straggler_factor,
-                                               windows=h.straggler_windows),
-                             weights=lambda: self.shares if hetero is None else [1] * world,
-                             exclude=h.straggler_action == "exclude", emit=run.emit, rank=rank),
-            *([C.ThermalCheck(thermal, action=h.thermal_action, can_shed=hetero is not None
-                              and world > 1, emit=run.emit, rank=rank)] if thermal else []),
-            self.pacing, C.GuardCheck(self.guard)]
+        self.checks = C.default_checks(
+            h, world=world, rank=rank, emit=run.emit, guard=self.guard, pacing=self.pacing,
+            watchdog=watchdog, thermal=thermal, hetero=hetero, shares=lambda: self.shares,
+            total_steps=t.steps) + list(checks)
         for c in self.checks:
             c.register(self.signals)
         self.manager.bind()
@@ -128,12 +100,13 @@ class Trainer:
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
             device=device, labels=labels, host_rng=cfg.checkpoint.snapshot_host_rng,
+            overlap=cfg.checkpoint.snapshot_overlap,
             ckpt=Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
                               keep=cfg.checkpoint.keep, asynchronous=cfg.checkpoint.asynchronous,
                               emit=run.emit, faults=self.faults),
-            shared={"sampler": _Adapter(self._sampler_state, self.sampler.load_state_dict),
-                    "lr_schedule": _Adapter(self._sched_state, self._load_sched),
-                    "shares": _Adapter(lambda: list(self.shares), self._load_shares),
+            shared={"sampler": Adapter(self._sampler_state, self.sampler.load_state_dict),
+                    "lr_schedule": SchedulerState(self.sched),
+                    "shares": Adapter(lambda: list(self.shares), self._load_shares),
                     "guards": self.guard},
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
@@ -151,12 +124,6 @@ class Trainer:
     def _sampler_state(self) -> dict[str, Any]:
         return {**self.sampler.state_dict(), "cursor_step": self.step,
                 "epoch": self.sampler.epoch_of(self.step)}
-
-    def _sched_state(self) -> dict[str, Any]:
-        return {k: v for k, v in self.sched.state_dict().items() if k != "lr_lambdas"}
-
-    def _load_sched(self, d: dict[str, Any]) -> None:
-        self.sched.load_state_dict({**self.sched.state_dict(), **d})
 
     def _load_shares(self, shares: Any) -> None:
         fits = (self.hetero.fits(shares) if self.hetero is not None else
@@ -235,13 +202,19 @@ class Trainer:
                       temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
 
     # -- the loop --------------------------------------------------------------------------
-    def _batches(self, idx: torch.Tensor) -> Iterator[Any]:
-        for chunk in self.hetero.micro_batches(idx) if self.hetero is not None else (idx,):
-            if len(chunk):
-                batch = self.workload.train_set.take(chunk)
+    def _batches(self, idx: torch.Tensor) -> list[tuple[Any, bool]]:
+        """This rank's micro-batches, each with whether it is real (see StepManager)."""
+        uniform = self.strategy.uniform_micro_batches
+        chunks = (self.hetero.split(idx, self._shares, uniform=uniform)
+                  if self.hetero is not None else [idx])
+        out = []
+        for chunk in chunks:
+            if len(chunk) or uniform:
+                batch = self.workload.train_set.take(chunk if len(chunk) else idx[:1])
                 if self.device.type != "cpu":
                     batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-                yield batch
+                out.append((batch, bool(len(chunk))))
+        return out
 
     def train_step(self) -> StepOutcome:
         """One global step (committed or not); the emulated chip paces it."""
@@ -251,9 +224,12 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            out = self.manager.step(self.step, self._batches(idx),
-                                    lambda b: self.workload.loss(self.model, b), self.checks)
+            out = self.manager.step(
+                self.step, self._batches(idx), lambda b: self.workload.loss(self.model, b),
+                self.checks, on_grads=None if self.hetero is None else
+                (lambda: self.hetero.compute_done(len(idx))))  # type: ignore[union-attr]
             if out.committed:
+                self.state.wait_snapshot()  # an overlapped snapshot copy is complete
                 self.opt.step()
         self.sched.step()
         self.step += 1
@@ -293,9 +269,9 @@ class Trainer:
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
-            if t.eval_every and self.step % t.eval_every == 0 and self.rank == 0:
+            if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
                 res = self.evaluate()
-                if res:
+                if res and self.rank == 0:
                     rec[res[0]] = res[1]
             if self.metrics is not None:
                 self.metrics.write(rec)
@@ -306,9 +282,7 @@ class Trainer:
             if self._drained is not None:
                 break
             if self.snap_every and self.step % self.snap_every == 0:
-                s0 = clock.perf()
-                self.state.snapshot(self.step)
-                self.pacing.record(clock.perf() - s0)
+                self.pacing.record(self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
                 self._save()
             # step_s covers the step itself; pauses, snapshots and checkpoint staging after
@@ -320,13 +294,19 @@ class Trainer:
             return {"steps_run": self.step - start, "elapsed_s": elapsed, "final_metric": None,
                     "drained": self._drained.rank}
         self._save()
-        self.state.ckpt.close()
+        self.state.close()
         if self.world > 1:
             torch.distributed.barrier(group=self.strategy.group)  # rank 0 has committed
         if validate_step_dir(self.run.checkpoints / step_dir_name(self.step)) is None:
             self.state.discard_snapshot()  # the final state is on disk: nothing to recover
         return {"steps_run": self.step - start, "elapsed_s": elapsed, "drained": None,
-                "final_metric": self.evaluate() if self.rank == 0 else None}
+                "final_metric": self.evaluate() if self._evaluates() else None}
+
+    def _evaluates(self) -> bool:
+        """Rank 0 evaluates; every rank when a forward is a collective (fsdp)."""
+        return self.rank == 0 or self.strategy.collective_forward
 
     def final_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole model as CPU tensors (under fsdp a collective: every rank calls it,
+        rank 0 gets the weights)."""
         return self.strategy.full_state_dict()

@@ -237,10 +237,12 @@ def run_worker(run_dir: str) -> int:
         dist.barrier()
         dist.destroy_process_group()
         return 0
+    weights = trainer.final_state_dict()  # a collective under fsdp
+    metric = out["final_metric"] if rank == 0 else None
     if rank == 0:
         run.final.mkdir(parents=True, exist_ok=True)
-        torch.save(trainer.final_state_dict(), run.final / "model.pt")
-        summary = build_summary(run, cfg, out["final_metric"], world,
+        torch.save(weights, run.final / "model.pt")
+        summary = build_summary(run, cfg, metric, world,
                                 emu.device_string if emu is not None else str(device),
                                 devices)
         run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
