@@ -153,7 +153,7 @@ def create_app(config: DashboardConfig) -> ASGIApp:
             return _JSON({"unchanged": True, "version": store.version,
                           "state": store.state()})
         return _JSON({"id": item_id(path), "path": str(path), "name": path.name,
-                      **store.data(_points(request))})
+                      **store.data(_points(request), refresh=False)})
 
     def chips(request: Request) -> Response:
         return _JSON({"devices": devices_view(), "tables": tables_view(dash.found().tables),

@@ -28,8 +28,11 @@ READ_BUDGET_BYTES = 8 << 20
 """Most bytes of metrics.jsonl parsed per request; a bigger backlog is read over several
 polls while the page shows a sampled preview of the rest."""
 
-READ_BUDGET_S = 0.25
+READ_BUDGET_S = 0.3
 """Most seconds of parsing per request (the page polls again at once while behind)."""
+
+FIRST_READ_BYTES = 256 << 10
+"""Most bytes parsed for a run's first request (its first chart; the rest is sampled)."""
 
 CHUNK_BYTES = 1 << 20
 
@@ -141,6 +144,8 @@ class RunStore:
         metrics, in pieces, stopping after ``max_s`` seconds; True when anything
         changed."""
         with self._lock:
+            if self.version == 0 and budget is not None:
+                budget = min(budget, FIRST_READ_BYTES)  # the first answer comes quickly
             ev = self._events_tail.read()
             if ev.reset:
                 self._clear_events()
@@ -352,15 +357,17 @@ class RunStore:
             return []
         return out
 
-    def data(self, points: int = 1000) -> dict[str, Any]:
+    def data(self, points: int = 1000, *, refresh: bool = True) -> dict[str, Any]:
         """Everything the run page draws: series downsampled to ``points``, events,
-        shares over time, the report and what is wrong."""
-        self.refresh()
+        shares over time, the report and what is wrong (after reading what was appended,
+        unless ``refresh`` is False)."""
+        if refresh:
+            self.refresh()
         with self._lock:
             t0 = self.t0()
             x = self.t.view() - t0
             preview = [] if self.complete or (self._metrics.size - self._metrics.offset
-                                              < PREVIEW_BYTES) else self._preview(points)
+                                              < PREVIEW_BYTES) else self._preview(points // 2)
             series: dict[str, Any] = {}
             for name, col in (("loss", self.loss), ("samples_per_s", self.sps)):
                 xs, ys = envelope(x, col.view(), points)
