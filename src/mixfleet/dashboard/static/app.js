@@ -312,7 +312,8 @@
     put(main, h("h1", {}, "Simulation"), h("div", {}, pick),
       h("p", {class: "muted"}, `fleet ${(d.fleet || {}).name || "?"} · trace ${d.trace} · seed ${d.seed} · failures ${d.failures ? "on" : "off"} · throttles ${d.throttles ? "on" : "off"}`),
       ...d.assumptions.map(a => h("div", {class: "problem assumption"}, `ASSUMED: pool ${a.pool} (${a.chip}): throughput ${a.origins.join("/") || "assumed"}`,
-        a.assumption ? ` — ${JSON.stringify(a.assumption)}` : "")),
+        a.assumption ? " — " + Object.entries(a.assumption).filter(([, v]) => v !== null)
+          .map(([k, v]) => `${k}: ${v}`).join("; ") : "")),
       h("div", {class: "card"}, h("table", {id: "sim-table"}, h("thead", {}, h("tr", {}, cols.map(([c], i) => h("th", {class: i ? "num" : ""}, c)))),
         h("tbody", {}, d.policies.map(p => h("tr", {}, cols.map(([, f], i) => h("td", {class: i ? "num" : ""}, f(p)))))))),
       h("div", {class: "grid2"}, h("div", {class: "card"}, cdfEl), h("div", {class: "card"}, utilEl)),
@@ -320,11 +321,13 @@
         h("tbody", {}, pools.map(p => h("tr", {}, h("td", {}, p.id), h("td", {}, p.chip), h("td", {class: "num"}, p.devices),
           h("td", {}, p.nvidia ? "yes" : "no"), h("td", {}, Object.entries(p.throughput_origin || {}).map(([w, o]) => [w + " ", badge(o), " "]))))))),
       d.pngs.length ? h("div", {class: "card"}, h("h2", {}, "plots written by mixfleet simulate"),
-        d.pngs.map(n => h("div", {}, h("div", {class: "muted"}, n), h("img", {class: "plot", src: `/api/sim/${sid}/png/${n}`, alt: n})))) : null);
+        h("div", {class: "grid2"}, d.pngs.map(n => h("div", {}, h("div", {class: "muted"}, n),
+          h("img", {class: "plot", src: `/api/sim/${sid}/png/${n}`, alt: n}))))) : null);
     const kinds = new Set(Object.values(d.cdf).map(c => c.kind));
     MFChart.line(cdfEl, {title: "JCT CDF per policy" + (kinds.has("quantiles") ? " (only p50 and p99 are in results.json)" : ""),
       xlabel: "JCT (hours)", ylabel: "fraction of jobs", ymin: 0, ymax: 1, legend: true,
-      series: Object.entries(d.cdf).map(([p, c]) => ({name: p, x: c.x, y: c.y, dots: c.kind !== "jobs"}))});
+      series: Object.entries(d.cdf).map(([p, c]) => ({name: p, x: c.x, y: c.y,
+        dots: c.kind !== "jobs", noline: c.kind === "quantiles"}))});
     const poolIds = pools.map(p => p.id);
     MFChart.bars(utilEl, {title: "utilization per pool", labels: poolIds, ymax: 1,
       groups: Object.entries(d.utilization).map(([p, u]) => ({name: p, values: poolIds.map(id => u[id] ?? null)}))});

@@ -146,7 +146,7 @@
     if (opts.ymax !== undefined) y1 = opts.ymax;
     const pad = (y1 - y0) * 0.05 || 1;
     if (opts.ymin === undefined) y0 -= pad;
-    if (opts.ymax === undefined) y1 += pad;
+    if (opts.ymax === undefined) y1 += (series.length > 1 || opts.legend) ? 3 * pad : pad;
     const xs = scale(x0, x1, f.m.l, f.m.l + f.pw, 8);
     const ys = scale(y0, y1, f.m.t + f.ph, f.m.t, 5);
     axes(f, xs, ys, opts);
@@ -163,7 +163,7 @@
       body.appendChild(svgEl("line", {x1: f.m.l, x2: f.m.l + f.pw, y1: y, y2: y,
                                       stroke: h.color || "#dc2626", "stroke-dasharray": "6 4",
                                       class: "mf-hline", "data-label": h.label}));
-      const t = svgEl("text", {x: f.m.l + f.pw - 4, y: y < f.m.t + 14 ? y + 12 : y - 4,
+      const t = svgEl("text", {x: f.m.l + f.pw - 4, y: y + 12,
                                class: "mf-hlabel",
                                "text-anchor": "end", fill: h.color || "#dc2626"});
       t.textContent = `${h.label} ${fmt(h.y)}`;
@@ -193,6 +193,7 @@
       const p = svgEl("path", {d, fill: "none", stroke: color, "stroke-width": s.width || 1.5,
                                class: "mf-series", "data-series": s.name, "data-n": n});
       if (s.dashed) p.setAttribute("stroke-dasharray", "4 3");
+      if (s.noline) p.setAttribute("stroke", "none");
       body.appendChild(p);
       if (s.dots) {
         for (let k = 0; k < s.x.length; k++) {
@@ -285,6 +286,7 @@
                                                          `${fmt(v)}${opts.unit || ""}`]));
         r.addEventListener("mouseleave", hideTip);
         f.svg.appendChild(r);
+        if (groups.length > 2) return;  // values on hover only: labels would collide
         const vt = svgEl("text", {x: x + bw / 2 - 1, y: y - 3, class: "mf-barval",
                                   "text-anchor": "middle"});
         vt.textContent = fmt(v);
