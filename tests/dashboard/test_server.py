@@ -11,10 +11,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.dashboard.conftest import (
     CliServer,
     ThreadServer,
-    _wait_http,
     get,
     get_json,
     make_synthetic_run,
@@ -140,16 +141,28 @@ def test_fleet_page_without_and_with_a_fleet_dir(thread_server: MakeServer,
     assert (fleet / "fleet.sqlite").read_bytes() == before
 
 
-def test_a_non_loopback_bind_with_token_prints_it(site: Path) -> None:
-    """--host 0.0.0.0 --token (no value): a token is generated, printed, and required."""
-    srv = CliServer([str(site), "--host", "0.0.0.0", "--port", "0", "--token"])
-    try:
-        assert srv.proc.stdout is not None
-        token = srv.proc.stdout.readline().split(":", 1)[1].strip()
-        assert len(token) >= 16 and f"?token={token}" in srv.url
-        base = srv.base.replace("0.0.0.0", "127.0.0.1")
-        _wait_http(f"{base}/api/info?token={token}")
-        assert get(base + "/api/runs")[0] == 401
-        assert get(base + "/api/runs", {"Authorization": f"Bearer {token}"})[0] == 200
-    finally:
-        srv.stop()
+def test_a_non_loopback_bind_generates_prints_and_requires_a_token(
+        thread_server: MakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--host 0.0.0.0 --token` (no value) generates a token, prints it in the URL, and a
+    server with that token refuses requests without it."""
+    import mixfleet.dashboard.server as server
+    from mixfleet.cli import main
+
+    seen = {}
+
+    def fake_serve(cfg, sock) -> None:  # type: ignore[no-untyped-def]
+        seen["cfg"], seen["addr"] = cfg, sock.getsockname()
+        sock.close()
+
+    monkeypatch.setattr(server, "serve", fake_serve)
+    assert main(["dashboard", str(tmp_path), "--host", "0.0.0.0", "--port", "0",
+                 "--token"]) == 0
+    out = capsys.readouterr().out
+    token = seen["cfg"].token
+    assert seen["addr"][0] == "0.0.0.0" and len(token) >= 16
+    assert f"?token={token}" in out and f"generated token (every request needs it): {token}" in out
+    srv = thread_server(runs=(tmp_path,), host="0.0.0.0", token=token)
+    base = srv.base.replace("0.0.0.0", "127.0.0.1")
+    assert get(base + "/api/runs")[0] == 401
+    assert get(base + "/api/runs", {"Authorization": f"Bearer {token}"})[0] == 200
