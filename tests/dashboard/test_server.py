@@ -3,6 +3,7 @@ reported on the page, and nothing written into run directories."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -144,25 +145,31 @@ def test_fleet_page_without_and_with_a_fleet_dir(thread_server: MakeServer,
 def test_a_non_loopback_bind_generates_prints_and_requires_a_token(
         thread_server: MakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """`--host 0.0.0.0 --token` (no value) generates a token, prints it in the URL, and a
-    server with that token refuses requests without it."""
+    """`--host 0.0.0.0 --token` (no value) generates a token and prints it with the URL,
+    and a server with that token refuses requests without it. (The test never listens
+    beyond loopback: the socket the CLI gets is a loopback one.)"""
     import mixfleet.dashboard.server as server
     from mixfleet.cli import main
 
-    seen = {}
+    seen: dict = {}
+    real_bind = server.bind
 
-    def fake_serve(cfg, sock) -> None:  # type: ignore[no-untyped-def]
-        seen["cfg"], seen["addr"] = cfg, sock.getsockname()
+    def loopback_bind(cfg):  # type: ignore[no-untyped-def]
+        seen["cfg"] = cfg
+        return real_bind(dataclasses.replace(cfg, host="127.0.0.1"))
+
+    def no_serve(cfg, sock) -> None:  # type: ignore[no-untyped-def]
         sock.close()
 
-    monkeypatch.setattr(server, "serve", fake_serve)
+    monkeypatch.setattr(server, "bind", loopback_bind)
+    monkeypatch.setattr(server, "serve", no_serve)
     assert main(["dashboard", str(tmp_path), "--host", "0.0.0.0", "--port", "0",
                  "--token"]) == 0
     out = capsys.readouterr().out
-    token = seen["cfg"].token
-    assert seen["addr"][0] == "0.0.0.0" and len(token) >= 16
-    assert f"?token={token}" in out and f"generated token (every request needs it): {token}" in out
-    srv = thread_server(runs=(tmp_path,), host="0.0.0.0", token=token)
-    base = srv.base.replace("0.0.0.0", "127.0.0.1")
-    assert get(base + "/api/runs")[0] == 401
-    assert get(base + "/api/runs", {"Authorization": f"Bearer {token}"})[0] == 200
+    cfg = seen["cfg"]
+    assert cfg.host == "0.0.0.0" and len(cfg.token) >= 16
+    assert f"?token={cfg.token}" in out
+    assert f"generated token (every request needs it): {cfg.token}" in out
+    srv = thread_server(runs=(tmp_path,), token=cfg.token)
+    assert get(srv.base + "/api/runs")[0] == 401
+    assert get(srv.base + "/api/runs", {"Authorization": f"Bearer {cfg.token}"})[0] == 200
