@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("MIXFLEET_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -47,7 +47,11 @@ def make_synthetic_run(root: Path, n_steps: int = 40, t0: float = 1000.0) -> Pat
          "device": "emu:kunlun-p800"},
         {"t": t0 + 0.5, "event": "worker_start", "rank": 1, "attempt": 0,
          "device": "emu:kunlun-p800"},
-        {"t": t0 + 1.0, "event": "run_start", "attempt": 0, "steps_lost": 0}])
+        {"t": t0 + 1.0, "event": "run_start", "attempt": 0, "steps_lost": 0},
+        {"t": t0 + 1.0, "event": "fleet", "devices": ["emu:kunlun-p800"] * 2,
+         "shares": [32, 32]},
+        {"t": t0 + 1.2, "event": "shares_changed", "step": 20, "old": [32, 32],
+         "new": [40, 24], "reason": "rebalance"}])
     recs: list[dict] = []
     for s in range(1, n_steps + 1):
         recs.append(step_record(s, t0 + 1.0 + 0.01 * s, loss=2.0 / s))

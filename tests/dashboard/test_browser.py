@@ -125,6 +125,7 @@ def test_new_steps_appear_without_reload(page: Page, cli_server: CliServer,
                 [step_record(s, 1001.0 + 0.01 * s, loss=0.01) for s in range(n0 + 1,
                                                                            n0 + 11)], "a")
     p.wait_for_selector(f'{chart}[data-n="{n0 + 10}"]', timeout=20_000)
+    assert p.locator('#run-shares path[data-series^="rank "]').count() == 2
     assert p.url.endswith(f"#/run/{_run_id(cli_server, 'live')}")
     assert page.errors == []
 

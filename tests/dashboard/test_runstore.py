@@ -74,6 +74,15 @@ def test_appended_records_equal_a_fresh_read(tmp_path: Path) -> None:
     assert grown["series"]["loss"]["records"] == 30
 
 
+def test_shares_per_rank_over_time_follow_the_events(tmp_path: Path) -> None:
+    """Shares start as the fleet event says, change at each shares_changed event, and
+    last until the newest step."""
+    run = make_synthetic_run(tmp_path / "r", n_steps=40)
+    d = RunStore(run).data()
+    assert [(s["x"], s["shares"]) for s in d["shares"]] == [
+        (1.0, [32, 32]), (1.2, [40, 24]), (1.4, [40, 24])]
+
+
 def test_bad_files_are_reported_not_raised(tmp_path: Path) -> None:
     """A corrupt line, a truncated last line and a folder that is no run are named."""
     run = make_synthetic_run(tmp_path / "r", n_steps=5)
