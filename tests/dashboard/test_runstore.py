@@ -94,6 +94,9 @@ def test_bad_files_are_reported_not_raised(tmp_path: Path) -> None:
     assert d["series"]["loss"]["records"] == 5
     text = " ".join(d["problems"])
     assert "1 corrupt line(s)" in text and "line 7" in text and "truncated" in text
+    with (run / "events.jsonl").open("a") as f:
+        f.write('{"event": "drain"}\n{"t": "soon", "event": "finish"}\n')
+    assert "2 record(s) without a numeric" in " ".join(s.data()["problems"])
     empty = RunStore(tmp_path / "nothing-here")
     assert "not a run directory" in " ".join(empty.data()["problems"])
 

@@ -50,6 +50,10 @@ MARKED_EVENTS = ("fault_injected", "hang_detected", "run_start", "thermal_warnin
 """Events drawn on the time axis (checkpoint commits and worker starts are too many)."""
 
 
+MAX_MARKERS = 2000
+"""Most events marked on the time axis (the newest); the page says how many were left out."""
+
+
 def is_run_dir(path: Path) -> bool:
     """A run directory holds ``events.jsonl`` or ``metrics.jsonl``."""
     return (path / "events.jsonl").is_file() or (path / "metrics.jsonl").is_file()
@@ -89,6 +93,7 @@ class RunStore:
 
     def _clear_events(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.malformed_events = 0
 
     def _add_metrics(self, recs: list[dict[str, Any]]) -> None:
         ts, steps, losses, spss, stss = [], [], [], [], []
@@ -149,7 +154,12 @@ class RunStore:
             ev = self._events_tail.read()
             if ev.reset:
                 self._clear_events()
-            self.events.extend(ev.records)
+            for e in ev.records:  # an event needs a time and a name to be placed
+                t = e.get("t")
+                if isinstance(e.get("event"), str) and type(t) in (int, float):
+                    self.events.append(e)
+                else:
+                    self.malformed_events += 1
             changed = bool(ev.records or ev.reset)
             start = time.perf_counter()
             left = budget
@@ -181,6 +191,9 @@ class RunStore:
         if not is_run_dir(self.root):
             out.append(f"{self.root} is not a run directory: it holds neither events.jsonl "
                        f"nor metrics.jsonl (written by `mixfleet train --run-dir`)")
+        if self.malformed_events:
+            out.append(f"events.jsonl: {self.malformed_events} record(s) without a numeric "
+                       f"\"t\" and an \"event\" name skipped")
         for name, tail in (("metrics.jsonl", self._metrics), ("events.jsonl",
                                                               self._events_tail)):
             if tail.corrupt:
@@ -384,9 +397,9 @@ class RunStore:
                 temps[dev] = {"x": to_json_floats(xs, 10), "y": to_json_floats(ys),
                               "records": len(tc), "emulated": bool(meta.get("emulated")),
                               "chip": meta.get("chip")}
-            events = [{**e, "x": round(float(e["t"]) - t0, 3)} for e in self.events
-                      if e.get("event") in MARKED_EVENTS and isinstance(e.get("t"),
-                                                                         (int, float))]
+            marked = [e for e in self.events if e.get("event") in MARKED_EVENTS]
+            events = [{**e, "x": round(float(e["t"]) - t0, 3)}
+                      for e in marked[-MAX_MARKERS:]]
             shares = self._shares(t0, float(x[-1]) if x.size else 0.0)
             return {
                 "version": self.version,
@@ -399,6 +412,7 @@ class RunStore:
                 "temperature": temps,
                 "thresholds": self.thresholds(),
                 "events": events,
+                "events_left_out": max(0, len(marked) - MAX_MARKERS),
                 "shares": shares,
                 "report": self.report(),
                 "devices": self.devices(),

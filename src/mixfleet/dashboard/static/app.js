@@ -149,7 +149,8 @@
     ].map(([k, v]) => h("div", {class: "kpi", "data-kpi": k}, h("div", {class: "k"}, k), h("div", {class: "v"}, v))));
     put(els.devices, h("b", {}, "devices: "), ...deviceBadges(d.devices),
       d.emulated ? h("span", {class: "muted"}, " — emulated chips: paced CPU computation, not hardware measurements") : null);
-    put(els.problems, ...problems(d.problems));
+    put(els.problems, ...problems(d.problems), d.events_left_out ?
+      h("div", {class: "problem"}, `${d.events_left_out} older events are not marked (the newest 2000 are)`) : null);
     const kinds = [...new Set(d.events.map(e => e.event))];
     put(els.evlegend, ...kinds.map(k => {
       const sw = h("span", {class: "swatch"});
