@@ -384,15 +384,22 @@ class RunStore:
             series: dict[str, Any] = {}
             for name, col in (("loss", self.loss), ("samples_per_s", self.sps)):
                 xs, ys = envelope(x, col.view(), points)
-                px = [r["t"] - t0 for r in preview if "loss" in r and "t" in r]
+                pre = [r for r in preview if "loss" in r and type(r.get("t")) in (int, float)]
+                px = [r["t"] - t0 for r in pre]
                 py = [_num(r.get("loss" if name == "loss" else "samples_per_s"))
-                      for r in preview if "loss" in r and "t" in r]
+                      for r in pre]
                 series[name] = {"x": to_json_floats(np.concatenate([xs, px]), 10),
                                 "y": to_json_floats(np.concatenate([ys, py])),
                                 "records": int(x.size)}
             temps = {}
             for dev, (tc, vc) in self.temps.items():
                 xs, ys = envelope(tc.view() - t0, vc.view(), points)
+                pt = [(r["t"] - t0, _num(r.get("temp_c"))) for r in preview
+                      if r.get("kind") == "telemetry" and str(r.get("device")) == dev
+                      and type(r.get("t")) in (int, float)]
+                if pt:
+                    xs = np.concatenate([xs, [p[0] for p in pt]])
+                    ys = np.concatenate([ys, [p[1] for p in pt]])
                 meta = self.dev_meta.get(dev, {})
                 temps[dev] = {"x": to_json_floats(xs, 10), "y": to_json_floats(ys),
                               "records": len(tc), "emulated": bool(meta.get("emulated")),

@@ -103,16 +103,16 @@
     const xmax = Math.max(0, ...d.series.loss.x.filter(v => v !== null), ...markers.map(m => m.x));
     MFChart.line(els.loss, {title: `loss (${d.series.loss.records} steps)`, xlabel: "seconds since launch",
       ylabel: "loss", series: [{name: "loss", x: d.series.loss.x, y: d.series.loss.y}],
-      markers, xmin: 0, xmax});
+      markers, xmin: 0, xmax, nogaps: !d.complete});
     MFChart.line(els.sps, {title: "samples/s", xlabel: "seconds since launch", ylabel: "samples/s",
       series: [{name: "samples/s", x: d.series.samples_per_s.x, y: d.series.samples_per_s.y, color: "#16a34a"}],
-      markers, xmin: 0, xmax, ymin: 0});
+      markers, xmin: 0, xmax, ymin: 0, nogaps: !d.complete});
     const th = d.thresholds;
     const tser = Object.entries(d.temperature).map(([dev, s]) => ({
       name: dev + (s.emulated ? " (emulated)" : ""), x: s.x, y: s.y}));
     if (tser.length) {
       MFChart.line(els.temp, {title: "device temperature (°C)", xlabel: "seconds since launch",
-        ylabel: "°C", series: tser, markers, xmin: 0, xmax, legend: true,
+        ylabel: "°C", series: tser, markers, xmin: 0, xmax, legend: true, nogaps: !d.complete,
         hlines: [{y: th.warn_c, label: "warning", color: "#f59e0b"},
                  {y: th.critical_c, label: "critical", color: "#dc2626"}]});
       els.tempnote.textContent = `warning/critical lines from the ${th.source}`;

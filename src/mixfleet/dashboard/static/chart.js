@@ -130,7 +130,7 @@
     return lo === Infinity ? [0, 1] : [lo, hi];
   }
 
-  // opts: {title, xlabel, ylabel, height, series: [{name, x, y, color, step}],
+  // opts: {title, xlabel, ylabel, height, nogaps, series: [{name, x, y, color, step}],
   //        hlines: [{y, label, color}], markers: [{x, label, color, details: [lines]}],
   //        ymin, ymax, xmin, xmax}
   function line(el, opts) {
@@ -177,7 +177,8 @@
       const gaps = [];
       for (let k = 1; k < s.x.length; k++) gaps.push(s.x[k] - s.x[k - 1]);
       gaps.sort((a, b) => a - b);
-      const maxGap = s.step || gaps.length < 8 ? Infinity : 20 * (gaps[gaps.length >> 1] || Infinity);
+      const maxGap = s.step || opts.nogaps || gaps.length < 8 ? Infinity
+        : 20 * (gaps[gaps.length >> 1] || Infinity);
       for (let k = 0; k < s.x.length; k++) {
         const v = s.y[k];
         if (v === null || v === undefined || Number.isNaN(v)) { pen = false; continue; }
@@ -262,7 +263,8 @@
     const f = frame(el, Object.assign({height: 220}, opts));
     const groups = opts.groups || [];
     const all = groups.flatMap(g => g.values.filter(v => v !== null));
-    const ys = scale(0, Math.max(opts.ymax || 0, ...all, 1e-9) * 1.1, f.m.t + f.ph, f.m.t, 4);
+    const top = Math.max(opts.ymax || 0, ...all) || 1;  // all zero: a 0..1 axis
+    const ys = scale(0, top * 1.1, f.m.t + f.ph, f.m.t, 4);
     const labels = opts.labels || [];
     const xs = {ticks: [], lo: 0, hi: 1, map: v => v};
     axes(f, xs, ys, opts);
