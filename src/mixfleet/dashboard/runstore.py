@@ -1,0 +1,475 @@
+"""One run directory as the dashboard sees it: its metrics and events read incrementally,
+kept as columns, and served downsampled.
+
+The run report (ETTR, restarts, steps lost, time in each failure state) is kept up to date
+record by record with the same rules as ``mixfleet report`` (``report/timeline.py``), so the
+page and ``mixfleet report --json`` give the same numbers. Nothing here writes into the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tomllib
+
+from mixfleet.dashboard.series import Column, envelope, to_json_floats
+from mixfleet.dashboard.tail import JsonlTail
+
+__all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
+
+READ_BUDGET_BYTES = 8 << 20
+"""Most bytes of metrics.jsonl parsed per request; a bigger backlog is read over several
+polls while the page shows a sampled preview of the rest."""
+
+READ_BUDGET_S = 0.3
+"""Most seconds of parsing per request (the page polls again at once while behind)."""
+
+FIRST_READ_BYTES = 256 << 10
+"""Most bytes parsed for a run's first request (its first chart; the rest is sampled)."""
+
+CHUNK_BYTES = 1 << 20
+
+PREVIEW_BYTES = 4 << 20
+"""A backlog larger than this is previewed by sampling lines at evenly spaced offsets."""
+
+ACTIVE_S = 60.0
+"""A run whose logs changed within this many seconds (and that has not finished) is
+running."""
+
+MARKED_EVENTS = ("fault_injected", "hang_detected", "run_start", "thermal_warning",
+                 "thermal_critical", "thermal_resumed", "drain", "rollback", "step_skipped",
+                 "straggler", "shares_changed", "checkpoint_failed", "relaunch",
+                 "launch_failed", "peer_lost", "device_fault", "finish")
+"""Events drawn on the time axis (checkpoint commits and worker starts are too many)."""
+
+
+MAX_MARKERS = 2000
+"""Most events marked on the time axis (the newest); the page says how many were left out."""
+
+
+def is_run_dir(path: Path) -> bool:
+    """A run directory holds ``events.jsonl`` or ``metrics.jsonl``."""
+    return (path / "events.jsonl").is_file() or (path / "metrics.jsonl").is_file()
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+class RunStore:
+    """Columns and report of one run, refreshed from the bytes appended since last time."""
+
+    def __init__(self, root: str | Path, *, clock: Any = time.time) -> None:
+        self.root = Path(root)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._metrics = JsonlTail(self.root / "metrics.jsonl")
+        self._events_tail = JsonlTail(self.root / "events.jsonl")
+        self.version = 0
+        self._clear()
+        self._clear_events()
+
+    # -- state -------------------------------------------------------------------------
+    def _clear(self) -> None:
+        self.t = Column()
+        self.step = Column()
+        self.loss = Column()
+        self.sps = Column()
+        self.step_s = Column()
+        self.temps: dict[str, tuple[Column, Column]] = {}
+        self.dev_meta: dict[str, dict[str, Any]] = {}
+        self.emulated_records = False
+        self.other_records = 0
+        self._final: dict[int, float] = {}
+        self._redone = 0.0
+        self._first: tuple[float, float] | None = None  # (t, step_s) of the first step
+
+    def _clear_events(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.malformed_events = 0
+
+    def _add_metrics(self, recs: list[dict[str, Any]]) -> None:
+        ts, steps, losses, spss, stss = [], [], [], [], []
+        tel: dict[str, tuple[list[float], list[float]]] = {}
+        final, nan = self._final, math.nan
+        for r in recs:
+            if "loss" not in r:
+                if r.get("kind") == "telemetry":
+                    dev = str(r.get("device"))
+                    if dev not in self.dev_meta:
+                        self.dev_meta[dev] = {"chip": r.get("chip"),
+                                              "source": r.get("source"),
+                                              "emulated": bool(r.get("emulated"))}
+                    pt = tel.setdefault(dev, ([], []))
+                    pt[0].append(_num(r.get("t")))
+                    pt[1].append(_num(r.get("temp_c")))
+                else:
+                    self.other_records += 1
+                continue
+            st = r.get("step")
+            if type(st) is not int:
+                self.other_records += 1
+                continue
+            t, ss = r.get("t"), r.get("step_s")
+            t = t if type(t) is float or type(t) is int else nan
+            ss = ss if type(ss) is float or type(ss) is int else nan
+            if r.get("emulated"):
+                self.emulated_records = True
+            # mixfleet report's rule: a step seen again is redone work (lost).
+            if st in final:
+                self._redone += final[st]
+            final[st] = ss
+            if self._first is None:
+                self._first = (t, ss)
+            ts.append(t)
+            steps.append(st)
+            lo = r["loss"]
+            losses.append(lo if type(lo) is float or type(lo) is int else nan)
+            sp = r.get("samples_per_s", r.get("tokens_per_s"))
+            spss.append(sp if type(sp) is float or type(sp) is int else nan)
+            stss.append(ss)
+        for col, vals in ((self.t, ts), (self.step, steps), (self.loss, losses),
+                          (self.sps, spss), (self.step_s, stss)):
+            col.extend(vals)
+        for dev, (tt, tc) in tel.items():
+            cols = self.temps.setdefault(dev, (Column(), Column()))
+            cols[0].extend(tt)
+            cols[1].extend(tc)
+
+    def refresh(self, budget: int | None = READ_BUDGET_BYTES,
+                max_s: float | None = READ_BUDGET_S) -> bool:
+        """Read what was appended since the last call: at most ``budget`` bytes of
+        metrics, in pieces, stopping after ``max_s`` seconds; True when anything
+        changed."""
+        with self._lock:
+            if self.version == 0 and budget is not None:
+                budget = min(budget, FIRST_READ_BYTES)  # the first answer comes quickly
+            ev = self._events_tail.read()
+            if ev.reset:
+                self._clear_events()
+            for e in ev.records:  # an event needs a time and a name to be placed
+                t = e.get("t")
+                if isinstance(e.get("event"), str) and type(t) in (int, float):
+                    self.events.append(e)
+                else:
+                    self.malformed_events += 1
+            changed = bool(ev.records or ev.reset)
+            start = time.perf_counter()
+            left = budget
+            while True:
+                piece = CHUNK_BYTES if left is None else min(CHUNK_BYTES, left)
+                m = self._metrics.read(piece)
+                if m.reset:
+                    self._clear()
+                self._add_metrics(m.records)
+                changed = changed or bool(m.records or m.reset)
+                if left is not None:
+                    left -= m.bytes_read
+                if (m.bytes_read == 0 or self._metrics.caught_up or
+                        (left is not None and left <= 0) or
+                        (max_s is not None and time.perf_counter() - start > max_s)):
+                    break
+            if changed:
+                self.version += 1
+            return changed
+
+    @property
+    def complete(self) -> bool:
+        """Every byte of metrics.jsonl written so far has been read."""
+        return self._metrics.caught_up
+
+    def problems(self) -> list[str]:
+        """What is wrong with this run's files, in words (empty when nothing is)."""
+        out = []
+        if not is_run_dir(self.root):
+            out.append(f"{self.root} is not a run directory: it holds neither events.jsonl "
+                       f"nor metrics.jsonl (written by `mixfleet train --run-dir`)")
+        if self.malformed_events:
+            out.append(f"events.jsonl: {self.malformed_events} record(s) without a numeric "
+                       f"\"t\" and an \"event\" name skipped")
+        for name, tail in (("metrics.jsonl", self._metrics), ("events.jsonl",
+                                                              self._events_tail)):
+            if tail.corrupt:
+                out.append(f"{name}: {tail.corrupt} corrupt line(s) skipped (first: line "
+                           f"{tail.first_corrupt_line})")
+            if tail.pending_bytes and tail.caught_up and not self.state()["active"]:
+                out.append(f"{name}: the last line is truncated ({tail.pending_bytes} bytes "
+                           f"without a newline); it is ignored")
+        return out
+
+    # -- what the pages show ------------------------------------------------------------
+    def t0(self) -> float:
+        launches = [e["t"] for e in self.events if e.get("event") == "launch" and "t" in e]
+        if launches:
+            return float(launches[0])
+        if self._first is not None:
+            return self._first[0] - (self._first[1] if self._first[1] == self._first[1]
+                                     else 0.0)
+        ts = [e["t"] for e in self.events if isinstance(e.get("t"), (int, float))]
+        return float(ts[0]) if ts else 0.0
+
+    def report(self) -> dict[str, Any]:
+        """The numbers of ``mixfleet report --json`` (same keys and rounding)."""
+        events = self.events
+        t = self.t.view()
+        launches = [e["t"] for e in events if e.get("event") == "launch"]
+        if launches:
+            t0 = launches[0]
+        elif self._first is not None:
+            t0 = self._first[0] - self._first[1]
+        else:
+            t0 = 0.0
+        t1 = float(t[-1]) if t.size else t0
+        wall = max(1e-9, t1 - t0)
+        productive = sum(self._final.values())
+        starts_ev = [e for e in events if e.get("event") == "run_start"]
+        downtime = 0.0
+        for e in starts_ev[1:]:
+            ts = e["t"]
+            before, after = t[t <= ts], t[t > ts]
+            if before.size and after.size:
+                downtime += float(after[0]) - float(before[-1])
+        return {
+            "ettr": round(min(1.0, productive / wall), 4),
+            "wall_s": round(wall, 3),
+            "productive_s": round(productive, 3),
+            "restarts": max(0, len(starts_ev) - 1),
+            "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
+            "failure_time_s": {
+                "restart_downtime": round(downtime, 3),
+                "hang_detection": round(sum(e.get("waited_s", 0.0) for e in events
+                                            if e.get("event") == "hang_detected" and
+                                            e.get("rank") == 0), 3),
+                "cooling": round(sum(e.get("paused_s", 0.0) for e in events
+                                     if e.get("event") == "thermal_resumed"), 3),
+                "redone_steps": round(self._redone, 3),
+            },
+            "skipped_steps": sorted({e["step"] for e in events
+                                     if e.get("event") == "step_skipped"}),
+            "drained_ranks": [e["rank"] for e in events if e.get("event") == "drain"],
+            "faults_injected": sum(e.get("event") == "fault_injected" for e in events),
+            "checkpoints_committed": sum(e.get("event") == "checkpoint_committed"
+                                         for e in events),
+            "checkpoint_failures": sum(e.get("event") == "checkpoint_failed" for e in events),
+        }
+
+    def config(self) -> dict[str, Any]:
+        try:
+            with open(self.root / "config.toml", "rb") as f:
+                return tomllib.load(f)
+        except (OSError, tomllib.TOMLDecodeError):
+            return {}
+
+    def summary(self) -> dict[str, Any] | None:
+        try:
+            doc = json.loads((self.root / "summary.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return doc if isinstance(doc, dict) else None
+
+    def devices(self) -> list[dict[str, Any]]:
+        """Ranks and their devices (from worker_start events of the newest attempt, else
+        the config), each with ``emulated``."""
+        starts = [e for e in self.events if e.get("event") == "worker_start"]
+        if starts:
+            last = max(int(e.get("attempt", 0)) for e in starts)
+            ranks = {int(e.get("rank", 0)): str(e.get("device"))
+                     for e in starts if int(e.get("attempt", 0)) == last}
+        else:
+            cfg = self.config()
+            listed = cfg.get("ranks") or []
+            if listed:
+                ranks = {i: str(r.get("device")) for i, r in enumerate(listed)}
+            else:
+                launch = cfg.get("launch", {})
+                ranks = {i: str(launch.get("device", "?"))
+                         for i in range(int(launch.get("nproc", 1) or 1))}
+        return [{"rank": r, "device": d, "emulated": d.startswith("emu:")}
+                for r, d in sorted(ranks.items())]
+
+    def state(self) -> dict[str, Any]:
+        """``running``, ``finished``, ``failed`` or ``stopped`` (unfinished and idle)."""
+        life = [e.get("event") for e in self.events
+                if e.get("event") in ("launch", "finish", "launch_failed")]
+        mtimes = []
+        for name in ("metrics.jsonl", "events.jsonl"):
+            try:
+                mtimes.append(os.stat(self.root / name).st_mtime)
+            except OSError:
+                pass
+        idle = self._clock() - max(mtimes) if mtimes else math.inf
+        active = idle < ACTIVE_S
+        if life and life[-1] == "finish":
+            st = "finished"
+        elif life and life[-1] == "launch_failed":
+            st = "failed"
+        elif active:
+            st = "running"
+        else:
+            st = "stopped"
+        return {"state": st, "active": active and st == "running",
+                "idle_s": None if math.isinf(idle) else round(idle, 1)}
+
+    def thresholds(self) -> dict[str, Any]:
+        """Warning and critical temperatures: the config's, else those the trainer
+        reported in its thermal events, else the trainer's defaults."""
+        h = self.config().get("health", {})
+        warn, crit, src = h.get("warn_c"), h.get("critical_c"), "config"
+        for e in self.events:
+            if warn is None and isinstance(e.get("warn_c"), (int, float)):
+                warn, src = e["warn_c"], "thermal event"
+            if crit is None and isinstance(e.get("critical_c"), (int, float)):
+                crit = e["critical_c"]
+        if warn is None or crit is None:
+            emu = [d["device"][4:] for d in self.devices() if d["emulated"]]
+            dw, dc, dsrc = 85.0, 95.0, "trainer default"
+            if emu:
+                try:
+                    from mixfleet.emulate.profile import get_profile
+
+                    p = get_profile(emu[0])
+                    dw, dc, dsrc = p.throttle_c - 2, p.limit_c - 3, "emulated chip profile"
+                except Exception:  # a profile that moved or is missing: keep the defaults
+                    pass
+            if warn is None:
+                warn, src = dw, dsrc
+            if crit is None:
+                crit = dc
+        return {"warn_c": float(warn), "critical_c": float(crit), "source": src}
+
+    def _preview(self, points: int) -> list[dict[str, Any]]:
+        """Records sampled at evenly spaced byte offsets of the unread rest of
+        metrics.jsonl (one line after each offset)."""
+        start, size = self._metrics.offset, self._metrics.size
+        out: list[dict[str, Any]] = []
+        if size - start <= 0:
+            return out
+        n = max(2, points)
+        step = (size - start) / n
+        try:
+            with open(self._metrics.path, "rb") as f:
+                for i in range(n):
+                    f.seek(int(start + i * step))
+                    f.readline()  # skip to the next line start
+                    line = f.readline()
+                    if line.endswith(b"\n"):
+                        try:
+                            rec = json.loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(rec, dict):
+                            out.append(rec)
+        except OSError:
+            return []
+        return out
+
+    def data(self, points: int = 1000, *, refresh: bool = True) -> dict[str, Any]:
+        """Everything the run page draws: series downsampled to ``points``, events,
+        shares over time, the report and what is wrong (after reading what was appended,
+        unless ``refresh`` is False)."""
+        if refresh:
+            self.refresh()
+        with self._lock:
+            t0 = self.t0()
+            x = self.t.view() - t0
+            preview = [] if self.complete or (self._metrics.size - self._metrics.offset
+                                              < PREVIEW_BYTES) else self._preview(points // 2)
+            series: dict[str, Any] = {}
+            for name, col in (("loss", self.loss), ("samples_per_s", self.sps)):
+                xs, ys = envelope(x, col.view(), points)
+                pre = [r for r in preview if "loss" in r and type(r.get("t")) in (int, float)]
+                px = [r["t"] - t0 for r in pre]
+                py = [_num(r.get("loss" if name == "loss" else "samples_per_s"))
+                      for r in pre]
+                series[name] = {"x": to_json_floats(np.concatenate([xs, px]), 10),
+                                "y": to_json_floats(np.concatenate([ys, py])),
+                                "records": int(x.size)}
+            temps = {}
+            for dev, (tc, vc) in self.temps.items():
+                xs, ys = envelope(tc.view() - t0, vc.view(), points)
+                pt = [(r["t"] - t0, _num(r.get("temp_c"))) for r in preview
+                      if r.get("kind") == "telemetry" and str(r.get("device")) == dev
+                      and type(r.get("t")) in (int, float)]
+                if pt:
+                    xs = np.concatenate([xs, [p[0] for p in pt]])
+                    ys = np.concatenate([ys, [p[1] for p in pt]])
+                meta = self.dev_meta.get(dev, {})
+                temps[dev] = {"x": to_json_floats(xs, 10), "y": to_json_floats(ys),
+                              "records": len(tc), "emulated": bool(meta.get("emulated")),
+                              "chip": meta.get("chip")}
+            marked = [e for e in self.events if e.get("event") in MARKED_EVENTS]
+            events = [{**e, "x": round(float(e["t"]) - t0, 3)}
+                      for e in marked[-MAX_MARKERS:]]
+            shares = self._shares(t0, float(x[-1]) if x.size else 0.0)
+            return {
+                "version": self.version,
+                "complete": self.complete,
+                "read_fraction": (round(self._metrics.offset / self._metrics.size, 4)
+                                  if self._metrics.size else 1.0),
+                "preview_points": len(preview),
+                "t0": t0,
+                "series": series,
+                "temperature": temps,
+                "thresholds": self.thresholds(),
+                "events": events,
+                "events_left_out": max(0, len(marked) - MAX_MARKERS),
+                "shares": shares,
+                "report": self.report(),
+                "devices": self.devices(),
+                "emulated": self.emulated_records or any(d["emulated"]
+                                                         for d in self.devices()),
+                "state": self.state(),
+                "problems": self.problems(),
+            }
+
+    def _shares(self, t0: float, x_end: float) -> list[dict[str, Any]]:
+        """Shares per rank over time: [{"x": seconds, "shares": [...], "reason"}]."""
+        out: list[dict[str, Any]] = []
+        for e in self.events:
+            if e.get("event") == "fleet" and isinstance(e.get("shares"), list) and not out:
+                out.append({"x": round(e["t"] - t0, 3), "shares": e["shares"],
+                            "reason": "start"})
+            if e.get("event") == "shares_changed" and isinstance(e.get("new"), list):
+                out.append({"x": round(e["t"] - t0, 3), "shares": e["new"],
+                            "reason": e.get("reason", "")})
+        if out:
+            out.append({"x": round(max(x_end, out[-1]["x"]), 3), "shares": out[-1]["shares"],
+                        "reason": "now"})
+        return out
+
+    def row(self) -> dict[str, Any]:
+        """One line of the Runs page."""
+        self.refresh()
+        with self._lock:
+            cfg = self.config()
+            summ = self.summary()
+            rep = self.report() if self.complete else None
+            steps = self.step.view()
+            fm = (summ or {}).get("final_metric") or {}
+            devs = self.devices()
+            return {
+                "path": str(self.root),
+                "name": self.root.name,
+                "workload": (cfg.get("workload") or {}).get("name")
+                or (summ or {}).get("workload"),
+                "devices": devs,
+                "emulated": self.emulated_records or any(d["emulated"] for d in devs),
+                **self.state(),
+                "steps": (int(np.nanmax(steps)) if steps.size and not
+                          np.isnan(steps).all() else (summ or {}).get("steps")),
+                "target_steps": (cfg.get("train") or {}).get("steps"),
+                "ettr": rep["ettr"] if rep else (summ or {}).get("ettr"),
+                "restarts": rep["restarts"] if rep else (summ or {}).get("restarts"),
+                "steps_lost": rep["steps_lost"] if rep else (summ or {}).get("steps_lost"),
+                "final_metric": fm if fm else None,
+                "read_fraction": (round(self._metrics.offset / self._metrics.size, 4)
+                                  if self._metrics.size else 1.0),
+                "problems": self.problems(),
+            }
