@@ -157,10 +157,12 @@ class DataParallel(ReductionStrategy):
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
-    """The blocks to shard one by one: the entries of the model's largest ``ModuleList``
-    (a transformer's layers), or none (then only the root is sharded)."""
-    lists: list[list[nn.Module]] = [list(m) for m in model.modules()
-                                    if isinstance(m, nn.ModuleList) and len(m) > 1]
+    """The blocks to shard one by one: the entries of the model's largest ``ModuleList`` or
+    ``Sequential`` of blocks of one type (a transformer's layers), or none (then only the
+    root is sharded)."""
+    lists: list[list[nn.Module]] = [
+        list(m) for m in model.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))
+        and len(m) > 1 and len({type(c) for c in m}) == 1]
     return max(lists, key=len) if lists else []
 
 
