@@ -10,6 +10,12 @@ from typing import Any, TextIO
 __all__ = ["TrainProgress"]
 
 _EVENT_LINES = {
+    "snapshots_off": lambda e: (f"in-memory snapshots off on rank {e['rank']}: they need "
+                                f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is "
+                                f"{e['budget_bytes'] / 2**30:.2f} GiB per rank; {e['fix']}"),
+    "snapshot_plan": lambda e: (f"in-memory snapshots every {e['interval']} step(s): "
+                                f"{e['need_bytes'] / 2**30:.3f} GiB of host memory per rank "
+                                f"(budget {e['budget_bytes'] / 2**30:.2f} GiB)"),
     "run_start": lambda e: (
         f"resumed from step {e['resumed_from']} after restart #{e['attempt']} "
         f"(steps lost: {e['steps_lost']})" if e.get("resumed_from") is not None and

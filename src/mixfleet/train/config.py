@@ -77,6 +77,10 @@ class CheckpointConfig:
                                            "of a step; 0 turns them off")
     snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
                                                 "(for workloads that draw from them)")
+    snapshot_memory_gib: float = field(0.0, help="host memory for in-memory snapshots on "
+                                                 "this node, shared by its ranks (0: half "
+                                                 "of what is available at start); snapshots "
+                                                 "that do not fit are turned off, and said so")
     snapshot_overlap: bool = field(True, help="copy a snapshot on a side thread while the "
                                               "next step computes (the copy completes before "
                                               "the next update); false: copy in the loop")
@@ -86,6 +90,8 @@ class CheckpointConfig:
                  f"{self.interval}); set [checkpoint] interval = 100")
         _require(self.keep >= 1, f"checkpoint.keep must be >= 1 (got {self.keep}); set "
                                  f"[checkpoint] keep = 3")
+        _require(self.snapshot_memory_gib >= 0, f"checkpoint.snapshot_memory_gib must be >= 0 "
+                 f"(got {self.snapshot_memory_gib}); 0 means half of the available memory")
         _require(self.snapshot_interval >= 0, f"checkpoint.snapshot_interval must be >= 0 "
                  f"(got {self.snapshot_interval}); set [checkpoint] snapshot_interval = 1")
 

@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from mixfleet import __version__
 from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.hostmem import snapshot_budget, snapshot_bytes
 from mixfleet.train.rng import get_rng_state, set_rng_state
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
@@ -118,6 +119,24 @@ class CheckpointManager:
                 named.append(("rng.device", self._dev_rng_buf))
             self.snap = MemorySnapshot(self.snap_path, named)
         return self.snap
+
+    def snapshots_fit(self, optimizer: str, budget_gib: float, local_world: int,
+                      interval: int) -> bool:
+        """Size the in-memory snapshot against this rank's part of the host budget before
+        the first step; False (and said so: an event, a line) when it does not fit."""
+        model = sum(t.numel() * t.element_size()
+                    for _, t in self.strategy.snapshot_tensors(self.opt))
+        need = snapshot_bytes(model, optimizer)
+        budget = snapshot_budget(budget_gib, local_world, self.snap_path.parent)
+        if need > budget:
+            self.run.emit("snapshots_off", rank=self.rank, need_bytes=need, budget_bytes=budget,
+                          fix="raise [checkpoint] snapshot_memory_gib, use more ranks under "
+                              "fsdp, or rely on disk checkpoints")
+            return False
+        if self.rank == 0:
+            self.run.emit("snapshot_plan", interval=interval, need_bytes=need,
+                          budget_bytes=budget)
+        return True
 
     def wait_snapshot(self) -> None:
         """Block until the snapshot copy in flight (if any) is in shared memory."""

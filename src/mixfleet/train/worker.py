@@ -195,6 +195,7 @@ def run_worker(run_dir: str) -> int:
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
                       ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
                       thermal=_thermal_guard(cfg, emu), watchdog=watchdog, faults=faults,
+                      local_world=local_world,
                       on_step=progress.step if progress is not None else None)
     resumed = trainer.resume()
     if rank == 0:
