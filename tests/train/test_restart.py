@@ -15,28 +15,30 @@ from tests.train.helpers import events, train_cli
 KILL_AT = 150
 
 
-def _median_step_s(d: Path, lo: int, hi: int, attempt_of_last: bool) -> float:
-    """Median step time of steps lo..hi, from the first or the last time they ran."""
+def _fast_step_s(d: Path, lo: int, hi: int, attempt_of_last: bool) -> float:
+    """The lower quartile of the step times of steps lo..hi, from the first or the last
+    time they ran: a slower process moves every quantile, while the load of other
+    processes on a shared machine mostly inflates the upper ones."""
     recs: dict[int, float] = {}
     for r in read_jsonl(d / "metrics.jsonl"):
         if "loss" in r and lo <= r["step"] <= hi and (attempt_of_last or r["step"] not in recs):
             recs[r["step"]] = r["step_s"]
-    return statistics.median(recs.values())
+    return statistics.quantiles(recs.values(), n=4)[0]
 
 
 @pytest.mark.parametrize("device", ["cpu", "emu:nvidia-h20"])
 def test_steps_per_s_after_a_resume_from_memory_within_10_percent(tmp_path: Path,
                                                                   device: str) -> None:
-    """Rank 0 is killed at step 150 and the group resumes from memory; the median step
-    time after the resume is within 10% of the median before it."""
+    """Rank 0 is killed at step 150 and the group resumes from memory; the fast step
+    time after the resume is within 10% of the one before it (lower quartiles)."""
     d = tmp_path / "run"
     train_cli(d, "train.steps=330", "checkpoint.interval=1000", "train.log_every=100",
               f"launch.device='{device}'", "telemetry.hz=0",
               f"faults.inject=['kill@rank=0,step={KILL_AT}']")
     start = events(d, "run_start")[-1]
     assert start["source"] == "memory" and start["resumed_from"] >= KILL_AT - 1
-    before = _median_step_s(d, 40, KILL_AT - 1, attempt_of_last=False)
-    after = _median_step_s(d, KILL_AT + 30, 330, attempt_of_last=True)
+    before = _fast_step_s(d, 40, KILL_AT - 1, attempt_of_last=False)
+    after = _fast_step_s(d, KILL_AT + 30, 330, attempt_of_last=True)
     assert after <= 1.10 * before, f"{device}: {after * 1e3:.2f} ms/step after the resume, " \
                                    f"{before * 1e3:.2f} ms before"
 
