@@ -24,7 +24,8 @@ while the real CPU compute of a step stays under its budget; on a loaded machine
 ``--sample-ms``. Printed: each figure; the ratios; last line: mixfleet's throughput / the
 sum of the solo throughputs (target >= 0.95).
 
-    .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1.0] [--steps 80]
+    .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1.0] [--steps 80] \
+        [--parallel dp|fsdp]
 """
 
 from __future__ import annotations
@@ -46,9 +47,13 @@ def ranks_value(chips: list[tuple[str, float]]) -> str:
     return "ranks=[" + ", ".join(f'{{device = "{d}", speed = {s}}}' for d, s in chips) + "]"
 
 
+PARALLEL = ["dp"]  # set from --parallel
+
+
 def train(run_dir: Path, chips: list[tuple[str, float]], steps: int, sample_s: float,
           *extra: str) -> Path:
-    sets = [ranks_value(chips), f"train.steps={steps}", f"train.global_batch={B}",
+    sets = [ranks_value(chips), f"parallel.mode='{PARALLEL[0]}'", f"train.steps={steps}",
+            f"train.global_batch={B}",
             f"emulate.sample_s={sample_s}", "checkpoint.interval=100000",
             "train.log_every=100000", "health.straggler_action='report'", "telemetry.hz=0",
             "launch.max_restarts=0", *extra]
@@ -87,7 +92,12 @@ def main() -> int:
     ap.add_argument("--sample-ms", type=float, default=1.0,
                     help="step time per sample at speed 1.0 (ms)")
     ap.add_argument("--steps", type=int, default=50, help="steps of the mixed runs")
+    ap.add_argument("--parallel", choices=("dp", "fsdp"), default="dp",
+                    help="reduction strategy of every run (fsdp: FSDP2, sharded)")
     args = ap.parse_args()
+    PARALLEL[0] = args.parallel
+    print(f"parallel mode: {args.parallel}, {args.sample_ms} ms per sample at speed 1.0",
+          flush=True)
     sample_s = args.sample_ms / 1000
     warm = 20
     with tempfile.TemporaryDirectory(prefix="hetero-") as tmp:

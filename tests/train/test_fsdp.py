@@ -24,7 +24,7 @@ from tests.train.helpers import bit_identical, events, final_weights, losses, tr
 
 ONE_STEP_ATOL = 1e-6
 MANY_STEPS_ATOL = 1e-4
-FSDP = ("parallel.mode='fsdp'", "workload.name='char-gpt'",
+FSDP = ("parallel.mode='fsdp'", "workload.name='char-gpt'", "train.schedule='constant'",
         "workload.options={layers=2, d_model=64, heads=2, block=32, corpus_chars=200000}")
 
 
