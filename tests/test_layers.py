@@ -1,0 +1,74 @@
+"""Dependencies point one way (STYLE.md 12): the import graph between mixfleet's packages
+(every import, also those inside functions) has no cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "mixfleet"
+
+
+def _package(path: Path) -> str:
+    rel = path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py") if len(rel.parts) > 1 else rel.stem
+
+
+def package_graph() -> dict[str, set[str]]:
+    """{package: packages it imports}, packages being the top-level modules of mixfleet."""
+    graph: dict[str, set[str]] = {}
+    for f in SRC.rglob("*.py"):
+        src = _package(f)
+        deps = graph.setdefault(src, set())
+        for node in ast.walk(ast.parse(f.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+                if node.module == "mixfleet":
+                    names = [f"mixfleet.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for n in names:
+                parts = n.split(".")
+                if parts[0] == "mixfleet" and len(parts) > 1 and parts[1] != src:
+                    deps.add(parts[1])
+    return graph
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def test_no_import_cycle_between_packages() -> None:
+    """No package imports one that (directly or not) imports it back."""
+    graph = package_graph()
+    assert {"train", "bench", "emulate", "fleet", "sim", "report"} <= set(graph)
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])}"
+
+
+def test_the_check_finds_a_cycle() -> None:
+    """The cycle finder itself: a -> b -> a is found, a DAG is not."""
+    assert _cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
