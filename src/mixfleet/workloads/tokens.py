@@ -32,7 +32,7 @@ __all__ = ["FORMAT", "META_FILE", "TOKENS_FILE", "TOKENIZER_FILE", "DTYPES", "To
 
 FORMAT = "mixfleet-tokens/1"
 META_FILE, TOKENS_FILE, TOKENIZER_FILE = "meta.json", "tokens.bin", "tokenizer.json"
-DTYPES = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
+DTYPES: dict[str, np.dtype[Any]] = {"uint16": np.dtype("<u2"), "uint32": np.dtype("<u4")}
 _CHUNK = 1 << 24  # tokens hashed/checked per read
 
 
