@@ -77,13 +77,22 @@ def test_prepared_tokens_decode_back_to_the_documents(prepared: Path) -> None:
     assert (prepared / "tokens.bin").stat().st_size == 2 * len(ids)
 
 
-def test_prepare_is_deterministic(prepared: Path, tmp_path: Path) -> None:
-    """Preparing the same input again gives the same tokenizer and tokens, byte for byte."""
+def test_prepare_is_deterministic_and_reports_progress(prepared: Path, tmp_path: Path) -> None:
+    """Preparing the same input again gives the same tokenizer and tokens, byte for byte;
+    progress goes through check, train, merge and encode, each to its total."""
     again = tmp_path / "again"
-    prepare_tokens(PrepareConfig(inputs=tuple(_inputs(tmp_path)), out=str(again), vocab=400,
-                                 val_fraction=0.2))
+    seen: list[tuple[str, int, int]] = []
+    inputs = _inputs(tmp_path)
+    prepare_tokens(PrepareConfig(inputs=tuple(inputs), out=str(again), vocab=400,
+                                 val_fraction=0.2), progress=lambda *a: seen.append(a))
     for name in ("tokens.bin", "tokenizer.json"):
         assert sha256_file(again / name) == sha256_file(prepared / name), name
+    stages = list(dict.fromkeys(s for s, _, _ in seen))
+    assert stages == ["check", "train", "merge", "encode"]
+    size = sum(Path(p).stat().st_size for p in inputs)
+    for stage in stages:
+        last = [(d, t) for s, d, t in seen if s == stage][-1]
+        assert last == ((1, 1) if stage == "merge" else (size, size)), stage
 
 
 def test_windows_are_non_overlapping_next_token_pairs() -> None:

@@ -10,8 +10,8 @@ import time
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -59,7 +59,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
                         val_fraction=args.val_fraction, shakespeare=args.shakespeare)
     con = Console(stderr=True)
     t0 = time.perf_counter()
-    with Progress(TextColumn("{task.description:<26}"), BarColumn(), DownloadColumn(),
+    with Progress(TextColumn("{task.description:<26}"), BarColumn(), TaskProgressColumn(),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=con,
                   transient=False, disable=not con.is_terminal) as bar:
         tasks: dict[str, object] = {}

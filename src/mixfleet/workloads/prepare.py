@@ -48,7 +48,7 @@ _PIECE = 1 << 18  # bytes of whole lines per encoded piece of a .txt document
 _BATCH = 16  # pieces per encode call
 
 # progress(stage, done, total): stage is "check", "train", "merge" or "encode"; done and
-# total are bytes of input (merge: 0 or 1 of 1).
+# total are bytes of input (merge: 0 of 1 when it starts, 1 of 1 when done).
 Progress = Callable[[str, int, int], None]
 
 
@@ -226,7 +226,13 @@ def _train(sources: list[_Source], vocab: int, progress: Progress | None) -> Any
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab, special_tokens=[EOT], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator((t for t, _ in _walk(sources, "train", progress)), trainer=trainer)
+    def texts() -> Iterator[str]:
+        for text, _ in _walk(sources, "train", progress):
+            yield text
+        if progress is not None:  # all read: the merges are computed now
+            progress("merge", 0, 1)
+
+    tok.train_from_iterator(texts(), trainer=trainer)
     if progress is not None:
         progress("merge", 1, 1)
     return tok
