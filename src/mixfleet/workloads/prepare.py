@@ -211,6 +211,8 @@ def _check(sources: list[_Source], progress: Progress | None) -> list[dict[str, 
         base += s.bytes
         info.append({"path": str(s.path.resolve()), "bytes": s.bytes,
                      "sha256": sha256_file(s.path), "documents": docs})
+    if progress is not None:
+        progress("check", total, total)
     if not any(i["documents"] for i in info):
         names = ", ".join(str(s.path) for s in sources[:3])
         raise ConfigError(f"the input text is empty ({names}{', ...' if len(sources) > 3 else ''}"
