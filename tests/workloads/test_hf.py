@@ -83,6 +83,8 @@ def test_hf_from_config_alone_is_seeded(tmp_path: Path) -> None:
     ("pickle", "pickled"),
     ("vocab", "vocab_size (100) is smaller"),
     ("seq", "max_position_embeddings"),
+    ("heads", "cannot be loaded"),
+    ("empty-name", "names no directory"),
 ])
 def test_bad_hf_dirs_raise_with_the_fix(tmp_path: Path, case: str, needle: str) -> None:
     """A missing folder, no config.json, an unknown / non-causal / remote-code
@@ -105,9 +107,13 @@ def test_bad_hf_dirs_raise_with_the_fix(tmp_path: Path, case: str, needle: str) 
         tf.LlamaConfig(vocab_size=100 if case == "vocab" else 300, **small).save_pretrained(d)
         if case == "pickle":
             (d / "pytorch_model.bin").write_bytes(b"not loaded")
+    elif case == "heads":  # hidden size 30 is no multiple of 4 heads
+        tf.LlamaConfig(**small).save_pretrained(d)
+        raw = json.loads((d / "config.json").read_text())
+        (d / "config.json").write_text(json.dumps({**raw, "hidden_size": 30}))
     opts = {**OPTS, "seq_len": 100} if case == "seq" else OPTS
     with pytest.raises(WorkloadError, match=re.escape(needle)):
-        get_workload(f"hf:{d}", **opts)
+        get_workload("hf:" if case == "empty-name" else f"hf:{d}", **opts)
 
 
 def test_train_cli_exits_2_for_a_missing_hf_dir(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]

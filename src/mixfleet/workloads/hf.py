@@ -49,6 +49,11 @@ def offline_transformers() -> Any:
     return transformers
 
 
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {' '.join(lines[:2])[:300]}"
+
+
 def _fail(name: str, what: str, fix: str) -> WorkloadError:
     return WorkloadError(f"workload.name {name!r}: {what}; {fix}")
 
@@ -74,14 +79,17 @@ def _config(name: str, root: Path) -> Any:
                     "use an architecture that transformers ships (llama, qwen2, gpt2, "
                     "mistral, ...); remote code is never run")
     tf = offline_transformers()
+    if raw["model_type"] not in tf.models.auto.configuration_auto.CONFIG_MAPPING:
+        raise _fail(name, f"model_type {raw['model_type']!r} is not supported by "
+                    f"transformers {tf.__version__}", "use an architecture that "
+                    "transformers ships (llama, qwen2, gpt2, mistral, ...)")
     try:
         config = tf.AutoConfig.from_pretrained(str(root), local_files_only=True,
                                                trust_remote_code=False)
-    except (ValueError, KeyError, OSError, TypeError) as e:
-        raise _fail(name, f"model_type {raw['model_type']!r} is not supported by "
-                    f"transformers {tf.__version__} ({str(e).splitlines()[0][:200]})",
-                    "use an architecture that transformers ships (llama, qwen2, gpt2, "
-                    "mistral, ...)") from None
+    except Exception as e:  # noqa: BLE001 - any failure to read it is the file's
+        raise _fail(name, f"config.json (model_type {raw['model_type']!r}) cannot be "
+                    f"loaded ({_first_line(e)})", "fix its fields (e.g. write it with "
+                    "config.save_pretrained)") from None
     mapping = tf.models.auto.modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING
     if type(config) not in mapping:
         raise _fail(name, f"model_type {config.model_type!r} has no causal-LM class in "
@@ -133,12 +141,17 @@ def make_hf(path: str, *, data: str | None = None, seq_len: int = 256,
     def build_meta() -> nn.Module:
         return auto.from_config(config)
 
-    try:
-        flops: float | None = meta_flops_per_sample(build_meta, seq_len)
+    try:  # the config must build a model (checked on the meta device: no memory)
         with torch.device("meta"):
             params = sum(p.numel() for p in build_meta().parameters())
+    except Exception as e:  # noqa: BLE001 - any failure here is the config's
+        raise _fail(name, f"config.json does not build a {config.model_type!r} model "
+                    f"({_first_line(e)})",
+                    "fix the config's fields") from None
+    try:
+        flops: float | None = meta_flops_per_sample(build_meta, seq_len)
     except Exception:  # noqa: BLE001 - FLOPs are optional; unknown stays unknown
-        flops, params = None, None
+        flops = None
     ev = lm.val
     return Workload(
         name=name, build_model=build, train_set=lm.train, eval_set=ev, loss=lm_loss,
