@@ -118,7 +118,8 @@ def test_attention_is_causal() -> None:
 
 
 def test_init_is_a_function_of_the_torch_seed() -> None:
-    """Two builds after the same seed are equal; another seed gives other weights."""
+    """Two builds after the same seed are equal, also when one is built on the meta device
+    then materialized (to_empty + init_weights); another seed gives other weights."""
     cfg = preset_config("debug", vocab=100, **TINY)
 
     def build(seed: int) -> dict[str, torch.Tensor]:
@@ -128,6 +129,15 @@ def test_init_is_a_function_of_the_torch_seed() -> None:
     a, b, c = build(3), build(3), build(4)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["layers.0.attn.q_proj.weight"], c["layers.0.attn.q_proj.weight"])
+    torch.manual_seed(3)
+    torch.rand(5)  # RNG draws in between do not matter: the seed does
+    with torch.device("meta"):
+        lazy = Llama(cfg)
+    lazy.to_empty(device="cpu")
+    lazy.init_weights()
+    m = lazy.state_dict()
+    assert m.keys() == a.keys() and all(torch.equal(a[k], m[k]) for k in a)
+    assert lazy.head.weight is lazy.embed.weight  # still tied
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in Llama(cfg).modules())
 
 

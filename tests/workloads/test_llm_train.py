@@ -69,3 +69,17 @@ def test_hf_model_trains_under_mixfleet(tmp_path: Path) -> None:
     curve = losses(tmp_path / "run")
     assert s["final_metric"]["name"] == "val_loss"
     assert curve[12] < curve[1] - 0.5
+
+
+def test_example_config_resolves_and_its_workload_builds() -> None:
+    """examples/llama-debug.toml is a valid config as shipped: the debug llama on the
+    byte-level Shakespeare corpus, with more samples than a global batch."""
+    from mixfleet.train.launch import resolve_config
+    from mixfleet.workloads import get_workload
+
+    cfg = resolve_config(LLAMA, [])
+    assert cfg.workload.name == "llama" and "data" not in cfg.workload.options
+    w = get_workload(cfg.workload.name, **cfg.workload.options)
+    assert w.info["preset"] == "debug" and w.info["vocab"] == 256
+    assert len(w.train_set) > 100 * cfg.train.global_batch
+    assert 5_000_000 < w.info["parameters"] < 15_000_000

@@ -8,8 +8,8 @@ Sizes come from a named preset (:data:`PRESETS`: a ~9M ``debug`` model up to the
 Llama-3-8B and Qwen2.5-7B shapes) with any field overridden. The transformer blocks are
 ``model.layers`` (an ``nn.ModuleList``), so a sharding strategy can wrap each block.
 Building a big preset under ``torch.device("meta")`` allocates nothing;
-:meth:`Llama.init_weights` (re)initializes every parameter from the torch RNG after
-``to_empty``.
+:meth:`Llama.init_weights` (re)initializes every parameter from the torch seed after
+``to_empty``, to the same values as a direct build.
 
 FLOPs (:func:`analytic_flops_per_token`) follow the PaLM appendix-B convention used for
 MFU: ``6 N`` for the matmul parameters ``N`` (the input embedding is a lookup and does not
@@ -250,23 +250,32 @@ class Llama(nn.Module):
         self.init_weights()
 
     @torch.no_grad()
-    def init_weights(self) -> None:
+    def init_weights(self, seed: int | None = None) -> None:
         """Normal(0, 0.02) weights, output projections scaled by 1/sqrt(2 x layers), zero
-        biases, unit norms; drawn from the torch RNG in module order (deterministic for a
-        seed). No-op on the meta device."""
+        biases, unit norms. Drawn in module order from a CPU generator seeded with
+        ``seed`` (default: the torch seed, ``torch.initial_seed()``), then copied to the
+        parameters' device: the same weights on every device, and the same whether the
+        model was built directly or on the meta device then ``to_empty`` + this (which
+        also ties the head to the embedding again). No-op on the meta device."""
         if self.embed.weight.device.type == "meta":
             return
+        if self.cfg.tie_embeddings:  # to_empty() unties them
+            self.head.weight = self.embed.weight
+        g = torch.Generator().manual_seed(torch.initial_seed() if seed is None else seed)
+
+        def normal(t: torch.Tensor, std: float) -> None:
+            t.copy_(torch.empty(t.shape, dtype=torch.float32).normal_(0.0, std, generator=g))
+
         out_std = 0.02 / math.sqrt(2 * self.cfg.layers)
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear):
                 if m is self.head and self.cfg.tie_embeddings:
                     continue
-                std = out_std if name.endswith(("o_proj", "down_proj")) else 0.02
-                nn.init.normal_(m.weight, std=std)
+                normal(m.weight, out_std if name.endswith(("o_proj", "down_proj")) else 0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Embedding):
-                nn.init.normal_(m.weight, std=0.02)
+                normal(m.weight, 0.02)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
 
