@@ -7,7 +7,9 @@ committed checkpoint), once uninterrupted. Prints the final accuracy and whether
 weights of both runs are bit-identical. Then three emulated chips (H20, Kunlun P800, Ascend
 910B at relative speeds 1.0, 0.6, 0.35) train one model with measured, rebalanced shares;
 printed: its throughput against the sum of the chips' solo throughputs and against equal
-shares.
+shares. Between them: an emulated chip that overheats, and an LLM stage (Shakespeare
+tokenized with ``mixfleet data prepare``, a small Llama-style decoder sharded with FSDP2 on
+2 ranks, a rank killed and resumed bit-identically).
 """
 
 from __future__ import annotations
@@ -92,7 +94,41 @@ def main() -> int:
     print(f"final weights bit-identical to the uninterrupted run: {'YES' if same else 'NO'}")
     ok = same and m["value"] >= 0.95 and s_crash["restarts"] >= 1
     ok = _overheat_stage(config, root) and ok
+    ok = _llm_stage(root / "llm") and ok
     return 0 if _mixed_fleet(config, root / "mixed") and ok else 1
+
+
+LLM_SETS = ("workload.name='llama'", "train.steps=80", "train.global_batch=8",
+            "train.optimizer='adamw'", "train.lr=0.003", "train.warmup_steps=10",
+            "checkpoint.interval=40", "train.log_every=20", "parallel.mode='fsdp'",
+            "telemetry.hz=0")
+
+
+def _llm_stage(root: Path) -> bool:
+    """Tokenize the shipped Shakespeare text, then a small Llama-style decoder sharded with
+    FSDP2 on 2 ranks: rank 1 killed at step 50 and resumed, against an uninterrupted run."""
+    print("\n=== run 5: an LLM, sharded (FSDP2): tokenize Shakespeare, train a small "
+          "Llama-style decoder on 2 ranks, kill rank 1 at step 50 ===", flush=True)
+    data = root / "data"
+    root.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "mixfleet", "data", "prepare", "--shakespeare",
+                    "--out", str(data), "--vocab", "2048"], check=True)
+    opts = (f"workload.options={{preset='debug', data='{data}', dim=128, layers=2, heads=4, "
+            f"kv_heads=2, ffn_dim=384, seq_len=64, eval_samples=32}}")
+    sets = [x for v in (*LLM_SETS, opts) for x in ("--set", v)]
+    crash = _train(_example(), root / "crash", "llama, fsdp, rank 1 killed at step 50", *sets,
+                   "--inject", "kill@rank=1,step=50")
+    _train(_example(), root / "reference", "llama, fsdp, uninterrupted", *sets)
+    a = torch.load(root / "crash" / "final" / "model.pt", weights_only=True)
+    b = torch.load(root / "reference" / "final" / "model.pt", weights_only=True)
+    same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    m = crash["final_metric"]
+    print("\n=== LLM result ===")
+    print(f"{sum(v.numel() for v in a.values()) / 1e6:.2f}M parameters, 2 ranks, fsdp; "
+          f"restarts {crash['restarts']}, steps lost {crash['steps_lost']}")
+    print(f"final {m['name']}: {m['value']:.3f}; final weights bit-identical to the "
+          f"uninterrupted run: {'YES' if same else 'NO'}")
+    return same and crash["restarts"] >= 1
 
 
 def _overheat_stage(config: Path, root: Path) -> bool:
