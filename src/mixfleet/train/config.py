@@ -18,7 +18,8 @@ __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
 class WorkloadConfig:
-    name: str = field(help="built-in workload (digits-cnn, char-gpt) or "
+    name: str = field(help="built-in workload (digits-cnn, char-gpt, llama), hf:<dir> (a "
+                           "transformers causal LM from a local directory), or "
                            "'package.module:function' returning model, dataset and loss")
     options: dict[str, Any] = field({}, help="keyword arguments for the workload")
 
