@@ -6,8 +6,10 @@ process, from the same initial weights, on the same global batches (the indices 
 momentum) and LR schedule (:func:`~mixfleet.train.trainer.lr_factor` through LambdaLR), for
 the same number of steps and with the same intra-op thread count.
 
-- mixfleet: a fresh :class:`~mixfleet.train.trainer.Trainer` per round (a temporary run
-  directory, a single-rank gloo group), ``fit()``, timed by the ``elapsed_s`` it returns
+- mixfleet: a fresh :class:`~mixfleet.train.trainer.Trainer` per round with mixfleet's
+  default settings (an in-memory snapshot every step, copied on a side thread while the
+  next step computes; health checks; metrics every step) in a temporary run directory with
+  a single-rank gloo group, ``fit()``, timed by the ``elapsed_s`` it returns
   (the step loop only: the final checkpoint and evaluation come after it). The checkpoint
   interval is larger than the steps, so no checkpoint lands in the loop; ``metrics.jsonl``
   is written every step, as in a real run.
@@ -141,6 +143,9 @@ def main() -> None:
 
     ratios = [m / p for m, p in zip(mix, plain, strict=True)]
     per_round = statistics.median(ratios)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"spread of the per-round ratios: min {min(ratios):.3f}, quartiles {q[0]:.3f} / "
+          f"{q[1]:.3f} / {q[2]:.3f}, max {max(ratios):.3f}")
     mm, mp = statistics.median(mix), statistics.median(plain)
     print(f"median wall: mixfleet {mm:.3f} s, plain {mp:.3f} s (ratio of medians "
           f"{mm / mp:.3f}); per-round wall ratios {min(ratios):.3f}..{max(ratios):.3f}; "
