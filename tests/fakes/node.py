@@ -34,9 +34,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
 from tests.fakes.tools import CHIPS, TOOL_VENDOR
 
+HERE = Path(__file__).resolve().parent
 TOOLS = tuple(TOOL_VENDOR)
 STATE_ENV = "MIXFLEET_FAKE_NODE_STATE"
 

@@ -57,10 +57,13 @@ def nvidia_csv(devs: list[dict[str, Any]], with_uuid: bool) -> str:
 
 
 def npu_smi_info(devs: list[dict[str, Any]]) -> str:
-    bar = "+---------------------------+---------------+----------------------------------------------------+"
-    out = ["+" + "-" * 96 + "+", "| npu-smi 23.0.0                   Version: 23.0.0" + " " * 47 + "|",
-           bar, "| NPU   Name                | Health        | Power(W)    Temp(C)           Hugepages-Usage(page)|",
-           "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  HBM-Usage(MB)        |",
+    bar = "+" + "-" * 27 + "+" + "-" * 15 + "+" + "-" * 52 + "+"
+    out = ["+" + "-" * 96 + "+",
+           "| npu-smi 23.0.0                   Version: 23.0.0" + " " * 47 + "|", bar,
+           "| NPU   Name                | Health        | Power(W)    Temp(C)           "
+           "Hugepages-Usage(page)|",
+           "| Chip                      | Bus-Id        | AICore(%)   Memory-Usage(MB)  "
+           "HBM-Usage(MB)        |",
            bar.replace("-", "=")]
     for d in devs:
         health = "Critical" if d.get("failed") else "OK"
@@ -89,7 +92,7 @@ def xpu_smi(devs: list[dict[str, Any]]) -> str:
            "    L3     |     Memory      | Power(W) | Temp |", "-" * 100]
     for d in devs:
         state = "E" if d.get("failed") else "N"
-        out.append(f"| {d['tool_index']:>5} | {d['bus_id']} | {d['name']:<5} | {d['uuid'][-16:]} |"
+        out.append(f"| {d['tool_index']:>5} | {d['bus_id']} | {d['name']:<5} | {d['uuid'].replace('-', '')[-16:]} |"
                    f" /dev/xpu{d['tool_index']}  | {state:>5} | {d['util_pct']:>5.0f} % |"
                    f" 0 / 96 MB | {d['mem_used_mib']:.0f} / {d['mem_total_mib']} MB |"
                    f" {d['power_w']:>8.0f} | {d['temp_c']:>4.0f} |")

@@ -14,12 +14,21 @@ from typing import TYPE_CHECKING
 from mixfleet.errors import DeviceError
 from mixfleet.telemetry.base import NullReader, Sample, TelemetryConfig, TelemetryReader
 from mixfleet.telemetry.sampler import JsonlSink, Sampler
+from mixfleet.telemetry.table import (
+    DeviceTable,
+    TableFile,
+    device_temperature,
+    rank_device_id,
+    read_devices,
+    table_path,
+)
 
 if TYPE_CHECKING:
     from mixfleet.emulate.device import EmulatedDevice
 
 __all__ = ["Sample", "TelemetryReader", "NullReader", "TelemetryConfig", "Sampler",
-           "JsonlSink", "open_reader"]
+           "JsonlSink", "open_reader", "DeviceTable", "TableFile", "device_temperature",
+           "rank_device_id", "read_devices", "table_path"]
 
 
 def open_reader(kind: str = "auto",
