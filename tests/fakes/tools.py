@@ -92,7 +92,8 @@ def xpu_smi(devs: list[dict[str, Any]]) -> str:
            "    L3     |     Memory      | Power(W) | Temp |", "-" * 100]
     for d in devs:
         state = "E" if d.get("failed") else "N"
-        out.append(f"| {d['tool_index']:>5} | {d['bus_id']} | {d['name']:<5} | {d['uuid'].replace('-', '')[-16:]} |"
+        sn = d["uuid"].replace("-", "")[-16:]
+        out.append(f"| {d['tool_index']:>5} | {d['bus_id']} | {d['name']:<5} | {sn} |"
                    f" /dev/xpu{d['tool_index']}  | {state:>5} | {d['util_pct']:>5.0f} % |"
                    f" 0 / 96 MB | {d['mem_used_mib']:.0f} / {d['mem_total_mib']} MB |"
                    f" {d['power_w']:>8.0f} | {d['temp_c']:>4.0f} |")

@@ -11,8 +11,7 @@ import pytest
 from mixfleet.catalog.detect import detect
 from mixfleet.errors import ConfigError
 from mixfleet.train.blocklist import read_entries, resolve_pending, visible_env
-from mixfleet.train.launch import _relaunch_without_drained, device_env, prepare_run, \
-    resolve_config
+from mixfleet.train.launch import _relaunch_without_drained, device_env, prepare_run, resolve_config
 from mixfleet.train.placement import local_detection, rank_placements
 from mixfleet.train.rundir import add_to_blocklist
 from tests.conftest import REPO

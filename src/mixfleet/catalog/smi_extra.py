@@ -30,7 +30,8 @@ HL_SMI_FIELDS = ("index", "name", "bus_id", "uuid", "driver_version", "memory.to
 
 def _json_docs(text: str) -> list[Any]:
     """Every JSON document in ``text`` (several commands' outputs one after another)."""
-    dec, docs, i = json.JSONDecoder(), [], 0
+    dec, i = json.JSONDecoder(), 0
+    docs: list[Any] = []
     while True:
         while i < len(text) and text[i].isspace():
             i += 1

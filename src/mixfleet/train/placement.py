@@ -117,8 +117,8 @@ def place_rank(spec: str, local_rank: int = 0, *, chip: str | None = None,
         hit = cands[local_rank % len(cands)] if cands else None
     if hit is None:  # no tool lists it: trust the override, or leave the vendor unknown
         index = want if want is not None else local_rank
-        vendor = _chip_record(chip)[0] if chip is not None else None
-        return RankDevice(spec=spec, torch_type=ttype, index=index, vendor=vendor, chip=chip)
+        known = _chip_record(chip)[0] if chip is not None else None
+        return RankDevice(spec=spec, torch_type=ttype, index=index, vendor=known, chip=chip)
     return RankDevice(spec=spec, torch_type=ttype, index=hit.torch_index, vendor=hit.vendor,
                       chip=chip or hit.chip_id, stable_id=hit.stable_id, tool_index=hit.index,
                       visible_var=hit.visible_var)
