@@ -47,7 +47,12 @@ def resolve_config(path: str | Path | None, overrides: list[str],
     if isinstance(raw.get("ranks"), list) and raw["ranks"] and not any(
             o.split("=", 1)[0].strip() == "launch.nproc" for o in overrides):
         raw.setdefault("launch", {})["nproc"] = len(raw["ranks"])  # [[ranks]] define nproc
-    return from_dict(RunConfig, raw)
+    try:
+        return from_dict(RunConfig, raw)
+    except ConfigError as e:
+        if path is None:
+            raise
+        raise type(e)(f"{path}: {e}") from None  # the file, then the key and the fix
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") -> RunDir:
