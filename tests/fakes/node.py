@@ -75,7 +75,7 @@ class FakeNode:
             if TOOL_VENDOR[tool] not in vendors:
                 continue  # a vendor's tool is installed only where its devices are
             exe = self.bin / tool
-            exe.write_text(f"#!{sys.executable}\nimport os, sys\n"
+            exe.write_text(f"#!{sys.executable} -S\nimport os, sys\n"
                            f"os.environ.setdefault({STATE_ENV!r}, {str(self.state_path)!r})\n"
                            f"sys.path.insert(0, {str(HERE)!r})\n"
                            f"from tools import main\nsys.exit(main({tool!r}))\n")

@@ -12,7 +12,8 @@ from mixfleet.telemetry.base import TelemetryConfig
 from mixfleet.train.health import HealthConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
-           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
+           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig",
+           "shares_table"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -244,3 +245,14 @@ class RunConfig:
                  f"launch.nproc ({self.launch.nproc}) must divide the number of [[ranks]] "
                  f"({len(self.ranks)}) (ranks per machine); remove nproc or set it to "
                  f"{len(self.ranks)}")
+
+
+def shares_table(cfg: RunConfig) -> list[Any] | None:
+    """The throughput table of ``[shares] table`` (rows), or None: the worker passes it to
+    ``EmulatedDevice.create(..., table=..., workload=...)`` so that an emulated chip's pace
+    and the shares of ``mode = "speed"`` come from the same measured rows."""
+    if cfg.shares.table is None:
+        return None
+    from mixfleet.bench.table import read_table
+
+    return list(read_table(cfg.shares.table))
