@@ -32,7 +32,6 @@ from mixfleet.catalog.detect import detect  # noqa: E402
 from mixfleet.telemetry import (  # noqa: E402
     DeviceTable,
     Sampler,
-    TableFile,
     device_temperature,
     open_reader,
 )

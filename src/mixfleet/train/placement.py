@@ -127,9 +127,11 @@ def place_rank(spec: str, local_rank: int = 0, *, chip: str | None = None,
 def rank_placements(devices: Sequence[str], *, chips: Sequence[str | None] | None = None,
                     local_world: int | None = None,
                     detection: Detection | None = None) -> list[RankDevice]:
-    """Every rank's :class:`RankDevice` as this node sees it (ranks ``r`` has local rank
-    ``r % local_world``; the default is every rank on this node)."""
-    n = local_world or len(devices) or 1
+    """Every rank's :class:`RankDevice` as this node sees it (rank ``r`` has local rank
+    ``r % local_world``; default: torchrun's ``LOCAL_WORLD_SIZE``, else every rank on this
+    node)."""
+    env_lw = os.environ.get("LOCAL_WORLD_SIZE", "")
+    n = local_world or (int(env_lw) if env_lw.isdigit() else 0) or len(devices) or 1
     ch = list(chips) if chips is not None else [None] * len(devices)
     needs_tools = any(not d.startswith(("emu:", "cpu", "auto")) and c is None
                       for d, c in zip(devices, ch, strict=True))
