@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from mixfleet.catalog.detect import detect
+from mixfleet.cli import main
 from mixfleet.errors import ConfigError
 from mixfleet.train.blocklist import read_entries, resolve_pending, visible_env
-from mixfleet.train.launch import _relaunch_without_drained, device_env, prepare_run, resolve_config
+from mixfleet.train.launch import _relaunch_without_drained, device_env, resolve_config
 from mixfleet.train.placement import local_detection, rank_placements
-from mixfleet.train.rundir import add_to_blocklist
-from tests.conftest import REPO
+from mixfleet.train.rundir import RunDir, add_to_blocklist
 from tests.fakes.node import FakeNode
 from tests.train.helpers import DIGITS
 
@@ -53,7 +51,8 @@ def test_relaunch_without_drained_rank(node, tmp_path):
     later launch in this run directory leaves it out."""
     cfg = resolve_config(DIGITS, ["train.steps=4", "launch.device='cuda'", "launch.nproc=4",
                                   "train.global_batch=8"])
-    run = prepare_run(cfg, tmp_path / "run")
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
     add_to_blocklist(run, rank=3, step=2)
     new = _relaunch_without_drained(cfg, run, {})
     assert new.launch.nproc == 3
@@ -81,22 +80,22 @@ def test_damaged_blocklist_is_a_config_error(tmp_path):
             read_entries(tmp_path)
 
 
-def test_devices_command_shows_blocked_devices(node, tmp_path):
+def test_devices_command_shows_blocked_devices(node, tmp_path, capsys, monkeypatch):
     """`mixfleet devices --run-dir` lists the blocked device and marks it in the table."""
+    monkeypatch.setenv("COLUMNS", "250")
     run = tmp_path / "run"
     run.mkdir()
     uuid = node.devices[1]["uuid"]
     (run / "blocklist.json").write_text(json.dumps([
         {"rank": 1, "step": 40, "pending": False, "device_id": uuid, "chip": "nvidia-h20",
          "reason": "thermal"}]))
-    p = subprocess.run([sys.executable, "-m", "mixfleet", "devices", "--run-dir", str(run),
-                        "--json"], cwd=REPO, capture_output=True, text=True, env=node.env(),
-                       timeout=60)
-    assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
+    assert main(["devices", "--run-dir", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
     assert [b["device_id"] for b in out["blocked"]] == [uuid]
     assert [d["blocked"] for d in out["devices"]] == [False, True, False, False]
-    bad = subprocess.run([sys.executable, "-m", "mixfleet", "devices", "--run-dir",
-                          str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True,
-                         env=node.env(), timeout=60)
-    assert bad.returncode == 2 and "--run-dir" in bad.stderr
+    assert main(["devices", "--run-dir", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("BLOCKED") == 1
+    assert f"blocked in {run}: {uuid}" in table
+    assert main(["devices", "--run-dir", str(tmp_path / "nope")]) == 2
+    assert "--run-dir" in capsys.readouterr().err

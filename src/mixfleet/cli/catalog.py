@@ -86,13 +86,15 @@ def cmd_devices(args: argparse.Namespace) -> int:
               f"{f' x{det.accelerator_count}' if det.accelerator else ''}")
     if det.devices:
         t = Table(title="devices")
-        for col in ("torch", "vendor", "chip", "name", "memory GiB", "driver", "tool", "id"):
+        cols = ("torch", "vendor", "chip", "name", "memory GiB", "driver", "tool", "id")
+        for col in cols + (("run",) if args.run_dir is not None else ()):
             t.add_column(col)
         for d in det.devices:
             t.add_row(d.torch_device or "-", d.vendor, d.chip_id or "(not in catalog)", d.name,
                       "?" if d.memory_bytes is None else f"{d.memory_bytes / 2**30:.1f}",
-                      d.driver or "?", d.tool,
-                      d.stable_id + (" [BLOCKED]" if d.stable_id in ids else ""))
+                      d.driver or "?", d.tool, d.stable_id,
+                      *(("BLOCKED" if d.stable_id in ids else "ok",)
+                        if args.run_dir is not None else ()))
         con.print(t)
     else:
         con.print("no accelerator devices found")
@@ -100,10 +102,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
         con.print(f"  {s.tool:<11} {s.state:<10} {s.detail}", highlight=False)
     if args.run_dir is not None:
         if not blocked:
-            con.print(f"no devices blocked in {args.run_dir}", highlight=False)
+            con.print(f"no devices blocked in {args.run_dir}", highlight=False, soft_wrap=True)
         for e in blocked:
             con.print(f"  blocked in {args.run_dir}: {e.get('device_id') or '(no stable id)'} "
                       f"{e.get('chip') or e.get('device') or ''} (rank {e.get('rank')} at step "
                       f"{e.get('step')}{', pending relaunch' if e.get('pending') else ''})",
-                      highlight=False)
+                      highlight=False, soft_wrap=True, markup=False)
     return 0
