@@ -61,6 +61,10 @@ def test_relaunch_without_drained_rank(node, tmp_path):
     assert device_env(run, {})["CUDA_VISIBLE_DEVICES"] == "0,1,2"
     relaunch = [x for x in run.read_events() if x["event"] == "relaunch"][-1]
     assert relaunch["blocked"] == [node.devices[3]["uuid"]]
+    # The 3 new ranks, placed under that mask, use devices 0, 1, 2: never device 3.
+    masked = detect(environ=device_env(run, {}))
+    new_ids = [p.stable_id for p in rank_placements(["cuda"] * 3, detection=masked)]
+    assert new_ids == [d["uuid"] for d in node.devices[:3]]
 
 
 def test_old_entries_and_emulated_drains_block_no_device(tmp_path):
