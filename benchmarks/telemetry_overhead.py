@@ -51,6 +51,7 @@ def main() -> None:
     ap.add_argument("--block-s", type=float, default=1.5)
     ap.add_argument("--hz", type=float, default=1.0)
     ap.add_argument("--real", action="store_true", help="this machine's NVML, no fake node")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the training")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="mixfleet-telemetry-"))
     if args.real:
@@ -69,6 +70,7 @@ def main() -> None:
 def _measure(args: argparse.Namespace, readers: list, tmp: Path) -> str:  # type: ignore[type-arg]
     acc = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else None
     device = "cpu" if acc is None else f"{acc.type}:0"
+    torch.set_num_threads(args.threads)  # a CPU rank's threads (cpu_threads(local_world))
     det = detect()
     table_path = tmp / "run" / "telemetry" / "devices-node.json"
     table = DeviceTable(table_path)
@@ -81,7 +83,7 @@ def _measure(args: argparse.Namespace, readers: list, tmp: Path) -> str:  # type
           + (f", {readers[1].name} (subprocess) "
              f"{_per_call_us(lambda: SmiReader(readers[1].name, min_interval_s=0).read(), 5):.0f}"
              f" us" if len(readers) > 1 else ""))
-    wl = make_mlp_matmul(d_in=512, hidden=1024, layers=3)
+    wl = make_mlp_matmul(d_in=256, hidden=512, layers=3)
     model = wl.build_model().to(device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-4)
     x, y = (t.to(device) for t in wl.train_set.take(torch.arange(128)))

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 __all__ = ["VISIBLE_VARS", "visible_var", "parse_mask", "visible_devices", "stable_id",
-           "mask_value"]
+           "env_mask"]
 
 #: The visible-devices variable of each vendor (as detection names vendors).
 VISIBLE_VARS: dict[str, str] = {
@@ -78,11 +78,6 @@ def visible_devices(devices: Sequence[T], *, index: Sequence[int],
             break  # the runtimes stop at the first entry that names no (new) device
         out.append(hit[0])
     return out
-
-
-def mask_value(keep: Sequence[str]) -> str:
-    """The variable's value for the devices ``keep`` (tool indices or UUIDs)."""
-    return ",".join(keep)
 
 
 def env_mask(env: Mapping[str, str], vendor: str) -> list[str] | None:
