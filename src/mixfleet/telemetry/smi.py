@@ -46,6 +46,13 @@ class SmiReader(TelemetryReader):
         self._last: tuple[float, list[Sample]] | None = None
         self._clock_every = clock_interval_s
         self._clocks: tuple[float, dict[int, float | None]] | None = None
+        self._chips: dict[str, str | None] = {}  # device name -> catalog id (parsed once)
+
+    def _chip(self, name: str) -> str | None:
+        if name not in self._chips:
+            chip = match_chip(name, vendor=self.spec.vendor)
+            self._chips[name] = None if chip is None else chip.id
+        return self._chips[name]
 
     def _npu_clocks(self, devs: list[SmiDevice], now: float) -> dict[int, float | None]:
         if self._clocks is not None and now - self._clocks[0] < self._clock_every:
@@ -75,10 +82,9 @@ class SmiReader(TelemetryReader):
         t = time.time()
         out = []
         for d in devs:
-            chip = match_chip(d.name, vendor=self.spec.vendor)
             out.append(Sample(
                 t=t, device=f"{self.spec.torch_type}:{d.index}",
-                chip=None if chip is None else chip.id, source=self.spec.name,
+                chip=self._chip(d.name), source=self.spec.name,
                 temp_c=d.temp_c, power_w=d.power_w,
                 clock_mhz=clocks.get(d.index, d.clock_mhz) if clocks else d.clock_mhz,
                 util_pct=d.util_pct,
