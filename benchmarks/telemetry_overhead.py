@@ -8,8 +8,9 @@ step the rank's thermal guard reads its own device's temperature from that file
 (``device_temperature``). On a machine whose NVML answers for real, ``--real`` measures that
 reader instead. Blocks alternate (off, on, off, on, ...) so drifting load hits both alike;
 the ratio is the median of the per-round ratios. It also prints what one read costs in each
-way a rank could get its temperature (why one sampler per node + a table file).
-Last line: the ratio (target >= 0.99).
+way a rank could get its temperature (why one sampler per node + a table file), and first
+the ratio of the in-process reader alone (no subprocess).
+Last line: the ratio of the full path (target >= 0.99).
 
     .venv/bin/python benchmarks/telemetry_overhead.py [--rounds 16] [--block-s 1.5] [--hz 1]
 """
@@ -47,7 +48,7 @@ def _per_call_us(fn, n: int) -> float:  # type: ignore[no-untyped-def]
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--block-s", type=float, default=1.5)
     ap.add_argument("--hz", type=float, default=1.0)
     ap.add_argument("--real", action="store_true", help="this machine's NVML, no fake node")
@@ -62,8 +63,10 @@ def main() -> None:
 
         node = FakeNode(tmp / "node", ["nvidia-h20"] * 4 + ["kunlun-p800"] * 4)
         with node.activated():
-            readers = [open_reader("nvml"), SmiReader("xpu_smi")]
-            run = _measure(args, readers, tmp)
+            print("-- in-process reader only (fake NVML) --")
+            print(_measure(args, [open_reader("nvml")], tmp))
+            print("-- the node's full reader path (fake NVML + xpu_smi subprocess) --")
+            run = _measure(args, [open_reader("nvml"), SmiReader("xpu_smi")], tmp)
     print(run)
 
 
@@ -76,7 +79,7 @@ def _measure(args: argparse.Namespace, readers: list, tmp: Path) -> str:  # type
     table = DeviceTable(table_path)
     for r in readers:
         table(r.read())
-    temp = device_temperature(table_path, 1, detection=det)  # this rank: cuda:1
+    temp = device_temperature(table_path, 1, vendor="nvidia", detection=det)  # rank on H20 #1
     assert temp() is not None, "the rank's device is not in the table"
     print(f"per read: table file {_per_call_us(temp, 2000):.1f} us, "
           f"{readers[0].name} {_per_call_us(readers[0].read, 200):.1f} us"

@@ -94,3 +94,13 @@ def test_garbled_or_stale_table_reads_as_unknown(tmp_path):
     assert TableFile(p, max_age_s=30).temperature("GPU-x") is None
     p.write_text(json.dumps({"t": time.time(), "devices": {"GPU-x": {"temp_c": 50}}}))
     assert TableFile(p, max_age_s=30).temperature("GPU-x") == 50.0
+
+
+def test_table_reads_are_rate_limited(tmp_path):
+    """Within min_interval_s a rank reuses its last look; after it, it sees the change."""
+    p = tmp_path / "t.json"
+    p.write_text(json.dumps({"t": time.time(), "devices": {"GPU-x": {"temp_c": 50}}}))
+    slow, fast = TableFile(p, min_interval_s=3600), TableFile(p, min_interval_s=0)
+    assert slow.temperature("GPU-x") == fast.temperature("GPU-x") == 50.0
+    p.write_text(json.dumps({"t": time.time(), "devices": {"GPU-x": {"temp_c": 91}}}))
+    assert slow.temperature("GPU-x") == 50.0 and fast.temperature("GPU-x") == 91.0

@@ -4,8 +4,9 @@
 One sampler per node (local rank 0) polls the node's reader and feeds a :class:`DeviceTable`
 sink, which keeps the newest sample per device and (with ``path``) publishes them as a small
 JSON file, ``RUN_DIR/telemetry/devices-<host>.json``, replaced atomically. Every rank reads
-its own device's row through :func:`device_temperature`: a ``stat`` per call and a re-read
-only when the file changed (a few microseconds), instead of one more SMI process per rank.
+its own device's row through :func:`device_temperature`: at most one ``stat`` per 0.1 s and
+a re-read only when the file changed (microseconds), instead of one more SMI process per
+rank.
 
 A rank knows its device by torch index; :func:`rank_device_id` turns that into the stable
 id through detection under the vendor's visible-devices mask.
@@ -80,14 +81,26 @@ class TableFile:
     """Reads a published table; re-parses only when the file changed. A missing, partial or
     garbled file reads as empty (the guard then sees no temperature, never an exception)."""
 
-    def __init__(self, path: str | Path, max_age_s: float = 30.0) -> None:
+    def __init__(self, path: str | Path, max_age_s: float = 30.0,
+                 min_interval_s: float = 0.1) -> None:
         self.path = Path(path)
         self.max_age_s = max_age_s
+        self.min_interval_s = min_interval_s  # calls closer than this reuse the last look
         self._key: tuple[int, int] | None = None
         self._rows: dict[str, Any] = {}
         self._t = 0.0
+        self._looked = -float("inf")
+        self._fresh: dict[str, Any] = {}
 
     def rows(self) -> dict[str, Any]:
+        now = time.monotonic()
+        if now - self._looked < self.min_interval_s:
+            return self._fresh
+        self._looked = now
+        self._fresh = self._look()
+        return self._fresh
+
+    def _look(self) -> dict[str, Any]:
         try:
             st = os.stat(self.path)
         except OSError:
