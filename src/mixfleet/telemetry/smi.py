@@ -3,7 +3,8 @@
 :mod:`mixfleet.catalog.smi`.
 
 Starting a process costs milliseconds of CPU, so the tool is run at most every
-``min_interval_s`` (default 1 s); faster polls get the cached reading. ``npu-smi info``
+``min_interval_s`` (default 1 s), at the lowest CPU priority (``nice -n 19``); faster polls
+get the cached reading. ``npu-smi info``
 prints no clock: the AI core clock comes from ``npu-smi info -t common -i <id>``, one call
 per NPU, at most every ``clock_interval_s`` (default 10 s).
 """
@@ -11,8 +12,9 @@ per NPU, at most every ``clock_interval_s`` (default 10 s).
 from __future__ import annotations
 
 import os
+import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from mixfleet.catalog.base import match_chip
 from mixfleet.catalog.detect import TOOLS, Runner, ToolSpec, run_spec, run_tool
@@ -21,7 +23,16 @@ from mixfleet.catalog.visible import env_mask, stable_id, visible_devices
 from mixfleet.errors import ConfigError
 from mixfleet.telemetry.base import Sample, TelemetryReader
 
-__all__ = ["SmiReader", "tool_spec"]
+__all__ = ["SmiReader", "tool_spec", "run_tool_low_priority"]
+
+
+def run_tool_low_priority(argv: Sequence[str], timeout_s: float = 10.0) -> str:
+    """:func:`run_tool` at the lowest CPU priority (``nice -n 19``, where ``nice`` exists), so
+    a sampler's tool never takes CPU time from the training it watches."""
+    if shutil.which(argv[0]) is None:
+        raise FileNotFoundError(argv[0])
+    nice = shutil.which("nice")
+    return run_tool([nice, "-n", "19", *argv] if nice else list(argv), timeout_s)
 
 
 def tool_spec(name: str) -> ToolSpec:
@@ -35,7 +46,8 @@ def tool_spec(name: str) -> ToolSpec:
 class SmiReader(TelemetryReader):
     """Polls one vendor tool. A garbled output raises ``SmiParseError`` from ``read``."""
 
-    def __init__(self, tool: str, run: Runner = run_tool, min_interval_s: float = 1.0,
+    def __init__(self, tool: str, run: Runner = run_tool_low_priority,
+                 min_interval_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic,
                  environ: Mapping[str, str] | None = None,
                  clock_interval_s: float = 10.0) -> None:
