@@ -14,6 +14,7 @@ from mixfleet.telemetry import (
     TableFile,
     device_temperature,
     open_reader,
+    open_readers,
     read_devices,
 )
 from mixfleet.telemetry.smi import SmiReader
@@ -104,3 +105,17 @@ def test_table_reads_are_rate_limited(tmp_path):
     assert slow.temperature("GPU-x") == fast.temperature("GPU-x") == 50.0
     p.write_text(json.dumps({"t": time.time(), "devices": {"GPU-x": {"temp_c": 91}}}))
     assert slow.temperature("GPU-x") == 50.0 and fast.temperature("GPU-x") == 91.0
+
+
+def test_open_readers_covers_every_vendor_of_a_mixed_node(tmp_path):
+    """On 2 H20 + 2 P800 + 1 910B, `auto` gives NVML plus xpu_smi and npu-smi; together they
+    publish one table with all five devices."""
+    n = FakeNode(tmp_path / "mixed", ["nvidia-h20", "nvidia-h20", "kunlun-p800",
+                                      "kunlun-p800", "ascend-910b"])
+    with n.activated():
+        readers = open_readers("auto")
+        assert sorted(r.name for r in readers) == ["npu-smi", "nvml", "xpu_smi"]
+        table = DeviceTable(tmp_path / "t.json")
+        for r in readers:
+            table(r.read())
+    assert len(json.loads((tmp_path / "t.json").read_text())["devices"]) == 5

@@ -60,9 +60,10 @@ class DeviceTable:
             for s in samples:
                 self.latest[_key(s)] = s
             rows = {k: s.to_record() for k, s in self.latest.items()}
-        if self.path is not None and samples:
+        if self.path is not None and samples:  # (one sampler thread per reader may call)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}."
+                                      f"{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps({"t": time.time(), "devices": rows}))
             os.replace(tmp, self.path)
         if self.sink is not None:
