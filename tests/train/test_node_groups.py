@@ -127,3 +127,12 @@ def test_four_ranks_reduce_through_kind_groups_and_bridge(node, tmp_path):
     assert all(g["table"] == got[0]["table"] for g in got)
     assert {r["group"] for r in got[0]["table"]} == {"default", "control", "kind:kunlun-p800",
                                                     "kind:nvidia-h20", "host-bridge"}
+
+
+def test_interleaved_chip_overrides_never_share_a_device(node):
+    """[[ranks]] chips p800, h20, p800, h20 on `cuda`: four distinct devices, each of its chip."""
+    chips = ["kunlun-p800", "nvidia-h20", "kunlun-p800", "nvidia-h20"]
+    ps = rank_placements(["cuda"] * 4, chips=chips)
+    assert [(p.kind, p.index) for p in ps] == [("kunlun-p800", 0), ("nvidia-h20", 0),
+                                              ("kunlun-p800", 1), ("nvidia-h20", 1)]
+    assert len({p.stable_id for p in ps}) == 4

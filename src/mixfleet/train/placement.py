@@ -8,8 +8,10 @@ chip override, detection) into a :class:`RankDevice`: its torch index under the 
 visible-devices mask, its chip (catalog id), vendor and stable id (UUID / PCI bus id).
 
 Ranks of one node that name a device type without an index take that type's devices in
-detection order (each vendor's devices in its torch order), one per local rank, so a node of
-2 P800 + 2 H20 (all ``cuda``) gives local ranks 0-1 the P800s and 2-3 the H20s.
+detection order (each vendor's devices in its torch order), one per rank, so a node of
+2 P800 + 2 H20 (all ``cuda``) gives local ranks 0-1 the P800s and 2-3 the H20s; with a chip
+override a rank takes the next device of that chip. Use :func:`rank_placements` (every rank
+at once) so that ranks of one node never share a device.
 """
 
 from __future__ import annotations
@@ -133,10 +135,15 @@ def rank_placements(devices: Sequence[str], *, chips: Sequence[str | None] | Non
     env_lw = os.environ.get("LOCAL_WORLD_SIZE", "")
     n = local_world or (int(env_lw) if env_lw.isdigit() else 0) or len(devices) or 1
     ch = list(chips) if chips is not None else [None] * len(devices)
-    needs_tools = any(not d.startswith(("emu:", "cpu", "auto")) and c is None
-                      for d, c in zip(devices, ch, strict=True))
+    needs_tools = any(not d.startswith(("emu:", "cpu", "auto")) for d in devices)
     det = detection if detection is not None or not needs_tools else local_detection()
     if det is None:
         det = Detection(devices=(), tools=(), accelerator=None, accelerator_count=0)
-    return [place_rank(d, r % n, chip=c, detection=det)
-            for r, (d, c) in enumerate(zip(devices, ch, strict=True))]
+    out = []
+    for r, (d, c) in enumerate(zip(devices, ch, strict=True)):
+        # the rank's slot: its order among this node's ranks of the same device and chip,
+        # so [[ranks]] chips = [p800, h20, p800, h20] give P800 #0, H20 #0, P800 #1, H20 #1
+        node0 = r - r % n
+        slot = sum(1 for q in range(node0, r) if (devices[q], ch[q]) == (d, c))
+        out.append(place_rank(d, slot, chip=c, detection=det))
+    return out
