@@ -158,3 +158,22 @@ def test_persisted_gasp_copy_is_private(tmp_path):
     s.persist(dst)
     assert dst.stat().st_mode & 0o777 == 0o600
     assert peek_snapshot(dst)[1] == {2: 0}
+
+
+def test_restore_copy_is_private_and_checks_its_source(tmp_path):
+    """Restoring a gasp copy makes a 0600 file equal to it; a group-writable source is
+    refused and nothing is copied."""
+    from mixfleet.train.snapshot import restore_copy
+
+    s = MemorySnapshot(snapshot_dir(tmp_path) / "a.snap", _named())
+    s.write(4, {"k": 1})
+    gasp = s.persist(tmp_path / "gasp" / "a.snap")
+    dst = snapshot_dir(tmp_path) / "b.snap"
+    restore_copy(gasp, dst)
+    assert dst.stat().st_mode & 0o777 == 0o600 and dst.read_bytes() == gasp.read_bytes()
+    assert MemorySnapshot(dst, _named()).read(4) == {"k": 1}
+    gasp.chmod(0o664)
+    dst.unlink()
+    with pytest.raises(SnapshotRefused, match="lets others write"):
+        restore_copy(gasp, dst)
+    assert not dst.exists()

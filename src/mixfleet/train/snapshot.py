@@ -40,7 +40,7 @@ import torch
 from mixfleet.errors import CheckpointError
 
 __all__ = ["MemorySnapshot", "snapshot_path", "peek_snapshot", "snapshot_dir",
-           "check_snapshot_file", "SnapshotRefused", "legacy_snapshot_path"]
+           "check_snapshot_file", "SnapshotRefused", "legacy_snapshot_path", "restore_copy"]
 
 _MAGIC = 0x6D69786669656C64  # "mixfield"
 _HDR_BYTES = 4096
@@ -119,6 +119,18 @@ def check_snapshot_file(path: Path) -> None:
         _check_stat(os.fstat(fd), path, want_dir=False)
     finally:
         os.close(fd)
+
+
+def restore_copy(src: Path, dst: Path) -> None:
+    """Copy a persisted snapshot (the dying gasp) to ``dst`` as a private file (0600, created
+    exclusively, never through a link), after checking ``src`` like any snapshot file."""
+    check_snapshot_file(src)
+    if os.path.lexists(dst):
+        os.unlink(dst)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+        while chunk := f.read(1 << 22):
+            out.write(chunk)
 
 
 def _create(path: Path, size: int) -> None:
