@@ -9,9 +9,12 @@ naming the field and the fix.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import datetime
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -24,7 +27,14 @@ from mixfleet.errors import ConfigError
 T = TypeVar("T")
 
 __all__ = ["load_toml", "apply_overrides", "from_dict", "to_dict", "config_hash", "field",
-           "require"]
+           "require", "read_text", "check_values", "MAX_INT", "MAX_DEPTH"]
+
+#: Integers in input files must fit a signed 64-bit integer (torch, numpy, the simulator).
+MAX_INT = 2**63 - 1
+#: Tables and arrays nest at most this deep in input files.
+MAX_DEPTH = 32
+#: Input files larger than this are refused (a config, fleet or jobs file is kilobytes).
+MAX_TOML_BYTES = 16 * 2**20
 
 
 def require(cond: bool, msg: str) -> None:
@@ -42,31 +52,100 @@ def field(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
-def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a TOML file; a missing or malformed file raises ConfigError."""
+def read_text(path: str | Path, what: str, *, max_bytes: int | None = None) -> str:
+    """The text of a user's input file, as UTF-8 (a BOM is dropped). Not UTF-8, NUL bytes,
+    too large, or unreadable -> ConfigError naming the file, the place and the fix."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read ({e.strerror or e}); pass a "
+                          f"readable file") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ConfigError(f"{what} {str(p)!r} is {len(data)} bytes, more than the "
+                          f"{max_bytes} such a file can be; pass the right file")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{what} {str(p)!r} is not UTF-8 text (byte {e.start}, line "
+                          f"{line}: {data[e.start:e.start + 1]!r}); save it as UTF-8, or pass "
+                          f"the right file") from None
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ConfigError(f"{what} {str(p)!r} holds a NUL byte (line {line}): a binary or "
+                          f"damaged file; pass the text file")
+    return text
+
+
+def check_values(data: Any, where: str, *, depth: int = 0) -> None:
+    """Refuse values no mixfleet input has: NaN or infinite numbers, integers beyond 64 bits,
+    dates and times, nesting deeper than MAX_DEPTH (ConfigError naming the key)."""
+    if depth > MAX_DEPTH:
+        raise ConfigError(f"{where} nests deeper than {MAX_DEPTH} levels; no mixfleet file "
+                          f"does, fix the brackets")
+    if isinstance(data, dict):
+        for k, v in data.items():
+            check_values(v, f"{where}.{k}" if where else str(k), depth=depth + 1)
+    elif isinstance(data, list):
+        for i, v in enumerate(data):
+            check_values(v, f"{where}[{i}]", depth=depth + 1)
+    elif isinstance(data, bool):
+        return
+    elif isinstance(data, int):
+        if not -MAX_INT - 1 <= data <= MAX_INT:
+            raise ConfigError(f"{where} = {str(data)[:20]}... ({len(str(data))} digits) is out "
+                              f"of range; use an integer below 2**63")
+    elif isinstance(data, float):
+        if not math.isfinite(data):
+            raise ConfigError(f"{where} = {data!r} is not a finite number; write a number")
+    elif isinstance(data, (datetime.date, datetime.time)):
+        raise ConfigError(f"{where} = {data!r} is a date/time, which no mixfleet setting is; "
+                          f"quote it if you meant text")
+
+
+def load_toml(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """Read a TOML file; a missing, non-UTF-8, binary, malformed, too deep file or a value
+    out of range (see :func:`check_values`) raises ConfigError."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file {str(p)!r} does not exist; pass the path of a TOML "
+        raise ConfigError(f"{what} {str(p)!r} does not exist; pass the path of a TOML "
                           f"file, e.g. examples/digits-cnn.toml")
+    text = read_text(p, what, max_bytes=MAX_TOML_BYTES)
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {str(p)!r} is not valid TOML ({e}); fix the syntax "
+        raise ConfigError(f"{what} {str(p)!r} is not valid TOML ({e}); fix the syntax "
                           f"at that line") from None
+    except RecursionError:
+        raise ConfigError(f"{what} {str(p)!r} nests arrays or tables too deeply to read; "
+                          f"fix the brackets") from None
+    except ValueError as e:  # e.g. an integer of thousands of digits
+        raise ConfigError(f"{what} {str(p)!r} has a value out of range ({str(e)[:120]}); "
+                          f"fix that value") from None
+    try:
+        check_values(data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{what} {str(p)!r}: {e}") from None
+    return data
 
 
-def _parse_value(text: str) -> Any:
+def _parse_value(text: str, key: str = "value") -> Any:
     """Parse the right-hand side of ``--set key=value`` as a TOML value, else a string."""
     try:
-        return tomllib.loads(f"v = {text}")["v"]
+        value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         return text
+    except (RecursionError, ValueError):
+        raise ConfigError(f"--set {key}: {text[:40]!r} is nested too deeply or out of range; "
+                          f"fix the value") from None
+    check_values(value, f"--set {key}")
+    return value
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides to a nested dict (returns a new dict)."""
-    out = json.loads(json.dumps(data))
+    out = copy.deepcopy(data)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} is not of the form section.key=value; "
@@ -81,7 +160,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(nxt, dict):
                 raise ConfigError(f"--set {item!r}: {p!r} is a value, not a section")
             node = nxt
-        node[parts[-1]] = _parse_value(raw.strip())
+        node[parts[-1]] = _parse_value(raw.strip(), ".".join(parts))
     return out
 
 
@@ -133,12 +212,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                               f"set {where} = true")
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer (got {value!r}); "
-                              f"set {where} = <integer>")
+        if isinstance(value, bool) or not isinstance(value, int) or \
+                not -MAX_INT - 1 <= value <= MAX_INT:
+            raise ConfigError(f"{where} must be an integer below 2**63 (got "
+                              f"{str(value)[:40]}); set {where} = <integer>")
         return value
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not math.isfinite(value):
             raise ConfigError(f"{where} must be a number (got {value!r}); "
                               f"set {where} = <number>")
         return float(value)

@@ -81,8 +81,8 @@ def main() -> int:
     stop.set()
     s_ref = _train(config, ref, "run 2: the same config, uninterrupted (reference)")
 
-    a = torch.load(crash / "final" / "model.pt")
-    b = torch.load(ref / "final" / "model.pt")
+    a = torch.load(crash / "final" / "model.pt", weights_only=True)
+    b = torch.load(ref / "final" / "model.pt", weights_only=True)
     same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     m = s_crash["final_metric"]
     print("\n=== result ===")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from mixfleet.catalog.detect import Detection
 from mixfleet.train.collectives import FleetCollectives, default_backend, device_kind
 from mixfleet.train.launch import resolve_config
 from mixfleet.train.rebalance import ShareController
@@ -115,14 +116,18 @@ def test_100_steps_with_shares_changing_every_10_equal_one_process(tmp_path: Pat
 
 
 def test_device_kinds_and_backends() -> None:
-    """Emulated chips take their chip's kind; a job of several kinds uses a gloo group."""
-    assert [device_kind(d) for d in ("emu:kunlun-p800", "emu:ascend-910b", "cuda:1")] == \
-        ["cuda", "npu", "cuda"]
+    """Emulated chips take their chip's kind (vendor + chip, issue 9: an H20 and a P800 are
+    two kinds though both are cuda); a job of several kinds uses a gloo group."""
+    none = Detection(devices=(), tools=(), accelerator=None, accelerator_count=0)
+    assert [device_kind(d, detection=none)
+            for d in ("emu:kunlun-p800", "emu:ascend-910b", "cuda:1")] == \
+        ["kunlun-p800", "ascend-910b", "cuda"]
     cpu = torch.device("cpu")
     assert default_backend(["emu:nvidia-h20", "emu:ascend-910b"], cpu) == "gloo"
     assert default_backend(["cpu", "cpu"], cpu) == "gloo"
     c = FleetCollectives(["emu:nvidia-h20", "emu:kunlun-p800", "emu:ascend-910b"], 2)
-    assert c.hierarchical and c.members == {"cuda": [0, 1], "npu": [2]} and c.leader == 2
+    assert c.hierarchical and c.leader == 2
+    assert c.members == {"nvidia-h20": [0], "kunlun-p800": [1], "ascend-910b": [2]}
     assert not FleetCollectives(["cpu", "cpu"], 0).hierarchical
 
 
@@ -142,7 +147,8 @@ def test_mixed_fleet_then_resume_with_two_ranks_continues_the_same_batches(
     s1 = train_cli(d, MIXED, *COMMON, "train.steps=30", 'shares.mode="speed"', nproc=3)
     assert s1["world_size"] == 3
     fleet = events(d, "fleet")[0]
-    assert fleet["hierarchical"] and fleet["kinds"] == ["cuda", "cuda", "npu"]
+    assert fleet["hierarchical"] and fleet["kinds"] == ["nvidia-h20", "kunlun-p800",
+                                                         "ascend-910b"]
     m = json.loads((d / "checkpoints" / "step_0000030" / "manifest.json").read_text())
     assert m["shares"] == [33, 20, 11] and m["world_size"] == 3
     assert [p["emulated"] for p in m["per_rank"]] == \

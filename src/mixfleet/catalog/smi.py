@@ -9,51 +9,19 @@ and telemetry report as "unreadable" rather than crashing. Fields a tool does no
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
+from mixfleet.catalog.smi_extra import parse_amd_smi, parse_hl_smi, parse_rocm_smi
+from mixfleet.catalog.smi_types import SmiDevice, SmiParseError
+from mixfleet.catalog.smi_types import smi_number as _num
+
 __all__ = ["SmiDevice", "SmiParseError", "parse_nvidia_csv", "parse_npu_smi", "parse_cnmon",
-           "parse_xpu_smi", "NVIDIA_CSV_FIELDS", "PARSERS"]
+           "parse_xpu_smi", "parse_npu_smi_common", "NVIDIA_CSV_FIELDS", "PARSERS"]
 
 #: The ``--query-gpu`` fields :func:`parse_nvidia_csv` expects, in order.
 NVIDIA_CSV_FIELDS = ("index", "name", "memory.total", "memory.used", "driver_version",
                      "temperature.gpu", "power.draw", "clocks.sm", "utilization.gpu",
-                     "pci.bus_id")
-
-
-class SmiParseError(ValueError):
-    """A tool's output is not in the format its parser knows."""
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class SmiDevice:
-    """One device as a vendor tool reports it (units: MiB, degC, W, MHz, percent)."""
-
-    index: int
-    name: str
-    memory_total_mib: float | None = None
-    memory_used_mib: float | None = None
-    driver: str | None = None
-    temp_c: float | None = None
-    power_w: float | None = None
-    clock_mhz: float | None = None
-    util_pct: float | None = None
-    bus_id: str | None = None
-    health: str | None = None
-    throttle: tuple[str, ...] = ()
-
-
-_NA = {"", "n/a", "[n/a]", "[not supported]", "not supported", "-", "na"}
-_NUM = re.compile(r"-?\d+(?:\.\d+)?")
-
-
-def _num(text: str | None, what: str) -> float | None:
-    if text is None or text.strip().lower() in _NA:
-        return None
-    m = _NUM.search(text)
-    if not m:
-        raise SmiParseError(f"expected a number for {what}, got {text!r}")
-    return float(m.group())
+                     "pci.bus_id", "uuid")
 
 
 def _pair(text: str, what: str) -> tuple[float | None, float | None]:
@@ -72,13 +40,14 @@ def parse_nvidia_csv(text: str) -> list[SmiDevice]:
     """``nvidia-smi --query-gpu=<NVIDIA_CSV_FIELDS> --format=csv,noheader,nounits``.
 
     ``ppu-smi`` (T-Head PPU) accepts the same query flags and prints the same format.
+    Output of the older 10-field query (without ``uuid``) is read too.
     """
     out = []
     for line in text.splitlines():
         if not line.strip():
             continue
         cells = [c.strip() for c in line.split(",")]
-        if len(cells) != len(NVIDIA_CSV_FIELDS):
+        if len(cells) not in (len(NVIDIA_CSV_FIELDS), len(NVIDIA_CSV_FIELDS) - 1):
             raise SmiParseError(f"expected {len(NVIDIA_CSV_FIELDS)} comma-separated fields, "
                                 f"got {len(cells)} in {line!r}")
         if not cells[0].isdigit():
@@ -88,7 +57,8 @@ def parse_nvidia_csv(text: str) -> list[SmiDevice]:
             memory_used_mib=_num(cells[3], "memory.used"), driver=cells[4] or None,
             temp_c=_num(cells[5], "temperature"), power_w=_num(cells[6], "power.draw"),
             clock_mhz=_num(cells[7], "clocks.sm"), util_pct=_num(cells[8], "utilization"),
-            bus_id=cells[9] or None))
+            bus_id=cells[9] or None,
+            uuid=(cells[10] or None) if len(cells) > 10 else None))
     if not out:
         raise SmiParseError("no device lines in the output")
     return out
@@ -192,6 +162,7 @@ def parse_xpu_smi(text: str) -> list[SmiDevice]:
         used, total = _pair(cells[col["memory"]], "Memory")
         out.append(SmiDevice(
             index=int(cells[col["devid"]]), name=cells[col["model"]], bus_id=get("pci addr"),
+            uuid=get("sn") or None,
             memory_used_mib=used, memory_total_mib=total, util_pct=_num(get("userate"), "UseRate"),
             power_w=_num(get("power"), "Power"), temp_c=_num(get("temp"), "Temp"),
             health=get("state"), driver=driver))
@@ -200,6 +171,26 @@ def parse_xpu_smi(text: str) -> list[SmiDevice]:
     return out
 
 
+def parse_npu_smi_common(text: str) -> dict[str, float | None]:
+    """``npu-smi info -t common -i <id>`` (Huawei Ascend): ``key : value`` lines.
+
+    Returns ``clock_mhz`` (the AI core's current frequency, else its rated one), ``temp_c``
+    and ``power_w`` where printed.
+    """
+    kv: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            kv[key.strip().lower()] = value.strip()
+    if "npu id" not in kv and "chip id" not in kv:
+        raise SmiParseError("no 'NPU ID' line; not `npu-smi info -t common` output")
+    clock = kv.get("aicore curfreq(mhz)", kv.get("aicore freq(mhz)"))
+    return {"clock_mhz": _num(clock, "Aicore Freq"),
+            "temp_c": _num(kv.get("temperature(c)"), "Temperature"),
+            "power_w": _num(kv.get("npu real-time power(w)"), "Power")}
+
+
 #: Parser by output format name.
 PARSERS = {"nvidia-csv": parse_nvidia_csv, "npu-smi": parse_npu_smi, "cnmon": parse_cnmon,
-           "xpu_smi": parse_xpu_smi}
+           "xpu_smi": parse_xpu_smi, "amd-smi": parse_amd_smi, "rocm-smi": parse_rocm_smi,
+           "hl-smi": parse_hl_smi}

@@ -12,6 +12,7 @@ from rich.table import Table
 from mixfleet.catalog import load_catalog
 from mixfleet.catalog.base import FIGURES, Figure
 from mixfleet.catalog.detect import detect
+from mixfleet.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_catalog", "cmd_devices"]
 
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("devices", help="list this machine's accelerators (vendor, chip, "
                        "memory, driver) and which vendor tools answered")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.add_argument("--run-dir", metavar="DIR", help="also show the devices blocked in this "
+                   "training run directory (drained for heat or faults; never used again "
+                   "there)")
     d.set_defaults(func=cmd_devices)
 
 
@@ -52,25 +56,56 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blocked(run_dir: str | None) -> list[dict]:
+    if run_dir is None:
+        return []
+    from pathlib import Path
+
+    from mixfleet.train.blocklist import read_entries
+
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"--run-dir {run_dir!r} is not a directory; pass the --run-dir of "
+                          f"a training run")
+    return read_entries(run_dir)
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
+    blocked = _blocked(getattr(args, "run_dir", None))
+    ids = {str(e.get("device_id")) for e in blocked if e.get("device_id")}
     det = detect()
     if args.json:
-        print(json.dumps(det.to_dict(), indent=2))
+        out = det.to_dict()
+        for d in out["devices"]:
+            d["blocked"] = d["stable_id"] in ids
+        if args.run_dir is not None:
+            out["blocked"] = blocked
+        print(json.dumps(out, indent=2))
         return 0
     con = Console()
     con.print(f"PyTorch accelerator: {det.accelerator or 'none (CPU only)'}"
               f"{f' x{det.accelerator_count}' if det.accelerator else ''}")
     if det.devices:
         t = Table(title="devices")
-        for col in ("torch", "vendor", "chip", "name", "memory GiB", "driver", "tool"):
+        cols = ("torch", "vendor", "chip", "name", "memory GiB", "driver", "tool", "id")
+        for col in cols + (("run",) if args.run_dir is not None else ()):
             t.add_column(col)
         for d in det.devices:
             t.add_row(d.torch_device or "-", d.vendor, d.chip_id or "(not in catalog)", d.name,
                       "?" if d.memory_bytes is None else f"{d.memory_bytes / 2**30:.1f}",
-                      d.driver or "?", d.tool)
+                      d.driver or "?", d.tool, d.stable_id,
+                      *(("BLOCKED" if d.stable_id in ids else "ok",)
+                        if args.run_dir is not None else ()))
         con.print(t)
     else:
         con.print("no accelerator devices found")
     for s in det.tools:
         con.print(f"  {s.tool:<11} {s.state:<10} {s.detail}", highlight=False)
+    if args.run_dir is not None:
+        if not blocked:
+            con.print(f"no devices blocked in {args.run_dir}", highlight=False, soft_wrap=True)
+        for e in blocked:
+            con.print(f"  blocked in {args.run_dir}: {e.get('device_id') or '(no stable id)'} "
+                      f"{e.get('chip') or e.get('device') or ''} (rank {e.get('rank')} at step "
+                      f"{e.get('step')}{', pending relaunch' if e.get('pending') else ''})",
+                      highlight=False, soft_wrap=True, markup=False)
     return 0

@@ -260,9 +260,18 @@ def _assumption(raw: object, where: str, chip: Chip, cat: dict[str, Chip], ref_i
                       hbm_tbps=tbps, where=f"{where} [pool.assumption]")
 
 
+def _malformed(path: str | Path, what: str, e: Exception) -> ConfigError:
+    return ConfigError(f"{what} {str(path)!r} is malformed ({type(e).__name__}: "
+                       f"{str(e)[:100]}); compare it with the example in docs/fleet.md")
+
+
 def load_fleet(path: str | Path, catalog: dict[str, Chip] | None = None) -> Fleet:
-    """Read a fleet TOML file."""
-    return parse_fleet(load_toml(path), str(path), catalog)
+    """Read a fleet TOML file (any malformed content raises ConfigError)."""
+    data = load_toml(path, "fleet file")
+    try:
+        return parse_fleet(data, str(path), catalog)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as e:
+        raise _malformed(path, "fleet file", e) from None
 
 
 def parse_jobs(data: dict[str, Any], path: str,
@@ -279,6 +288,9 @@ def parse_jobs(data: dict[str, Any], path: str,
              "arrival_s", "priority"}
     for i, row in enumerate(rows):
         where = f"{path}: job #{i + 1}"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where} is not a table; write it as [[job]] with key = value "
+                              f"lines")
         bad = set(row) - known
         if bad:
             raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
@@ -324,5 +336,9 @@ def parse_jobs(data: dict[str, Any], path: str,
 
 def load_jobs(path: str | Path, ref_samples_per_s: dict[str, float] | None = None
               ) -> list[Job]:
-    """Read a jobs TOML file."""
-    return parse_jobs(load_toml(path), str(path), ref_samples_per_s)
+    """Read a jobs TOML file (any malformed content raises ConfigError)."""
+    data = load_toml(path, "jobs file")
+    try:
+        return parse_jobs(data, str(path), ref_samples_per_s)
+    except (TypeError, ValueError, OverflowError, AttributeError, KeyError) as e:
+        raise _malformed(path, "jobs file", e) from None

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
+from mixfleet.config import read_text
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.model import Job
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, assign_classes
@@ -47,12 +50,27 @@ def _num(row: dict[str, str], key: str, where: str, fix: str, *, integer: bool =
     raw = (row.get(key) or "").strip()
     try:
         v = float(int(raw)) if integer else float(raw)
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or thousands of digits
         v = math.nan
-    if math.isnan(v) or math.isinf(v) or v < minimum:
+    if math.isnan(v) or math.isinf(v) or v < minimum or (integer and v > 2**31):
         raise ConfigError(f"{where} field {key!r}: {raw!r} is not "
                           f"{'an integer' if integer else 'a number'} >= {minimum:g}; {fix}")
     return v
+
+
+#: At most this many synthetic jobs (``synthetic:N``).
+MAX_SYNTHETIC = 10_000_000
+
+
+def _rows(p: Path) -> Iterator[dict[str, str]]:
+    """The CSV rows of a trace file, read safely (UTF-8 text, no NUL bytes; a malformed CSV
+    raises ConfigError naming the file and the line)."""
+    reader = csv.DictReader(io.StringIO(read_text(p, "trace"), newline=""))
+    try:
+        yield from reader
+    except csv.Error as e:
+        raise ConfigError(f"{p}: line {reader.line_num} is not CSV ({e}); fix or remove "
+                          f"it") from None
 
 
 def _jobs(ids: list[str], arrivals: list[float], devices: list[int], work: list[float],
@@ -71,27 +89,25 @@ def read_philly(path: str | Path, seed: int = 0, limit: int | None = None
     arr: list[float] = []
     dev: list[int] = []
     work: list[float] = []
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        t0: datetime | None = None
-        for k, row in enumerate(reader):
-            if limit is not None and k >= limit:
-                break
-            where = f"{p}: row {k + 2}"
-            ts = (row.get("timestamp") or "").strip()
-            try:
-                t = datetime.strptime(ts, "%Y-%m-%d %H:%M:%S")
-            except ValueError:
-                raise ConfigError(f"{where} field 'timestamp': {ts!r} is not YYYY-MM-DD "
-                                  f"HH:MM:SS; fix or remove the row") from None
-            t0 = t if t0 is None else t0
-            dur = _num(row, "duration", where, "give the run time in seconds", minimum=1e-9)
-            n = int(_num(row, "num_gpus", where, "give the GPU count", integer=True,
-                         minimum=1))
-            ids.append(f"philly-{k}")
-            arr.append(max(0.0, (t - t0).total_seconds()))
-            dev.append(n)
-            work.append(dur * n)
+    t0: datetime | None = None
+    for k, row in enumerate(_rows(p)):
+        if limit is not None and k >= limit:
+            break
+        where = f"{p}: row {k + 2}"
+        ts = (row.get("timestamp") or "").strip()
+        try:
+            t = datetime.strptime(ts, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ConfigError(f"{where} field 'timestamp': {ts!r} is not YYYY-MM-DD "
+                              f"HH:MM:SS; fix or remove the row") from None
+        t0 = t if t0 is None else t0
+        dur = _num(row, "duration", where, "give the run time in seconds", minimum=1e-9)
+        n = int(_num(row, "num_gpus", where, "give the GPU count", integer=True,
+                     minimum=1))
+        ids.append(f"philly-{k}")
+        arr.append(max(0.0, (t - t0).total_seconds()))
+        dev.append(n)
+        work.append(dur * n)
     if not ids:
         raise ConfigError(f"{p}: no job rows; expected columns {', '.join(PHILLY_COLUMNS)}")
     return _jobs(ids, arr, dev, work, seed), TraceInfo(path=str(p), format="philly",
@@ -109,26 +125,31 @@ def read_openb(path: str | Path, seed: int = 0, limit: int | None = None
     dev: list[int] = []
     work: list[float] = []
     skipped = 0
-    with p.open(newline="") as f:
-        for k, row in enumerate(csv.DictReader(f)):
-            if limit is not None and k >= limit:
-                break
-            where = f"{p}: row {k + 2}"
-            n = int(_num(row, "num_gpu", where, "give the GPU count", integer=True))
-            milli = _num(row, "gpu_milli", where, "give the GPU share in 1/1000 (1000 = whole)")
-            created = _num(row, "creation_time", where, "give seconds from the trace start")
-            if n == 0 or milli == 0 or not (row.get("scheduled_time") or "").strip():
-                skipped += 1
-                continue
-            start = _num(row, "scheduled_time", where, "give seconds from the trace start")
-            end = _num(row, "deletion_time", where, "give seconds from the trace start")
-            if end <= start:
-                raise ConfigError(f"{where} field 'deletion_time': {end:g} is not after "
-                                  f"scheduled_time {start:g}; fix or remove the row")
-            ids.append(str(row.get("name") or f"openb-{k}"))
-            arr.append(created)
-            dev.append(n)
-            work.append((end - start) * n * min(milli, 1000.0) / 1000.0)
+    names: set[str] = set()
+    for k, row in enumerate(_rows(p)):
+        if limit is not None and k >= limit:
+            break
+        where = f"{p}: row {k + 2}"
+        n = int(_num(row, "num_gpu", where, "give the GPU count", integer=True))
+        milli = _num(row, "gpu_milli", where, "give the GPU share in 1/1000 (1000 = whole)")
+        created = _num(row, "creation_time", where, "give seconds from the trace start")
+        if n == 0 or milli == 0 or not (row.get("scheduled_time") or "").strip():
+            skipped += 1
+            continue
+        start = _num(row, "scheduled_time", where, "give seconds from the trace start")
+        end = _num(row, "deletion_time", where, "give seconds from the trace start")
+        if end <= start:
+            raise ConfigError(f"{where} field 'deletion_time': {end:g} is not after "
+                              f"scheduled_time {start:g}; fix or remove the row")
+        name = str(row.get("name") or f"openb-{k}")
+        if name in names:
+            raise ConfigError(f"{where} field 'name': {name!r} is used by an earlier "
+                              f"row; give each pod its own name")
+        names.add(name)
+        ids.append(name)
+        arr.append(created)
+        dev.append(n)
+        work.append((end - start) * n * min(milli, 1000.0) / 1000.0)
     if not ids:
         raise ConfigError(f"{p}: no GPU pods; expected columns {', '.join(OPENB_COLUMNS)}")
     t0 = min(arr)
@@ -144,18 +165,22 @@ def read_trace(path: str | Path, seed: int = 0, limit: int | None = None
     if text.startswith("synthetic"):
         _, _, count = text.partition(":")
         try:
-            n = int(count or 1000)
+            n = int(count or 1000) if len(count) < 12 else -1
         except ValueError:
-            raise ConfigError(f"--trace {text!r}: write synthetic:N with N jobs, e.g. "
-                              f"synthetic:2000") from None
+            n = -1
+        if not 1 <= n <= MAX_SYNTHETIC:
+            raise ConfigError(f"--trace {text[:40]!r}: write synthetic:N with 1 <= N <= "
+                              f"{MAX_SYNTHETIC} jobs, e.g. synthetic:2000")
         jobs = synthetic_jobs(n, seed=seed)
         return jobs, TraceInfo(path=text, format="synthetic", rows=n, skipped=0)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"trace {text!r} does not exist; pass a Philly CSV, an openb pod "
                           f"list, or synthetic:N")
-    with p.open(newline="") as f:
-        header = next(csv.reader(f), [])
+    try:
+        header = next(csv.reader(io.StringIO(read_text(p, "trace"), newline="")), [])
+    except csv.Error as e:
+        raise ConfigError(f"{p}: row 1 (header) is not CSV ({e}); pass a trace CSV") from None
     cols = [c.strip() for c in header]
     if all(c in cols for c in ("timestamp", "duration", "num_gpus")):
         return read_philly(p, seed, limit)

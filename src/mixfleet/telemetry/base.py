@@ -35,6 +35,8 @@ class Sample:
     mem_used_bytes: int | None = None
     throttle: tuple[str, ...] = ()
     emulated: bool = False
+    device_id: str | None = None  # stable id: UUID, "pci:<bus id>" or "index:<tool index>"
+    torch_index: int | None = None  # the index this process's torch gives it (its mask)
 
     def to_record(self) -> dict[str, Any]:
         """The ``metrics.jsonl`` record: ``{"kind": "telemetry", ...}``."""
@@ -72,14 +74,14 @@ class TelemetryConfig:
 
     hz: float = field(1.0, help="samples per second; 0 turns sampling off")
     reader: str = field("auto", help="auto, nvml, npu-smi, xpu_smi, ppu-smi, cnmon, "
-                        "nvidia-smi, emulated or none")
+                        "amd-smi, rocm-smi, hl-smi, nvidia-smi, emulated or none")
 
     def __post_init__(self) -> None:
         if not 0 <= self.hz <= 100:
             raise ConfigError(f"telemetry.hz = {self.hz!r} is out of range; set [telemetry] "
                               f"hz to a rate in 0..100 (0 = off), e.g. 1.0")
-        known = ("auto", "nvml", "npu-smi", "xpu_smi", "ppu-smi", "cnmon", "nvidia-smi",
-                 "emulated", "none")
+        known = ("auto", "nvml", "npu-smi", "xpu_smi", "ppu-smi", "cnmon", "amd-smi",
+                 "rocm-smi", "hl-smi", "nvidia-smi", "emulated", "none")
         if self.reader not in known:
             raise ConfigError(f"telemetry.reader = {self.reader!r} is unknown; set [telemetry] "
                               f"reader to one of {', '.join(known)}")

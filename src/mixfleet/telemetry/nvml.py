@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mixfleet.catalog.base import match_chip
+from mixfleet.catalog.visible import env_mask, stable_id, visible_devices
 from mixfleet.errors import DeviceError
 from mixfleet.telemetry.base import Sample, TelemetryReader
 
@@ -27,7 +29,8 @@ class NvmlReader(TelemetryReader):
 
     name = "nvml"
 
-    def __init__(self, indices: Sequence[int] | None = None, nvml: Any = None) -> None:
+    def __init__(self, indices: Sequence[int] | None = None, nvml: Any = None,
+                 environ: Mapping[str, str] | None = None) -> None:
         if nvml is None:
             try:
                 import pynvml
@@ -49,8 +52,24 @@ class NvmlReader(TelemetryReader):
         chips = [match_chip(n if isinstance(n, str) else n.decode(), vendor="nvidia")
                  for n in names]
         self._chips = [None if c is None else c.id for c in chips]
+        uuids = [self._text("nvmlDeviceGetUUID", h) for h in self._handles]
+        buses = [self._bus(h) for h in self._handles]
+        self._ids = [stable_id(u, b, i) for u, b, i in zip(uuids, buses, self._idx, strict=True)]
+        order = visible_devices(list(range(len(self._idx))), index=self._idx, uuid=uuids,
+                                mask=env_mask(os.environ if environ is None else environ,
+                                              "nvidia"))
+        self._torch = [order.index(k) if k in order else None for k in range(len(self._idx))]
         self._reasons = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or \
             getattr(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", None)
+
+    def _text(self, fn: str, h: Any) -> str | None:
+        v = self._get(fn, h)
+        return None if v is None else v if isinstance(v, str) else bytes(v).decode()
+
+    def _bus(self, h: Any) -> str | None:
+        info = self._get("nvmlDeviceGetPciInfo", h)
+        bus = getattr(info, "busId", None)
+        return None if bus is None else (bus if isinstance(bus, str) else bus.decode()).lower()
 
     def _get(self, fn: str, *args: Any) -> Any:
         try:
@@ -61,7 +80,8 @@ class NvmlReader(TelemetryReader):
     def read(self) -> list[Sample]:
         now = time.time()
         out = []
-        for i, h, chip in zip(self._idx, self._handles, self._chips, strict=True):
+        for i, h, chip, did, tix in zip(self._idx, self._handles, self._chips, self._ids,
+                                        self._torch, strict=True):
             temp = self._get("nvmlDeviceGetTemperature", h, 0)  # NVML_TEMPERATURE_GPU
             power = self._get("nvmlDeviceGetPowerUsage", h)
             clock = self._get("nvmlDeviceGetClockInfo", h, 1)  # NVML_CLOCK_SM
@@ -80,7 +100,8 @@ class NvmlReader(TelemetryReader):
                 clock_mhz=None if clock is None else float(clock),
                 util_pct=None if util is None else float(util.gpu),
                 mem_used_bytes=None if mem is None else int(mem.used),
-                throttle=() if mask is None else throttle_names(int(mask))))
+                throttle=() if mask is None else throttle_names(int(mask)),
+                device_id=did, torch_index=tix))
         return out
 
     def close(self) -> None:

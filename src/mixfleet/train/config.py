@@ -13,7 +13,8 @@ from mixfleet.train.health import HealthConfig
 from mixfleet.train.strategy import ParallelConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
-           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig"]
+           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig",
+           "shares_table"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -163,11 +164,24 @@ class RankConfig:
                                 "chip; none: from the throughput table or the catalog")
     max_micro_batch: int = field(0, help="samples this chip holds at once (gradient "
                                  "accumulation above it); 0: [shares] max_micro_batch")
+    chip: str | None = field(None, help="catalog id of this rank's chip (e.g. kunlun-p800): "
+                             "overrides detection for the vendor-aware groups; none: detected")
 
     def __post_init__(self) -> None:
         from mixfleet.train.device import check_device_spec
 
         check_device_spec(self.device)
+        if self.chip is not None:
+            from mixfleet.catalog.base import get_chip
+
+            rec = get_chip(self.chip)  # unknown id -> ConfigError naming the known ones
+            kind = self.device.split(":", 1)[0]
+            emu = self.device.removeprefix("emu:") if self.device.startswith("emu:") else None
+            _require(emu is None or emu == self.chip, f"ranks.chip = {self.chip!r} contradicts "
+                     f"device = {self.device!r}; remove chip from that [[ranks]] entry")
+            _require(emu is not None or kind in ("auto", rec.torch_device), f"ranks.chip = "
+                     f"{self.chip!r} is a {rec.torch_device!r} device but device = "
+                     f"{self.device!r}; set device = \"{rec.torch_device}\" or fix chip")
         _require(self.speed is None or 0 < self.speed <= 1, f"ranks.speed must be in (0, 1] "
                  f"(got {self.speed}); set speed = 0.6 in that [[ranks]] entry, or remove it")
         _require(self.max_micro_batch >= 0, f"ranks.max_micro_batch must be >= 0 (got "
@@ -246,3 +260,14 @@ class RunConfig:
                  f"launch.nproc ({self.launch.nproc}) must divide the number of [[ranks]] "
                  f"({len(self.ranks)}) (ranks per machine); remove nproc or set it to "
                  f"{len(self.ranks)}")
+
+
+def shares_table(cfg: RunConfig) -> list[Any] | None:
+    """The throughput table of ``[shares] table`` (rows), or None: the worker passes it to
+    ``EmulatedDevice.create(..., table=..., workload=...)`` so that an emulated chip's pace
+    and the shares of ``mode = "speed"`` come from the same measured rows."""
+    if cfg.shares.table is None:
+        return None
+    from mixfleet.bench.table import read_table
+
+    return list(read_table(cfg.shares.table))

@@ -14,6 +14,7 @@ import sys
 import torch
 
 from mixfleet.errors import DeviceError
+from mixfleet.train.placement import RankDevice, on_fake_node
 
 __all__ = ["resolve_device", "backend_for", "synchronize", "peak_memory_bytes",
            "KNOWN_DEVICE_TYPES", "BACKENDS"]
@@ -44,11 +45,23 @@ def _accelerator_type() -> str | None:
     return acc.type if acc is not None else None
 
 
-def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
-    """The torch device for ``spec`` on this process; an unavailable one raises DeviceError."""
+def resolve_device(spec: str, local_rank: int = 0, *,
+                   placement: RankDevice | None = None) -> torch.device:
+    """The torch device for ``spec`` on this process; an unavailable one raises DeviceError.
+
+    Torch numbers the devices of a visible-devices mask from 0, so after a drain (the
+    launcher masks the blocked device out) ``local_rank % count`` lands on the kept ones.
+    ``placement`` (:func:`mixfleet.train.placement.place_rank`) gives the index on a node
+    whose ranks share one device type across vendors. On the tests' fake node a device type
+    this PyTorch lacks computes on the CPU (the last step; everything before it is real).
+    """
     check_device_spec(spec)
     if spec.startswith("emu:"):  # emulated chips compute on the CPU
         return torch.device("cpu")
+    if placement is not None and placement.index is not None:
+        if _accelerator_type() != placement.torch_type and on_fake_node():
+            return torch.device("cpu")
+        spec = f"{placement.torch_type}:{placement.index}"
     if spec == "auto":
         kind = _accelerator_type()
         if kind is None:
@@ -58,6 +71,8 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
     if dev.type == "cpu":
         return dev
     if _accelerator_type() != dev.type:
+        if on_fake_node():
+            return torch.device("cpu")
         found = _accelerator_type() or "none (CPU only)"
         raise DeviceError(f"launch.device {spec!r} is not available on this machine "
                           f"(accelerator found: {found}); use --device auto or cpu")

@@ -19,13 +19,17 @@ from typing import Any
 
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
+from mixfleet.train.blocklist import read_entries, resolve_pending, visible_env
+from mixfleet.train.collectives import check_groups
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.rundir import RunDir, read_blocklist
+from mixfleet.train.placement import RankDevice, rank_placements
+from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload
 
-__all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command"]
+__all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command",
+           "job_placements", "device_env"]
 
 MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", "--rdzv_endpoint",
               "--rdzv-id", "--rdzv_id", "--rdzv-backend", "--rdzv_backend", "--master-addr",
@@ -43,7 +47,12 @@ def resolve_config(path: str | Path | None, overrides: list[str],
     if isinstance(raw.get("ranks"), list) and raw["ranks"] and not any(
             o.split("=", 1)[0].strip() == "launch.nproc" for o in overrides):
         raw.setdefault("launch", {})["nproc"] = len(raw["ranks"])  # [[ranks]] define nproc
-    return from_dict(RunConfig, raw)
+    try:
+        return from_dict(RunConfig, raw)
+    except ConfigError as e:
+        if path is None:
+            raise
+        raise type(e)(f"{path}: {e}") from None  # the file, then the key and the fix
 
 
 def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") -> RunDir:
@@ -57,6 +66,8 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     if len(cfg.ranks) == cfg.launch.nproc:  # every rank on this machine: check each device
         for spec in dict.fromkeys(r.device for r in cfg.ranks):
             resolve_device(spec)
+    # No device backend may span vendors (e.g. launch.backend = "nccl" on H20 + P800).
+    check_groups(job_placements(cfg), cfg.launch.backend)
     # The workload must load and its data must fill a global batch (user factories too).
     workload = get_workload(cfg.workload.name, **cfg.workload.options)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
@@ -109,29 +120,50 @@ def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str]) -> lis
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
 
 
+def job_placements(cfg: RunConfig, environ: dict[str, str] | None = None
+                   ) -> list[RankDevice]:
+    """Every rank's device on this node as the ranks of ``cfg`` would be placed (under the
+    visible-devices masks of ``environ``, default os.environ)."""
+    from mixfleet.catalog.detect import detect
+
+    devices = ([r.device for r in cfg.ranks] if cfg.ranks
+               else [cfg.launch.device] * cfg.launch.nproc)
+    chips = [r.chip for r in cfg.ranks] if cfg.ranks else None
+    real = any(not d.startswith(("emu:", "cpu", "auto")) for d in devices)
+    det = detect(environ=environ) if real and environ is not None else None
+    return rank_placements(devices, chips=chips, local_world=cfg.launch.nproc, detection=det)
+
+
+def device_env(run: RunDir, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The visible-devices variables that keep this run directory's blocked devices out
+    (``{}`` when none is blocked), to set for every rank of every launch."""
+    return visible_env(read_entries(run.root), os.environ if environ is None else environ)
+
+
 def _pending_drains(run: RunDir) -> list[int]:
-    return [e["rank"] for e in read_blocklist(run) if e.get("pending")]
+    return [e["rank"] for e in read_entries(run.root)
+            if e.get("pending") and isinstance(e.get("rank"), int)]
 
 
-def _relaunch_without_drained(cfg: RunConfig, run: RunDir) -> RunConfig:
-    """The config without the drained ranks (their devices go on the block list); it is
-    written to config.toml so that later restarts honour the block list too."""
+def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
+                              ) -> RunConfig:
+    """The config without the drained ranks (their devices go on the block list, by stable
+    id); it is written to config.toml so that later restarts honour the block list too."""
     drained = sorted(set(_pending_drains(run)))
     nproc = cfg.launch.nproc - len(drained)
     if nproc < 1:
         raise LaunchError(f"every rank was drained (block list in {run.root}/blocklist.json); "
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
-    entries = read_blocklist(run)
-    for e in entries:
-        if e.get("pending"):
-            e["pending"] = False
-            e["device"] = cfg.ranks[e["rank"]].device if cfg.ranks else cfg.launch.device
-    (run.root / "blocklist.json").write_text(json.dumps(entries, indent=1) + "\n")
+    entries = resolve_pending(read_entries(run.root), job_placements(cfg, env))
+    tmp = run.root / "blocklist.json.tmp"
+    tmp.write_text(json.dumps(entries, indent=1) + "\n")
+    os.replace(tmp, run.root / "blocklist.json")
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
     run.config.write_text(dumps_toml(to_dict(new)))
-    run.emit("relaunch", nproc=nproc, drained=drained)
+    run.emit("relaunch", nproc=nproc, drained=drained,
+             blocked=[e.get("device_id") for e in entries if e.get("rank") in drained])
     return new
 
 
@@ -141,6 +173,7 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
     env_updates = {"MIXFLEET_PROGRESS": progress,
                    "MIXFLEET_STREAM": "stderr" if progress_to_stderr else "stdout"}
     passthrough = passthrough or []
+    env_updates.update(device_env(run))  # blocked devices stay masked out in this run dir
     if cfg.launch.nproc == 1 and cfg.launch.max_restarts == 0 and not passthrough:
         from mixfleet.train.worker import run_worker
 
@@ -171,7 +204,11 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                                   f"continue from the last checkpoint")
             if run.summary.exists() or not _pending_drains(run):
                 break
-            cfg = _relaunch_without_drained(cfg, run)
+            cfg = _relaunch_without_drained(cfg, run, env)
+            masks = device_env(run, env)
+            env.update(masks)
+            if masks:
+                run.emit("device_mask", **masks)
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
     return dict(json.loads(run.summary.read_text()))

@@ -21,6 +21,7 @@ def _unb64(s: str) -> torch.Tensor:
 
 
 def get_rng_state(device: torch.device) -> dict[str, Any]:
+    """The python, numpy, torch (and device) RNG states as JSON-able values."""
     version, state, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     assert isinstance(keys, np.ndarray)
@@ -47,17 +48,14 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
 
 
 def raw_rng_state(device: torch.device) -> dict[str, Any]:
-    """RNG states as Python objects (picklable, cheaper than JSON), for memory snapshots."""
-    out: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                           "torch": torch.get_rng_state()}
-    if device.type != "cpu":
-        out["device"] = torch.get_device_module(device).get_rng_state(device)
-    return out
+    """RNG states as JSON-safe values (lists, ints, floats, base64 strings), for memory
+    snapshots: nothing in them is unpickled on the way back."""
+    return get_rng_state(device)
 
 
 def set_raw_rng_state(state: dict[str, Any], device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "device" in state and device.type != "cpu":
-        torch.get_device_module(device).set_rng_state(state["device"], device)
+    """Restore what :func:`raw_rng_state` returned (a malformed state raises ValueError)."""
+    try:
+        set_rng_state(state, device)
+    except (KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"malformed RNG state ({type(e).__name__}: {e})") from None

@@ -10,6 +10,13 @@ On SIGTERM (torchrun stopping the survivors, a scheduler's preemption) each rank
 file into ``RUN_DIR/gasp/`` (the *dying gasp*); a restart on a machine whose ``/dev/shm``
 lacks the file starts from that copy.
 
+Snapshots live in a private per-user directory (``/dev/shm/mixfleet-<uid>``, mode 0700,
+created atomically and checked to be a real directory owned by this user), and every file
+is checked before it is opened (``O_NOFOLLOW``, owned by this user, not writable by group
+or others): another local user can neither plant a snapshot nor swap one. A file that
+fails a check raises :class:`SnapshotRefused` and is not read. The metadata region is JSON
+(never pickle), bounded by the region's size.
+
 Two slots are written in turn. A slot is marked invalid before its data is overwritten and
 valid (with its step) after, so a rank killed mid-copy leaves the other slot intact.
 A header records a hash of the layout (names, shapes, dtypes), so a file of another model
@@ -18,9 +25,11 @@ or world size is never read. Snapshots do not survive the node; disk checkpoints
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
-import pickle
+import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +37,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["MemorySnapshot", "snapshot_path", "peek_snapshot"]
+from mixfleet.errors import CheckpointError
+
+__all__ = ["MemorySnapshot", "snapshot_path", "peek_snapshot", "snapshot_dir",
+           "check_snapshot_file", "SnapshotRefused", "legacy_snapshot_path", "restore_copy"]
 
 _MAGIC = 0x6D69786669656C64  # "mixfield"
 _HDR_BYTES = 4096
@@ -36,11 +48,97 @@ _META_MAX = 256 * 1024
 _ALIGN = 64
 
 
+class SnapshotRefused(CheckpointError):
+    """A snapshot file (or its directory) failed the ownership/mode check, or its metadata
+    is not what mixfleet writes: it is not read. ``path`` and ``reason`` say which and why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"snapshot {path} refused: {reason}; it was not read (delete it, "
+                         f"or check who else writes there)")
+        self.path = path
+        self.reason = reason
+
+
+def _euid() -> int:
+    return os.geteuid()
+
+
+def _check_stat(st: os.stat_result, path: Path, *, want_dir: bool) -> None:
+    kind_ok = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+    if not kind_ok:
+        raise SnapshotRefused(path, "not a regular " + ("directory" if want_dir else "file")
+                              + " (a link or a device?)")
+    if st.st_uid != _euid():
+        raise SnapshotRefused(path, f"owned by uid {st.st_uid}, not by this user "
+                                    f"({_euid()})")
+    bad = 0o077 if want_dir else 0o022
+    if st.st_mode & bad:
+        raise SnapshotRefused(path, f"mode {stat.S_IMODE(st.st_mode):o} lets others "
+                                    f"{'in' if want_dir else 'write it'}")
+
+
+def _base() -> Path:
+    return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+
+
+def snapshot_dir(base: Path | None = None) -> Path:
+    """This user's private snapshot directory, created (mode 0700) if absent; one that is
+    not a real directory owned by this user with mode 0700 raises SnapshotRefused."""
+    d = (base or _base()) / f"mixfleet-{_euid()}"
+    try:
+        os.mkdir(d, 0o700)  # atomic: fails if anything (a planted link too) is there
+    except FileExistsError:
+        pass
+    _check_stat(os.lstat(d), d, want_dir=True)
+    return d
+
+
 def snapshot_path(run_root: Path, world: int, rank: int) -> Path:
-    """The shared-memory file of ``rank`` of a run (per world size, per run directory)."""
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
+    """The shared-memory file of ``rank`` of a run (per world size, per run directory), in
+    this user's private :func:`snapshot_dir`."""
     key = hashlib.sha256(str(run_root.resolve()).encode()).hexdigest()[:12]
-    return base / f"mixfleet-{key}-w{world}-r{rank}.snap"
+    return snapshot_dir() / f"{key}-w{world}-r{rank}.snap"
+
+
+def legacy_snapshot_path(run_root: Path, world: int, rank: int) -> Path:
+    """Where mixfleet < issue 9 kept the file (world-writable /dev/shm): never read now."""
+    key = hashlib.sha256(str(run_root.resolve()).encode()).hexdigest()[:12]
+    return _base() / f"mixfleet-{key}-w{world}-r{rank}.snap"
+
+
+def check_snapshot_file(path: Path) -> None:
+    """Raise SnapshotRefused unless ``path`` is a regular file of this user that group and
+    others cannot write (checked on the opened file: ``O_NOFOLLOW`` + ``fstat``)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # O_NOFOLLOW met a symbolic link
+            raise SnapshotRefused(path, "a symbolic link") from None
+        raise
+    try:
+        _check_stat(os.fstat(fd), path, want_dir=False)
+    finally:
+        os.close(fd)
+
+
+def restore_copy(src: Path, dst: Path) -> None:
+    """Copy a persisted snapshot (the dying gasp) to ``dst`` as a private file (0600, created
+    exclusively, never through a link), after checking ``src`` like any snapshot file."""
+    check_snapshot_file(src)
+    if os.path.lexists(dst):
+        os.unlink(dst)
+    fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out, open(src, "rb") as f:
+        while chunk := f.read(1 << 22):
+            out.write(chunk)
+
+
+def _create(path: Path, size: int) -> None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
 
 
 def _layout_hash(named: Sequence[tuple[str, torch.Tensor]]) -> int:
@@ -65,11 +163,16 @@ class MemorySnapshot:
         self._data_bytes = off
         self._slot_bytes = off + _META_MAX
         size = _HDR_BYTES + 2 * self._slot_bytes
-        fresh = not path.exists() or path.stat().st_size != size
+        fresh = not os.path.lexists(path)
+        if not fresh:
+            check_snapshot_file(path)
+            if path.stat().st_size != size:  # another model or world size: start afresh
+                path.unlink()
+                fresh = True
         if fresh:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "wb") as f:
-                f.truncate(size)
+            _create(path, size)
+        check_snapshot_file(path)
         self._buf = torch.from_file(str(path), shared=True, size=size, dtype=torch.uint8)
         # magic, layout, (step, valid, meta bytes) x 2; numpy view: cheap scalar writes
         self._hdr = self._buf[:64].view(torch.int64).numpy()
@@ -102,11 +205,11 @@ class MemorySnapshot:
         return out
 
     def write(self, step: int, meta: dict[str, Any] | None = None) -> None:
-        """Copy the tensors and ``meta`` (pickled, optional) into the older slot, then mark
-        it valid."""
+        """Copy the tensors and ``meta`` (JSON: dicts, lists, str, int, float, bool, None;
+        optional) into the older slot, then mark it valid."""
         steps = self.valid_steps()
         k = 0 if not steps else (1 - steps[max(steps)])  # never overwrite the newest
-        blob = pickle.dumps(meta, protocol=pickle.HIGHEST_PROTOCOL) if meta else b""
+        blob = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
         if len(blob) > _META_MAX:
             raise ValueError(f"snapshot metadata too large ({len(blob)} bytes)")
         self._hdr[3 + 3 * k] = 0  # invalid while it is being overwritten
@@ -127,13 +230,29 @@ class MemorySnapshot:
             with torch.no_grad():
                 t.copy_(v)
         n = int(self._hdr[4 + 3 * k])
-        return dict(pickle.loads(self._meta_region(k)[:n].numpy().tobytes())) if n else {}
+        if not 0 <= n <= _META_MAX:
+            raise SnapshotRefused(self.path, f"metadata length {n} is out of range")
+        if not n:
+            return {}
+        try:
+            meta = json.loads(self._meta_region(k)[:n].numpy().tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            raise SnapshotRefused(self.path, "its metadata is not the JSON mixfleet "
+                                             "writes") from None
+        if not isinstance(meta, dict):
+            raise SnapshotRefused(self.path, "its metadata is not a JSON object")
+        return meta
 
     def persist(self, dst: Path) -> Path:
         """Copy the snapshot file to ``dst`` durably (the dying gasp: survives the node)."""
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(dst.name + ".tmp")
-        with open(tmp, "wb") as f:
+        try:
+            os.unlink(tmp)  # a leftover (or planted) temporary file
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
             f.write(self._buf.numpy().tobytes())
             f.flush()
             os.fsync(f.fileno())
@@ -150,7 +269,11 @@ class MemorySnapshot:
 
 
 def peek_snapshot(path: Path) -> tuple[int, dict[int, int]]:
-    """(layout hash, {step: slot}) of a snapshot file without mapping it; ({}) if none."""
+    """(layout hash, {step: slot}) of a snapshot file without mapping it; ({}) if none.
+    A file that fails :func:`check_snapshot_file` raises SnapshotRefused."""
+    if not os.path.lexists(path):
+        return 0, {}
+    check_snapshot_file(path)
     try:
         with open(path, "rb") as f:
             raw = f.read(64)
