@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_clean(args: argparse.Namespace) -> int:
     from mixfleet.train.hostmem import stale_snapshots
-    from mixfleet.train.snapshot import snapshot_path
+    from mixfleet.train.snapshot import legacy_snapshot_path, snapshot_dir, snapshot_path
 
     files: list[Path] = []
     for d in args.run_dirs:
@@ -32,13 +32,15 @@ def cmd_clean(args: argparse.Namespace) -> int:
         if not (root / "config.toml").is_file():
             raise ConfigError(f"run_dir {d!r} holds no config.toml; pass a directory written "
                               f"by `mixfleet train --run-dir`")
-        probe = snapshot_path(root, 1, 0)
-        prefix = probe.name.rsplit("-w", 1)[0]
-        files += sorted(probe.parent.glob(f"{prefix}-w*-r*.snap"))
+        for probe in (snapshot_path(root, 1, 0), legacy_snapshot_path(root, 1, 0)):
+            prefix = probe.name.rsplit("-w", 1)[0]
+            files += sorted(p for p in probe.parent.glob(f"{prefix}-w*-r*.snap")
+                            if p.stat().st_uid == _uid())
         files += sorted((root / "gasp").glob("*.snap"))
     if not args.run_dirs:
-        base = snapshot_path(Path("."), 1, 0).parent
-        files = sorted(p for p in base.glob("mixfleet-*.snap") if p.stat().st_uid == _uid())
+        legacy = legacy_snapshot_path(Path("."), 1, 0).parent
+        files = sorted(snapshot_dir().glob("*.snap")) + sorted(
+            p for p in legacy.glob("mixfleet-*.snap") if p.stat().st_uid == _uid())
     stale = stale_snapshots(files)
     busy = len(files) - len(stale)
     total = 0

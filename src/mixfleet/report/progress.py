@@ -10,6 +10,8 @@ from typing import Any, TextIO
 __all__ = ["TrainProgress"]
 
 _EVENT_LINES = {
+    "snapshot_refused": lambda e: (f"in-memory snapshot refused on rank {e['rank']}: "
+                                   f"{e['path']}: {e['reason']}; not read (snapshots off)"),
     "snapshots_off": lambda e: (f"in-memory snapshots off on rank {e['rank']}: they need "
                                 f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is "
                                 f"{e['budget_bytes'] / 2**30:.2f} GiB per rank; {e['fix']}"),

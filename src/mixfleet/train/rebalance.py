@@ -41,6 +41,7 @@ from mixfleet.train.shares import (
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.train.config import RankConfig, RunConfig
+    from mixfleet.train.placement import RankDevice
 
 __all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",
            "hetero_enabled"]
@@ -259,16 +260,21 @@ def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int) -> None:
 
 
 def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int, group: Any,
-               workload: str, emit: Callable[..., Any], emu: EmulatedDevice | None = None
-               ) -> tuple[ShareController | None, list[int] | None]:
-    """A mixed fleet's share controller and initial shares (every rank calls this at the
-    same point: it creates process groups); (None, None) when the job is not a mixed one."""
+               workload: str, emit: Callable[..., Any], emu: EmulatedDevice | None = None,
+               placements: Sequence[RankDevice] | None = None
+               ) -> tuple[ShareController | None, list[int] | None, list[dict[str, Any]]]:
+    """A mixed fleet's share controller, initial shares and the job's group table (every
+    rank calls this at the same point: it creates process groups); no controller and no
+    shares when the job is not a mixed one."""
     if not hetero_enabled(cfg):
-        return None, None
+        table = FleetCollectives(devices, rank, group=group, placements=placements,
+                                 backend=cfg.launch.backend).group_table()
+        return None, None, table
     if emu is not None:
         configure_emulated(emu, cfg, rank)
     shares, micros, caps = initial_plan(cfg, devices, workload)
-    coll = FleetCollectives.create(devices, rank, group=group)
+    coll = FleetCollectives.create(devices, rank, group=group, placements=placements,
+                                   backend=cfg.launch.backend)
     ctl = ShareController(coll, rank=rank, world=world, global_batch=cfg.train.global_batch,
                           micro=micros[rank], caps=caps, every=cfg.shares.rebalance_every,
                           hysteresis=cfg.shares.hysteresis, emit=emit, emu=emu, micros=micros)
@@ -278,5 +284,5 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
             emit("shares_changed", step=0, old=equal, new=shares,
                  reason=f"initial ({cfg.shares.mode})")
         emit("fleet", devices=list(devices), kinds=coll.kinds, hierarchical=coll.hierarchical,
-             shares=shares, micro_batch=micros)
-    return ctl, shares
+             shares=shares, micro_batch=micros, groups=coll.group_table())
+    return ctl, shares, coll.group_table()

@@ -15,7 +15,6 @@ Resume (from memory or disk) and rollback (from disk) go through one restore pat
 from __future__ import annotations
 
 import concurrent.futures
-import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -30,7 +29,13 @@ from mixfleet.train.checkpoint import Checkpointer, committed_steps
 from mixfleet.train.hostmem import snapshot_budget, snapshot_bytes
 from mixfleet.train.rng import get_rng_state, set_rng_state
 from mixfleet.train.rundir import RunDir
-from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot, snapshot_path
+from mixfleet.train.snapshot import (
+    MemorySnapshot,
+    SnapshotRefused,
+    peek_snapshot,
+    restore_copy,
+    snapshot_path,
+)
 from mixfleet.train.strategy import ReductionStrategy
 
 __all__ = ["Stateful", "Adapter", "SchedulerState", "CheckpointManager"]
@@ -79,7 +84,11 @@ class CheckpointManager:
         self.info = dict(info or {})  # recorded in the manifest, never restored
         self.snap: MemorySnapshot | None = None
         self._snap_nstate = -1
-        self.snap_path = snapshot_path(run.root, world, rank)
+        self.snap_path: Path | None = None  # None: no in-memory snapshots (refused)
+        try:
+            self.snap_path = snapshot_path(run.root, world, rank)
+        except SnapshotRefused as e:
+            self._refused(e)
         self._rng_buf = torch.get_rng_state().clone()
         self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
                              if device.type != "cpu" else None)
@@ -91,6 +100,12 @@ class CheckpointManager:
         self._pending: concurrent.futures.Future[None] | None = None
         self._blocked = 0.0
         self.source: str | None = None  # "memory" or "disk" after a resume
+
+    def _refused(self, e: SnapshotRefused) -> None:
+        """A snapshot file or directory failed its ownership/mode check: not read, not
+        written; said with an event (and a line on the console)."""
+        self.run.emit("snapshot_refused", rank=self.rank, path=str(e.path), reason=e.reason)
+        self.snap, self.snap_path = None, None
 
     # -- what is saved -------------------------------------------------------------------
     def small_state(self, step: int) -> dict[str, Any]:
@@ -112,6 +127,7 @@ class CheckpointManager:
 
     # -- in-memory snapshots -------------------------------------------------------------
     def _store(self) -> MemorySnapshot:
+        assert self.snap_path is not None
         if self.snap is None or self._snap_nstate != len(self.opt.state):
             self._snap_nstate = len(self.opt.state)
             named = self.strategy.snapshot_tensors(self.opt) + [("rng.torch", self._rng_buf)]
@@ -124,6 +140,8 @@ class CheckpointManager:
                       interval: int) -> bool:
         """Size the in-memory snapshot against this rank's part of the host budget before
         the first step; False (and said so: an event, a line) when it does not fit."""
+        if self.snap_path is None:
+            return False
         model = sum(t.numel() * t.element_size()
                     for _, t in self.strategy.snapshot_tensors(self.opt))
         need = snapshot_bytes(model, optimizer)
@@ -155,6 +173,8 @@ class CheckpointManager:
         (this one's start, and the wait for the previous copy)."""
         t0 = time.perf_counter()
         self.wait_snapshot()
+        if self.snap_path is None:
+            return 0.0
         self._rng_buf.copy_(torch.get_rng_state())
         if self._dev_rng_buf is not None:
             self._dev_rng_buf.copy_(torch.get_device_module(self.device).get_rng_state(
@@ -165,7 +185,11 @@ class CheckpointManager:
             rng = {"python": full["python"], "numpy": full["numpy"]}
         meta = {"shared": self.small_state(step), "rng": rng, "labels": self.labels,
                 "own": {k: o.state_dict() for k, o in self.own.items()}}
-        store = self._store()
+        try:
+            store = self._store()
+        except SnapshotRefused as e:  # something planted at our path: stop snapshotting
+            self._refused(e)
+            return time.perf_counter() - t0
         if self._pool is not None:
             self._pending = self._pool.submit(store.write, step, meta)
         else:
@@ -190,7 +214,8 @@ class CheckpointManager:
         self.gasp_path().unlink(missing_ok=True)
 
     def gasp_path(self) -> Path:
-        return self.run.root / "gasp" / self.snap_path.name
+        name = self.snap_path.name if self.snap_path is not None else "refused"
+        return self.run.root / "gasp" / name
 
     def gasp(self) -> Path | None:
         """Dying gasp: persist the newest in-memory snapshot to the run directory."""
@@ -272,11 +297,19 @@ class CheckpointManager:
         return self._restore(manifest, own, rng)
 
     def load_memory(self, disk_step: int) -> int | None:
-        """Restore the newest snapshot that every rank holds, if newer than ``disk_step``."""
-        gasp = self.gasp_path()
-        if not self.snap_path.exists() and gasp.exists():  # restarted on another machine
-            shutil.copyfile(gasp, self.snap_path)
-        layout, steps = peek_snapshot(self.snap_path)
+        """Restore the newest snapshot that every rank holds, if newer than ``disk_step``.
+        A refused file (foreign owner, open mode, a link, crafted metadata) is never used:
+        an event says so and every rank falls back to disk together."""
+        path, gasp = self.snap_path, self.gasp_path()
+        steps: dict[int, int] = {}
+        layout = 0
+        try:
+            if path is not None and not path.exists() and gasp.exists():
+                restore_copy(gasp, path)  # restarted on a machine without the file
+            if path is not None:
+                layout, steps = peek_snapshot(path)
+        except SnapshotRefused as e:
+            self._refused(e)
         everyone: list[Any] = [sorted(steps)]
         if self.world > 1:
             everyone = [None] * self.world
@@ -286,10 +319,15 @@ class CheckpointManager:
             return None
         self.wait_snapshot()
         self.init_optimizer_state()
-        snap = self._store()
-        if not self._agree(snap.layout == layout and step in snap.valid_steps()):
-            return None
-        meta = snap.read(step)
+        meta: dict[str, Any] | None = None
+        try:
+            snap = self._store()
+            if snap.layout == layout and step in snap.valid_steps():
+                meta = snap.read(step)
+        except SnapshotRefused as e:
+            self._refused(e)
+        if not self._agree(meta is not None) or meta is None:
+            return None  # (tensors a rank did read are overwritten by the disk restore)
 
         def rng() -> None:
             if meta["rng"]:

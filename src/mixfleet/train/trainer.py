@@ -60,7 +60,7 @@ class Trainer:
                  hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
                  clock: Clock | None = None, checks: Sequence[C.HealthCheck] = (),
-                 local_world: int = 1,
+                 local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
         self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
@@ -111,7 +111,7 @@ class Trainer:
                     "guards": self.guard},
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
-                  "parallel": self.strategy.name})
+                  "parallel": self.strategy.name, "groups": list(groups)})
         if self.snap_every and not self.state.snapshots_fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0

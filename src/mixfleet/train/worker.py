@@ -23,12 +23,22 @@ from mixfleet.emulate import EmulatedDevice, EmulatedFault, EmulationConfig, is_
 from mixfleet.errors import MixfleetError
 from mixfleet.report.progress import TrainProgress
 from mixfleet.report.timeline import run_report
-from mixfleet.telemetry import JsonlSink, NullReader, Sampler, open_reader
-from mixfleet.train.collectives import default_backend
-from mixfleet.train.config import RunConfig
+from mixfleet.telemetry import (
+    DeviceTable,
+    JsonlSink,
+    NullReader,
+    Sampler,
+    device_temperature,
+    open_reader,
+    open_readers,
+    table_path,
+)
+from mixfleet.train.collectives import default_backend, rank_chips
+from mixfleet.train.config import RunConfig, shares_table
 from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.faults import FaultInjector, FaultPlan
 from mixfleet.train.health import ThermalGuard, Watchdog
+from mixfleet.train.placement import RankDevice, rank_placements
 from mixfleet.train.rebalance import plan_fleet, rank_devices
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
@@ -100,38 +110,32 @@ def _is_peer_loss(e: BaseException) -> bool:
 
 
 def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
-                     local_rank: int) -> Sampler | None:
-    """Sample this rank's emulated chip, or (local rank 0) the node's real devices, into
-    metrics.jsonl on a background thread."""
+                     local_rank: int) -> list[Sampler]:
+    """Background samplers into metrics.jsonl: each rank its emulated chip; on a real node,
+    local rank 0 samples every device of the node (one reader per vendor) and publishes a
+    per-device table (``RUN_DIR/telemetry/devices-<host>.json``) that each rank's thermal
+    guard reads for its own device."""
     if cfg.telemetry.hz <= 0 or (emu is None and local_rank != 0):
-        return None
+        return []
     try:
-        reader = open_reader(cfg.telemetry.reader, emulated=[emu] if emu is not None else ())
+        if emu is not None:
+            readers = [open_reader(cfg.telemetry.reader, emulated=[emu])]
+        else:
+            readers = open_readers(cfg.telemetry.reader)
     except MixfleetError as e:  # a requested tool that is absent: reported, not fatal
         run.emit("telemetry_unavailable", reader=cfg.telemetry.reader, error=str(e))
-        return None
-    if isinstance(reader, NullReader):
-        return None
-    return Sampler(reader, hz=cfg.telemetry.hz, sink=_LatestTemp(JsonlSink(run.metrics_path)))\
-        .start()
+        return []
+    sink: Any = JsonlSink(run.metrics_path)
+    if emu is None:
+        sink = DeviceTable(table_path(run.root), sink=sink)
+    return [Sampler(r, hz=cfg.telemetry.hz, sink=sink).start() for r in readers
+            if not isinstance(r, NullReader)]
 
 
-class _LatestTemp:
-    """A telemetry sink that remembers the newest temperature (for the thermal guard)."""
-
-    latest: float | None = None
-
-    def __init__(self, sink: JsonlSink) -> None:
-        self.sink = sink
-
-    def __call__(self, samples: list[Any]) -> None:
-        temps = [s.temp_c for s in samples if s.temp_c is not None]
-        if temps:
-            _LatestTemp.latest = max(temps)
-        self.sink(samples)
-
-
-def _thermal_guard(cfg: RunConfig, emu: EmulatedDevice | None) -> ThermalGuard:
+def _thermal_guard(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
+                   place: RankDevice) -> ThermalGuard:
+    """This rank's guard, reading its own device: the emulated chip, or the node table's
+    row of its device (by stable id)."""
     h = cfg.health
     if emu is not None:
         warn = h.warn_c if h.warn_c is not None else emu.profile.throttle_c - 2
@@ -140,8 +144,13 @@ def _thermal_guard(cfg: RunConfig, emu: EmulatedDevice | None) -> ThermalGuard:
                             read=lambda: emu.snapshot().temp_c)
     warn = h.warn_c if h.warn_c is not None else 85.0
     crit = h.critical_c if h.critical_c is not None else 95.0
+    read: Any = lambda: None  # noqa: E731 - the CPU: no temperature
+    if place.index is not None and cfg.telemetry.hz > 0:
+        read = device_temperature(table_path(run.root), place.index,
+                                  torch_type=place.torch_type, vendor=place.vendor,
+                                  device_id=place.stable_id)
     return ThermalGuard(warn_c=warn, critical_c=crit, resume_c=warn - h.resume_margin_c,
-                        read=lambda: _LatestTemp.latest)
+                        read=read)
 
 
 def run_worker(run_dir: str) -> int:
@@ -152,19 +161,22 @@ def run_worker(run_dir: str) -> int:
     attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
     devices = rank_devices(cfg, world)  # each rank's device ([[ranks]] by RANK)
     spec = devices[rank]
-    device = resolve_device(spec, local_rank)
+    # which physical device (and chip kind) each rank uses, under the visible-devices masks
+    places = rank_placements(devices, chips=rank_chips(cfg, world), local_world=local_world)
+    device = resolve_device(spec, local_rank, placement=places[rank])
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(local_world))
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    _init_group(default_backend(devices, device, cfg.launch.backend), rank, world,
-                cfg.launch.init_timeout_s)
+    _init_group(default_backend(devices, device, cfg.launch.backend, placements=places), rank,
+                world, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
     run.pids.mkdir(parents=True, exist_ok=True)
     (run.pids / f"rank{rank}").write_text(str(os.getpid()))
     run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
-             device=spec if is_emulated(spec) else str(device))
+             device=spec if is_emulated(spec) else str(device), chip=places[rank].chip,
+             device_id=places[rank].stable_id)
 
     progress = None
     if rank == 0:
@@ -176,7 +188,7 @@ def run_worker(run_dir: str) -> int:
     workload = get_workload(cfg.workload.name, **cfg.workload.options)
     emu = None
     if is_emulated(spec):
-        emu = EmulatedDevice.create(spec, peers=devices,
+        emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
                                     rank=rank, workload=workload.name,
                                     config=EmulationConfig(seed=cfg.train.seed, attempt=attempt,
                                                            local_ranks=local_world))
@@ -185,17 +197,18 @@ def run_worker(run_dir: str) -> int:
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
-    sampler = _start_telemetry(cfg, run, emu, local_rank)
-    hetero, shares = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
-                                workload=workload.name, emit=run.emit, emu=emu)
+    samplers = _start_telemetry(cfg, run, emu, local_rank)
+    hetero, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
+                                        workload=workload.name, emit=run.emit, emu=emu,
+                                        placements=places)
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
         on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info))
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
                       ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
-                      thermal=_thermal_guard(cfg, emu), watchdog=watchdog, faults=faults,
-                      local_world=local_world,
+                      thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
+                      faults=faults, local_world=local_world, groups=groups,
                       on_step=progress.step if progress is not None else None)
     resumed = trainer.resume()
     if rank == 0:
@@ -231,7 +244,7 @@ def run_worker(run_dir: str) -> int:
         watchdog.stop()
         if progress is not None:
             progress.close()
-        if sampler is not None:
+        for sampler in samplers:
             sampler.stop()
     if out["drained"] is not None:
         # Every rank stopped at the same step; the launcher restarts without the device.
