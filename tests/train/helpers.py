@@ -18,13 +18,14 @@ BASE = (f"train.steps={STEPS}", f"checkpoint.interval={INTERVAL}", "train.log_ev
 
 
 def train_cli(run_dir: Path, *overrides: str, nproc: int = 2, config: Path = DIGITS,
-              extra: tuple[str, ...] = (), timeout: float = 240) -> dict[str, Any]:
+              extra: tuple[str, ...] = (), timeout: float = 240,
+              env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``mixfleet train`` in a subprocess; returns summary.json (asserts success)."""
     cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--nproc", str(nproc),
            "--run-dir", str(run_dir), "--json", *extra]
     for o in overrides:
         cmd += ["--set", o]
-    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, f"mixfleet train failed ({p.returncode}):\n{p.stderr[-4000:]}"
     return dict(json.loads(p.stdout.strip().splitlines()[-1]))
 
