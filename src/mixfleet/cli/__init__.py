@@ -15,7 +15,7 @@ from mixfleet import __version__
 from mixfleet.errors import ConfigError, MixfleetError
 
 # Modules that register commands, in the order of `mixfleet --help`.
-COMMAND_MODULES = ("train", "report", "catalog", "bench", "sim")
+COMMAND_MODULES = ("train", "report", "catalog", "bench", "sim", "fleet")
 
 __all__ = ["main", "build_parser"]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -13,7 +14,7 @@ from mixfleet.catalog import load_catalog
 from mixfleet.catalog.base import FIGURES, Figure
 from mixfleet.catalog.detect import detect
 
-__all__ = ["add_parser", "cmd_catalog", "cmd_devices"]
+__all__ = ["add_parser", "cmd_catalog", "cmd_devices", "ray_resources"]
 
 _MARK = {"datasheet": "", "reported": "~", "unknown": "?"}
 
@@ -29,6 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("devices", help="list this machine's accelerators (vendor, chip, "
                        "memory, driver) and which vendor tools answered")
     d.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d.add_argument("--ray-resources", action="store_true",
+                   help="print this node's chips as the JSON of `ray start --resources` "
+                   "(chip:<id>: count), to add the node to a live fleet")
     d.set_defaults(func=cmd_devices)
 
 
@@ -52,8 +56,32 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+def ray_resources(det: Any) -> tuple[dict[str, int], list[str]]:
+    """``chip:<id>`` -> count of this machine's devices, and the devices left out (not in
+    the catalog)."""
+    res: dict[str, int] = {}
+    skipped = []
+    for d in det.devices:
+        if d.chip_id is None:
+            skipped.append(f"{d.vendor} {d.name}")
+            continue
+        res[f"chip:{d.chip_id}"] = res.get(f"chip:{d.chip_id}", 0) + 1
+    return res, skipped
+
+
 def cmd_devices(args: argparse.Namespace) -> int:
     det = detect()
+    if args.ray_resources:
+        import sys
+
+        res, skipped = ray_resources(det)
+        for name in skipped:
+            print(f"note: {name} is not in the catalog; it is left out", file=sys.stderr)
+        if not res:
+            print("note: no accelerator found; this node adds no chips to a fleet (pools on "
+                  "a CPU machine are emulated by `mixfleet fleet up`)", file=sys.stderr)
+        print(json.dumps(res))
+        return 0
     if args.json:
         print(json.dumps(det.to_dict(), indent=2))
         return 0

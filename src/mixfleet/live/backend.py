@@ -134,8 +134,9 @@ class LocalBackend:
         return Status(state="running")
 
     def stop(self, handle: dict[str, Any]) -> None:
-        kill_pids(pids_with_env(ATTEMPT_MARK, handle["marker"]))
-        for p in handle["pids"]:
+        if "marker" in handle:
+            kill_pids(pids_with_env(ATTEMPT_MARK, handle["marker"]))
+        for p in handle.get("pids", []):
             try:
                 os.waitpid(p, os.WNOHANG)
             except ChildProcessError:

@@ -259,11 +259,15 @@ class Scheduler:
         marker = f"{self.mark}:{aid}"
         bundles = build_bundles(job.spec, pool, slots, cfg, run_dir(self.dir, job.id), aid,
                                 self.extra_env)
+        # what a restarted scheduler needs to stop a half-started attempt
+        self.store.set_handle(aid, {"pending": True, "marker": marker, "aid": aid,
+                                    "actors": [f"mixfleet-attempt-{aid}-{i}"
+                                               for i in range(len(bundles))],
+                                    "pg": f"mixfleet-pg-{aid}", "pids": [], "rcfiles": []})
         try:
             handle = self.backend.start(aid, pool, bundles, jd / f"attempt-{n}.log", marker)
         except Exception as e:  # noqa: BLE001 - any start failure re-queues the job
-            self.store.set_handle(aid, {"marker": marker, "aid": aid,
-                                        "bundles": len(bundles), "kind": "failed"})
+            self.backend.stop({**self.store.attempts(job.id)[-1].handle, "pending": True})
             self.store.end_attempt(aid, state="failed", rc=None,
                                    reason=f"could not start: {e}", job_state="queued",
                                    max_restarts=job.spec.max_restarts)
