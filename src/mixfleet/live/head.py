@@ -56,7 +56,6 @@ def start_head(resources: dict[str, float], mark: str, *, num_cpus: int = 2,
            f"--resources={json.dumps(resources)}", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={tmp}",
            f"--dashboard-agent-listen-port={_free_port()}",
-           f"--ray-client-server-port={_free_port()}",
            f"--metrics-export-port={_free_port()}"]
     try:
         r = subprocess.run(cmd, env=ray_env(mark), capture_output=True, text=True,

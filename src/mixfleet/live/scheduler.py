@@ -225,9 +225,9 @@ class Scheduler:
         queued = [j for j in self.store.jobs(("queued",)) if not j.cancel]
         if not queued:
             return
-        sig = (tuple(j.id for j in queued), tuple(sorted(
-            a.id for a in self.store.attempts(states=("running",)))),
-            len(self.store.blocked()), tuple(inv))
+        atts = self.store.attempts()
+        sig = (tuple(j.id for j in queued), tuple(a.state for a in atts),
+               len(self.store.blocked()), tuple(inv))
         if sig == self._last_sig:
             return
         self._last_sig = sig
