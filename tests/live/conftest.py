@@ -26,7 +26,7 @@ def write_job(path: Path, *, steps: int = 20, devices: int = 1, extra: str = "",
               sets: tuple[str, ...] = ()) -> Path:
     """A job file running digits-cnn for ``steps`` steps, one rank process per job
     (max_restarts = 0 runs a single rank in-process: the fastest launch)."""
-    s = ["train.steps=%d" % steps, "launch.max_restarts=0", "train.log_every=5",
+    s = [f"train.steps={steps}", "launch.max_restarts=0", "train.log_every=5",
          "checkpoint.interval=5", *sets]
     path.write_text(f'[job]\nname = "{path.stem}"\nconfig = "{DIGITS}"\n'
                     f"set = {json.dumps(s)}\ndevices = {devices}\n{extra}\n")

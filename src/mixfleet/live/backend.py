@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from mixfleet.live.procs import ATTEMPT_MARK, alive, kill_pids, pids_with_env
+from mixfleet.live.procs import ATTEMPT_MARK, alive, kill_pids, pids_with_env, reap, spawn_detached
 from mixfleet.live.spec import FleetSpec, PoolSpec
 
 __all__ = ["NodeInfo", "Bundle", "Status", "Backend", "LocalBackend", "virtual_nodes",
@@ -102,21 +101,14 @@ class LocalBackend:
             rc = self.work_dir / f"attempt-{aid}.{i}.rc"
             argv = [a.replace("{rdzv_endpoint}", f"127.0.0.1:{port}") for a in b.argv]
             env = {**os.environ, **b.env, ATTEMPT_MARK: marker}
-            with open(log, "ab") as out:
-                p = subprocess.Popen([sys.executable, "-m", "mixfleet.live.wrap", str(rc), "--",
-                                      sys.executable, *argv], env=env, stdout=out,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-            pids.append(p.pid)
+            pids.append(spawn_detached([sys.executable, "-m", "mixfleet.live.wrap", str(rc),
+                                        "--", sys.executable, *argv], env, log))
             rcfiles.append(str(rc))
         return {"kind": "local", "pids": pids, "rcfiles": rcfiles, "marker": marker}
 
     def poll(self, handle: dict[str, Any]) -> Status:
         for p in handle["pids"]:  # reap our own children (a restarted scheduler has none)
-            try:
-                os.waitpid(p, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            reap(p)
         codes: list[int | None] = []
         for pid, rcf in zip(handle["pids"], handle["rcfiles"], strict=True):
             path = Path(rcf)
@@ -137,10 +129,7 @@ class LocalBackend:
         if "marker" in handle:
             kill_pids(pids_with_env(ATTEMPT_MARK, handle["marker"]))
         for p in handle.get("pids", []):
-            try:
-                os.waitpid(p, os.WNOHANG)
-            except ChildProcessError:
-                pass
+            reap(p)
 
 
 def _free_port() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 
 from mixfleet.errors import ConfigError, LaunchError
 from mixfleet.live.backend import Backend, LocalBackend
-from mixfleet.live.procs import FLEET_MARK, alive, kill_pids, pids_with_env
+from mixfleet.live.procs import FLEET_MARK, alive, kill_pids, pids_with_env, reap, spawn_detached
 from mixfleet.live.spec import FleetSpec
 
 __all__ = ["FleetState", "up", "down", "load_state", "start_scheduler", "scheduler_pid",
@@ -75,16 +74,15 @@ def start_scheduler(fleet_dir: str | Path, state: FleetState, wait_s: float = 60
     d = Path(fleet_dir).resolve()
     ready = d / "scheduler.ready"
     ready.unlink(missing_ok=True)
-    with open(d / "scheduler.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "mixfleet.live.daemon", str(d)],
-                                env=ray_env(state["mark"]), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    pid = spawn_detached([sys.executable, "-m", "mixfleet.live.daemon", str(d)],
+                         ray_env(state["mark"]), d / "scheduler.log")
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         if ready.exists():
-            return proc.pid
-        if proc.poll() is not None:
-            raise LaunchError(f"the scheduler exited with code {proc.returncode}; see "
+            return pid
+        rc = reap(pid)
+        if rc is not None:
+            raise LaunchError(f"the scheduler exited with code {rc}; see "
                               f"{d / 'scheduler.log'}")
         time.sleep(0.1)
     raise LaunchError(f"the scheduler did not start within {wait_s:.0f} s; see "
@@ -154,6 +152,7 @@ def down(fleet_dir: str | Path, grace_s: float = 5.0) -> dict[str, int]:
         while alive(pid) and time.monotonic() < end:
             time.sleep(0.05)
         kill_pids([pid], grace_s=1.0)
+        reap(pid)
         out["scheduler"] = 1
     from mixfleet.live.procs import ATTEMPT_MARK
     from mixfleet.live.store import Store

@@ -84,3 +84,23 @@ def kill_pids(pids: Iterable[int], grace_s: float = 3.0) -> None:
         pids = [p for p in pids if alive(p)]
         if not pids:
             return
+
+
+def spawn_detached(argv: list[str], env: dict[str, str], log: str | Path) -> int:
+    """Start ``argv`` in its own session with stdout and stderr appended to ``log``;
+    returns its pid (no Popen object to outlive: the process may outlive its starter)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+               (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+               (os.POSIX_SPAWN_DUP2, 1, 2)]
+    return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
+
+
+def reap(pid: int) -> int | None:
+    """The exit code of our child ``pid`` once it has ended (None while it runs, or when
+    it is not our child)."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if done else None
