@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean
+.PHONY: demo test test-slow lint venv clean demo-fleet
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,10 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m mixfleet.demo
+
+# The live fleet end to end on a local Ray head (127.0.0.1 only): a few minutes.
+demo-fleet: $(STAMP)
+	RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 $(BIN)/python -m mixfleet.live.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
