@@ -202,3 +202,59 @@ def test_every_planner_policy_drives_the_live_scheduler(fleet_dir: Path, tmp_pat
     running = store.attempts(states=("running",))
     assert 1 <= len(running) <= 3
     assert len({(a.pool, *s) for a in running for s in a.slots}) == 2 * len(running)
+
+
+def test_a_job_no_node_can_hold_spreads_one_bundle_per_node() -> None:
+    """A placement over two nodes gives one `mixfleet train` per node, each with its own
+    devices visible, meeting at one c10d rendezvous as node ranks 0 and 1."""
+    from mixfleet.live.scheduler import build_bundles
+
+    fleet = fleet3()
+    pool = fleet.pool("p800")
+    from mixfleet.live.spec import JobSpec
+
+    job = JobSpec(name="x", config_toml="", workload="digits-cnn", steps=1, global_batch=1,
+                  devices=3)
+    bundles = build_bundles(job, pool, [("a", 0), ("a", 1), ("b", 1)], Path("c.toml"),
+                            Path("run"), 7)
+    assert [(b.node, b.devices) for b in bundles] == [("a", (0, 1)), ("b", (1,))]
+    for rank, b in enumerate(bundles):
+        argv = list(b.argv)
+        assert argv[argv.index("--nproc") + 1] == str(len(b.devices))
+        assert argv[argv.index("--node-rank") + 1] == str(rank)
+        assert argv[argv.index("--nnodes") + 1] == "2"
+        assert argv[argv.index("--rdzv-endpoint") + 1] == "{rdzv_endpoint}"
+        assert b.env["MIXFLEET_EMU_VISIBLE_DEVICES"] == ",".join(map(str, b.devices))
+
+
+def test_report_counts_pools_and_the_nvidia_hours_replaced(fleet_dir: Path,
+                                                           tmp_path: Path) -> None:
+    """The report counts jobs and failures per pool and prices the samples trained on a
+    non-Nvidia pool at the Nvidia pool's measured per-device rate."""
+    from mixfleet.live.report import fleet_report
+
+    store, fake, sched, ids = _setup(fleet_dir, tmp_path, 2, extra="max_restarts = 3")
+    spec_p = load_job(write_job(tmp_path / "p.toml", extra='pool = "p800"'), fleet3())
+    spec_h = load_job(write_job(tmp_path / "h.toml", extra='pool = "h20"'), fleet3())
+    jh, jp = store.submit(spec_h), store.submit(spec_p)
+    for jid in ids:
+        store.request_cancel(jid)
+    sched.tick()
+    ah, ap = store.attempts(jh)[0], store.attempts(jp)[0]
+    for jid, a, sps in ((jh, ah, 640.0), (jp, ap, 320.0)):
+        rd = run_dir(fleet_dir, jid)
+        rd.mkdir(parents=True, exist_ok=True)
+        with open(rd / "metrics.jsonl", "w") as f:
+            for step in range(1, 21):
+                f.write(json.dumps({"step": step, "samples_per_s": sps,
+                                    "t": a.started + step * 1e-6}) + "\n")
+        _finish(fleet_dir, fake, store, jid)
+    fake.status[ap.id] = Status(state="lost", reason="x")  # p800's attempt: lost once
+    sched.tick()
+    rep = fleet_report(fleet3(), store, fleet_dir)
+    pools = {p["pool"]: p for p in rep["pools"]}
+    assert pools["h20"]["jobs_run"] == 1 and pools["p800"]["jobs_run"] == 1
+    assert pools["p800"]["failures"] == 1 and pools["910b"]["jobs_run"] == 0
+    # 20 steps x 64 samples on p800, priced at the h20's 640 samples/s per device
+    assert rep["nvidia_device_hours_replaced"] == pytest.approx(20 * 64 / 640 / 3600)
+    assert rep["nvidia_speed_origin"] == ["emulated"] and rep["emulated"]
