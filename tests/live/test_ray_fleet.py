@@ -40,6 +40,7 @@ def test_ray_head_listens_on_loopback_only_and_declares_the_pools(
                            "chip:emu:ascend-910b"))
 
 
+@pytest.mark.slow
 def test_submitted_job_runs_in_a_placement_group_with_its_visible_devices(
         fleet: tuple[Path, Any], tmp_path: Path) -> None:
     """A submitted job is placed, runs `mixfleet train` on an emulated pool with the

@@ -85,7 +85,8 @@ class RayBackend:
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False,
-                     _node_ip_address="127.0.0.1" if embedded else None)
+                     _node_ip_address="127.0.0.1" if embedded
+                     or address.startswith(("127.", "localhost")) else None)
 
     def inventory(self) -> list[NodeInfo]:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
