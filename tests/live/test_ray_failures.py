@@ -112,6 +112,7 @@ def test_drained_chip_is_blocked_and_the_next_placement_avoids_it(
     assert store.attempts(nxt)[0].slots == [a.slots[0]]
 
 
+@pytest.mark.timeout(1200)
 def test_six_jobs_on_three_pools_equal_their_solo_runs(fleet: tuple[Path, Any],
                                                        tmp_path: Path) -> None:
     """Six digits-cnn jobs (1 and 2 devices, different seeds) on the 3 emulated pools all
