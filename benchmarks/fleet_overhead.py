@@ -2,7 +2,8 @@
 same `mixfleet train` run directly. Target <= 1.10.
 
 Both sides run digits-cnn on one emulated device of the same chip for the same number of
-steps (about a minute on 2 shared cores by default); the fleet side is a local Ray head on
+steps (60 by default: ~10 s on 2 quiet cores, a minute under load; `--steps 400` for a
+~60 s job on a quiet machine); the fleet side is a local Ray head on
 127.0.0.1 (started before the clock starts, stopped after). Direct, fleet, direct: the
 fleet run is compared with the mean of the two direct runs. Ratio on the last line.
 
