@@ -75,3 +75,19 @@ def test_fifty_concurrent_submits_lose_nothing_and_duplicate_no_id(
     stored = [j.id for j in Store(fleet_dir).jobs()]
     assert len(ids) == 50 and len(set(ids)) == 50
     assert sorted(stored) == sorted(ids)
+
+
+def test_ray_resources_count_detected_chips_by_catalog_id() -> None:
+    """`devices --ray-resources` declares one chip:<id> resource per catalog chip, counting
+    its devices, and leaves out devices the catalog does not know."""
+    from mixfleet.catalog.detect import Detection, Device
+    from mixfleet.cli.catalog import ray_resources
+
+    def dev(i: int, chip: str | None) -> Device:
+        return Device(index=i, vendor="baidu", name=f"P800 #{i}", chip_id=chip,
+                      memory_bytes=None, driver=None, torch_device=f"cuda:{i}", tool="xpu-smi")
+
+    det = Detection(devices=(dev(0, "kunlun-p800"), dev(1, "kunlun-p800"), dev(2, None)),
+                    tools=(), accelerator="cuda", accelerator_count=3)
+    res, skipped = ray_resources(det)
+    assert res == {"chip:kunlun-p800": 2} and skipped == ["baidu P800 #2"]
