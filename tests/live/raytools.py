@@ -44,13 +44,14 @@ def listening(pids: list[int]) -> list[str]:
     return addrs
 
 
-def live_fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]]:
-    """Start an embedded Ray fleet (3 emulated pools) and stop it after the module,
-    checking that nothing it started is left."""
+def live_fleet(tmp_path_factory: pytest.TempPathFactory, fleet: Any = None
+               ) -> Iterator[tuple[Path, Any]]:
+    """Start an embedded Ray fleet (default: 3 emulated pools) and stop it after the
+    module, checking that nothing it started is left."""
     old = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     d = tmp_path_factory.mktemp("live") / "fleet"
-    state = up(fleet3(), d, backend="ray", num_cpus=1)
+    state = up(fleet or fleet3(), d, backend="ray", num_cpus=1)
     try:
         yield d, state
     finally:
