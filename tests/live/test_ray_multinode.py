@@ -14,7 +14,7 @@ from mixfleet.live.spec import load_fleet_spec
 from mixfleet.live.store import Store
 
 from .conftest import write_job
-from .raytools import job_state, live_fleet, same, solo_weights, submit, wait_for, weights
+from .raytools import job_state, live_fleet, solo_weights, submit, wait_for, weights
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Any]
 def test_two_node_job_runs_as_two_bundles_and_equals_a_two_rank_run(
         fleet: tuple[Path, Any], tmp_path: Path) -> None:
     """A 2-device job on a pool of 2 nodes x 1 device runs as 2 bundles (one per node),
-    finishes, and its weights equal a solo 2-rank `mixfleet train`."""
+    finishes, and its weights match a solo 2-rank `mixfleet train` to float rounding (not
+    bit for bit: each one-rank agent gives its rank the CPU threads a two-rank launch
+    splits, and intra-op threading changes the order of float sums)."""
     d, _ = fleet
     jid = submit(d, write_job(tmp_path / "mn.toml", steps=10, devices=2,
                               sets=("launch.max_restarts=1",)))
@@ -41,4 +43,7 @@ def test_two_node_job_runs_as_two_bundles_and_equals_a_two_rank_run(
     assert sorted(n for n, _ in a.slots) == ["p800/0", "p800/1"]
     assert len(a.handle["actors"]) == 2
     ref = solo_weights(job_dir(d, jid) / "config.toml", tmp_path / "solo", nproc=2)
-    assert same(weights(run_dir(d, jid)), ref)
+    got = weights(run_dir(d, jid))
+    assert got.keys() == ref.keys()
+    diff = max(float((got[k] - ref[k]).abs().max()) for k in ref)
+    assert diff < 1e-4, diff
