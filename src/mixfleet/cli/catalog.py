@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -14,7 +15,7 @@ from mixfleet.catalog.base import FIGURES, Figure
 from mixfleet.catalog.detect import detect
 from mixfleet.errors import ConfigError
 
-__all__ = ["add_parser", "cmd_catalog", "cmd_devices"]
+__all__ = ["add_parser", "cmd_catalog", "cmd_devices", "ray_resources"]
 
 _MARK = {"datasheet": "", "reported": "~", "unknown": "?"}
 
@@ -33,6 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--run-dir", metavar="DIR", help="also show the devices blocked in this "
                    "training run directory (drained for heat or faults; never used again "
                    "there)")
+    d.add_argument("--ray-resources", action="store_true",
+                   help="print this node's chips as the JSON of `ray start --resources` "
+                   "(chip:<id>: count), to add the node to a live fleet")
     d.set_defaults(func=cmd_devices)
 
 
@@ -67,12 +71,34 @@ def _blocked(run_dir: str | None) -> list[dict]:
         raise ConfigError(f"--run-dir {run_dir!r} is not a directory; pass the --run-dir of "
                           f"a training run")
     return read_entries(run_dir)
+def ray_resources(det: Any) -> tuple[dict[str, int], list[str]]:
+    """``chip:<id>`` -> count of this machine's devices, and the devices left out (not in
+    the catalog)."""
+    res: dict[str, int] = {}
+    skipped = []
+    for d in det.devices:
+        if d.chip_id is None:
+            skipped.append(f"{d.vendor} {d.name}")
+            continue
+        res[f"chip:{d.chip_id}"] = res.get(f"chip:{d.chip_id}", 0) + 1
+    return res, skipped
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
     blocked = _blocked(getattr(args, "run_dir", None))
     ids = {str(e.get("device_id")) for e in blocked if e.get("device_id")}
     det = detect()
+    if args.ray_resources:
+        import sys
+
+        res, skipped = ray_resources(det)
+        for name in skipped:
+            print(f"note: {name} is not in the catalog; it is left out", file=sys.stderr)
+        if not res:
+            print("note: no accelerator found; this node adds no chips to a fleet (pools on "
+                  "a CPU machine are emulated by `mixfleet fleet up`)", file=sys.stderr)
+        print(json.dumps(res))
+        return 0
     if args.json:
         out = det.to_dict()
         for d in out["devices"]:

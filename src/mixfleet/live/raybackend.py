@@ -1,0 +1,178 @@
+"""Attempts on Ray: one placement group per attempt, one bundle per node holding the pool's
+chip resource, and in each bundle a detached actor that runs ``mixfleet train``.
+
+The actor is detached (and the placement group too), so both outlive a killed scheduler;
+a restarted one finds them by name. The actor starts the training as its own process
+session with the vendor's visible-devices variable set; when the actor's worker process
+dies (SIGKILL, node loss) the attempt is *lost*, and :meth:`RayBackend.stop` ends what it
+left running through a task pinned to the same node.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
+
+from mixfleet.live.backend import Bundle, NodeInfo, Status, virtual_nodes
+from mixfleet.live.procs import ATTEMPT_MARK, kill_pids, pids_with_env
+from mixfleet.live.spec import FleetSpec, PoolSpec
+
+__all__ = ["RayBackend", "Runner"]
+
+CALL_TIMEOUT_S = 20.0
+
+
+@ray.remote(num_cpus=0, max_restarts=0)
+class Runner:
+    """Runs one bundle of an attempt (one ``mixfleet train`` process tree)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def info(self) -> dict[str, Any]:
+        return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
+                "ip": ray.util.get_node_ip_address()}
+
+    def free_port(self) -> int:
+        with socket.socket() as s:
+            s.bind(("", 0))
+            return int(s.getsockname()[1])
+
+    def start(self, argv: list[str], env: dict[str, str], log: str) -> int:
+        full = dict(os.environ)
+        full.pop("OMP_NUM_THREADS", None)  # Ray pins it to the actor's 0 CPUs
+        full.update(env)
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([sys.executable, *argv], env=full, stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         start_new_session=True)
+        return self.proc.pid
+
+    def poll(self) -> int | None:
+        return None if self.proc is None else self.proc.poll()
+
+
+@ray.remote(num_cpus=0)
+def _kill_marked(marker: str) -> int:
+    pids = pids_with_env(ATTEMPT_MARK, marker)
+    kill_pids(pids)
+    return len(pids)
+
+
+class RayBackend:
+    """Attempts as Ray placement groups (see the module docstring)."""
+
+    kind = "ray"
+
+    def __init__(self, fleet: FleetSpec, *, address: str, namespace: str,
+                 embedded: bool) -> None:
+        self.fleet = fleet
+        self.embedded = embedded
+        self.namespace = namespace
+        if not ray.is_initialized():
+            ray.init(address=address, namespace=namespace, log_to_driver=False,
+                     logging_level=logging.WARNING, configure_logging=False,
+                     _node_ip_address="127.0.0.1" if embedded
+                     or address.startswith(("127.", "localhost")) else None)
+
+    def inventory(self) -> list[NodeInfo]:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if self.embedded:
+            up = bool(nodes)
+            return [NodeInfo(node=v.node, pool=v.pool, devices=v.devices, alive=up)
+                    for v in virtual_nodes(self.fleet)]
+        out = []
+        for n in nodes:
+            for p in self.fleet.pools:
+                count = int(n.get("Resources", {}).get(p.resource, 0))
+                if count:
+                    out.append(NodeInfo(node=f"{n['NodeManagerAddress']}/{n['NodeID'][:12]}",
+                                        pool=p.id, devices=count))
+        return out
+
+    def _bundle_resources(self, pool: PoolSpec, b: Bundle) -> dict[str, float]:
+        res: dict[str, float] = {pool.resource: float(len(b.devices))}
+        if not self.embedded:
+            res[f"node:{b.node.split('/')[0]}"] = 0.001
+        return res
+
+    def start(self, aid: int, pool: PoolSpec, bundles: list[Bundle], log: Path,
+              marker: str) -> dict[str, Any]:
+        names = [f"mixfleet-attempt-{aid}-{i}" for i in range(len(bundles))]
+        handle: dict[str, Any] = {"kind": "ray", "aid": aid, "marker": marker,
+                                  "actors": names, "pg": f"mixfleet-pg-{aid}"}
+        pg = placement_group([self._bundle_resources(pool, b) for b in bundles],
+                             strategy="PACK", name=handle["pg"], lifetime="detached")
+        ray.get(pg.ready(), timeout=60)
+        actors = [Runner.options(  # type: ignore[attr-defined]
+            name=n, lifetime="detached", resources={pool.resource: float(len(b.devices))},
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=pg, placement_group_bundle_index=i)).remote()
+            for i, (n, b) in enumerate(zip(names, bundles, strict=True))]
+        infos = ray.get([a.info.remote() for a in actors], timeout=120)
+        endpoint = ""
+        if len(bundles) > 1:
+            port = ray.get(actors[0].free_port.remote(), timeout=CALL_TIMEOUT_S)
+            endpoint = f"{infos[0]['ip']}:{port}"
+        pids = ray.get([a.start.remote([x.replace("{rdzv_endpoint}", endpoint) for x in b.argv],
+                                       {**b.env, ATTEMPT_MARK: marker}, str(log))
+                        for a, b in zip(actors, bundles, strict=True)], timeout=CALL_TIMEOUT_S)
+        handle.update(worker_pids=[i["pid"] for i in infos],
+                      node_ids=[i["node_id"] for i in infos], pids=pids)
+        return handle
+
+    def poll(self, handle: dict[str, Any]) -> Status:
+        codes: list[int | None] = []
+        for name in handle["actors"]:
+            try:
+                actor = ray.get_actor(name, namespace=self.namespace)
+                rc: Any = ray.get(actor.poll.remote(), timeout=CALL_TIMEOUT_S)
+                codes.append(None if rc is None else int(rc))
+            except ray.exceptions.GetTimeoutError:
+                codes.append(None)
+            except (ValueError, ray.exceptions.RayActorError) as e:
+                return Status(state="lost", reason=f"Ray worker of {name} died "
+                              f"({type(e).__name__})")
+        bad = [c for c in codes if c]
+        if bad:
+            return Status(state="exit", rc=bad[0])
+        if codes and all(c is not None for c in codes):
+            return Status(state="exit", rc=0)
+        return Status(state="running")
+
+    def stop(self, handle: dict[str, Any]) -> None:
+        marker = handle.get("marker")
+        if marker is None:
+            return
+        nodes = handle.get("node_ids") or []
+        tasks = [_kill_marked.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=False)
+        ).remote(marker) for n in dict.fromkeys(nodes)]
+        if self.embedded and not nodes:
+            kill_pids(pids_with_env(ATTEMPT_MARK, marker))
+        try:
+            ray.get(tasks, timeout=CALL_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - a dead node took its processes with it
+            pass
+        for name in handle.get("actors", []):
+            try:
+                ray.kill(ray.get_actor(name, namespace=self.namespace))
+            except (ValueError, ray.exceptions.RayError):
+                pass
+        try:
+            remove_placement_group(ray.util.get_placement_group(handle["pg"]))
+        except (ValueError, KeyError, ray.exceptions.RayError):
+            pass
