@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from mixfleet.errors import ConfigError, MixfleetError
+from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
 from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot, fit_options
 from mixfleet.fleet.reliability import young_daly_interval
@@ -43,10 +44,17 @@ class SimConfig:
     """Sample throttle episodes."""
     migration_s: float = 60.0
     """Stall when a job starts again after a preemption or a move, seconds."""
+    estimates: str = "history"
+    """What policies know of job lengths: ``history`` (learned from finished jobs),
+    ``declared`` (the jobs' stated limits) or ``oracle`` (the truth; an upper bound only);
+    see :mod:`mixfleet.fleet.estimates`."""
 
     def __post_init__(self) -> None:
         if not self.migration_s >= 0:
             raise ConfigError(f"migration_s must be >= 0 (got {self.migration_s}); e.g. 60")
+        if self.estimates not in ESTIMATORS:
+            raise ConfigError(f"estimates {self.estimates!r} is not an estimator; use one of "
+                              f"{', '.join(ESTIMATORS)}")
 
 
 def speed_matrix(fleet: Fleet, table: ThroughputTable) -> dict[str, tuple[float | None, ...]]:
@@ -123,11 +131,14 @@ class Simulator:
         self.tau: dict[tuple[int, int], float] = {}
         self._fit: dict[tuple[str, int, float], tuple[tuple[int, ...], str]] = {}
         self.needs_remaining = getattr(policy, "needs_remaining", True)
+        self.estimator = make_estimator(self.cfg.estimates)
+        self.est_pairs: list[tuple[float, float]] = []
+        """(estimate at arrival, true work) of each completed job."""
 
     # -- placement ------------------------------------------------------------------
     def _resched(self, js: JobState, t: float) -> None:
         js.rate_ver += 1
-        ft = js.eta = js.finish_time(t)
+        ft = js.finish_time(t)
         if ft < math.inf:
             self.q.push(ft, ev.COMPLETE, js.index, js.rate_ver)
 
@@ -203,7 +214,6 @@ class Simulator:
         js.place_ver += 1
         js.ckpt_ver += 1
         js.rate_ver += 1
-        js.eta = math.inf
         return p
 
     def _stop(self, js: JobState, t: float) -> None:
@@ -226,7 +236,7 @@ class Simulator:
         if not fit[0]:
             self.unplaceable.append((job, fit[1]))
             return
-        js = JobState(job, len(self.states), fit[0], len(self.pools))
+        js = JobState(job, len(self.states), fit[0], len(self.pools), self.estimator)
         if job.id in self.active:
             raise ConfigError(f"job id {job.id!r} appears twice; give each job its own id")
         self.states.append(js)
@@ -247,6 +257,8 @@ class Simulator:
             js.end_s = t
             self._release(js, t)
             del self.active[js.id]
+            self.estimator.observe(js.job)
+            self.est_pairs.append((js.est0, js.work))
             return
         if js.pool is None:
             return
@@ -302,7 +314,7 @@ class Simulator:
                         speed=self.speeds, failures=self.cfg.failures,
                         waiting=self.wait.values(),
                         running=tuple(r.values() for r in self.run_by_pool),
-                        free=tuple(self.pfree))
+                        free=tuple(self.pfree), migration_s=self.cfg.migration_s)
         alloc = self.policy.allocate(snap)
         keep = not self.policy.preemptive
         used = [0] * len(self.pools) if not keep else [p.capacity - f for p, f in
@@ -376,8 +388,19 @@ class Simulator:
                                 f"job(s) waiting on an idle fleet")
         if self.progress is not None:
             self.progress(n, n, self.q.peek_time() or 0.0)
-        return collect(self.policy.name, self.fleet, self.states, self.pstate,
-                       self.unplaceable, q.popped)
+        if n and not self.states:
+            job, why = self.unplaceable[0]
+            raise ConfigError(f"none of the {n} jobs fits any pool of fleet "
+                              f"{self.fleet.name!r} (e.g. job {job.id!r}: {why}); add pools "
+                              f"that fit them, or pass --throughput / [pool.assumption] for "
+                              f"pools without a throughput figure")
+        res = collect(self.policy.name, self.fleet, self.states, self.pstate,
+                      self.unplaceable, q.popped)
+        err = relative_errors(self.est_pairs)
+        res.metrics["estimates"] = self.cfg.estimates
+        res.metrics["estimate_error_p50"] = err["p50"]
+        res.metrics["estimate_error_p90"] = err["p90"]
+        return res
 
 
 def simulate(fleet: Fleet, jobs: Sequence[Job], policy: Policy,

@@ -19,6 +19,7 @@ import itertools
 import math
 import operator
 
+from mixfleet.errors import ConfigError
 from mixfleet.fleet.policies.base import Allocation, Snapshot, register
 
 __all__ = ["GoodputPolicy"]
@@ -33,7 +34,13 @@ class GoodputPolicy:
     preemptive = False
     needs_remaining = False
 
-    def __init__(self, window: float = 128):
+    def __init__(self, window: float = 128, reservations: float = 1):
+        if not reservations >= 0 or not window >= 1:
+            raise ConfigError(f"goodput window must be >= 1 and reservations >= 0 (got "
+                              f"{window}, {reservations}); e.g. window=128, reservations=1")
+        self.reservations = int(reservations)
+        """Waiting jobs per decision that may hold devices of a busy, faster pool (EASY
+        backfilling holds one: the head of the queue)."""
         self.window = int(window)
         """Waiting jobs considered per decision, oldest first (bounds the cost of a call,
         as backfill schedulers bound their queue scan)."""
@@ -68,7 +75,7 @@ class GoodputPolicy:
         now = snap.time
         inf = math.inf
         bisect_left = bisect.bisect_left
-        # per pool, lazily: (end times, devices freed by then) of the jobs running there
+        # per pool, lazily: (estimated end times, devices freed by then) of its running jobs
         release: list[tuple[list[float], list[int]] | None] = [None] * npools
 
         waiting = list(itertools.islice(snap.waiting, self.window))
@@ -77,30 +84,37 @@ class GoodputPolicy:
         if any(j.priority for j in waiting):
             waiting.sort(key=lambda j: -j.priority)  # stable: oldest first within a level
         # smallest job at or behind each position: once no pool has room for it, no later
-        # job can start now and the rest of the scan would only add reservations
+        # job can start now (not even by backfilling) and the rest of the scan is moot
         least = [0] * len(waiting)
         m = 1 << 62
         for i in range(len(waiting) - 1, -1, -1):
             m = min(m, waiting[i].devices)
             least[i] = m
         reserved = [0] * npools
+        shadow = [inf] * npools  # earliest time a reservation on the pool needs its devices
+        nres = 0
         room = max(free)
         rates_of = self._rates
         for i, j in enumerate(waiting):
             if room < least[i]:
-                break  # nothing can start now; later decisions would only reserve
+                break
             n = j.devices
             rates = rates_of(snap, j.workload, n)
             rem = j.remaining
-            best_t, best_p = inf, -1
+            best_t, best_p, best_start = inf, -1, inf
+            now_t, now_p = inf, -1  # the best pool it can start on now
             for p in j.options:
                 r = rates[p]
                 if r <= 0:
                     continue
-                need = n + reserved[p] - free[p]
-                if need <= 0:
-                    t = now + rem / r
+                dur = rem / r
+                f = free[p]
+                if f >= n and (f - n >= reserved[p] or now + dur <= shadow[p]):
+                    t, start = now + dur, now  # fits, or backfills ahead of the reservation
+                    if t < now_t:
+                        now_t, now_p = t, p
                 else:
+                    need = n + reserved[p] - f
                     rel = release[p]
                     if rel is None:
                         ends = sorted((x.eta, x.devices) for x in snap.running[p])
@@ -113,15 +127,24 @@ class GoodputPolicy:
                     k = bisect_left(cum, need)
                     if k >= len(times):
                         continue
-                    t = times[k] + rem / r
+                    start = max(times[k], now)
+                    t = start + dur
                 if t < best_t:
-                    best_t, best_p = t, p
+                    best_t, best_p, best_start = t, p, start
             if best_p < 0:
                 continue
-            if n + reserved[best_p] <= free[best_p]:
-                alloc[j.id] = best_p
-                free[best_p] -= n
-            else:
+            if best_p == now_p:
+                p = now_p
+            elif nres < self.reservations:
                 reserved[best_p] += n
-            room = max(map(operator.sub, free, reserved))
+                shadow[best_p] = min(shadow[best_p], best_start)
+                nres += 1
+                continue
+            elif now_p >= 0:
+                p = now_p  # no reservation left to hold: do not leave its devices idle
+            else:
+                continue
+            alloc[j.id] = p
+            free[p] -= n
+            room = max(free)
         return alloc
