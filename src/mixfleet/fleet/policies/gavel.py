@@ -27,8 +27,8 @@ costs no solve at all.
 Rounds (default 6 minutes, as Gavel) turn X into placements: (job, pool) pairs are taken in
 order of priority X[j, p] / (share of time the job has had on p), while devices last;
 then any still-free devices go to waiting jobs on their fastest fitting pool (a
-work-conserving fill; Gavel's round mechanism fills leftover workers too). Above ``max_lp_jobs`` classes the
-problem is split POP-style into equal partitions of the classes (round robin), each with
+work-conserving fill; Gavel's round mechanism fills leftover workers too). Above
+``max_lp_jobs`` classes the problem is split POP-style into equal partitions of the classes (round robin), each with
 an equal share of every pool.
 """
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
-import operator
 
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.policies.base import Allocation, Snapshot, register
