@@ -28,8 +28,8 @@ Rounds (default 6 minutes, as Gavel) turn X into placements: (job, pool) pairs a
 order of priority X[j, p] / (share of time the job has had on p), while devices last;
 then any still-free devices go to waiting jobs on their fastest fitting pool (a
 work-conserving fill; Gavel's round mechanism fills leftover workers too). Above
-``max_lp_jobs`` classes the problem is split POP-style into equal partitions of the classes (round robin), each with
-an equal share of every pool.
+``max_lp_jobs`` classes the problem is split POP-style into equal partitions of the
+classes (round robin), each with an equal share of every pool.
 """
 
 from __future__ import annotations
