@@ -131,6 +131,8 @@ class Simulator:
         self.tau: dict[tuple[int, int], float] = {}
         self._fit: dict[tuple[str, int, float], tuple[tuple[int, ...], str]] = {}
         self.needs_remaining = getattr(policy, "needs_remaining", True)
+        self.moves = bool(getattr(policy, "moves", False))
+        """A non-preemptive policy that may move running jobs (asked at completions too)."""
         self.estimator = make_estimator(self.cfg.estimates)
         self.est_pairs: list[tuple[float, float]] = []
         """(estimate at arrival, true work) of each completed job."""
@@ -319,11 +321,18 @@ class Simulator:
         keep = not self.policy.preemptive
         used = [0] * len(self.pools) if not keep else [p.capacity - f for p, f in
                                                        zip(self.pools, self.pfree, strict=True)]
+        moved: list[JobState] = []
         for jid, p in alloc.items():
             cand = self.active.get(jid)
-            if cand is None or p not in cand.options or (keep and cand.pool is not None):
+            if cand is None or p not in cand.options or \
+                    (keep and cand.pool is not None and not self.moves):
                 raise MixfleetError(f"policy {self.policy.name!r} placed job {jid!r} on pool "
                                     f"{p} where it is not active, not waiting or does not fit")
+            if keep and cand.pool is not None:  # a move (or a no-op to its own pool)
+                if cand.pool == p:
+                    continue
+                used[cand.pool] -= cand.devices
+                moved.append(cand)
             used[p] += cand.devices
         for p, u in enumerate(used):
             if u > self.pools[p].capacity:
@@ -333,6 +342,8 @@ class Simulator:
             for js in list(self.active.values()):
                 if js.pool is not None and alloc.get(js.id) != js.pool:
                     self._stop(js, t)
+        for js in moved:
+            self._stop(js, t)
         for jid, p in alloc.items():
             st = self.active[jid]
             if st.pool is None:
@@ -350,7 +361,7 @@ class Simulator:
         while len(q):
             t = q.peek_time()
             assert t is not None
-            dirty = False
+            dirty = freed = False
             while len(q) and q.peek_time() == t:
                 _, kind, _, ji, ver = q.pop()
                 handled += 1
@@ -375,9 +386,10 @@ class Simulator:
                                                 f"idle fleet")
                 else:
                     if kind == ev.COMPLETE:
-                        dirty = True
+                        dirty = freed = True
                     self._handle(t, kind, ji, ver)
-            if dirty and round_s is None and self.waiting and self._could_start():
+            if dirty and round_s is None and (self.waiting and self._could_start()
+                                              or freed and self.moves and self.active):
                 self._schedule(t)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),

@@ -169,7 +169,10 @@ class Policy(Protocol):
     def allocate(self, snap: Snapshot) -> Allocation:
         """Job id -> pool index. A preemptive policy lists every job that runs now (a
         running job left out is preempted); a non-preemptive one lists only the waiting jobs
-        it starts now (running jobs keep running)."""
+        it starts now (running jobs keep running) and, if its class sets ``moves = True``,
+        running jobs it moves to another pool (they save their state and restart there,
+        paying ``Snapshot.migration_s``; such a policy is also asked when devices free up
+        with no job waiting)."""
         ...
 
 
