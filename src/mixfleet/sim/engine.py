@@ -389,7 +389,8 @@ class Simulator:
                         dirty = freed = True
                     self._handle(t, kind, ji, ver)
             if dirty and round_s is None and (self.waiting and self._could_start()
-                                              or freed and self.moves and self.active):
+                                              or freed and self.active and
+                                              (self.moves or self.policy.preemptive)):
                 self._schedule(t)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),

@@ -49,6 +49,7 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
         "failures": config.failures,
         "throttles": config.throttles,
         "migration_s": config.migration_s,
+        "estimates": config.estimates,
         "policies": [{"policy": r.policy, **r.metrics,
                       **({"assumed_work_share": assumed_work_share(r, assumed)}
                          if table is not None else {}),

@@ -97,8 +97,6 @@ class GoodputPolicy:
         release: list[tuple[list[float], list[int]] | None] = [None] * npools
 
         waiting = list(itertools.islice(snap.waiting, self.window))
-        if not waiting:
-            return alloc
         if any(j.priority for j in waiting):
             waiting.sort(key=lambda j: -j.priority)  # stable: oldest first within a level
         # smallest job at or behind each position: once no pool has room for it, no later
@@ -109,13 +107,16 @@ class GoodputPolicy:
             m = min(m, waiting[i].devices)
             least[i] = m
         reserved = [0] * npools
+        if not waiting:
+            self._moves(snap, free, reserved, alloc)
+            return alloc
         shadow = [inf] * npools  # earliest time a reservation on the pool needs its devices
         nres = 0
         room = max(free)
         rates_of = self._rates
         for i, j in enumerate(waiting):
-            if room < least[i]:
-                break
+            if room < least[i] and nres >= self.reservations:
+                break  # nothing can start now, and no reservation is left to record
             n = j.devices
             rates = rates_of(snap, j.workload, n)
             rem = j.remaining
@@ -194,8 +195,8 @@ class GoodputPolicy:
                         best_q, best_r = q, rates[q]
                 if best_q < 0:
                     continue
-                rem = x.remaining
-                if rem / cur - rem / best_r > cost:
+                left = x.eta - snap.time  # estimated seconds left where it runs
+                if left * (1.0 - cur / best_r) > cost:
                     alloc[x.id] = best_q
                     spare[best_q] -= n
                     spare[p] += n
