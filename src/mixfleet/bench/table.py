@@ -11,7 +11,7 @@ from typing import Literal
 
 from mixfleet.errors import ConfigError
 
-Origin = Literal["measured", "emulated", "estimated"]
+Origin = Literal["measured", "measured-scaled", "emulated", "estimated"]
 SCHEMA_VERSION = 1
 
 __all__ = ["ThroughputRow", "write_table", "read_table", "SCHEMA_VERSION"]
@@ -34,6 +34,9 @@ class ThroughputRow:
     date: str
     emulated: bool
     origin: Origin
+    note: str = ""
+    """How the figure was obtained when it is not one plain timing (e.g. a planner class's
+    per-component times and extrapolation, ``mixfleet bench --class``)."""
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ThroughputRow)]
@@ -55,12 +58,15 @@ def write_table(rows: list[ThroughputRow], path: str | Path) -> None:
             w.writerow({k: ("" if v is None else v) for k, v in d.items()})
 
 
+_OPTIONAL = {"note"}
+
+
 def _row(d: dict, where: str) -> ThroughputRow:
-    missing = [k for k in _FIELDS if k not in d]
+    missing = [k for k in _FIELDS if k not in d and k not in _OPTIONAL]
     if missing:
         raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}; a throughput "
                           f"row needs {', '.join(_FIELDS)}")
-    return ThroughputRow(**{k: d[k] for k in _FIELDS})
+    return ThroughputRow(**{k: d[k] for k in _FIELDS if k in d})
 
 
 def _from_csv(d: dict[str, str], where: str) -> ThroughputRow:
@@ -75,6 +81,7 @@ def _from_csv(d: dict[str, str], where: str) -> ThroughputRow:
             host=d["host"], torch_version=d["torch_version"], date=d["date"],
             emulated=d["emulated"] in ("True", "true", "1"),
             origin=d["origin"],  # type: ignore[arg-type]
+            note=d.get("note") or "",
         )
     except (KeyError, ValueError) as e:
         raise ConfigError(f"{where}: bad throughput row ({e}); fields: "

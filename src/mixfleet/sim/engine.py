@@ -87,7 +87,7 @@ def origin_matrix(fleet: Fleet, table: ThroughputTable
     return out
 
 
-_ORIGIN_ORDER = ("measured", "emulated", "estimated", "assumed")
+_ORIGIN_ORDER = ("measured", "measured-scaled", "emulated", "estimated", "assumed")
 
 
 def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mixfleet.fleet.model import Fleet
 from mixfleet.fleet.throughput import ThroughputTable
-from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix
+from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix, speed_matrix
 from mixfleet.sim.metrics import SimResult
 
 __all__ = ["results_doc", "write_results", "assumed_work_share", "RESULTS_SCHEMA"]
@@ -31,6 +31,7 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
     per workload class and any assumption it rests on, and each policy record has
     ``assumed_work_share``."""
     origins = origin_matrix(fleet, table) if table is not None else {}
+    speeds = speed_matrix(fleet, table) if table is not None else {}
     assumed = assumed_pools(fleet, table) if table is not None else []
     pools = []
     for i, p in enumerate(fleet.pools):
@@ -38,6 +39,7 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
                                "nvidia": p.is_nvidia}
         if table is not None:
             rec["throughput_origin"] = {w: o[i] for w, o in origins.items()}
+            rec["speed"] = {w: sp[i] for w, sp in speeds.items()}
             rec["assumption"] = None if p.assumption is None else p.assumption.as_dict()
         pools.append(rec)
     return {
