@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--migration-s", type=float, default=60.0,
                    help="stall when a job restarts after a move or preemption (s)")
     s.add_argument("--limit", type=int, help="read only the first N trace rows")
+    s.add_argument("--sensitivity", action="store_true",
+                   help="rerun the comparison with each reliability figure halved and "
+                   "doubled; report whether the ranking of policies changes")
     s.add_argument("--catalog", help="chip catalog TOML (default: the packaged one)")
     s.set_defaults(func=run_simulate)
 
@@ -220,6 +223,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         console.print(f"[yellow]assumed work[/]: share of the work done on pools with ASSUMED "
                       f"throughput ({', '.join(fleet.pools[i].id for i in assumed)}); their "
                       f"speeds are stated in {args.fleet}, not measured")
+    if cfg.failures:
+        console.print("[yellow]reliability[/]: the non-Nvidia defaults rest on thin sources "
+                      "(MTBF 9,131 h: one unpublished report, Ant Group ~8%/month; throttle "
+                      "slowdown 0.30 and rates: ASSUMED); see --sensitivity and docs/fleet.md")
+    if args.sensitivity:
+        _sensitivity(console, fleet, jobs, args, speeds, cfg)
     unpl = results[0].unplaceable
     if unpl:
         console.print(f"[yellow]{len(unpl)} job(s) fit nowhere[/] (listed in results.json), "
@@ -232,6 +241,31 @@ def run_simulate(args: argparse.Namespace) -> int:
             plot_utilization(r, Path(args.out) / f"utilization_{r.policy}.png")
         console.print(f"wrote {path} and plots in {args.out}")
     return 0
+
+
+def _sensitivity(console: Any, fleet: Any, jobs: Any, args: argparse.Namespace,
+                 speeds: Any, cfg: Any) -> None:
+    from rich.table import Table
+
+    from mixfleet.fleet.policies import POLICY_NAMES, make_policy
+    from mixfleet.sim.sensitivity import sensitivity
+
+    if not cfg.failures:
+        raise ConfigError("--sensitivity varies failure and throttle figures; drop "
+                          "--no-failures")
+    names = args.policy or POLICY_NAMES
+    with console.status("sensitivity reruns") as st:
+        variants = sensitivity(fleet, jobs, lambda: [make_policy(n) for n in names], speeds,
+                               cfg, done=lambda what: st.update(f"sensitivity: {what}"))
+    tab = Table(title="sensitivity: every pool's reliability figure x0.5 and x2")
+    for c in ("figure", "factor", "ranking (best first)", "changed"):
+        tab.add_column(c)
+    for v in variants:
+        tab.add_row(v.figure or "(baseline)", f"x{v.factor:g}", " > ".join(v.ranking),
+                    "[yellow]CHANGED[/]" if v.changed else "same")
+    console.print(tab)
+    n = sum(v.changed for v in variants)
+    console.print(f"ranking changed in {n} of {len(variants) - 1} variants")
 
 
 def _estimates_line(name: str) -> str:

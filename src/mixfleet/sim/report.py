@@ -14,6 +14,8 @@ from mixfleet.sim.metrics import SimResult
 __all__ = ["results_doc", "write_results", "assumed_work_share", "RESULTS_SCHEMA"]
 
 RESULTS_SCHEMA = 1
+RELIABILITY_FIGURES = ("mtbf_h", "throttle_per_h", "throttle_s", "throttle_slowdown",
+                       "restart_s", "checkpoint_s")
 
 
 def assumed_work_share(result: SimResult, pools: list[int]) -> float:
@@ -35,8 +37,11 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
     assumed = assumed_pools(fleet, table) if table is not None else []
     pools = []
     for i, p in enumerate(fleet.pools):
+        rel = p.reliability
         rec: dict[str, Any] = {"id": p.id, "chip": p.chip.id, "devices": p.capacity,
-                               "nvidia": p.is_nvidia}
+                               "nvidia": p.is_nvidia,
+                               "reliability": {f: getattr(rel, f) for f in RELIABILITY_FIGURES}
+                               | {"sources": dict(rel.sources)}}
         if table is not None:
             rec["throughput_origin"] = {w: o[i] for w, o in origins.items()}
             rec["speed"] = {w: sp[i] for w, sp in speeds.items()}
