@@ -153,8 +153,9 @@ def test_goodput_gives_less_work_to_a_pool_that_fails_10x_as_often():
     """Two equally fast pools, one with 10x the failure rate: under goodput the flaky pool
     does less of the work than the reliable one, and less than under fifo (which ignores
     reliability)."""
-    from mixfleet.fleet.model import parse_fleet
     from sim_helpers import chip
+
+    from mixfleet.fleet.model import parse_fleet
 
     cat = {"good": chip("good", 80, "nvidia"), "bad": chip("bad", 80, "other")}
     data = {"reference_chip": "good",
