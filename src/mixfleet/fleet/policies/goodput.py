@@ -179,8 +179,10 @@ class GoodputPolicy:
             return
         cost = self.move_gain * snap.migration_s
         seen = 0
-        for p, running in enumerate(snap.running):
-            for x in running:
+        # slowest pools first: their jobs have the most to gain
+        mean = [sum(sp[p] or 0.0 for sp in snap.speed.values()) for p in range(len(free))]
+        for p in sorted(range(len(free)), key=lambda q: (mean[q], q)):
+            for x in snap.running[p]:
                 seen += 1
                 if seen > self.window:
                     return
