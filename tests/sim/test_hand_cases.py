@@ -52,7 +52,8 @@ def test_srtf_preempts_for_a_short_job_and_pays_migration():
     js = [Job(id="long", workload="a", arrival_s=0.0, devices=1, work=100, mem_gib=8),
           Job(id="short", workload="a", arrival_s=1.0, devices=1, work=5, mem_gib=8)]
     r = simulate(fleet([(1, 80, True)]), js, make_policy("srtf"), {"a": (1.0,)},
-                 SimConfig(failures=False, throttles=False, migration_s=2.0))
+                 SimConfig(failures=False, throttles=False, migration_s=2.0,
+                           estimates="oracle"))
     assert ends(r) == {"short": 6.0, "long": 107.0}
     assert r.metrics["migrations"] == 1
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from mixfleet.config import read_text
 from mixfleet.errors import ConfigError
 
-Origin = Literal["measured", "emulated", "estimated"]
+Origin = Literal["measured", "measured-scaled", "emulated", "estimated"]
 SCHEMA_VERSION = 1
 
 __all__ = ["ThroughputRow", "write_table", "read_table", "SCHEMA_VERSION"]
@@ -37,6 +37,9 @@ class ThroughputRow:
     date: str
     emulated: bool
     origin: Origin
+    note: str = ""
+    """How the figure was obtained when it is not one plain timing (e.g. a planner class's
+    per-component times and extrapolation, ``mixfleet bench --class``)."""
 
 
 _FIELDS = [f.name for f in dataclasses.fields(ThroughputRow)]
@@ -56,6 +59,9 @@ def write_table(rows: list[ThroughputRow], path: str | Path) -> None:
         for r in rows:
             d = dataclasses.asdict(r)
             w.writerow({k: ("" if v is None else v) for k, v in d.items()})
+
+
+_OPTIONAL = {"note"}
 
 
 def _check(r: ThroughputRow, where: str) -> ThroughputRow:
@@ -78,8 +84,10 @@ def _check(r: ThroughputRow, where: str) -> ThroughputRow:
         raise bad("peak_mem_bytes", "must be an integer in 0..2**63, or empty")
     if not isinstance(r.emulated, bool):
         raise bad("emulated", "must be true or false")
-    if r.origin not in ("measured", "emulated", "estimated"):
-        raise bad("origin", "must be measured, emulated or estimated")
+    if r.origin not in ("measured", "measured-scaled", "emulated", "estimated"):
+        raise bad("origin", "must be measured, measured-scaled, emulated or estimated")
+    if not isinstance(r.note, str):
+        raise bad("note", "must be text")
     return r
 
 
@@ -90,11 +98,11 @@ def _number(v: Any) -> bool:
 def _row(d: Any, where: str) -> ThroughputRow:
     if not isinstance(d, dict):
         raise ConfigError(f"{where}: expected an object with {', '.join(_FIELDS)}")
-    missing = [k for k in _FIELDS if k not in d]
+    missing = [k for k in _FIELDS if k not in d and k not in _OPTIONAL]
     if missing:
         raise ConfigError(f"{where}: missing field(s) {', '.join(missing)}; a throughput "
                           f"row needs {', '.join(_FIELDS)}")
-    return _check(ThroughputRow(**{k: d[k] for k in _FIELDS}), where)
+    return _check(ThroughputRow(**{k: d[k] for k in _FIELDS if k in d}), where)
 
 
 def _from_csv(d: dict[str, str], where: str) -> ThroughputRow:
@@ -113,6 +121,7 @@ def _from_csv(d: dict[str, str], where: str) -> ThroughputRow:
             host=d["host"], torch_version=d["torch_version"], date=d["date"],
             emulated=d["emulated"] in ("True", "true", "1"),
             origin=d["origin"],  # type: ignore[arg-type]
+            note=d.get("note") or "",
         )
     except (KeyError, ValueError) as e:
         raise ConfigError(f"{where}: bad throughput row ({str(e)[:120]}); fields: "

@@ -27,6 +27,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workloads", nargs="+", default=["mlp-matmul"], metavar="NAME",
                    help="mlp-matmul, digits-cnn, char-gpt or module:function (space or comma "
                    "separated; default mlp-matmul)")
+    p.add_argument("--class", dest="classes", nargs="+", metavar="CLASS",
+                   help="measure the planner's workload classes instead (cnn, bert, recsys, "
+                   "llm-7b, llm-70b): per-component profile, extrapolated; rows feed "
+                   "simulate/plan --throughput (docs/chips.md)")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="with --class: shrink widths and sequence/image size by F (rows "
+                   "labeled measured-scaled; e.g. 0.05 on a CPU)")
     p.add_argument("--devices", nargs="+", default=["auto"], metavar="DEV",
                    help="devices (default auto: the accelerator, else cpu)")
     p.add_argument("--batch", nargs="+", default=["32"], metavar="N",
@@ -62,8 +69,13 @@ def _ints(values: list[str]) -> list[int]:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from mixfleet.bench.output import save_results
+    from mixfleet.bench.planner import run_class_bench
     from mixfleet.bench.runner import BenchConfig, run_bench
+    from mixfleet.errors import ConfigError
 
+    if args.scale != 1.0 and not args.classes:
+        raise ConfigError(f"--scale {args.scale} applies to --class only; e.g. --class cnn "
+                          f"--scale 0.05")
     cfg = BenchConfig(workloads=[x for w in args.workloads for x in _list(w)],
                       devices=[x for d in args.devices for x in _list(d)],
                       batch=_ints(args.batch), steps=args.steps, warmup=args.warmup,
@@ -77,7 +89,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
             if what not in tasks:
                 tasks[what] = bar.add_task(what, total=total)
             bar.update(tasks[what], completed=done)  # type: ignore[arg-type]
-        results = run_bench(cfg, progress=progress)
+        if args.classes:
+            results = run_class_bench([x for c in args.classes for x in _list(c)],
+                                      cfg.devices, cfg.batch, scale=args.scale,
+                                      warmup=cfg.warmup, steps=cfg.steps, progress=progress)
+        else:
+            results = run_bench(cfg, progress=progress)
     paths = save_results(results, args.out)
     t = Table(title="mixfleet bench")
     for col in ("workload", "chip", "batch", "samples/s", "p50 ms", "p90 ms", "TFLOP/s", "MFU",
@@ -98,6 +115,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
                   "EMULATED" if row.emulated else row.origin)
     out = _console()
     out.print(t)
+    for r in results:
+        if r.row.note:
+            out.print(f"{r.row.workload} on {r.row.chip} ({r.row.origin}): {r.row.note}",
+                      highlight=False)
     if any(r.row.emulated for r in results):
         out.print("EMULATED rows: CPU compute scaled to the chip's relative speed; not a "
                   "measurement of the chip, MFU not given.")

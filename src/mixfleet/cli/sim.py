@@ -20,16 +20,25 @@ def add_parser(sub: Any) -> None:
                        "policies, with failures and throttling; print a comparison and "
                        "write DIR/results.json and PNG plots.")
     s.add_argument("--fleet", required=True, help="fleet TOML (see examples/fleet-mixed.toml)")
-    s.add_argument("--trace", required=True, help="Philly CSV, openb pod list, or synthetic:N")
+    s.add_argument("--trace", required=True, help="Philly CSV, openb pod list, synthetic:N, "
+                   "or gavel:FILE (Gavel's trace format; needs --throughput gavel:FILE)")
     s.add_argument("--policy", action="append", choices=POLICY_NAMES,
                    help="policy to compare (repeatable; default: all)")
     s.add_argument("--seed", type=int, default=0, help="seed of classes and failures")
     s.add_argument("--out", help="directory for results.json and plots")
     s.add_argument("--no-failures", action="store_true", help="no failures, no throttling")
-    s.add_argument("--throughput", help="measured throughput table (mixfleet bench)")
+    s.add_argument("--throughput", help="measured throughput table (mixfleet bench), or "
+                   "gavel:FILE (Gavel's simulation_throughputs.json)")
+    s.add_argument("--estimates", choices=("history", "declared", "oracle"), default="history",
+                   help="what policies know of job lengths: history (learned from finished "
+                   "jobs; default), declared (the jobs' stated limits) or oracle (the truth; "
+                   "an upper bound no scheduler has)")
     s.add_argument("--migration-s", type=float, default=60.0,
                    help="stall when a job restarts after a move or preemption (s)")
     s.add_argument("--limit", type=int, help="read only the first N trace rows")
+    s.add_argument("--sensitivity", action="store_true",
+                   help="rerun the comparison with each reliability figure halved and "
+                   "doubled; report whether the ranking of policies changes")
     s.add_argument("--catalog", help="chip catalog TOML (default: the packaged one)")
     s.set_defaults(func=run_simulate)
 
@@ -44,18 +53,72 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(func=run_plan)
 
 
+GAVEL = "gavel:"
+
+
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | None, ...]]]:
     from mixfleet.bench.table import read_table
     from mixfleet.catalog.base import load_catalog
     from mixfleet.fleet.model import load_fleet
     from mixfleet.fleet.throughput import ThroughputTable
     from mixfleet.sim.engine import speed_matrix
+    from mixfleet.sim.gavel import gavel_speeds, read_gavel_throughputs
 
     cat = load_catalog(args.catalog)
     fleet = load_fleet(args.fleet, cat)
-    rows = read_table(args.throughput) if args.throughput else []
+    tp = args.throughput or ""
+    rows = read_table(tp) if tp and not tp.startswith(GAVEL) else []
     table = ThroughputTable.build(cat.values(), rows, assumptions=fleet.assumptions())
-    return fleet, table, speed_matrix(fleet, table)
+    speeds = speed_matrix(fleet, table)
+    args.gavel_tputs = None
+    if tp.startswith(GAVEL):
+        args.gavel_tputs = read_gavel_throughputs(tp[len(GAVEL):])
+        speeds.update(gavel_speeds(args.gavel_tputs, fleet))
+    return fleet, table, speeds
+
+
+def _read_jobs(args: argparse.Namespace, fleet: Any) -> tuple[list[Any], Any]:
+    from mixfleet.sim.gavel import read_gavel_trace
+    from mixfleet.sim.traces import TraceInfo, read_trace
+
+    if not args.trace.startswith(GAVEL):
+        return read_trace(args.trace, seed=args.seed, limit=args.limit)
+    if args.gavel_tputs is None:
+        raise ConfigError(f"--trace {args.trace!r} is a Gavel trace; pass Gavel's throughput "
+                          f"file too: --throughput gavel:simulation_throughputs.json")
+    path = args.trace[len(GAVEL):]
+    jobs = read_gavel_trace(path, args.gavel_tputs, fleet.reference_chip.id, args.limit)
+    return jobs, TraceInfo(path=path, format="gavel", rows=len(jobs), skipped=0)
+
+
+def _note_origins(console: Any, fleet: Any, table: Any, classes: set[str] | None = None
+                  ) -> None:
+    """One line per pool saying where its speed comes from (ESTIMATED and ASSUMED marked),
+    then a one-line legend."""
+    from rich.table import Table
+
+    from mixfleet.sim.engine import origin_matrix
+
+    om = {w: o for w, o in origin_matrix(fleet, table).items()
+          if classes is None or w in classes}
+    gavel = classes is not None and any(w not in om for w in classes)
+    tab = Table(title="pools and the origin of their speed", title_justify="left")
+    for c in ("pool", "chip", "devices", "speed origin"):
+        tab.add_column(c, justify="right" if c == "devices" else "left")
+    marked = False
+    for i, p in enumerate(fleet.pools):
+        kinds: list[str] = sorted({k for o in om.values() if (k := o[i]) is not None})
+        if gavel:
+            kinds.append("Gavel's table")
+        label = ", ".join(f"[yellow]{k.upper()}[/]" if k in ("estimated", "assumed") else k
+                          for k in kinds) or "none (takes no job)"
+        marked |= any(k in ("estimated", "assumed") for k in kinds)
+        tab.add_row(p.id, p.chip.id, str(p.capacity), label)
+    console.print(tab)
+    if marked:
+        console.print("[yellow]ESTIMATED[/] = roofline from the catalog's figures, "
+                      "[yellow]ASSUMED[/] = stated in the fleet file; neither is a "
+                      "measurement (replace them with `mixfleet bench` rows via --throughput)")
 
 
 def _note_idle(console: Any, fleet: Any, table: Any, speeds: Any) -> None:
@@ -95,7 +158,6 @@ def run_simulate(args: argparse.Namespace) -> int:
     from mixfleet.sim.engine import SimConfig, simulate
     from mixfleet.sim.plots import plot_jct_cdf, plot_utilization
     from mixfleet.sim.report import assumed_work_share, results_doc, write_results
-    from mixfleet.sim.traces import read_trace
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1 (got {args.limit}); e.g. --limit 1000")
@@ -103,12 +165,21 @@ def run_simulate(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out {args.out!r} is a file; pass a directory")
     console = Console(width=max(Console().width, 132))
     fleet, table, speeds = _setup(args)
-    jobs, info = read_trace(args.trace, seed=args.seed, limit=args.limit)
+    jobs, info = _read_jobs(args, fleet)
     cfg = SimConfig(seed=args.seed, failures=not args.no_failures,
-                    throttles=not args.no_failures, migration_s=args.migration_s)
+                    throttles=not args.no_failures, migration_s=args.migration_s,
+                    estimates=args.estimates)
+    if args.estimates == "declared":
+        missing = next((j for j in jobs if j.declared_work is None), None)
+        if missing is not None:
+            raise ConfigError(f"--estimates declared: job {missing.id!r} of {info.path} "
+                              f"states no runtime limit (a limit_s column, or limit_hours "
+                              f"in a jobs file); use --estimates history")
     policies = [make_policy(n) for n in (args.policy or POLICY_NAMES)]
     _note_idle(console, fleet, table, speeds)
+    _note_origins(console, fleet, table, {j.workload for j in jobs})
     assumed = _note_assumed(console, fleet, table)
+    console.print(_estimates_line(args.estimates))
     console.print(f"{len(jobs)} jobs from {info.path} ({info.format}"
                   f"{f', {info.skipped} non-GPU rows skipped' if info.skipped else ''}) on "
                   f"{fleet.name}: {fleet.capacity} devices in {len(fleet.pools)} pools")
@@ -131,7 +202,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             ("p99 h", "jct_p99_s"), ("queue h", "queue_delay_avg_s"),
             ("makespan d", "makespan_s"), ("Nvidia dev-h", "nvidia_device_hours"),
             ("non-Nvidia work", "non_nvidia_work_share"),
-            ("lost dev-h", "goodput_lost_device_hours"), ("wall s", None)]
+            ("lost dev-h", "goodput_lost_device_hours"), ("est. err p50/p90", None),
+            ("wall s", None)]
     if assumed:
         cols.insert(-1, ("assumed work", None))
     for name, _ in cols:
@@ -143,6 +215,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                     f"{m['makespan_s'] / 86400:.1f}", f"{m['nvidia_device_hours']:,.0f}",
                     f"{m['non_nvidia_work_share']:.1%}",
                     f"{m['goodput_lost_device_hours']:,.0f}",
+                    _err(m),
                     *([f"{assumed_work_share(r, assumed):.1%}"] if assumed else []),
                     f"{w:.1f}")
     console.print(tab)
@@ -150,6 +223,12 @@ def run_simulate(args: argparse.Namespace) -> int:
         console.print(f"[yellow]assumed work[/]: share of the work done on pools with ASSUMED "
                       f"throughput ({', '.join(fleet.pools[i].id for i in assumed)}); their "
                       f"speeds are stated in {args.fleet}, not measured")
+    if cfg.failures:
+        console.print("[yellow]reliability[/]: the non-Nvidia defaults rest on thin sources "
+                      "(MTBF 9,131 h: one unpublished report, Ant Group ~8%/month; throttle "
+                      "slowdown 0.30 and rates: ASSUMED); see --sensitivity and docs/fleet.md")
+    if args.sensitivity:
+        _sensitivity(console, fleet, jobs, args, speeds, cfg)
     unpl = results[0].unplaceable
     if unpl:
         console.print(f"[yellow]{len(unpl)} job(s) fit nowhere[/] (listed in results.json), "
@@ -162,6 +241,43 @@ def run_simulate(args: argparse.Namespace) -> int:
             plot_utilization(r, Path(args.out) / f"utilization_{r.policy}.png")
         console.print(f"wrote {path} and plots in {args.out}")
     return 0
+
+
+def _sensitivity(console: Any, fleet: Any, jobs: Any, args: argparse.Namespace,
+                 speeds: Any, cfg: Any) -> None:
+    from rich.table import Table
+
+    from mixfleet.fleet.policies import POLICY_NAMES, make_policy
+    from mixfleet.sim.sensitivity import sensitivity
+
+    if not cfg.failures:
+        raise ConfigError("--sensitivity varies failure and throttle figures; drop "
+                          "--no-failures")
+    names = args.policy or POLICY_NAMES
+    with console.status("sensitivity reruns") as st:
+        variants = sensitivity(fleet, jobs, lambda: [make_policy(n) for n in names], speeds,
+                               cfg, done=lambda what: st.update(f"sensitivity: {what}"))
+    tab = Table(title="sensitivity: every pool's reliability figure x0.5 and x2")
+    for c in ("figure", "factor", "ranking (best first)", "changed"):
+        tab.add_column(c)
+    for v in variants:
+        tab.add_row(v.figure or "(baseline)", f"x{v.factor:g}", " > ".join(v.ranking),
+                    "[yellow]CHANGED[/]" if v.changed else "same")
+    console.print(tab)
+    n = sum(v.changed for v in variants)
+    console.print(f"ranking changed in {n} of {len(variants) - 1} variants")
+
+
+def _estimates_line(name: str) -> str:
+    what = {"history": "history estimates (learned online from finished jobs)",
+            "declared": "the jobs' declared runtime limits",
+            "oracle": "[yellow]ORACLE[/] true lengths (an upper bound; no scheduler has them)"}
+    return f"job lengths known to the policies: {what[name]}"
+
+
+def _err(m: dict[str, Any]) -> str:
+    a, b = m.get("estimate_error_p50"), m.get("estimate_error_p90")
+    return "-" if a is None or b is None else f"{a:.0%}/{b:.0%}"
 
 
 def run_plan(args: argparse.Namespace) -> int:
@@ -180,6 +296,7 @@ def run_plan(args: argparse.Namespace) -> int:
     jobs = load_jobs(args.jobs, ref)
     result = plan(fleet, jobs, make_policy(args.policy), speeds, origin_matrix(fleet, table))
     _note_idle(console, fleet, table, speeds)
+    _note_origins(console, fleet, table, {j.workload for j in jobs})
     _note_assumed(console, fleet, table)
     tab = Table(title=f"plan: {args.policy} on {fleet.name}")
     for c in ("job", "workload", "devices", "status", "pool", "speed", "speed origin",
@@ -189,7 +306,8 @@ def run_plan(args: argparse.Namespace) -> int:
     for p in result.placements:
         tab.add_row(p.job.id, p.job.workload, str(p.job.devices), p.status,
                     p.pool or "-", "-" if p.speed is None else f"{p.speed:.2f}",
-                    ("[yellow]ASSUMED[/]" if p.origin == "assumed" else p.origin or "-"),
+                    (f"[yellow]{p.origin.upper()}[/]" if p.origin in ("assumed", "estimated")
+                     else p.origin or "-"),
                     "-" if p.hours is None else f"{p.hours:.1f}",
                     f"{p.nvidia_hours_replaced:,.0f}")
     console.print(tab)

@@ -27,6 +27,7 @@ Jobs file::
     mem_gib = 60                     # optional, default: the class's
     arrival_s = 0                    # optional
     priority = 0                     # optional
+    limit_hours = 24                 # optional: the declared runtime limit (reference chip)
 """
 
 from __future__ import annotations
@@ -111,8 +112,17 @@ class Job:
     work: float
     mem_gib: float
     priority: int = 0
+    declared_work: float | None = None
+    """A runtime limit the job file or trace states, as reference device-seconds (what a
+    user declares to a batch scheduler; real users over-estimate). None: not stated."""
+    group: str = ""
+    """User or virtual cluster, where the trace has one (the history estimator groups by
+    it)."""
 
     def __post_init__(self) -> None:
+        if self.declared_work is not None and not self.declared_work > 0:
+            raise ConfigError(f"job {self.id!r}: declared runtime limit must be > 0 (got "
+                              f"{self.declared_work})")
         if self.devices < 1:
             raise ConfigError(f"job {self.id!r}: devices must be >= 1 (got {self.devices})")
         if not self.work > 0:
@@ -285,7 +295,7 @@ def parse_jobs(data: dict[str, Any], path: str,
                           f"devices and ref_hours")
     jobs: list[Job] = []
     known = {"id", "workload", "devices", "samples", "ref_seconds", "ref_hours", "mem_gib",
-             "arrival_s", "priority"}
+             "arrival_s", "priority", "limit_hours"}
     for i, row in enumerate(rows):
         where = f"{path}: job #{i + 1}"
         if not isinstance(row, dict):
@@ -329,8 +339,15 @@ def parse_jobs(data: dict[str, Any], path: str,
         prio = row.get("priority", 0)
         if isinstance(prio, bool) or not isinstance(prio, int):
             raise ConfigError(f"{where} field 'priority': {prio!r} must be an integer")
+        limit = row.get("limit_hours")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
+                                  or not limit > 0):
+            raise ConfigError(f"{where} field 'limit_hours': {limit!r} must be a positive "
+                              f"number (the runtime limit on the reference chip)")
         jobs.append(Job(id=jid, workload=wl, arrival_s=float(arrival), devices=devices,
-                        work=work, mem_gib=float(mem), priority=prio))
+                        work=work, mem_gib=float(mem), priority=prio,
+                        declared_work=None if limit is None else
+                        float(limit) * 3600.0 * devices))
     return jobs
 
 

@@ -16,8 +16,10 @@ checkpoint_s       30 s                        30 s
 Sources: Nvidia MTBF from Llama 3 (Dubey et al. 2024, sec. 3.3.4): 419 unexpected
 interruptions in 54 days on 16,384 H100s = 16,384 x 54 x 24 / 419 device-hours. Nvidia
 throttling: the same report's 1-2 % diurnal throughput swing from temperature. Other
-vendors' MTBF: Ant Group's ~8 % of cards failing per month (730.5 h / 0.08). Their throttle
-figures, and every restart and checkpoint cost, are assumptions (engineers report
+vendors' MTBF: Ant Group's ~8 % of cards failing per month (730.5 h / 0.08) -- a figure
+repeated in engineers' reports with no publication or date we could find, so it is labeled
+unpublished and treated as an assumption (``simulate --sensitivity`` varies it). Their
+throttle figures, and every restart and checkpoint cost, are assumptions (engineers report
 overheating on the newer chips; restart = torchrun restart + checkpoint load).
 """
 
@@ -117,7 +119,8 @@ DEFAULT_SOURCES = {
         "checkpoint_s": "assumed: persistent asynchronous checkpoint stall",
     },
     "other": {
-        "mtbf_h": "Ant Group: ~8% of cards fail per month (730.5 h / 0.08)",
+        "mtbf_h": "REPORTED, unpublished: Ant Group engineers, ~8% of cards fail per month "
+                  "(730.5 h / 0.08); no publication or date found, treat as assumed",
         "throttle_per_h": "assumed: one episode per device-day (overheating reports)",
         "throttle_s": "assumed: 1 h",
         "throttle_slowdown": "assumed: clocks drop ~30% past the thermal threshold",

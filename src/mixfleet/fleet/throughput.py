@@ -10,7 +10,9 @@ relative to a named chip, or the unknown catalog figures. Entries derived from a
 assumption have origin ``assumed`` and carry its source; they are never presented as
 measured.
 
-Precedence per (workload, chip): measured > emulated > assumed > estimated.
+Precedence per (workload, chip): measured > measured-scaled (``mixfleet bench --class
+--scale F``: a smaller model measured, extrapolated to full size by FLOPs) > emulated >
+assumed > estimated.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ __all__ = ["Entry", "Assumption", "ThroughputTable", "roofline", "COMPUTE_EFF",
 
 COMPUTE_EFF = 0.45  # share of peak FLOP/s a training step reaches (typical MFU)
 MEMORY_EFF = 0.70  # share of peak memory bandwidth a training step reaches
-_RANK = {"measured": 0, "emulated": 1, "assumed": 2, "estimated": 3}
+_RANK = {"measured": 0, "measured-scaled": 1, "emulated": 2, "assumed": 3, "estimated": 4}
 ORIGINS = tuple(_RANK)
 
 
@@ -74,9 +76,9 @@ class Entry:
     workload: str
     chip: str
     samples_per_s: float
-    origin: str  # measured | emulated | assumed | estimated
+    origin: str  # measured | measured-scaled | emulated | assumed | estimated
     note: str = ""
-    """For ``assumed``: the assumption and its source."""
+    """For ``assumed``: the assumption and its source; for bench rows, the row's note."""
 
 
 def roofline(w: WorkloadClass, chip: Chip, peak_tflops: float | None = None,
@@ -117,7 +119,7 @@ class ThroughputTable:
             if r.workload not in wl or r.samples_per_s <= 0:
                 continue
             e = Entry(workload=r.workload, chip=r.chip, samples_per_s=float(r.samples_per_s),
-                      origin=r.origin)
+                      origin=r.origin, note=r.note)
             old = best.get((r.workload, r.chip))
             if old is None or (_RANK[e.origin], -e.samples_per_s) < \
                     (_RANK[old.origin], -old.samples_per_s):

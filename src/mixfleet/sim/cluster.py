@@ -8,6 +8,7 @@ relative speed on the pool (x (1 - slowdown) while throttled), except while stal
 
 from __future__ import annotations
 
+from mixfleet.fleet.estimates import Estimator, OracleEstimator
 from mixfleet.fleet.model import Job
 
 __all__ = ["JobState", "PoolState"]
@@ -23,9 +24,10 @@ class JobState:
                  "last", "stall_until", "stall_kind", "throttled", "place_ver", "rate_ver",
                  "ckpt_ver", "start_s", "end_s", "run_s", "work_by_pool", "placed_at",
                  "compute_since_ckpt", "lost_compute_s", "restart_s", "ckpt_s", "migrate_s",
-                 "failures", "throttles", "migrations", "ran", "eta")
+                 "failures", "throttles", "migrations", "ran", "est_work", "est0", "estimator")
 
-    def __init__(self, job: Job, index: int, options: tuple[int, ...], npools: int):
+    def __init__(self, job: Job, index: int, options: tuple[int, ...], npools: int,
+                 estimator: Estimator | None = None):
         self.job = job
         self.id = job.id
         self.workload = job.workload
@@ -62,11 +64,27 @@ class JobState:
         self.throttles = 0
         self.migrations = 0
         self.ran = False
-        self.eta = float("inf")
+        self.estimator: Estimator = estimator or OracleEstimator()
+        self.est0 = self.est_work = self.estimator.estimate(job)
+        """The estimate at arrival (for the error report), and the current one."""
 
     @property
     def remaining(self) -> float:
-        return self.work - self.done
+        """Work left *as estimated* (what policies see): the estimate minus what is done,
+        extended by the estimator once the job outlives it. Never the truth, except under
+        the oracle estimator."""
+        r = self.est_work - self.done
+        if r > 0:
+            return r
+        self.est_work = self.estimator.extend(self.job, self.done)
+        return max(self.est_work - self.done, 1e-9)
+
+    @property
+    def eta(self) -> float:
+        """When it completes at its current rate by the estimate (inf while waiting)."""
+        if self.pool is None or self.rate <= 0:
+            return float("inf")
+        return max(self.last, self.stall_until) + self.remaining / self.rate
 
     def advance(self, t: float) -> None:
         """Account the time from ``last`` to ``t``: stall first, then computation."""

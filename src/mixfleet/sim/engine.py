@@ -17,6 +17,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from mixfleet.errors import ConfigError, MixfleetError
+from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
 from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot, fit_options
 from mixfleet.fleet.reliability import young_daly_interval
@@ -43,10 +44,17 @@ class SimConfig:
     """Sample throttle episodes."""
     migration_s: float = 60.0
     """Stall when a job starts again after a preemption or a move, seconds."""
+    estimates: str = "history"
+    """What policies know of job lengths: ``history`` (learned from finished jobs),
+    ``declared`` (the jobs' stated limits) or ``oracle`` (the truth; an upper bound only);
+    see :mod:`mixfleet.fleet.estimates`."""
 
     def __post_init__(self) -> None:
         if not self.migration_s >= 0:
             raise ConfigError(f"migration_s must be >= 0 (got {self.migration_s}); e.g. 60")
+        if self.estimates not in ESTIMATORS:
+            raise ConfigError(f"estimates {self.estimates!r} is not an estimator; use one of "
+                              f"{', '.join(ESTIMATORS)}")
 
 
 def speed_matrix(fleet: Fleet, table: ThroughputTable) -> dict[str, tuple[float | None, ...]]:
@@ -79,7 +87,7 @@ def origin_matrix(fleet: Fleet, table: ThroughputTable
     return out
 
 
-_ORIGIN_ORDER = ("measured", "emulated", "estimated", "assumed")
+_ORIGIN_ORDER = ("measured", "measured-scaled", "emulated", "estimated", "assumed")
 
 
 def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:
@@ -123,11 +131,16 @@ class Simulator:
         self.tau: dict[tuple[int, int], float] = {}
         self._fit: dict[tuple[str, int, float], tuple[tuple[int, ...], str]] = {}
         self.needs_remaining = getattr(policy, "needs_remaining", True)
+        self.moves = bool(getattr(policy, "moves", False))
+        """A non-preemptive policy that may move running jobs (asked at completions too)."""
+        self.estimator = make_estimator(self.cfg.estimates)
+        self.est_pairs: list[tuple[float, float]] = []
+        """(estimate at arrival, true work) of each completed job."""
 
     # -- placement ------------------------------------------------------------------
     def _resched(self, js: JobState, t: float) -> None:
         js.rate_ver += 1
-        ft = js.eta = js.finish_time(t)
+        ft = js.finish_time(t)
         if ft < math.inf:
             self.q.push(ft, ev.COMPLETE, js.index, js.rate_ver)
 
@@ -203,7 +216,6 @@ class Simulator:
         js.place_ver += 1
         js.ckpt_ver += 1
         js.rate_ver += 1
-        js.eta = math.inf
         return p
 
     def _stop(self, js: JobState, t: float) -> None:
@@ -226,7 +238,7 @@ class Simulator:
         if not fit[0]:
             self.unplaceable.append((job, fit[1]))
             return
-        js = JobState(job, len(self.states), fit[0], len(self.pools))
+        js = JobState(job, len(self.states), fit[0], len(self.pools), self.estimator)
         if job.id in self.active:
             raise ConfigError(f"job id {job.id!r} appears twice; give each job its own id")
         self.states.append(js)
@@ -247,6 +259,8 @@ class Simulator:
             js.end_s = t
             self._release(js, t)
             del self.active[js.id]
+            self.estimator.observe(js.job)
+            self.est_pairs.append((js.est0, js.work))
             return
         if js.pool is None:
             return
@@ -302,16 +316,23 @@ class Simulator:
                         speed=self.speeds, failures=self.cfg.failures,
                         waiting=self.wait.values(),
                         running=tuple(r.values() for r in self.run_by_pool),
-                        free=tuple(self.pfree))
+                        free=tuple(self.pfree), migration_s=self.cfg.migration_s)
         alloc = self.policy.allocate(snap)
         keep = not self.policy.preemptive
         used = [0] * len(self.pools) if not keep else [p.capacity - f for p, f in
                                                        zip(self.pools, self.pfree, strict=True)]
+        moved: list[JobState] = []
         for jid, p in alloc.items():
             cand = self.active.get(jid)
-            if cand is None or p not in cand.options or (keep and cand.pool is not None):
+            if cand is None or p not in cand.options or \
+                    (keep and cand.pool is not None and not self.moves):
                 raise MixfleetError(f"policy {self.policy.name!r} placed job {jid!r} on pool "
                                     f"{p} where it is not active, not waiting or does not fit")
+            if keep and cand.pool is not None:  # a move (or a no-op to its own pool)
+                if cand.pool == p:
+                    continue
+                used[cand.pool] -= cand.devices
+                moved.append(cand)
             used[p] += cand.devices
         for p, u in enumerate(used):
             if u > self.pools[p].capacity:
@@ -321,6 +342,8 @@ class Simulator:
             for js in list(self.active.values()):
                 if js.pool is not None and alloc.get(js.id) != js.pool:
                     self._stop(js, t)
+        for js in moved:
+            self._stop(js, t)
         for jid, p in alloc.items():
             st = self.active[jid]
             if st.pool is None:
@@ -338,7 +361,7 @@ class Simulator:
         while len(q):
             t = q.peek_time()
             assert t is not None
-            dirty = False
+            dirty = freed = False
             while len(q) and q.peek_time() == t:
                 _, kind, _, ji, ver = q.pop()
                 handled += 1
@@ -363,9 +386,11 @@ class Simulator:
                                                 f"idle fleet")
                 else:
                     if kind == ev.COMPLETE:
-                        dirty = True
+                        dirty = freed = True
                     self._handle(t, kind, ji, ver)
-            if dirty and round_s is None and self.waiting and self._could_start():
+            if dirty and round_s is None and (self.waiting and self._could_start()
+                                              or freed and self.active and
+                                              (self.moves or self.policy.preemptive)):
                 self._schedule(t)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),
@@ -376,8 +401,19 @@ class Simulator:
                                 f"job(s) waiting on an idle fleet")
         if self.progress is not None:
             self.progress(n, n, self.q.peek_time() or 0.0)
-        return collect(self.policy.name, self.fleet, self.states, self.pstate,
-                       self.unplaceable, q.popped)
+        if n and not self.states:
+            job, why = self.unplaceable[0]
+            raise ConfigError(f"none of the {n} jobs fits any pool of fleet "
+                              f"{self.fleet.name!r} (e.g. job {job.id!r}: {why}); add pools "
+                              f"that fit them, or pass --throughput / [pool.assumption] for "
+                              f"pools without a throughput figure")
+        res = collect(self.policy.name, self.fleet, self.states, self.pstate,
+                      self.unplaceable, q.popped)
+        err = relative_errors(self.est_pairs)
+        res.metrics["estimates"] = self.cfg.estimates
+        res.metrics["estimate_error_p50"] = err["p50"]
+        res.metrics["estimate_error_p90"] = err["p90"]
+        return res
 
 
 def simulate(fleet: Fleet, jobs: Sequence[Job], policy: Policy,

@@ -22,7 +22,7 @@ METRIC_KEYS = (
     "utilization", "utilization_total", "nvidia_device_hours", "non_nvidia_device_hours",
     "non_nvidia_work_share", "work_ref_device_hours", "goodput_lost_device_hours",
     "checkpoint_device_hours", "migration_device_hours", "failures", "throttle_episodes",
-    "migrations", "events",
+    "migrations", "events", "estimates", "estimate_error_p50", "estimate_error_p90",
 )
 
 

@@ -8,12 +8,14 @@ from typing import Any
 
 from mixfleet.fleet.model import Fleet
 from mixfleet.fleet.throughput import ThroughputTable
-from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix
+from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix, speed_matrix
 from mixfleet.sim.metrics import SimResult
 
 __all__ = ["results_doc", "write_results", "assumed_work_share", "RESULTS_SCHEMA"]
 
 RESULTS_SCHEMA = 1
+RELIABILITY_FIGURES = ("mtbf_h", "throttle_per_h", "throttle_s", "throttle_slowdown",
+                       "restart_s", "checkpoint_s")
 
 
 def assumed_work_share(result: SimResult, pools: list[int]) -> float:
@@ -31,13 +33,18 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
     per workload class and any assumption it rests on, and each policy record has
     ``assumed_work_share``."""
     origins = origin_matrix(fleet, table) if table is not None else {}
+    speeds = speed_matrix(fleet, table) if table is not None else {}
     assumed = assumed_pools(fleet, table) if table is not None else []
     pools = []
     for i, p in enumerate(fleet.pools):
+        rel = p.reliability
         rec: dict[str, Any] = {"id": p.id, "chip": p.chip.id, "devices": p.capacity,
-                               "nvidia": p.is_nvidia}
+                               "nvidia": p.is_nvidia,
+                               "reliability": {f: getattr(rel, f) for f in RELIABILITY_FIGURES}
+                               | {"sources": dict(rel.sources)}}
         if table is not None:
             rec["throughput_origin"] = {w: o[i] for w, o in origins.items()}
+            rec["speed"] = {w: sp[i] for w, sp in speeds.items()}
             rec["assumption"] = None if p.assumption is None else p.assumption.as_dict()
         pools.append(rec)
     return {
@@ -49,6 +56,7 @@ def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimC
         "failures": config.failures,
         "throttles": config.throttles,
         "migration_s": config.migration_s,
+        "estimates": config.estimates,
         "policies": [{"policy": r.policy, **r.metrics,
                       **({"assumed_work_share": assumed_work_share(r, assumed)}
                          if table is not None else {}),

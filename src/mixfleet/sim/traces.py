@@ -21,6 +21,7 @@ import numpy as np
 
 from mixfleet.config import read_text
 from mixfleet.errors import ConfigError
+from mixfleet.fleet.estimates import declared_limits
 from mixfleet.fleet.model import Job
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, assign_classes
 
@@ -74,11 +75,38 @@ def _rows(p: Path) -> Iterator[dict[str, str]]:
 
 
 def _jobs(ids: list[str], arrivals: list[float], devices: list[int], work: list[float],
-          seed: int) -> list[Job]:
-    classes = assign_classes(devices, seed)
+          seed: int, *, classes: list[str | None] | None = None,
+          limits: list[float | None] | None = None,
+          groups: list[str] | None = None) -> list[Job]:
+    """Jobs; a class given per job (``classes``) overrides the seeded mapping."""
+    drawn = assign_classes(devices, seed)
+    cls = [c or d for c, d in zip(classes, drawn, strict=True)] if classes else drawn
+    lim = limits or [None] * len(ids)
+    grp = groups or [""] * len(ids)
     return [Job(id=i, workload=w, arrival_s=a, devices=n, work=x,
-                mem_gib=WORKLOAD_CLASSES[w].mem_gib)
-            for i, a, n, x, w in zip(ids, arrivals, devices, work, classes, strict=True)]
+                mem_gib=WORKLOAD_CLASSES[w].mem_gib, declared_work=d, group=g)
+            for i, a, n, x, w, d, g in zip(ids, arrivals, devices, work, cls, lim, grp,
+                                           strict=True)]
+
+
+def _class(row: dict[str, str], where: str) -> str | None:
+    """The optional per-job ``workload`` column (a planner class; empty: drawn)."""
+    w = (row.get("workload") or "").strip()
+    if not w:
+        return None
+    if w not in WORKLOAD_CLASSES:
+        raise ConfigError(f"{where} field 'workload': {w!r} is not a workload class; use one "
+                          f"of {', '.join(WORKLOAD_CLASSES)} or leave it empty")
+    return w
+
+
+def _limit(row: dict[str, str], where: str, devices: int) -> float | None:
+    """The optional ``limit_s`` column: a declared runtime limit, seconds."""
+    raw = (row.get("limit_s") or "").strip()
+    if not raw:
+        return None
+    return _num(row, "limit_s", where, "give the declared runtime limit in seconds",
+                minimum=1e-9) * devices
 
 
 def read_philly(path: str | Path, seed: int = 0, limit: int | None = None
@@ -90,6 +118,9 @@ def read_philly(path: str | Path, seed: int = 0, limit: int | None = None
     dev: list[int] = []
     work: list[float] = []
     t0: datetime | None = None
+    classes: list[str | None] = []
+    limits: list[float | None] = []
+    groups: list[str] = []
     for k, row in enumerate(_rows(p)):
         if limit is not None and k >= limit:
             break
@@ -108,10 +139,13 @@ def read_philly(path: str | Path, seed: int = 0, limit: int | None = None
         arr.append(max(0.0, (t - t0).total_seconds()))
         dev.append(n)
         work.append(dur * n)
+        classes.append(_class(row, where))
+        limits.append(_limit(row, where, n))
+        groups.append((row.get("cluster") or "").strip())
     if not ids:
         raise ConfigError(f"{p}: no job rows; expected columns {', '.join(PHILLY_COLUMNS)}")
-    return _jobs(ids, arr, dev, work, seed), TraceInfo(path=str(p), format="philly",
-                                                       rows=len(ids), skipped=0)
+    return (_jobs(ids, arr, dev, work, seed, classes=classes, limits=limits, groups=groups),
+            TraceInfo(path=str(p), format="philly", rows=len(ids), skipped=0))
 
 
 def read_openb(path: str | Path, seed: int = 0, limit: int | None = None
@@ -196,7 +230,8 @@ def synthetic_jobs(n: int, *, seed: int = 0, mean_interarrival_s: float = 93.0,
                    max_s: float = 30 * 86400.0) -> list[Job]:
     """``n`` Philly-like jobs: Poisson arrivals (mean gap 93 s, as Philly Sep-Oct 2017),
     device counts drawn from Philly's, durations log-normal with Philly's median (1,486 s)
-    and 90th percentile (~10,500 s), capped at ``max_s``."""
+    and 90th percentile (~10,500 s), capped at ``max_s``. Each carries a declared runtime
+    limit drawn by :func:`mixfleet.fleet.estimates.declared_limits` (users over-estimate)."""
     if n < 1:
         raise ConfigError(f"synthetic trace needs at least 1 job (got {n}); e.g. synthetic:2000")
     rng = np.random.default_rng(seed)
@@ -207,5 +242,7 @@ def synthetic_jobs(n: int, *, seed: int = 0, mean_interarrival_s: float = 93.0,
     probs = np.array([PHILLY_SIZES[s] for s in sizes], dtype=float)
     devices = rng.choice(sizes, size=n, p=probs / probs.sum())
     dur = np.minimum(np.exp(rng.normal(math.log(median_s), sigma, n)), max_s)
+    limits = declared_limits(dur * devices, rng)
     return _jobs([f"syn-{i}" for i in range(n)], arrivals.tolist(),
-                 [int(d) for d in devices], (dur * devices).tolist(), seed + 1)
+                 [int(d) for d in devices], (dur * devices).tolist(), seed + 1,
+                 limits=limits.tolist())

@@ -40,7 +40,8 @@ class JobView(Protocol):
     def arrival_s(self) -> float: ...
     @property
     def remaining(self) -> float:
-        """Work left, reference device-seconds."""
+        """Work left, reference device-seconds, *as estimated* (the simulator's estimator,
+        :mod:`mixfleet.fleet.estimates`; the truth only under ``--estimates oracle``)."""
         ...
     @property
     def pool(self) -> int | None:
@@ -48,7 +49,8 @@ class JobView(Protocol):
         ...
     @property
     def eta(self) -> float:
-        """When it completes at its current rate if nothing fails (inf while waiting)."""
+        """When it completes at its current rate if nothing fails, by the estimate of
+        :attr:`remaining` (inf while waiting)."""
         ...
     @property
     def options(self) -> tuple[int, ...]:
@@ -93,6 +95,8 @@ class Snapshot:
     """Per pool, the jobs running there."""
     free: tuple[int, ...] = ()
     """Per pool, devices not held by running jobs."""
+    migration_s: float = 60.0
+    """Stall a job pays when it starts again after a move or preemption, seconds."""
 
     def __post_init__(self) -> None:
         if not self.free:
@@ -165,7 +169,10 @@ class Policy(Protocol):
     def allocate(self, snap: Snapshot) -> Allocation:
         """Job id -> pool index. A preemptive policy lists every job that runs now (a
         running job left out is preempted); a non-preemptive one lists only the waiting jobs
-        it starts now (running jobs keep running)."""
+        it starts now (running jobs keep running) and, if its class sets ``moves = True``,
+        running jobs it moves to another pool (they save their state and restart there,
+        paying ``Snapshot.migration_s``; such a policy is also asked when devices free up
+        with no job waiting)."""
         ...
 
 

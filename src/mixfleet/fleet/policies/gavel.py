@@ -6,10 +6,15 @@ there and prop_j = sum_p s[j, p] cap_p / sum_p cap_p its throughput under an equ
 every pool (Gavel's normalization)::
 
     maximize t
-    subject to  sum_p s[j, p] X[j, p] / prop_j >= t      for every job j
+    subject to  w_j sum_p s[j, p] X[j, p] / prop_j >= t  for every job j
                 sum_p X[j, p] <= 1                        for every job j
                 sum_j devices_j X[j, p] <= cap_p          for every pool p
                 X >= 0, only on pools the job fits
+
+with w_j = devices_j (Gavel's ``max_min_fairness.py`` multiplies each job's term by its
+scale factor, so a 1-device job gets ``scale_factor`` times the time of an otherwise equal
+job on ``scale_factor`` devices); ``weight_by_devices=False`` gives w_j = 1 (each job's
+normalized throughput equal, whatever its size).
 
 Jobs with the same relative speeds, options and device count are interchangeable in this
 LP, and averaging an optimum over their permutations is again an optimum, so the LP is
@@ -22,9 +27,9 @@ costs no solve at all.
 Rounds (default 6 minutes, as Gavel) turn X into placements: (job, pool) pairs are taken in
 order of priority X[j, p] / (share of time the job has had on p), while devices last;
 then any still-free devices go to waiting jobs on their fastest fitting pool (a
-work-conserving fill, which Gavel's mechanism lacks). Above ``max_lp_jobs`` classes the
-problem is split POP-style into equal partitions of the classes (round robin), each with
-an equal share of every pool.
+work-conserving fill; Gavel's round mechanism fills leftover workers too). Above
+``max_lp_jobs`` classes the problem is split POP-style into equal partitions of the
+classes (round robin), each with an equal share of every pool.
 """
 
 from __future__ import annotations
@@ -42,9 +47,12 @@ __all__ = ["GavelPolicy", "solve_max_min"]
 
 
 def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
-                  capacity: list[float], counts: list[int] | None = None
+                  capacity: list[float], counts: list[int] | None = None,
+                  weights: list[float] | None = None
                   ) -> tuple[float, list[dict[int, float]]]:
     """Solve the max-min LP. ``speeds[j]``: pool -> relative speed on the pools job j fits.
+    ``weights[j]``: the factor of job j's fairness term (Gavel: its device count; default
+    1 each).
     ``counts[j]``: how many interchangeable jobs row j stands for (default 1 each; their
     devices count that many times against capacity, and each gets the row's shares).
     Returns (t, X) with X[j]: pool -> time share."""
@@ -70,7 +78,8 @@ def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
     weight = np.asarray(devices, dtype=float)
     if counts is not None:
         weight = weight * np.asarray(counts, dtype=float)
-    vals = [np.ones(n), weight[jj], -sv / prop[jj], np.ones(nj)]
+    fair = np.ones(nj) if weights is None else np.asarray(weights, dtype=float)
+    vals = [np.ones(n), weight[jj], -sv * fair[jj] / prop[jj], np.ones(nj)]
     a = coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
                    shape=(2 * nj + npool, n + 1)).tocsr()
     b = np.concatenate([np.ones(nj), capv, np.zeros(nj)])
@@ -95,13 +104,16 @@ class GavelPolicy:
     preemptive = True
     needs_remaining = False
 
-    def __init__(self, round_s: float = 360.0, max_lp_jobs: float = 400):
+    def __init__(self, round_s: float = 360.0, max_lp_jobs: float = 400,
+                 weight_by_devices: bool = True):
         if not round_s > 0:
             raise ConfigError(f"gavel round_s must be > 0 (got {round_s}); e.g. 360")
         if not max_lp_jobs >= 1:
             raise ConfigError(f"gavel max_lp_jobs must be >= 1 (got {max_lp_jobs})")
         self.round_s: float | None = float(round_s)
         self.max_lp_jobs = int(max_lp_jobs)
+        self.weight_by_devices = bool(weight_by_devices)
+        """Weight each job's fairness term by its device count, as Gavel does."""
         self._cache: dict[tuple[object, ...], list[dict[int, float]]] = {}
         self.solves = 0
         """LPs solved (the rest of the rounds reused a cached solution)."""
@@ -146,7 +158,9 @@ class GavelPolicy:
             idx = list(range(k, len(sigs), parts))
             _, x = solve_max_min([dict(sigs[i][1]) for i in idx],
                                  [sigs[i][0] for i in idx], pcap,
-                                 [counts[i] for i in idx])
+                                 [counts[i] for i in idx],
+                                 [float(sigs[i][0]) if self.weight_by_devices else 1.0
+                                  for i in idx])
             for i, xi in zip(idx, x, strict=True):
                 out[i] = xi
         return out
