@@ -129,7 +129,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from mixfleet.bench.compare import compare
-    from mixfleet.bench.table import read_table
+    from mixfleet.catalog.table import read_table
 
     ratios = compare(read_table(args.table), args.baseline)
     t = Table(title=f"throughput relative to {args.baseline}")

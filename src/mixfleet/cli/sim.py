@@ -57,8 +57,8 @@ GAVEL = "gavel:"
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | None, ...]]]:
-    from mixfleet.bench.table import read_table
     from mixfleet.catalog.base import load_catalog
+    from mixfleet.catalog.table import read_table
     from mixfleet.fleet.model import load_fleet
     from mixfleet.fleet.throughput import ThroughputTable
     from mixfleet.sim.engine import speed_matrix

@@ -33,7 +33,7 @@ def devices_view() -> dict[str, Any]:
 def tables_view(paths: list[Path]) -> list[dict[str, Any]]:
     """Each table's rows (every row keeps its ``origin`` and ``emulated``), or the error
     that stopped it from being read."""
-    from mixfleet.bench.table import read_table
+    from mixfleet.catalog.table import read_table
     from mixfleet.errors import MixfleetError
 
     out = []

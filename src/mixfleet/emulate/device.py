@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from mixfleet.bench.table import ThroughputRow
 from mixfleet.catalog.base import get_chip
+from mixfleet.catalog.table import ThroughputRow
 from mixfleet.config import field
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
 from mixfleet.emulate.speed import parse_emu_device, relative_speeds

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mixfleet.bench.table import ThroughputRow
 from mixfleet.catalog.base import Chip, get_chip, load_catalog
+from mixfleet.catalog.table import ThroughputRow
 from mixfleet.emulate.profile import EmuProfile, load_profiles
 from mixfleet.errors import ConfigError, DeviceError
 

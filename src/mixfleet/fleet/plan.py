@@ -68,7 +68,7 @@ def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
          origins: dict[str, tuple[str | None, ...]] | None = None) -> PlanResult:
     """Ask ``policy`` once, at time 0, where all ``jobs`` go. ``origins`` (from
     :func:`mixfleet.sim.engine.origin_matrix`) labels each placement's speed."""
-    from mixfleet.sim.engine import pool_views
+    from mixfleet.fleet.policies.base import pool_views
 
     pools = pool_views(fleet)
     views: list[_PlanJob] = []

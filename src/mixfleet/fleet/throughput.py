@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 
-from mixfleet.bench.table import ThroughputRow
 from mixfleet.catalog.base import Chip
+from mixfleet.catalog.table import ThroughputRow
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, WorkloadClass
 
 __all__ = ["Entry", "Assumption", "ThroughputTable", "roofline", "COMPUTE_EFF",

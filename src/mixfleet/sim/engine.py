@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from mixfleet.errors import ConfigError, MixfleetError
 from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
-from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot, fit_options
+from mixfleet.fleet.policies.base import Policy, Snapshot, fit_options, pool_views
 from mixfleet.fleet.reliability import young_daly_interval
 from mixfleet.fleet.throughput import ThroughputTable
 from mixfleet.sim import events as ev
@@ -94,12 +94,6 @@ def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:
     """Indices of the pools with at least one speed figure derived from an assumption."""
     om = origin_matrix(fleet, table)
     return [i for i in range(len(fleet.pools)) if any(o[i] == "assumed" for o in om.values())]
-
-
-def pool_views(fleet: Fleet) -> tuple[PoolView, ...]:
-    return tuple(PoolView(index=i, id=p.id, chip=p.chip.id, is_nvidia=p.is_nvidia,
-                          capacity=p.capacity, mem_gib=p.mem_gib, reliability=p.reliability)
-                 for i, p in enumerate(fleet.pools))
 
 
 class Simulator:

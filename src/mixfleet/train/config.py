@@ -268,6 +268,6 @@ def shares_table(cfg: RunConfig) -> list[Any] | None:
     and the shares of ``mode = "speed"`` come from the same measured rows."""
     if cfg.shares.table is None:
         return None
-    from mixfleet.bench.table import read_table
+    from mixfleet.catalog.table import read_table
 
     return list(read_table(cfg.shares.table))

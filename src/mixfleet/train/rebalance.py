@@ -136,7 +136,7 @@ def initial_plan(cfg: RunConfig, devices: Sequence[str], workload: str
     if sc.mode == "speed":
         table = None
         if sc.table:
-            from mixfleet.bench.table import read_table
+            from mixfleet.catalog.table import read_table
 
             table = read_table(sc.table)
         speeds = rank_speeds(devices, overrides=[rc.speed if rc else None for rc in ranks],

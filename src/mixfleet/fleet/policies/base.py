@@ -18,6 +18,7 @@ from mixfleet.errors import ConfigError
 from mixfleet.fleet.reliability import ReliabilityProfile, availability
 
 __all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register", "first_fit",
+           "pool_views",
            "make_policy", "POLICY_NAMES", "fit_options"]
 
 Allocation = dict[str, int]
@@ -225,3 +226,11 @@ def first_fit(snap: Snapshot, pools_for: Callable[[Any], Sequence[int]]) -> Allo
                 most = max(free)
                 break
     return alloc
+
+
+def pool_views(fleet: Any) -> tuple[PoolView, ...]:
+    """The policies' view of a fleet's pools (shared by the simulator, the planner and the
+    live scheduler)."""
+    return tuple(PoolView(index=i, id=p.id, chip=p.chip.id, is_nvidia=p.is_nvidia,
+                          capacity=p.capacity, mem_gib=p.mem_gib, reliability=p.reliability)
+                 for i, p in enumerate(fleet.pools))
