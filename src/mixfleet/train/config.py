@@ -83,9 +83,10 @@ class CheckpointConfig:
                                                  "this node, shared by its ranks (0: half "
                                                  "of what is available at start); snapshots "
                                                  "that do not fit are turned off, and said so")
-    snapshot_overlap: bool = field(True, help="copy a snapshot on a side thread while the "
-                                              "next step computes (the copy completes before "
-                                              "the next update); false: copy in the loop")
+    snapshot_overlap: Literal["auto", "on", "off"] = field(
+        "auto", help="copy a snapshot on a side thread while the next step computes (it "
+                     "completes before the next update): on, off, or auto (on for snapshots "
+                     "of 64 MiB and more, where the copy costs more than the thread)")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "

@@ -186,7 +186,8 @@ class StepGuard:
         return self.bad_in_a_row >= self.rollback_after
 
     def state_dict(self) -> dict[str, Any]:
-        return {"norms": list(self.norms)}
+        # the recent norms matter only to spike detection (kept out of every snapshot else)
+        return {"norms": list(self.norms) if self.spike_factor else []}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.norms = deque(d.get("norms", []), maxlen=50)

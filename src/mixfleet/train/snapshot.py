@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mixfleet.errors import CheckpointError
@@ -163,6 +164,7 @@ class MemorySnapshot:
         self._data_bytes = off
         self._slot_bytes = off + _META_MAX
         size = _HDR_BYTES + 2 * self._slot_bytes
+        self.nbytes = size
         fresh = not os.path.lexists(path)
         if not fresh:
             check_snapshot_file(path)
@@ -176,6 +178,7 @@ class MemorySnapshot:
         self._buf = torch.from_file(str(path), shared=True, size=size, dtype=torch.uint8)
         # magic, layout, (step, valid, meta bytes) x 2; numpy view: cheap scalar writes
         self._hdr = self._buf[:64].view(torch.int64).numpy()
+        self._np = self._buf.numpy()  # byte view for the metadata region
         if fresh or int(self._hdr[0]) != _MAGIC or int(self._hdr[1]) != self.layout:
             self._hdr[:] = 0
             self._hdr[0], self._hdr[1] = _MAGIC, self.layout
@@ -207,17 +210,27 @@ class MemorySnapshot:
     def write(self, step: int, meta: dict[str, Any] | None = None) -> None:
         """Copy the tensors and ``meta`` (JSON: dicts, lists, str, int, float, bool, None;
         optional) into the older slot, then mark it valid."""
-        steps = self.valid_steps()
-        k = 0 if not steps else (1 - steps[max(steps)])  # never overwrite the newest
+        self.write_encoded(step, self.encode(meta))
+
+    @staticmethod
+    def encode(meta: dict[str, Any] | None) -> bytes:
+        """``meta`` as the bytes :meth:`write_encoded` stores (JSON)."""
         blob = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
         if len(blob) > _META_MAX:
             raise ValueError(f"snapshot metadata too large ({len(blob)} bytes)")
+        return blob
+
+    def write_encoded(self, step: int, blob: bytes) -> None:
+        """:meth:`write` with the metadata already encoded (the copy itself holds no
+        Python lock: it can run on a side thread while the next step computes)."""
+        steps = self.valid_steps()
+        k = 0 if not steps else (1 - steps[max(steps)])  # never overwrite the newest
         self._hdr[3 + 3 * k] = 0  # invalid while it is being overwritten
         with torch.no_grad():
             torch._foreach_copy_(self._views[k], self._srcs)  # one call for every tensor
         if blob:
-            self._meta_region(k)[: len(blob)].copy_(torch.frombuffer(bytearray(blob),
-                                                                     dtype=torch.uint8))
+            start = _HDR_BYTES + k * self._slot_bytes + self._data_bytes
+            self._np[start: start + len(blob)] = np.frombuffer(blob, dtype=np.uint8)
         self._hdr[2 + 3 * k] = step
         self._hdr[4 + 3 * k] = len(blob)
         self._hdr[3 + 3 * k] = 1

@@ -38,7 +38,11 @@ from mixfleet.train.snapshot import (
 )
 from mixfleet.train.strategy import ReductionStrategy
 
-__all__ = ["Stateful", "Adapter", "SchedulerState", "CheckpointManager"]
+__all__ = ["Stateful", "Adapter", "SchedulerState", "CheckpointManager", "OVERLAP_BYTES"]
+
+#: ``snapshot_overlap = "auto"`` copies snapshots of this size and more on a side thread
+#: (smaller ones cost less than handing them to a thread).
+OVERLAP_BYTES = 64 * 2**20
 
 
 class Stateful(Protocol):
@@ -76,7 +80,7 @@ class CheckpointManager:
     def __init__(self, *, strategy: ReductionStrategy, opt: torch.optim.Optimizer,
                  shared: dict[str, Stateful], own: dict[str, Stateful], run: RunDir,
                  ckpt: Checkpointer, rank: int, world: int, group: Any, device: torch.device,
-                 labels: dict[str, Any], host_rng: bool, overlap: bool = False,
+                 labels: dict[str, Any], host_rng: bool, overlap: str = "off",
                  info: dict[str, Any] | None = None) -> None:
         self.strategy, self.opt, self.shared, self.own = strategy, opt, shared, own
         self.run, self.ckpt, self.rank, self.world, self.group = run, ckpt, rank, world, group
@@ -95,8 +99,8 @@ class CheckpointManager:
         self.restored: list[str] = []  # names restored by the last restore (tests read it)
         # Overlapped snapshots: the copy runs on this thread while the next step computes;
         # wait_snapshot() before anything changes the tensors (the update, a restore).
-        self._pool = (concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
-                      if overlap else None)
+        self.overlap = overlap
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pending: concurrent.futures.Future[None] | None = None
         self._blocked = 0.0
         self.source: str | None = None  # "memory" or "disk" after a resume
@@ -190,10 +194,14 @@ class CheckpointManager:
         except SnapshotRefused as e:  # something planted at our path: stop snapshotting
             self._refused(e)
             return time.perf_counter() - t0
+        if self._pool is None and (self.overlap == "on" or (
+                self.overlap == "auto" and store.nbytes >= OVERLAP_BYTES)):
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
+        blob = store.encode(meta)
         if self._pool is not None:
-            self._pending = self._pool.submit(store.write, step, meta)
+            self._pending = self._pool.submit(store.write_encoded, step, blob)
         else:
-            store.write(step, meta)
+            store.write_encoded(step, blob)
         cost, self._blocked = self._blocked + time.perf_counter() - t0, 0.0
         return cost
 
