@@ -21,6 +21,7 @@ import tomllib
 
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
+from mixfleet.report.timeline import count_attempts
 
 __all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
 
@@ -240,7 +241,7 @@ class RunStore:
             "ettr": round(min(1.0, productive / wall), 4),
             "wall_s": round(wall, 3),
             "productive_s": round(productive, 3),
-            "restarts": max(0, len(starts_ev) - 1),
+            "restarts": max(0, count_attempts(events) - 1),
             "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
             "failure_time_s": {
                 "restart_downtime": round(downtime, 3),

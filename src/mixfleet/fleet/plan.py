@@ -12,7 +12,9 @@ __all__ = ["Placement", "PlanResult", "plan", "idle_pools"]
 
 
 @dataclasses.dataclass(kw_only=True)
-class _PlanJob:
+class PlanJob:
+    """A job as a policy sees it (:class:`JobView`), mutable while a plan is built."""
+
     id: str
     workload: str
     devices: int
@@ -71,7 +73,7 @@ def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
     from mixfleet.fleet.policies.base import pool_views
 
     pools = pool_views(fleet)
-    views: list[_PlanJob] = []
+    views: list[PlanJob] = []
     why: dict[str, str] = {}
     for j in jobs:
         sp = speeds.get(j.workload) or (None,) * len(pools)
@@ -79,7 +81,7 @@ def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
         if not opts:
             why[j.id] = reason
             continue
-        views.append(_PlanJob(id=j.id, workload=j.workload, devices=j.devices,
+        views.append(PlanJob(id=j.id, workload=j.workload, devices=j.devices,
                               mem_gib=j.mem_gib, priority=j.priority, arrival_s=0.0,
                               remaining=j.work, options=opts, run_s=[0.0] * len(pools)))
     snap = Snapshot(time=0.0, pools=pools, jobs=views, speed=speeds)

@@ -19,13 +19,13 @@ decision to stop a running job is not carried out.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot
 from mixfleet.fleet.reliability import default_profile
 from mixfleet.live.backend import Backend, Bundle, NodeInfo
@@ -45,21 +45,7 @@ def run_dir(fleet_dir: Path, jid: str) -> Path:
     return job_dir(fleet_dir, jid) / "run"
 
 
-@dataclasses.dataclass(kw_only=True)
-class _View:
-    """A job as the policy sees it (:class:`JobView`)."""
-
-    id: str
-    workload: str
-    devices: int
-    mem_gib: float
-    priority: int
-    arrival_s: float
-    remaining: float
-    options: tuple[int, ...]
-    run_s: list[float]
-    pool: int | None = None
-    eta: float = float("inf")
+_View = PlanJob  # a job as the policy sees it (JobView)
 
 
 class Scheduler:

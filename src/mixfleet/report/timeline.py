@@ -22,12 +22,13 @@ def count_attempts(events: list[dict[str, Any]]) -> int:
     worker records count their ``run_start`` events."""
     gen, seen, started = 0, set(), False
     for e in events:
-        if e["event"] == "relaunch" or (e["event"] == "launch" and started):
+        kind = e.get("event")
+        if kind == "relaunch" or (kind == "launch" and started):
             gen, started = gen + 1, False
-        elif e["event"] == "worker_start":
+        elif kind == "worker_start":
             started = True
-            seen.add((gen, e.get("attempt", 0)))
-    return len(seen) or sum(e["event"] == "run_start" for e in events)
+            seen.add((gen, str(e.get("attempt", 0))))
+    return len(seen) or sum(e.get("event") == "run_start" for e in events)
 
 
 def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, Any]:
