@@ -148,7 +148,8 @@ def read_table(path: str | Path) -> list[ThroughputRow]:
     else:
         reader = csv.DictReader(io.StringIO(text, newline=""))
         try:
-            missing = [k for k in _FIELDS if k not in (reader.fieldnames or [])]
+            missing = [k for k in _FIELDS
+                       if k not in (reader.fieldnames or []) and k not in _OPTIONAL]
             if missing:
                 raise ConfigError(f"{p}: row 1 (header) lacks column(s) {', '.join(missing)}; "
                                   f"pass a table written by `mixfleet bench`")
