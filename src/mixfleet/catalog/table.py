@@ -108,7 +108,7 @@ def _row(d: Any, where: str) -> ThroughputRow:
 def _from_csv(d: dict[str, str], where: str) -> ThroughputRow:
     def opt_float(k: str) -> float | None:
         return None if d[k] == "" else float(d[k])
-    missing = [k for k in _FIELDS if d.get(k) is None]
+    missing = [k for k in _FIELDS if d.get(k) is None and k not in _OPTIONAL]
     if missing:
         raise ConfigError(f"{where}: missing column(s) {', '.join(missing)}; a throughput "
                           f"row needs {', '.join(_FIELDS)}")
