@@ -31,7 +31,7 @@ def train_cli(run_dir: Path, *overrides: str, nproc: int = 2, config: Path = DIG
 
 
 def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return dict(torch.load(run_dir / "final" / "model.pt"))
+    return dict(torch.load(run_dir / "final" / "model.pt", weights_only=True))
 
 
 def bit_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
