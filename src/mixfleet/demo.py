@@ -94,8 +94,8 @@ def main() -> int:
     print(f"final weights bit-identical to the uninterrupted run: {'YES' if same else 'NO'}")
     ok = same and m["value"] >= 0.95 and s_crash["restarts"] >= 1
     ok = _overheat_stage(config, root) and ok
-    ok = _llm_stage(root / "llm") and ok
-    return 0 if _mixed_fleet(config, root / "mixed") and ok else 1
+    ok = _mixed_fleet(config, root / "mixed") and ok
+    return 0 if _llm_stage(root / "llm") and ok else 1
 
 
 LLM_SETS = ("workload.name='llama'", "train.steps=80", "train.global_batch=8",
