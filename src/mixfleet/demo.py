@@ -7,7 +7,7 @@ committed checkpoint), once uninterrupted. Prints the final accuracy and whether
 weights of both runs are bit-identical. Then three emulated chips (H20, Kunlun P800, Ascend
 910B at relative speeds 1.0, 0.6, 0.35) train one model with measured, rebalanced shares;
 printed: its throughput against the sum of the chips' solo throughputs and against equal
-shares. Between them: an emulated chip that overheats, and an LLM stage (Shakespeare
+shares. Before it: an emulated chip that overheats; after it: an LLM stage (Shakespeare
 tokenized with ``mixfleet data prepare``, a small Llama-style decoder sharded with FSDP2 on
 2 ranks, a rank killed and resumed bit-identically).
 """
