@@ -12,6 +12,10 @@ __all__ = ["TrainProgress"]
 _EVENT_LINES = {
     "snapshot_refused": lambda e: (f"in-memory snapshot refused on rank {e['rank']}: "
                                    f"{e['path']}: {e['reason']}; not read (snapshots off)"),
+    "snapshot_single_buffer": lambda e: (
+        f"in-memory snapshots in a single buffer on rank {e['rank']}: two copies need "
+        f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is {e['budget_bytes'] / 2**30:.2f} GiB "
+        f"per rank (a crash during a copy then resumes from disk)"),
     "snapshots_off": lambda e: (f"in-memory snapshots off on rank {e['rank']}: they need "
                                 f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is "
                                 f"{e['budget_bytes'] / 2**30:.2f} GiB per rank; {e['fix']}"),

@@ -152,7 +152,8 @@ def _layout_hash(named: Sequence[tuple[str, torch.Tensor]]) -> int:
 class MemorySnapshot:
     """Double-buffered snapshot file for a fixed list of named tensors."""
 
-    def __init__(self, path: Path, named: Sequence[tuple[str, torch.Tensor]]) -> None:
+    def __init__(self, path: Path, named: Sequence[tuple[str, torch.Tensor]], *,
+                 slots: int = 2) -> None:
         self.path = path
         self.named = list(named)
         self.layout = _layout_hash(self.named)
@@ -163,7 +164,10 @@ class MemorySnapshot:
         self._offsets = offsets
         self._data_bytes = off
         self._slot_bytes = off + _META_MAX
-        size = _HDR_BYTES + 2 * self._slot_bytes
+        if slots not in (1, 2):
+            raise ValueError(f"a snapshot has 1 or 2 slots (got {slots})")
+        self.slots = slots  # 1: half the memory, but a crash mid-copy leaves no snapshot
+        size = _HDR_BYTES + slots * self._slot_bytes
         self.nbytes = size
         fresh = not os.path.lexists(path)
         if not fresh:
@@ -182,7 +186,7 @@ class MemorySnapshot:
         if fresh or int(self._hdr[0]) != _MAGIC or int(self._hdr[1]) != self.layout:
             self._hdr[:] = 0
             self._hdr[0], self._hdr[1] = _MAGIC, self.layout
-        self._views = [self._slot_views(k) for k in (0, 1)]
+        self._views = [self._slot_views(k) for k in range(slots)]
         self._srcs = [t for _, t in self.named]
         self.writes = 0
 
@@ -201,7 +205,7 @@ class MemorySnapshot:
     def valid_steps(self) -> dict[int, int]:
         """{step: slot} of the valid slots."""
         out = {}
-        for k in (0, 1):
+        for k in range(self.slots):
             step, valid = int(self._hdr[2 + 3 * k]), int(self._hdr[3 + 3 * k])
             if valid == 1:
                 out[step] = k
@@ -224,7 +228,9 @@ class MemorySnapshot:
         """:meth:`write` with the metadata already encoded (the copy itself holds no
         Python lock: it can run on a side thread while the next step computes)."""
         steps = self.valid_steps()
-        k = 0 if not steps else (1 - steps[max(steps)])  # never overwrite the newest
+        # never overwrite the newest (with one slot there is no other: it is invalid
+        # while it is being overwritten)
+        k = 0 if not steps or self.slots == 1 else (1 - steps[max(steps)])
         self._hdr[3 + 3 * k] = 0  # invalid while it is being overwritten
         with torch.no_grad():
             torch._foreach_copy_(self._views[k], self._srcs)  # one call for every tensor

@@ -87,6 +87,7 @@ class CheckpointManager:
         self.device, self.labels, self.host_rng = device, labels, host_rng
         self.info = dict(info or {})  # recorded in the manifest, never restored
         self.snap: MemorySnapshot | None = None
+        self.slots = 2  # double-buffered unless only one copy fits the host budget
         self._snap_nstate = -1
         self.snap_path: Path | None = None  # None: no in-memory snapshots (refused)
         try:
@@ -137,19 +138,26 @@ class CheckpointManager:
             named = self.strategy.snapshot_tensors(self.opt) + [("rng.torch", self._rng_buf)]
             if self._dev_rng_buf is not None:
                 named.append(("rng.device", self._dev_rng_buf))
-            self.snap = MemorySnapshot(self.snap_path, named)
+            self.snap = MemorySnapshot(self.snap_path, named, slots=self.slots)
         return self.snap
 
     def snapshots_fit(self, optimizer: str, budget_gib: float, local_world: int,
                       interval: int) -> bool:
         """Size the in-memory snapshot against this rank's part of the host budget before
-        the first step; False (and said so: an event, a line) when it does not fit."""
+        the first step: double-buffered when two copies fit, a single buffer when only one
+        does, off when not even that (each said with an event and a line)."""
         if self.snap_path is None:
             return False
         model = sum(t.numel() * t.element_size()
                     for _, t in self.strategy.snapshot_tensors(self.opt))
         need = snapshot_bytes(model, optimizer)
         budget = snapshot_budget(budget_gib, local_world, self.snap_path.parent)
+        if need > budget and snapshot_bytes(model, optimizer, slots=1) <= budget:
+            self.slots = 1  # half the memory; a crash during the copy falls back to disk
+            self.run.emit("snapshot_single_buffer", rank=self.rank, need_bytes=need,
+                          single_bytes=snapshot_bytes(model, optimizer, slots=1),
+                          budget_bytes=budget)
+            return True
         if need > budget:
             self.run.emit("snapshots_off", rank=self.rank, need_bytes=need, budget_bytes=budget,
                           fix="raise [checkpoint] snapshot_memory_gib, use more ranks under "
