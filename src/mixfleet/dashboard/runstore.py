@@ -21,7 +21,7 @@ import tomllib
 
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
-from mixfleet.report.timeline import count_attempts
+from mixfleet.report.timeline import report_fields
 
 __all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
 
@@ -237,29 +237,8 @@ class RunStore:
             before, after = t[t <= ts], t[t > ts]
             if before.size and after.size:
                 downtime += float(after[0]) - float(before[-1])
-        return {
-            "ettr": round(min(1.0, productive / wall), 4),
-            "wall_s": round(wall, 3),
-            "productive_s": round(productive, 3),
-            "restarts": max(0, count_attempts(events) - 1),
-            "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
-            "failure_time_s": {
-                "restart_downtime": round(downtime, 3),
-                "hang_detection": round(sum(e.get("waited_s", 0.0) for e in events
-                                            if e.get("event") == "hang_detected" and
-                                            e.get("rank") == 0), 3),
-                "cooling": round(sum(e.get("paused_s", 0.0) for e in events
-                                     if e.get("event") == "thermal_resumed"), 3),
-                "redone_steps": round(self._redone, 3),
-            },
-            "skipped_steps": sorted({e["step"] for e in events
-                                     if e.get("event") == "step_skipped"}),
-            "drained_ranks": [e["rank"] for e in events if e.get("event") == "drain"],
-            "faults_injected": sum(e.get("event") == "fault_injected" for e in events),
-            "checkpoints_committed": sum(e.get("event") == "checkpoint_committed"
-                                         for e in events),
-            "checkpoint_failures": sum(e.get("event") == "checkpoint_failed" for e in events),
-        }
+        return report_fields(events, productive=productive, wall=wall, downtime=downtime,
+                             redone=self._redone)
 
     def config(self) -> dict[str, Any]:
         try:

@@ -8,7 +8,7 @@ from typing import Any
 
 from mixfleet.runs import RunDir, read_jsonl
 
-__all__ = ["run_report", "plot_timeline", "count_attempts"]
+__all__ = ["run_report", "plot_timeline", "count_attempts", "report_fields"]
 
 
 def _steps(run: RunDir) -> list[dict[str, Any]]:
@@ -57,7 +57,18 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
         after = [r["t"] for r in steps if r["t"] > ts]
         if before and after:
             downtime += after[0] - before[-1]
-    starts_ev = [e for e in events if e["event"] == "run_start"]
+    return report_fields(events, productive=productive, wall=wall, downtime=downtime,
+                         redone=redone)
+
+
+def report_fields(events: list[dict[str, Any]], *, productive: float, wall: float,
+                  downtime: float, redone: float) -> dict[str, Any]:
+    """The run report from the events and the step-time figures (shared with the
+    dashboard, which computes those figures incrementally)."""
+    def of(kind: str) -> list[dict[str, Any]]:
+        return [e for e in events if e.get("event") == kind]
+
+    starts_ev = of("run_start")
     return {
         "ettr": round(min(1.0, productive / wall), 4),
         "wall_s": round(wall, 3),
@@ -66,18 +77,16 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
         "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
         "failure_time_s": {
             "restart_downtime": round(downtime, 3),
-            "hang_detection": round(sum(e.get("waited_s", 0.0) for e in events
-                                        if e["event"] == "hang_detected" and
-                                        e.get("rank") == 0), 3),
-            "cooling": round(sum(e.get("paused_s", 0.0) for e in events
-                                 if e["event"] == "thermal_resumed"), 3),
+            "hang_detection": round(sum(e.get("waited_s", 0.0) for e in of("hang_detected")
+                                        if e.get("rank") == 0), 3),
+            "cooling": round(sum(e.get("paused_s", 0.0) for e in of("thermal_resumed")), 3),
             "redone_steps": round(redone, 3),
         },
-        "skipped_steps": sorted({e["step"] for e in events if e["event"] == "step_skipped"}),
-        "drained_ranks": [e["rank"] for e in events if e["event"] == "drain"],
-        "faults_injected": sum(e["event"] == "fault_injected" for e in events),
-        "checkpoints_committed": sum(e["event"] == "checkpoint_committed" for e in events),
-        "checkpoint_failures": sum(e["event"] == "checkpoint_failed" for e in events),
+        "skipped_steps": sorted({e["step"] for e in of("step_skipped")}),
+        "drained_ranks": [e["rank"] for e in of("drain")],
+        "faults_injected": len(of("fault_injected")),
+        "checkpoints_committed": len(of("checkpoint_committed")),
+        "checkpoint_failures": len(of("checkpoint_failed")),
     }
 
 
