@@ -57,8 +57,8 @@ def export_safetensors(run_dir: str | Path, out: str | Path, *, step: int | None
                           f"committed: {', '.join(str(s) for s, _ in valid)}")
     chosen, ckpt = pick[0]
     dest = Path(out)
-    if dest.exists() and any(dest.iterdir()):
-        raise ConfigError(f"--out {str(dest)!r} is not empty; pass a new directory")
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise ConfigError(f"--out {str(dest)!r} is not an empty directory; pass a new one")
     keys = _tensor_keys(ckpt)
     if not keys:
         raise CheckpointError(f"{ckpt} holds no model tensors")
