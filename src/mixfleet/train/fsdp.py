@@ -15,7 +15,9 @@ from ``dp`` and are handled here:
   nothing) and gradient sync is off until the last one.
 - The control region (health signals, the loss) and each rank's sum of squared gradient
   shards go through one tiny all-reduce of their own after the backward pass; the global
-  gradient norm is the square root of that sum (no extra collective).
+  gradient norm is the square root of that sum (no extra collective). On a mixed fleet
+  it goes through the fleet's all-reduce, which times its wait: a fast rank that waits
+  there for a slow one is not counted as slow by the rebalance.
 
 Mixed precision: ``MixedPrecisionPolicy(param_dtype, reduce_dtype=float32)``; the
 parameter dtype defaults to bf16 on accelerators and fp32 on the CPU.
@@ -32,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from mixfleet.train.strategy import ParallelConfig, ReductionStrategy
+from mixfleet.train.strategy import AllReduce, ParallelConfig, ReductionStrategy
 
 __all__ = ["FullyShardedDP", "param_dtype_for"]
 
@@ -66,8 +68,9 @@ class FullyShardedDP(ReductionStrategy):
     collective_forward = True  # every rank runs every forward (evaluation too)
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
-                 units: Sequence[nn.Module], cfg: ParallelConfig) -> None:
-        super().__init__(model, device=device, world=world, group=group)
+                 units: Sequence[nn.Module], cfg: ParallelConfig,
+                 all_reduce: AllReduce | None = None) -> None:
+        super().__init__(model, device=device, world=world, group=group, all_reduce=all_reduce)
         from torch.distributed.device_mesh import DeviceMesh
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -122,7 +125,9 @@ class FullyShardedDP(ReductionStrategy):
         if local:
             norms = torch._foreach_norm([g.float() for g in local])
             self._ctl[-1] = torch.stack(norms).pow(2).sum()
-        if self.world > 1:
+        if self._all_reduce is not None:  # a mixed fleet's: it times its wait (rebalance)
+            self._all_reduce(self._ctl)
+        elif self.world > 1:
             dist.all_reduce(self._ctl, group=self.group)
 
     def grad_size(self, norm: bool) -> float:

@@ -177,4 +177,5 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
     from mixfleet.train.fsdp import FullyShardedDP
 
     return FullyShardedDP(model, device=device, world=world, group=group,
-                          units=shard_units(model) if units is None else units, cfg=cfg)
+                          units=shard_units(model) if units is None else units, cfg=cfg,
+                          all_reduce=all_reduce)
