@@ -201,19 +201,35 @@ def test_cooling_backs_off_on_the_clock_until_below_resume() -> None:
     assert clock.slept[:5] == [0.05, 0.1, 0.2, 0.4, 0.8] and max(clock.slept) == 1.0
 
 
-def test_snapshot_pacing_halves_frequency_when_costly() -> None:
-    """After 20 snapshots costing over 5% of the steps they cover, every rank gets
-    SparserSnapshots(2 x interval) at the same step; cheap snapshots change nothing."""
+def test_snapshot_pacing_moves_every_rank_to_the_interval_that_fits() -> None:
+    """After a window of 10 snapshots, a rank whose snapshots cost over 1% of the steps
+    they cover asks for ceil(cost / (1% x step)); every rank gets that interval at the
+    same step (the largest asked for); cheap snapshots and max_fraction 0 change nothing."""
     interval = [1]
-    costly = SnapshotPacing(interval=lambda: interval[0])
-    cheap = SnapshotPacing(interval=lambda: interval[0])
+    costly = SnapshotPacing(interval=lambda: interval[0], max_fraction=0.01)
+    cheap = SnapshotPacing(interval=lambda: interval[0], max_fraction=0.01)
     ranks = Ranks(2, [[costly], [cheap]])
-    ranks.run()
-    for _ in range(20):
-        costly.record(0.01)  # steps of 0.1 s: 10% > 5%
-        cheap.record(0.001)
-    assert ranks.run() == [[SparserSnapshots(2)], [SparserSnapshots(2)]]
+    ranks.run()  # step times of 0.1 s (the Ranks default) are recorded
+    for _ in range(9):
+        costly.record(0.0042)  # 4.2% of a 0.1 s step: 5 steps bring it under 1%
+        cheap.record(0.0001)
+    assert ranks.run() == [[], []]  # not a full window yet
+    costly.record(0.0042)
+    cheap.record(0.0001)
+    assert ranks.run() == [[SparserSnapshots(5)], [SparserSnapshots(5)]]
     assert ranks.run() == [[], []]
+    off = SnapshotPacing(interval=lambda: 1, max_fraction=0.0)
+    solo = Ranks(1, [[off]])
+    solo.run()
+    for _ in range(10):
+        off.record(1.0)
+    assert solo.run() == [[]]
+    capped = SnapshotPacing(interval=lambda: 1)
+    solo = Ranks(1, [[capped]])
+    solo.run()
+    for _ in range(10):
+        capped.record(10.0)
+    assert solo.run() == [[SparserSnapshots(64)]]
 
 
 class Recorder:

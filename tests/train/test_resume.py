@@ -71,6 +71,21 @@ def test_kill_from_disk_only_loses_at_most_an_interval(tmp_path: Path, reference
     assert s["steps_lost"] <= _lost_bound(d, step) <= 2 * INTERVAL, f"kill at step {step}"
 
 
+def test_paced_snapshots_lose_at_most_the_interval_in_effect(tmp_path: Path,
+                                                              reference: Path) -> None:
+    """With the default pacing (snapshot_max_cost 0.5%), the interval the ranks agreed on
+    bounds the steps lost by a kill after it, and the result is still bit-identical."""
+    d = tmp_path / "run"
+    s = train_cli(d, *BASE, "checkpoint.snapshot_max_cost=0.005",
+                  "faults.inject=['kill@rank=1,step=500']")
+    paced = [e for e in events(d, "snapshot_interval") if e["step"] < 500]
+    assert paced, "digits-cnn's snapshots cost over 0.5% of its steps: the interval must grow"
+    assert all(b["interval"] > a["interval"] for a, b in zip(paced, paced[1:], strict=False))
+    assert s["restarts"] == 1 and events(d, "run_start")[-1]["source"] == "memory"
+    assert 0 <= s["steps_lost"] <= paced[-1]["interval"]
+    assert bit_identical(final_weights(d), final_weights(reference))
+
+
 @pytest.mark.parametrize("snapshots", [0, 1])
 def test_kill_while_checkpoint_is_written_matches_uninterrupted(tmp_path: Path,
                                                                 reference: Path,

@@ -14,6 +14,7 @@ add it to the trainer's list (``Trainer(..., checks=[...])`` or the defaults in
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -180,38 +181,48 @@ class ThermalCheck(HealthCheck):
 
 
 class SnapshotPacing(HealthCheck):
-    """After every 20 snapshots: when one costs over ``max_fraction`` of the steps it
-    covers on some rank, every rank halves the snapshot frequency at the same step."""
+    """Keeps in-memory snapshots under ``max_fraction`` of the step time they cover.
 
-    def __init__(self, *, interval: Callable[[], int], max_fraction: float = 0.05,
-                 window: int = 20, max_interval: int = 64) -> None:
+    After each window of ``window`` snapshots, a rank whose median snapshot cost is over
+    ``max_fraction`` x the steps one snapshot covers asks for the interval that brings it
+    under (``ceil(cost / (max_fraction x step))``, at most ``max_interval``); every rank
+    adopts the largest interval any rank asked for, at the same step (a per-rank signal).
+    Snapshots only get sparser; ``max_fraction`` 0 turns pacing off."""
+
+    def __init__(self, *, interval: Callable[[], int], max_fraction: float = 0.005,
+                 window: int = 10, max_interval: int = 64) -> None:
         self.interval, self.max_fraction = interval, max_fraction
         self.window, self.max_interval = window, max_interval
         self.costs: list[float] = []
         self.step_times: deque[float] = deque(maxlen=200)
-        self.want = False
+        self.want = 0
 
     def record(self, cost_s: float) -> None:
         """A snapshot's cost to the step loop."""
         self.costs.append(cost_s)
-        if len(self.costs) >= self.window and self.step_times:
-            cost, step_s = statistics.median(self.costs), statistics.median(self.step_times)
-            self.costs.clear()
-            self.want = cost > self.max_fraction * step_s * self.interval()
+        if len(self.costs) < self.window or not self.step_times or self.max_fraction <= 0:
+            return
+        cost, step_s = statistics.median(self.costs), statistics.median(self.step_times)
+        self.costs.clear()
+        need = math.ceil(cost / max(self.max_fraction * step_s, 1e-12))
+        if need > self.interval():
+            self.want = min(need, self.max_interval)
 
     def register(self, signals: ControlSignals) -> None:
-        signals.register("sparser")
+        signals.register("snapshot_every", per_rank=True)
 
     def publish(self, signals: ControlSignals) -> None:
         if self.want:
-            signals.set("sparser", 1.0)
-            self.want = False
+            signals.set("snapshot_every", float(self.want))
+            self.want = 0
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
         self.step_times.append(out.step_s)
         n = self.interval()
-        if out.reduced and out.signals.total("sparser") > 0 and 0 < n < self.max_interval:
-            return (SparserSnapshots(2 * n),)
+        if out.reduced and 0 < n < self.max_interval:
+            want = int(max(out.signals.per_rank("snapshot_every")))
+            if want > n:
+                return (SparserSnapshots(want),)
         return NONE
 
 
@@ -241,11 +252,12 @@ def default_checks(h: HealthConfig, *, world: int, rank: int, emit: Emit, guard:
     if hetero is not None:
         out.append(RebalanceCheck(hetero, shares=shares, total_steps=total_steps))
     # Mixed fleet: shares follow speeds, so compare step times, not time per sample.
-    out.append(StragglerCheck(
-        StragglerDetector(world=world, window=h.straggler_window, factor=h.straggler_factor,
-                          windows=h.straggler_windows),
-        weights=shares if hetero is None else (lambda: [1] * world),
-        exclude=h.straggler_action == "exclude", emit=emit, rank=rank))
+    if world > 1:  # a straggler is slower than the others: one rank has none
+        out.append(StragglerCheck(
+            StragglerDetector(world=world, window=h.straggler_window,
+                              factor=h.straggler_factor, windows=h.straggler_windows),
+            weights=shares if hetero is None else (lambda: [1] * world),
+            exclude=h.straggler_action == "exclude", emit=emit, rank=rank))
     if thermal is not None:
         out.append(ThermalCheck(thermal, action=h.thermal_action,
                                 can_shed=hetero is not None and world > 1, emit=emit, rank=rank))

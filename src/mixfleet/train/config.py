@@ -75,8 +75,13 @@ class CheckpointConfig:
                                           "waits for the copy to host memory")
     snapshot_interval: int = field(1, help="steps between in-memory snapshots in host "
                                            "shared memory (a crash loses at most this many "
-                                           "steps); doubled while a snapshot costs over 5% "
-                                           "of a step; 0 turns them off")
+                                           "steps, or the sparser interval that "
+                                           "snapshot_max_cost sets); 0 turns them off")
+    snapshot_max_cost: float = field(0.005, help="the most a snapshot may cost as a fraction "
+                                                "of the steps it covers: measured over the "
+                                                "first snapshots, the interval grows until "
+                                                "it is under (at most 64 steps; every rank "
+                                                "alike); 0 keeps snapshot_interval as set")
     snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
                                                 "(for workloads that draw from them)")
     snapshot_memory_gib: float = field(0.0, help="host memory for in-memory snapshots on "
@@ -95,6 +100,9 @@ class CheckpointConfig:
                                  f"[checkpoint] keep = 3")
         _require(self.snapshot_memory_gib >= 0, f"checkpoint.snapshot_memory_gib must be >= 0 "
                  f"(got {self.snapshot_memory_gib}); 0 means half of the available memory")
+        _require(0 <= self.snapshot_max_cost < 1, f"checkpoint.snapshot_max_cost must be in "
+                 f"[0, 1) (got {self.snapshot_max_cost}); set [checkpoint] snapshot_max_cost "
+                 f"= 0.005 (0: never sparser)")
         _require(self.snapshot_interval >= 0, f"checkpoint.snapshot_interval must be >= 0 "
                  f"(got {self.snapshot_interval}); set [checkpoint] snapshot_interval = 1")
 

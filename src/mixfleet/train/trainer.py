@@ -89,7 +89,8 @@ class Trainer:
                                    faults=self.faults, clock=self.clock, global_batch=self.B,
                                    emit=run.emit, rank=rank, grad_clip=t.grad_clip)
         self.snap_every = cfg.checkpoint.snapshot_interval
-        self.pacing = C.SnapshotPacing(interval=lambda: self.snap_every)
+        self.pacing = C.SnapshotPacing(interval=lambda: self.snap_every,
+                                       max_fraction=cfg.checkpoint.snapshot_max_cost)
         self.checks = C.default_checks(
             h, world=world, rank=rank, emit=run.emit, guard=self.guard, pacing=self.pacing,
             watchdog=watchdog, thermal=thermal, hetero=hetero, shares=lambda: self.shares,
@@ -179,7 +180,9 @@ class Trainer:
         self.snap_every = interval  # every rank at once: snapshots stay aligned
         if self.rank == 0:
             self.run.emit("snapshot_interval", interval=interval, step=self.step,
-                          reason="a snapshot cost over 5% of a step")
+                          reason=f"a snapshot cost over "
+                                 f"{self.cfg.checkpoint.snapshot_max_cost:.0%} of the steps "
+                                 f"it covered")
 
     def rollback(self, bad_steps: Sequence[int]) -> None:
         """Skip ``bad_steps``' batches from now on and reload the newest checkpoint before
