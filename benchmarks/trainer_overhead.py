@@ -31,6 +31,7 @@ cancels out; target <= 1.03).
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import tempfile
@@ -126,6 +127,7 @@ def main() -> None:
             order = ("mixfleet", "plain") if r % 2 == 0 else ("plain", "mixfleet")
             res = {}
             for side in order:
+                gc.collect()  # neither side pays for the other's garbage
                 if side == "mixfleet":
                     res[side] = run_mixfleet(cfg, wl, ckpt_group, Path(tmp) / f"r{r}")
                 else:

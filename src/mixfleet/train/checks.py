@@ -209,17 +209,19 @@ class SnapshotPacing(HealthCheck):
             self.want = min(need, self.max_interval)
 
     def register(self, signals: ControlSignals) -> None:
+        signals.register("sparser")  # how many ranks ask (read every step: one number)
         signals.register("snapshot_every", per_rank=True)
 
     def publish(self, signals: ControlSignals) -> None:
         if self.want:
+            signals.set("sparser", 1.0)
             signals.set("snapshot_every", float(self.want))
             self.want = 0
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
         self.step_times.append(out.step_s)
-        n = self.interval()
-        if out.reduced and 0 < n < self.max_interval:
+        if out.reduced and out.signals.total("sparser") > 0 and \
+                0 < (n := self.interval()) < self.max_interval:
             want = int(max(out.signals.per_rank("snapshot_every")))
             if want > n:
                 return (SparserSnapshots(want),)

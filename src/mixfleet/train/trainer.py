@@ -23,6 +23,7 @@ import torch
 
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
+from mixfleet.runs import StepLog
 from mixfleet.train import checks as C
 from mixfleet.train.actions import Drain, apply_actions
 from mixfleet.train.checkpoint import Checkpointer, step_dir_name, validate_step_dir
@@ -34,7 +35,6 @@ from mixfleet.train.health import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.rebalance import ShareController
 from mixfleet.train.rundir import (
-    JsonLines,
     RunDir,
     add_to_blocklist,
     read_skip_list,
@@ -116,7 +116,8 @@ class Trainer:
         if self.snap_every and not self.state.snapshots_fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0
-        self.metrics = JsonLines(run.metrics_path) if rank == 0 else None
+        # Rank 0's step records (flushed before anything commits) and the step reached.
+        self.metrics = StepLog(run) if rank == 0 else None
         self.skip: set[int] = set(t.skip_batches) | read_skip_list(run)
         self._saved = -1
         self._drained: Drain | None = None
@@ -148,9 +149,15 @@ class Trainer:
         if self.step % self.cfg.checkpoint.interval:
             self._save()
 
+    def flush_metrics(self) -> None:
+        """Write the step records gathered so far (before anything commits)."""
+        if self.metrics is not None:
+            self.metrics.flush()
+
     def _save(self) -> None:
         if self._saved != self.step:
             self._saved = self.step
+            self.flush_metrics()
             self.state.save(self.step)
 
     def drain(self, rank: int, reason: str) -> None:
@@ -181,8 +188,8 @@ class Trainer:
         if self.rank == 0:
             self.run.emit("snapshot_interval", interval=interval, step=self.step,
                           reason=f"a snapshot cost over "
-                                 f"{self.cfg.checkpoint.snapshot_max_cost:.0%} of the steps "
-                                 f"it covered")
+                                 f"{100 * self.cfg.checkpoint.snapshot_max_cost:g}% of the "
+                                 f"steps it covered")
 
     def rollback(self, bad_steps: Sequence[int]) -> None:
         """Skip ``bad_steps``' batches from now on and reload the newest checkpoint before
@@ -200,6 +207,7 @@ class Trainer:
             self.step = self._saved = step
 
     def pause_until_cool(self, guard: ThermalGuard) -> None:
+        self.flush_metrics()
         if self.watchdog is not None:
             self.watchdog.pause()
         paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
@@ -289,12 +297,14 @@ class Trainer:
             if self._drained is not None:
                 break
             if self.snap_every and self.step % self.snap_every == 0:
+                self.flush_metrics()
                 self.pacing.record(self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
                 self._save()
             # step_s covers the step itself; pauses, snapshots and checkpoint staging after
             # it are not productive time (ETTR).
             last = clock.perf()
+        self.flush_metrics()
         synchronize(self.device)
         elapsed = clock.perf() - t0
         if self._drained is not None:

@@ -23,6 +23,7 @@ from mixfleet.emulate import EmulatedDevice, EmulatedFault, EmulationConfig, is_
 from mixfleet.errors import MixfleetError
 from mixfleet.report.progress import TrainProgress
 from mixfleet.report.timeline import run_report
+from mixfleet.runs import StepMarker
 from mixfleet.telemetry import (
     DeviceTable,
     JsonlSink,
@@ -93,7 +94,11 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
 
 
 def _last_step(run: RunDir) -> int:
-    """The step of the newest step record (the step reached when the last attempt died)."""
+    """The step the last attempt reached when it died (rank 0's step marker; the newest
+    step record of a run directory written before markers existed)."""
+    marked = StepMarker.read(run.last_step)
+    if marked is not None:
+        return marked
     last = 0
     for rec in read_jsonl(run.metrics_path):
         if "loss" in rec:
@@ -219,6 +224,8 @@ def run_worker(run_dir: str) -> int:
         progress.start(trainer.step)
 
     def dying_gasp(signum: int, frame: Any) -> None:
+        if trainer.metrics is not None:
+            trainer.metrics.flush(block=False)
         trainer.state.gasp()
         os._exit(128 + signum)
 
