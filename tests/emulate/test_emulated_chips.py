@@ -217,3 +217,29 @@ def test_bad_emulation_config_is_a_config_error():
         EmulationConfig(virtual_step_s=0)
     with pytest.raises(ConfigError, match="relative speed"):
         EmulatedDevice("nvidia-h20", speed=2.0)
+
+
+def test_pace_first_computes_at_the_end_of_the_same_budget():
+    """With a known budget, pace_first waits until 2x the recent compute + 2 ms before the
+    budget ends, the real compute runs there, and the step still takes exactly its budget
+    (the same as computing first); before the first measured step it does not wait."""
+    first, clock = fake_device(speed=0.5, faults=False)
+    first.calibrate(0.01)  # budget per unit of work: 0.01 / 0.5 = 0.02 s
+    late, clock2 = fake_device(speed=0.5, faults=False)
+    late.calibrate(0.01)
+    for i in range(3):
+        first.step_begin()
+        clock.now += 0.004  # the real compute
+        first.compute_done(work=4)
+        r1 = first.step_end()
+        t0 = clock2.now
+        late.step_begin()
+        late.pace_first(work=4)
+        waited = clock2.now - t0
+        clock2.now += 0.004
+        late.compute_done(work=4)
+        r2 = late.step_end()
+        assert waited == pytest.approx(0.0 if i == 0 else 0.08 - 2 * 0.004 - 0.002)
+        assert (r2.budget_s, r2.compute_s) == pytest.approx((r1.budget_s, r1.compute_s))
+        assert clock2.now - t0 == pytest.approx(0.08)
+    assert clock.now == pytest.approx(clock2.now)

@@ -30,17 +30,25 @@ def _fast_step_s(d: Path, lo: int, hi: int, attempt_of_last: bool) -> float:
 def test_steps_per_s_after_a_resume_from_memory_within_10_percent(tmp_path: Path,
                                                                   device: str) -> None:
     """Rank 0 is killed at step 150 and the group resumes from memory; the fast step
-    time after the resume is within 10% of the one before it (lower quartiles)."""
-    d = tmp_path / "run"
-    train_cli(d, "train.steps=330", "checkpoint.interval=1000", "train.log_every=100",
-              f"launch.device='{device}'", "telemetry.hz=0",
-              f"faults.inject=['kill@rank=0,step={KILL_AT}']")
-    start = events(d, "run_start")[-1]
-    assert start["source"] == "memory" and start["resumed_from"] >= KILL_AT - 1
-    before = _fast_step_s(d, 40, KILL_AT - 1, attempt_of_last=False)
-    after = _fast_step_s(d, KILL_AT + 30, 330, attempt_of_last=True)
-    assert after <= 1.10 * before, f"{device}: {after * 1e3:.2f} ms/step after the resume, " \
-                                   f"{before * 1e3:.2f} ms before"
+    time after the resume is within 10% of the one before it (lower quartiles). A slower
+    process after a resume (the defect this guards against made it ~3x) is slower in every
+    run; the load of a shared machine comes and goes within seconds, so a run whose two
+    phases met different load is run again (at most 3 runs; one within 10% passes)."""
+    ratios = []
+    for attempt in range(3):
+        d = tmp_path / f"run{attempt}"
+        train_cli(d, "train.steps=330", "checkpoint.interval=1000", "train.log_every=100",
+                  f"launch.device='{device}'", "telemetry.hz=0",
+                  f"faults.inject=['kill@rank=0,step={KILL_AT}']")
+        start = events(d, "run_start")[-1]
+        assert start["source"] == "memory" and start["resumed_from"] >= KILL_AT - 1
+        before = _fast_step_s(d, 40, KILL_AT - 1, attempt_of_last=False)
+        after = _fast_step_s(d, KILL_AT + 30, 330, attempt_of_last=True)
+        ratios.append(after / before)
+        if after <= 1.10 * before:
+            return
+    pytest.fail(f"{device}: step time after the resume / before = "
+                f"{', '.join(f'{r:.3f}' for r in ratios)} in {len(ratios)} runs (limit 1.10)")
 
 
 def test_restarts_count_an_attempt_killed_during_start_up(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ See the package docstring (:mod:`mixfleet.emulate`) for the API a trainer uses.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import os
@@ -121,6 +122,8 @@ class EmulatedDevice:
         self._base_s: float | None = None
         self._calib: list[float] = []
         self._t0: float | None = None
+        self._tc: float | None = None  # when the real computation started (pace_first)
+        self._computes: collections.deque[float] = collections.deque(maxlen=8)
         self._padded = False
         self._last = (0.0, 0.0, 0.0)  # compute, pad, budget of the current step
         self._forced: tuple[int, float] | None = None  # (steps left, clock) of a throttle
@@ -164,8 +167,31 @@ class EmulatedDevice:
         if self._dead is not None:
             raise self._dead
         self._t0 = self._clock()
+        self._tc = None
         self._padded = False
         self._last = (0.0, 0.0, 0.0)
+
+    def _budget(self, work: float) -> float:
+        assert self._base_s is not None
+        return self._base_s * work * self._headroom / (self.speed * self._clock_factor())
+
+    def pace_first(self, work: float) -> None:
+        """Before the step's real computation: when the budget is known (calibrated),
+        wait first and compute at its end, so that the real computation finishes just
+        before the budget does (twice the recent real compute time ahead, plus 2 ms).
+
+        The chip's step takes its budget either way; what changes is when the host
+        CPU does the emulation's real work: not right after the collective, where on a
+        host with fewer cores than ranks it would hold back a rank still finishing it.
+        """
+        if self._t0 is None or self._base_s is None or \
+                len(self._calib) < self.config.calibration_steps or not self._computes:
+            return
+        lead = self._budget(work) - 2 * max(self._computes) - 0.002
+        end = self._t0 + lead
+        if end > self._clock():
+            self._sleep(end - self._clock())
+        self._tc = self._clock()
 
     def _clock_factor(self) -> float:
         forced = self._forced[1] if self._forced is not None else 1.0
@@ -175,20 +201,21 @@ class EmulatedDevice:
         """Calibrate on the compute so far (per unit of ``work``) and pad to the budget."""
         if self._t0 is None:
             raise RuntimeError("step_end() or compute_done() without step_begin()")
-        compute = self._clock() - self._t0
+        now = self._clock()
+        compute = now - (self._tc if self._tc is not None else self._t0)  # the real work
+        self._computes.append(compute)
         if len(self._calib) < self.config.calibration_steps:
             self._calib.append(compute / work)
             self._base_s = statistics.median(self._calib)
-        assert self._base_s is not None
-        budget = self._base_s * work * self._headroom / (self.speed * self._clock_factor())
-        pad = budget - compute
+        budget = self._budget(work)
+        end = self._t0 + budget
+        pad = end - now
         if pad > 0:
-            end = self._clock() + pad
             self._sleep(pad)
             while self._clock() < end - 1e-4:  # sleep() may return early
                 self._sleep(end - self._clock())
         self._padded = True
-        self._last = (compute, max(0.0, pad), budget)
+        self._last = (compute, max(0.0, budget - compute), budget)
 
     def compute_done(self, work: float = 1.0) -> None:
         """The step's computation ended (before its collective): pad to the budget now.

@@ -176,6 +176,12 @@ class ShareController:
         k = max(1 if not m else -(-s // m) for s, m in zip(shares, self.micros, strict=True))
         return list(torch.tensor_split(idx, k))
 
+    def compute_start(self, work: int) -> None:
+        """The rank's computation is about to start: an emulated chip whose budget is
+        known waits first, so its real work ends just before the budget does."""
+        if self.emu is not None:
+            self.emu.pace_first(work=max(1, work))
+
     def compute_done(self, work: int) -> None:
         """The rank's computation ended (before its collective): an emulated chip is paced
         to its budget now, so a slow chip reaches the collective late, as a real one."""

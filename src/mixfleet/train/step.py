@@ -61,13 +61,16 @@ class StepManager:
 
     def step(self, step: int, batches: Sequence[tuple[Any, bool]],
              loss: Callable[[Any], torch.Tensor], checks: Sequence[HealthCheck],
-             on_grads: Callable[[], None] | None = None) -> StepOutcome:
+             on_grads: Callable[[], None] | None = None,
+             on_start: Callable[[], None] | None = None) -> StepOutcome:
         """Run global step ``step + 1`` on this rank's ``batches`` (its micro-batches, each
         with ``real``: False for a stand-in that keeps the collectives of every rank in
-        step and contributes nothing). ``on_grads`` runs when the gradients are ready
-        (an emulated chip's pacing)."""
+        step and contributes nothing). ``on_start`` runs first and ``on_grads`` when the
+        gradients are ready, both inside the compute time (an emulated chip's pacing)."""
         st = self.strategy
         t0 = self.clock.perf()
+        if on_start is not None:
+            on_start()
         st.zero_grad()
         last = len(batches) - 1
         for i, (batch, real) in enumerate(batches):

@@ -239,10 +239,14 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
+            ctl = self.hetero
+            # An emulated chip computes at the end of its budget, unless the forward is a
+            # collective (fsdp): then a rank that starts late holds back every rank.
+            first = ctl is not None and not self.strategy.collective_forward
             out = self.manager.step(
                 self.step, self._batches(idx), lambda b: self.workload.loss(self.model, b),
-                self.checks, on_grads=None if self.hetero is None else
-                (lambda: self.hetero.compute_done(len(idx))))  # type: ignore[union-attr]
+                self.checks, on_grads=None if ctl is None else (lambda: ctl.compute_done(len(idx))),
+                on_start=(lambda: ctl.compute_start(len(idx))) if first else None)  # type: ignore[union-attr]
             if out.committed:
                 self.state.wait_snapshot()  # an overlapped snapshot copy is complete
                 self.opt.step()
