@@ -2,12 +2,12 @@
 same `mixfleet train` run directly. Target <= 1.10.
 
 Both sides run digits-cnn on one emulated device of the same chip for the same number of
-steps (60 by default: ~10 s on 2 quiet cores, a minute under load; `--steps 400` for a
-~60 s job on a quiet machine); the fleet side is a local Ray head on
+steps (3000 by default: a ~50-60 s job on 2 quiet cores, the issue's size; `--steps 60` for
+a quick check, where the fleet's fixed ~1.2 s per job dominates); the fleet side is a local Ray head on
 127.0.0.1 (started before the clock starts, stopped after). Direct, fleet, direct: the
 fleet run is compared with the mean of the two direct runs. Ratio on the last line.
 
-    python benchmarks/fleet_overhead.py [--steps 60] [--backend ray|local]
+    python benchmarks/fleet_overhead.py [--steps 3000] [--backend ray|local]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--backend", default="ray", choices=["ray", "local"])
     args = ap.parse_args()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"

@@ -7,8 +7,10 @@ momentum) and LR schedule (:func:`~mixfleet.train.trainer.lr_factor` through Lam
 the same number of steps and with the same intra-op thread count.
 
 - mixfleet: a fresh :class:`~mixfleet.train.trainer.Trainer` per round with mixfleet's
-  default settings (an in-memory snapshot every step, copied on a side thread while the
-  next step computes; health checks; metrics every step) in a temporary run directory with
+  default settings (in-memory snapshots, from every step to the interval that keeps one
+  under ``checkpoint.snapshot_max_cost`` = 0.5% of the steps it covers; health checks; a
+  metrics record every step, written in batches; the step marker) in a temporary run
+  directory with
   a single-rank gloo group, ``fit()``, timed by the ``elapsed_s`` it returns
   (the step loop only: the final checkpoint and evaluation come after it). The checkpoint
   interval is larger than the steps, so no checkpoint lands in the loop; ``metrics.jsonl``
@@ -17,7 +19,7 @@ the same number of steps and with the same intra-op thread count.
   reading the loss with ``.item()`` as any loop that logs it does.
 
 The two alternate (the order flips every round) so drifting load on a shared machine hits
-both alike. The final weights of both sides are compared as a check that they did the same
+both alike; garbage is collected before each side, so neither pays for the other's. The final weights of both sides are compared as a check that they did the same
 computation. Printed: each round (wall and this thread's CPU time of each loop), the median
 wall time of each side, the ratio of the medians, and the median CPU-time ratio (a check
 much less sensitive to other processes on a shared machine). Last line: the median of the
