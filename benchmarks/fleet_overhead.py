@@ -3,9 +3,10 @@ same `mixfleet train` run directly. Target <= 1.10.
 
 Both sides run digits-cnn on one emulated device of the same chip for the same number of
 steps (3000 by default: a ~50-60 s job on 2 quiet cores, the issue's size; `--steps 60` for
-a quick check, where the fleet's fixed ~1.2 s per job dominates); the fleet side is a local Ray head on
-127.0.0.1 (started before the clock starts, stopped after). Direct, fleet, direct: the
-fleet run is compared with the mean of the two direct runs. Ratio on the last line.
+a quick check, where the fleet's fixed ~1.2 s per job dominates); the fleet side is a local
+Ray head on 127.0.0.1 (started before the clock starts, stopped after). Direct, fleet,
+direct: the fleet run is compared with the mean of the two direct runs. Ratio on the last
+line.
 
     python benchmarks/fleet_overhead.py [--steps 3000] [--backend ray|local]
 """

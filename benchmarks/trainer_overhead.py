@@ -19,12 +19,13 @@ the same number of steps and with the same intra-op thread count.
   reading the loss with ``.item()`` as any loop that logs it does.
 
 The two alternate (the order flips every round) so drifting load on a shared machine hits
-both alike; garbage is collected before each side, so neither pays for the other's. The final weights of both sides are compared as a check that they did the same
-computation. Printed: each round (wall and this thread's CPU time of each loop), the median
-wall time of each side, the ratio of the medians, and the median CPU-time ratio (a check
-much less sensitive to other processes on a shared machine). Last line: the median of the
-per-round wall-time ratios mixfleet/plain (paired rounds, so a load change between rounds
-cancels out; target <= 1.03).
+both alike; garbage is collected before each side, so neither pays for the other's. The
+final weights of both sides are compared as a check that they did the same computation.
+Printed: each round (wall and this thread's CPU time of each loop), the median wall time of
+each side, the ratio of the medians, and the median CPU-time ratio (a check much less
+sensitive to other processes on a shared machine). Last line: the median of the per-round
+wall-time ratios mixfleet/plain (paired rounds, so a load change between rounds cancels out;
+target <= 1.03).
 
     .venv/bin/python benchmarks/trainer_overhead.py [--rounds 7] [--steps 500] [--threads 1] \\
         [--set checkpoint.snapshot_interval=0]
