@@ -22,6 +22,8 @@ _EVENT_LINES = {
     "snapshot_plan": lambda e: (f"in-memory snapshots every {e['interval']} step(s): "
                                 f"{e['need_bytes'] / 2**30:.3f} GiB of host memory per rank "
                                 f"(budget {e['budget_bytes'] / 2**30:.2f} GiB)"),
+    "snapshot_interval": lambda e: (f"in-memory snapshots every {e['interval']} steps from "
+                                    f"step {e['step']}: {e['reason']}"),
     "run_start": lambda e: (
         f"resumed from step {e['resumed_from']} after restart #{e['attempt']} "
         f"(steps lost: {e['steps_lost']})" if e.get("resumed_from") is not None and
