@@ -21,14 +21,17 @@ FLEET_MARK = "MIXFLEET_FLEET_MARK"
 ATTEMPT_MARK = "MIXFLEET_ATTEMPT_MARK"
 
 
+def _other_procs() -> list[Path]:
+    """``/proc/<pid>`` of every process on this machine but this one."""
+    me = str(os.getpid())
+    return [d for d in Path("/proc").iterdir() if d.name.isdigit() and d.name != me]
+
+
 def pids_with_env(key: str, value: str) -> list[int]:
     """Pids of this machine's processes whose environment holds ``key=value``."""
     needle = f"{key}={value}".encode()
     out = []
-    me = os.getpid()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
+    for d in _other_procs():
         try:
             env = (d / "environ").read_bytes()
         except OSError:
@@ -42,10 +45,7 @@ def pids_with_open_files(prefix: str) -> list[int]:
     """Pids of processes holding a file under ``prefix`` open (Ray agents that scrub their
     environment still write their logs into the head's own temp directory)."""
     out = []
-    me = os.getpid()
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit() or int(d.name) == me:
-            continue
+    for d in _other_procs():
         try:
             fds = list((d / "fd").iterdir())
         except OSError:
