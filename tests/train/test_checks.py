@@ -202,15 +202,18 @@ def test_cooling_backs_off_on_the_clock_until_below_resume() -> None:
 
 
 def test_snapshot_pacing_moves_every_rank_to_the_interval_that_fits() -> None:
-    """After a window of 10 snapshots, a rank whose snapshots cost over 1% of the steps
-    they cover asks for ceil(cost / (1% x step)); every rank gets that interval at the
-    same step (the largest asked for); cheap snapshots and max_fraction 0 change nothing."""
+    """The first snapshot (it allocates the buffer) is not counted; after the next 4, a
+    rank whose snapshots cost over 1% of the steps they cover asks for ceil(cost / (1% x
+    step)); every rank gets that interval at the same step (the largest asked for); then
+    windows of 10; cheap snapshots and max_fraction 0 change nothing."""
     interval = [1]
     costly = SnapshotPacing(interval=lambda: interval[0], max_fraction=0.01)
     cheap = SnapshotPacing(interval=lambda: interval[0], max_fraction=0.01)
     ranks = Ranks(2, [[costly], [cheap]])
     ranks.run()  # step times of 0.1 s (the Ranks default) are recorded
-    for _ in range(9):
+    costly.record(1.0)  # the first snapshot: allocation, not counted
+    cheap.record(0.0001)
+    for _ in range(3):
         costly.record(0.0042)  # 4.2% of a 0.1 s step: 5 steps bring it under 1%
         cheap.record(0.0001)
     assert ranks.run() == [[], []]  # not a full window yet
@@ -218,16 +221,24 @@ def test_snapshot_pacing_moves_every_rank_to_the_interval_that_fits() -> None:
     cheap.record(0.0001)
     assert ranks.run() == [[SparserSnapshots(5)], [SparserSnapshots(5)]]
     assert ranks.run() == [[], []]
+    interval[0] = 5
+    for _ in range(9):
+        costly.record(0.0084)  # twice as costly now: 9 steps
+        cheap.record(0.0001)
+    assert ranks.run() == [[], []]  # later windows hold 10 snapshots
+    costly.record(0.0084)
+    cheap.record(0.0001)
+    assert ranks.run() == [[SparserSnapshots(9)], [SparserSnapshots(9)]]
     off = SnapshotPacing(interval=lambda: 1, max_fraction=0.0)
     solo = Ranks(1, [[off]])
     solo.run()
-    for _ in range(10):
+    for _ in range(11):
         off.record(1.0)
     assert solo.run() == [[]]
     capped = SnapshotPacing(interval=lambda: 1)
     solo = Ranks(1, [[capped]])
     solo.run()
-    for _ in range(10):
+    for _ in range(5):
         capped.record(10.0)
     assert solo.run() == [[SparserSnapshots(64)]]
 

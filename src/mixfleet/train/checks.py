@@ -183,27 +183,36 @@ class ThermalCheck(HealthCheck):
 class SnapshotPacing(HealthCheck):
     """Keeps in-memory snapshots under ``max_fraction`` of the step time they cover.
 
-    After each window of ``window`` snapshots, a rank whose median snapshot cost is over
-    ``max_fraction`` x the steps one snapshot covers asks for the interval that brings it
-    under (``ceil(cost / (max_fraction x step))``, at most ``max_interval``); every rank
-    adopts the largest interval any rank asked for, at the same step (a per-rank signal).
-    Snapshots only get sparser; ``max_fraction`` 0 turns pacing off."""
+    A snapshot's cost is the time it holds the step loop, the flush of the step records
+    before it included. The first snapshot (which also allocates the buffer) is not
+    counted; after the next ``first_window`` snapshots, and then after each window of
+    ``window``, a rank whose median cost is over ``max_fraction`` x the steps one snapshot
+    covers asks for the interval that brings it under (``ceil(cost / (max_fraction x
+    step))``, at most ``max_interval``); every rank adopts the largest interval any rank
+    asked for, at the same step (a per-rank signal). Snapshots only get sparser;
+    ``max_fraction`` 0 turns pacing off."""
 
     def __init__(self, *, interval: Callable[[], int], max_fraction: float = 0.005,
-                 window: int = 10, max_interval: int = 64) -> None:
+                 window: int = 10, first_window: int = 4, max_interval: int = 64) -> None:
         self.interval, self.max_fraction = interval, max_fraction
         self.window, self.max_interval = window, max_interval
         self.costs: list[float] = []
         self.step_times: deque[float] = deque(maxlen=200)
         self.want = 0
+        self._full: int | None = None  # the size of the current window (None: uncounted)
+        self._first_window = first_window
 
     def record(self, cost_s: float) -> None:
         """A snapshot's cost to the step loop."""
+        if self._full is None:  # the first snapshot: its cost includes the allocation
+            self._full = self._first_window
+            return
         self.costs.append(cost_s)
-        if len(self.costs) < self.window or not self.step_times or self.max_fraction <= 0:
+        if len(self.costs) < self._full or not self.step_times or self.max_fraction <= 0:
             return
         cost, step_s = statistics.median(self.costs), statistics.median(self.step_times)
         self.costs.clear()
+        self._full = self.window
         need = math.ceil(cost / max(self.max_fraction * step_s, 1e-12))
         if need > self.interval():
             self.want = min(need, self.max_interval)

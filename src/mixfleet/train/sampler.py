@@ -64,7 +64,8 @@ class GlobalBatchSampler:
     def rank_batch(self, step: int, shares: Sequence[int], rank: int) -> torch.Tensor:
         """This rank's contiguous slice of step ``step``'s global batch."""
         lo, hi = share_bounds(shares, rank)
-        return self.global_batch_at(step)[lo:hi]
+        whole = self.global_batch_at(step)
+        return whole if hi - lo == self.global_batch else whole[lo:hi]
 
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "global_batch": self.global_batch,

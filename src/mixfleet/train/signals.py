@@ -34,7 +34,7 @@ class ControlSignals:
         self._region: torch.Tensor | None = None
         self._out: Any = None
         self._stage: Any = None
-        self._direct = False
+        self.direct = False  # the region is host memory: publish/collect are no-ops
 
     def register(self, name: str, *, per_rank: bool = False) -> None:
         """Add a signal (before :meth:`bind`); registering a name twice is a no-op."""
@@ -54,8 +54,8 @@ class ControlSignals:
         if region.numel() != self.size + 1:
             raise ValueError(f"control region has {region.numel()} floats, needs {self.size + 1}")
         self._region = region
-        self._direct = region.device.type == "cpu"
-        if self._direct:  # numpy scalar writes into the buffer are ~20x cheaper than torch
+        self.direct = region.device.type == "cpu"
+        if self.direct:  # numpy scalar writes into the buffer are ~20x cheaper than torch
             self._stage = self._out = region.numpy()
         else:
             self._stage = np.zeros(self.size, dtype=np.float64)
@@ -72,19 +72,19 @@ class ControlSignals:
 
     def publish(self) -> None:
         """Copy the values set on the host into the region (a no-op on the CPU)."""
-        if not self._direct and self._region is not None:
+        if not self.direct and self._region is not None:
             self._region[: self.size].copy_(torch.from_numpy(self._stage))
             self._stage[:] = 0.0
 
     # -- after the reduction -------------------------------------------------------------
     def collect(self) -> None:
         """Fetch the reduced region to the host (one copy; a no-op on the CPU)."""
-        if not self._direct and self._region is not None:
+        if not self.direct and self._region is not None:
             self._out = self._region.detach().cpu().numpy()
 
     def clear(self) -> None:
         """Forget the values of a step that had no reduction (a skipped batch)."""
-        if self._direct:
+        if self.direct:
             self._out[:] = 0.0
         else:
             self._out = np.zeros(self.size + 1, dtype=np.float64)

@@ -54,6 +54,8 @@ class StepManager:
         self.faults, self.clock, self.B = faults, clock, global_batch
         self.emit, self.rank = emit, rank
         signals.register("compute_s", per_rank=True)
+        self._checks: Sequence[HealthCheck] | None = None
+        self._pub: Sequence[HealthCheck] = ()
 
     def bind(self) -> None:
         """Allocate the reduction buffers (after every check registered its signals)."""
@@ -67,8 +69,8 @@ class StepManager:
         with ``real``: False for a stand-in that keeps the collectives of every rank in
         step and contributes nothing). ``on_start`` runs first and ``on_grads`` when the
         gradients are ready, both inside the compute time (an emulated chip's pacing)."""
-        st = self.strategy
-        t0 = self.clock.perf()
+        st, perf = self.strategy, self.clock.perf
+        t0 = perf()
         if on_start is not None:
             on_start()
         st.zero_grad()
@@ -78,14 +80,18 @@ class StepManager:
             st.backward(part / self.B if real else part * 0.0, last=i == last)
         if on_grads is not None:
             on_grads()
-        compute = self.faults.grads_ready(step, st, self.clock.perf() - t0)
+        compute = perf() - t0
+        if self.faults.active:
+            compute = self.faults.grads_ready(step, st, compute)
         sig = self.signals
         sig.set("compute_s", compute)
-        for c in checks:
+        for c in self._publishers(checks):
             c.publish(sig)
-        sig.publish()
+        if not sig.direct:
+            sig.publish()
         st.reduce()
-        sig.collect()
+        if not sig.direct:
+            sig.collect()
         value = sig.loss
         size = st.grad_size(bool(self.guard.spike_factor) or self.grad_clip > 0)
         reason = self.guard.verdict(value, size)
@@ -95,6 +101,15 @@ class StepManager:
             self.emit("step_skipped", step=step + 1, reason=reason, loss=value)
         return StepOutcome(step=step + 1, reduced=True, committed=reason is None, loss=value,
                            reason=reason, compute_s=compute, signals=sig)
+
+    def _publishers(self, checks: Sequence[HealthCheck]) -> Sequence[HealthCheck]:
+        """The checks that set signals (``publish`` overridden), found once per list."""
+        if checks is not self._checks:
+            from mixfleet.train.checks import HealthCheck
+
+            self._checks = checks
+            self._pub = [c for c in checks if type(c).publish is not HealthCheck.publish]
+        return self._pub
 
     def skipped(self, step: int) -> StepOutcome:
         """Global step ``step + 1`` is a batch skipped after a rollback (every rank alike:

@@ -54,6 +54,7 @@ class ReductionStrategy(abc.ABC):
 
     name: str = ""
     control: torch.Tensor  # [signals | loss]: summed across ranks by reduce()
+    _loss_slot: torch.Tensor  # control[-1:], where backward() adds the loss
     uniform_micro_batches = False  # every rank must run the same number of micro-batches
     collective_forward = False  # every rank must run every forward (evaluation included)
 
@@ -75,7 +76,7 @@ class ReductionStrategy(abc.ABC):
         """Backpropagate one micro-batch's loss (already scaled by 1/B) and add it to the
         loss slot. ``last``: the step's last micro-batch on this rank."""
         scaled_loss.backward()
-        self.control[-1:].add_(scaled_loss.detach())
+        self._loss_slot.add_(scaled_loss.detach())
 
     @abc.abstractmethod
     def reduce(self) -> None:
@@ -131,6 +132,7 @@ class DataParallel(ReductionStrategy):
         n = sum(p.numel() for p in params)
         self.flat = torch.zeros(n + n_control + 1, device=self.device)
         self.grads, self.control = self.flat[:n], self.flat[n:]
+        self._loss_slot = self.control[-1:]
         off = 0
         for p in params:
             p.grad = self.flat[off: off + p.numel()].view_as(p)

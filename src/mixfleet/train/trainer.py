@@ -98,6 +98,7 @@ class Trainer:
         for c in self.checks:
             c.register(self.signals)
         self.manager.bind()
+        self._loss = lambda batch: workload.loss(self.model, batch)
         labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
@@ -219,17 +220,20 @@ class Trainer:
     # -- the loop --------------------------------------------------------------------------
     def _batches(self, idx: torch.Tensor) -> list[tuple[Any, bool]]:
         """This rank's micro-batches, each with whether it is real (see StepManager)."""
+        take, cpu = self.workload.train_set.take, self.device.type == "cpu"
+        if self.hetero is None:  # one micro-batch: the whole slice
+            batch = take(idx)
+            return [(batch if cpu else self._to_device(batch), True)]
         uniform = self.strategy.uniform_micro_batches
-        chunks = (self.hetero.split(idx, self._shares, uniform=uniform)
-                  if self.hetero is not None else [idx])
         out = []
-        for chunk in chunks:
+        for chunk in self.hetero.split(idx, self._shares, uniform=uniform):
             if len(chunk) or uniform:
-                batch = self.workload.train_set.take(chunk if len(chunk) else idx[:1])
-                if self.device.type != "cpu":
-                    batch = tuple(t.to(self.device, non_blocking=True) for t in batch)
-                out.append((batch, bool(len(chunk))))
+                batch = take(chunk if len(chunk) else idx[:1])
+                out.append((batch if cpu else self._to_device(batch), bool(len(chunk))))
         return out
+
+    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        return tuple(t.to(self.device, non_blocking=True) for t in batch)
 
     def train_step(self) -> StepOutcome:
         """One global step (committed or not); the emulated chip paces it."""
@@ -239,14 +243,16 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            ctl = self.hetero
-            # An emulated chip computes at the end of its budget, unless the forward is a
-            # collective (fsdp): then a rank that starts late holds back every rank.
-            first = ctl is not None and not self.strategy.collective_forward
-            out = self.manager.step(
-                self.step, self._batches(idx), lambda b: self.workload.loss(self.model, b),
-                self.checks, on_grads=None if ctl is None else (lambda: ctl.compute_done(len(idx))),
-                on_start=(lambda: ctl.compute_start(len(idx))) if first else None)  # type: ignore[union-attr]
+            ctl, on_start, on_grads = self.hetero, None, None
+            if ctl is not None:
+                n = len(idx)
+                on_grads = lambda: ctl.compute_done(n)  # noqa: E731
+                # An emulated chip computes at the end of its budget, unless the forward is
+                # a collective (fsdp): then a rank that starts late holds back every rank.
+                if not self.strategy.collective_forward:
+                    on_start = lambda: ctl.compute_start(n)  # noqa: E731
+            out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
+                                    on_grads=on_grads, on_start=on_start)
             if out.committed:
                 self.state.wait_snapshot()  # an overlapped snapshot copy is complete
                 self.opt.step()
@@ -277,8 +283,10 @@ class Trainer:
         start = self.step
         t0 = last = clock.perf()
         sps = 0.0
+        faults = self.faults
         while self.step < t.steps:
-            self.faults.step_start(self.step)
+            if faults.active:
+                faults.step_start(self.step)
             out = self.train_step()
             now = clock.perf()
             out.step_s, last = now - last, now
@@ -296,13 +304,17 @@ class Trainer:
                 self.metrics.write(rec)
             if self.on_step is not None:
                 self.on_step(rec)
-            self.faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
-            self._drained = apply_actions(self, [a for c in self.checks for a in c.observe(out)])
-            if self._drained is not None:
+            if faults.active:
+                faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
+            actions = [a for c in self.checks for a in c.observe(out)]
+            if actions and (drained := apply_actions(self, actions)) is not None:
+                self._drained = drained
                 break
             if self.snap_every and self.step % self.snap_every == 0:
-                self.flush_metrics()
-                self.pacing.record(self.state.snapshot(self.step))
+                flushed = time.perf_counter()
+                self.flush_metrics()  # the records of the steps a snapshot makes safe
+                flushed = time.perf_counter() - flushed
+                self.pacing.record(flushed + self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
                 self._save()
             # step_s covers the step itself; pauses, snapshots and checkpoint staging after
