@@ -82,7 +82,7 @@ def run_plain(cfg: Any, wl: Any, rank: int, world: int) -> tuple[float, dict[str
         if isinstance(m, FSDPModule):
             m.set_gradient_divide_factor(1.0)
             m.set_force_sum_reduction_for_comms(True)
-    opt, sched = build_optimizer(model.parameters(), t)
+    opt, sched = build_optimizer(model.parameters(), t, foreach=True)  # as mixfleet's fsdp
     sampler = GlobalBatchSampler(len(wl.train_set), t.global_batch, t.seed)
     shares = equal_shares(t.global_batch, world)
     dist.barrier()

@@ -163,3 +163,49 @@ def test_mixed_fleet_then_resume_with_two_ranks_continues_the_same_batches(
     run_inproc(ref, "train.steps=60", "train.schedule='constant'", "launch.device='cpu'")
     a, b = final_weights(d), final_weights(ref)
     assert max(float((a[k] - b[k]).abs().max()) for k in a) <= MANY_STEPS_ATOL
+
+
+def _small_worker(rank: int, world: int, init: str, out: str, p2p_ranks: int) -> None:
+    import torch.distributed as dist
+
+    from mixfleet.train import collectives
+
+    collectives.SMALL_P2P_RANKS = p2p_ranks
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    c = FleetCollectives.create(
+        ["emu:nvidia-h20", "emu:kunlun-p800", "emu:ascend-910b"], rank, group=dist.group.WORLD)
+    vals = _small_values(rank)
+    c.all_reduce_small(vals)
+    torch.save({"sum": vals, "wait_s": c.wait_s}, Path(out) / f"r{rank}.pt")
+    dist.destroy_process_group()
+
+
+def _small_values(rank: int) -> torch.Tensor:
+    """Values whose float32 sum depends on the order of addition."""
+    g = torch.Generator().manual_seed(rank)
+    return torch.randn(7, generator=g) * torch.tensor([1e-8, 1, 1e8, 3, 1e-3, 7e5, 1])
+
+
+@pytest.mark.parametrize("p2p_ranks", [16, 2], ids=["direct-exchange", "all-reduce"])
+def test_control_values_sum_bit_identically_on_every_rank(tmp_path: Path, p2p_ranks: int):
+    """A mixed fleet's control region (fsdp) is summed in one exchange: every rank gets the
+    same bits, the sum in rank order (the direct exchange; above SMALL_P2P_RANKS ranks one
+    all-reduce, within float rounding of it), and the wait is timed for the rebalance."""
+    import torch.multiprocessing as mp
+
+    out = tmp_path / "out"
+    out.mkdir()
+    mp.start_processes(_small_worker, args=(3, f"file://{tmp_path / 'store'}", str(out),
+                                            p2p_ranks), nprocs=3, join=True,
+                       start_method="fork")
+    got = [torch.load(out / f"r{r}.pt", weights_only=True) for r in range(3)]
+    assert all(torch.equal(g["sum"], got[0]["sum"]) for g in got)
+    want = _small_values(0).clone()
+    for r in (1, 2):
+        want += _small_values(r)
+    if p2p_ranks == 16:
+        assert torch.equal(got[0]["sum"], want)
+    else:
+        torch.testing.assert_close(got[0]["sum"], want)
+    assert all(g["wait_s"] > 0 for g in got)

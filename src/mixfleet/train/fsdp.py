@@ -16,7 +16,8 @@ from ``dp`` and are handled here:
 - The control region (health signals, the loss) and each rank's sum of squared gradient
   shards go through one tiny all-reduce of their own after the backward pass; the global
   gradient norm is the square root of that sum (no extra collective). On a mixed fleet
-  it goes through the fleet's all-reduce, which times its wait: a fast rank that waits
+  it goes through the fleet's one-phase all-reduce of a few values (one gloo call over
+  every rank, not the hierarchy's three), which times its wait: a fast rank that waits
   there for a slow one is not counted as slow by the rebalance.
 
 Mixed precision: ``MixedPrecisionPolicy(param_dtype, reduce_dtype=float32)``; the
@@ -66,11 +67,16 @@ class FullyShardedDP(ReductionStrategy):
     name = "fsdp"
     uniform_micro_batches = True
     collective_forward = True  # every rank runs every forward (evaluation too)
+    # One DTensor dispatch per optimizer op for all parameters, not one per parameter (on
+    # the CPU an SGD step of digits-cnn takes 234 us instead of 526 us, AdamW 443 vs 1411).
+    optimizer_foreach = True
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  units: Sequence[nn.Module], cfg: ParallelConfig,
-                 all_reduce: AllReduce | None = None) -> None:
-        super().__init__(model, device=device, world=world, group=group, all_reduce=all_reduce)
+                 all_reduce: AllReduce | None = None,
+                 control_reduce: AllReduce | None = None) -> None:
+        super().__init__(model, device=device, world=world, group=group, all_reduce=all_reduce,
+                         control_reduce=control_reduce)
         from torch.distributed.device_mesh import DeviceMesh
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -125,8 +131,8 @@ class FullyShardedDP(ReductionStrategy):
         if local:
             norms = torch._foreach_norm([g.float() for g in local])
             self._ctl[-1] = torch.stack(norms).pow(2).sum()
-        if self._all_reduce is not None:  # a mixed fleet's: it times its wait (rebalance)
-            self._all_reduce(self._ctl)
+        if self._control_reduce is not None:  # a mixed fleet's: it times its wait
+            self._control_reduce(self._ctl)
         elif self.world > 1:
             dist.all_reduce(self._ctl, group=self.group)
 

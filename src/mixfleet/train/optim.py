@@ -22,15 +22,18 @@ def lr_factor(step: int, steps: int, warmup: int, schedule: str) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], t: TrainConfig
+def build_optimizer(params: Iterable[torch.nn.Parameter], t: TrainConfig, *,
+                    foreach: bool | None = None
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """SGD with momentum or AdamW, with the LR schedule of ``t``."""
+    """SGD with momentum or AdamW, with the LR schedule of ``t``. ``foreach``: the
+    optimizer's multi-tensor implementation (None: PyTorch's default for the device)."""
     params = list(params)
     opt: torch.optim.Optimizer
     if t.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+        opt = torch.optim.SGD(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                              foreach=foreach)
     else:
-        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        opt = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, foreach=foreach)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
     return opt, sched

@@ -192,6 +192,10 @@ class ShareController:
         """Sum the gradients over all ranks (hierarchical across device kinds)."""
         self.coll.all_reduce(flat)
 
+    def all_reduce_small(self, values: torch.Tensor) -> None:
+        """Sum a control region over all ranks (one gloo all-reduce; its wait is timed)."""
+        self.coll.all_reduce_small(values)
+
     def after_step(self, step: int, shares: list[int], total_steps: int,
                    compute_s: float) -> list[int] | None:
         """After a step is done and logged (``compute_s``: this rank's compute time,

@@ -57,11 +57,14 @@ class ReductionStrategy(abc.ABC):
     _loss_slot: torch.Tensor  # control[-1:], where backward() adds the loss
     uniform_micro_batches = False  # every rank must run the same number of micro-batches
     collective_forward = False  # every rank must run every forward (evaluation included)
+    optimizer_foreach: bool | None = None  # the optimizer's multi-tensor path (None: default)
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
-                 all_reduce: AllReduce | None = None) -> None:
+                 all_reduce: AllReduce | None = None,
+                 control_reduce: AllReduce | None = None) -> None:
         self.model, self.device, self.world, self.group = model, device, world, group
         self._all_reduce = all_reduce  # a mixed fleet's (hierarchical) all-reduce
+        self._control_reduce = control_reduce  # and its one-phase one for a few values
 
     @abc.abstractmethod
     def bind(self, n_control: int) -> torch.Tensor:
@@ -170,14 +173,16 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 
 def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
                   group: Any, all_reduce: AllReduce | None = None,
+                  control_reduce: AllReduce | None = None,
                   units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
-    """The strategy of ``[parallel] mode`` (``units``: the blocks FSDP shards one by one;
-    by default those of :func:`shard_units`)."""
+    """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
+    fleet's timed all-reduce of the gradients and of a control region; ``units``: the
+    blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
-                            all_reduce=all_reduce)
+                            all_reduce=all_reduce, control_reduce=control_reduce)
     from mixfleet.train.fsdp import FullyShardedDP
 
     return FullyShardedDP(model, device=device, world=world, group=group,
                           units=shard_units(model) if units is None else units, cfg=cfg,
-                          all_reduce=all_reduce)
+                          all_reduce=all_reduce, control_reduce=control_reduce)

@@ -76,9 +76,11 @@ class Trainer:
         units = shard(self.model) if shard is not None else None
         self.strategy = make_strategy(cfg.parallel, self.model, device=device, world=world,
                                       group=group, units=units,
-                                      all_reduce=hetero.all_reduce if hetero else None)
+                                      all_reduce=hetero.all_reduce if hetero else None,
+                                      control_reduce=hetero.all_reduce_small if hetero else None)
         self.opt, self.sched = build_optimizer(
-            (p for p in self.model.parameters() if p.requires_grad), t)
+            (p for p in self.model.parameters() if p.requires_grad), t,
+            foreach=self.strategy.optimizer_foreach)
         self.faults = faults or FaultInjector(
             FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root),
             rank=rank, emit=run.emit, clock=self.clock)
