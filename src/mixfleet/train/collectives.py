@@ -36,6 +36,7 @@ from mixfleet.catalog.detect import Detection
 from mixfleet.errors import ConfigError
 from mixfleet.train.device import BACKENDS, backend_for
 from mixfleet.train.placement import RankDevice, on_fake_node, place_rank, rank_placements
+from mixfleet.train.strategy import sum_small
 
 __all__ = ["device_kind", "default_backend", "check_groups", "rank_chips", "FleetCollectives"]
 
@@ -222,16 +223,7 @@ class FleetCollectives:
         if self.world > SMALL_P2P_RANKS:
             dist.all_reduce(host, group=self.control)
         else:
-            got = {r: torch.empty_like(host) for r in range(self.world) if r != self.rank}
-            reqs = [dist.isend(host, dst=r, group=self.control) for r in got]
-            reqs += [dist.irecv(buf, src=r, group=self.control) for r, buf in got.items()]
-            for q in reqs:
-                if q is not None:
-                    q.wait()
-            acc = (got.get(0, host)).clone()
-            for r in range(1, self.world):
-                acc.add_(got.get(r, host))
-            host.copy_(acc)
+            sum_small(host, self.control, self.rank, self.world)
         if host is not t:
             t.copy_(host)
         self.wait_s += time.perf_counter() - t0

@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from mixfleet.train.strategy import AllReduce, ParallelConfig, ReductionStrategy
+from mixfleet.train.strategy import AllReduce, ParallelConfig, ReductionStrategy, sum_small
 
 __all__ = ["FullyShardedDP", "param_dtype_for"]
 
@@ -133,6 +133,8 @@ class FullyShardedDP(ReductionStrategy):
             self._ctl[-1] = torch.stack(norms).pow(2).sum()
         if self._control_reduce is not None:  # a mixed fleet's: it times its wait
             self._control_reduce(self._ctl)
+        elif self.world > 1 and self.device.type == "cpu":  # gloo: one message of latency
+            sum_small(self._ctl, self.group, dist.get_rank(self.group), self.world)
         elif self.world > 1:
             dist.all_reduce(self._ctl, group=self.group)
 

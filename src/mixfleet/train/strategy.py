@@ -26,7 +26,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from mixfleet.config import field
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
-           "shard_units"]
+           "shard_units", "sum_small"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -159,6 +159,27 @@ class DataParallel(ReductionStrategy):
 
     def scale_grads(self, factor: float) -> None:
         self.grads.mul_(factor)
+
+
+def sum_small(t: torch.Tensor, group: Any, rank: int, world: int) -> None:
+    """Sum a few values (a control region, on the host) over the ``world`` ranks of
+    ``group`` (gloo), in place: every rank sends its values to every other rank at once and
+    adds what it receives in rank order, so every rank gets the same bits after one message
+    of latency (a ring all-reduce waits for 2(n-1) messages in turn). ``rank``: this rank's
+    index in ``group``."""
+    if world <= 1:
+        return
+    peer = (lambda i: i) if group is None else (lambda i: dist.get_global_rank(group, i))
+    got = {i: torch.empty_like(t) for i in range(world) if i != rank}
+    reqs = [dist.isend(t, dst=peer(i), group=group) for i in got]
+    reqs += [dist.irecv(buf, src=peer(i), group=group) for i, buf in got.items()]
+    for q in reqs:
+        if q is not None:
+            q.wait()
+    acc = got.get(0, t).clone()
+    for i in range(1, world):
+        acc.add_(got.get(i, t))
+    t.copy_(acc)
 
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
