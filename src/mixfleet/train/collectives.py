@@ -207,12 +207,10 @@ class FleetCollectives:
 
     def all_reduce_small(self, t: torch.Tensor) -> None:
         """Sum a few values (a control region) over all ranks, in place, timed into
-        ``wait_s`` like :meth:`all_reduce`. Every rank sends its values to every other
-        rank at once and adds what it receives in rank order (the same sum, bit for bit,
-        on every rank): one message of latency, where a ring all-reduce waits for 2(n-1)
-        in turn and the hierarchy for three collectives (measured on 3 ranks on one host,
-        the last arrival's wait: 0.6 ms against 1.5 ms). Above ``SMALL_P2P_RANKS`` ranks
-        it is one all-reduce over every rank."""
+        ``wait_s`` like :meth:`all_reduce`: by :func:`~mixfleet.train.strategy.sum_small`
+        over every rank, not the hierarchy's three collectives (3 ranks on one host, the
+        last arrival's wait: 0.6 ms against 1.5 ms for one ring all-reduce); above
+        ``SMALL_P2P_RANKS`` ranks by one all-reduce over every rank."""
         if self.world <= 1:
             return
         if self.control is None:

@@ -15,10 +15,11 @@ from ``dp`` and are handled here:
   nothing) and gradient sync is off until the last one.
 - The control region (health signals, the loss) and each rank's sum of squared gradient
   shards go through one tiny all-reduce of their own after the backward pass; the global
-  gradient norm is the square root of that sum (no extra collective). On a mixed fleet
-  it goes through the fleet's one-phase all-reduce of a few values (one gloo call over
-  every rank, not the hierarchy's three), which times its wait: a fast rank that waits
-  there for a slow one is not counted as slow by the rebalance.
+  gradient norm is the square root of that sum (no extra collective). On gloo it is one
+  direct exchange between every pair of ranks (:func:`~mixfleet.train.strategy.sum_small`:
+  one message of latency); on a mixed fleet the fleet's version of it, which times its
+  wait: a fast rank that waits there for a slow one is not counted as slow by the
+  rebalance.
 
 Mixed precision: ``MixedPrecisionPolicy(param_dtype, reduce_dtype=float32)``; the
 parameter dtype defaults to bf16 on accelerators and fp32 on the CPU.

@@ -193,7 +193,7 @@ class ShareController:
         self.coll.all_reduce(flat)
 
     def all_reduce_small(self, values: torch.Tensor) -> None:
-        """Sum a control region over all ranks (one gloo all-reduce; its wait is timed)."""
+        """Sum a control region over all ranks (one direct exchange; its wait is timed)."""
         self.coll.all_reduce_small(values)
 
     def after_step(self, step: int, shares: list[int], total_steps: int,
