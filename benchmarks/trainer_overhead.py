@@ -55,14 +55,73 @@ from mixfleet.workloads import Workload, get_workload
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_mixfleet(cfg: RunConfig, wl: Workload, ckpt_group: Any,
-                 tmp: Path) -> tuple[float, float, dict[str, torch.Tensor]]:
-    """(loop wall s, loop CPU s of this thread, final weights) of Trainer.fit()."""
+class PlainLoop:
+    """The plain side: ``loss.backward(); opt.step(); sched.step(); opt.zero_grad()`` on
+    the global batches in order, run ``n`` steps at a time, adding up its own wall and
+    thread CPU time."""
+
+    def __init__(self, cfg: RunConfig, wl: Workload) -> None:
+        t = self.t = cfg.train
+        self.wl = wl
+        self.sampler = GlobalBatchSampler(len(wl.train_set), t.global_batch, t.seed)
+        torch.manual_seed(t.seed)
+        self.model = wl.build_model()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=t.lr, momentum=t.momentum,
+                                   weight_decay=t.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(
+            self.opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
+        assert wl.train_set.tensors is not None
+        self.x_all, self.y_all = wl.train_set.tensors
+        self.step, self.wall, self.cpu = 0, 0.0, 0.0
+
+    def run(self, n: int) -> None:
+        model, opt, sched, loss_fn = self.model, self.opt, self.sched, self.wl.loss
+        x_all, y_all, B = self.x_all, self.y_all, self.t.global_batch
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        for step in range(self.step, min(self.step + n, self.t.steps)):
+            idx = self.sampler.global_batch_at(step)
+            x, y = x_all[idx], y_all[idx]
+            loss = loss_fn(model, (x, y)) / B
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            loss.item()
+            self.step = step + 1
+        self.wall += time.perf_counter() - t0
+        self.cpu += time.thread_time() - cpu0
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+
+def run_round(cfg: RunConfig, wl: Workload, ckpt_group: Any, tmp: Path, chunk: int,
+              plain_first: bool) -> tuple[tuple[float, float, dict[str, torch.Tensor]],
+                                          tuple[float, float, dict[str, torch.Tensor]]]:
+    """One round: (wall s, thread CPU s, final weights) of mixfleet's ``Trainer.fit()``
+    loop and of the plain loop over the same steps. ``chunk`` > 0: the plain loop runs
+    ``chunk`` steps after every ``chunk`` steps of mixfleet's loop (from its ``on_step``;
+    its time is taken out of mixfleet's); 0: each side runs all its steps at once."""
+    plain = PlainLoop(cfg, wl)
+    mine = [0.0, 0.0]  # the plain side's time run from inside mixfleet's loop
+    last = cfg.train.steps
     cpu_last = [0.0]
 
-    def on_step(rec: dict[str, Any]) -> None:  # the last call ends the last step
-        cpu_last[0] = time.thread_time()
+    def on_step(rec: dict[str, Any]) -> None:  # the last call ends mixfleet's last step
+        step = rec["step"]
+        if chunk and step % chunk == 0:
+            now, cpu = time.perf_counter(), time.thread_time()
+            cpu_last[0] = cpu - mine[1]
+            plain.run(chunk)
+            mine[0] += time.perf_counter() - now  # the plain steps and the clock reads
+            mine[1] += time.thread_time() - cpu
+        elif step == last:
+            cpu_last[0] = time.thread_time() - mine[1]
 
+    if not chunk and plain_first:
+        gc.collect()
+        plain.run(cfg.train.steps)
+    gc.collect()  # neither side pays for the other's garbage
     trainer = Trainer(cfg, wl, run=RunDir(tmp), device=torch.device("cpu"),
                       ckpt_group=ckpt_group, on_step=on_step)
     cpu0 = time.thread_time()
@@ -70,40 +129,20 @@ def run_mixfleet(cfg: RunConfig, wl: Workload, ckpt_group: Any,
     trainer.run.events.close()
     if trainer.metrics is not None:
         trainer.metrics.close()
-    return float(out["elapsed_s"]), cpu_last[0] - cpu0, trainer.final_state_dict()
-
-
-def run_plain(cfg: RunConfig, wl: Workload) -> tuple[float, float, dict[str, torch.Tensor]]:
-    """(loop wall s, loop CPU s of this thread, final weights) of the plain loop."""
-    t = cfg.train
-    sampler = GlobalBatchSampler(len(wl.train_set), t.global_batch, t.seed)
-    torch.manual_seed(t.seed)
-    model = wl.build_model()
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
-                          weight_decay=t.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_factor(s, t.steps, t.warmup_steps, t.schedule))
-    assert wl.train_set.tensors is not None
-    x_all, y_all = wl.train_set.tensors
-    B = t.global_batch
-    t0, cpu0 = time.perf_counter(), time.thread_time()
-    for step in range(t.steps):
-        idx = sampler.global_batch_at(step)
-        x, y = x_all[idx], y_all[idx]
-        loss = wl.loss(model, (x, y)) / B
-        loss.backward()
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        loss.item()
-    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - cpu0
-    return elapsed, cpu, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if plain.step < cfg.train.steps:  # the whole loop (chunk 0), or the steps left
+        gc.collect()
+        plain.run(cfg.train.steps - plain.step)
+    mix = (float(out["elapsed_s"]) - mine[0], cpu_last[0] - cpu0, trainer.final_state_dict())
+    return mix, (plain.wall, plain.cpu, plain.weights())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
     ap.add_argument("--steps", type=int, default=500, help="steps per side per round")
+    ap.add_argument("--chunk", type=int, default=25,
+                    help="steps each side runs before the other takes over (default 25; "
+                         "0: each side runs a whole round at once)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of examples/digits-cnn.toml for the mixfleet "
@@ -119,23 +158,17 @@ def main() -> None:
     dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
     ckpt_group = dist.new_group(backend="gloo")
     print(f"digits-cnn, {args.steps} steps x {args.rounds} rounds per side, "
-          f"global batch {cfg.train.global_batch}, {args.threads} thread(s)"
+          f"global batch {cfg.train.global_batch}, {args.threads} thread(s), "
+          + (f"alternating every {args.chunk} steps" if args.chunk else
+             "each side a whole round at once")
           + (f", --set {' '.join(args.set)}" if args.set else ""), flush=True)
 
     mix, plain, cpu_ratios, same = [], [], [], True
     with tempfile.TemporaryDirectory(prefix="mixfleet-overhead-") as tmp:
-        run_plain(cfg, wl)  # warm-up (allocator, kernels, imports)
-        run_mixfleet(cfg, wl, ckpt_group, Path(tmp) / "warmup")
+        run_round(cfg, wl, ckpt_group, Path(tmp) / "warmup", args.chunk, False)  # warm-up
         for r in range(args.rounds):
-            order = ("mixfleet", "plain") if r % 2 == 0 else ("plain", "mixfleet")
-            res = {}
-            for side in order:
-                gc.collect()  # neither side pays for the other's garbage
-                if side == "mixfleet":
-                    res[side] = run_mixfleet(cfg, wl, ckpt_group, Path(tmp) / f"r{r}")
-                else:
-                    res[side] = run_plain(cfg, wl)
-            (tm, cm, wm), (tp, cp, wp) = res["mixfleet"], res["plain"]
+            (tm, cm, wm), (tp, cp, wp) = run_round(cfg, wl, ckpt_group, Path(tmp) / f"r{r}",
+                                                   args.chunk, plain_first=r % 2 == 1)
             mix.append(tm)
             plain.append(tp)
             cpu_ratios.append(cm / cp)
