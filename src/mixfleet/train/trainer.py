@@ -25,7 +25,7 @@ from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
 from mixfleet.runs import StepLog
 from mixfleet.train import checks as C
-from mixfleet.train.actions import Drain, apply_actions
+from mixfleet.train.actions import Action, Drain, apply_actions
 from mixfleet.train.checkpoint import Checkpointer, step_dir_name, validate_step_dir
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
@@ -101,6 +101,7 @@ class Trainer:
             c.register(self.signals)
         self.manager.bind()
         self._loss = lambda batch: workload.loss(self.model, batch)
+        self._take, self._cpu = workload.train_set.take, device.type == "cpu"
         labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
@@ -221,17 +222,15 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def _batches(self, idx: torch.Tensor) -> list[tuple[Any, bool]]:
-        """This rank's micro-batches, each with whether it is real (see StepManager)."""
-        take, cpu = self.workload.train_set.take, self.device.type == "cpu"
-        if self.hetero is None:  # one micro-batch: the whole slice
-            batch = take(idx)
-            return [(batch if cpu else self._to_device(batch), True)]
+        """This rank's micro-batches on a mixed fleet, each with whether it is real (see
+        StepManager)."""
+        assert self.hetero is not None
         uniform = self.strategy.uniform_micro_batches
         out = []
         for chunk in self.hetero.split(idx, self._shares, uniform=uniform):
             if len(chunk) or uniform:
-                batch = take(chunk if len(chunk) else idx[:1])
-                out.append((batch if cpu else self._to_device(batch), bool(len(chunk))))
+                batch = self._take(chunk if len(chunk) else idx[:1])
+                out.append((batch if self._cpu else self._to_device(batch), bool(len(chunk))))
         return out
 
     def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -245,16 +244,21 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            ctl, on_start, on_grads = self.hetero, None, None
-            if ctl is not None:
-                n = len(idx)
-                on_grads = lambda: ctl.compute_done(n)  # noqa: E731
+            ctl = self.hetero
+            if ctl is None:  # one micro-batch: the whole slice
+                batch = self._take(idx)
+                out = self.manager.step(self.step, [(batch if self._cpu else
+                                                     self._to_device(batch), True)],
+                                        self._loss, self.checks)
+            else:
+                n, on_start = len(idx), None
                 # An emulated chip computes at the end of its budget, unless the forward is
                 # a collective (fsdp): then a rank that starts late holds back every rank.
                 if not self.strategy.collective_forward:
                     on_start = lambda: ctl.compute_start(n)  # noqa: E731
-            out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
-                                    on_grads=on_grads, on_start=on_start)
+                out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
+                                        on_grads=lambda: ctl.compute_done(n),
+                                        on_start=on_start)
             if out.committed:
                 self.state.wait_snapshot()  # an overlapped snapshot copy is complete
                 self.opt.step()
@@ -308,7 +312,10 @@ class Trainer:
                 self.on_step(rec)
             if faults.active:
                 faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
-            actions = [a for c in self.checks for a in c.observe(out)]
+            actions: list[Action] = []
+            for c in self.checks:
+                if acts := c.observe(out):
+                    actions += acts
             if actions and (drained := apply_actions(self, actions)) is not None:
                 self._drained = drained
                 break
