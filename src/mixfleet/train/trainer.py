@@ -260,7 +260,8 @@ class Trainer:
                                         on_grads=lambda: ctl.compute_done(n),
                                         on_start=on_start)
             if out.committed:
-                self.state.wait_snapshot()  # an overlapped snapshot copy is complete
+                if self.state.pending is not None:  # finish the overlapped snapshot copy
+                    self.state.wait_snapshot()
                 self.opt.step()
         self.sched.step()
         self.step += 1
@@ -290,6 +291,7 @@ class Trainer:
         t0 = last = clock.perf()
         sps = 0.0
         faults = self.faults
+        group = self.opt.param_groups[0]  # its "lr": the schedule's, set by sched.step()
         while self.step < t.steps:
             if faults.active:
                 faults.step_start(self.step)
@@ -298,7 +300,7 @@ class Trainer:
             out.step_s, last = now - last, now
             sps = self.B / out.step_s if sps == 0.0 else 0.9 * sps + 0.1 * self.B / out.step_s
             rec: dict[str, Any] = {"step": self.step, "loss": out.loss,
-                                   "lr": self.sched.get_last_lr()[0], "step_s": out.step_s,
+                                   "lr": group["lr"], "step_s": out.step_s,
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
