@@ -10,25 +10,28 @@ the same number of steps and with the same intra-op thread count.
   default settings (in-memory snapshots, from every step to the interval that keeps one
   under ``checkpoint.snapshot_max_cost`` = 0.5% of the steps it covers; health checks; a
   metrics record every step, written in batches; the step marker) in a temporary run
-  directory with
-  a single-rank gloo group, ``fit()``, timed by the ``elapsed_s`` it returns
+  directory with a single-rank gloo group, ``fit()``, timed by the ``elapsed_s`` it returns
   (the step loop only: the final checkpoint and evaluation come after it). The checkpoint
   interval is larger than the steps, so no checkpoint lands in the loop; ``metrics.jsonl``
-  is written every step, as in a real run.
+  is written as in a real run.
 - plain: ``loss.backward(); opt.step(); sched.step(); opt.zero_grad()`` on the same batches,
   reading the loss with ``.item()`` as any loop that logs it does.
 
-The two alternate (the order flips every round) so drifting load on a shared machine hits
-both alike; garbage is collected before each side, so neither pays for the other's. The
-final weights of both sides are compared as a check that they did the same computation.
-Printed: each round (wall and this thread's CPU time of each loop), the median wall time of
-each side, the ratio of the medians, and the median CPU-time ratio (a check much less
-sensitive to other processes on a shared machine). Last line: the median of the per-round
-wall-time ratios mixfleet/plain (paired rounds, so a load change between rounds cancels out;
-target <= 1.03).
+The two sides take turns every ``--chunk`` steps (default 25) within a round: the plain
+loop runs its next 25 steps from the trainer's ``on_step`` after every 25th step, and that
+time (with the two clock reads around it) is taken out of the trainer's. On a shared VM
+the step time drifts by up to 10% over seconds; whole rounds of one side then the other
+gave per-round ratios of 0.88-1.13, turns of 25 steps give a spread of a few percent.
+Each turn starts with cold caches for both sides alike. ``--chunk 0`` runs each side's
+whole round at once (the order flips every round). Garbage is collected before each
+round; the final weights of both sides are compared as a check that they did the same
+computation. Printed: each round (wall and this thread's CPU time of each side), the
+spread of the per-round ratios, the median wall time of each side and the median CPU-time
+ratio. Last line: the median of the per-round wall-time ratios mixfleet/plain (target
+<= 1.03).
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 7] [--steps 500] [--threads 1] \\
-        [--set checkpoint.snapshot_interval=0]
+    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 7] [--steps 500] [--chunk 25] \\
+        [--threads 1] [--set checkpoint.snapshot_interval=0]
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ through ``emit`` (events) and ``on_step`` (metrics).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -100,7 +101,7 @@ class Trainer:
         for c in self.checks:
             c.register(self.signals)
         self.manager.bind()
-        self._loss = lambda batch: workload.loss(self.model, batch)
+        self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
         self._take, self._cpu = workload.train_set.take, device.type == "cpu"
         labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
         self.state = CheckpointManager(
