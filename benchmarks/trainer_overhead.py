@@ -22,13 +22,13 @@ loop runs its next 25 steps from the trainer's ``on_step`` after every 25th step
 time (with the two clock reads around it) is taken out of the trainer's. On a shared VM
 the step time drifts by up to 10% over seconds; whole rounds of one side then the other
 gave per-round ratios of 0.88-1.13, turns of 25 steps give a spread of a few percent.
-Each turn starts with cold caches for both sides alike. ``--chunk 0`` runs each side's
-whole round at once (the order flips every round). Garbage is collected before each
-round; the final weights of both sides are compared as a check that they did the same
-computation. Printed: each round (wall and this thread's CPU time of each side), the
-spread of the per-round ratios, the median wall time of each side and the median CPU-time
-ratio. Last line: the median of the per-round wall-time ratios mixfleet/plain (target
-<= 1.03).
+Each turn starts with cold caches for both sides alike, and the side that goes first flips
+every round. ``--chunk 0`` runs each side's whole round at once. Garbage is collected
+before each round; the final weights of both sides are compared as a check that they did
+the same computation. Printed: each round (wall and this thread's CPU time of each side),
+the spread of the per-round ratios, the median wall time of each side and the median
+CPU-time ratio. Last line: the median of the per-round wall-time ratios mixfleet/plain
+(target <= 1.03).
 
     .venv/bin/python benchmarks/trainer_overhead.py [--rounds 7] [--steps 500] [--chunk 25] \\
         [--threads 1] [--set checkpoint.snapshot_interval=0]
@@ -121,9 +121,9 @@ def run_round(cfg: RunConfig, wl: Workload, ckpt_group: Any, tmp: Path, chunk: i
         elif step == last:
             cpu_last[0] = time.thread_time() - mine[1]
 
-    if not chunk and plain_first:
+    if plain_first:  # the plain side's first turn (or its whole round) comes first
         gc.collect()
-        plain.run(cfg.train.steps)
+        plain.run(chunk or cfg.train.steps)
     gc.collect()  # neither side pays for the other's garbage
     trainer = Trainer(cfg, wl, run=RunDir(tmp), device=torch.device("cpu"),
                       ckpt_group=ckpt_group, on_step=on_step)

@@ -101,7 +101,7 @@ class StepManager:
             sig.publish()
             st.reduce()
             sig.collect()
-        value = sig.loss
+        value = float(sig.values[sig.size])  # the loss (sig.loss)
         size = st.grad_size(self._sizes)
         reason = self.guard.verdict(value, size)
         if reason is None and 0 < self.grad_clip < size:

@@ -293,6 +293,8 @@ class Trainer:
         sps = 0.0
         faults = self.faults
         group = self.opt.param_groups[0]  # its "lr": the schedule's, set by sched.step()
+        metrics, on_step, checks, eval_every = self.metrics, self.on_step, self.checks, \
+            t.eval_every
         while self.step < t.steps:
             if faults.active:
                 faults.step_start(self.step)
@@ -305,18 +307,18 @@ class Trainer:
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
-            if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
+            if eval_every and self.step % eval_every == 0 and self._evaluates():
                 res = self.evaluate()
                 if res and self.rank == 0:
                     rec[res[0]] = res[1]
-            if self.metrics is not None:
-                self.metrics.write(rec)
-            if self.on_step is not None:
-                self.on_step(rec)
+            if metrics is not None:
+                metrics.write(rec)
+            if on_step is not None:
+                on_step(rec)
             if faults.active:
                 faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
             actions: list[Action] = []
-            for c in self.checks:
+            for c in checks:
                 if acts := c.observe(out):
                     actions += acts
             if actions and (drained := apply_actions(self, actions)) is not None:
