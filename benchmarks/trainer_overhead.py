@@ -30,7 +30,7 @@ the spread of the per-round ratios, the median wall time of each side and the me
 CPU-time ratio. Last line: the median of the per-round wall-time ratios mixfleet/plain
 (target <= 1.03).
 
-    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 7] [--steps 500] [--chunk 25] \\
+    .venv/bin/python benchmarks/trainer_overhead.py [--rounds 11] [--steps 500] [--chunk 25] \\
         [--threads 1] [--set checkpoint.snapshot_interval=0]
 """
 
@@ -141,7 +141,7 @@ def run_round(cfg: RunConfig, wl: Workload, ckpt_group: Any, tmp: Path, chunk: i
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7, help="alternating rounds (default 7)")
+    ap.add_argument("--rounds", type=int, default=11, help="rounds (default 11)")
     ap.add_argument("--steps", type=int, default=500, help="steps per side per round")
     ap.add_argument("--chunk", type=int, default=25,
                     help="steps each side runs before the other takes over (default 25; "
