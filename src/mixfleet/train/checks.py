@@ -186,13 +186,11 @@ class SnapshotPacing(HealthCheck):
     """Keeps in-memory snapshots under ``max_fraction`` of the step time they cover.
 
     A snapshot's cost is the time it holds the step loop, the flush of the step records
-    before it included, plus how much slower the step after it runs than the others (its
-    copies push out of the caches what that step would have found there: measured ~130 us
-    on a ~200 us snapshot of digits-cnn). The first snapshot (which also allocates the
-    buffer) is not counted; after the next ``first_window`` snapshots, and then after each
-    window of ``window``, a rank whose median cost is over ``max_fraction`` x the steps one
-    snapshot covers asks for the interval that brings it under (``ceil(cost / (max_fraction
-    x step))``, at most ``max_interval``); every rank adopts the largest interval any rank
+    before it included. The first snapshot (which also allocates the buffer) is not
+    counted; after the next ``first_window`` snapshots, and then after each window of
+    ``window``, a rank whose median cost is over ``max_fraction`` x the steps one snapshot
+    covers asks for the interval that brings it under (``ceil(cost / (max_fraction x
+    step))``, at most ``max_interval``); every rank adopts the largest interval any rank
     asked for, at the same step (a per-rank signal). Snapshots only get sparser;
     ``max_fraction`` 0 turns pacing off."""
 
@@ -202,8 +200,6 @@ class SnapshotPacing(HealthCheck):
         self.window, self.max_interval = window, max_interval
         self.costs: list[float] = []
         self.step_times: deque[float] = deque(maxlen=200)
-        self.after_times: deque[float] = deque(maxlen=window)  # the steps after a snapshot
-        self._after = False  # the next step follows a counted snapshot
         self.want = 0
         self._full: int | None = None  # the size of the current window (None: uncounted)
         self._first_window = first_window
@@ -215,12 +211,9 @@ class SnapshotPacing(HealthCheck):
             self._full = self._first_window
             return
         self.costs.append(cost_s)
-        self._after = True
         if len(self.costs) < self._full or not self.step_times or self.max_fraction <= 0:
             return
         cost, step_s = statistics.median(self.costs), statistics.median(self.step_times)
-        if self.after_times:  # the slower step after a snapshot is part of its cost
-            cost += max(0.0, statistics.median(self.after_times) - step_s)
         self.costs.clear()
         self._full = self.window
         need = math.ceil(cost / max(self.max_fraction * step_s, 1e-12))
@@ -240,9 +233,6 @@ class SnapshotPacing(HealthCheck):
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
         self.step_times.append(out.step_s)
-        if self._after:
-            self._after = False
-            self.after_times.append(out.step_s)
         if out.reduced and out.signals.values[self._sparser] > 0 and \
                 0 < (n := self.interval()) < self.max_interval:
             want = int(max(out.signals.per_rank("snapshot_every")))
