@@ -17,7 +17,7 @@ from mixfleet.workloads import get_workload
 from tests.train.helpers import DIGITS
 
 EXPECTED = {"model", "optimizer", "lrs", "rng", "sampler", "lr_schedule", "shares", "guards",
-            "snapshot_interval", "emu"}
+            "emu"}
 
 
 def _weights(t: Trainer) -> dict[str, torch.Tensor]:

@@ -114,7 +114,6 @@ class Trainer:
             shared={"sampler": Adapter(self._sampler_state, self.sampler.load_state_dict),
                     "lr_schedule": SchedulerState(self.sched),
                     "shares": Adapter(lambda: list(self.shares), self._load_shares),
-                    "snapshot_interval": Adapter(lambda: self.snap_every, self._load_interval),
                     "guards": self.guard},
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
@@ -143,22 +142,11 @@ class Trainer:
         if fits and shares != self._shares:
             self.set_shares(shares, "resume")
 
-    def _load_interval(self, every: Any) -> None:
-        """Keep the snapshot interval the ranks had agreed on before a restart (pacing only
-        makes it sparser), unless snapshots or pacing are off in this run."""
-        if self.snap_every and self.cfg.checkpoint.snapshot_max_cost > 0 and \
-                isinstance(every, int) and self.snap_every < every <= self.pacing.max_interval:
-            self.snap_every = every
-
     def resume(self) -> int | None:
         """Resume from the newest committed state (memory or disk); its step, or None."""
-        every = self.snap_every
         step = self.state.resume(enabled_memory=bool(self.snap_every))
         if step is not None:
             self.step = self._saved = step
-            if self.snap_every != every and self.rank == 0:
-                self.run.emit("snapshot_interval", interval=self.snap_every, step=step,
-                              reason="the interval agreed on before the restart")
         return step
 
     # -- what the actions call -------------------------------------------------------------
