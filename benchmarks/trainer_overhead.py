@@ -151,6 +151,10 @@ def main() -> None:
                     help="override a field of examples/digits-cnn.toml for the mixfleet "
                          "side (repeatable), e.g. checkpoint.snapshot_interval=0")
     args = ap.parse_args()
+    for name, value, least in (("--rounds", args.rounds, 1), ("--steps", args.steps, 1),
+                               ("--chunk", args.chunk, 0), ("--threads", args.threads, 1)):
+        if value < least:
+            ap.error(f"{name} {value}: must be >= {least}")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)  # what a run does with train.deterministic
