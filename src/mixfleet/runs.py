@@ -13,6 +13,7 @@ them) so that neither imports the other.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -24,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["RunDir", "JsonLines", "StepLog", "StepMarker", "read_jsonl"]
+
+_STEP = struct.Struct("<q")
 
 
 def _encode(record: dict[str, Any]) -> str:
@@ -117,9 +120,8 @@ class StepMarker:
             self._map = mmap.mmap(fd, 8)
         finally:
             os.close(fd)
-
-    def set(self, step: int) -> None:
-        struct.pack_into("<q", self._map, 0, step)
+        # set(step): one C call per step, no Python frame
+        self.set: Callable[[int], None] = functools.partial(_STEP.pack_into, self._map, 0)
 
     def close(self) -> None:
         self._map.close()
@@ -156,7 +158,7 @@ class StepLog:
 
     def write(self, record: dict[str, Any]) -> None:
         self.lines.write(record)
-        self.marker.set(int(record["step"]))
+        self.marker.set(record["step"])
 
     def flush(self, *, block: bool = True) -> None:
         self.lines.flush(block=block)

@@ -33,9 +33,10 @@ def test_steps_per_s_after_a_resume_from_memory_within_10_percent(tmp_path: Path
     time after the resume is within 10% of the one before it (lower quartiles). A slower
     process after a resume (the defect this guards against made it ~3x) is slower in every
     run; the load of a shared machine comes and goes within seconds, so a run whose two
-    phases met different load is run again (at most 3 runs; one within 10% passes)."""
+    phases met different load is run again (at most 5 runs; one within 10% passes: on a
+    2-core VM a single run of an unchanged loop lands above 1.10 in about one run in four)."""
     ratios = []
-    for attempt in range(3):
+    for attempt in range(5):
         d = tmp_path / f"run{attempt}"
         train_cli(d, "train.steps=330", "checkpoint.interval=1000", "train.log_every=100",
                   f"launch.device='{device}'", "telemetry.hz=0",

@@ -81,7 +81,9 @@ class GuardCheck(HealthCheck):
         self.bad_steps: deque[int] = deque(maxlen=64)
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
-        if out.reduced and not out.committed:
+        if out.committed:  # the guard's count of bad steps in a row is back to 0
+            return NONE
+        if out.reduced:
             self.bad_steps.append(out.step)
         if not self.guard.should_roll_back:
             return NONE
@@ -201,6 +203,7 @@ class SnapshotPacing(HealthCheck):
         self.want = 0
         self._full: int | None = None  # the size of the current window (None: uncounted)
         self._first_window = first_window
+        self._sparser = -1  # the slot of the "sparser" signal (set by register)
 
     def record(self, cost_s: float) -> None:
         """A snapshot's cost to the step loop."""
@@ -220,6 +223,7 @@ class SnapshotPacing(HealthCheck):
     def register(self, signals: ControlSignals) -> None:
         signals.register("sparser")  # how many ranks ask (read every step: one number)
         signals.register("snapshot_every", per_rank=True)
+        self._sparser = signals.slot("sparser")
 
     def publish(self, signals: ControlSignals) -> None:
         if self.want:
@@ -229,7 +233,7 @@ class SnapshotPacing(HealthCheck):
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
         self.step_times.append(out.step_s)
-        if out.reduced and out.signals.total("sparser") > 0 and \
+        if out.reduced and out.signals.values[self._sparser] > 0 and \
                 0 < (n := self.interval()) < self.max_interval:
             want = int(max(out.signals.per_rank("snapshot_every")))
             if want > n:

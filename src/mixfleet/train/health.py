@@ -171,7 +171,8 @@ class StepGuard:
             reason = (f"gradient norm {grad_norm:.3g} > {self.spike_factor} x median "
                       f"{statistics.median(self.norms):.3g}")
         if reason is None:
-            self.norms.append(grad_norm)
+            if self.spike_factor:  # the norms matter only to spike detection
+                self.norms.append(grad_norm)
             self.bad_in_a_row = 0
         else:
             self.bad_in_a_row += 1

@@ -63,8 +63,10 @@ class GlobalBatchSampler:
 
     def rank_batch(self, step: int, shares: Sequence[int], rank: int) -> torch.Tensor:
         """This rank's contiguous slice of step ``step``'s global batch."""
-        lo, hi = share_bounds(shares, rank)
         whole = self.global_batch_at(step)
+        if len(shares) == 1:  # one rank takes it all
+            return whole
+        lo, hi = share_bounds(shares, rank)
         return whole if hi - lo == self.global_batch else whole[lo:hi]
 
     def state_dict(self) -> dict[str, int]:

@@ -32,8 +32,11 @@ class ControlSignals:
         self._slots: dict[str, tuple[int, bool]] = {}
         self.size = 0
         self._region: torch.Tensor | None = None
-        self._out: Any = None
-        self._stage: Any = None
+        # Host arrays (numpy): this rank's values before the reduction, indexed by slot, and
+        # the region after it. A step loop may write ``stage[slot]`` / read ``values[slot]``
+        # directly with a slot from :meth:`slot` (``values`` is replaced at each collect).
+        self.values: Any = None
+        self.stage: Any = None
         self.direct = False  # the region is host memory: publish/collect are no-ops
 
     def register(self, name: str, *, per_rank: bool = False) -> None:
@@ -56,50 +59,51 @@ class ControlSignals:
         self._region = region
         self.direct = region.device.type == "cpu"
         if self.direct:  # numpy scalar writes into the buffer are ~20x cheaper than torch
-            self._stage = self._out = region.numpy()
+            self.stage = self.values = region.numpy()
         else:
-            self._stage = np.zeros(self.size, dtype=np.float64)
-            self._out = np.zeros(self.size + 1, dtype=np.float64)
+            self.stage = np.zeros(self.size, dtype=np.float64)
+            self.values = np.zeros(self.size + 1, dtype=np.float64)
 
-    def _index(self, name: str, rank: int | None = None) -> int:
+    def slot(self, name: str) -> int:
+        """This rank's index of ``name`` in :attr:`stage` and :attr:`values`."""
         off, per_rank = self._slots[name]
-        return off + (self.rank if rank is None else rank) if per_rank else off
+        return off + self.rank if per_rank else off
 
     # -- before the reduction ------------------------------------------------------------
     def set(self, name: str, value: float) -> None:
         """This rank's value of ``name`` for the coming reduction."""
-        self._stage[self._index(name)] = value
+        self.stage[self.slot(name)] = value
 
     def publish(self) -> None:
         """Copy the values set on the host into the region (a no-op on the CPU)."""
         if not self.direct and self._region is not None:
-            self._region[: self.size].copy_(torch.from_numpy(self._stage))
-            self._stage[:] = 0.0
+            self._region[: self.size].copy_(torch.from_numpy(self.stage))
+            self.stage[:] = 0.0
 
     # -- after the reduction -------------------------------------------------------------
     def collect(self) -> None:
         """Fetch the reduced region to the host (one copy; a no-op on the CPU)."""
         if not self.direct and self._region is not None:
-            self._out = self._region.detach().cpu().numpy()
+            self.values = self._region.detach().cpu().numpy()
 
     def clear(self) -> None:
         """Forget the values of a step that had no reduction (a skipped batch)."""
         if self.direct:
-            self._out[:] = 0.0
+            self.values[:] = 0.0
         else:
-            self._out = np.zeros(self.size + 1, dtype=np.float64)
+            self.values = np.zeros(self.size + 1, dtype=np.float64)
 
     def total(self, name: str) -> float:
         """The sum over ranks (shared), or this rank's reduced value (per rank)."""
-        return float(self._out[self._index(name)])
+        return float(self.values[self.slot(name)])
 
     def per_rank(self, name: str) -> list[float]:
         off, per_rank = self._slots[name]
         if not per_rank:
             raise KeyError(f"signal {name!r} is shared, not per rank")
-        return [float(x) for x in self._out[off: off + self.world]]
+        return [float(x) for x in self.values[off: off + self.world]]
 
     @property
     def loss(self) -> float:
         """The global loss of the step (the region's last slot, summed over ranks)."""
-        return float(self._out[self.size])
+        return float(self.values[self.size])

@@ -102,7 +102,8 @@ class CheckpointManager:
         # wait_snapshot() before anything changes the tensors (the update, a restore).
         self.overlap = overlap
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pending: concurrent.futures.Future[None] | None = None
+        # the snapshot copy in flight on the side thread (snapshot_overlap), if any
+        self.pending: concurrent.futures.Future[None] | None = None
         self._blocked = 0.0
         self.source: str | None = None  # "memory" or "disk" after a resume
 
@@ -170,12 +171,12 @@ class CheckpointManager:
 
     def wait_snapshot(self) -> None:
         """Block until the snapshot copy in flight (if any) is in shared memory."""
-        if self._pending is not None:
+        if self.pending is not None:
             t0 = time.perf_counter()
             try:
-                self._pending.result()
+                self.pending.result()
             finally:
-                self._pending = None
+                self.pending = None
                 self._blocked += time.perf_counter() - t0
 
     def snapshot(self, step: int) -> float:
@@ -207,7 +208,7 @@ class CheckpointManager:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="snapshot")
         blob = store.encode(meta)
         if self._pool is not None:
-            self._pending = self._pool.submit(store.write_encoded, step, blob)
+            self.pending = self._pool.submit(store.write_encoded, step, blob)
         else:
             store.write_encoded(step, blob)
         cost, self._blocked = self._blocked + time.perf_counter() - t0, 0.0

@@ -56,10 +56,13 @@ class StepManager:
         signals.register("compute_s", per_rank=True)
         self._checks: Sequence[HealthCheck] | None = None
         self._pub: Sequence[HealthCheck] = ()
+        self._compute_slot, self._sizes = 0, False
 
     def bind(self) -> None:
         """Allocate the reduction buffers (after every check registered its signals)."""
         self.signals.bind(self.strategy.bind(self.signals.size))
+        self._compute_slot = self.signals.slot("compute_s")
+        self._sizes = bool(self.guard.spike_factor) or self.grad_clip > 0  # norm, not sum
 
     def step(self, step: int, batches: Sequence[tuple[Any, bool]],
              loss: Callable[[Any], torch.Tensor], checks: Sequence[HealthCheck],
@@ -74,26 +77,32 @@ class StepManager:
         if on_start is not None:
             on_start()
         st.zero_grad()
-        last = len(batches) - 1
-        for i, (batch, real) in enumerate(batches):
+        if len(batches) == 1:  # the common case, without the loop
+            batch, real = batches[0]
             part = loss(batch)
-            st.backward(part / self.B if real else part * 0.0, last=i == last)
+            st.backward(part / self.B if real else part * 0.0)
+        else:
+            last = len(batches) - 1
+            for i, (batch, real) in enumerate(batches):
+                part = loss(batch)
+                st.backward(part / self.B if real else part * 0.0, last=i == last)
         if on_grads is not None:
             on_grads()
         compute = perf() - t0
         if self.faults.active:
             compute = self.faults.grads_ready(step, st, compute)
         sig = self.signals
-        sig.set("compute_s", compute)
-        for c in self._publishers(checks):
+        sig.stage[self._compute_slot] = compute
+        for c in self._pub if checks is self._checks else self._publishers(checks):
             c.publish(sig)
-        if not sig.direct:
+        if sig.direct:
+            st.reduce()
+        else:
             sig.publish()
-        st.reduce()
-        if not sig.direct:
+            st.reduce()
             sig.collect()
-        value = sig.loss
-        size = st.grad_size(bool(self.guard.spike_factor) or self.grad_clip > 0)
+        value = float(sig.values[sig.size])  # the loss (sig.loss)
+        size = st.grad_size(self._sizes)
         reason = self.guard.verdict(value, size)
         if reason is None and 0 < self.grad_clip < size:
             st.scale_grads(self.grad_clip / (size + 1e-6))  # the same factor on every rank

@@ -15,6 +15,7 @@ through ``emit`` (events) and ``on_step`` (metrics).
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,7 +26,7 @@ from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
 from mixfleet.runs import StepLog
 from mixfleet.train import checks as C
-from mixfleet.train.actions import Drain, apply_actions
+from mixfleet.train.actions import Action, Drain, apply_actions
 from mixfleet.train.checkpoint import Checkpointer, step_dir_name, validate_step_dir
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
@@ -100,7 +101,8 @@ class Trainer:
         for c in self.checks:
             c.register(self.signals)
         self.manager.bind()
-        self._loss = lambda batch: workload.loss(self.model, batch)
+        self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
+        self._take, self._cpu = workload.train_set.take, device.type == "cpu"
         labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
@@ -221,17 +223,15 @@ class Trainer:
 
     # -- the loop --------------------------------------------------------------------------
     def _batches(self, idx: torch.Tensor) -> list[tuple[Any, bool]]:
-        """This rank's micro-batches, each with whether it is real (see StepManager)."""
-        take, cpu = self.workload.train_set.take, self.device.type == "cpu"
-        if self.hetero is None:  # one micro-batch: the whole slice
-            batch = take(idx)
-            return [(batch if cpu else self._to_device(batch), True)]
+        """This rank's micro-batches on a mixed fleet, each with whether it is real (see
+        StepManager)."""
+        assert self.hetero is not None
         uniform = self.strategy.uniform_micro_batches
         out = []
         for chunk in self.hetero.split(idx, self._shares, uniform=uniform):
             if len(chunk) or uniform:
-                batch = take(chunk if len(chunk) else idx[:1])
-                out.append((batch if cpu else self._to_device(batch), bool(len(chunk))))
+                batch = self._take(chunk if len(chunk) else idx[:1])
+                out.append((batch if self._cpu else self._to_device(batch), bool(len(chunk))))
         return out
 
     def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -245,18 +245,24 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            ctl, on_start, on_grads = self.hetero, None, None
-            if ctl is not None:
-                n = len(idx)
-                on_grads = lambda: ctl.compute_done(n)  # noqa: E731
+            ctl = self.hetero
+            if ctl is None:  # one micro-batch: the whole slice
+                batch = self._take(idx)
+                out = self.manager.step(self.step, [(batch if self._cpu else
+                                                     self._to_device(batch), True)],
+                                        self._loss, self.checks)
+            else:
+                n, on_start = len(idx), None
                 # An emulated chip computes at the end of its budget, unless the forward is
                 # a collective (fsdp): then a rank that starts late holds back every rank.
                 if not self.strategy.collective_forward:
                     on_start = lambda: ctl.compute_start(n)  # noqa: E731
-            out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
-                                    on_grads=on_grads, on_start=on_start)
+                out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
+                                        on_grads=lambda: ctl.compute_done(n),
+                                        on_start=on_start)
             if out.committed:
-                self.state.wait_snapshot()  # an overlapped snapshot copy is complete
+                if self.state.pending is not None:  # finish the overlapped snapshot copy
+                    self.state.wait_snapshot()
                 self.opt.step()
         self.sched.step()
         self.step += 1
@@ -286,6 +292,8 @@ class Trainer:
         t0 = last = clock.perf()
         sps = 0.0
         faults = self.faults
+        metrics, on_step, checks, eval_every = self.metrics, self.on_step, self.checks, \
+            t.eval_every
         while self.step < t.steps:
             if faults.active:
                 faults.step_start(self.step)
@@ -294,21 +302,24 @@ class Trainer:
             out.step_s, last = now - last, now
             sps = self.B / out.step_s if sps == 0.0 else 0.9 * sps + 0.1 * self.B / out.step_s
             rec: dict[str, Any] = {"step": self.step, "loss": out.loss,
-                                   "lr": self.sched.get_last_lr()[0], "step_s": out.step_s,
+                                   "lr": self.opt.param_groups[0]["lr"], "step_s": out.step_s,
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
-            if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
+            if eval_every and self.step % eval_every == 0 and self._evaluates():
                 res = self.evaluate()
                 if res and self.rank == 0:
                     rec[res[0]] = res[1]
-            if self.metrics is not None:
-                self.metrics.write(rec)
-            if self.on_step is not None:
-                self.on_step(rec)
+            if metrics is not None:
+                metrics.write(rec)
+            if on_step is not None:
+                on_step(rec)
             if faults.active:
                 faults.after_step(self.step, thermal=self.thermal, emu=self.emu)
-            actions = [a for c in self.checks for a in c.observe(out)]
+            actions: list[Action] = []
+            for c in checks:
+                if acts := c.observe(out):
+                    actions += acts
             if actions and (drained := apply_actions(self, actions)) is not None:
                 self._drained = drained
                 break
