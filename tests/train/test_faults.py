@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from mixfleet.train.faults import random_faults
+from mixfleet.train.rundir import read_jsonl
 from tests.train.helpers import (
     BASE,
     INTERVAL,
@@ -104,13 +105,18 @@ def test_nan_step_equals_a_run_that_skips_that_batch(tmp_path: Path) -> None:
 
 def test_repeated_nans_roll_back_and_skip_the_batches(tmp_path: Path) -> None:
     """Three NaN steps in a row: roll back to the last checkpoint before them, skip their
-    batches, and end equal to a run that skips the same batches."""
+    batches, and end equal to a run that skips the same batches; every step's recorded
+    learning rate (the last record of a step run twice) is that run's (a rollback
+    replaces the optimizer's param groups)."""
     run_inproc(tmp_path / "nan", "faults.inject=['nan@step=150,count=3']",
                "health.rollback_after=3")
     run_inproc(tmp_path / "skip", "train.skip_batches=[150, 151, 152]")
     (rb,) = events(tmp_path / "nan", "rollback")
     assert rb["bad_steps"] == [150, 151, 152] and rb["to_step"] == 100
     assert bit_identical(final_weights(tmp_path / "nan"), final_weights(tmp_path / "skip"))
+    lrs = [{r["step"]: r["lr"] for r in read_jsonl(tmp_path / k / "metrics.jsonl") if "lr" in r}
+           for k in ("nan", "skip")]
+    assert len(lrs[0]) >= 200 and lrs[0] == lrs[1]
 
 
 def test_chaos_schedule_is_seeded() -> None:
