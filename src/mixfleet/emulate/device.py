@@ -275,6 +275,15 @@ class EmulatedDevice:
             raise self._dead
         return report
 
+    def end_step(self, emit: Callable[..., Any], **fields: Any) -> None:
+        """:meth:`step_end`, then its events through ``emit(kind, **event, **fields)``
+        (kinds with underscores: ``throttle_start``), also when it raises."""
+        try:
+            self.step_end()
+        finally:
+            for ev in self.drain_events():
+                emit(str(ev.pop("kind")).replace("-", "_"), **{**ev, **fields})
+
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:
         """``with device.step(): ...`` wraps one training step (compute, then padding)."""

@@ -176,6 +176,15 @@ class ShareController:
         k = max(1 if not m else -(-s // m) for s, m in zip(shares, self.micros, strict=True))
         return list(torch.tensor_split(idx, k))
 
+    def batches(self, idx: torch.Tensor, shares: Sequence[int],
+                take: Callable[[torch.Tensor], Any], *, uniform: bool = False
+                ) -> list[tuple[Any, bool]]:
+        """:meth:`split`'s micro-batches as batches (``take``), each with whether it is
+        real: an empty one of a ``uniform`` split is a stand-in of one sample that keeps the
+        collectives in step and contributes nothing (see StepManager)."""
+        return [(take(c if len(c) else idx[:1]), bool(len(c)))
+                for c in self.split(idx, shares, uniform=uniform) if len(c) or uniform]
+
     def compute_start(self, work: int) -> None:
         """The rank's computation is about to start: an emulated chip whose budget is
         known waits first, so its real work ends just before the budget does."""

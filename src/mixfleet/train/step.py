@@ -58,8 +58,10 @@ class StepManager:
         self._pub: Sequence[HealthCheck] = ()
         self._compute_slot, self._sizes = 0, False
 
-    def bind(self) -> None:
-        """Allocate the reduction buffers (after every check registered its signals)."""
+    def bind(self, checks: Sequence[HealthCheck]) -> None:
+        """Register the signals of ``checks`` and allocate the reduction buffers."""
+        for c in checks:
+            c.register(self.signals)
         self.signals.bind(self.strategy.bind(self.signals.size))
         self._compute_slot = self.signals.slot("compute_s")
         self._sizes = bool(self.guard.spike_factor) or self.grad_clip > 0  # norm, not sum

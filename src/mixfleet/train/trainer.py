@@ -35,12 +35,7 @@ from mixfleet.train.faults import FaultInjector, FaultPlan
 from mixfleet.train.health import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.rebalance import ShareController
-from mixfleet.train.rundir import (
-    RunDir,
-    add_to_blocklist,
-    read_skip_list,
-    write_skip_list,
-)
+from mixfleet.train.rundir import RunDir, add_to_blocklist, read_skip_list, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.shares import shed_shares
 from mixfleet.train.signals import ControlSignals
@@ -98,11 +93,11 @@ class Trainer:
             h, world=world, rank=rank, emit=run.emit, guard=self.guard, pacing=self.pacing,
             watchdog=watchdog, thermal=thermal, hetero=hetero, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
-        for c in self.checks:
-            c.register(self.signals)
-        self.manager.bind()
+        self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
-        self._take, self._cpu = workload.train_set.take, device.type == "cpu"
+        take = workload.train_set.take  # samples -> a batch on this rank's device
+        self._take = take if device.type == "cpu" else (
+            lambda i: tuple(x.to(device, non_blocking=True) for x in take(i)))
         labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
@@ -222,21 +217,6 @@ class Trainer:
                       temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
 
     # -- the loop --------------------------------------------------------------------------
-    def _batches(self, idx: torch.Tensor) -> list[tuple[Any, bool]]:
-        """This rank's micro-batches on a mixed fleet, each with whether it is real (see
-        StepManager)."""
-        assert self.hetero is not None
-        uniform = self.strategy.uniform_micro_batches
-        out = []
-        for chunk in self.hetero.split(idx, self._shares, uniform=uniform):
-            if len(chunk) or uniform:
-                batch = self._take(chunk if len(chunk) else idx[:1])
-                out.append((batch if self._cpu else self._to_device(batch), bool(len(chunk))))
-        return out
-
-    def _to_device(self, batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        return tuple(t.to(self.device, non_blocking=True) for t in batch)
-
     def train_step(self) -> StepOutcome:
         """One global step (committed or not); the emulated chip paces it."""
         if self.emu is not None:
@@ -247,17 +227,17 @@ class Trainer:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
             ctl = self.hetero
             if ctl is None:  # one micro-batch: the whole slice
-                batch = self._take(idx)
-                out = self.manager.step(self.step, [(batch if self._cpu else
-                                                     self._to_device(batch), True)],
-                                        self._loss, self.checks)
+                out = self.manager.step(self.step, [(self._take(idx), True)], self._loss,
+                                        self.checks)
             else:
                 n, on_start = len(idx), None
                 # An emulated chip computes at the end of its budget, unless the forward is
                 # a collective (fsdp): then a rank that starts late holds back every rank.
                 if not self.strategy.collective_forward:
                     on_start = lambda: ctl.compute_start(n)  # noqa: E731
-                out = self.manager.step(self.step, self._batches(idx), self._loss, self.checks,
+                batches = ctl.batches(idx, self._shares, self._take,
+                                      uniform=self.strategy.uniform_micro_batches)
+                out = self.manager.step(self.step, batches, self._loss, self.checks,
                                         on_grads=lambda: ctl.compute_done(n),
                                         on_start=on_start)
             if out.committed:
@@ -266,13 +246,8 @@ class Trainer:
                 self.opt.step()
         self.sched.step()
         self.step += 1
-        if self.emu is not None:
-            try:
-                self.emu.step_end()  # raises EmulatedFault when the chip "crashes"
-            finally:
-                for ev in self.emu.drain_events():
-                    kind = str(ev.pop("kind")).replace("-", "_")
-                    self.run.emit(kind, **{**ev, "train_step": self.step})
+        if self.emu is not None:  # raises EmulatedFault when the chip "crashes"
+            self.emu.end_step(self.run.emit, train_step=self.step)
         return out
 
     def evaluate(self) -> tuple[str, float] | None:
