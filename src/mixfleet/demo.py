@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mixfleet.train.launch import resolve_config
 from mixfleet.train.rundir import RunDir, read_jsonl
 
 KILL_AT_STEP = 1337
@@ -88,7 +89,8 @@ def main() -> int:
     print("\n=== result ===")
     paced = [e["interval"] for e in RunDir(crash).read_events()
              if e["event"] == "snapshot_interval"]
-    snaps = (f"every {paced[-1]} steps, paced from 1 to cost under 0.5% of the steps"
+    cost = 100 * resolve_config(config, []).checkpoint.snapshot_max_cost
+    snaps = (f"every {paced[-1]} steps, paced from 1 to cost under {cost:g}% of the steps"
              if paced else "every step")
     print(f"killed rank 1 at step ~{info.get('killed_at', '?')}; restarts: "
           f"{s_crash['restarts']}, steps lost: {s_crash['steps_lost']} (in-memory snapshots "
