@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from mixfleet.train.launch import resolve_config
 from mixfleet.train.rundir import RunDir, read_jsonl
+from mixfleet.train.worker import load_run_config
 
 KILL_AT_STEP = 1337
 
@@ -89,7 +89,7 @@ def main() -> int:
     print("\n=== result ===")
     paced = [e["interval"] for e in RunDir(crash).read_events()
              if e["event"] == "snapshot_interval"]
-    cost = 100 * resolve_config(config, []).checkpoint.snapshot_max_cost
+    cost = 100 * load_run_config(RunDir(crash)).checkpoint.snapshot_max_cost
     snaps = (f"every {paced[-1]} steps, paced from 1 to cost under {cost:g}% of the steps"
              if paced else "every step")
     print(f"killed rank 1 at step ~{info.get('killed_at', '?')}; restarts: "

@@ -54,20 +54,23 @@ class StepManager:
         self.faults, self.clock, self.B = faults, clock, global_batch
         self.emit, self.rank = emit, rank
         signals.register("compute_s", per_rank=True)
-        self._checks: Sequence[HealthCheck] | None = None
-        self._pub: Sequence[HealthCheck] = ()
+        self._pub: Sequence[HealthCheck] = ()  # the checks that set signals (see bind)
         self._compute_slot, self._sizes = 0, False
 
     def bind(self, checks: Sequence[HealthCheck]) -> None:
-        """Register the signals of ``checks`` and allocate the reduction buffers."""
+        """Register the signals of ``checks``, keep those whose ``publish`` each step calls,
+        and allocate the reduction buffers."""
+        from mixfleet.train.checks import HealthCheck
+
         for c in checks:
             c.register(self.signals)
+        self._pub = [c for c in checks if type(c).publish is not HealthCheck.publish]
         self.signals.bind(self.strategy.bind(self.signals.size))
         self._compute_slot = self.signals.slot("compute_s")
         self._sizes = bool(self.guard.spike_factor) or self.grad_clip > 0  # norm, not sum
 
     def step(self, step: int, batches: Sequence[tuple[Any, bool]],
-             loss: Callable[[Any], torch.Tensor], checks: Sequence[HealthCheck],
+             loss: Callable[[Any], torch.Tensor],
              on_grads: Callable[[], None] | None = None,
              on_start: Callable[[], None] | None = None) -> StepOutcome:
         """Run global step ``step + 1`` on this rank's ``batches`` (its micro-batches, each
@@ -95,7 +98,7 @@ class StepManager:
             compute = self.faults.grads_ready(step, st, compute)
         sig = self.signals
         sig.stage[self._compute_slot] = compute
-        for c in self._pub if checks is self._checks else self._publishers(checks):
+        for c in self._pub:
             c.publish(sig)
         if sig.direct:
             st.reduce()
@@ -112,15 +115,6 @@ class StepManager:
             self.emit("step_skipped", step=step + 1, reason=reason, loss=value)
         return StepOutcome(step=step + 1, reduced=True, committed=reason is None, loss=value,
                            reason=reason, compute_s=compute, signals=sig)
-
-    def _publishers(self, checks: Sequence[HealthCheck]) -> Sequence[HealthCheck]:
-        """The checks that set signals (``publish`` overridden), found once per list."""
-        if checks is not self._checks:
-            from mixfleet.train.checks import HealthCheck
-
-            self._checks = checks
-            self._pub = [c for c in checks if type(c).publish is not HealthCheck.publish]
-        return self._pub
 
     def skipped(self, step: int) -> StepOutcome:
         """Global step ``step + 1`` is a batch skipped after a rollback (every rank alike:

@@ -227,8 +227,7 @@ class Trainer:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
             ctl = self.hetero
             if ctl is None:  # one micro-batch: the whole slice
-                out = self.manager.step(self.step, [(self._take(idx), True)], self._loss,
-                                        self.checks)
+                out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
             else:
                 n, on_start = len(idx), None
                 # An emulated chip computes at the end of its budget, unless the forward is
@@ -237,7 +236,7 @@ class Trainer:
                     on_start = lambda: ctl.compute_start(n)  # noqa: E731
                 batches = ctl.batches(idx, self._shares, self._take,
                                       uniform=self.strategy.uniform_micro_batches)
-                out = self.manager.step(self.step, batches, self._loss, self.checks,
+                out = self.manager.step(self.step, batches, self._loss,
                                         on_grads=lambda: ctl.compute_done(n),
                                         on_start=on_start)
             if out.committed:
