@@ -56,6 +56,7 @@ class SparserSnapshots:
     """Take in-memory snapshots every ``interval`` steps from now on."""
 
     interval: int
+    reason: str = dataclasses.field(default="", compare=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +85,7 @@ class ActionTarget(Protocol):
     def drain(self, rank: int, reason: str) -> None: ...
     def shed(self, rank: int) -> None: ...
     def set_shares(self, shares: Sequence[int], reason: str, **details: Any) -> None: ...
-    def set_snapshot_interval(self, interval: int) -> None: ...
+    def set_snapshot_interval(self, interval: int, reason: str) -> None: ...
     def rollback(self, bad_steps: Sequence[int]) -> None: ...
     def pause_until_cool(self, guard: ThermalGuard) -> None: ...
 
@@ -102,7 +103,7 @@ def apply_actions(target: ActionTarget, actions: Sequence[Action]) -> Drain | No
         elif isinstance(a, SetShares):
             target.set_shares(a.shares, a.reason, **a.details)
         elif isinstance(a, SparserSnapshots):
-            target.set_snapshot_interval(a.interval)
+            target.set_snapshot_interval(a.interval, a.reason)
         elif isinstance(a, Rollback):
             target.rollback(a.bad_steps)
         elif isinstance(a, Pause):

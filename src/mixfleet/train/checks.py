@@ -237,7 +237,8 @@ class SnapshotPacing(HealthCheck):
                 0 < (n := self.interval()) < self.max_interval:
             want = int(max(out.signals.per_rank("snapshot_every")))
             if want > n:
-                return (SparserSnapshots(want),)
+                return (SparserSnapshots(want, f"a snapshot cost over {100 * self.max_fraction:g}%"
+                                               f" of the steps it covered"),)
         return NONE
 
 

@@ -8,6 +8,7 @@ by definition acts alone when its rank stops making progress.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import faulthandler
 import math
@@ -16,7 +17,7 @@ import statistics
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,6 +123,15 @@ class Watchdog:
     def resume(self) -> None:
         self._paused = max(0, self._paused - 1)
         self._last = self._clock()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """:meth:`pause` inside, :meth:`resume` on the way out (also on an exception)."""
+        self.pause()
+        try:
+            yield
+        finally:
+            self.resume()
 
     def check(self) -> bool:
         """True (and acts) when the bound has passed without a beat."""

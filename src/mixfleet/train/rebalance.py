@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.train.config import RankConfig, RunConfig
     from mixfleet.train.placement import RankDevice
+    from mixfleet.train.step import StepManager, StepOutcome
 
 __all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",
            "hetero_enabled"]
@@ -176,26 +177,27 @@ class ShareController:
         k = max(1 if not m else -(-s // m) for s, m in zip(shares, self.micros, strict=True))
         return list(torch.tensor_split(idx, k))
 
-    def batches(self, idx: torch.Tensor, shares: Sequence[int],
-                take: Callable[[torch.Tensor], Any], *, uniform: bool = False
-                ) -> list[tuple[Any, bool]]:
-        """:meth:`split`'s micro-batches as batches (``take``), each with whether it is
-        real: an empty one of a ``uniform`` split is a stand-in of one sample that keeps the
-        collectives in step and contributes nothing (see StepManager)."""
-        return [(take(c if len(c) else idx[:1]), bool(len(c)))
-                for c in self.split(idx, shares, uniform=uniform) if len(c) or uniform]
-
-    def compute_start(self, work: int) -> None:
-        """The rank's computation is about to start: an emulated chip whose budget is
-        known waits first, so its real work ends just before the budget does."""
-        if self.emu is not None:
-            self.emu.pace_first(work=max(1, work))
-
-    def compute_done(self, work: int) -> None:
-        """The rank's computation ended (before its collective): an emulated chip is paced
-        to its budget now, so a slow chip reaches the collective late, as a real one."""
-        if self.emu is not None:
-            self.emu.compute_done(work=max(1, work))
+    def step(self, manager: StepManager, step: int, idx: torch.Tensor, shares: Sequence[int],
+             take: Callable[[torch.Tensor], Any], loss: Callable[[Any], torch.Tensor]
+             ) -> StepOutcome:
+        """Global step ``step + 1`` of this rank's slice ``idx`` through ``manager``, in
+        :meth:`split`'s micro-batches (``take``: samples -> a batch on the device). An
+        empty micro-batch of a uniform split is a stand-in of one sample that keeps the
+        collectives in step and contributes nothing (see StepManager). An emulated chip is
+        paced around the computation: it computes at the end of its budget (it waits
+        first), unless the forward is a collective (fsdp): then a rank that starts late
+        holds back every rank, and the chip is paced only when the gradients are ready, so
+        that a slow chip reaches the reduction late, as a real one does."""
+        st, n = manager.strategy, max(1, len(idx))
+        uniform = st.uniform_micro_batches
+        batches = [(take(c if len(c) else idx[:1]), bool(len(c)))
+                   for c in self.split(idx, shares, uniform=uniform) if len(c) or uniform]
+        emu = self.emu
+        if emu is None:
+            return manager.step(step, batches, loss)
+        return manager.step(step, batches, loss, on_grads=lambda: emu.compute_done(work=n),
+                            on_start=None if st.collective_forward else
+                            lambda: emu.pace_first(work=n))
 
     def all_reduce(self, flat: torch.Tensor) -> None:
         """Sum the gradients over all ranks (hierarchical across device kinds)."""

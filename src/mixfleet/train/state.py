@@ -25,7 +25,12 @@ import torch
 import torch.distributed as dist
 
 from mixfleet import __version__
-from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.checkpoint import (
+    Checkpointer,
+    committed_steps,
+    step_dir_name,
+    validate_step_dir,
+)
 from mixfleet.train.hostmem import snapshot_budget, snapshot_bytes
 from mixfleet.train.rng import get_rng_state, set_rng_state
 from mixfleet.train.rundir import RunDir
@@ -222,6 +227,16 @@ class CheckpointManager:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
+
+    def finish(self, step: int) -> None:
+        """After the last step, saved as ``step``: wait for the writes (:meth:`close`); once
+        every rank has (rank 0 commits), drop the in-memory snapshot if that checkpoint is
+        on disk (nothing is left to recover from memory)."""
+        self.close()
+        if self.world > 1:
+            dist.barrier(group=self.group)
+        if validate_step_dir(self.run.checkpoints / step_dir_name(step)) is None:
+            self.discard_snapshot()
 
     def discard_snapshot(self) -> None:
         self.wait_snapshot()

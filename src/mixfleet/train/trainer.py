@@ -15,6 +15,7 @@ through ``emit`` (events) and ``on_step`` (metrics).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from mixfleet.emulate import EmulatedDevice
 from mixfleet.runs import StepLog
 from mixfleet.train import checks as C
 from mixfleet.train.actions import Action, Drain, apply_actions
-from mixfleet.train.checkpoint import Checkpointer, step_dir_name, validate_step_dir
+from mixfleet.train.checkpoint import Checkpointer
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
@@ -183,13 +184,10 @@ class Trainer:
             self.run.emit("shares_changed", step=self.step, old=old, new=list(shares),
                           reason=reason, **details)
 
-    def set_snapshot_interval(self, interval: int) -> None:
+    def set_snapshot_interval(self, interval: int, reason: str) -> None:
         self.snap_every = interval  # every rank at once: snapshots stay aligned
         if self.rank == 0:
-            self.run.emit("snapshot_interval", interval=interval, step=self.step,
-                          reason=f"a snapshot cost over "
-                                 f"{100 * self.cfg.checkpoint.snapshot_max_cost:g}% of the "
-                                 f"steps it covered")
+            self.run.emit("snapshot_interval", interval=interval, step=self.step, reason=reason)
 
     def rollback(self, bad_steps: Sequence[int]) -> None:
         """Skip ``bad_steps``' batches from now on and reload the newest checkpoint before
@@ -208,11 +206,8 @@ class Trainer:
 
     def pause_until_cool(self, guard: ThermalGuard) -> None:
         self.flush_metrics()
-        if self.watchdog is not None:
-            self.watchdog.pause()
-        paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
-        if self.watchdog is not None:
-            self.watchdog.resume()
+        with self.watchdog.paused() if self.watchdog else contextlib.nullcontext():
+            paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
         self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
                       temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
 
@@ -225,20 +220,11 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            ctl = self.hetero
-            if ctl is None:  # one micro-batch: the whole slice
+            if self.hetero is None:  # one micro-batch: the whole slice
                 out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
-            else:
-                n, on_start = len(idx), None
-                # An emulated chip computes at the end of its budget, unless the forward is
-                # a collective (fsdp): then a rank that starts late holds back every rank.
-                if not self.strategy.collective_forward:
-                    on_start = lambda: ctl.compute_start(n)  # noqa: E731
-                batches = ctl.batches(idx, self._shares, self._take,
-                                      uniform=self.strategy.uniform_micro_batches)
-                out = self.manager.step(self.step, batches, self._loss,
-                                        on_grads=lambda: ctl.compute_done(n),
-                                        on_start=on_start)
+            else:  # a mixed fleet: micro-batches, an emulated chip paced around them
+                out = self.hetero.step(self.manager, self.step, idx, self._shares, self._take,
+                                       self._loss)
             if out.committed:
                 if self.state.pending is not None:  # finish the overlapped snapshot copy
                     self.state.wait_snapshot()
@@ -261,13 +247,12 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``train.steps`` or a drain; returns {steps_run, elapsed_s,
         final_metric, drained}."""
-        t, interval, clock = self.cfg.train, self.cfg.checkpoint.interval, self.clock
-        start = self.step
-        t0 = last = clock.perf()
-        sps = 0.0
-        faults = self.faults
+        t, interval, clock, faults = self.cfg.train, self.cfg.checkpoint.interval, self.clock, \
+            self.faults
         metrics, on_step, checks, eval_every = self.metrics, self.on_step, self.checks, \
             t.eval_every
+        start, sps = self.step, 0.0
+        t0 = last = clock.perf()
         while self.step < t.steps:
             if faults.active:
                 faults.step_start(self.step)
@@ -314,11 +299,7 @@ class Trainer:
             return {"steps_run": self.step - start, "elapsed_s": elapsed, "final_metric": None,
                     "drained": self._drained.rank}
         self._save()
-        self.state.close()
-        if self.world > 1:
-            torch.distributed.barrier(group=self.strategy.group)  # rank 0 has committed
-        if validate_step_dir(self.run.checkpoints / step_dir_name(self.step)) is None:
-            self.state.discard_snapshot()  # the final state is on disk: nothing to recover
+        self.state.finish(self.step)
         return {"steps_run": self.step - start, "elapsed_s": elapsed, "drained": None,
                 "final_metric": self.evaluate() if self._evaluates() else None}
 
