@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from mixfleet.train.actions import (
@@ -96,6 +97,23 @@ def test_watchdog_fires_only_after_its_bound(tmp_path: Path) -> None:
     assert w.check() and exits == [HANG_EXIT_CODE]
     assert hangs[0]["rank"] == 1 and hangs[0]["step"] == 10
     assert "no step for 10.1s" in (tmp_path / "rank1.txt").read_text()
+
+
+def test_watchdog_paused_block_resumes_even_when_it_raises(tmp_path: Path) -> None:
+    """Inside ``paused()`` no deadline holds; leaving it (by an exception too) restarts the
+    clock, so the bound counts from there."""
+    clock, exits = FakeClock(), []
+    w = Watchdog(factor=20, floor_s=3.0, stacks_dir=tmp_path, rank=0, on_hang=lambda h: None,
+                 clock=clock.monotonic, exit=exits.append)
+    w.beat(1)
+    with pytest.raises(RuntimeError), w.paused():
+        clock.advance(100)
+        assert not w.check()
+        raise RuntimeError("cooling failed")
+    clock.advance(2.9)
+    assert not w.check() and not exits  # 2.9 s since the pause ended, under the 3 s floor
+    clock.advance(0.2)
+    assert w.check() and exits == [HANG_EXIT_CODE]
 
 
 def test_nan_and_spike_verdicts_then_rollback_after_three() -> None:

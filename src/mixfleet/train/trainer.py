@@ -206,7 +206,7 @@ class Trainer:
 
     def pause_until_cool(self, guard: ThermalGuard) -> None:
         self.flush_metrics()
-        with self.watchdog.paused() if self.watchdog else contextlib.nullcontext():
+        with self.watchdog.paused() if self.watchdog is not None else contextlib.nullcontext():
             paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
         self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
                       temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
