@@ -17,6 +17,12 @@ the same number of steps and with the same intra-op thread count.
 - plain: ``loss.backward(); opt.step(); sched.step(); opt.zero_grad()`` on the same batches,
   reading the loss with ``.item()`` as any loop that logs it does.
 
+mixfleet's ``dp`` steps SGD over its flat weight, gradient and momentum buffers
+(:class:`~mixfleet.train.flatopt.FlatSGD`: ~20 us a step here, where ``torch.optim.SGD``
+loops over the 8 tensors in ~90 us); that is part of mixfleet's loop, and the final weights
+of both sides are still compared bit for bit. ``--no-flat-sgd`` runs mixfleet's side with
+``opt.step()`` instead, which measures what the guarantees alone cost.
+
 The two sides take turns every ``--chunk`` steps (default 25) within a round: the plain
 loop runs its next 25 steps from the trainer's ``on_step`` after every 25th step, and that
 time (with the two clock reads around it) is taken out of the trainer's. On a shared VM
@@ -31,7 +37,7 @@ CPU-time ratio. Last line: the median of the per-round wall-time ratios mixfleet
 (target <= 1.03).
 
     .venv/bin/python benchmarks/trainer_overhead.py [--rounds 11] [--steps 500] [--chunk 25] \\
-        [--threads 1] [--set checkpoint.snapshot_interval=0]
+        [--threads 1] [--no-flat-sgd] [--set checkpoint.snapshot_interval=0]
 """
 
 from __future__ import annotations
@@ -98,13 +104,16 @@ class PlainLoop:
         return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
 
+Side = tuple[float, float, dict[str, torch.Tensor]]  # wall s, thread CPU s, final weights
+
+
 def run_round(cfg: RunConfig, wl: Workload, ckpt_group: Any, tmp: Path, chunk: int,
-              plain_first: bool) -> tuple[tuple[float, float, dict[str, torch.Tensor]],
-                                          tuple[float, float, dict[str, torch.Tensor]]]:
+              plain_first: bool, flat_sgd: bool = True) -> tuple[Side, Side]:
     """One round: (wall s, thread CPU s, final weights) of mixfleet's ``Trainer.fit()``
     loop and of the plain loop over the same steps. ``chunk`` > 0: the plain loop runs
     ``chunk`` steps after every ``chunk`` steps of mixfleet's loop (from its ``on_step``;
-    its time is taken out of mixfleet's); 0: each side runs all its steps at once."""
+    its time is taken out of mixfleet's); 0: each side runs all its steps at once.
+    ``flat_sgd`` False: mixfleet's side steps with ``opt.step()``."""
     plain = PlainLoop(cfg, wl)
     mine = [0.0, 0.0]  # the plain side's time run from inside mixfleet's loop
     last = cfg.train.steps
@@ -127,6 +136,8 @@ def run_round(cfg: RunConfig, wl: Workload, ckpt_group: Any, tmp: Path, chunk: i
     gc.collect()  # neither side pays for the other's garbage
     trainer = Trainer(cfg, wl, run=RunDir(tmp), device=torch.device("cpu"),
                       ckpt_group=ckpt_group, on_step=on_step)
+    if not flat_sgd:
+        trainer.strategy.flat_sgd = None  # type: ignore[attr-defined]
     cpu0 = time.thread_time()
     out = trainer.fit()
     trainer.run.events.close()
@@ -147,6 +158,9 @@ def main() -> None:
                     help="steps each side runs before the other takes over (default 25; "
                          "0: each side runs a whole round at once)")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads, both sides")
+    ap.add_argument("--no-flat-sgd", action="store_true",
+                    help="mixfleet's side steps with opt.step() instead of its flat SGD step "
+                         "(what the guarantees alone cost)")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a field of examples/digits-cnn.toml for the mixfleet "
                          "side (repeatable), e.g. checkpoint.snapshot_interval=0")
@@ -168,14 +182,17 @@ def main() -> None:
           f"global batch {cfg.train.global_batch}, {args.threads} thread(s), "
           + (f"alternating every {args.chunk} steps" if args.chunk else
              "each side a whole round at once")
+          + (", --no-flat-sgd" if args.no_flat_sgd else "")
           + (f", --set {' '.join(args.set)}" if args.set else ""), flush=True)
 
     mix, plain, cpu_ratios, same = [], [], [], True
     with tempfile.TemporaryDirectory(prefix="mixfleet-overhead-") as tmp:
-        run_round(cfg, wl, ckpt_group, Path(tmp) / "warmup", args.chunk, False)  # warm-up
+        flat = not args.no_flat_sgd
+        run_round(cfg, wl, ckpt_group, Path(tmp) / "warmup", args.chunk, False, flat)  # warm-up
         for r in range(args.rounds):
             (tm, cm, wm), (tp, cp, wp) = run_round(cfg, wl, ckpt_group, Path(tmp) / f"r{r}",
-                                                   args.chunk, plain_first=r % 2 == 1)
+                                                   args.chunk, plain_first=r % 2 == 1,
+                                                   flat_sgd=flat)
             mix.append(tm)
             plain.append(tp)
             cpu_ratios.append(cm / cp)

@@ -93,7 +93,7 @@ class CheckpointManager:
         self.info = dict(info or {})  # recorded in the manifest, never restored
         self.snap: MemorySnapshot | None = None
         self.slots = 2  # double-buffered unless only one copy fits the host budget
-        self._snap_nstate = -1
+        self._snap_nstate = (-1, -1)  # (optimizer states, strategy.state_generation)
         self.snap_path: Path | None = None  # None: no in-memory snapshots (refused)
         try:
             self.snap_path = snapshot_path(run.root, world, rank)
@@ -139,8 +139,9 @@ class CheckpointManager:
     # -- in-memory snapshots -------------------------------------------------------------
     def _store(self) -> MemorySnapshot:
         assert self.snap_path is not None
-        if self.snap is None or self._snap_nstate != len(self.opt.state):
-            self._snap_nstate = len(self.opt.state)
+        key = (len(self.opt.state), self.strategy.state_generation(self.opt))
+        if self.snap is None or self._snap_nstate != key:
+            self._snap_nstate = key
             named = self.strategy.snapshot_tensors(self.opt) + [("rng.torch", self._rng_buf)]
             if self._dev_rng_buf is not None:
                 named.append(("rng.device", self._dev_rng_buf))

@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from mixfleet.config import field
+from mixfleet.train.flatopt import FlatSGD
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
            "shard_units", "sum_small"]
@@ -97,6 +98,15 @@ class ReductionStrategy(abc.ABC):
     def scale_grads(self, factor: float) -> None:
         """Multiply the (reduced) gradient by ``factor`` (gradient clipping)."""
 
+    def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
+        """Apply the (reduced) gradients: ``opt.step()``."""
+        opt.step()
+
+    def state_generation(self, opt: torch.optim.Optimizer) -> int:
+        """Changes when the tensors of :meth:`snapshot_tensors` were replaced (the
+        snapshot then maps the new ones)."""
+        return 0
+
     def materialize_grads(self) -> None:  # noqa: B027 - a no-op unless gradients are lazy
         """Make every gradient exist (zeros) so that an optimizer step creates its state."""
 
@@ -121,14 +131,17 @@ class ReductionStrategy(abc.ABC):
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model's weights as CPU tensors (``final/model.pt``)."""
-        return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        return {k: v.detach().to("cpu", copy=True)  # (not views of a flat buffer)
+                for k, v in self.model.state_dict().items()}
 
 
 class DataParallel(ReductionStrategy):
     """``dp``: a replica per rank; one flat buffer ``[gradients | signals | loss]`` and
-    one all-reduce per step."""
+    one all-reduce per step. The weights are views of one more flat buffer, so that SGD
+    steps the whole model at once (:class:`~mixfleet.train.flatopt.FlatSGD`)."""
 
     name = "dp"
+    flat_sgd: FlatSGD | None = None
 
     def bind(self, n_control: int) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -140,7 +153,29 @@ class DataParallel(ReductionStrategy):
         for p in params:
             p.grad = self.flat[off: off + p.numel()].view_as(p)
             off += p.numel()
+        if params and all(p.dtype == self.flat.dtype for p in params):
+            self.weights = torch.empty(n, device=self.device)
+            off = 0
+            with torch.no_grad():
+                for p in params:
+                    w = self.weights[off: off + p.numel()].view_as(p)
+                    w.copy_(p)
+                    p.data = w
+                    off += p.numel()
+            self.flat_sgd = FlatSGD(params, self.weights, self.grads)
         return self.control
+
+    def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
+        if self.flat_sgd is None:
+            opt.step()
+        else:
+            self.flat_sgd.step(opt)
+
+    def state_generation(self, opt: torch.optim.Optimizer) -> int:
+        if self.flat_sgd is None:
+            return 0
+        self.flat_sgd.link(opt)  # a replaced state goes back into the flat buffer now
+        return self.flat_sgd.generation
 
     def zero_grad(self) -> None:
         self.flat.zero_()

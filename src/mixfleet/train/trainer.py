@@ -228,7 +228,7 @@ class Trainer:
             if out.committed:
                 if self.state.pending is not None:  # finish the overlapped snapshot copy
                     self.state.wait_snapshot()
-                self.opt.step()
+                self.strategy.optimizer_step(self.opt)
         self.sched.step()
         self.step += 1
         if self.emu is not None:  # raises EmulatedFault when the chip "crashes"
