@@ -247,10 +247,8 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train until ``train.steps`` or a drain; returns {steps_run, elapsed_s,
         final_metric, drained}."""
-        t, interval, clock, faults = self.cfg.train, self.cfg.checkpoint.interval, self.clock, \
-            self.faults
-        metrics, on_step, checks, eval_every = self.metrics, self.on_step, self.checks, \
-            t.eval_every
+        t, clock, faults, metrics = self.cfg.train, self.clock, self.faults, self.metrics
+        on_step, checks, interval = self.on_step, self.checks, self.cfg.checkpoint.interval
         start, sps = self.step, 0.0
         t0 = last = clock.perf()
         while self.step < t.steps:
@@ -265,7 +263,7 @@ class Trainer:
                                    "samples_per_s": sps, "t": time.time()}
             if self.emu is not None:
                 rec["emulated"] = True
-            if eval_every and self.step % eval_every == 0 and self._evaluates():
+            if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
                 res = self.evaluate()
                 if res and self.rank == 0:
                     rec[res[0]] = res[1]
