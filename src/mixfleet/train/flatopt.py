@@ -48,7 +48,7 @@ class FlatSGD:
         self._bufs: list[torch.Tensor] = []  # the momentum buffers' views, when linked
         self._opt: torch.optim.Optimizer | None = None
         self._momentum: torch.Tensor | None = None
-        self._tmp = torch.empty_like(grads)
+        self._tmp: torch.Tensor | None = None  # for weight decay and Nesterov (as needed)
         self.generation = 0  # counts the times link() replaced the optimizer's tensors
 
     def _eligible(self, opt: torch.optim.Optimizer) -> bool:
@@ -117,6 +117,8 @@ class FlatSGD:
                 return
         g = opt.param_groups[0]
         lr, wd, m = g["lr"], g["weight_decay"], g["momentum"]
+        if self._tmp is None and (wd != 0 or g["nesterov"]):
+            self._tmp = torch.empty_like(self.grads)
         with torch.no_grad():
             grad = self.grads
             if wd != 0:
