@@ -73,6 +73,11 @@ class GlobalBatchSampler:
         return {"seed": self.seed, "global_batch": self.global_batch,
                 "num_samples": self.num_samples}
 
+    def state_at(self, step: int) -> dict[str, int]:
+        """:meth:`state_dict` with the step a run resumes at and its epoch (the manifest's
+        ``sampler``)."""
+        return {**self.state_dict(), "cursor_step": step, "epoch": self.epoch_of(step)}
+
     def load_state_dict(self, state: dict[str, int]) -> None:
         for k in ("seed", "global_batch", "num_samples"):
             if state[k] != getattr(self, k):

@@ -107,7 +107,8 @@ class Trainer:
             ckpt=Checkpointer(run.checkpoints, rank=rank, group=ckpt_group,
                               keep=cfg.checkpoint.keep, asynchronous=cfg.checkpoint.asynchronous,
                               emit=run.emit, faults=self.faults),
-            shared={"sampler": Adapter(self._sampler_state, self.sampler.load_state_dict),
+            shared={"sampler": Adapter(lambda: self.sampler.state_at(self.step),
+                                       self.sampler.load_state_dict),
                     "lr_schedule": SchedulerState(self.sched),
                     "shares": Adapter(lambda: list(self.shares), self._load_shares),
                     "guards": self.guard},
@@ -127,10 +128,6 @@ class Trainer:
     @property
     def shares(self) -> list[int]:
         return list(self._shares)
-
-    def _sampler_state(self) -> dict[str, Any]:
-        return {**self.sampler.state_dict(), "cursor_step": self.step,
-                "epoch": self.sampler.epoch_of(self.step)}
 
     def _load_shares(self, shares: Any) -> None:
         fits = (self.hetero.fits(shares) if self.hetero is not None else
