@@ -13,10 +13,11 @@ overhead benchmark compares them every round).
 
 The optimizer stays a ``torch.optim.SGD``: its state dict, checkpoints and snapshots are
 unchanged (the momentum buffers are still ``state[p]["momentum_buffer"]``, now views). The
-first step, and any step after the optimizer's state was replaced (a loaded state dict),
-runs ``opt.step()`` itself; :meth:`FlatSGD.link` then moves the buffers into the flat one.
-Anything this does not cover (another optimizer, several parameter groups, ``maximize``, a
-tensor learning rate) just runs ``opt.step()``.
+first step runs ``opt.step()`` itself (it creates the momentum buffers); :meth:`FlatSGD.link`
+then moves them into the flat buffer, and does the same with the buffers a loaded state dict
+puts in their place (before the next step or snapshot). Anything this does not cover
+(another optimizer, several parameter groups, ``maximize``, a tensor learning rate) just
+runs ``opt.step()``.
 """
 
 from __future__ import annotations
