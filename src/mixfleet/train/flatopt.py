@@ -22,6 +22,7 @@ runs ``opt.step()``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -36,8 +37,8 @@ class FlatSGD:
     def __init__(self, params: Sequence[torch.nn.Parameter], weights: torch.Tensor,
                  grads: torch.Tensor) -> None:
         self.params, self.weights, self.grads = list(params), weights, grads
-        ends = torch.tensor([p.numel() for p in self.params]).cumsum(0).tolist()
-        starts = [0, *ends[:-1]]
+        ends = list(itertools.accumulate(p.numel() for p in self.params))
+        self._starts = starts = [0, *ends[:-1]]
         size = weights.element_size()
         if (weights.dtype != grads.dtype or not ends
                 or not ends[-1] == weights.numel() == grads.numel()):
@@ -97,14 +98,12 @@ class FlatSGD:
                 return False
             if self._momentum is None:
                 self._momentum = torch.empty_like(self.weights)
-            off = 0
             with torch.no_grad():
-                for p in self.params:
+                for p, off in zip(self.params, self._starts, strict=True):
                     view = self._momentum[off: off + p.numel()].view_as(p)
                     view.copy_(st[p]["momentum_buffer"])
                     st[p]["momentum_buffer"] = view
                     self._bufs.append(view)
-                    off += p.numel()
             self.generation += 1
         self._opt = opt
         return True

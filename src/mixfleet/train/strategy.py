@@ -149,19 +149,18 @@ class DataParallel(ReductionStrategy):
         self.flat = torch.zeros(n + n_control + 1, device=self.device)
         self.grads, self.control = self.flat[:n], self.flat[n:]
         self._loss_slot = self.control[-1:]
+        flat_weights = bool(params) and all(p.dtype == self.flat.dtype for p in params)
+        self.weights = torch.empty(n if flat_weights else 0, device=self.device)
         off = 0
-        for p in params:
-            p.grad = self.flat[off: off + p.numel()].view_as(p)
-            off += p.numel()
-        if params and all(p.dtype == self.flat.dtype for p in params):
-            self.weights = torch.empty(n, device=self.device)
-            off = 0
-            with torch.no_grad():
-                for p in params:
+        with torch.no_grad():
+            for p in params:
+                p.grad = self.flat[off: off + p.numel()].view_as(p)
+                if flat_weights:  # the parameters move into one buffer too (FlatSGD)
                     w = self.weights[off: off + p.numel()].view_as(p)
                     w.copy_(p)
                     p.data = w
-                    off += p.numel()
+                off += p.numel()
+        if flat_weights:
             self.flat_sgd = FlatSGD(params, self.weights, self.grads)
         return self.control
 
