@@ -3,7 +3,7 @@
 The state is ~100 MB of float32 tensors shaped like a model and its optimizer (a
 ``{"model": ..., "optim": {"state": ...}}`` dict of 4 MB tensors), held in this process.
 
-- async: mixfleet's :class:`~mixfleet.train.checkpoint.Checkpointer` with
+- async: mixfleet's :class:`~mixfleet.train.checkpoint.dcp.Checkpointer` with
   ``asynchronous=True`` (single rank, its own gloo group). The blocked time is the duration
   of ``save(...)``: staging the tensors into its reusable host buffers and handing the write
   (DCP, fsynced files, commit marker, LATEST) to its background thread. The time until the
@@ -35,7 +35,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mixfleet.train.checkpoint import Checkpointer, committed_steps
+from mixfleet.train.checkpoint.dcp import Checkpointer, committed_steps
 
 TENSOR_MB = 4
 

@@ -69,8 +69,8 @@ def run_plain(cfg: Any, wl: Any, rank: int, world: int) -> tuple[float, dict[str
     from torch.distributed.fsdp import FSDPModule, fully_shard
 
     from mixfleet.train.optim import build_optimizer
+    from mixfleet.train.parallel.strategy import shard_units
     from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
-    from mixfleet.train.strategy import shard_units
 
     t = cfg.train
     torch.manual_seed(t.seed)

@@ -71,7 +71,7 @@ def _remove_snapshots(run_dir: Path) -> int:
     """Delete the in-memory snapshot files (/dev/shm) of a run, where the trainer keeps
     them; a finished run should have removed its own. The number found."""
     try:
-        from mixfleet.train.snapshot import snapshot_path
+        from mixfleet.train.checkpoint.snapshot import snapshot_path
     except ImportError:
         return 0
     found = 0

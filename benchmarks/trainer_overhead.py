@@ -18,7 +18,7 @@ the same number of steps and with the same intra-op thread count.
   reading the loss with ``.item()`` as any loop that logs it does.
 
 mixfleet's ``dp`` steps SGD over its flat weight, gradient and momentum buffers
-(:class:`~mixfleet.train.flatopt.FlatSGD`: ~20 us a step here, where ``torch.optim.SGD``
+(:class:`~mixfleet.train.parallel.flatopt.FlatSGD`: ~20 us a step here, where ``torch.optim.SGD``
 loops over the 8 tensors in ~90 us); that is part of mixfleet's loop, and the final weights
 of both sides are still compared bit for bit. ``--no-flat-sgd`` runs mixfleet's side with
 ``opt.step()`` instead, which measures what the guarantees alone cost.

@@ -17,8 +17,8 @@ from mixfleet.cli import main
 from mixfleet.errors import ConfigError, MixfleetError
 from mixfleet.fleet.model import load_fleet, load_jobs
 from mixfleet.sim.traces import read_trace
-from mixfleet.train.blocklist import read_entries
 from mixfleet.train.launch import resolve_config
+from mixfleet.train.mixed.blocklist import read_entries
 from tests.conftest import EXAMPLES
 
 PHILLY = ("timestamp,duration,num_gpus,gpu_time,cluster\n"

@@ -17,9 +17,9 @@ import torch
 import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 
-from mixfleet.train.collectives import FleetCollectives
 from mixfleet.train.launch import resolve_config
-from mixfleet.train.rebalance import ShareController
+from mixfleet.train.mixed.collectives import FleetCollectives
+from mixfleet.train.mixed.rebalance import ShareController
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload

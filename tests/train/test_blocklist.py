@@ -9,9 +9,9 @@ import pytest
 from mixfleet.catalog.detect import detect
 from mixfleet.cli import main
 from mixfleet.errors import ConfigError
-from mixfleet.train.blocklist import read_entries, resolve_pending, visible_env
 from mixfleet.train.launch import _relaunch_without_drained, device_env, resolve_config
-from mixfleet.train.placement import local_detection, rank_placements
+from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
+from mixfleet.train.mixed.placement import local_detection, rank_placements
 from mixfleet.train.rundir import RunDir, add_to_blocklist
 from tests.fakes.node import FakeNode
 from tests.train.helpers import DIGITS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mixfleet.train.checkpoint import committed_steps, validate_step_dir
+from mixfleet.train.checkpoint.dcp import committed_steps, validate_step_dir
 from mixfleet.train.launch import launch, prepare_run, resolve_config
 from tests.train.helpers import DIGITS, bit_identical, events, final_weights
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixfleet.train.actions import (
+from mixfleet.train.clock import FakeClock
+from mixfleet.train.health.actions import (
     Checkpoint,
     Drain,
     Pause,
@@ -18,7 +19,7 @@ from mixfleet.train.actions import (
     SparserSnapshots,
     apply_actions,
 )
-from mixfleet.train.checks import (
+from mixfleet.train.health.checks import (
     THERMAL_QUIET_STEPS,
     GuardCheck,
     HealthCheck,
@@ -26,15 +27,14 @@ from mixfleet.train.checks import (
     StragglerCheck,
     ThermalCheck,
 )
-from mixfleet.train.clock import FakeClock
-from mixfleet.train.health import (
+from mixfleet.train.health.detectors import (
     HANG_EXIT_CODE,
     StepGuard,
     StragglerDetector,
     ThermalGuard,
     Watchdog,
 )
-from mixfleet.train.signals import ControlSignals
+from mixfleet.train.health.signals import ControlSignals
 from mixfleet.train.step import StepOutcome
 
 

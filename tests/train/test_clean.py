@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from mixfleet.cli import main
-from mixfleet.train.snapshot import MemorySnapshot, snapshot_path
+from mixfleet.train.checkpoint.snapshot import MemorySnapshot, snapshot_path
 
 
 def test_clean_removes_abandoned_snapshots_and_keeps_mapped_ones(tmp_path: Path,

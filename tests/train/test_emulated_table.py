@@ -8,7 +8,7 @@ from mixfleet.bench.table import ThroughputRow, write_table
 from mixfleet.emulate import EmulatedDevice
 from mixfleet.train.config import shares_table
 from mixfleet.train.launch import resolve_config
-from mixfleet.train.shares import rank_speeds
+from mixfleet.train.mixed.shares import rank_speeds
 from tests.train.helpers import DIGITS
 
 ROW = ThroughputRow(workload="digits-cnn", chip="nvidia-h20", batch=64, samples_per_s=1000.0,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mixfleet.train.faults import random_faults
+from mixfleet.train.health.faults import random_faults
 from mixfleet.train.rundir import read_jsonl
 from tests.train.helpers import (
     BASE,

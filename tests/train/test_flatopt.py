@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from mixfleet.train.strategy import DataParallel
+from mixfleet.train.parallel.strategy import DataParallel
 
 
 def _model() -> nn.Module:

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from mixfleet.catalog.detect import Detection
-from mixfleet.train.collectives import FleetCollectives, default_backend, device_kind
 from mixfleet.train.launch import resolve_config
-from mixfleet.train.rebalance import ShareController
+from mixfleet.train.mixed.collectives import FleetCollectives, default_backend, device_kind
+from mixfleet.train.mixed.rebalance import ShareController
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
@@ -168,7 +168,7 @@ def test_mixed_fleet_then_resume_with_two_ranks_continues_the_same_batches(
 def _small_worker(rank: int, world: int, init: str, out: str, p2p_ranks: int) -> None:
     import torch.distributed as dist
 
-    from mixfleet.train import collectives
+    from mixfleet.train.mixed import collectives
 
     collectives.SMALL_P2P_RANKS = p2p_ranks
     torch.set_num_threads(1)

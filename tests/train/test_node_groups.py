@@ -12,11 +12,11 @@ import torch.multiprocessing as mp
 
 from mixfleet.catalog.detect import Detection
 from mixfleet.errors import ConfigError
-from mixfleet.train.collectives import FleetCollectives, check_groups, default_backend
 from mixfleet.train.config import RankConfig
 from mixfleet.train.device import resolve_device
 from mixfleet.train.launch import prepare_run, resolve_config
-from mixfleet.train.placement import local_detection, place_rank, rank_placements
+from mixfleet.train.mixed.collectives import FleetCollectives, check_groups, default_backend
+from mixfleet.train.mixed.placement import local_detection, place_rank, rank_placements
 from tests.fakes.node import FakeNode
 from tests.train.helpers import DIGITS
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mixfleet.train.rebalance import decide
-from mixfleet.train.shares import shares_from_speeds
+from mixfleet.train.mixed.rebalance import decide
+from mixfleet.train.mixed.shares import shares_from_speeds
 from tests.train.helpers import events, train_cli
 
 

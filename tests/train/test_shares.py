@@ -8,8 +8,8 @@ import torch
 
 from mixfleet.errors import ConfigError
 from mixfleet.train.launch import resolve_config
-from mixfleet.train.rebalance import initial_plan
-from mixfleet.train.shares import (
+from mixfleet.train.mixed.rebalance import initial_plan
+from mixfleet.train.mixed.shares import (
     largest_remainder,
     memory_micro_cap,
     micro_batches,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from mixfleet.train.snapshot import MemorySnapshot, peek_snapshot
+from mixfleet.train.checkpoint.snapshot import MemorySnapshot, peek_snapshot
 
 
 def _tensors(seed: int) -> list[tuple[str, torch.Tensor]]:

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from mixfleet.train.checkpoint.snapshot import MemorySnapshot, snapshot_path
 from mixfleet.train.launch import resolve_config
 from mixfleet.train.rundir import RunDir
-from mixfleet.train.snapshot import MemorySnapshot, snapshot_path
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
 from tests.train.helpers import DIGITS, events

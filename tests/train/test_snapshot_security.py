@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from mixfleet.train import snapshot as snap_mod
-from mixfleet.train.rng import raw_rng_state, set_raw_rng_state
-from mixfleet.train.snapshot import (
+from mixfleet.train.checkpoint import snapshot as snap_mod
+from mixfleet.train.checkpoint.rng import raw_rng_state, set_raw_rng_state
+from mixfleet.train.checkpoint.snapshot import (
     MemorySnapshot,
     SnapshotRefused,
     check_snapshot_file,
@@ -163,7 +163,7 @@ def test_persisted_gasp_copy_is_private(tmp_path):
 def test_restore_copy_is_private_and_checks_its_source(tmp_path):
     """Restoring a gasp copy makes a 0600 file equal to it; a group-writable source is
     refused and nothing is copied."""
-    from mixfleet.train.snapshot import restore_copy
+    from mixfleet.train.checkpoint.snapshot import restore_copy
 
     s = MemorySnapshot(snapshot_dir(tmp_path) / "a.snap", _named())
     s.write(4, {"k": 1})

@@ -65,7 +65,7 @@ def _blocked(run_dir: str | None) -> list[dict]:
         return []
     from pathlib import Path
 
-    from mixfleet.train.blocklist import read_entries
+    from mixfleet.train.mixed.blocklist import read_entries
 
     if not Path(run_dir).is_dir():
         raise ConfigError(f"--run-dir {run_dir!r} is not a directory; pass the --run-dir of "

@@ -23,8 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from mixfleet.train.hostmem import stale_snapshots
-    from mixfleet.train.snapshot import legacy_snapshot_path, snapshot_dir, snapshot_path
+    from mixfleet.train.checkpoint.hostmem import stale_snapshots
+    from mixfleet.train.checkpoint.snapshot import legacy_snapshot_path, snapshot_dir, snapshot_path
 
     files: list[Path] = []
     for d in args.run_dirs:

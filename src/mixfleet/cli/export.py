@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from mixfleet.train.export import export_safetensors
+    from mixfleet.train.checkpoint.export import export_safetensors
 
     if args.shard_gib <= 0:
         raise ConfigError(f"--shard-gib must be > 0 (got {args.shard_gib}); e.g. --shard-gib 2")

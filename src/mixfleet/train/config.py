@@ -9,8 +9,8 @@ from typing import Any, Literal
 from mixfleet.config import field
 from mixfleet.config import require as _require
 from mixfleet.telemetry.base import TelemetryConfig
-from mixfleet.train.health import HealthConfig
-from mixfleet.train.strategy import ParallelConfig
+from mixfleet.train.health.detectors import HealthConfig
+from mixfleet.train.parallel.strategy import ParallelConfig
 
 __all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
            "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig",
@@ -137,7 +137,7 @@ class LaunchConfig:
 class FaultsConfig:
     inject: list[str] = field([], help="exact faults, e.g. 'kill@rank=1,step=40', "
                                        "'hang@rank=0,step=60,seconds=300', 'nan@step=70' "
-                                       "(see mixfleet.train.faults)")
+                                       "(see mixfleet.train.health.faults)")
     mtbf_steps: float = field(0.0, help="chaos mode: mean steps between random faults per "
                                         "rank (0: off)")
     seed: int = field(0, help="seed of the chaos schedule")
@@ -145,7 +145,7 @@ class FaultsConfig:
                                     help="fault kinds the chaos mode draws from")
 
     def __post_init__(self) -> None:
-        from mixfleet.train.faults import RANDOM_KINDS, parse_fault
+        from mixfleet.train.health.faults import RANDOM_KINDS, parse_fault
 
         for i, spec in enumerate(self.inject):
             parse_fault(spec, f"faults.inject[{i}]")
@@ -157,7 +157,7 @@ class FaultsConfig:
 
     def specs(self, ranks: int, steps: int) -> list[str]:
         """The exact faults plus the chaos schedule (if any)."""
-        from mixfleet.train.faults import random_faults
+        from mixfleet.train.health.faults import random_faults
 
         extra = (random_faults(mtbf_steps=self.mtbf_steps, seed=self.seed, ranks=ranks,
                                steps=steps, kinds=tuple(self.random_kinds))

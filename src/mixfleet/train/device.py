@@ -14,7 +14,7 @@ import sys
 import torch
 
 from mixfleet.errors import DeviceError
-from mixfleet.train.placement import RankDevice, on_fake_node
+from mixfleet.train.mixed.placement import RankDevice, on_fake_node
 
 __all__ = ["resolve_device", "backend_for", "synchronize", "peak_memory_bytes",
            "KNOWN_DEVICE_TYPES", "BACKENDS"]
@@ -51,7 +51,7 @@ def resolve_device(spec: str, local_rank: int = 0, *,
 
     Torch numbers the devices of a visible-devices mask from 0, so after a drain (the
     launcher masks the blocked device out) ``local_rank % count`` lands on the kept ones.
-    ``placement`` (:func:`mixfleet.train.placement.place_rank`) gives the index on a node
+    ``placement`` (:func:`mixfleet.train.mixed.placement.place_rank`) gives the index on a node
     whose ranks share one device type across vendors. On the tests' fake node a device type
     this PyTorch lacks computes on the CPU (the last step; everything before it is real).
     """

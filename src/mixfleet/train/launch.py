@@ -19,11 +19,11 @@ from typing import Any
 
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
-from mixfleet.train.blocklist import read_entries, resolve_pending, visible_env
-from mixfleet.train.collectives import check_groups
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.placement import RankDevice, rank_placements
+from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
+from mixfleet.train.mixed.collectives import check_groups
+from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload

@@ -2,11 +2,11 @@
 
 :meth:`StepManager.step` runs the forward and backward passes of this rank's micro-batches,
 lets the health checks set their control signals, reduces gradients and signals through the
-:class:`~mixfleet.train.strategy.ReductionStrategy`, and judges the result: a step with a
+:class:`~mixfleet.train.parallel.strategy.ReductionStrategy`, and judges the result: a step with a
 non-finite loss or gradient (or a gradient-norm spike) is **not committed** — the optimizer
 does not step — and that is data in the outcome, not an exception (torchft's
 ``should_commit``). The trainer then applies the update and hands the outcome to the
-checks (:mod:`mixfleet.train.checks`).
+checks (:mod:`mixfleet.train.health.checks`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from mixfleet.train.clock import Clock
-from mixfleet.train.faults import FaultInjector
-from mixfleet.train.health import StepGuard
-from mixfleet.train.signals import ControlSignals
-from mixfleet.train.strategy import ReductionStrategy
+from mixfleet.train.health.detectors import StepGuard
+from mixfleet.train.health.faults import FaultInjector
+from mixfleet.train.health.signals import ControlSignals
+from mixfleet.train.parallel.strategy import ReductionStrategy
 
 if TYPE_CHECKING:
-    from mixfleet.train.checks import HealthCheck
+    from mixfleet.train.health.checks import HealthCheck
 
 __all__ = ["StepOutcome", "StepManager"]
 
@@ -60,7 +60,7 @@ class StepManager:
     def bind(self, checks: Sequence[HealthCheck]) -> None:
         """Register the signals of ``checks``, keep those whose ``publish`` each step calls,
         and allocate the reduction buffers."""
-        from mixfleet.train.checks import HealthCheck
+        from mixfleet.train.health.checks import HealthCheck
 
         for c in checks:
             c.register(self.signals)

@@ -4,12 +4,12 @@ Each step takes this rank's slice of the global batch from the
 :class:`~mixfleet.train.sampler.GlobalBatchSampler` and hands it to the
 :class:`~mixfleet.train.step.StepManager`, which runs forward and backward (loss scaled by
 1/B), reduces gradients and control signals through the reduction strategy (``dp``: one
-flat all-reduce, :mod:`mixfleet.train.strategy`) and says whether the step commits. The
-health checks (:mod:`mixfleet.train.checks`) observe the outcome and return actions, which
-the trainer applies in one place (:func:`~mixfleet.train.actions.apply_actions`) through
+flat all-reduce, :mod:`mixfleet.train.parallel.strategy`) and says whether the step commits. The
+health checks (:mod:`mixfleet.train.health.checks`) observe the outcome and return actions, which
+the trainer applies in one place (:func:`~mixfleet.train.health.actions.apply_actions`) through
 its public methods below. Saving and restoring go through the
-:class:`~mixfleet.train.state.CheckpointManager`; faults fire at the hook points of the
-:class:`~mixfleet.train.faults.FaultInjector`. The trainer never prints: it reports
+:class:`~mixfleet.train.checkpoint.manager.CheckpointManager`; faults fire at the hook points of the
+:class:`~mixfleet.train.health.faults.FaultInjector`. The trainer never prints: it reports
 through ``emit`` (events) and ``on_step`` (metrics).
 """
 
@@ -26,23 +26,23 @@ import torch
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
 from mixfleet.runs import StepLog
-from mixfleet.train import checks as C
-from mixfleet.train.actions import Action, Drain, apply_actions
-from mixfleet.train.checkpoint import Checkpointer
+from mixfleet.train.checkpoint.dcp import Checkpointer
+from mixfleet.train.checkpoint.manager import Adapter, CheckpointManager, SchedulerState
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
-from mixfleet.train.faults import FaultInjector, FaultPlan
-from mixfleet.train.health import StepGuard, ThermalGuard, Watchdog
+from mixfleet.train.health import checks as C
+from mixfleet.train.health.actions import Action, Drain, apply_actions
+from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
+from mixfleet.train.health.faults import FaultInjector, FaultPlan
+from mixfleet.train.health.signals import ControlSignals
+from mixfleet.train.mixed.rebalance import ShareController
+from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
-from mixfleet.train.rebalance import ShareController
+from mixfleet.train.parallel.strategy import make_strategy
 from mixfleet.train.rundir import RunDir, add_to_blocklist, read_skip_list, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
-from mixfleet.train.shares import shed_shares
-from mixfleet.train.signals import ControlSignals
-from mixfleet.train.state import Adapter, CheckpointManager, SchedulerState
 from mixfleet.train.step import StepManager, StepOutcome
-from mixfleet.train.strategy import make_strategy
 from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]  # lr_factor: re-exported from mixfleet.train.optim

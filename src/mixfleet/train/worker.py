@@ -34,13 +34,13 @@ from mixfleet.telemetry import (
     open_readers,
     table_path,
 )
-from mixfleet.train.collectives import default_backend, rank_chips
 from mixfleet.train.config import RunConfig, shares_table
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.faults import FaultInjector, FaultPlan
-from mixfleet.train.health import ThermalGuard, Watchdog
-from mixfleet.train.placement import RankDevice, rank_placements
-from mixfleet.train.rebalance import plan_fleet, rank_devices
+from mixfleet.train.health.detectors import ThermalGuard, Watchdog
+from mixfleet.train.health.faults import FaultInjector, FaultPlan
+from mixfleet.train.mixed.collectives import default_backend, rank_chips
+from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload

@@ -3,7 +3,7 @@
 Each transformer block (the workload's ``shard_units``) and the root are sharded over the
 job's ranks; parameters are gathered for forward and backward and gradients
 reduce-scattered, so each rank holds 1/N of the parameters, gradients and optimizer
-state. The loop does not change (see :mod:`mixfleet.train.strategy`); three things differ
+state. The loop does not change (see :mod:`mixfleet.train.parallel.strategy`); three things differ
 from ``dp`` and are handled here:
 
 - FSDP2 divides reduced gradients by the world size; mixfleet's loss is already scaled
@@ -16,7 +16,7 @@ from ``dp`` and are handled here:
 - The control region (health signals, the loss) and each rank's sum of squared gradient
   shards go through one tiny all-reduce of their own after the backward pass; the global
   gradient norm is the square root of that sum (no extra collective). On gloo it is one
-  direct exchange between every pair of ranks (:func:`~mixfleet.train.strategy.sum_small`:
+  direct exchange between every pair of ranks (:func:`~mixfleet.train.parallel.strategy.sum_small`:
   one message of latency); on a mixed fleet the fleet's version of it, which times its
   wait: a fast rank that waits there for a slow one is not counted as slow by the
   rebalance.
@@ -36,7 +36,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
-from mixfleet.train.strategy import AllReduce, ParallelConfig, ReductionStrategy, sum_small
+from mixfleet.train.parallel.strategy import AllReduce, ParallelConfig, ReductionStrategy, sum_small
 
 __all__ = ["FullyShardedDP", "param_dtype_for"]
 

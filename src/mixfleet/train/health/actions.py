@@ -1,6 +1,6 @@
 """Typed actions that health checks return, and the one place they are applied.
 
-A check (:mod:`mixfleet.train.checks`) observes a step's outcome and says what it wants
+A check (:mod:`mixfleet.train.health.checks`) observes a step's outcome and says what it wants
 done; :func:`apply_actions` does it through the trainer's public methods, in a fixed order
 (checkpoint, drain, shed, shares, sparser snapshots, rollback, pause), so every rank that
 holds the same reduced signals takes the same decisions at the same step. A drain ends the
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from mixfleet.train.health import ThermalGuard
+    from mixfleet.train.health.detectors import ThermalGuard
 
 __all__ = ["Action", "Checkpoint", "Drain", "Shed", "SetShares", "SparserSnapshots",
            "Rollback", "Pause", "apply_actions", "ActionTarget"]

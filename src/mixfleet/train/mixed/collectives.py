@@ -4,7 +4,7 @@ Ranks are grouped by *chip kind* = vendor + chip (the catalog id: ``nvidia-h20``
 ``kunlun-p800``, ``ascend-910b``; ``cpu``; the bare torch type when no tool names the
 vendor), never by the torch device type alone: a Kunlun P800 and a T-Head PPU present
 themselves as ``cuda``, and no device backend (NCCL, HCCL, ...) spans vendors. The kind of a
-rank comes from :func:`mixfleet.train.placement.place_rank` (detection, or the rank's
+rank comes from :func:`mixfleet.train.mixed.placement.place_rank` (detection, or the rank's
 ``[[ranks]] chip`` override; an emulated chip ``emu:<id>`` is of kind ``<id>``).
 
 With one kind the reduce is exactly one ``dist.all_reduce`` over the job's group, as for a
@@ -35,8 +35,8 @@ import torch.distributed as dist
 from mixfleet.catalog.detect import Detection
 from mixfleet.errors import ConfigError
 from mixfleet.train.device import BACKENDS, backend_for
-from mixfleet.train.placement import RankDevice, on_fake_node, place_rank, rank_placements
-from mixfleet.train.strategy import sum_small
+from mixfleet.train.mixed.placement import RankDevice, on_fake_node, place_rank, rank_placements
+from mixfleet.train.parallel.strategy import sum_small
 
 __all__ = ["device_kind", "default_backend", "check_groups", "rank_chips", "FleetCollectives"]
 
@@ -207,7 +207,7 @@ class FleetCollectives:
 
     def all_reduce_small(self, t: torch.Tensor) -> None:
         """Sum a few values (a control region) over all ranks, in place, timed into
-        ``wait_s`` like :meth:`all_reduce`: by :func:`~mixfleet.train.strategy.sum_small`
+        ``wait_s`` like :meth:`all_reduce`: by :func:`~mixfleet.train.parallel.strategy.sum_small`
         over every rank, not the hierarchy's three collectives (3 ranks on one host, the
         last arrival's wait: 0.6 ms against 1.5 ms for one ring all-reduce); above
         ``SMALL_P2P_RANKS`` ranks by one all-reduce over every rank."""

@@ -21,7 +21,7 @@ from typing import Any
 from mixfleet.catalog.detect import Detection
 from mixfleet.catalog.visible import env_mask, visible_devices
 from mixfleet.errors import ConfigError
-from mixfleet.train.placement import RankDevice, local_detection
+from mixfleet.train.mixed.placement import RankDevice, local_detection
 
 __all__ = ["BLOCKLIST", "read_entries", "blocked_ids", "resolve_pending", "visible_env"]
 

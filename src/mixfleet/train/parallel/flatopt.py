@@ -1,7 +1,7 @@
 """SGD stepped over ``dp``'s flat buffers: a few whole-model operations instead of a few per
 parameter tensor.
 
-Under ``dp`` the gradients are views of one flat buffer (:class:`~mixfleet.train.strategy.
+Under ``dp`` the gradients are views of one flat buffer (:class:`~mixfleet.train.parallel.strategy.
 DataParallel`), and so are the weights. Once the optimizer's momentum buffers are views of
 one more flat buffer, :class:`FlatSGD` runs ``torch.optim.SGD``'s update (weight decay,
 momentum, dampening, Nesterov) as three or four operations on the whole model, the way

@@ -2,10 +2,10 @@
 each own a ``state_dict()`` — model and optimizer (through the reduction strategy), LR
 schedule, sampler, shares, step guard, RNG and the emulated chip — to the two tiers:
 
-- a disk checkpoint (DCP, asynchronous, committed; :mod:`mixfleet.train.checkpoint`): the
+- a disk checkpoint (DCP, asynchronous, committed; :mod:`mixfleet.train.checkpoint.dcp`): the
   tensors in DCP files, everything else in ``manifest.json``;
-- an in-memory snapshot (:mod:`mixfleet.train.snapshot`): the tensors copied in place into
-  host shared memory, everything else as the snapshot's metadata, in the same form as the
+- an in-memory snapshot (:mod:`mixfleet.train.checkpoint.snapshot`): the tensors copied in
+  place into host shared memory, everything else as the snapshot's metadata, in the same form as the
   manifest.
 
 Resume (from memory or disk) and rollback (from disk) go through one restore path,
@@ -25,23 +25,23 @@ import torch
 import torch.distributed as dist
 
 from mixfleet import __version__
-from mixfleet.train.checkpoint import (
+from mixfleet.train.checkpoint.dcp import (
     Checkpointer,
     committed_steps,
     step_dir_name,
     validate_step_dir,
 )
-from mixfleet.train.hostmem import snapshot_budget, snapshot_bytes
-from mixfleet.train.rng import get_rng_state, set_rng_state
-from mixfleet.train.rundir import RunDir
-from mixfleet.train.snapshot import (
+from mixfleet.train.checkpoint.hostmem import snapshot_budget, snapshot_bytes
+from mixfleet.train.checkpoint.rng import get_rng_state, set_rng_state
+from mixfleet.train.checkpoint.snapshot import (
     MemorySnapshot,
     SnapshotRefused,
     peek_snapshot,
     restore_copy,
     snapshot_path,
 )
-from mixfleet.train.strategy import ReductionStrategy
+from mixfleet.train.parallel.strategy import ReductionStrategy
+from mixfleet.train.rundir import RunDir
 
 __all__ = ["Stateful", "Adapter", "SchedulerState", "CheckpointManager", "OVERLAP_BYTES"]
 

@@ -42,7 +42,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.tensor import DTensor
 
 from mixfleet.errors import CheckpointError
-from mixfleet.train.faults import FaultInjector
+from mixfleet.train.health.faults import FaultInjector
 
 __all__ = ["Checkpointer", "committed_steps", "step_dir_name", "read_manifest",
            "validate_step_dir"]

@@ -3,7 +3,7 @@
 The trainer's loop only talks to :class:`ReductionStrategy`. ``dp`` (:class:`DataParallel`)
 replicates the model and sums one flat buffer per step: the parameters' ``.grad`` are views
 of it, and the control region (health signals and the loss, see
-:mod:`mixfleet.train.signals`) rides at its end, so a step costs one all-reduce. A sharded
+:mod:`mixfleet.train.health.signals`) rides at its end, so a step costs one all-reduce. A sharded
 strategy (FSDP2) reduce-scatters gradients itself and all-reduces the tiny control region on
 its own; it plugs in here without touching the loop.
 
@@ -24,7 +24,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from mixfleet.config import field
-from mixfleet.train.flatopt import FlatSGD
+from mixfleet.train.parallel.flatopt import FlatSGD
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
            "shard_units", "sum_small"]
@@ -138,7 +138,7 @@ class ReductionStrategy(abc.ABC):
 class DataParallel(ReductionStrategy):
     """``dp``: a replica per rank; one flat buffer ``[gradients | signals | loss]`` and
     one all-reduce per step. The weights are views of one more flat buffer, so that SGD
-    steps the whole model at once (:class:`~mixfleet.train.flatopt.FlatSGD`)."""
+    steps the whole model at once (:class:`~mixfleet.train.parallel.flatopt.FlatSGD`)."""
 
     name = "dp"
     flat_sgd: FlatSGD | None = None
@@ -236,7 +236,7 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce, control_reduce=control_reduce)
-    from mixfleet.train.fsdp import FullyShardedDP
+    from mixfleet.train.parallel.fsdp import FullyShardedDP
 
     return FullyShardedDP(model, device=device, world=world, group=group,
                           units=shard_units(model) if units is None else units, cfg=cfg,

@@ -9,7 +9,7 @@ spent *waiting* in the collective never counts: a fast rank that waits is not sl
 
 Rank 0 models rank r's step as ``x_r / v_r + o_r`` (``v_r`` its measured samples/s,
 ``o_r`` its share-independent time), picks the shares that equalize it (integers summing
-to B within the memory caps, :func:`~mixfleet.train.shares.largest_remainder`), and applies
+to B within the memory caps, :func:`~mixfleet.train.mixed.shares.largest_remainder`), and applies
 them only when they shorten the predicted step time by more than ``hysteresis``; it
 broadcasts the result so every rank applies the same shares from the same step. Each
 change is a ``shares_changed`` event. The math is unaffected: any shares summing to B
@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
-from mixfleet.train.collectives import FleetCollectives
-from mixfleet.train.sampler import equal_shares
-from mixfleet.train.shares import (
+from mixfleet.train.mixed.collectives import FleetCollectives
+from mixfleet.train.mixed.shares import (
     largest_remainder,
     memory_micro_cap,
     micro_batches,
@@ -37,11 +36,12 @@ from mixfleet.train.shares import (
     rank_speeds,
     share_cap,
 )
+from mixfleet.train.sampler import equal_shares
 
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.train.config import RankConfig, RunConfig
-    from mixfleet.train.placement import RankDevice
+    from mixfleet.train.mixed.placement import RankDevice
     from mixfleet.train.step import StepManager, StepOutcome
 
 __all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",

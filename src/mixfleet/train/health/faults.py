@@ -43,8 +43,8 @@ from mixfleet.train.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
-    from mixfleet.train.health import ThermalGuard
-    from mixfleet.train.strategy import ReductionStrategy
+    from mixfleet.train.health.detectors import ThermalGuard
+    from mixfleet.train.parallel.strategy import ReductionStrategy
 
 __all__ = ["Fault", "parse_fault", "FaultPlan", "FaultInjector", "NoFaults", "KINDS",
            "random_faults"]

@@ -1,11 +1,11 @@
 """Health checks: each observes a step's outcome and returns typed actions.
 
-A check may register control signals (:mod:`mixfleet.train.signals`), set this rank's
+A check may register control signals (:mod:`mixfleet.train.health.signals`), set this rank's
 values before the step's reduction (``publish``) and read every rank's values after it
 (``observe``), so every rank decides the same at the same step. Checks never change the
-trainer: they return :mod:`~mixfleet.train.actions` that the trainer applies in one place.
+trainer: they return :mod:`~mixfleet.train.health.actions` that the trainer applies in one place.
 The detectors they use (watchdog, NaN/spike guard, straggler windows, thermal guard) are
-in :mod:`mixfleet.train.health`; time comes from a :class:`~mixfleet.train.clock.Clock`.
+in :mod:`mixfleet.train.health.detectors`; time comes from a :class:`~mixfleet.train.clock.Clock`.
 
 To add a check: subclass :class:`HealthCheck`, register its signals in ``register``, and
 add it to the trainer's list (``Trainer(..., checks=[...])`` or the defaults in
@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mixfleet.train.actions import (
+from mixfleet.train.health.actions import (
     Action,
     Checkpoint,
     Drain,
@@ -30,14 +30,14 @@ from mixfleet.train.actions import (
     Shed,
     SparserSnapshots,
 )
-from mixfleet.train.health import (
+from mixfleet.train.health.detectors import (
     HealthConfig,
     StepGuard,
     StragglerDetector,
     ThermalGuard,
     Watchdog,
 )
-from mixfleet.train.signals import ControlSignals
+from mixfleet.train.health.signals import ControlSignals
 from mixfleet.train.step import StepOutcome
 
 __all__ = ["HealthCheck", "WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",

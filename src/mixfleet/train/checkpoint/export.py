@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from mixfleet.errors import CheckpointError, ConfigError
-from mixfleet.train.checkpoint import committed_steps
+from mixfleet.train.checkpoint.dcp import committed_steps
 
 __all__ = ["export_safetensors"]
 

@@ -1,0 +1,10 @@
+"""One job on several kinds of chip (vendor + chip, never the torch device type alone).
+
+    shares.py       shares of the global batch per rank, from speeds; shedding a rank
+    rebalance.py    ShareController: micro-batches, emulated pacing, online rebalance
+    collectives.py  the all-reduce across chip kinds (native inside a kind, gloo between)
+    placement.py    which physical device each rank uses and what chip it is
+    blocklist.py    devices drained from a run (blocklist.json) and the masks that skip them
+"""
+
+__all__: list[str] = []
