@@ -1,4 +1,5 @@
-"""Per-chip emulation parameters (thermal model, failure hazard) from a profile TOML."""
+"""Per-chip emulation parameters (thermal model, failure hazard, step-cost shape) from a
+profile TOML."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import tomllib
 
 from mixfleet.catalog.base import Chip, load_catalog
 from mixfleet.config import field, from_dict
+from mixfleet.emulate.pricing import StepCost
 from mixfleet.errors import ConfigError
 
 __all__ = ["EmuProfile", "load_profiles", "get_profile"]
@@ -36,6 +38,16 @@ class EmuProfile:
     base_clock_mhz: float = field(1500.0, help="clock reported when not throttled (MHz)")
     relative_tflops: float | None = field(None, help="throughput figure used for the "
                                           "relative speed only when the catalog peak is unknown")
+    step_fixed_ms: float = field(0.0, help="fixed cost of every step (optimizer, launches), ms")
+    microbatch_fixed_ms: float = field(0.0, help="fixed cost of every micro-batch, ms")
+    saturate_samples: float = field(1.0, help="micro-batch size (samples) from which the "
+                                    "chip runs at full efficiency")
+    saturate_tokens: float = field(1.0, help="the same in tokens (as_model runs)")
+    efficiency_exponent: float = field(0.0, help="efficiency below saturation is "
+                                       "(b / saturate) ** this; 0 = linear step cost")
+    mfu: float = field(0.4, help="model FLOPs utilization assumed for as_model pacing and "
+                       "the cost model's catalog roofline, in (0, 1]")
+    cost_source: str = field("assumed", help="where the step-cost figures come from")
 
     def __post_init__(self) -> None:
         where = f"[chips.{self.chip}]"
@@ -55,11 +67,30 @@ class EmuProfile:
             (self.base_clock_mhz > 0, "base_clock_mhz", self.base_clock_mhz, "> 0"),
             (self.relative_tflops is None or self.relative_tflops > 0, "relative_tflops",
              self.relative_tflops, "a positive number"),
+            (self.step_fixed_ms >= 0, "step_fixed_ms", self.step_fixed_ms, "a number >= 0"),
+            (self.microbatch_fixed_ms >= 0, "microbatch_fixed_ms", self.microbatch_fixed_ms,
+             "a number >= 0"),
+            (self.saturate_samples > 0, "saturate_samples", self.saturate_samples, "> 0"),
+            (self.saturate_tokens > 0, "saturate_tokens", self.saturate_tokens, "> 0"),
+            (self.efficiency_exponent >= 0, "efficiency_exponent", self.efficiency_exponent,
+             "a number >= 0 (0 = linear)"),
+            (0 < self.mfu <= 1, "mfu", self.mfu, "a fraction in (0, 1], e.g. 0.4"),
         ]
         for ok, name, value, fix in checks:
             if not ok or (isinstance(value, float) and not math.isfinite(value)):
                 raise ConfigError(f"emulation profile {where} {name} = {value!r} is invalid; "
                                   f"set {name} to {fix}")
+
+
+    def step_cost(self, unit: str = "samples") -> StepCost:
+        """The step-cost shape in seconds, micro-batches counted in ``unit`` (samples or
+        tokens)."""
+        if unit not in ("samples", "tokens"):
+            raise ValueError(f"unit must be 'samples' or 'tokens' (got {unit!r})")
+        sat = self.saturate_samples if unit == "samples" else self.saturate_tokens
+        return StepCost(step_fixed_s=self.step_fixed_ms / 1e3,
+                        microbatch_fixed_s=self.microbatch_fixed_ms / 1e3, saturate=sat,
+                        efficiency_exponent=self.efficiency_exponent, origin=self.cost_source)
 
 
 def _read(path: str | Path | None) -> tuple[dict[str, Any], str]:

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from mixfleet.config import field
 from mixfleet.config import require as _require
+from mixfleet.emulate.pricing import LinkPrices
 from mixfleet.telemetry.base import TelemetryConfig
 from mixfleet.train.health.detectors import HealthConfig
 from mixfleet.train.parallel.strategy import ParallelConfig
@@ -237,9 +239,35 @@ class EmulateConfig:
                                    "relative speed 1.0 (s), the same on every rank so the "
                                    "relative speeds are exact; none: calibrated per rank")
 
+    bridge_gbps: float = field(32.0, help="GB/s between chip kinds on one node (host memory, "
+                               "PCIe); default assumed: one PCIe Gen4 x16 direction")
+    nic_gbps: float = field(25.0, help="GB/s between nodes; default assumed: one 200 Gb/s port")
+    as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
+                                 "model (a llama preset or hf: config) while the configured "
+                                 "small model does the real math")
+    time_scale: float | None = field(None, help="emulated wall seconds per second of the "
+                                     "emulated chip under as_model, in (0, 1]; none = chosen "
+                                     "so a step takes well under a second")
+
     def __post_init__(self) -> None:
         _require(self.sample_s is None or self.sample_s > 0, f"emulate.sample_s must be > 0 "
                  f"(got {self.sample_s}); set [emulate] sample_s = 0.001 or remove it")
+        for name in ("bridge_gbps", "nic_gbps"):
+            v = getattr(self, name)
+            _require(math.isfinite(v) and v > 0, f"emulate.{name} must be a bandwidth in GB/s "
+                     f"> 0 (got {v}); set [emulate] {name} = 32 or remove it")
+        _require(self.time_scale is None or (math.isfinite(self.time_scale)
+                                             and 0 < self.time_scale <= 1),
+                 f"emulate.time_scale must be in (0, 1] (got {self.time_scale}); set "
+                 f"[emulate] time_scale = 0.001 or remove it")
+
+    def link_prices(self) -> LinkPrices:
+        """The link classes' prices, the two set here labelled config when not default."""
+        d = EmulateConfig()
+        return LinkPrices(bridge_gbps=self.bridge_gbps, nic_gbps=self.nic_gbps,
+                          bridge_origin="config" if self.bridge_gbps != d.bridge_gbps
+                          else "assumed",
+                          nic_origin="config" if self.nic_gbps != d.nic_gbps else "assumed")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
