@@ -1,5 +1,6 @@
-"""Dependencies point one way (STYLE.md 12): the import graph between mixfleet's packages
-(every import, also those inside functions) has no cycle."""
+"""Dependencies point one way (STYLE.md 12): the import graph between mixfleet's packages,
+and between its modules (every import, also those inside functions or under
+TYPE_CHECKING), has no cycle."""
 
 from __future__ import annotations
 
@@ -35,6 +36,29 @@ def package_graph() -> dict[str, set[str]]:
     return graph
 
 
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_graph() -> dict[str, set[str]]:
+    """{module: mixfleet modules it imports}; ``from pkg import mod`` counts as ``pkg.mod``,
+    and a module never depends on its own packages (their ``__init__`` only maps them)."""
+    files = {_module_name(f): f for f in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, f in files.items():
+        deps = graph.setdefault(name, set())
+        for node in ast.walk(ast.parse(f.read_text())):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            deps |= {n for n in names if n in files and n != name
+                     and not name.startswith(n + ".")}
+    return graph
+
+
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
     state: dict[str, int] = {}
     stack: list[str] = []
@@ -65,6 +89,13 @@ def test_no_import_cycle_between_packages() -> None:
     """No package imports one that (directly or not) imports it back."""
     graph = package_graph()
     assert {"train", "bench", "emulate", "fleet", "sim", "report"} <= set(graph)
+    assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])}"
+
+
+def test_no_import_cycle_between_modules() -> None:
+    """No module imports one that (directly or not) imports it back."""
+    graph = module_graph()
+    assert "mixfleet.train.health.base" in graph["mixfleet.train.step"]
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])}"
 
 

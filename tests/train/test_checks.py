@@ -19,6 +19,7 @@ from mixfleet.train.health.actions import (
     SparserSnapshots,
     apply_actions,
 )
+from mixfleet.train.health.base import StepOutcome
 from mixfleet.train.health.checks import (
     THERMAL_QUIET_STEPS,
     GuardCheck,
@@ -35,7 +36,6 @@ from mixfleet.train.health.detectors import (
     Watchdog,
 )
 from mixfleet.train.health.signals import ControlSignals
-from mixfleet.train.step import StepOutcome
 
 
 class Ranks:

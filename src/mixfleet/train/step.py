@@ -11,36 +11,19 @@ checks (:mod:`mixfleet.train.health.checks`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from mixfleet.train.clock import Clock
+from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard
 from mixfleet.train.health.faults import FaultInjector
 from mixfleet.train.health.signals import ControlSignals
 from mixfleet.train.parallel.strategy import ReductionStrategy
 
-if TYPE_CHECKING:
-    from mixfleet.train.health.checks import HealthCheck
-
-__all__ = ["StepOutcome", "StepManager"]
-
-
-@dataclasses.dataclass(slots=True)
-class StepOutcome:
-    """What one global step did (the same on every rank except ``compute_s``)."""
-
-    step: int  # the step number (1-based: steps completed after it)
-    reduced: bool  # the signals came from a reduction (False: a skipped batch)
-    committed: bool  # the update was applied
-    loss: float  # global mean loss (NaN when the batch was skipped)
-    reason: str | None  # why it was not committed
-    compute_s: float  # this rank's forward + backward time
-    signals: ControlSignals
-    step_s: float = 0.0  # wall time of the whole step (set by the trainer)
+__all__ = ["StepManager"]
 
 
 class StepManager:
@@ -60,8 +43,6 @@ class StepManager:
     def bind(self, checks: Sequence[HealthCheck]) -> None:
         """Register the signals of ``checks``, keep those whose ``publish`` each step calls,
         and allocate the reduction buffers."""
-        from mixfleet.train.health.checks import HealthCheck
-
         for c in checks:
             c.register(self.signals)
         self._pub = [c for c in checks if type(c).publish is not HealthCheck.publish]

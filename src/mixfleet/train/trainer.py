@@ -33,16 +33,17 @@ from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.health import checks as C
 from mixfleet.train.health.actions import Action, Drain, apply_actions
+from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.health.signals import ControlSignals
 from mixfleet.train.mixed.rebalance import ShareController
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
-from mixfleet.train.parallel.strategy import make_strategy
+from mixfleet.train.parallel.factory import make_strategy
 from mixfleet.train.rundir import RunDir, add_to_blocklist, read_skip_list, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
-from mixfleet.train.step import StepManager, StepOutcome
+from mixfleet.train.step import StepManager
 from mixfleet.workloads import Workload
 
 __all__ = ["Trainer", "lr_factor"]  # lr_factor: re-exported from mixfleet.train.optim
@@ -56,7 +57,7 @@ class Trainer:
                  shares: list[int] | None = None, emu: EmulatedDevice | None = None,
                  hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
-                 clock: Clock | None = None, checks: Sequence[C.HealthCheck] = (),
+                 clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device

@@ -1,5 +1,6 @@
 """A rank's health: what is watched, what is decided, and how faults are injected.
 
+    base.py       HealthCheck (the interface) and StepOutcome (what a check observes)
     checks.py     health checks: observe a step's outcome, return typed actions
     actions.py    the typed actions and apply_actions (the one place they are applied)
     detectors.py  Watchdog (hangs), StepGuard (NaN/spikes), StragglerDetector, ThermalGuard

@@ -7,9 +7,9 @@ trainer: they return :mod:`~mixfleet.train.health.actions` that the trainer appl
 The detectors they use (watchdog, NaN/spike guard, straggler windows, thermal guard) are
 in :mod:`mixfleet.train.health.detectors`; time comes from a :class:`~mixfleet.train.clock.Clock`.
 
-To add a check: subclass :class:`HealthCheck`, register its signals in ``register``, and
-add it to the trainer's list (``Trainer(..., checks=[...])`` or the defaults in
-:func:`default_checks`).
+To add a check: subclass :class:`~mixfleet.train.health.base.HealthCheck`, register its
+signals in ``register``, and add it to the trainer's list (``Trainer(..., checks=[...])``
+or the defaults in :func:`default_checks`).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from mixfleet.train.health.actions import (
     Shed,
     SparserSnapshots,
 )
+from mixfleet.train.health.base import NONE, HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import (
     HealthConfig,
     StepGuard,
@@ -38,28 +39,12 @@ from mixfleet.train.health.detectors import (
     Watchdog,
 )
 from mixfleet.train.health.signals import ControlSignals
-from mixfleet.train.step import StepOutcome
 
-__all__ = ["HealthCheck", "WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",
-           "SnapshotPacing", "RebalanceCheck", "default_checks", "THERMAL_QUIET_STEPS", "NONE"]
+__all__ = ["WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",
+           "SnapshotPacing", "RebalanceCheck", "default_checks", "THERMAL_QUIET_STEPS"]
 
 THERMAL_QUIET_STEPS = 20  # steps after a thermal action before another one (unless critical)
-NONE: tuple[Action, ...] = ()
 Emit = Callable[..., Any]
-
-
-class HealthCheck:
-    """Base: no signals, no actions."""
-
-    def register(self, signals: ControlSignals) -> None:
-        """Register the control signals this check uses (before the first step)."""
-
-    def publish(self, signals: ControlSignals) -> None:
-        """Set this rank's signal values for the coming reduction."""
-
-    def observe(self, out: StepOutcome) -> Sequence[Action]:
-        """Look at a finished step; what should be done about it."""
-        return NONE
 
 
 class WatchdogCheck(HealthCheck):

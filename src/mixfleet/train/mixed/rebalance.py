@@ -41,8 +41,9 @@ from mixfleet.train.sampler import equal_shares
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.train.config import RankConfig, RunConfig
+    from mixfleet.train.health.base import StepOutcome
     from mixfleet.train.mixed.placement import RankDevice
-    from mixfleet.train.step import StepManager, StepOutcome
+    from mixfleet.train.step import StepManager
 
 __all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",
            "hetero_enabled"]

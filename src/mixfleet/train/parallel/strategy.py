@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -26,8 +26,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from mixfleet.config import field
 from mixfleet.train.parallel.flatopt import FlatSGD
 
-__all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
-           "shard_units", "sum_small"]
+__all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "shard_units", "sum_small"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -224,20 +223,3 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
         list(m) for m in model.modules() if isinstance(m, (nn.ModuleList, nn.Sequential))
         and len(m) > 1 and len({type(c) for c in m}) == 1]
     return max(lists, key=len) if lists else []
-
-
-def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
-                  group: Any, all_reduce: AllReduce | None = None,
-                  control_reduce: AllReduce | None = None,
-                  units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
-    """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
-    fleet's timed all-reduce of the gradients and of a control region; ``units``: the
-    blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
-    if cfg.mode == "dp":
-        return DataParallel(model, device=device, world=world, group=group,
-                            all_reduce=all_reduce, control_reduce=control_reduce)
-    from mixfleet.train.parallel.fsdp import FullyShardedDP
-
-    return FullyShardedDP(model, device=device, world=world, group=group,
-                          units=shard_units(model) if units is None else units, cfg=cfg,
-                          all_reduce=all_reduce, control_reduce=control_reduce)

@@ -1,0 +1,36 @@
+"""The strategy of ``[parallel] mode``: the one place that knows every strategy (so the
+strategies import the interface, never each other)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from mixfleet.train.parallel.fsdp import FullyShardedDP
+from mixfleet.train.parallel.strategy import (
+    AllReduce,
+    DataParallel,
+    ParallelConfig,
+    ReductionStrategy,
+    shard_units,
+)
+
+__all__ = ["make_strategy"]
+
+
+def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
+                  group: Any, all_reduce: AllReduce | None = None,
+                  control_reduce: AllReduce | None = None,
+                  units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
+    """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
+    fleet's timed all-reduce of the gradients and of a control region; ``units``: the
+    blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
+    if cfg.mode == "dp":
+        return DataParallel(model, device=device, world=world, group=group,
+                            all_reduce=all_reduce, control_reduce=control_reduce)
+    return FullyShardedDP(model, device=device, world=world, group=group,
+                          units=shard_units(model) if units is None else units, cfg=cfg,
+                          all_reduce=all_reduce, control_reduce=control_reduce)
