@@ -15,12 +15,11 @@ import datetime
 import hashlib
 import json
 import math
+import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
-
-import tomllib
 
 from mixfleet.errors import ConfigError
 
@@ -44,7 +43,7 @@ def require(cond: bool, msg: str) -> None:
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (shown by ``mixfleet train --help-config``)."""
+    """A dataclass field with a help text (listed by ``mixfleet train --help-config``)."""
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value),
@@ -162,10 +161,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = nxt
         node[parts[-1]] = _parse_value(raw.strip(), ".".join(parts))
     return out
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -292,3 +287,26 @@ def dumps_toml(data: dict[str, Any]) -> str:
             lines.append(f"\n[{k}]")
             lines += [f"{kk} = {val(vv)}" for kk, vv in v.items()]
     return "\n".join(lines) + "\n"
+
+
+def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """Every key of config dataclass ``cls``: ``(section.key, default, help)``, nested
+    sections (fields whose type is a dataclass) expanded, lists of tables as ``[[key]]``."""
+    hints = get_type_hints(cls)
+    out: list[tuple[str, str, str]] = []
+    for f in dataclasses.fields(cls):
+        tp, name = hints[f.name], f"{prefix}{f.name}"
+        inner = get_args(tp)[0] if get_origin(tp) is list and get_args(tp) else None
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            out += reference(tp, f"{name}.")
+        elif dataclasses.is_dataclass(inner) and isinstance(inner, type):
+            out += reference(inner, f"[[{name}]].")
+        else:
+            if f.default is not dataclasses.MISSING:
+                default = repr(f.default)
+            elif f.default_factory is not dataclasses.MISSING:
+                default = repr(f.default_factory())
+            else:
+                default = "(required)"
+            out.append((name, default, f.metadata.get("help", "")))
+    return out

@@ -83,7 +83,7 @@ def run_class_bench(classes: Sequence[str], devices: Sequence[str], batch: Seque
                     step_p50_s=prof.step_s, step_p90_s=None, mfu=mfu,
                     peak_mem_bytes=prof.peak_mem_bytes, host=platform.node(),
                     torch_version=torch.__version__,
-                    date=datetime.datetime.now(datetime.timezone.utc).isoformat(
+                    date=datetime.datetime.now(datetime.UTC).isoformat(
                         timespec="seconds"),
                     emulated=emulated, origin=origin, note=note)  # type: ignore[arg-type]
                 out.append(BenchResult(row=row, device=spec,

@@ -15,7 +15,7 @@ import datetime
 import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -179,7 +179,7 @@ def measure(workload: Workload, device: str, batch: int, *, warmup: int = 3, ste
         workload=workload.name, chip=chip or device, batch=batch, samples_per_s=sps,
         step_p50_s=statistics.median(times), step_p90_s=_pct(times, 0.9), mfu=the_mfu,
         peak_mem_bytes=peak_mem, host=platform.node(), torch_version=torch.__version__,
-        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         emulated=emulated, origin="emulated" if emulated else "measured")
     flops = workload.flops_per_sample
     achieved = None if flops is None or emulated else flops * sps / 1e12
@@ -243,6 +243,3 @@ def run_bench(config: BenchConfig, progress: Progress | None = None,
                     torch.set_num_threads(threads)
     return results
 
-
-def rows_of(results: Sequence[BenchResult]) -> list[ThroughputRow]:
-    return [r.row for r in results]

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Literal
-
-import tomllib
 
 from mixfleet.errors import ConfigError
 

@@ -44,7 +44,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "[faults] inject")
     p.add_argument("--json", action="store_true",
                    help="print the summary as JSON on the last line of stdout")
+    p.add_argument("--help-config", action=_HelpConfig, nargs=0,
+                   help="list every config key with its default and meaning, then exit")
     p.set_defaults(func=cmd_train, check_passthrough=check_passthrough)
+
+
+class _HelpConfig(argparse.Action):
+    """``--help-config``: the reference of every key of a run config (like ``--help``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from mixfleet.config import reference
+        from mixfleet.train.config import RunConfig
+
+        for key, default, text in reference(RunConfig):
+            print(f"{key} = {default}\n    {text}")
+        parser.exit(0)
 
 
 def check_passthrough(extra: list[str]) -> str | None:

@@ -13,11 +13,11 @@ import math
 import os
 import threading
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail

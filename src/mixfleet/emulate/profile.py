@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from mixfleet.catalog.base import Chip, load_catalog
 from mixfleet.config import field, from_dict

@@ -21,6 +21,10 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None:
         ...
 
+    def wall(self) -> float:
+        """Seconds since the epoch (timestamps of records)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -28,6 +32,7 @@ class SystemClock:
     perf = staticmethod(time.perf_counter)
     monotonic = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)
+    wall = staticmethod(time.time)
 
 
 class FakeClock:
@@ -41,6 +46,9 @@ class FakeClock:
         return self.now
 
     def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:

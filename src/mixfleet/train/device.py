@@ -8,15 +8,13 @@ torch_npu); Cambricon ``mlu``; Intel ``xpu``. Device code never calls ``torch.cu
 from __future__ import annotations
 
 import os
-import resource
-import sys
 
 import torch
 
 from mixfleet.errors import DeviceError
 from mixfleet.train.mixed.placement import RankDevice, on_fake_node
 
-__all__ = ["resolve_device", "backend_for", "synchronize", "peak_memory_bytes",
+__all__ = ["resolve_device", "backend_for", "synchronize",
            "KNOWN_DEVICE_TYPES", "BACKENDS"]
 
 KNOWN_DEVICE_TYPES = ("cpu", "cuda", "npu", "xpu", "mlu", "mps", "hpu")
@@ -92,16 +90,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued work on ``device`` (no-op on CPU)."""
     if device.type != "cpu":
         torch.get_device_module(device).synchronize(device)
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """Peak memory of this process on ``device``; on CPU, the peak resident set size."""
-    if device.type != "cpu":
-        mod = torch.get_device_module(device)
-        if hasattr(mod, "max_memory_allocated"):
-            return int(mod.max_memory_allocated(device))
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss if sys.platform == "darwin" else rss * 1024)
 
 
 def cpu_threads(local_world_size: int) -> int:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -144,7 +143,7 @@ class Trainer:
         return step
 
     # -- what the actions call -------------------------------------------------------------
-    def checkpoint_now(self, reason: str = "") -> None:
+    def checkpoint_now(self) -> None:
         if self.step % self.cfg.checkpoint.interval:
             self._save()
 
@@ -258,7 +257,7 @@ class Trainer:
             sps = self.B / out.step_s if sps == 0.0 else 0.9 * sps + 0.1 * self.B / out.step_s
             rec: dict[str, Any] = {"step": self.step, "loss": out.loss,
                                    "lr": self.opt.param_groups[0]["lr"], "step_s": out.step_s,
-                                   "samples_per_s": sps, "t": time.time()}
+                                   "samples_per_s": sps, "t": clock.wall()}
             if self.emu is not None:
                 rec["emulated"] = True
             if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
@@ -279,9 +278,9 @@ class Trainer:
                 self._drained = drained
                 break
             if self.snap_every and self.step % self.snap_every == 0:
-                flushed = time.perf_counter()
+                flushed = clock.perf()
                 self.flush_metrics()  # the records of the steps a snapshot makes safe
-                flushed = time.perf_counter() - flushed
+                flushed = clock.perf() - flushed
                 self.pacing.record(flushed + self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
                 self._save()

@@ -51,10 +51,6 @@ class Dataset:
         return tuple(out) if isinstance(out, (list, tuple)) else (out,)
 
 
-def _default_forward(model: nn.Module, batch: Batch) -> torch.Tensor:
-    return model(*batch[:-1])
-
-
 @dataclasses.dataclass(kw_only=True)
 class Workload:
     """A model family with its data.

@@ -306,7 +306,7 @@ def prepare_tokens(cfg: PrepareConfig, progress: Progress | None = None) -> dict
             "input_bytes": sum(i["bytes"] for i in info),
             "tokens_sha256": digest, "tokenizer_sha256": sha256_file(tmp / TOKENIZER_FILE),
             "tokenizer": "byte-level BPE (tokenizers)", "sources": info,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "mixfleet": __version__,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -81,7 +81,7 @@ _ORDER = {Checkpoint: 0, Drain: 1, Shed: 2, SetShares: 3, SparserSnapshots: 4, R
 class ActionTarget(Protocol):
     """What the trainer offers the actions (its public methods)."""
 
-    def checkpoint_now(self, reason: str) -> None: ...
+    def checkpoint_now(self) -> None: ...
     def drain(self, rank: int, reason: str) -> None: ...
     def shed(self, rank: int) -> None: ...
     def set_shares(self, shares: Sequence[int], reason: str, **details: Any) -> None: ...
@@ -94,7 +94,7 @@ def apply_actions(target: ActionTarget, actions: Sequence[Action]) -> Drain | No
     """Apply ``actions`` in the fixed order; a :class:`Drain` stops here and is returned."""
     for a in sorted(actions, key=lambda a: _ORDER[type(a)]):
         if isinstance(a, Checkpoint):
-            target.checkpoint_now(a.reason)
+            target.checkpoint_now()
         elif isinstance(a, Drain):
             target.drain(a.rank, a.reason)
             return a

@@ -1,9 +1,9 @@
 """Health of a rank: hang watchdog, NaN/spike guard, straggler detector, thermal guard.
 
-All four decide from data that every rank shares after the step's all-reduce (the health
-slots of the flat buffer, see :mod:`mixfleet.train.trainer`), so every rank reaches the
-same decision at the same step without an extra collective — except the watchdog, which
-by definition acts alone when its rank stops making progress.
+All four decide from data that every rank shares after the step's all-reduce (the control
+signals that ride the step's reduction, see :mod:`mixfleet.train.health.signals`), so every
+rank reaches the same decision at the same step without an extra collective — except the
+watchdog, which by definition acts alone when its rank stops making progress.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from mixfleet.train.health.detectors import ThermalGuard
     from mixfleet.train.parallel.strategy import ReductionStrategy
 
-__all__ = ["Fault", "parse_fault", "FaultPlan", "FaultInjector", "NoFaults", "KINDS",
+__all__ = ["Fault", "parse_fault", "FaultPlan", "FaultInjector", "KINDS",
            "random_faults"]
 
 # kind: (required keys, optional keys with defaults)
@@ -174,7 +174,7 @@ class FaultInjector:
     ``step + 1``). Hook points: :meth:`step_start` (kill, hang), :meth:`grads_ready` (NaN
     gradients, slow compute), :meth:`after_step` (overheat, throttle), and
     :meth:`checkpoint_write` / :meth:`checkpoint_committed` (disk full, a kill while
-    writing, a torn checkpoint). :class:`NoFaults` is the default: every hook a no-op.
+    writing, a torn checkpoint). A plan with no faults makes every hook a no-op.
     """
 
     def __init__(self, plan: FaultPlan, *, rank: int, emit: Callable[..., Any],
@@ -246,9 +246,3 @@ class FaultInjector:
             tear()
             self._fired("torn-checkpoint", step)
 
-
-class NoFaults(FaultInjector):
-    """No faults: every hook point is a no-op."""
-
-    def __init__(self) -> None:
-        super().__init__(FaultPlan([], 0, Path(".")), rank=0, emit=lambda *a, **k: None)

@@ -20,7 +20,7 @@ import torch
 
 from mixfleet.errors import ConfigError
 
-__all__ = ["largest_remainder", "shares_from_speeds", "speeds_from_times", "step_time",
+__all__ = ["largest_remainder", "shares_from_speeds", "step_time",
            "memory_micro_cap", "micro_cap", "share_cap", "micro_batches", "rank_speeds",
            "shed_shares"]
 
@@ -85,11 +85,6 @@ def shares_from_speeds(speeds: Sequence[float], global_batch: int, *,
                        caps: Sequence[int | None] | None = None) -> list[int]:
     """Shares in proportion to ``speeds`` (samples/s or relative), summing to the batch."""
     return largest_remainder(speeds, global_batch, caps=caps)
-
-
-def speeds_from_times(shares: Sequence[int], compute_s: Sequence[float]) -> list[float]:
-    """Measured speed of each rank: the samples of its share per second of compute."""
-    return [s / max(t, 1e-9) for s, t in zip(shares, compute_s, strict=True)]
 
 
 def step_time(shares: Sequence[int], speeds: Sequence[float]) -> float:
