@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint venv clean demo-fleet
+.PHONY: demo test test-slow lint venv clean demo-fleet gpu-check
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PY) -m venv $(VENV)
@@ -38,3 +38,8 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+# Every real-hardware check of the issues in one script (< 5 min on one GPU); outputs and a
+# summary in build/gpu-check. Without an accelerator it says so and exits 0.
+gpu-check: $(STAMP)
+	$(BIN)/python -P benchmarks/gpu_check.py
