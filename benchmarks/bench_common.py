@@ -28,8 +28,8 @@ def philly_or_synthetic(seed: int = 0):  # type: ignore[no-untyped-def]
 def mixed_fleet():  # type: ignore[no-untyped-def]
     from mixfleet.catalog.base import load_catalog
     from mixfleet.fleet.model import load_fleet
+    from mixfleet.fleet.speeds import speed_matrix
     from mixfleet.fleet.throughput import ThroughputTable
-    from mixfleet.sim.engine import speed_matrix
 
     cat = load_catalog()
     fleet = load_fleet(ROOT / "examples" / "fleet-mixed.toml", cat)

@@ -12,10 +12,10 @@ from bench_common import ROOT
 from mixfleet.catalog.base import load_catalog
 from mixfleet.fleet.model import load_fleet
 from mixfleet.fleet.policies import POLICY_NAMES, Snapshot, make_policy
-from mixfleet.fleet.policies.base import fit_options
+from mixfleet.fleet.policies.base import fit_options, pool_views
+from mixfleet.fleet.speeds import speed_matrix
 from mixfleet.fleet.throughput import ThroughputTable
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES
-from mixfleet.sim.engine import pool_views, speed_matrix
 
 
 @dataclasses.dataclass

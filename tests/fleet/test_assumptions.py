@@ -6,9 +6,9 @@ from fleet_helpers import catalog, chip
 
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.model import parse_fleet
+from mixfleet.fleet.speeds import assumed_pools, origin_matrix, speed_matrix
 from mixfleet.fleet.throughput import ThroughputTable, roofline
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES
-from mixfleet.sim.engine import assumed_pools, origin_matrix, speed_matrix
 
 CAT = catalog(chip("ref", tflops=200, tbps=2.0), chip("nopeak", tflops=None, tbps=None,
                                                       vendor="thead"),

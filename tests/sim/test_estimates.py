@@ -8,10 +8,9 @@ from mixfleet.errors import ConfigError
 from mixfleet.fleet.estimates import DeclaredEstimator, HistoryEstimator, relative_errors
 from mixfleet.fleet.model import Job
 from mixfleet.fleet.policies import POLICY_NAMES, make_policy
-from mixfleet.fleet.policies.base import Snapshot
+from mixfleet.fleet.policies.base import Snapshot, pool_views
 from mixfleet.sim import SimConfig, simulate
 from mixfleet.sim.cluster import JobState
-from mixfleet.sim.engine import pool_views
 from mixfleet.sim.traces import read_trace
 
 PHILLY = data_dir() / "traces" / "philly" / "philly_jobs_sep_oct_2017.csv"

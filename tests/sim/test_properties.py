@@ -6,9 +6,8 @@ from sim_helpers import fleet
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.model import Job
 from mixfleet.fleet.policies import POLICY_NAMES, make_policy
-from mixfleet.fleet.policies.base import fit_options
+from mixfleet.fleet.policies.base import fit_options, pool_views
 from mixfleet.sim import SimConfig, simulate
-from mixfleet.sim.engine import pool_views
 
 
 @st.composite

@@ -60,8 +60,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | 
     from mixfleet.catalog.base import load_catalog
     from mixfleet.catalog.table import read_table
     from mixfleet.fleet.model import load_fleet
+    from mixfleet.fleet.speeds import speed_matrix
     from mixfleet.fleet.throughput import ThroughputTable
-    from mixfleet.sim.engine import speed_matrix
     from mixfleet.sim.gavel import gavel_speeds, read_gavel_throughputs
 
     cat = load_catalog(args.catalog)
@@ -97,7 +97,7 @@ def _note_origins(console: Any, fleet: Any, table: Any, classes: set[str] | None
     then a one-line legend."""
     from rich.table import Table
 
-    from mixfleet.sim.engine import origin_matrix
+    from mixfleet.fleet.speeds import origin_matrix
 
     om = {w: o for w, o in origin_matrix(fleet, table).items()
           if classes is None or w in classes}
@@ -136,7 +136,7 @@ def _note_idle(console: Any, fleet: Any, table: Any, speeds: Any) -> None:
 def _note_assumed(console: Any, fleet: Any, table: Any) -> list[int]:
     """Say, for each pool whose throughput is assumed, what was assumed and on whose word;
     returns those pools' indices."""
-    from mixfleet.sim.engine import assumed_pools
+    from mixfleet.fleet.speeds import assumed_pools
 
     idx = assumed_pools(fleet, table)
     for i in idx:
@@ -157,7 +157,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     from mixfleet.fleet.policies import POLICY_NAMES, make_policy
     from mixfleet.sim.engine import SimConfig, simulate
     from mixfleet.sim.plots import plot_jct_cdf, plot_utilization
-    from mixfleet.sim.report import assumed_work_share, results_doc, write_results
+    from mixfleet.sim.report import comparison_table, results_doc, write_results
 
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"--limit must be >= 1 (got {args.limit}); e.g. --limit 1000")
@@ -198,35 +198,21 @@ def run_simulate(args: argparse.Namespace) -> int:
             walls.append(time.perf_counter() - t0)
     tab = Table(title=f"{fleet.name} x {Path(str(info.path)).name} "
                 f"(seed {args.seed}, failures {'on' if cfg.failures else 'off'})")
-    cols = [("policy", None), ("avg JCT h", "jct_avg_s"), ("p50 h", "jct_p50_s"),
-            ("p99 h", "jct_p99_s"), ("queue h", "queue_delay_avg_s"),
-            ("makespan d", "makespan_s"), ("Nvidia dev-h", "nvidia_device_hours"),
-            ("non-Nvidia work", "non_nvidia_work_share"),
-            ("lost dev-h", "goodput_lost_device_hours"), ("est. err p50/p90", None),
-            ("wall s", None)]
-    if assumed:
-        cols.insert(-1, ("assumed work", None))
-    for name, _ in cols:
+    header, rows = comparison_table(results, walls, assumed)
+    for name in header:
         tab.add_column(name, justify="left" if name == "policy" else "right")
-    for r, w in zip(results, walls, strict=True):
-        m = r.metrics
-        tab.add_row(r.policy, f"{m['jct_avg_s'] / 3600:.2f}", f"{m['jct_p50_s'] / 3600:.2f}",
-                    f"{m['jct_p99_s'] / 3600:.1f}", f"{m['queue_delay_avg_s'] / 3600:.2f}",
-                    f"{m['makespan_s'] / 86400:.1f}", f"{m['nvidia_device_hours']:,.0f}",
-                    f"{m['non_nvidia_work_share']:.1%}",
-                    f"{m['goodput_lost_device_hours']:,.0f}",
-                    _err(m),
-                    *([f"{assumed_work_share(r, assumed):.1%}"] if assumed else []),
-                    f"{w:.1f}")
+    for row in rows:
+        tab.add_row(*row)
     console.print(tab)
     if assumed:
         console.print(f"[yellow]assumed work[/]: share of the work done on pools with ASSUMED "
                       f"throughput ({', '.join(fleet.pools[i].id for i in assumed)}); their "
                       f"speeds are stated in {args.fleet}, not measured")
     if cfg.failures:
-        console.print("[yellow]reliability[/]: the non-Nvidia defaults rest on thin sources "
-                      "(MTBF 9,131 h: one unpublished report, Ant Group ~8%/month; throttle "
-                      "slowdown 0.30 and rates: ASSUMED); see --sensitivity and docs/fleet.md")
+        from mixfleet.fleet.reliability import defaults_note
+
+        console.print(f"[yellow]reliability[/]: {defaults_note()}; see --sensitivity and "
+                      f"docs/fleet.md")
     if args.sensitivity:
         _sensitivity(console, fleet, jobs, args, speeds, cfg)
     unpl = results[0].unplaceable
@@ -275,11 +261,6 @@ def _estimates_line(name: str) -> str:
     return f"job lengths known to the policies: {what[name]}"
 
 
-def _err(m: dict[str, Any]) -> str:
-    a, b = m.get("estimate_error_p50"), m.get("estimate_error_p90")
-    return "-" if a is None or b is None else f"{a:.0%}/{b:.0%}"
-
-
 def run_plan(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -287,7 +268,7 @@ def run_plan(args: argparse.Namespace) -> int:
     from mixfleet.fleet.model import load_jobs
     from mixfleet.fleet.plan import plan
     from mixfleet.fleet.policies import make_policy
-    from mixfleet.sim.engine import origin_matrix
+    from mixfleet.fleet.speeds import origin_matrix
 
     console = Console()
     fleet, table, speeds = _setup(args)

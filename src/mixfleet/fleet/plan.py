@@ -69,7 +69,7 @@ def plan(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
          speeds: dict[str, tuple[float | None, ...]],
          origins: dict[str, tuple[str | None, ...]] | None = None) -> PlanResult:
     """Ask ``policy`` once, at time 0, where all ``jobs`` go. ``origins`` (from
-    :func:`mixfleet.sim.engine.origin_matrix`) labels each placement's speed."""
+    :func:`mixfleet.fleet.speeds.origin_matrix`) labels each placement's speed."""
     from mixfleet.fleet.policies.base import pool_views
 
     pools = pool_views(fleet)

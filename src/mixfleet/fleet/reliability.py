@@ -130,6 +130,15 @@ DEFAULT_SOURCES = {
 }
 
 
+def defaults_note() -> str:
+    """One line on what the non-Nvidia defaults rest on (printed beside simulation results)."""
+    other = default_profile(False)
+    assumed = [k for k, v in DEFAULT_SOURCES["other"].items() if v.startswith("assumed")]
+    return (f"the non-Nvidia defaults rest on thin sources (MTBF {other.mtbf_h:,.0f} h: one "
+            f"unpublished report, Ant Group ~8%/month; throttle slowdown "
+            f"{other.throttle_slowdown:.2f} and {', '.join(assumed)}: ASSUMED)")
+
+
 def default_profile(is_nvidia: bool) -> ReliabilityProfile:
     """The documented default profile for an Nvidia or a non-Nvidia chip."""
     if is_nvidia:

@@ -21,13 +21,11 @@ from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
 from mixfleet.fleet.policies.base import Policy, Snapshot, fit_options, pool_views
 from mixfleet.fleet.reliability import young_daly_interval
-from mixfleet.fleet.throughput import ThroughputTable
 from mixfleet.sim import events as ev
 from mixfleet.sim.cluster import STALL_CKPT, STALL_MIGRATE, STALL_RESTART, JobState, PoolState
 from mixfleet.sim.metrics import SimResult, collect
 
-__all__ = ["SimConfig", "Simulator", "simulate", "speed_matrix", "origin_matrix",
-           "assumed_pools", "pool_views"]
+__all__ = ["SimConfig", "Simulator", "simulate"]
 
 Progress = Callable[[int, int, float], None]
 
@@ -57,45 +55,6 @@ class SimConfig:
                               f"{', '.join(ESTIMATORS)}")
 
 
-def speed_matrix(fleet: Fleet, table: ThroughputTable) -> dict[str, tuple[float | None, ...]]:
-    """workload -> per pool, one device's throughput relative to the reference chip."""
-    workloads = sorted({e.workload for e in table.entries()} |
-                       {w for w, _ in table.missing})
-    ref = fleet.reference_chip.id
-    return {w: tuple(table.speed(w, p.chip.id, ref) for p in fleet.pools) for w in workloads}
-
-
-def origin_matrix(fleet: Fleet, table: ThroughputTable
-                  ) -> dict[str, tuple[str | None, ...]]:
-    """workload -> per pool, the origin of its speed figure (measured, emulated, assumed,
-    estimated; None without a figure). A speed is ``assumed`` when either the pool's entry
-    or the reference chip's is."""
-    ref = fleet.reference_chip.id
-    out: dict[str, tuple[str | None, ...]] = {}
-    for w in speed_matrix(fleet, table):
-        r = table.get(w, ref)
-        row: list[str | None] = []
-        for p in fleet.pools:
-            e = table.get(w, p.chip.id)
-            if e is None or r is None:
-                row.append(None)
-            elif "assumed" in (e.origin, r.origin):
-                row.append("assumed")
-            else:
-                row.append(max((e.origin, r.origin), key=_ORIGIN_ORDER.index))
-        out[w] = tuple(row)
-    return out
-
-
-_ORIGIN_ORDER = ("measured", "measured-scaled", "emulated", "estimated", "assumed")
-
-
-def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:
-    """Indices of the pools with at least one speed figure derived from an assumption."""
-    om = origin_matrix(fleet, table)
-    return [i for i in range(len(fleet.pools)) if any(o[i] == "assumed" for o in om.values())]
-
-
 class Simulator:
     """One run of ``jobs`` on ``fleet`` under ``policy``."""
 
@@ -110,6 +69,8 @@ class Simulator:
         self.pools = pool_views(fleet)
         self.rng = random.Random(self.cfg.seed)
         self.q = ev.EventQueue()
+        self._on_placed_event = {ev.FAIL: self._on_fail, ev.THROTTLE_START: self._on_throttle_start,
+                                 ev.THROTTLE_END: self._on_throttle_end}
         t0 = self.jobs[0].arrival_s if self.jobs else 0.0
         self.pstate = [PoolState(p.capacity, t0) for p in self.pools]
         self.states: list[JobState] = []
@@ -242,61 +203,76 @@ class Simulator:
         self._wait_size(js.devices)
 
     def _handle(self, t: float, kind: int, ji: int, ver: int) -> None:
+        """One event of a job: stale ones (an older version) are dropped."""
         js = self.states[ji]
         if kind == ev.COMPLETE:
-            if ver != js.rate_ver or js.pool is None:
-                return
-            js.advance(t)
-            p = js.pool
-            js.work_by_pool[p] += js.work - js.done
-            js.done = js.work
-            js.end_s = t
-            self._release(js, t)
-            del self.active[js.id]
-            self.estimator.observe(js.job)
-            self.est_pairs.append((js.est0, js.work))
+            if ver == js.rate_ver and js.pool is not None:
+                self._on_complete(js, t)
             return
         if js.pool is None:
             return
-        rel = self.pools[js.pool].reliability
         if kind == ev.CHECKPOINT:
-            if ver != js.ckpt_ver:
-                return
-            js.advance(t)
-            js.ckpt_done, js.compute_since_ckpt = js.done, 0.0
-            js.stall_until, js.stall_kind = t + rel.checkpoint_s, STALL_CKPT
-            js.ckpt_ver += 1
-            self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
-                        ji, js.ckpt_ver)
-            self._resched(js, t)
+            if ver == js.ckpt_ver:
+                self._on_checkpoint(js, ji, t)
             return
         if ver != js.place_ver:
             return
         js.advance(t)
-        if kind == ev.FAIL:
-            lost = js.done - js.ckpt_done
-            js.work_by_pool[js.pool] -= lost
-            js.done = js.ckpt_done
-            js.lost_compute_s += js.compute_since_ckpt
-            js.compute_since_ckpt = 0.0
-            js.failures += 1
-            js.stall_until, js.stall_kind = t + rel.restart_s, STALL_RESTART
-            js.ckpt_ver += 1
-            self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
-                        ji, js.ckpt_ver)
-            self.q.push(t + self.rng.expovariate(1.0 / rel.job_mtbf_s(js.devices)), ev.FAIL,
-                        ji, js.place_ver)
-        elif kind == ev.THROTTLE_START:
-            js.throttled += 1
-            js.throttles += 1
-            js.rate = js.base_rate * (1.0 - rel.throttle_slowdown)
-            self.q.push(t + rel.throttle_s, ev.THROTTLE_END, ji, js.place_ver)
-            self._next_throttle(js, rel.throttle_per_h, t)
-        else:  # THROTTLE_END
-            js.throttled -= 1
-            if js.throttled == 0:
-                js.rate = js.base_rate
+        self._on_placed_event[kind](js, ji, t)
         self._resched(js, t)
+
+    def _on_complete(self, js: JobState, t: float) -> None:
+        js.advance(t)
+        assert js.pool is not None
+        js.work_by_pool[js.pool] += js.work - js.done
+        js.done = js.work
+        js.end_s = t
+        self._release(js, t)
+        del self.active[js.id]
+        self.estimator.observe(js.job)
+        self.est_pairs.append((js.est0, js.work))
+
+    def _on_checkpoint(self, js: JobState, ji: int, t: float) -> None:
+        assert js.pool is not None
+        rel = self.pools[js.pool].reliability
+        js.advance(t)
+        js.ckpt_done, js.compute_since_ckpt = js.done, 0.0
+        js.stall_until, js.stall_kind = t + rel.checkpoint_s, STALL_CKPT
+        js.ckpt_ver += 1
+        self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
+                    ji, js.ckpt_ver)
+        self._resched(js, t)
+
+    def _on_fail(self, js: JobState, ji: int, t: float) -> None:
+        """The work since the last checkpoint is lost; restart stall; the next failure."""
+        assert js.pool is not None
+        rel = self.pools[js.pool].reliability
+        lost = js.done - js.ckpt_done
+        js.work_by_pool[js.pool] -= lost
+        js.done = js.ckpt_done
+        js.lost_compute_s += js.compute_since_ckpt
+        js.compute_since_ckpt = 0.0
+        js.failures += 1
+        js.stall_until, js.stall_kind = t + rel.restart_s, STALL_RESTART
+        js.ckpt_ver += 1
+        self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
+                    ji, js.ckpt_ver)
+        self.q.push(t + self.rng.expovariate(1.0 / rel.job_mtbf_s(js.devices)), ev.FAIL,
+                    ji, js.place_ver)
+
+    def _on_throttle_start(self, js: JobState, ji: int, t: float) -> None:
+        assert js.pool is not None
+        rel = self.pools[js.pool].reliability
+        js.throttled += 1
+        js.throttles += 1
+        js.rate = js.base_rate * (1.0 - rel.throttle_slowdown)
+        self.q.push(t + rel.throttle_s, ev.THROTTLE_END, ji, js.place_ver)
+        self._next_throttle(js, rel.throttle_per_h, t)
+
+    def _on_throttle_end(self, js: JobState, ji: int, t: float) -> None:
+        js.throttled -= 1
+        if js.throttled == 0:
+            js.rate = js.base_rate
 
     # -- scheduling -----------------------------------------------------------------
     def _schedule(self, t: float) -> None:

@@ -7,11 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.fleet.model import Fleet
+from mixfleet.fleet.speeds import assumed_pools, origin_matrix, speed_matrix
 from mixfleet.fleet.throughput import ThroughputTable
-from mixfleet.sim.engine import SimConfig, assumed_pools, origin_matrix, speed_matrix
+from mixfleet.sim.engine import SimConfig
 from mixfleet.sim.metrics import SimResult
 
-__all__ = ["results_doc", "write_results", "assumed_work_share", "RESULTS_SCHEMA"]
+__all__ = ["results_doc", "write_results", "assumed_work_share", "comparison_table",
+           "RESULTS_SCHEMA"]
 
 RESULTS_SCHEMA = 1
 RELIABILITY_FIGURES = ("mtbf_h", "throttle_per_h", "throttle_s", "throttle_slowdown",
@@ -25,6 +27,30 @@ def assumed_work_share(result: SimResult, pools: list[int]) -> float:
     if total <= 0:
         return 0.0
     return sum(j.work_by_pool[i] for j in result.jobs for i in pools) / total
+
+
+def _err(m: dict[str, Any]) -> str:
+    a, b = m.get("estimate_error_p50"), m.get("estimate_error_p90")
+    return "-" if a is None or b is None else f"{a:.0%}/{b:.0%}"
+
+
+def comparison_table(results: list[SimResult], walls: list[float], assumed: list[int]
+                     ) -> tuple[list[str], list[list[str]]]:
+    """The policies side by side, as printed by ``mixfleet simulate``: (header, rows)."""
+    header = ["policy", "avg JCT h", "p50 h", "p99 h", "queue h", "makespan d",
+              "Nvidia dev-h", "non-Nvidia work", "lost dev-h", "est. err p50/p90",
+              *(["assumed work"] if assumed else []), "wall s"]
+    rows = []
+    for r, w in zip(results, walls, strict=True):
+        m = r.metrics
+        rows.append([r.policy, f"{m['jct_avg_s'] / 3600:.2f}", f"{m['jct_p50_s'] / 3600:.2f}",
+                     f"{m['jct_p99_s'] / 3600:.1f}", f"{m['queue_delay_avg_s'] / 3600:.2f}",
+                     f"{m['makespan_s'] / 86400:.1f}", f"{m['nvidia_device_hours']:,.0f}",
+                     f"{m['non_nvidia_work_share']:.1%}",
+                     f"{m['goodput_lost_device_hours']:,.0f}", _err(m),
+                     *([f"{assumed_work_share(r, assumed):.1%}"] if assumed else []),
+                     f"{w:.1f}"])
+    return header, rows
 
 
 def results_doc(results: list[SimResult], fleet: Fleet, trace: str, config: SimConfig,
