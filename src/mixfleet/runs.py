@@ -1,4 +1,5 @@
-"""The run directory (DESIGN.md, "Run directory"): its paths and its two JSON-lines logs.
+"""The run directory (docs/architecture.md, "Contracts between the parts"): its paths and
+its two JSON-lines logs.
 
 ``events.jsonl`` collects faults, restarts, checkpoints and their failures from every
 process (one ``O_APPEND`` write per line, so lines of different processes never mix).

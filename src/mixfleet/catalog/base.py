@@ -1,4 +1,4 @@
-"""Chip records: the catalog's data model (DESIGN.md, "Chip record").
+"""Chip records: the catalog's data model (docs/architecture.md, "Contracts between the parts").
 
 Every figure carries a ``source`` and a ``confidence`` (``datasheet``, ``reported``,
 ``unknown``). An unknown figure is ``None`` and stays unknown: MFU against an unknown peak

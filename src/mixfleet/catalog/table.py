@@ -1,5 +1,5 @@
-"""The throughput table (DESIGN.md, "Throughput table"): JSON and CSV, one row per
-(workload, chip, per-device batch)."""
+"""The throughput table (docs/architecture.md, "Contracts between the parts"): JSON and
+CSV, one row per (workload, chip, per-device batch)."""
 
 from __future__ import annotations
 

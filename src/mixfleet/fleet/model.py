@@ -1,4 +1,4 @@
-"""Fleet, Pool and Job (DESIGN.md "Fleet" and "Job"), and their TOML files.
+"""Fleet, Pool and Job (docs/architecture.md, "Contracts between the parts"), and their TOML files.
 
 Fleet file::
 

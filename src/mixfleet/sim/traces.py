@@ -1,4 +1,5 @@
-"""Trace readers (formats in ../shared/data/README.md) and a seeded synthetic generator.
+"""Trace readers (formats in docs/fleet.md, "Workload classes and the trace mapping") and a
+seeded synthetic generator.
 
 Each reader returns :class:`Job` records; a job's work is its observed run time x its
 devices, in reference device-seconds (the trace's GPUs stand in for the fleet's reference

@@ -1,4 +1,4 @@
-"""The global-batch sampler (DESIGN.md, "Training semantics").
+"""The global-batch sampler (docs/architecture.md, "Training semantics").
 
 The data order is a function of (seed, epoch, global step) only: epoch ``e`` is a seeded
 permutation of the sample indices; step ``s`` takes the next ``B`` indices of it (the tail

@@ -1,4 +1,5 @@
-"""Shares of the global batch for ranks on different chips (DESIGN.md, "Training semantics").
+"""Shares of the global batch for ranks on different chips (docs/architecture.md,
+"Training semantics").
 
 A rank's *share* is how many of the B samples of a global step it takes (the sampler gives
 it a contiguous slice). Shares are integers summing to B, in proportion to each rank's
