@@ -19,14 +19,17 @@ BASE = (f"train.steps={STEPS}", f"checkpoint.interval={INTERVAL}", "train.log_ev
 
 def train_cli(run_dir: Path, *overrides: str, nproc: int = 2, config: Path = DIGITS,
               extra: tuple[str, ...] = (), timeout: float = 240,
-              env: dict[str, str] | None = None) -> dict[str, Any]:
+              env: dict[str, str] | None = None, pin_snapshots: bool = True
+              ) -> dict[str, Any]:
     """Run ``mixfleet train`` in a subprocess; returns summary.json (asserts success).
 
     The snapshot interval is pinned (``checkpoint.snapshot_max_cost=0``: no pacing) so that
-    a test's bound on steps lost is the interval it set; a test of the pacing overrides it."""
+    a test's bound on steps lost is the interval it set; ``pin_snapshots=False`` runs with
+    the default pacing, as a user does."""
     cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--nproc", str(nproc),
            "--run-dir", str(run_dir), "--json", *extra]
-    for o in ("checkpoint.snapshot_max_cost=0", *overrides):
+    pin = ("checkpoint.snapshot_max_cost=0",) if pin_snapshots else ()
+    for o in (*pin, *overrides):
         cmd += ["--set", o]
     p = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     assert p.returncode == 0, f"mixfleet train failed ({p.returncode}):\n{p.stderr[-4000:]}"

@@ -92,8 +92,14 @@ def test_mixed_node_groups_by_vendor_and_matches_one_process(node: FakeNode,
     assert groups["kind:nvidia-h20"]["ranks"] == [2, 3]
     assert groups["host-bridge"]["backend"] == "gloo"
     assert groups["default"]["backend"] == "gloo"
+    # on the fake node every group is gloo; a kind's group stands in for that vendor's
+    # native backend (Kunlun and H20 are both cuda to torch: nccl), the bridge for none
+    assert {n: (g["backend"], g.get("stands_for")) for n, g in groups.items()
+            if n.startswith("kind:") or n == "host-bridge"} == {
+        "kind:kunlun-p800": ("gloo", "nccl"), "kind:nvidia-h20": ("gloo", "nccl"),
+        "host-bridge": ("gloo", None)}
     for g in groups.values():
-        if g["backend"] != "gloo":
+        if "stands_for" in g:  # a native backend never spans vendors
             assert len(set(g["vendors"])) == 1
     owners = [[r for r, sid in _rank_devices(d).items() if _is(sid, dev["uuid"])]
               for dev in node.devices]
