@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.fleet.plan import PlanJob
-from mixfleet.fleet.policies.base import Policy, PoolView, Snapshot
-from mixfleet.fleet.reliability import default_profile
+from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
 from mixfleet.live.backend import Backend, Bundle, NodeInfo
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
@@ -173,10 +172,7 @@ class Scheduler:
         """The :class:`Snapshot` a policy sees now (work and speeds estimated)."""
         now = self.clock()
         cap = self._capacity(inv)
-        pools = tuple(PoolView(index=i, id=p.id, chip=p.chip, is_nvidia=p.is_nvidia,
-                               capacity=cap[p.id], mem_gib=p.mem_gib,
-                               reliability=default_profile(p.is_nvidia))
-                      for i, p in enumerate(self.fleet.pools))
+        pools = pool_views(self.fleet, cap)
         running = {a.job_id: a for a in self.store.attempts(states=("running",))}
         active = [j for j in self.store.jobs(("queued", "running")) if not j.cancel]
         speed: dict[str, tuple[float | None, ...]] = {}

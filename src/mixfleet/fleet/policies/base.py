@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from mixfleet.errors import ConfigError
-from mixfleet.fleet.reliability import ReliabilityProfile, availability
+from mixfleet.fleet.reliability import ReliabilityProfile, availability, default_profile
 
 __all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register", "first_fit",
            "pool_views",
@@ -228,9 +228,16 @@ def first_fit(snap: Snapshot, pools_for: Callable[[Any], Sequence[int]]) -> Allo
     return alloc
 
 
-def pool_views(fleet: Any) -> tuple[PoolView, ...]:
+def pool_views(fleet: Any, capacity: Mapping[str, int] | None = None) -> tuple[PoolView, ...]:
     """The policies' view of a fleet's pools (shared by the simulator, the planner and the
-    live scheduler)."""
-    return tuple(PoolView(index=i, id=p.id, chip=p.chip.id, is_nvidia=p.is_nvidia,
-                          capacity=p.capacity, mem_gib=p.mem_gib, reliability=p.reliability)
-                 for i, p in enumerate(fleet.pools))
+    live scheduler). ``capacity``: devices usable now per pool id (the live fleet's
+    inventory), else each pool's configured capacity. A pool without a reliability profile
+    (the live fleet's) gets its chip family's documented default."""
+    out = []
+    for i, p in enumerate(fleet.pools):
+        rel = getattr(p, "reliability", None) or default_profile(p.is_nvidia)
+        cap = p.capacity if capacity is None else capacity[p.id]
+        out.append(PoolView(index=i, id=p.id, chip=getattr(p.chip, "id", p.chip),
+                            is_nvidia=p.is_nvidia, capacity=cap, mem_gib=p.mem_gib,
+                            reliability=rel))
+    return tuple(out)
