@@ -71,10 +71,11 @@ class Server:
 
 
 def first_chart_s(page, srv: Server, rid: str) -> float:  # type: ignore[no-untyped-def]
-    from mixfleet.dashboard.app import COOKIE
+    from mixfleet.dashboard.app import cookie_name
 
     page.goto("about:blank")
-    page.context.add_cookies([{"name": COOKIE, "value": srv.token, "url": srv.base}])
+    page.context.add_cookies([{"name": cookie_name(int(srv.base.rsplit(":", 1)[1])),
+                                 "value": srv.token, "url": srv.base}])
     t = time.perf_counter()
     page.goto(f"{srv.base}/#/run/{rid}")
     page.wait_for_selector('#run-loss path[data-series="loss"]', timeout=120_000)

@@ -201,8 +201,8 @@ class ThreadServer:
 
         self.config = DashboardConfig(port=0, **{"token": TOKEN, **cfg})
         self.sock = bind(self.config)
-        host, port = self.sock.getsockname()[:2]
-        self.base = f"http://{host}:{port}"
+        host, self.port = self.sock.getsockname()[:2]
+        self.base = f"http://{host}:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.config),
                                                     log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run,

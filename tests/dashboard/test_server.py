@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from mixfleet.dashboard.app import cookie_name
 from tests.dashboard.conftest import (
     TOKEN,
     CliServer,
@@ -51,13 +52,15 @@ def test_a_token_is_required_on_every_request(thread_server: MakeServer, site: P
     """No token or a wrong one (header, cookie or ?token=) gets 401 on every endpoint,
     static files included; the right one in the header or the cookie gets 200."""
     srv = thread_server(runs=(site,))
+    name = cookie_name(srv.port)
     for path in ("/", "/api/runs", "/api/chips", "/api/info", "/static/app.js"):
         assert get(srv.base + path, token=None)[0] == 401
         assert get(srv.base + path, token="wrong-token-000000000")[0] == 401
-        assert get(srv.base + path, {"Cookie": "mixfleet_token=nope"})[0] == 401
+        assert get(srv.base + path, {"Cookie": f"{name}=nope"})[0] == 401
+        assert get(srv.base + path, {"Cookie": f"mixfleet_token_1={TOKEN}"})[0] == 401
         assert get(f"{srv.base}{path}?token=wrong-token-000000000", token=None)[0] == 401
         assert get(srv.base + path, token=TOKEN)[0] == 200
-        assert get(srv.base + path, {"Cookie": f"mixfleet_token={TOKEN}"})[0] == 200
+        assert get(srv.base + path, {"Cookie": f"{name}={TOKEN}"})[0] == 200
 
 
 def test_the_printed_url_trades_its_token_for_an_httponly_cookie(
@@ -78,9 +81,29 @@ def test_the_printed_url_trades_its_token_for_an_httponly_cookie(
     finally:
         con.close()
     attrs = [a.strip().lower() for a in cookie.split(";")]
-    assert attrs[0] == f"mixfleet_token={TOKEN}".lower()
+    assert attrs[0] == f"{cookie_name(srv.port)}={TOKEN}".lower()
     assert "httponly" in attrs and "samesite=strict" in attrs and "path=/" in attrs
     assert get(srv.base + "/api/runs?points=50", {"Cookie": cookie.split(";")[0]})[0] == 200
+
+
+def test_the_printed_url_followed_like_a_browser_ends_on_the_page_with_the_cookie(
+        cli_server: CliServer) -> None:
+    """Opening the URL the CLI printed (redirect followed, cookies kept) lands on the page
+    at the URL without the token; the page's own requests then pass on the cookie alone,
+    and a client without it still gets 401."""
+    import http.cookiejar
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(cli_server.url, timeout=30) as r:
+        assert r.status == 200 and r.url == cli_server.base + "/"
+        assert b"<html" in r.read().lower()
+    assert [c.name for c in jar] == [cookie_name(cli_server.port)]
+    assert all(c.has_nonstandard_attr("HttpOnly") for c in jar)
+    with opener.open(cli_server.base + "/api/runs", timeout=30) as r:
+        assert r.status == 200 and json.loads(r.read())["runs"]
+    assert get(cli_server.base + "/api/runs", token=None)[0] == 401
 
 
 def test_the_cli_prints_its_generated_token_once_and_refuses_token_values(

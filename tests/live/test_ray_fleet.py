@@ -4,9 +4,12 @@ variable, loopback ports, token authentication, private files, clean shutdown.""
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -111,6 +114,46 @@ def test_ray_head_refuses_clients_without_its_token_and_keeps_its_files_private(
     for env in (bare, wrong):
         r = _gcs_probe(state["address"], cluster_id, env)
         assert r.returncode == 3 and "InvalidAuthToken" in r.stdout, r.stdout + r.stderr[-2000:]
+
+
+_OTHER_USER = """
+import os, sys
+token, parent = sys.argv[1], sys.argv[2]
+for what, f in (("token", lambda: open(token).read()), ("temp", lambda: os.listdir(parent))):
+    try:
+        f()
+        print("READ", what)
+    except PermissionError:
+        print("DENIED", what)
+"""
+
+
+def test_another_local_user_can_neither_read_the_token_nor_enter_rays_temp_dir(
+        fleet: tuple[Path, Any]) -> None:
+    """As a throwaway uid (setpriv, root only): the token file and Ray's temp directory
+    are closed to it, and its GCS client, lacking the token, is refused."""
+    if os.getuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to act as another user")
+    d, state = fleet
+    parent = Path(state["temp_dir"]).parent
+    other = ["setpriv", "--reuid", "54321", "--regid", "54321", "--clear-groups", "--"]
+    env = {k: v for k, v in os.environ.items() if k not in AUTH_VARS}
+    env["HOME"] = "/nonexistent"
+    # pytest's directories above the fleet are 0700 already: a hard link in /tmp leaves
+    # only the token file's own mode in the way
+    link = Path(tempfile.mkdtemp()) / "token"
+    link.parent.chmod(0o755)
+    os.link(state["ray_token"], link)
+    try:
+        r = subprocess.run([*other, sys.executable, "-P", "-c", _OTHER_USER, str(link),
+                            str(parent)], env=env, capture_output=True, text=True, timeout=60)
+    finally:
+        shutil.rmtree(link.parent)
+    assert r.stdout.split() == ["DENIED", "token", "DENIED", "temp"], r.stdout + r.stderr
+    r = subprocess.run([*other, sys.executable, "-P", "-c", _GCS_PROBE, state["address"],
+                        secrets.token_hex(28)], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 3 and "InvalidAuthToken" in r.stdout, r.stdout + r.stderr[-2000:]
 
 
 _DRIVER = """

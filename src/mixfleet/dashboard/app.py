@@ -2,7 +2,7 @@
 
 Every route answers GET (and HEAD) only; any other method gets 405. Every request must
 carry the dashboard's token (there is always one): ``Authorization: Bearer TOKEN`` or the
-``mixfleet_token`` cookie (HttpOnly, SameSite=Strict); ``?token=TOKEN`` (the URL printed at
+``mixfleet_token_PORT`` cookie (HttpOnly, SameSite=Strict); ``?token=TOKEN`` (the URL printed at
 start) is answered with that cookie and a redirect to the same URL without the token.
 Tokens are compared in constant time. On a loopback bind, only loopback Host headers are
 served (no DNS rebinding).
@@ -35,10 +35,17 @@ from mixfleet.dashboard.fleet import fleet_view
 from mixfleet.dashboard.sim import PNG_NAME, load_results
 from mixfleet.dashboard.state import Dashboard
 
-__all__ = ["create_app", "STATIC_DIR", "COOKIE"]
+__all__ = ["create_app", "STATIC_DIR", "cookie_name"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-COOKIE = "mixfleet_token"
+
+
+def cookie_name(port: int) -> str:
+    """The token's cookie on ``port`` (cookies ignore ports: two dashboards on one host
+    must not overwrite each other's)."""
+    return f"mixfleet_token_{port}"
+
+
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
@@ -89,8 +96,9 @@ class _Guard:
                 c.load(headers["cookie"])
             except Exception:
                 return None, False
-            if COOKIE in c:
-                return c[COOKIE].value, False
+            name = cookie_name(scope["server"][1]) if scope.get("server") else ""
+            if name in c:
+                return c[name].value, False
         return None, False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -114,8 +122,9 @@ class _Guard:
             where = scope.get("root_path", "") + scope["path"] + (
                 "?" + urlencode(rest) if rest else "")
             r = Response(status_code=303, headers={"Location": where})
-            r.set_cookie(COOKIE, self.token.decode(), path="/", httponly=True,
-                         samesite="strict")
+            if scope.get("server"):
+                r.set_cookie(cookie_name(scope["server"][1]), self.token.decode(), path="/",
+                             httponly=True, samesite="strict")
             await self._with_headers(r)(scope, receive, send)
             return
 
