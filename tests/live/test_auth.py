@@ -101,3 +101,23 @@ def test_joining_a_cluster_without_its_token_exits_2(tmp_path: Path,
     err = capsys.readouterr().err
     assert rc == 2 and "--ray-token-file" in err and "RAY_AUTH_MODE=token" in err
     assert not d.exists()
+
+
+def test_stop_head_looks_only_in_the_directory_start_head_made(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes are matched by open files, and a directory removed, only under a
+    ``mixfleet-ray-`` directory (the private parent, or an older fleet's temp directory),
+    never under an arbitrary parent such as /tmp."""
+    import mixfleet.live.head as head
+
+    scanned: list[str] = []
+    monkeypatch.setattr(head, "pids_with_open_files", lambda p: scanned.append(p) or [])
+    monkeypatch.setattr(head, "pids_with_env", lambda k, v: [])
+    keep = tmp_path / "keep"
+    (keep / "r").mkdir(parents=True)
+    assert head.stop_head("m", str(keep / "r")) == 0
+    assert scanned == [] and (keep / "r").is_dir()
+    own = tmp_path / "mixfleet-ray-abc-123"
+    (own / "r").mkdir(parents=True)
+    head.stop_head("m", str(own / "r"))
+    assert scanned == [f"{own}/", f"{own}/"] and not own.exists()

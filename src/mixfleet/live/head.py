@@ -93,12 +93,22 @@ def start_head(resources: dict[str, float], mark: str, token_file: str | Path, *
     return {"address": f"{LOOPBACK}:{port}", "temp_dir": str(tmp)}
 
 
+def _own_dir(temp_dir: str | None) -> Path | None:
+    """The directory :func:`start_head` made for Ray's temp directory (its private parent;
+    the temp directory itself for a fleet started before the parent existed)."""
+    for d in ([Path(temp_dir).parent, Path(temp_dir)] if temp_dir else []):
+        if d.name.startswith(TEMP_PREFIX):
+            return d
+    return None
+
+
 def head_pids(mark: str, temp_dir: str | None = None) -> list[int]:
     """Processes of the fleet's head: its marker in their environment, or a file of its
     temp directory open (agents that scrub their environment)."""
     pids = set(pids_with_env(FLEET_MARK, mark))
-    if temp_dir:
-        pids |= set(pids_with_open_files(str(Path(temp_dir).parent) + "/"))
+    own = _own_dir(temp_dir)
+    if own is not None:
+        pids |= set(pids_with_open_files(str(own) + "/"))
     return sorted(pids)
 
 
@@ -109,6 +119,7 @@ def stop_head(mark: str, temp_dir: str | None = None) -> int:
     kill_pids(pids)
     left = head_pids(mark, temp_dir)  # agents started while the first ones were stopping
     kill_pids(left)
-    if temp_dir and Path(temp_dir).parent.name.startswith(TEMP_PREFIX):
-        shutil.rmtree(Path(temp_dir).parent, ignore_errors=True)
+    own = _own_dir(temp_dir)
+    if own is not None:
+        shutil.rmtree(own, ignore_errors=True)
     return len(pids) + len(left)
