@@ -119,8 +119,8 @@ class _Guard:
         if from_query:  # the printed URL: hand out the cookie, drop the token from the URL
             rest = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode(
                 "latin-1"), keep_blank_values=True) if k != "token"]
-            where = scope.get("root_path", "") + scope["path"] + (
-                "?" + urlencode(rest) if rest else "")
+            path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+            where = "/" + path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
             r = Response(status_code=303, headers={"Location": where})
             if scope.get("server"):
                 r.set_cookie(cookie_name(scope["server"][1]), self.token.decode(), path="/",
