@@ -48,10 +48,11 @@ class Server:
         import uvicorn
 
         from mixfleet.dashboard.app import create_app
-        from mixfleet.dashboard.config import DashboardConfig
+        from mixfleet.dashboard.config import DashboardConfig, new_token
         from mixfleet.dashboard.server import bind
 
-        cfg = DashboardConfig(runs=(runs,), port=0)
+        self.token = new_token()
+        cfg = DashboardConfig(runs=(runs,), port=0, token=self.token)
         self.sock = bind(cfg)
         host, port = self.sock.getsockname()[:2]
         self.base = f"http://{host}:{port}"
@@ -69,10 +70,14 @@ class Server:
         self.sock.close()
 
 
-def first_chart_s(page, base: str, rid: str) -> float:  # type: ignore[no-untyped-def]
+def first_chart_s(page, srv: Server, rid: str) -> float:  # type: ignore[no-untyped-def]
+    from mixfleet.dashboard.app import cookie_name
+
     page.goto("about:blank")
+    page.context.add_cookies([{"name": cookie_name(int(srv.base.rsplit(":", 1)[1])),
+                                 "value": srv.token, "url": srv.base}])
     t = time.perf_counter()
-    page.goto(f"{base}/#/run/{rid}")
+    page.goto(f"{srv.base}/#/run/{rid}")
     page.wait_for_selector('#run-loss path[data-series="loss"]', timeout=120_000)
     return time.perf_counter() - t
 
@@ -100,12 +105,12 @@ def main() -> None:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
             page = browser.new_page(viewport={"width": 1300, "height": 900})
-            first_chart_s(page, Server(runs).base, item_id(small))  # warm the browser
+            first_chart_s(page, Server(runs), item_id(small))  # warm the browser
             for r in range(args.rounds):
                 srv = Server(runs)  # a fresh server: nothing read yet
                 try:
-                    small_t.append(first_chart_s(page, srv.base, item_id(small)))
-                    big_t.append(first_chart_s(page, srv.base, item_id(big)))
+                    small_t.append(first_chart_s(page, srv, item_id(small)))
+                    big_t.append(first_chart_s(page, srv, item_id(big)))
                 finally:
                     srv.stop()
                 print(f"round {r + 1}: first chart 1,000 records {small_t[-1]:.3f}s, "

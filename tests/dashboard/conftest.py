@@ -23,6 +23,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 SCREENSHOTS = Path(os.environ.get("MIXFLEET_SCREENSHOTS", REPO / "build" / "screenshots"))
+TOKEN = "t0ken-for-tests-0123456789"
+"""The token of the in-process test servers (the CLI's servers generate their own)."""
 
 
 def step_record(step: int, t: float, loss: float = 1.0, step_s: float = 0.01) -> dict:
@@ -131,11 +133,12 @@ def site(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
     return root
 
 
-def _wait_http(url: str, timeout: float = 60.0) -> None:
+def _wait_http(url: str, token: str | None, timeout: float = 60.0) -> None:
     end = time.monotonic() + timeout
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     while True:
         try:
-            with urllib.request.urlopen(url, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=5) as r:
                 r.read()
             return
         except Exception:
@@ -159,6 +162,7 @@ class CliServer:
             raise AssertionError(f"no URL printed: {line!r} {self.proc.stderr.read()!r}")
         self.url = line.split(" on ", 1)[1].strip()
         self.base = self.url.split("?", 1)[0].rstrip("/")
+        self.token = self.url.split("?token=", 1)[1] if "?token=" in self.url else None
         self.port = int(self.base.rsplit(":", 1)[1])
 
     def stop(self) -> None:
@@ -179,7 +183,7 @@ def cli_server(site: Path) -> Iterator[CliServer]:
     """The dashboard over ``site`` started by its CLI with default host (port 0)."""
     srv = CliServer([str(site), "--port", "0", "--refresh", "0.5"])
     try:
-        _wait_http(srv.base + "/api/info")
+        _wait_http(srv.base + "/api/info", srv.token)
         yield srv
     finally:
         srv.stop()
@@ -195,10 +199,10 @@ class ThreadServer:
         from mixfleet.dashboard.config import DashboardConfig
         from mixfleet.dashboard.server import bind
 
-        self.config = DashboardConfig(port=0, **cfg)
+        self.config = DashboardConfig(port=0, **{"token": TOKEN, **cfg})
         self.sock = bind(self.config)
-        host, port = self.sock.getsockname()[:2]
-        self.base = f"http://{host}:{port}"
+        host, self.port = self.sock.getsockname()[:2]
+        self.base = f"http://{host}:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(create_app(self.config),
                                                     log_level="warning", lifespan="off"))
         self.thread = threading.Thread(target=self.server.run,
@@ -230,10 +234,14 @@ def thread_server() -> Iterator[Any]:
         s.stop()
 
 
-def get(url: str, headers: dict[str, str] | None = None,
-        method: str = "GET") -> tuple[int, dict[str, str], bytes]:
-    """(status, headers, body) of one request; HTTP errors are returned, not raised."""
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
+def get(url: str, headers: dict[str, str] | None = None, method: str = "GET",
+        token: str | None = TOKEN) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) of one request, carrying ``token`` as a Bearer header unless
+    ``headers`` carry credentials or ``token`` is None; HTTP errors are returned."""
+    h = dict(headers or {})
+    if token is not None and not {"Authorization", "Cookie"} & h.keys():
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, headers=h, method=method)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, dict(r.headers), r.read()
@@ -243,8 +251,9 @@ def get(url: str, headers: dict[str, str] | None = None,
         return e.code, dict(e.headers), body
 
 
-def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
-    status, _, body = get(url, headers)
+def get_json(url: str, headers: dict[str, str] | None = None,
+             token: str | None = TOKEN) -> Any:
+    status, _, body = get(url, headers, token=token)
     assert status == 200, (url, status, body[:300])
     return json.loads(body)
 

@@ -42,12 +42,14 @@ class Page:
 @pytest.fixture
 def page(browser: Any, cli_server: CliServer) -> Iterator[Page]:
     p = Page(browser, cli_server.base)
+    p.page.goto(cli_server.url)  # the printed URL: the token becomes an HttpOnly cookie
+    assert "token=" not in p.page.url
     yield p
     p.ctx.close()
 
 
 def _run_id(cli_server: CliServer, name: str) -> str:
-    runs = get_json(cli_server.base + "/api/runs")["runs"]
+    runs = get_json(cli_server.base + "/api/runs", token=cli_server.token)["runs"]
     return next(r["id"] for r in runs if r["name"] == name)
 
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from mixfleet.dashboard.app import cookie_name
 from tests.dashboard.conftest import (
+    TOKEN,
     CliServer,
     ThreadServer,
     get,
@@ -23,8 +25,6 @@ from tests.dashboard.conftest import (
 )
 
 MakeServer = Callable[..., ThreadServer]
-
-TOKEN = "t0ken-for-tests-0123456789"
 
 
 def _listening(port: int) -> list[str]:
@@ -49,17 +49,135 @@ def test_listens_on_loopback_only_by_default(cli_server: CliServer) -> None:
 
 
 def test_a_token_is_required_on_every_request(thread_server: MakeServer, site: Path) -> None:
-    """With a token: no token or a wrong one gets 401 on every endpoint; the right one
-    (header, or ?token= which sets a cookie) gets 200."""
-    srv = thread_server(runs=(site,), token=TOKEN)
+    """No token or a wrong one (header, cookie or ?token=) gets 401 on every endpoint,
+    static files included; the right one in the header or the cookie gets 200."""
+    srv = thread_server(runs=(site,))
+    name = cookie_name(srv.port)
     for path in ("/", "/api/runs", "/api/chips", "/api/info", "/static/app.js"):
-        assert get(srv.base + path)[0] == 401
-        assert get(srv.base + path, {"Authorization": "Bearer wrong-token-000000000"})[0] == 401
-        assert get(srv.base + path, {"Authorization": f"Bearer {TOKEN}"})[0] == 200
-    status, headers, _ = get(f"{srv.base}/?token={TOKEN}")
-    assert status == 200 and f"mixfleet_token={TOKEN}" in headers["set-cookie"]
-    assert get(srv.base + "/api/runs", {"Cookie": f"mixfleet_token={TOKEN}"})[0] == 200
-    assert get(srv.base + "/api/runs", {"Cookie": "mixfleet_token=nope"})[0] == 401
+        assert get(srv.base + path, token=None)[0] == 401
+        assert get(srv.base + path, token="wrong-token-000000000")[0] == 401
+        assert get(srv.base + path, {"Cookie": f"{name}=nope"})[0] == 401
+        assert get(srv.base + path, {"Cookie": f"mixfleet_token_1={TOKEN}"})[0] == 401
+        assert get(f"{srv.base}{path}?token=wrong-token-000000000", token=None)[0] == 401
+        assert get(srv.base + path, token=TOKEN)[0] == 200
+        assert get(srv.base + path, {"Cookie": f"{name}={TOKEN}"})[0] == 200
+
+
+def test_the_printed_url_trades_its_token_for_an_httponly_cookie(
+        thread_server: MakeServer, site: Path) -> None:
+    """`/?token=TOKEN` answers 303 to the same URL without the token and sets the token
+    as an HttpOnly, SameSite=Strict cookie, with which later requests pass."""
+    import http.client
+
+    srv = thread_server(runs=(site,))
+    host, port = srv.base.removeprefix("http://").rsplit(":", 1)
+    con = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        con.request("GET", f"/api/runs?points=50&token={TOKEN}")
+        r = con.getresponse()
+        r.read()
+        cookie = r.getheader("set-cookie") or ""
+        assert r.status == 303 and r.getheader("location") == "/api/runs?points=50"
+    finally:
+        con.close()
+    attrs = [a.strip().lower() for a in cookie.split(";")]
+    assert attrs[0] == f"{cookie_name(srv.port)}={TOKEN}".lower()
+    assert "httponly" in attrs and "samesite=strict" in attrs and "path=/" in attrs
+    assert get(srv.base + "/api/runs?points=50", {"Cookie": cookie.split(";")[0]})[0] == 200
+
+
+def test_the_printed_url_followed_like_a_browser_ends_on_the_page_with_the_cookie(
+        cli_server: CliServer) -> None:
+    """Opening the URL the CLI printed (redirect followed, cookies kept) lands on the page
+    at the URL without the token; the page's own requests then pass on the cookie alone,
+    and a client without it still gets 401."""
+    import http.cookiejar
+    import urllib.request
+
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with opener.open(cli_server.url, timeout=30) as r:
+        assert r.status == 200 and r.url == cli_server.base + "/"
+        assert b"<html" in r.read().lower()
+    assert [c.name for c in jar] == [cookie_name(cli_server.port)]
+    assert all(c.has_nonstandard_attr("HttpOnly") for c in jar)
+    with opener.open(cli_server.base + "/api/runs", timeout=30) as r:
+        assert r.status == 200 and json.loads(r.read())["runs"]
+    assert get(cli_server.base + "/api/runs", token=None)[0] == 401
+
+
+def test_the_cli_prints_its_generated_token_once_and_refuses_token_values(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Without flags a fresh token is generated and printed once, in the URL; `--token
+    VALUE` (visible in `ps`) exits 2 naming --token-file."""
+    import mixfleet.dashboard.server as server
+    from mixfleet.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(server, "serve", lambda cfg, sock: (seen.update(cfg=cfg),
+                                                            sock.close()))
+    assert main(["dashboard", str(tmp_path), "--port", "0"]) == 0
+    out = capsys.readouterr().out
+    token = seen["cfg"].token
+    assert len(token) >= 32 and out.count(token) == 1 and f"/?token={token}" in out
+    assert main(["dashboard", str(tmp_path), "--port", "0"]) == 0
+    assert seen["cfg"].token != token
+    capsys.readouterr()
+    assert main(["dashboard", str(tmp_path), "--token", "a-token-on-the-command-line"]) == 2
+    err = capsys.readouterr().err
+    assert "--token VALUE is refused" in err and "--token-file" in err
+
+
+def test_a_token_file_is_used_and_a_readable_one_refused(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--token-file` with mode 0600 gives the server its token (not printed); mode 0644
+    exits 2 with the chmod fix, and a link in its place is refused."""
+    import mixfleet.dashboard.server as server
+    from mixfleet.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(server, "serve", lambda cfg, sock: (seen.update(cfg=cfg),
+                                                            sock.close()))
+    f = tmp_path / "token"
+    f.write_text(TOKEN + "\n")
+    f.chmod(0o600)
+    assert main(["dashboard", str(tmp_path), "--port", "0", "--token-file", str(f)]) == 0
+    assert seen["cfg"].token == TOKEN and TOKEN not in capsys.readouterr().out
+    seen.clear()
+    f.chmod(0o644)
+    assert main(["dashboard", str(tmp_path), "--port", "0", "--token-file", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert "0644" in err and f"chmod 600 {f}" in err and seen == {}
+    f.chmod(0o600)
+    (tmp_path / "link").symlink_to(f)
+    assert main(["dashboard", str(tmp_path), "--port", "0", "--token-file",
+                 str(tmp_path / "link")]) == 2
+    assert "--token-file" in capsys.readouterr().err and seen == {}
+
+
+def test_a_linked_run_of_another_user_is_not_listed(thread_server: MakeServer,
+                                                    tmp_path: Path) -> None:
+    """A link in the runs folder to a run directory outside it is listed when the run is
+    the user's own, and not when it belongs to another uid (needs root to chown)."""
+    if os.getuid() != 0:
+        pytest.skip("needs root to give a run directory to another uid")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    mine = make_synthetic_run(tmp_path / "elsewhere" / "mine")
+    theirs = make_synthetic_run(tmp_path / "elsewhere" / "theirs")
+    for p in [theirs, *theirs.iterdir()]:
+        os.chown(p, 54321, 54321)
+    (runs / "mine").symlink_to(mine)
+    (runs / "theirs").symlink_to(theirs)
+    make_synthetic_run(runs / "inside")
+    srv = thread_server(runs=(runs,))
+    names = sorted(r["name"] for r in get_json(srv.base + "/api/runs")["runs"])
+    assert names == ["inside", "mine"]
+    srv2 = thread_server(runs=(runs, theirs))  # given by name: the user asked for it
+    names = sorted(r["name"] for r in get_json(srv2.base + "/api/runs")["runs"])
+    assert names == ["inside", "mine", "theirs"]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
@@ -89,6 +207,7 @@ def test_a_foreign_host_header_is_refused_on_loopback(thread_server: MakeServer,
     """On a loopback bind, a request naming another host (DNS rebinding) gets 400."""
     srv = thread_server(runs=(site,))
     assert get(srv.base + "/api/runs", {"Host": "evil.example"})[0] == 400
+    assert get(srv.base + "/api/runs", {"Host": "evil.example"}, token=None)[0] == 401
     assert get(srv.base + "/api/runs", {"Host": "localhost"})[0] == 200
 
 
@@ -142,12 +261,12 @@ def test_fleet_page_without_and_with_a_fleet_dir(thread_server: MakeServer,
     assert (fleet / "fleet.sqlite").read_bytes() == before
 
 
-def test_a_non_loopback_bind_generates_prints_and_requires_a_token(
+def test_a_non_loopback_bind_has_a_token_too(
         thread_server: MakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """`--host 0.0.0.0 --token` (no value) generates a token and prints it with the URL,
-    and a server with that token refuses requests without it. (The test never listens
-    beyond loopback: the socket the CLI gets is a loopback one.)"""
+    """`--host 0.0.0.0` starts with a generated token printed in the URL, and a server
+    with that token refuses requests without it. (The test never listens beyond
+    loopback: the socket the CLI gets is a loopback one.)"""
     import mixfleet.dashboard.server as server
     from mixfleet.cli import main
 
@@ -158,18 +277,11 @@ def test_a_non_loopback_bind_generates_prints_and_requires_a_token(
         seen["cfg"] = cfg
         return real_bind(dataclasses.replace(cfg, host="127.0.0.1"))
 
-    def no_serve(cfg, sock) -> None:  # type: ignore[no-untyped-def]
-        sock.close()
-
     monkeypatch.setattr(server, "bind", loopback_bind)
-    monkeypatch.setattr(server, "serve", no_serve)
-    assert main(["dashboard", str(tmp_path), "--host", "0.0.0.0", "--port", "0",
-                 "--token"]) == 0
-    out = capsys.readouterr().out
+    monkeypatch.setattr(server, "serve", lambda cfg, sock: sock.close())
+    assert main(["dashboard", str(tmp_path), "--host", "0.0.0.0", "--port", "0"]) == 0
     cfg = seen["cfg"]
-    assert cfg.host == "0.0.0.0" and len(cfg.token) >= 16
-    assert f"?token={cfg.token}" in out
-    assert f"generated token (every request needs it): {cfg.token}" in out
+    assert cfg.host == "0.0.0.0" and f"?token={cfg.token}" in capsys.readouterr().out
     srv = thread_server(runs=(tmp_path,), token=cfg.token)
-    assert get(srv.base + "/api/runs")[0] == 401
-    assert get(srv.base + "/api/runs", {"Authorization": f"Bearer {cfg.token}"})[0] == 200
+    assert get(srv.base + "/api/runs", token=None)[0] == 401
+    assert get(srv.base + "/api/runs", token=cfg.token)[0] == 200

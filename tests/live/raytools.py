@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from mixfleet.live.control import down, up
-from mixfleet.live.head import head_pids, temp_dir_for
+from mixfleet.live.head import head_pids
 from mixfleet.live.store import Store
 
 from .conftest import fleet3
@@ -44,6 +45,45 @@ def listening(pids: list[int]) -> list[str]:
     return addrs
 
 
+def bound_addresses(pids: list[int]) -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket in LISTEN state held by ``pids``, read from
+    /proc (each process's socket inodes matched in /proc/net/tcp and tcp6)."""
+    inodes: set[str] = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    out = []
+    for name, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(name).read_text().splitlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inodes:  # 0A: LISTEN
+                continue
+            hexip, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexip)
+            # the kernel prints each 32-bit word in host (little-endian) order
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, width // 2, 4))
+            ip = str(ipaddress.ip_address(raw))
+            out.append((ip, int(hexport, 16)))
+    return out
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or ::ffff:127.x (an IPv6 socket bound to a v4 loopback address)."""
+    a = ipaddress.ip_address(ip)
+    if isinstance(a, ipaddress.IPv6Address) and a.ipv4_mapped is not None:
+        a = a.ipv4_mapped
+    return a.is_loopback
+
+
 def live_fleet(tmp_path_factory: pytest.TempPathFactory, fleet: Any = None
                ) -> Iterator[tuple[Path, Any]]:
     """Start an embedded Ray fleet (default: 3 emulated pools) and stop it after the
@@ -60,8 +100,8 @@ def live_fleet(tmp_path_factory: pytest.TempPathFactory, fleet: Any = None
             os.environ.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         else:
             os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = old
-    assert head_pids(state["mark"]) == []
-    assert not temp_dir_for(state["mark"]).exists()
+    assert head_pids(state["mark"], state["temp_dir"]) == []
+    assert not Path(state["temp_dir"]).parent.exists()
 
 
 def submit(d: Path, job: Path) -> str:

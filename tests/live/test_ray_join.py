@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from mixfleet.live.auth import write_token
 from mixfleet.live.control import down, scheduler_pid, up
 from mixfleet.live.head import head_pids, start_head, stop_head
 from mixfleet.live.procs import alive
@@ -28,11 +29,12 @@ def test_fleet_joins_a_cluster_and_down_leaves_it_running(tmp_path: Path,
     monkeypatch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     fleet = fleet3()
     mark = "join" + uuid.uuid4().hex
-    head = start_head({p.resource: float(p.capacity) for p in fleet.pools}, mark,
+    token = write_token(tmp_path)
+    head = start_head({p.resource: float(p.capacity) for p in fleet.pools}, mark, token,
                       num_cpus=1)
     d = tmp_path / "fleet"
     try:
-        state = up(fleet, d, address=head["address"])
+        state = up(fleet, d, address=head["address"], ray_token_file=token)
         assert not state["embedded"]
         jid = submit(d, write_job(tmp_path / "j.toml", steps=6))
         wait_for(lambda: job_state(d, jid) in ("done", "failed"), 240, "the job to end")
@@ -45,5 +47,5 @@ def test_fleet_joins_a_cluster_and_down_leaves_it_running(tmp_path: Path,
         assert not alive(sched)
         assert head_pids(mark), "fleet down stopped a cluster it did not start"
     finally:
-        stop_head(mark)
-    assert head_pids(mark) == []
+        stop_head(mark, head["temp_dir"])
+    assert head_pids(mark, head["temp_dir"]) == []

@@ -4,8 +4,9 @@ and the live fleet."""
 from __future__ import annotations
 
 import argparse
-import secrets
 from pathlib import Path
+
+from mixfleet.errors import ConfigError
 
 __all__ = ["add_parser", "cmd_dashboard"]
 
@@ -19,33 +20,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fleet", metavar="FLEET_DIR", help="a live fleet's directory "
                    "(fleet.sqlite)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
-                   "127.0.0.1); any other address needs --token")
+                   "127.0.0.1)")
     p.add_argument("--port", type=int, default=8600, help="TCP port (default 8600; 0 picks "
                    "a free one)")
+    p.add_argument("--token-file", metavar="PATH", help="a private file (mode 0600) holding "
+                   "the token every request needs; default: a new token at each start, "
+                   "printed in the URL")
     p.add_argument("--token", nargs="?", const="", default=None, metavar="TOKEN",
-                   help="require this token on every request; without a value one is "
-                   "generated and printed")
+                   help=argparse.SUPPRESS)
     p.add_argument("--refresh", type=float, default=2.0, metavar="SECONDS",
                    help="seconds between a page's live updates (default 2)")
     p.set_defaults(func=cmd_dashboard)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from mixfleet.dashboard.config import DashboardConfig
+    from mixfleet.dashboard.config import DashboardConfig, new_token, read_token_file
 
+    if args.token:
+        raise ConfigError("--token VALUE is refused: every local user sees it in `ps`; "
+                          "put the token in a file only you can read (chmod 600) and pass "
+                          "--token-file PATH, or leave both out to have one generated")
     runs = [Path(r) for r in args.runs]
     if not runs and Path("runs").is_dir():
         runs = [Path("runs")]
-    token = secrets.token_urlsafe(24) if args.token == "" else args.token
+    token = read_token_file(args.token_file) if args.token_file else new_token()
     cfg = DashboardConfig(runs=tuple(runs), fleet=Path(args.fleet) if args.fleet else None,
                           host=args.host, port=args.port, token=token,
                           refresh_s=args.refresh)
     from mixfleet.dashboard.server import bind, serve, url_of
 
     sock = bind(cfg)
-    print(f"mixfleet dashboard (read-only) on {url_of(sock, cfg.token)}", flush=True)
-    if args.token == "":
-        print("generated token (every request needs it): " + str(token), flush=True)
+    if args.token_file:
+        print(f"mixfleet dashboard (read-only) on {url_of(sock, None)} (token: the content "
+              f"of {args.token_file})", flush=True)
+    else:
+        print(f"mixfleet dashboard (read-only) on {url_of(sock, cfg.token)}", flush=True)
     print("Ctrl-C stops it", flush=True)
     serve(cfg, sock)
     return 0

@@ -34,6 +34,9 @@ def add_parser(sub: Any) -> None:
     _dir_arg(u)
     u.add_argument("--address", help="join this Ray cluster (HOST:PORT or auto) instead of "
                    "starting a local head on 127.0.0.1")
+    u.add_argument("--ray-token-file", metavar="FILE", help="with --address: the file "
+                   "(mode 0600) holding the cluster's token; its nodes run with "
+                   "RAY_AUTH_MODE=token (a local head gets a new token in the fleet directory)")
     u.add_argument("--policy", default="goodput", choices=POLICY_NAMES)
     u.add_argument("--backend", default="ray", choices=["ray", "local"],
                    help="ray (default), or local: the same scheduler running jobs as local "
@@ -89,8 +92,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise ConfigError(f"--num-cpus is {args.num_cpus}; use an integer >= 1")
     fleet = load_fleet_spec(args.fleet, _emulated(args.fleet, args.emulate))
     state = up(fleet, args.dir, backend=args.backend, address=args.address,
-               policy=args.policy, num_cpus=args.num_cpus)
-    where = (f"Ray head {state['address']} (127.0.0.1 only)" if state.get("embedded")
+               policy=args.policy, num_cpus=args.num_cpus, ray_token_file=args.ray_token_file)
+    where = (f"Ray head {state['address']} (127.0.0.1 only, token auth)"
+             if state.get("embedded")
              and state["backend"] == "ray" else
              f"Ray cluster {state['address']}" if state["backend"] == "ray" else
              "local processes")

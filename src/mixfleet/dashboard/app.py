@@ -1,9 +1,11 @@
 """The web app (Starlette): read-only JSON endpoints and the static page that draws them.
 
-Every route answers GET (and HEAD) only; any other method gets 405. With a token, every
-request must carry it: ``Authorization: Bearer TOKEN``, the ``mixfleet_token`` cookie, or
-``?token=TOKEN`` (which sets the cookie). On a loopback bind, only loopback Host headers
-are served (no DNS rebinding).
+Every route answers GET (and HEAD) only; any other method gets 405. Every request must
+carry the dashboard's token (there is always one): ``Authorization: Bearer TOKEN`` or the
+``mixfleet_token_PORT`` cookie (HttpOnly, SameSite=Strict); ``?token=TOKEN`` (the URL printed at
+start) is answered with that cookie and a redirect to the same URL without the token.
+Tokens are compared in constant time. On a loopback bind, only loopback Host headers are
+served (no DNS rebinding).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -33,10 +35,17 @@ from mixfleet.dashboard.fleet import fleet_view
 from mixfleet.dashboard.sim import PNG_NAME, load_results
 from mixfleet.dashboard.state import Dashboard
 
-__all__ = ["create_app", "STATIC_DIR", "COOKIE"]
+__all__ = ["create_app", "STATIC_DIR", "cookie_name"]
 
 STATIC_DIR = Path(__file__).parent / "static"
-COOKIE = "mixfleet_token"
+
+
+def cookie_name(port: int) -> str:
+    """The token's cookie on ``port`` (cookies ignore ports: two dashboards on one host
+    must not overwrite each other's)."""
+    return f"mixfleet_token_{port}"
+
+
 _CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
 
@@ -53,6 +62,10 @@ def _clean(o: Any) -> Any:
     return o
 
 
+_SECURITY = [(b"content-security-policy", _CSP.encode()), (b"x-content-type-options", b"nosniff"),
+             (b"referrer-policy", b"no-referrer"), (b"cache-control", b"no-store")]
+
+
 class _JSON(JSONResponse):
     def render(self, content: Any) -> bytes:
         return json.dumps(_clean(content), separators=(",", ":"), default=str).encode()
@@ -61,26 +74,31 @@ class _JSON(JSONResponse):
 class _Guard:
     """Token check, read-only methods, and security headers on every response."""
 
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.token = token
+        self.token = token.encode()
+
+    def _valid(self, given: str | None) -> bool:
+        return given is not None and hmac.compare_digest(given.encode(), self.token)
 
     def _presented(self, scope: Scope) -> tuple[str | None, bool]:
-        headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
             return auth[7:].strip(), False
-        q = parse_qs(scope.get("query_string", b"").decode())
+        q = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         if "token" in q:
-            return q["token"][0], True
+            return q["token"], True
         if "cookie" in headers:
             c = SimpleCookie()
             try:
                 c.load(headers["cookie"])
             except Exception:
                 return None, False
-            if COOKIE in c:
-                return c[COOKIE].value, False
+            name = cookie_name(scope["server"][1]) if scope.get("server") else ""
+            if name in c:
+                return c[name].value, False
         return None, False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,31 +109,36 @@ class _Guard:
             await PlainTextResponse("read-only: only GET and HEAD are served\n", 405,
                                     headers={"Allow": "GET, HEAD"})(scope, receive, send)
             return
-        set_cookie = False
-        if self.token is not None:
-            given, from_query = self._presented(scope)
-            if given is None or not hmac.compare_digest(given.encode(), self.token.encode()):
-                msg = ("unauthorized: this dashboard needs its token (open the URL it "
-                       "printed at start, or send Authorization: Bearer TOKEN)\n")
-                await PlainTextResponse(msg, 401, headers={"WWW-Authenticate": "Bearer"})(
-                    scope, receive, send)
-                return
-            set_cookie = from_query
+        given, from_query = self._presented(scope)
+        if not self._valid(given):
+            msg = ("unauthorized: this dashboard needs its token (open the URL it "
+                   "printed at start, or send Authorization: Bearer TOKEN)\n")
+            await self._with_headers(PlainTextResponse(
+                msg, 401, headers={"WWW-Authenticate": "Bearer"}))(scope, receive, send)
+            return
+        if from_query:  # the printed URL: hand out the cookie, drop the token from the URL
+            rest = [(k, v) for k, v in parse_qsl(scope.get("query_string", b"").decode(
+                "latin-1"), keep_blank_values=True) if k != "token"]
+            path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+            where = "/" + path.lstrip("/") + ("?" + urlencode(rest) if rest else "")
+            r = Response(status_code=303, headers={"Location": where})
+            if scope.get("server"):
+                r.set_cookie(cookie_name(scope["server"][1]), self.token.decode(), path="/",
+                             httponly=True, samesite="strict")
+            await self._with_headers(r)(scope, receive, send)
+            return
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                h = list(message.get("headers", []))
-                h += [(b"content-security-policy", _CSP.encode()),
-                      (b"x-content-type-options", b"nosniff"),
-                      (b"referrer-policy", b"no-referrer"),
-                      (b"cache-control", b"no-store")]
-                if set_cookie and self.token is not None:
-                    h.append((b"set-cookie", f"{COOKIE}={self.token}; Path=/; HttpOnly; "
-                              f"SameSite=Strict".encode()))
-                message["headers"] = h
+                message["headers"] = list(message.get("headers", [])) + _SECURITY
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+    @staticmethod
+    def _with_headers(r: Response) -> Response:
+        r.raw_headers += _SECURITY
+        return r
 
 
 def create_app(config: DashboardConfig) -> ASGIApp:
@@ -192,7 +215,7 @@ def create_app(config: DashboardConfig) -> ASGIApp:
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     middleware = []
-    if is_loopback(config.host) and config.token is None:
+    if is_loopback(config.host):
         middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=[
             "127.0.0.1", "localhost", "::1", "[::1]", config.host]))
     app = Starlette(routes=routes, middleware=middleware)

@@ -1,15 +1,24 @@
-"""The dashboard's settings, validated before anything binds or reads."""
+"""The dashboard's settings, validated before anything binds or reads, and its token.
+
+Every dashboard has a token, on every host (127.0.0.1 included, as notebook servers do):
+generated at start, or read from a private ``--token-file`` (never a value on the command
+line, which every local user sees in ``ps``). See docs/dashboard.md.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
+import secrets
+import stat
 from pathlib import Path
 
 from mixfleet.config import field, require
+from mixfleet.errors import ConfigError
 
-__all__ = ["DashboardConfig", "is_loopback"]
+__all__ = ["DashboardConfig", "is_loopback", "new_token", "read_token_file"]
 
 _TOKEN = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
 
@@ -24,18 +33,53 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def new_token() -> str:
+    """A fresh token (32 random bytes, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
+def read_token_file(path: str | Path) -> str:
+    """The token kept in ``path``: a regular file of the user's, readable by nobody else
+    (opened without following a link, checked on the descriptor); else ConfigError."""
+    p = str(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ConfigError(f"--token-file {p!r} cannot be opened ({e.strerror}); pass a file "
+                          f"holding the token, e.g. python -c 'import secrets; "
+                          f"print(secrets.token_urlsafe(32))' > {p}; chmod 600 {p}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"--token-file {p!r} is not a regular file; pass a file "
+                              f"holding the token")
+        if st.st_uid != os.getuid():
+            raise ConfigError(f"--token-file {p!r} belongs to uid {st.st_uid}, not to you "
+                              f"(uid {os.getuid()}); use a token file of your own")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"--token-file {p!r} has mode {stat.S_IMODE(st.st_mode):04o}: "
+                              f"other users can read it; run chmod 600 {p}")
+        data = os.read(fd, 4096)
+    finally:
+        os.close(fd)
+    token = data.decode("utf-8", "replace").strip()
+    require(bool(_TOKEN.match(token)), f"--token-file {p!r} must hold one token of 16-256 "
+            f"letters, digits and ._~+/=- (got {len(token)} characters); e.g. python -c "
+            f"'import secrets; print(secrets.token_urlsafe(32))' > {p}")
+    return token
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class DashboardConfig:
     """``mixfleet dashboard`` flags."""
 
+    token: str = field(help="token every request must carry (Authorization: Bearer, or "
+                       "?token= once, exchanged for an HttpOnly cookie)")
     runs: tuple[Path, ...] = field((), help="directories holding run directories, "
                                    "bench tables and simulation results")
     fleet: Path | None = field(None, help="a live fleet's directory (fleet.sqlite)")
-    host: str = field("127.0.0.1", help="address to listen on; any non-loopback address "
-                      "needs a token")
+    host: str = field("127.0.0.1", help="address to listen on (loopback by default)")
     port: int = field(8600, help="TCP port (0: any free port)")
-    token: str | None = field(None, help="token every request must carry (Authorization: "
-                              "Bearer, or ?token= once, then a cookie)")
     refresh_s: float = field(2.0, help="seconds between a page's live updates")
 
     def __post_init__(self) -> None:
@@ -43,13 +87,9 @@ class DashboardConfig:
                 f"e.g. --port 8600 (0 picks a free port)")
         require(bool(self.host) and " " not in self.host,
                 f"--host {self.host!r} is not an address; e.g. --host 127.0.0.1")
-        require(is_loopback(self.host) or self.token is not None,
-                f"--host {self.host} is not a loopback address, so the dashboard would be "
-                f"reachable from other machines; add --token (a token is generated and "
-                f"printed) or bind --host 127.0.0.1")
-        require(self.token is None or bool(_TOKEN.match(self.token)),
-                "--token must be 16-256 characters of letters, digits and ._~+/=- ; or "
-                "give --token without a value to have one generated")
+        require(bool(_TOKEN.match(self.token)),
+                "the dashboard token must be 16-256 characters of letters, digits and "
+                "._~+/=- ; leave --token-file out to have one generated")
         require(0.2 <= self.refresh_s <= 60, f"--refresh must be in 0.2..60 seconds (got "
                 f"{self.refresh_s}); e.g. --refresh 2")
         for r in self.runs:

@@ -1,5 +1,9 @@
 """Finding what to show under the directories a user gave: run directories, throughput
-tables (``mixfleet bench --out``) and simulation results (``mixfleet simulate --out``)."""
+tables (``mixfleet bench --out``) and simulation results (``mixfleet simulate --out``).
+
+A link under a given directory may lead anywhere; what it leads to outside the given
+directories is shown only when it belongs to the user running the dashboard (its
+``st_uid``), so a link cannot expose another user's runs (docs/dashboard.md)."""
 
 from __future__ import annotations
 
@@ -35,7 +39,22 @@ def item_id(path: Path) -> str:
     return hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
 
 
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path == r or path.is_relative_to(r) for r in roots)
+
+
+def _shown(path: Path, roots: list[Path]) -> bool:
+    """``path`` lies inside a given directory (links resolved), or is the user's own."""
+    try:
+        if _inside(path.resolve(strict=True), roots):
+            return True
+        return path.stat().st_uid == os.getuid()
+    except (OSError, RuntimeError):
+        return False
+
+
 def discover(roots: list[Path]) -> Found:
+    real = [r.resolve() for r in roots]
     runs: list[Path] = []
     tables: list[Path] = []
     results: list[Path] = []
@@ -69,5 +88,12 @@ def discover(roots: list[Path]) -> Found:
             notes.append(f"{root} holds no run directory (events.jsonl or metrics.jsonl), "
                          f"no throughput table and no results.json within {MAX_DEPTH} "
                          f"levels")
-    return Found(runs=sorted(set(runs)), tables=sorted(set(tables)),
-                 results=sorted(set(results)), notes=notes)
+    def keep(paths: list[Path]) -> list[Path]:
+        """The shown ones, each place once (two links to one run are one run)."""
+        out: dict[Path, Path] = {}
+        for p in sorted(set(paths)):
+            if _shown(p, real):
+                out.setdefault(p.resolve(), p)
+        return sorted(out.values())
+
+    return Found(runs=keep(runs), tables=keep(tables), results=keep(results), notes=notes)

@@ -8,6 +8,7 @@ own policies (docs/fleet-live.md).
     backend.py    the backend interface, and local processes (the fake without Ray)
     raybackend.py placement groups and detached runner actors on Ray
     head.py       the embedded Ray head on 127.0.0.1; procs.py: processes by marker
+    auth.py       Ray's token authentication, the fleet's private directory and files
     control.py    fleet up / down, the scheduler daemon's life; daemon.py its process
     report.py     `mixfleet fleet report`; demo.py: `make demo-fleet`
 

@@ -1,7 +1,9 @@
 """The fleet directory and the commands on it: up, down, the scheduler daemon's life.
 
 ``FLEET_DIR/fleet.json`` says what ``up`` started (the pools, the backend, the Ray address,
-the fleet's marker, the policy); ``fleet.db`` is the state (:mod:`.store`);
+the fleet's marker, the policy, the Ray token's file); ``fleet.db`` is the state
+(:mod:`.store`); ``ray-token`` the embedded head's token (:mod:`.auth`; the directory is
+0700, the token and the database 0600);
 ``scheduler.pid`` / ``scheduler.log`` belong to the daemon; ``jobs/<id>/`` holds each job's
 config, run directory and attempt logs.
 """
@@ -75,7 +77,7 @@ def start_scheduler(fleet_dir: str | Path, state: FleetState, wait_s: float = 60
     ready = d / "scheduler.ready"
     ready.unlink(missing_ok=True)
     pid = spawn_detached([sys.executable, "-m", "mixfleet.live.daemon", str(d)],
-                         ray_env(state["mark"]), d / "scheduler.log")
+                         ray_env(state["mark"], state.get("ray_token")), d / "scheduler.log")
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
         if ready.exists():
@@ -95,38 +97,52 @@ def make_backend(fleet_dir: str | Path, state: FleetState) -> Backend:
     from mixfleet.live.raybackend import RayBackend
 
     return RayBackend(state.fleet, address=state["address"],
-                      namespace=f"mixfleet-{state['mark']}", embedded=state["embedded"])
+                      namespace=f"mixfleet-{state['mark']}", embedded=state["embedded"],
+                      token_file=state.get("ray_token"))
 
 
 def up(fleet: FleetSpec, fleet_dir: str | Path, *, backend: str = "ray",
-       address: str | None = None, policy: str = "goodput", num_cpus: int = 2) -> FleetState:
+       address: str | None = None, policy: str = "goodput", num_cpus: int = 2,
+       ray_token_file: str | Path | None = None) -> FleetState:
     """Start the fleet (or, when ``fleet_dir`` holds a running one, restart its scheduler
-    if it is not running); returns its state."""
+    if it is not running); returns its state. A joined cluster (``address``) must run with
+    token authentication, its token in ``ray_token_file``."""
     from mixfleet.fleet.policies import make_policy
+    from mixfleet.live.auth import TOKEN_FILE, check_token_file, private_dir, write_token
 
     make_policy(policy)  # unknown name -> ConfigError before anything starts
     if backend not in ("ray", "local"):
         raise ConfigError(f"--backend {backend!r} is unknown; use ray or local")
-    d = Path(fleet_dir).resolve()
+    embedded = address in (None, "", "local")
+    token = None
+    if backend == "ray" and not embedded:
+        if ray_token_file is None:
+            raise ConfigError(f"--address {address}: joining a Ray cluster needs its token; "
+                              f"start its nodes with RAY_AUTH_MODE=token and "
+                              f"RAY_AUTH_TOKEN_PATH=FILE, and pass --ray-token-file FILE")
+        token = check_token_file(ray_token_file)
+    d = private_dir(Path(fleet_dir).resolve())
     if (d / STATE_FILE).exists():
         state = load_state(d)
         if scheduler_pid(d, state) is None:
             start_scheduler(d, state)
         return state
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "attempts").mkdir(exist_ok=True)
+    (d / "attempts").mkdir(mode=0o700, exist_ok=True)
     mark = uuid.uuid4().hex
     state = FleetState(spec=fleet.to_json(), backend=backend, mark=mark, policy=policy,
-                       embedded=address in (None, "", "local"), address=None,
-                       started=time.time())
+                       embedded=embedded, address=None, started=time.time())
     if backend == "ray":
         if state["embedded"]:
             from mixfleet.live.head import start_head
 
+            (d / TOKEN_FILE).unlink(missing_ok=True)  # a fleet that went down: a new token
+            token = write_token(d)
+            state["ray_token"] = str(token)
             res = {p.resource: float(p.capacity) for p in fleet.pools}
-            state.update(start_head(res, mark, num_cpus=num_cpus))
+            state.update(start_head(res, mark, token, num_cpus=num_cpus))
         else:
             state["address"] = address
+            state["ray_token"] = str(token)
     from mixfleet.live.store import Store
 
     Store(d).close()
@@ -178,7 +194,7 @@ def down(fleet_dir: str | Path, grace_s: float = 5.0) -> dict[str, int]:
     if state["backend"] == "ray" and state["embedded"]:
         from mixfleet.live.head import stop_head
 
-        out["ray_processes"] = stop_head(state["mark"])
+        out["ray_processes"] = stop_head(state["mark"], state.get("temp_dir"))
     kill_pids(pids_with_env(FLEET_MARK, state["mark"]))
     (d / STATE_FILE).replace(d / "fleet.down.json")
     (d / "scheduler.pid").unlink(missing_ok=True)

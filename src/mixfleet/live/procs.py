@@ -91,7 +91,7 @@ def spawn_detached(argv: list[str], env: dict[str, str], log: str | Path) -> int
     returns its pid (no Popen object to outlive: the process may outlive its starter)."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
-               (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o644),
+               (os.POSIX_SPAWN_OPEN, 1, str(log), flags, 0o600),
                (os.POSIX_SPAWN_DUP2, 1, 2)]
     return os.posix_spawn(argv[0], argv, env, file_actions=actions, setsid=True)
 

@@ -25,6 +25,7 @@ from ray.util.scheduling_strategies import (
     PlacementGroupSchedulingStrategy,
 )
 
+from mixfleet.live.auth import AUTH_VARS, auth_env
 from mixfleet.live.backend import Bundle, NodeInfo, Status, virtual_nodes
 from mixfleet.live.procs import ATTEMPT_MARK, kill_pids, pids_with_env
 from mixfleet.live.spec import FleetSpec, PoolSpec
@@ -78,10 +79,23 @@ class RayBackend:
     kind = "ray"
 
     def __init__(self, fleet: FleetSpec, *, address: str, namespace: str,
-                 embedded: bool) -> None:
+                 embedded: bool, token_file: str | None = None) -> None:
         self.fleet = fleet
         self.embedded = embedded
         self.namespace = namespace
+        if token_file is not None:  # this driver authenticates with the fleet's token
+            for k in AUTH_VARS:
+                os.environ.pop(k, None)
+            os.environ.update(auth_env(token_file))
+            # Ray read its config when imported: have it read the variables again (what
+            # Ray's own token setup does after changing them)
+            from ray._raylet import (  # type: ignore[attr-defined]
+                AuthenticationTokenLoader,
+                Config,
+            )
+
+            Config.initialize("")
+            AuthenticationTokenLoader.instance().reset_cache()
         if not ray.is_initialized():
             ray.init(address=address, namespace=namespace, log_to_driver=False,
                      logging_level=logging.WARNING, configure_logging=False,

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mixfleet.errors import ConfigError
 from mixfleet.live.spec import JobSpec
 
 __all__ = ["Store", "JobRow", "AttemptRow", "DB_NAME"]
@@ -126,6 +128,22 @@ def _attempt(r: sqlite3.Row) -> AttemptRow:
                       drains_seen=r["drains_seen"])
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 (SQLite gives its -wal and -shm files the same mode), or make
+    an existing one of the user's so; a link in its place is refused."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as e:
+        raise ConfigError(f"{path} cannot be opened as the fleet's database ({e.strerror}; "
+                          f"a link is refused); pass --dir of a fleet of your own") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+
+
 class Store:
     """One connection to ``DIR/fleet.db``; open one per process or thread."""
 
@@ -133,6 +151,7 @@ class Store:
         self.dir = Path(fleet_dir)
         self.path = self.dir / DB_NAME
         self.clock = clock
+        _private_file(self.path)
         self.db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA busy_timeout = 60000")
