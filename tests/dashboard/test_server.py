@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from mixfleet.dashboard.app import cookie_name
+from mixfleet.live.store import DB_NAME
 from tests.dashboard.conftest import (
     TOKEN,
     CliServer,
@@ -241,24 +242,24 @@ def test_bad_files_are_named_on_the_page_and_the_server_keeps_going(
 
 def test_fleet_page_without_and_with_a_fleet_dir(thread_server: MakeServer,
                                                 tmp_path: Path) -> None:
-    """No --fleet: 'no live fleet'. With a fleet.sqlite: its jobs table, read-only."""
+    """No --fleet: 'no live fleet'. With the live fleet's fleet.db: its jobs table, read-only."""
     srv = thread_server(runs=())
     assert get_json(srv.base + "/api/fleet")["state"] == "none"
     fleet = tmp_path / "fleet"
     fleet.mkdir()
-    con = sqlite3.connect(fleet / "fleet.sqlite")
+    con = sqlite3.connect(fleet / DB_NAME)
     con.execute("CREATE TABLE jobs (id TEXT, state TEXT, devices INTEGER)")
     con.executemany("INSERT INTO jobs VALUES (?, ?, ?)", [("j1", "running", 4),
                                                          ("j2", "queued", 2)])
     con.commit()
     con.close()
-    before = (fleet / "fleet.sqlite").read_bytes()
+    before = (fleet / DB_NAME).read_bytes()
     srv2 = thread_server(runs=(), fleet=fleet)
     d = get_json(srv2.base + "/api/fleet")
     assert d["state"] == "ok" and d["tables"]["jobs"]["count"] == 2
     assert d["tables"]["jobs"]["columns"] == ["id", "state", "devices"]
     assert sorted(r[0] for r in d["tables"]["jobs"]["rows"]) == ["j1", "j2"]
-    assert (fleet / "fleet.sqlite").read_bytes() == before
+    assert (fleet / DB_NAME).read_bytes() == before
 
 
 def test_a_non_loopback_bind_has_a_token_too(

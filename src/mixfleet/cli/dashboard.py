@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "directories, bench tables (throughput.json) and simulation results "
                    "(results.json); default: ./runs if it exists")
     p.add_argument("--fleet", metavar="FLEET_DIR", help="a live fleet's directory "
-                   "(fleet.sqlite)")
+                   "(fleet.db)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
                    "127.0.0.1)")
     p.add_argument("--port", type=int, default=8600, help="TCP port (default 8600; 0 picks "

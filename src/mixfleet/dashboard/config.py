@@ -77,7 +77,7 @@ class DashboardConfig:
                        "?token= once, exchanged for an HttpOnly cookie)")
     runs: tuple[Path, ...] = field((), help="directories holding run directories, "
                                    "bench tables and simulation results")
-    fleet: Path | None = field(None, help="a live fleet's directory (fleet.sqlite)")
+    fleet: Path | None = field(None, help="a live fleet's directory (fleet.db)")
     host: str = field("127.0.0.1", help="address to listen on (loopback by default)")
     port: int = field(8600, help="TCP port (0: any free port)")
     refresh_s: float = field(2.0, help="seconds between a page's live updates")
@@ -97,4 +97,4 @@ class DashboardConfig:
                     f"that holds run directories (e.g. runs/) or a run directory itself")
         require(self.fleet is None or self.fleet.is_dir(),
                 f"--fleet {str(self.fleet)!r} is not a directory; pass the live fleet's "
-                f"directory (the one holding fleet.sqlite) or leave --fleet out")
+                f"directory (the one holding fleet.db) or leave --fleet out")

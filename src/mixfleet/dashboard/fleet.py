@@ -1,4 +1,5 @@
-"""The Fleet page: a live fleet's state, read loosely from ``FLEET_DIR/fleet.sqlite``.
+"""The Fleet page: a live fleet's state, read loosely from ``FLEET_DIR/fleet.db``
+(the live fleet's own file name, :data:`mixfleet.live.store.DB_NAME`).
 
 The live fleet (``mixfleet fleet``) keeps its jobs, attempts and events in SQLite; its
 schema is not fixed yet, so this reads whichever of the tables ``pools``, ``jobs``,
@@ -11,6 +12,8 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from mixfleet.live.store import DB_NAME
+
 __all__ = ["fleet_view", "TABLES", "ROW_LIMIT"]
 
 TABLES = ("pools", "jobs", "attempts", "events")
@@ -21,7 +24,7 @@ def fleet_view(fleet_dir: Path | None) -> dict[str, Any]:
     if fleet_dir is None:
         return {"state": "none", "message": "no live fleet: start the dashboard with "
                 "--fleet FLEET_DIR to show one"}
-    db = fleet_dir / "fleet.sqlite"
+    db = fleet_dir / DB_NAME
     if not db.is_file():
         return {"state": "none", "message": f"no live fleet: {db} does not exist (yet)"}
     try:
