@@ -111,13 +111,13 @@ def unit_seconds(chip: Chip, job: JobSpec, profile: EmuProfile, *, emulated: boo
         return Fig(job.sample_s / speed, "emulated", f"sample_s {job.sample_s:g} / speed "
                    f"{speed:.3f}")
     flops = job.model.flops_per_sample / upb
-    t = roofline_s(flops, chip, profile.mfu, peak_tflops=profile.relative_tflops)
-    if t is None:
+    roof = roofline_s(flops, chip, profile.mfu, peak_tflops=profile.relative_tflops)
+    if roof is None:
         raise ConfigError(f"chip {chip.id} has no compute figure (catalog bf16_tflops "
                           f"unknown, no relative_tflops in its profile); give a bench table "
                           f"with --table, or set relative_tflops for it in a profile file")
     origin = "catalog" if chip.peak_flops() else "assumed"
-    return Fig(t, origin, f"FLOPs / (peak x mfu {profile.mfu:g}, assumed)")
+    return Fig(roof, origin, f"FLOPs / (peak x mfu {profile.mfu:g}, assumed)")
 
 
 def split_micro(share: int, micro: int) -> list[int]:

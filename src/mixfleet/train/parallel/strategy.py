@@ -24,6 +24,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from mixfleet.config import field
+from mixfleet.errors import ConfigError
 from mixfleet.train.parallel.flatopt import FlatSGD
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
@@ -34,9 +35,11 @@ __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy
 class ParallelConfig:
     """The ``[parallel]`` table."""
 
-    mode: Literal["dp", "fsdp"] = field(
+    mode: Literal["dp", "fsdp", "auto"] = field(
         "dp", help="dp: a replica per rank, one flat all-reduce (small models); fsdp: FSDP2, "
-                   "parameters, gradients and optimizer state sharded over the ranks")
+                   "parameters, gradients and optimizer state sharded over the ranks; auto: "
+                   "the cost model's fastest plan that fits, chosen at launch "
+                   "(`mixfleet plan-job` shows it)")
     param_dtype: Literal["auto", "fp32", "bf16"] = field(
         "auto", help="fsdp compute dtype of the parameters (auto: bf16 on accelerators, "
                      "fp32 on the CPU); gradients are reduced in fp32")
@@ -233,6 +236,9 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
     """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
     fleet's timed all-reduce of the gradients and of a control region; ``units``: the
     blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
+    if cfg.mode == "auto":  # resolved at launch (mixfleet.train.autoplan.resolve_auto)
+        raise ConfigError("parallel.mode = \"auto\" was not resolved; start the run with "
+                          "`mixfleet train`, which picks the mode, or set dp or fsdp")
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce, control_reduce=control_reduce)
