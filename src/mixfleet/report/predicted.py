@@ -1,0 +1,29 @@
+"""Predicted against measured step time of a run whose mode the cost model picked
+(``[parallel] mode = "auto"``: the ``plan`` event, see docs/costmodel.md)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+__all__ = ["predicted_vs_measured"]
+
+
+def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, Any]]
+                          ) -> dict[str, Any] | None:
+    """The last ``plan`` event's predicted wall step time against the median measured one
+    (whole steps of ``metrics.jsonl``, the first left out: it calibrates and warms up);
+    None without a plan event."""
+    plans = [e for e in events if e.get("event") == "plan"]
+    if not plans:
+        return None
+    p = plans[-1]
+    times = [float(r["step_s"]) for r in steps if isinstance(r.get("step_s"), (int, float))]
+    times = times[1:] if len(times) > 1 else times
+    measured = statistics.median(times) if times else None
+    predicted = p.get("predicted_wall_step_s")
+    ratio = (predicted / measured if isinstance(predicted, (int, float)) and measured
+             else None)
+    return {"mode": p.get("mode"), "label": p.get("label", ""),
+            "predicted_step_s": predicted, "measured_step_s": measured,
+            "predicted_over_measured": ratio, "time_scale": p.get("time_scale")}
