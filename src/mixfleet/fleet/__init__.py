@@ -2,7 +2,11 @@
 policies, and the cost model of one job.
 
     model.py        Fleet, Pool, Job and their TOML files
+    workloads.py    the planner's workload classes (FLOPs, bytes, memory per sample)
     throughput.py   per-device throughput per (workload class, chip): measured or roofline
+    reliability.py  failure and throttle profiles per chip
+    estimates.py    what a scheduler knows of a job's length
+    policies/       placement policies (a pure function of a snapshot)
     plan.py         `mixfleet plan`: one placement of a list of jobs
     jobshape.py     a job's model size (meta-device counts) and its ranks (chip, node)
     costterms.py    the cost model's terms and assumptions: compute, fixed, links, memory

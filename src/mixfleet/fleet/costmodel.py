@@ -222,7 +222,15 @@ def choose(plans: Sequence[ModePlan]) -> tuple[ModePlan | None, dict[str, str]]:
                  **{f"{k} communication": p.comm.get(k, 0.0) - best.comm.get(k, 0.0)
                     for k in sorted(set(p.comm) | set(best.comm))}}
         k, v = max(parts.items(), key=lambda kv: (kv[1], kv[0]))
+        if p.step_s <= best.step_s * 1.005:
+            why[p.mode] = (f"{p.mode} is no faster than {best.mode} "
+                           f"({_ms(p.step_s)} against {_ms(best.step_s)} ms per step)")
+            continue
         why[p.mode] = (f"{p.mode} is {p.step_s / best.step_s:.2f}x slower than {best.mode}: "
-                       f"{k} +{v * 1e3:.1f} ms per step")
+                       f"{k} +{_ms(v)} ms per step")
     return best, why
 
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.1f}"

@@ -180,13 +180,13 @@ class RankSpec:
         return self.device.startswith("emu:")
 
 
-def _chip_of(device: str, chip: str | None, where: str, cat: dict[str, Chip]) -> str:
+def _chip_of(device: str, chip: str | None, where: str, cat: dict[str, Chip],
+             fix: str = "use emu:<chip-id> or a chip id") -> str:
     cid = chip if chip is not None else device.removeprefix("emu:")
     if cid in cat:
         return cid
-    raise ConfigError(f"{where} = {device!r} names no catalog chip; use emu:<chip-id> or a "
-                      f"chip id ({', '.join(sorted(cat))}), or set chip in that [[ranks]] "
-                      f"entry")
+    raise ConfigError(f"{where} = {device!r} names no catalog chip; {fix} "
+                      f"({', '.join(sorted(cat))})")
 
 
 def parse_rank_specs(text: str, catalog: dict[str, Chip] | None = None) -> list[RankSpec]:
@@ -213,10 +213,13 @@ def parse_rank_specs(text: str, catalog: dict[str, Chip] | None = None) -> list[
 
 
 def config_rank_specs(devices: Sequence[str], chips: Sequence[str | None],
-                      micro: Sequence[int], per_node: int,
+                      micro: Sequence[int], per_node: int, *, from_launch: bool = False,
                       catalog: dict[str, Chip] | None = None) -> list[RankSpec]:
     """Ranks of a run config: rank i on node i // per_node (``launch.nproc`` per machine)."""
     cat = load_catalog() if catalog is None else catalog
-    return [RankSpec(device=d, chip=_chip_of(d, c, f"ranks[{i}].device", cat),
+    where = "launch.device" if from_launch else "ranks[{i}].device"
+    fix = ("give the job [[ranks]] with device = \"emu:<chip-id>\" (or chip = \"<chip-id>\"), "
+           "or pass --ranks, with a catalog chip")
+    return [RankSpec(device=d, chip=_chip_of(d, c, where.format(i=i), cat, fix),
                      node=i // max(1, per_node), max_micro_batch=m)
             for i, (d, c, m) in enumerate(zip(devices, chips, micro, strict=True))]
