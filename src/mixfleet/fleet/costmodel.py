@@ -202,7 +202,9 @@ def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = (
         out.append(ModePlan(mode=mode, ranks=tuple(rps), comm=comm, links=tuple(links),
                             samples_per_step=job.global_batch,
                             units_per_sample=job.model.seq_len or 1, origins=origins,
-                            refusal=_refusal(worst, mode) if worst else ""))
+                            refusal=(_refusal(worst, mode) + ("; it fits none of the job's "
+                                     "chips" if len(bad) == len(rps) > 1 else ""))
+                            if worst else ""))
     return out
 
 
