@@ -62,6 +62,18 @@ def test_auto_resolves_at_launch_and_records_the_plan(tmp_path: Path) -> None:
     assert ev[0]["predicted_step_s"] == pytest.approx(plan_run(cfg).pick.step_s)  # type: ignore[union-attr]
 
 
+def test_auto_without_a_plan_that_fits_exits_2_and_writes_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mode = "auto" on one 910B (llama3-8b fits it under no mode): exit 2 with each mode's
+    refusal and the fix; the run directory is not created."""
+    run = tmp_path / "run"
+    assert main(["train", str(EXAMPLE), "--ranks", "emu:ascend-910b", "--set",
+                 "shares.max_accum=32", "--run-dir", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "found no plan that fits" in err and "HBM 64 GiB" in err and "add ranks" in err
+    assert not run.exists()
+
+
 def test_report_sets_predicted_against_measured(tmp_path: Path,
                                                 capsys: pytest.CaptureFixture[str]) -> None:
     """`mixfleet report` prints the plan's predicted step time beside the median measured
