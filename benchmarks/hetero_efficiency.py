@@ -28,7 +28,7 @@ Two questions:
    cost.
 
     .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1,0.5,0.25] [--parallel dp]
-    .venv/bin/python benchmarks/hetero_efficiency.py --as-model llama3-8b [--seq-len 256]
+    .venv/bin/python benchmarks/hetero_efficiency.py --as-model llama3-8b [--batch 24]
 Last line: the ratio (the mixed run's throughput / the sum over the chips).
 """
 
@@ -153,6 +153,7 @@ def throttle(base: list[str], root: Path) -> None:
 def as_model(args: argparse.Namespace, root: Path) -> float:
     b, warm, m = args.batch, 3, args.as_model
     base = [f'emulate.as_model="{m}"', f"workload.options.seq_len={args.seq_len}",
+            "parallel.activation_checkpointing=true",
             "workload.options.eval_samples=2", f"train.global_batch={b}",
             f"shares.max_micro_batch={args.micro}", "shares.max_accum=64"]
     ex = "llama-debug.toml"
@@ -160,8 +161,8 @@ def as_model(args: argparse.Namespace, root: Path) -> float:
     slow = max((p for p in preds if p is not None), default=1.0)
     scale = min(1.0, args.target_step_s / slow)
     base.append(f"emulate.time_scale={scale!r}")
-    print(f"[emulated as {m}, time scale {scale:.3g}] {args.seq_len} tokens x {b} sequences",
-          flush=True)
+    print(f"[emulated as {m}, time scale {scale:.3g}] {b} sequences of its own length, "
+          f"activation checkpointing (the small model: {args.seq_len} tokens)", flush=True)
     per_chip, pred_chip = {}, {}
     for c in CHIPS:
         best = None
@@ -212,7 +213,8 @@ def main() -> int:
     ap.add_argument("--throttle", action="store_true", help="also a throttle episode with "
                     "rebalance on and off (at the first --sample-ms)")
     ap.add_argument("--as-model", help="a llama preset: the second question")
-    ap.add_argument("--seq-len", type=int, default=256)
+    ap.add_argument("--seq-len", type=int, default=64,
+                    help="tokens per sequence of the small model that does the math")
     ap.add_argument("--batch", type=int, default=24, help="global batch (sequences)")
     ap.add_argument("--micro", type=int, default=1, help="sequences a rank holds at once")
     ap.add_argument("--target-step-s", type=float, default=2.0,

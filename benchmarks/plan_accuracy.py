@@ -51,6 +51,7 @@ def sets(devs: list[str], *, as_model: str, seq: int, batch: int, micro: int, st
            f"train.global_batch={batch}", "train.warmup_steps=0", 'shares.mode="equal"',
            f"shares.max_micro_batch={micro}", "shares.max_accum=64",
            f'emulate.as_model="{as_model}"', f'parallel.mode="{mode}"',
+           "parallel.activation_checkpointing=true",
            "checkpoint.interval=100000", "train.log_every=100000", "telemetry.hz=0",
            'health.straggler_action="report"', "launch.max_restarts=0"]
     return out + ([f"emulate.time_scale={scale!r}"] if scale is not None else [])
@@ -121,7 +122,8 @@ def main() -> int:
     ap.add_argument("--as-models", default="llama3-1b,llama3-8b")
     ap.add_argument("--kinds", default="1,2,3", help="how many chip kinds (1, 2, 3)")
     ap.add_argument("--modes", default="dp,fsdp")
-    ap.add_argument("--seq-len", type=int, default=128, help="tokens per sequence")
+    ap.add_argument("--seq-len", type=int, default=64, help="tokens per sequence of the small "
+                    "model that does the math (the paced model has its own)")
     ap.add_argument("--batch", type=int, default=12, help="global batch (sequences)")
     ap.add_argument("--micro", type=int, default=1, help="sequences a rank holds at once")
     ap.add_argument("--row-micro", type=int, default=2, help="micro-batch of the row runs")
@@ -134,8 +136,9 @@ def main() -> int:
     models = [m for m in args.as_models.split(",") if m]
     kinds = [int(k) for k in args.kinds.split(",")]
     modes = [m for m in args.modes.split(",") if m]
-    print(f"plan accuracy [emulated]: as_model {', '.join(models)}, {args.seq_len} tokens x "
-          f"{args.batch} sequences, micro-batch {args.micro}; links: default (bridge 32 GB/s "
+    print(f"plan accuracy [emulated]: as_model {', '.join(models)} (each at its own sequence "
+          f"length), {args.batch} sequences, micro-batch {args.micro}, activation "
+          f"checkpointing; links: default (bridge 32 GB/s "
           f"assumed, intra from the catalog); profiles: mixfleet/emulate/profiles.toml",
           flush=True)
     ratios = []

@@ -60,15 +60,19 @@ def test_balanced_shares_equal_the_brute_force_optimum() -> None:
 
 
 def test_rank_time_is_the_pricing_layers_step_cost() -> None:
-    """A rank's compute + fixed time is StepCost.step_s over its micro-batches."""
+    """A rank's compute + fixed time is StepCost.step_s over its micro-batches; fsdp's
+    stand-in micro-batches are listed as 0 and cost nothing (as in the emulator)."""
     cost = get_profile("kunlun-p800").step_cost()
     comp, fixed, mbs = rank_time(11, 4, cost, 0.002, 1)
     assert mbs == [4, 4, 3]
     assert comp + fixed == pytest.approx(cost.step_s([4, 4, 3], 0.002))
+    comp1, fixed1, mbs1 = rank_time(3, 4, cost, 0.002, 1, n_micro=3)  # fsdp's stand-ins
+    assert mbs1 == [3, 0, 0] and fixed1 == pytest.approx(cost.step_fixed_s
+                                                         + cost.microbatch_fixed_s)
 
 
 def test_dp_gradients_cross_the_bridge_at_the_priced_time() -> None:
-    """dp on two kinds: the leaders' all-reduce of fp32 gradients on the bridge; one kind:
+    """dp on two kinds: one all-reduce of the fp32 gradients on the bridge; on one kind:
     the catalog's link_gbps."""
     prices = LinkPrices(bridge_gbps=10.0)
     mixed = predict(_job(), parse_rank_specs("emu:nvidia-h20,emu:kunlun-p800"),
@@ -86,16 +90,17 @@ def test_dp_gradients_cross_the_bridge_at_the_priced_time() -> None:
 
 
 def test_fsdp_gathers_every_block_each_micro_batch() -> None:
-    """fsdp: 2 all-gathers (forward, backward) per unit per micro-batch plus one
-    reduce-scatter per unit, on the group's slowest link; none on one rank."""
+    """fsdp: per micro-batch 2 all-gathers (forward, backward) of each block and one of
+    the root, plus one reduce-scatter per unit, on the group's slowest link; none on one
+    rank."""
     ranks = parse_rank_specs("emu:nvidia-h20,emu:ascend-910b")
     job = _job(global_batch=8, max_micro_batch=2)
     plan = predict(job, ranks, modes=("fsdp",))[0]
     lk = LinkPrices().group_link(["nvidia-h20", "ascend-910b"])
     n_micro = max(len(r.micro_batches) for r in plan.ranks)
-    units = [SMALL.block_params] * 4 + [SMALL.root_params]
-    want = sum(2 * n_micro * transfer_s("all_gather", u * 2, 2, lk)
-               + transfer_s("reduce_scatter", u * 4, 2, lk) for u in units)
+    units = [(SMALL.block_params, 2)] * 4 + [(SMALL.root_params, 1)]
+    want = sum(g * n_micro * transfer_s("all_gather", u * 2, 2, lk)
+               + transfer_s("reduce_scatter", u * 4, 2, lk) for u, g in units)
     assert plan.comm["bridge"] == pytest.approx(want)
     assert predict(job, ranks[:1], modes=("fsdp",))[0].comm == {}
 

@@ -99,7 +99,7 @@ def test_auto_run_trains_with_the_pick_and_reports_both(tmp_path: Path,
     """A tiny emulated 3-kind run with mode = "auto" trains under fsdp (dp of llama3-8b fits
     none of the chips) and its report shows predicted and measured step time."""
     cfg = tmp_path / "tiny.toml"
-    text = EXAMPLE.read_text().replace("seq_len = 2048", "seq_len = 16")
+    text = EXAMPLE.read_text().replace("seq_len = 64", "seq_len = 16")
     text = text.replace("steps = 20", "steps = 3").replace("global_batch = 24",
                                                            "global_batch = 6")
     cfg.write_text(text + "\n[launch]\nmax_restarts = 0\n")

@@ -129,12 +129,14 @@ def split_micro(share: int, micro: int) -> list[int]:
 def rank_time(share: int, micro: int, cost: StepCost, unit_s: float, upb: int,
               n_micro: int = 0) -> tuple[float, float, list[int]]:
     """(compute s, fixed s, micro-batches) of a rank's step: its share cut into
-    micro-batches of at most ``micro`` samples; ``n_micro`` more than that pay the fixed
-    cost of a micro-batch only (fsdp's stand-ins)."""
+    micro-batches of at most ``micro`` samples, as ``StepCost.step_s`` prices them.
+    Up to ``n_micro`` micro-batches are listed; the extra ones (fsdp's stand-ins, which
+    every rank runs so that the collectives match) are listed as 0 and cost nothing, as
+    in the emulator."""
     mbs = split_micro(share, micro)
     compute = sum(b * upb * unit_s / cost.efficiency(b * upb) for b in mbs)
-    n = max(len(mbs), n_micro)
-    return compute, cost.step_fixed_s + n * cost.microbatch_fixed_s, mbs + [0] * (n - len(mbs))
+    fixed = cost.step_fixed_s + len(mbs) * cost.microbatch_fixed_s
+    return compute, fixed, mbs + [0] * max(0, n_micro - len(mbs))
 
 
 def balanced_shares(times: Sequence[Callable[[int], float]], total: int,
@@ -194,43 +196,26 @@ def _add(acc: dict[str, float], links: list[str], cls: str, t: float, desc: str)
 
 def dp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkPrices,
             catalog: dict[str, Chip]) -> Comm:
-    """dp: one all-reduce of the fp32 gradients after the backward pass; on several kinds
-    the hierarchical one (within each kind, across the kinds' leaders, broadcast back)."""
-    nbytes = job.model.params * GRAD_BYTES
+    """dp: one ring all-reduce of the fp32 gradients over all ranks after the backward
+    pass, on the group's slowest link (the emulator paces the whole logical all-reduce so;
+    mixfleet's hierarchical reduce on several kinds moves the same bytes across the bridge
+    when each kind has one rank)."""
     acc: dict[str, float] = {}
     links: list[str] = []
-    kinds = sorted({r.chip for r in ranks}, key=lambda c: min(i for i, r in enumerate(ranks)
-                                                             if r.chip == c))
-    groups = [[r for r in ranks if r.chip == k] for k in kinds]
-    if len(groups) == 1:
-        g = groups[0]
-        if len(g) > 1:
-            lk = prices.group_link([r.chip for r in g], [r.node for r in g], catalog=catalog)
-            _add(acc, links, lk.cls, transfer_s("all_reduce", nbytes, len(g), lk),
-                 lk.describe())
-        return acc, links
-    for op in ("all_reduce", "broadcast"):  # phase 1 and 3, the kinds in parallel
-        slow = (0.0, "", "")
-        for g in (g for g in groups if len(g) > 1):
-            lk = prices.group_link([r.chip for r in g], [r.node for r in g], catalog=catalog)
-            t = transfer_s(op, nbytes, len(g), lk)
-            slow = max(slow, (t, lk.cls, lk.describe()))
-        if slow[1]:
-            _add(acc, links, slow[1], slow[0], slow[2])
-        if op == "all_reduce":  # phase 2: the leaders across the bridge
-            lead = [g[0] for g in groups]
-            lk = prices.group_link([r.chip for r in lead], [r.node for r in lead],
-                                   catalog=catalog)
-            _add(acc, links, lk.cls, transfer_s("all_reduce", nbytes, len(lead), lk),
-                 lk.describe())
+    if len(ranks) > 1:
+        lk = prices.group_link([r.chip for r in ranks], [r.node for r in ranks],
+                               catalog=catalog)
+        _add(acc, links, lk.cls, transfer_s("all_reduce", job.model.params * GRAD_BYTES,
+                                            len(ranks), lk), lk.describe())
     return acc, links
 
 
 def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkPrices,
               catalog: dict[str, Chip]) -> Comm:
-    """fsdp: per micro-batch an all-gather of each block and the root for the forward (and
-    again for the backward when parameters are resharded after the forward), per step a
-    reduce-scatter of each one's fp32 gradients (sync is off until the last micro-batch)."""
+    """fsdp: per micro-batch an all-gather of each block for the forward and again for the
+    backward (when resharded after the forward) and one of the root (FSDP2 keeps the root
+    gathered from its forward to its backward); per step a reduce-scatter of each one's
+    fp32 gradients (gradient sync is off until the last micro-batch)."""
     n = len(ranks)
     acc: dict[str, float] = {}
     links: list[str] = []
@@ -238,9 +223,10 @@ def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: Lin
         return acc, links
     lk = prices.group_link([r.chip for r in ranks], [r.node for r in ranks], catalog=catalog)
     m = job.model
-    units = [m.block_params] * m.blocks + ([m.root_params] if m.root_params else [])
-    gathers = n_micro * (2 if job.reshard_after_forward else 1)
-    t = sum(gathers * transfer_s("all_gather", u * job.param_bytes, n, lk)
-            + transfer_s("reduce_scatter", u * GRAD_BYTES, n, lk) for u in units)
+    twice = 2 if job.reshard_after_forward else 1
+    units = [(m.block_params, twice)] * m.blocks + ([(m.root_params, 1)] if m.root_params
+                                                     else [])
+    t = sum(n_micro * g * transfer_s("all_gather", u * job.param_bytes, n, lk)
+            + transfer_s("reduce_scatter", u * GRAD_BYTES, n, lk) for u, g in units)
     _add(acc, links, lk.cls, t, lk.describe())
     return acc, links

@@ -104,13 +104,17 @@ def preset_shape(preset: str, seq_len: int | None = None) -> ModelShape:
                       act_bytes_per_sample=_decoder_act(cfg.layers, cfg.dim, t, cfg.vocab))
 
 
-def hf_shape(spec: str, seq_len: int = 2048) -> ModelShape:
-    """An ``hf:<dir>`` config's shape (built on the meta device from its config.json)."""
+def hf_shape(spec: str, seq_len: int | None = None) -> ModelShape:
+    """An ``hf:<dir>`` config's shape (built on the meta device from its config.json);
+    ``seq_len`` defaults to its ``max_position_embeddings`` up to 4096, as the emulator's
+    ``as_model`` pace takes it."""
     from mixfleet.workloads.hf import _config, offline_transformers
     from mixfleet.workloads.llama import meta_flops_per_sample
 
     tf = offline_transformers()
-    conf = _config(spec, Path(spec.removeprefix("hf:")))
+    conf = _config(spec, Path(spec.removeprefix("hf:")).expanduser())
+    if seq_len is None:
+        seq_len = int(min(getattr(conf, "max_position_embeddings", 4096) or 4096, 4096))
 
     def build() -> nn.Module:
         return tf.AutoModelForCausalLM.from_config(conf)
@@ -129,9 +133,10 @@ def hf_shape(spec: str, seq_len: int = 2048) -> ModelShape:
 
 
 def as_model_shape(name: str, seq_len: int | None = None) -> ModelShape:
-    """The shape of an ``[emulate] as_model`` value: a llama preset or ``hf:<dir>``."""
+    """The shape of an ``[emulate] as_model`` value: a llama preset or ``hf:<dir>``, at
+    its own sequence length unless ``seq_len`` is given (a sample is one sequence)."""
     if name.startswith("hf:"):
-        return hf_shape(name, seq_len or 2048)
+        return hf_shape(name, seq_len)
     return preset_shape(name, seq_len)
 
 

@@ -72,9 +72,8 @@ class RunPlan:
 
 
 def _model(cfg: RunConfig, as_model: str | None) -> ModelShape:
-    if as_model is not None:
-        seq = cfg.workload.options.get("seq_len")
-        return as_model_shape(as_model, seq if isinstance(seq, int) else None)
+    if as_model is not None:  # the model's own sequence length, as the emulator paces it
+        return as_model_shape(as_model)
     return workload_shape(cfg.workload.name, dict(cfg.workload.options), cfg.shares.sample_mib)
 
 
