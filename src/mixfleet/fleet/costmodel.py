@@ -178,8 +178,9 @@ def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = (
         raise ConfigError("the job has no ranks; give [[ranks]] or --ranks")
     emu = sorted({r.chip for r in ranks if r.emulated})
     speed = relative_speeds(emu, catalog=cat, profiles=profs) if emu else {}
-    units = [unit_seconds(cat[r.chip], job, profs[r.chip], emulated=r.emulated,
-                          speed=speed.get(r.chip, 1.0), rows=rows) for r in ranks]
+    units = [_override(unit_seconds(cat[r.chip], job, profs[r.chip], emulated=r.emulated,
+                                    speed=r.speed or speed.get(r.chip, 1.0), rows=rows), r)
+             for r in ranks]
     costs = [profs[r.chip].step_cost(job.unit) for r in ranks]
     out = []
     for mode in modes:
@@ -206,6 +207,14 @@ def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = (
                                      "chips" if len(bad) == len(rps) > 1 else ""))
                             if worst else ""))
     return out
+
+
+def _override(u: Fig, r: RankSpec) -> Fig:
+    """A ``[[ranks]] speed`` override slows an absolute pace (roofline, bench row) as the
+    emulator does; the ``sample_s`` pace has it already."""
+    if r.speed is None or not r.emulated or u.note.startswith("sample_s"):
+        return u
+    return Fig(u.value / r.speed, u.origin, f"{u.note} / speed {r.speed:g} (config)")
 
 
 def choose(plans: Sequence[ModePlan]) -> tuple[ModePlan | None, dict[str, str]]:

@@ -179,6 +179,8 @@ class RankSpec:
     node: int = 0
     max_micro_batch: int = 0
     """Samples it holds at once (0: its whole share)."""
+    speed: float | None = None
+    """``[[ranks]] speed``: the emulated pace's relative speed override (None: none)."""
 
     @property
     def emulated(self) -> bool:
@@ -219,12 +221,14 @@ def parse_rank_specs(text: str, catalog: dict[str, Chip] | None = None) -> list[
 
 def config_rank_specs(devices: Sequence[str], chips: Sequence[str | None],
                       micro: Sequence[int], per_node: int, *, from_launch: bool = False,
+                      speeds: Sequence[float | None] | None = None,
                       catalog: dict[str, Chip] | None = None) -> list[RankSpec]:
     """Ranks of a run config: rank i on node i // per_node (``launch.nproc`` per machine)."""
     cat = load_catalog() if catalog is None else catalog
     where = "launch.device" if from_launch else "ranks[{i}].device"
     fix = ("give the job [[ranks]] with device = \"emu:<chip-id>\" (or chip = \"<chip-id>\"), "
            "or pass --ranks, with a catalog chip")
+    sp = list(speeds) if speeds is not None else [None] * len(devices)
     return [RankSpec(device=d, chip=_chip_of(d, c, where.format(i=i), cat, fix),
-                     node=i // max(1, per_node), max_micro_batch=m)
-            for i, (d, c, m) in enumerate(zip(devices, chips, micro, strict=True))]
+                     node=i // max(1, per_node), max_micro_batch=m, speed=v)
+            for i, (d, c, m, v) in enumerate(zip(devices, chips, micro, sp, strict=True))]

@@ -86,7 +86,8 @@ def job_of(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
         chips = [r.chip for r in cfg.ranks] or [None] * len(devs)
         micro = [r.max_micro_batch for r in cfg.ranks] or [0] * len(devs)
         ranks = config_rank_specs(devs, chips, micro, cfg.launch.nproc,
-                                  from_launch=not cfg.ranks)
+                                  from_launch=not cfg.ranks,
+                                  speeds=[r.speed for r in cfg.ranks] or None)
     ranks = list(ranks)
     if cfg.train.global_batch < len(ranks):
         raise ConfigError(f"train.global_batch ({cfg.train.global_batch}) must be >= the "
