@@ -104,7 +104,8 @@ def header() -> None:
     for c in CHIPS:
         p = get_profile(c[4:])
         print(f"[emulated] profile {c}: step_fixed {p.step_fixed_ms} ms, micro-batch fixed "
-              f"{p.microbatch_fixed_ms} ms, saturate {p.saturate_samples:g} samples, "
+              f"{p.microbatch_fixed_ms} ms, saturate {p.saturate_samples:g} samples / "
+              f"{p.saturate_tokens:g} tokens, "
               f"exponent {p.efficiency_exponent:g}, mfu {p.mfu:g} ({p.cost_source})",
               flush=True)
 

@@ -108,3 +108,18 @@ def test_auto_run_trains_with_the_pick_and_reports_both(tmp_path: Path,
     assert main(["report", str(tmp_path / "run"), "--json"]) == 0
     rep = json.loads(capsys.readouterr().out)
     assert rep["plan"]["mode"] == "fsdp" and rep["plan"]["measured_step_s"] > 0
+
+
+def test_predicted_step_takes_the_emulators_time_scale_when_chosen_at_run_time() -> None:
+    """Under as_model without a configured time scale the prediction is converted with the
+    scale the emulator chose (its emulated_as event)."""
+    from mixfleet.report.predicted import predicted_vs_measured
+
+    events = [{"event": "plan", "mode": "fsdp", "predicted_step_s": 50.0,
+               "predicted_wall_step_s": None},
+              {"event": "emulated_as", "time_scale": 0.01}]
+    steps = [{"step_s": 0.9}, {"step_s": 0.5}, {"step_s": 0.5}]
+    got = predicted_vs_measured(events, steps)
+    assert got is not None and got["predicted_step_s"] == pytest.approx(0.5)
+    assert got["predicted_over_measured"] == pytest.approx(1.0)
+    assert predicted_vs_measured(events[1:], steps) is None

@@ -11,9 +11,10 @@ __all__ = ["predicted_vs_measured"]
 
 def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, Any]]
                           ) -> dict[str, Any] | None:
-    """The last ``plan`` event's predicted wall step time against the median measured one
-    (whole steps of ``metrics.jsonl``, the first left out: it calibrates and warms up);
-    None without a plan event."""
+    """The last ``plan`` event's predicted wall step time (chip seconds x the time scale
+    under as_model: the plan's, else the one the emulator chose, from its ``emulated_as``
+    event) against the median measured one (whole steps of ``metrics.jsonl``, the first
+    left out: it calibrates and warms up); None without a plan event."""
     plans = [e for e in events if e.get("event") == "plan"]
     if not plans:
         return None
@@ -22,6 +23,10 @@ def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, An
     times = times[1:] if len(times) > 1 else times
     measured = statistics.median(times) if times else None
     predicted = p.get("predicted_wall_step_s")
+    scaled = [e for e in events if e.get("event") == "emulated_as"]
+    if predicted is None and scaled and isinstance(scaled[-1].get("time_scale"), (int, float)):
+        # the time scale the emulator chose at run time (as_model without time_scale)
+        predicted = float(p["predicted_step_s"]) * float(scaled[-1]["time_scale"])
     ratio = (predicted / measured if isinstance(predicted, (int, float)) and measured
              else None)
     return {"mode": p.get("mode"), "label": p.get("label", ""),
