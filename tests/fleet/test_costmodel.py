@@ -158,4 +158,19 @@ def test_fleet_roofline_is_the_cost_models() -> None:
     t = roofline_s(w.flops_per_sample, chip, COMPUTE_EFF, nbytes=w.bytes_per_sample,
                    memory_efficiency=0.7)
     assert t is not None and roofline(w, chip) == pytest.approx(1.0 / t)
-    assert dataclasses.is_dataclass(SMALL)
+
+
+def test_a_registered_mode_is_predicted_and_chosen_like_the_others(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pipeline mode's hook: a predictor added to MODES is called with the shared
+    context and competes in choose()."""
+    from mixfleet.fleet import costmodel
+
+    def fake(mode: str, ctx: costmodel.Context) -> costmodel.ModePlan:
+        p = costmodel.data_parallel("fsdp", ctx)
+        return dataclasses.replace(p, mode=mode, comm={})  # no communication at all
+
+    monkeypatch.setitem(costmodel.MODES, "pipeline", fake)
+    plans = predict(_job(), parse_rank_specs(THREE), modes=("dp", "fsdp", "pipeline"))
+    best, why = choose(plans)
+    assert best is not None and best.mode == "pipeline" and set(why) == {"dp", "fsdp"}

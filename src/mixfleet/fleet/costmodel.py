@@ -8,11 +8,15 @@ each micro-batch through the profile's efficiency curve; fixed costs are the pro
 :class:`~mixfleet.emulate.pricing.StepCost`; transfers are priced by
 :func:`~mixfleet.emulate.pricing.transfer_s` on :meth:`LinkPrices.group_link`, the same
 functions the emulator paces by. Every figure carries its origin: measured, emulated,
-catalog or assumed. The assumptions are the constants below, in one place.
+catalog or assumed. The assumptions are constants of :mod:`mixfleet.fleet.costterms`, in
+one place.
 
-A mode is a function in :data:`MODES` (``dp``, ``fsdp``); the pipeline mode adds itself
-there with the same signature.
+A mode is a predictor in :data:`MODES`: ``(mode, Context) -> ModePlan``. ``dp`` and
+``fsdp`` share :func:`data_parallel` (they differ in memory and collectives); the pipeline
+mode registers its own predictor (stages, bubbles) with the same signature.
 """
+
+from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
@@ -26,7 +30,6 @@ from mixfleet.errors import ConfigError
 from mixfleet.fleet.costterms import (
     HBM_USABLE,
     OVERLAP,
-    Comm,
     Fig,
     JobSpec,
     balanced_shares,
@@ -39,7 +42,8 @@ from mixfleet.fleet.costterms import (
 )
 from mixfleet.fleet.jobshape import RankSpec
 
-__all__ = ["JobSpec", "Fig", "RankPlan", "ModePlan", "MODES", "predict", "choose"]
+__all__ = ["JobSpec", "Fig", "RankPlan", "ModePlan", "Context", "ModeFn", "MODES",
+           "data_parallel", "predict", "choose"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -159,9 +163,50 @@ def _ranks(job: JobSpec, ranks: Sequence[RankSpec], mode: str, units: list[Fig],
     return out
 
 
-ModeFn = Callable[[JobSpec, Sequence[RankSpec], int, LinkPrices, dict[str, Chip]], Comm]
-#: The parallel modes the model predicts, by name: each prices its communication.
-MODES: dict[str, ModeFn] = {"dp": dp_comm, "fsdp": fsdp_comm}
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What every mode's predictor gets: the job, its ranks, each rank's seconds per work
+    unit and step-cost shape, the link prices and the catalog."""
+
+    job: JobSpec
+    ranks: tuple[RankSpec, ...]
+    units: tuple[Fig, ...]
+    costs: tuple[StepCost, ...]
+    prices: LinkPrices
+    catalog: dict[str, Chip]
+
+
+ModeFn = Callable[[str, Context], "ModePlan"]
+_COMM = {"dp": dp_comm, "fsdp": fsdp_comm}
+
+
+def data_parallel(mode: str, ctx: Context) -> ModePlan:
+    """``dp`` or ``fsdp``: every rank computes its share; the mode's collectives follow."""
+    job, ranks = ctx.job, ctx.ranks
+    rps = _ranks(job, ranks, mode, list(ctx.units), list(ctx.costs), ctx.catalog)
+    n_micro = max(len(r.micro_batches) for r in rps)
+    comm, links = _COMM[mode](job, ranks, n_micro, ctx.prices, ctx.catalog)
+    hidden = OVERLAP.get(mode, 0.0)
+    comm = {k: v * (1.0 - hidden) for k, v in comm.items()}
+    bad = [r for r in rps if not r.fits]
+    worst = max(bad, key=lambda r: (r.need_bytes - (r.hbm_bytes or 0), -r.rank)) \
+        if bad else None
+    _, act_origin = memory_parts(job, mode, len(ranks), 1)
+    origins = {"compute": "+".join(sorted({u.origin for u in ctx.units})),
+               "fixed": "+".join(sorted({c.origin.split(" ")[0] for c in ctx.costs})),
+               "comm": "+".join(sorted({d.rsplit("(", 1)[-1].rstrip(")") for d in links}))
+               or "none", "memory": f"catalog HBM; activations {act_origin}"}
+    refusal = ""
+    if worst is not None:
+        refusal = _refusal(worst, mode) + ("; it fits none of the job's chips"
+                                           if len(bad) == len(rps) > 1 else "")
+    return ModePlan(mode=mode, ranks=tuple(rps), comm=comm, links=tuple(links),
+                    samples_per_step=job.global_batch,
+                    units_per_sample=job.model.seq_len or 1, origins=origins, refusal=refusal)
+
+
+#: The parallel modes the model predicts, by name (the pipeline mode adds itself here).
+MODES: dict[str, ModeFn] = {"dp": data_parallel, "fsdp": data_parallel}
 
 
 def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = ("dp", "fsdp"),
@@ -173,40 +218,21 @@ def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = (
 
     cat = load_catalog() if catalog is None else catalog
     profs = load_profiles(catalog=cat) if profiles is None else profiles
-    prices = LinkPrices() if prices is None else prices
     if not ranks:
         raise ConfigError("the job has no ranks; give [[ranks]] or --ranks")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ConfigError(f"parallel.mode {unknown[0]!r} has no cost model; use one of "
+                          f"{', '.join(MODES)}")
     emu = sorted({r.chip for r in ranks if r.emulated})
     speed = relative_speeds(emu, catalog=cat, profiles=profs) if emu else {}
-    units = [_override(unit_seconds(cat[r.chip], job, profs[r.chip], emulated=r.emulated,
-                                    speed=r.speed or speed.get(r.chip, 1.0), rows=rows), r)
-             for r in ranks]
-    costs = [profs[r.chip].step_cost(job.unit) for r in ranks]
-    out = []
-    for mode in modes:
-        if mode not in MODES:
-            raise ConfigError(f"parallel.mode {mode!r} has no cost model; use one of "
-                              f"{', '.join(MODES)}")
-        rps = _ranks(job, ranks, mode, units, costs, cat)
-        n_micro = max(len(r.micro_batches) for r in rps)
-        comm, links = MODES[mode](job, ranks, n_micro, prices, cat)
-        hidden = OVERLAP.get(mode, 0.0)
-        comm = {k: v * (1.0 - hidden) for k, v in comm.items()}
-        bad = [r for r in rps if not r.fits]
-        worst = max(bad, key=lambda r: (r.need_bytes - (r.hbm_bytes or 0), -r.rank)) \
-            if bad else None
-        _, act_origin = memory_parts(job, mode, len(ranks), 1)
-        origins = {"compute": "+".join(sorted({u.origin for u in units})),
-                   "fixed": "+".join(sorted({c.origin.split(" ")[0] for c in costs})),
-                   "comm": "+".join(sorted({d.rsplit("(", 1)[-1].rstrip(")") for d in links}))
-                   or "none", "memory": f"catalog HBM; activations {act_origin}"}
-        out.append(ModePlan(mode=mode, ranks=tuple(rps), comm=comm, links=tuple(links),
-                            samples_per_step=job.global_batch,
-                            units_per_sample=job.model.seq_len or 1, origins=origins,
-                            refusal=(_refusal(worst, mode) + ("; it fits none of the job's "
-                                     "chips" if len(bad) == len(rps) > 1 else ""))
-                            if worst else ""))
-    return out
+    units = tuple(_override(unit_seconds(cat[r.chip], job, profs[r.chip], emulated=r.emulated,
+                                         speed=r.speed or speed.get(r.chip, 1.0), rows=rows),
+                            r) for r in ranks)
+    ctx = Context(job, tuple(ranks), units, tuple(profs[r.chip].step_cost(job.unit)
+                                                  for r in ranks),
+                  LinkPrices() if prices is None else prices, cat)
+    return [MODES[mode](mode, ctx) for mode in modes]
 
 
 def _override(u: Fig, r: RankSpec) -> Fig:
