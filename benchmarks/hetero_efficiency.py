@@ -1,36 +1,41 @@
-"""Heterogeneous efficiency: one job on three emulated chips against their solo throughputs.
+"""Heterogeneous efficiency [emulated]: one job on three emulated chips against what each kind
+delivers on its own.
 
-Three emulated chips (``emu:nvidia-h20``, ``emu:kunlun-p800``, ``emu:ascend-910b``) are
-paced at exact relative speeds 1.0, 0.6 and 0.35 (``[[ranks]] speed``, with the same
-``[emulate] sample_s`` on every rank: a step of ``n`` samples takes ``n x sample_s / speed``
-on a chip). digits-cnn, global batch B = 128, through ``mixfleet train`` (torchrun, gloo,
-the hierarchical all-reduce: two device kinds, cuda and npu).
+Every figure here is **emulated**: ``emu:nvidia-h20``, ``emu:kunlun-p800`` and
+``emu:ascend-910b`` run the real computation on this machine's CPU and are paced by their
+profiles (``mixfleet/emulate/profiles.toml``: relative speed from the catalog, fixed costs
+per step and per micro-batch, all assumed) and by the priced links (intra from the catalog,
+bridge ``[emulate] bridge_gbps`` = 32 GB/s and NIC 25 GB/s by default, assumed). The
+script prints the profile and links it used. Throughput comes from the mean wall time of
+whole steps (the time between consecutive step records of ``metrics.jsonl`` after a
+warm-up: it includes the collectives, the optimizer and all post-step work).
 
-- solo: each chip alone trains the same global batches (one rank, same B);
-  its throughput is B / step time.
-- mixfleet: the three together, shares measured over the first 10 steps and rebalanced
-  every 10 steps (``[shares] mode = "measured"``).
-- baseline: the three together with equal shares.
-- throttle: the H20 runs at 50% clock in steps 20-60 of 70; shares by speed, then
-  rebalance on (every 5 steps) against off (the same shares throughout).
+Two questions:
 
-Throughput is measured on whole steps: the wall time between consecutive step records
-(``metrics.jsonl``, rank 0's clock), so it includes the collectives, the optimizer step and
-all post-step work (logging, snapshots, health checks, rebalancing), not only the
-compute. After a warm-up (the start-up of the processes is not counted): B / the median
-whole-step time for the steady runs (robust to the spikes of a shared machine), wall time
-over the steps for the throttle runs (the episode is the point). The pace only holds
-while the real CPU compute of a step stays under its budget; on a loaded machine raise
-``--sample-ms``. Printed: each figure; the ratios; last line: mixfleet's throughput / the
-sum of the solo throughputs (target >= 0.95).
+1. ``--sample-ms 1,0.5,0.25`` (digits-cnn, global batch 128, dp or fsdp): the pace is
+   ``sample_s`` per sample at relative speed 1.0; the sweep goes down to where that budget
+   comes close to the real compute. For each value: each chip alone, then the three with
+   shares measured and rebalanced; the ratio mixed / sum of solo throughputs, and beside it
+   the exposed overhead in ms per step (mixed step time minus the cost model's prediction
+   of the paced step: what the loop, gloo and the CPU add). ``--throttle`` adds a throttle
+   episode (the H20 at 50% clock) with rebalance on and off.
+2. ``--as-model llama3-8b``: each rank paced as if it trained Llama-3-8B (the small debug
+   model does the math). Each kind's best homogeneous plan (the fewest chips of that kind on
+   which a mode fits, the faster mode there) gives its per-chip throughput; each mode that
+   fits on H20 + P800 + 910B is reported as a fraction of the sum of the three per-chip
+   throughputs, beside the cost model's predicted fraction. A mode that fits no chip says
+   so (dp of llama3-8b fits none of them). There is no target: this reports what the links
+   cost.
 
-    .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1.0] [--steps 80] \
-        [--parallel dp|fsdp]
+    .venv/bin/python benchmarks/hetero_efficiency.py [--sample-ms 1,0.5,0.25] [--parallel dp]
+    .venv/bin/python benchmarks/hetero_efficiency.py --as-model llama3-8b [--batch 24]
+Last line: the ratio (the mixed run's throughput / the sum over the chips).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -39,102 +44,193 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHIPS = [("emu:nvidia-h20", 1.0), ("emu:kunlun-p800", 0.6), ("emu:ascend-910b", 0.35)]
-B = 128
+CHIPS = ["emu:nvidia-h20", "emu:kunlun-p800", "emu:ascend-910b"]
+COMMON = ["checkpoint.interval=100000", "train.log_every=100000", "telemetry.hz=0",
+          'health.straggler_action="report"', "launch.max_restarts=0",
+          "train.warmup_steps=0"]
 
 
-def ranks_value(chips: list[tuple[str, float]]) -> str:
-    return "ranks=[" + ", ".join(f'{{device = "{d}", speed = {s}}}' for d, s in chips) + "]"
+def ranks(devs: list[str]) -> list[str]:
+    return ["ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]",
+            f"launch.nproc={len(devs)}"]
 
 
-PARALLEL = ["dp"]  # set from --parallel
-
-
-def train(run_dir: Path, chips: list[tuple[str, float]], steps: int, sample_s: float,
-          *extra: str) -> Path:
-    sets = [ranks_value(chips), f"parallel.mode='{PARALLEL[0]}'", f"train.steps={steps}",
-            f"train.global_batch={B}",
-            f"emulate.sample_s={sample_s}", "checkpoint.interval=100000",
-            "train.log_every=100000", "health.straggler_action='report'", "telemetry.hz=0",
-            "launch.max_restarts=0", *extra]
-    cmd = [sys.executable, "-m", "mixfleet", "train", str(ROOT / "examples" / "digits-cnn.toml"),
+def train(example: str, run_dir: Path, overrides: list[str]) -> Path:
+    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(ROOT / "examples" / example),
            "--run-dir", str(run_dir), "--json", "--resume", "never"]
-    for s in sets:
+    for s in [*COMMON, *overrides]:
         cmd += ["--set", s]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
     if p.returncode != 0:
         raise SystemExit(f"training failed ({p.returncode}):\n{p.stderr[-3000:]}")
     return run_dir
 
 
-def _steps(run_dir: Path) -> dict[int, dict]:
-    recs = map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-    return {int(r["step"]): r for r in recs if "loss" in r}
+def mean_step_s(run_dir: Path, warmup: int) -> float:
+    """Mean wall time of whole steps after ``warmup`` (between consecutive step records)."""
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    t = {int(r["step"]): float(r["t"]) for r in recs if "loss" in r}
+    return statistics.fmean(t[s] - t[s - 1] for s in sorted(t) if s > warmup and s - 1 in t)
 
 
-def steady(run_dir: Path, first: int) -> float:
-    """Samples/s from the median whole-step wall time after step ``first`` (the time
-    between consecutive step records; robust to the spikes a shared machine adds)."""
-    t = {s: float(r["t"]) for s, r in _steps(run_dir).items()}
-    st = [t[s] - t[s - 1] for s in sorted(t) if s > first and s - 1 in t]
-    return B / statistics.median(st)
+def last_shares(run_dir: Path) -> list[int] | None:
+    ev = [json.loads(x) for x in (run_dir / "events.jsonl").read_text().splitlines()]
+    ch = [e["new"] for e in ev if e.get("event") == "shares_changed"]
+    return ch[-1] if ch else None
 
 
-def overall(run_dir: Path, first: int) -> float:
-    """Samples/s from the wall time between step ``first`` and the last step."""
-    t = {s: float(r["t"]) for s, r in _steps(run_dir).items()}
-    last = max(t)
-    return B * (last - first) / (t[last] - t[first])
+def predicted_step_s(example: str, overrides: list[str], mode: str,
+                     shares: list[int] | None = None) -> tuple[float | None, str]:
+    """The cost model's step (chip seconds) of a run, with its final shares if known."""
+    from mixfleet.fleet.costmodel import predict
+    from mixfleet.train.autoplan import job_of
+    from mixfleet.train.launch import resolve_config
+
+    cfg = resolve_config(ROOT / "examples" / example, [*COMMON, *overrides])
+    job, rs = job_of(cfg)
+    if shares is not None:
+        job = dataclasses.replace(job, shares=tuple(shares))
+    p = predict(job, rs, modes=(mode,), prices=cfg.emulate.link_prices())[0]
+    return (p.step_s if p.fits else None), p.refusal
+
+
+def header() -> None:
+    from mixfleet.emulate.pricing import LinkPrices
+    from mixfleet.emulate.profile import get_profile
+
+    lp = LinkPrices()
+    print(f"[emulated] links: bridge {lp.bridge_gbps:g} GB/s ({lp.bridge_origin}), nic "
+          f"{lp.nic_gbps:g} GB/s ({lp.nic_origin}), intra: catalog link_gbps")
+    for c in CHIPS:
+        p = get_profile(c[4:])
+        print(f"[emulated] profile {c}: step_fixed {p.step_fixed_ms} ms, micro-batch fixed "
+              f"{p.microbatch_fixed_ms} ms, saturate {p.saturate_samples:g} samples / "
+              f"{p.saturate_tokens:g} tokens, "
+              f"exponent {p.efficiency_exponent:g}, mfu {p.mfu:g} ({p.cost_source})",
+              flush=True)
+
+
+def sweep(args: argparse.Namespace, root: Path) -> float:
+    b, warm = 128, 10
+    mode = args.parallel
+    last = 0.0
+    for ms in [float(x) for x in args.sample_ms.split(",")]:
+        base = [f"emulate.sample_s={ms / 1000}", f"train.global_batch={b}",
+                f"parallel.mode=\"{mode}\""]
+        solo = 0.0
+        for c in CHIPS:
+            d = train("digits-cnn.toml", root / f"solo-{ms}-{c[4:]}",
+                      [*base, *ranks([c]), "train.steps=25"])
+            solo += b / mean_step_s(d, 5)
+        mixed = [*base, *ranks(CHIPS), f"train.steps={args.steps}",
+                 'shares.mode="measured"', "shares.rebalance_every=10"]
+        d = train("digits-cnn.toml", root / f"mixed-{ms}", mixed)
+        step = mean_step_s(d, warm)
+        pred, _ = predicted_step_s("digits-cnn.toml", mixed, mode, last_shares(d))
+        over = (step - pred) * 1e3 if pred is not None else float("nan")
+        last = b / step / solo
+        print(f"[emulated] {mode} sample {ms:g} ms: mixed {b / step:.0f} samples/s, sum of "
+              f"solo {solo:.0f}; mixed / sum = {last:.3f}; exposed overhead "
+              f"{over:.1f} ms per step (measured {step * 1e3:.1f} ms, paced budget "
+              f"{(pred or 0) * 1e3:.1f} ms)", flush=True)
+        if args.throttle and ms == float(args.sample_ms.split(",")[0]):
+            throttle(base, root / str(ms))
+    return last
+
+
+def throttle(base: list[str], root: Path) -> None:
+    """The H20 at 50% clock in steps 20-60 of 70; shares by speed, then rebalanced every 5
+    steps against the same shares throughout (throughput over steps 15-70)."""
+    ov = [*base, *ranks(CHIPS), "train.steps=70", 'shares.mode="speed"',
+          "faults.inject=['throttle@rank=0,step=20,steps=40,clock=50']"]
+    out = {}
+    for name, extra in (("on", ["shares.rebalance_every=5"]), ("off", [])):
+        d = train("digits-cnn.toml", root / f"throttle-{name}", [*ov, *extra])
+        out[name] = 1.0 / mean_step_s(d, 15)
+    print(f"[emulated] throttle episode (H20 at 50% clock, steps 20-60): rebalance on/off "
+          f"= {out['on'] / out['off']:.3f}", flush=True)
+
+
+def as_model(args: argparse.Namespace, root: Path) -> float:
+    b, warm, m = args.batch, 3, args.as_model
+    base = [f'emulate.as_model="{m}"', f"workload.options.seq_len={args.seq_len}",
+            "parallel.activation_checkpointing=true",
+            "workload.options.eval_samples=2", f"train.global_batch={b}",
+            f"shares.max_micro_batch={args.micro}", "shares.max_accum=64"]
+    ex = "llama-debug.toml"
+    preds = [predicted_step_s(ex, [*base, *ranks(CHIPS)], md)[0] for md in ("dp", "fsdp")]
+    slow = max((p for p in preds if p is not None), default=1.0)
+    scale = min(1.0, args.target_step_s / slow)
+    base.append(f"emulate.time_scale={scale!r}")
+    print(f"[emulated as {m}, time scale {scale:.3g}] {b} sequences of its own length, "
+          f"activation checkpointing (the small model: {args.seq_len} tokens)", flush=True)
+    per_chip, pred_chip = {}, {}
+    for c in CHIPS:
+        best = None
+        for k in range(1, 9):
+            fits = [(p, md) for md in ("dp", "fsdp")
+                    if (p := predicted_step_s(ex, [*base, *ranks([c] * k),
+                                                   f'parallel.mode="{md}"'], md)[0])]
+            if fits:
+                best = (k, *min(fits))
+                break
+        if best is None:
+            print(f"{c}: no homogeneous plan of up to 8 chips fits {m}", flush=True)
+            continue
+        k, p, md = best
+        d = train(ex, root / f"homo-{c[4:]}", [*base, *ranks([c] * k), f'parallel.mode="{md}"',
+                                                f"train.steps={warm + 5}"])
+        per_chip[c] = b / (mean_step_s(d, warm) / scale) / k
+        pred_chip[c] = b / p / k
+        print(f"[emulated as {m}] {c}: best homogeneous plan {md} on {k} chip(s): "
+              f"{per_chip[c]:.3f} samples/s per chip (predicted {pred_chip[c]:.3f})",
+              flush=True)
+    total, ptotal = sum(per_chip.values()), sum(pred_chip.values())
+    frac = float("nan")
+    for md in ("dp", "fsdp"):
+        ov = [*base, *ranks(CHIPS), f'parallel.mode="{md}"', 'shares.mode="speed"',
+              f"train.steps={warm + 5}"]
+        p, refusal = predicted_step_s(ex, ov, md)
+        if p is None:
+            print(f"[emulated as {m}] {md} on H20 + P800 + 910B: {refusal}", flush=True)
+            continue
+        d = train(ex, root / f"mixed-{md}", ov)
+        step = mean_step_s(d, warm) / scale
+        f = b / step / total if total else float("nan")
+        frac = f if frac != frac or f > frac else frac
+        print(f"[emulated as {m}] {md} on H20 + P800 + 910B: {b / step:.3f} samples/s = "
+              f"{f:.3f} of the sum of per-chip homogeneous throughputs (predicted "
+              f"{b / p / ptotal:.3f}); exposed overhead {(step - p) * scale * 1e3:.1f} ms "
+              f"per wall step", flush=True)
+    return frac
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sample-ms", type=float, default=1.0,
-                    help="step time per sample at speed 1.0 (ms)")
+    ap.add_argument("--sample-ms", default="1,0.5,0.25",
+                    help="comma-separated ms per sample at speed 1.0, swept in order")
     ap.add_argument("--steps", type=int, default=50, help="steps of the mixed runs")
-    ap.add_argument("--parallel", choices=("dp", "fsdp"), default="dp",
-                    help="reduction strategy of every run (fsdp: FSDP2, sharded)")
+    ap.add_argument("--parallel", choices=("dp", "fsdp"), default="dp")
+    ap.add_argument("--throttle", action="store_true", help="also a throttle episode with "
+                    "rebalance on and off (at the first --sample-ms)")
+    ap.add_argument("--as-model", help="a llama preset: the second question")
+    ap.add_argument("--seq-len", type=int, default=64,
+                    help="tokens per sequence of the small model that does the math")
+    ap.add_argument("--batch", type=int, default=24, help="global batch (sequences)")
+    ap.add_argument("--micro", type=int, default=1, help="sequences a rank holds at once")
+    ap.add_argument("--target-step-s", type=float, default=2.0,
+                    help="wall seconds the mixed step is paced to (sets the time scale)")
     args = ap.parse_args()
-    PARALLEL[0] = args.parallel
-    print(f"parallel mode: {args.parallel}, {args.sample_ms} ms per sample at speed 1.0",
-          flush=True)
-    sample_s = args.sample_ms / 1000
-    warm = 20
+    header()
     with tempfile.TemporaryDirectory(prefix="hetero-") as tmp:
-        root = Path(tmp)
-        solo = {}
-        for dev, speed in CHIPS:
-            d = train(root / f"solo-{dev[4:]}", [(dev, speed)], 25, sample_s)
-            solo[dev] = steady(d, 5)
-            print(f"solo {dev} (speed {speed}): {solo[dev]:.0f} samples/s", flush=True)
-        total = sum(solo.values())
-        print(f"sum of solo throughputs: {total:.0f} samples/s", flush=True)
-
-        d_eq = train(root / "equal", CHIPS, args.steps, sample_s)
-        eq = steady(d_eq, warm)
-        print(f"equal shares (baseline): {eq:.0f} samples/s = {eq / total:.3f} of the sum",
-              flush=True)
-        d_mx = train(root / "mixfleet", CHIPS, args.steps, sample_s,
-                     'shares.mode="measured"', "shares.rebalance_every=10")
-        mx = steady(d_mx, warm)
-        shares = [e["new"] for e in map(json.loads, (d_mx / "events.jsonl").read_text()
-                                        .splitlines()) if e["event"] == "shares_changed"]
-        print(f"mixfleet (measured shares {shares[-1] if shares else '?'}, rebalance every "
-              f"10): {mx:.0f} samples/s = {mx / total:.3f} of the sum", flush=True)
-
-        throttle = "faults.inject=['throttle@rank=0,step=20,steps=40,clock=50']"
-        d_on = train(root / "throttle-on", CHIPS, 70, sample_s, 'shares.mode="speed"',
-                     "shares.rebalance_every=5", throttle)
-        d_off = train(root / "throttle-off", CHIPS, 70, sample_s, 'shares.mode="speed"',
-                      throttle)
-        on, off = overall(d_on, 15), overall(d_off, 15)
-        print(f"throttle episode (H20 at 50% clock, steps 20-60; throughput over steps "
-              f"15-70): rebalance on {on:.0f} "
-              f"samples/s, off {off:.0f} samples/s; on/off = {on / off:.3f}", flush=True)
-        print(f"mixfleet / equal shares: {mx / eq:.3f}")
-        print(f"equal shares / sum of solo throughputs: {eq / total:.3f}")
-        print(f"hetero efficiency (mixfleet / sum of solo throughputs, target >= 0.95): "
-              f"{mx / total:.3f}")
+        if args.as_model:
+            r = as_model(args, Path(tmp))
+            print(f"hetero efficiency [emulated as {args.as_model}] (best mode that fits / "
+                  f"sum of per-chip homogeneous throughputs; no target): {r:.3f}")
+        else:
+            r = sweep(args, Path(tmp))
+            print(f"hetero efficiency [emulated] (mixed / sum of solo throughputs at the "
+                  f"smallest sample time): {r:.3f}")
     return 0
 
 

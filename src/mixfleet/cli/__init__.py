@@ -16,7 +16,7 @@ from mixfleet.errors import ConfigError, MixfleetError
 
 # Modules that register commands, in the order of `mixfleet --help`.
 COMMAND_MODULES = ("train", "report", "clean", "export", "data", "catalog", "bench", "sim",
-                   "fleet", "dashboard")
+                   "fleet", "planjob", "dashboard")
 
 __all__ = ["main", "build_parser"]
 

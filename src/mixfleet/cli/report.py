@@ -40,5 +40,14 @@ def cmd_report(args: argparse.Namespace) -> int:
           f"{rep['faults_injected']}, skipped steps {rep['skipped_steps'] or 'none'}, "
           f"drained ranks {rep['drained_ranks'] or 'none'}")
     print("  time in failure states: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
+    plan = rep.get("plan")
+    if plan is not None:
+        pred, meas, r = (plan["predicted_step_s"], plan["measured_step_s"],
+                         plan["predicted_over_measured"])
+        label = f" [{plan['label']}]" if plan["label"] else ""
+        print(f"  step time ({plan['mode']}, picked by the cost model){label}: predicted "
+              + (f"{pred:.4f}s" if pred is not None else "unknown (time scale chosen at run time)")
+              + ", measured " + (f"{meas:.4f}s" if meas is not None else "none")
+              + (f", predicted/measured = {r:.2f}" if r is not None else ""))
     print(f"  timeline: {png}")
     return 0

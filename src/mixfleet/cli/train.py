@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from mixfleet.train.autoplan import resolve_auto
 from mixfleet.train.launch import launch, prepare_run, resolve_config
 
 __all__ = ["add_parser", "cmd_train"]
@@ -106,7 +107,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         flags.append("faults.inject=" + json.dumps([*base, *args.inject]))
     cfg = resolve_config(args.config, list(args.set) + flags)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
-    run = prepare_run(cfg, run_dir, resume=args.resume)
+    cfg, plan = resolve_auto(cfg)  # [parallel] mode = "auto": the cost model's pick
+    if plan is not None and plan.pick is not None:
+        label = f" [{plan.label()}]" if plan.label() else ""
+        print(f"parallel mode auto -> {plan.pick.mode}: predicted {plan.pick.step_s:.3f} s per "
+              f"step{label}; " + "; ".join(f"{m} loses: {w}" for m, w in plan.why.items()),
+              file=sys.stderr if args.json else sys.stdout)
+    run = prepare_run(cfg, run_dir, resume=args.resume, plan=plan)
     summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
                      progress_to_stderr=args.json)
     if args.json:

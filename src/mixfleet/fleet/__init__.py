@@ -1,13 +1,16 @@
-"""Fleet model and placement (docs/fleet.md).
+"""Fleet model, placement and the cost model of one job (docs/fleet.md, docs/costmodel.md).
 
     model.py        Fleet, Pool, Job and their TOML files
+    workloads.py    the planner's workload classes (FLOPs, bytes, memory per sample)
     throughput.py   ThroughputTable: measured rows, roofline estimates, assumptions
     speeds.py       each pool's speed relative to the reference chip, and its origin
     reliability.py  ReliabilityProfile per chip, the documented defaults and their sources
     estimates.py    what a scheduler can know of a job's length
-    workloads.py    the planner's workload classes
-    plan.py         place a list of jobs on a fleet with one policy
     policies/       placement policies (fifo, srtf, gavel, goodput, sparing) and their base
+    plan.py         `mixfleet plan`: one placement of a list of jobs
+    jobshape.py     a job's model size (meta-device counts) and its ranks (chip, node)
+    costterms.py    the cost model's terms and assumptions: compute, fixed, links, memory
+    costmodel.py    one cost model: each parallel mode's step, memory and throughput
 """
 
 from mixfleet.fleet.model import Fleet, Job, Pool, load_fleet, load_jobs

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from mixfleet.catalog.base import Chip
 from mixfleet.catalog.table import ThroughputRow
+from mixfleet.fleet.costterms import roofline_s
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, WorkloadClass
 
 __all__ = ["Entry", "Assumption", "ThroughputTable", "roofline", "COMPUTE_EFF",
@@ -84,16 +85,12 @@ class Entry:
 def roofline(w: WorkloadClass, chip: Chip, peak_tflops: float | None = None,
              bw_tbps: float | None = None) -> float | None:
     """Roofline samples/s of one device, or None when a catalog figure is unknown.
-    ``peak_tflops`` / ``bw_tbps`` stand in for the catalog's figures when it has none."""
-    peak = chip.peak_flops()
-    if peak is None and peak_tflops is not None:
-        peak = peak_tflops * 1e12
-    bw = chip.hbm_tbps.value if chip.hbm_tbps.value is not None else bw_tbps
-    if peak is None or bw is None:
-        return None
-    t = max(w.flops_per_sample / (peak * COMPUTE_EFF),
-            w.bytes_per_sample / (bw * 1e12 * MEMORY_EFF))
-    return 1.0 / t
+    ``peak_tflops`` / ``bw_tbps`` stand in for the catalog's figures when it has none.
+    The seconds come from the cost model's one roofline (:func:`~mixfleet.fleet.costterms.
+    roofline_s`), the same one ``plan-job`` uses for a chip without a bench row."""
+    t = roofline_s(w.flops_per_sample, chip, COMPUTE_EFF, nbytes=w.bytes_per_sample,
+                   memory_efficiency=MEMORY_EFF, peak_tflops=peak_tflops, bw_tbps=bw_tbps)
+    return None if t is None else 1.0 / t
 
 
 class ThroughputTable:

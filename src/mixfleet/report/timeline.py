@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mixfleet.report.predicted import predicted_vs_measured
 from mixfleet.runs import RunDir, read_jsonl
 
 __all__ = ["run_report", "plot_timeline", "count_attempts", "report_fields"]
@@ -57,8 +58,10 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
         after = [r["t"] for r in steps if r["t"] > ts]
         if before and after:
             downtime += after[0] - before[-1]
-    return report_fields(events, productive=productive, wall=wall, downtime=downtime,
-                         redone=redone)
+    rep = report_fields(events, productive=productive, wall=wall, downtime=downtime,
+                        redone=redone)
+    plan = predicted_vs_measured(events, steps)
+    return {**rep, "plan": plan} if plan is not None else rep
 
 
 def report_fields(events: list[dict[str, Any]], *, productive: float, wall: float,

@@ -4,6 +4,7 @@ The core, at the top of the package:
 
     config.py     the run's typed config (one dataclass per section), TOML and --set
     launch.py     `mixfleet train`: validate, write the run directory, start the ranks
+    autoplan.py   a config's plan from the cost model: plan-job, [parallel] mode = "auto"
     worker.py     one rank's process: device, process group, builds and runs the Trainer
     trainer.py    the loop: sampler -> step -> checks -> actions -> snapshot/checkpoint
     step.py       StepManager: one step's forward/backward, collectives and StepOutcome

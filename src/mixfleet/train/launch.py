@@ -19,6 +19,7 @@ from typing import Any
 
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
+from mixfleet.train.autoplan import RunPlan, plan_event, resolve_auto
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
@@ -55,13 +56,18 @@ def resolve_config(path: str | Path | None, overrides: list[str],
         raise type(e)(f"{path}: {e}") from None  # the file, then the key and the fix
 
 
-def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") -> RunDir:
+def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
+                plan: RunPlan | None = None) -> RunDir:
     """Check the device and the run directory, then write ``config.toml``.
 
+    ``[parallel] mode = "auto"`` is resolved to the cost model's pick (``plan``, when the
+    caller resolved it already with :func:`resolve_auto`) and recorded as a ``plan`` event.
     Everything is checked before anything is written: on bad input nothing is created.
     """
     if resume not in ("auto", "never"):
         raise ConfigError(f"--resume {resume!r} is unknown; use auto or never")
+    if cfg.parallel.mode == "auto":
+        cfg, plan = resolve_auto(cfg)
     resolve_device(cfg.launch.device)  # unknown/unavailable device -> DeviceError
     if len(cfg.ranks) == cfg.launch.nproc:  # every rank on this machine: check each device
         for spec in dict.fromkeys(r.device for r in cfg.ranks):
@@ -92,6 +98,8 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     new_hash = config_hash(cfg)
     run.config.write_text(dumps_toml(to_dict(cfg)))
     run.emit("launch", config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
+    if plan is not None and plan.pick is not None:
+        run.emit("plan", **plan_event(plan))
     if previous is not None and previous != new_hash and run.has_checkpoints():
         run.emit("config_changed", previous=previous, now=new_hash)
     return run

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mixfleet.errors import ConfigError
 from mixfleet.train.parallel.fsdp import FullyShardedDP
 from mixfleet.train.parallel.strategy import (
     AllReduce,
@@ -28,6 +29,9 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
     """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
     fleet's timed all-reduce of the gradients and of a control region; ``units``: the
     blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
+    if cfg.mode == "auto":  # resolved at launch (mixfleet.train.autoplan.resolve_auto)
+        raise ConfigError("parallel.mode = \"auto\" was not resolved; start the run with "
+                          "`mixfleet train`, which picks the mode, or set dp or fsdp")
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce, control_reduce=control_reduce)

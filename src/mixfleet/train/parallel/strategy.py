@@ -33,9 +33,11 @@ __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "shard_units",
 class ParallelConfig:
     """The ``[parallel]`` table."""
 
-    mode: Literal["dp", "fsdp"] = field(
+    mode: Literal["dp", "fsdp", "auto"] = field(
         "dp", help="dp: a replica per rank, one flat all-reduce (small models); fsdp: FSDP2, "
-                   "parameters, gradients and optimizer state sharded over the ranks")
+                   "parameters, gradients and optimizer state sharded over the ranks; auto: "
+                   "the cost model's fastest plan that fits, chosen at launch "
+                   "(`mixfleet plan-job` shows it)")
     param_dtype: Literal["auto", "fp32", "bf16"] = field(
         "auto", help="fsdp compute dtype of the parameters (auto: bf16 on accelerators, "
                      "fp32 on the CPU); gradients are reduced in fp32")

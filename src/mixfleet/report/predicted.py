@@ -1,0 +1,34 @@
+"""Predicted against measured step time of a run whose mode the cost model picked
+(``[parallel] mode = "auto"``: the ``plan`` event, see docs/costmodel.md)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+__all__ = ["predicted_vs_measured"]
+
+
+def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, Any]]
+                          ) -> dict[str, Any] | None:
+    """The last ``plan`` event's predicted wall step time (chip seconds x the time scale
+    under as_model: the plan's, else the one the emulator chose, from its ``emulated_as``
+    event) against the median measured one (whole steps of ``metrics.jsonl``, the first
+    left out: it calibrates and warms up); None without a plan event."""
+    plans = [e for e in events if e.get("event") == "plan"]
+    if not plans:
+        return None
+    p = plans[-1]
+    times = [float(r["step_s"]) for r in steps if isinstance(r.get("step_s"), (int, float))]
+    times = times[1:] if len(times) > 1 else times
+    measured = statistics.median(times) if times else None
+    predicted = p.get("predicted_wall_step_s")
+    scaled = [e for e in events if e.get("event") == "emulated_as"]
+    if predicted is None and scaled and isinstance(scaled[-1].get("time_scale"), (int, float)):
+        # the time scale the emulator chose at run time (as_model without time_scale)
+        predicted = float(p["predicted_step_s"]) * float(scaled[-1]["time_scale"])
+    ratio = (predicted / measured if isinstance(predicted, (int, float)) and measured
+             else None)
+    return {"mode": p.get("mode"), "label": p.get("label", ""),
+            "predicted_step_s": predicted, "measured_step_s": measured,
+            "predicted_over_measured": ratio, "time_scale": p.get("time_scale")}
