@@ -1,0 +1,243 @@
+"""Pipeline stages x ranks within a stage, on ``torch.distributed.pipelining`` (see
+docs/pipeline.md).
+
+The layout (:class:`Layout`): ``P`` physical stages, stage ``s`` on ``ranks[s]`` ranks of
+one chip kind (global ranks numbered stage after stage), each holding ``virtual`` stage
+modules (interleaved schedules: virtual stage ``j`` lives on physical stage ``j % P``).
+
+Stages may have different numbers of ranks (2 H20s, then 1 P800). A DeviceMesh is
+rectangular and a ``PipelineStage`` talks to exactly one previous and one next rank, so
+the job runs ``L = max(ranks)`` pipelines side by side, **lanes**: lane ``r`` uses rank
+``r % ranks[s]`` of stage ``s`` and its own process group (its ranks in stage order). A
+rank of a stage with fewer ranks serves several lanes, one after the other in lane order
+(so no cycle of waits: lane ``r`` only ever waits on lanes before it), with one
+``PipelineStage`` and one schedule per lane over the same modules; its gradients
+accumulate across them. Every ``ranks[s]`` must divide ``L``.
+
+The math is dp's: the global batch of ``B`` samples (the sampler's, unchanged) is cut into
+``L`` contiguous lane slices and each of those into ``microbatches`` equal micro-batches;
+each micro-batch's summed loss is divided by ``B`` (:func:`~.stages.stage_loss`), the
+schedule's own division by the number of micro-batches is off (``scale_grads=False``),
+and the ranks of a stage sum their gradients (one flat all-reduce over the stage's
+group). The update then equals one process's step on the whole batch up to the order of
+the float sums (docs/pipeline.md, "Exactness").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mixfleet.errors import ConfigError
+from mixfleet.train.parallel.stages import StageModule, split_bounds, stage_loss
+from mixfleet.workloads.base import Batch
+
+__all__ = ["Layout", "PipelineRank", "SCHEDULES", "bubble_fraction"]
+
+SCHEDULES = ("1f1b", "gpipe", "interleaved-1f1b")
+
+
+def bubble_fraction(stages: int, microbatches: int, virtual: int = 1) -> float:
+    """Idle share of a 1F1B / GPipe step: (P-1) / (m + P-1); interleaving with ``virtual``
+    stages per rank divides the bubble's length by ``virtual``."""
+    idle = (stages - 1) / virtual
+    return idle / (microbatches + idle)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Ranks per physical stage and blocks per (virtual) stage; see the module doc."""
+
+    ranks: tuple[int, ...]
+    blocks: tuple[int, ...]
+    virtual: int = 1
+
+    def __post_init__(self) -> None:
+        p = len(self.ranks)
+        if p < 2:
+            raise ConfigError(f"a pipeline needs at least 2 stages (got {p}); add a "
+                              f"[[stages]] entry or use parallel.mode = 'dp'")
+        if any(n < 1 for n in self.ranks):
+            raise ConfigError(f"every stage needs at least 1 rank (got ranks {list(self.ranks)})")
+        if self.virtual < 1:
+            raise ConfigError(f"parallel.virtual_stages must be >= 1 (got {self.virtual})")
+        if len(self.blocks) != p * self.virtual:
+            raise ConfigError(f"{p} stages x {self.virtual} virtual stages need "
+                              f"{p * self.virtual} block counts (got {list(self.blocks)})")
+        if any(b < 1 for b in self.blocks):
+            raise ConfigError(f"every stage needs at least 1 block (got {list(self.blocks)}); "
+                              f"use fewer stages or a model with more blocks")
+        lanes = max(self.ranks)
+        odd = [n for n in self.ranks if lanes % n]
+        if odd:
+            raise ConfigError(f"stage ranks {list(self.ranks)}: each stage's number of ranks "
+                              f"must divide the largest ({lanes}); {odd[0]} does not "
+                              f"(e.g. ranks 2 and 1, or 4, 2 and 1)")
+
+    @property
+    def stages(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def lanes(self) -> int:
+        return max(self.ranks)
+
+    @property
+    def world(self) -> int:
+        return sum(self.ranks)
+
+    def first_rank(self, stage: int) -> int:
+        return sum(self.ranks[:stage])
+
+    def stage_of(self, rank: int) -> int:
+        for s in range(self.stages):
+            if rank < self.first_rank(s) + self.ranks[s]:
+                return s
+        raise ValueError(f"rank {rank} is outside the layout's {self.world} ranks")
+
+    def lane_ranks(self, lane: int) -> list[int]:
+        """The global ranks of lane ``lane``, stage by stage."""
+        return [self.first_rank(s) + lane % n for s, n in enumerate(self.ranks)]
+
+    def lanes_of(self, rank: int) -> list[int]:
+        s = self.stage_of(rank)
+        return [r for r in range(self.lanes) if self.lane_ranks(r)[s] == rank]
+
+
+def make_schedule(name: str, stages: list[Any], microbatches: int,
+                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Any:
+    """The torch schedule ``name`` (see :data:`SCHEDULES`), summing (not averaging) the
+    micro-batches' gradients."""
+    from torch.distributed import pipelining as pp
+
+    if name == "interleaved-1f1b":
+        return pp.ScheduleInterleaved1F1B(stages, microbatches, loss_fn=loss_fn, scale_grads=False)
+    if len(stages) != 1:
+        raise ConfigError(f"parallel.schedule = {name!r} runs one stage per rank; set "
+                          f"virtual_stages = 1 or schedule = 'interleaved-1f1b'")
+    cls = pp.Schedule1F1B if name == "1f1b" else pp.ScheduleGPipe
+    return cls(stages[0], microbatches, loss_fn=loss_fn, scale_grads=False)
+
+
+def check_schedule(name: str, stages: int, microbatches: int) -> None:
+    """ConfigError unless ``name`` can run ``microbatches`` over ``stages``."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"parallel.schedule {name!r} is unknown; use one of "
+                          f"{', '.join(SCHEDULES)}")
+    if microbatches < 1:
+        raise ConfigError(f"parallel.microbatches must be >= 1 (got {microbatches})")
+    if name != "gpipe" and microbatches < stages:
+        raise ConfigError(f"parallel.schedule = {name!r} needs at least as many micro-batches "
+                          f"as stages ({stages}), got microbatches = {microbatches}; set "
+                          f"microbatches >= {stages} or schedule = 'gpipe'")
+
+
+class PipelineRank:
+    """This rank's part of a pipeline: its stage modules (sharing ``model``'s modules and
+    names), one ``PipelineStage`` set and schedule per lane it serves, and its stage's
+    group for the gradient sum. Every rank must construct it (it creates process groups,
+    a collective over the default group)."""
+
+    def __init__(self, model: nn.Module, layout: Layout, *, rank: int,
+                 loss: Callable[[nn.Module, Batch], torch.Tensor], global_batch: int,
+                 microbatches: int, schedule: str = "1f1b",
+                 device: torch.device | None = None) -> None:
+        from torch.distributed.pipelining import PipelineStage
+
+        check_schedule(schedule, layout.stages * layout.virtual, microbatches)
+        if schedule != "interleaved-1f1b" and layout.virtual != 1:
+            raise ConfigError(f"virtual_stages = {layout.virtual} needs schedule = "
+                              f"'interleaved-1f1b' (got {schedule!r})")
+        per = layout.lanes * microbatches
+        if global_batch % per:
+            raise ConfigError(f"train.global_batch ({global_batch}) must be a multiple of "
+                              f"lanes x microbatches ({layout.lanes} x {microbatches} = {per}): "
+                              f"micro-batches are equal slices of the global batch")
+        self.layout, self.rank, self.B = layout, rank, global_batch
+        self.device = device or torch.device("cpu")
+        self.stage = layout.stage_of(rank)
+        p, v = layout.stages, layout.virtual
+        bounds = split_bounds(layout.blocks)
+        mine = [j for j in range(p * v) if j % p == self.stage]
+        self.modules = [StageModule(model, *bounds[j], first=j == 0, last=j == p * v - 1)
+                        for j in mine]
+        self.params = [q for m in self.modules for q in m.parameters()]
+        # Process groups: every rank creates every group, in one order.
+        self.stage_group: Any = None
+        for s in range(p):
+            g = dist.new_group(list(range(layout.first_rank(s),
+                                          layout.first_rank(s) + layout.ranks[s])))
+            if s == self.stage:
+                self.stage_group = g
+        self.lanes = layout.lanes_of(rank)
+        loss_fn = stage_loss(loss, global_batch)
+        self._schedules: list[Any] = []
+        for lane in range(layout.lanes):
+            g = dist.new_group(layout.lane_ranks(lane))
+            if lane in self.lanes:
+                stages = [PipelineStage(m, j, p * v, self.device, group=g)
+                          for m, j in zip(self.modules, mine, strict=True)]
+                self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
+        self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
+
+    def parameters(self) -> list[nn.Parameter]:
+        return list(self.params)
+
+    def named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """This rank's parameters under the model's own names."""
+        return [kv for m in self.modules for kv in m.named_parameters()]
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """This rank's tensors under the model's own names."""
+        out: dict[str, torch.Tensor] = {}
+        for m in self.modules:
+            out.update(m.state_dict())
+        return out
+
+    def _lane_slice(self, t: torch.Tensor, lane: int) -> torch.Tensor:
+        n = self.B // self.layout.lanes
+        return t[lane * n: (lane + 1) * n]
+
+    def forward_backward(self, batch: Batch) -> torch.Tensor | None:
+        """Run this rank's lanes over the global ``batch`` (inputs, targets; every rank may
+        pass it, only the first and last stages read it) and sum the stage's gradients
+        across its ranks. Returns the loss of the step (summed over this rank's lanes'
+        micro-batches, already / B) on the last stage, else None. Gradients accumulate
+        into ``.grad``: zero them before."""
+        x, y = batch
+        total: torch.Tensor | None = None
+        for lane, sched in zip(self.lanes, self._schedules, strict=True):
+            losses: list[torch.Tensor] = []
+            args = (self._lane_slice(x, lane),) if self.is_first else ()
+            target = self._lane_slice(y, lane) if self.is_last else None
+            sched.step(*args, target=target, losses=losses, return_outputs=False)
+            if self.is_last:
+                s = torch.stack([t.detach() for t in losses]).sum()
+                total = s if total is None else total + s
+        self._reduce()
+        return total
+
+    def _reduce(self) -> None:
+        if self.layout.ranks[self.stage] == 1:
+            return
+        grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in self.params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, group=self.stage_group)
+        off = 0
+        for q in self.params:
+            n = q.numel()
+            q.grad = flat[off: off + n].view_as(q).clone()
+            off += n
+
+
+def lane_order(layout: Layout, microbatches: int, global_batch: int) -> list[Sequence[int]]:
+    """The sample indices (positions in the global batch) of each lane's micro-batches,
+    lane by lane: what the reference accumulation of a test walks through."""
+    n = global_batch // layout.lanes // microbatches
+    return [range((lane * microbatches + j) * n, (lane * microbatches + j + 1) * n)
+            for lane in range(layout.lanes) for j in range(microbatches)]

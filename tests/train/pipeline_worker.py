@@ -1,0 +1,112 @@
+"""One rank of an in-test pipeline job (started by tests/train/test_pipeline.py with RANK,
+WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), or the single-process reference (``ref``):
+one step of a small workload on the first global batch of the sampler; writes this rank's
+gradients (by the model's own parameter names), its loss and its weights after one SGD
+step to ``OUT/rank{R}.pt`` (``OUT/ref.pt`` for the reference).
+
+    python -m tests.train.pipeline_worker OUT pipe|ref SPEC_JSON
+
+SPEC: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``, ``B``.
+The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
+and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
+gradients (``full``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from mixfleet.train.parallel.pipeline import Layout, PipelineRank, lane_order
+from mixfleet.train.sampler import GlobalBatchSampler
+from mixfleet.workloads import get_workload
+from mixfleet.workloads.base import Workload
+
+LLAMA = {"preset": "debug", "dim": 64, "layers": 4, "heads": 4, "kv_heads": 2, "ffn_dim": 128,
+         "seq_len": 32, "tie_embeddings": False, "corpus_chars": 200_000}
+GPT = {"layers": 4, "d_model": 64, "heads": 2, "block": 32, "corpus_chars": 200_000}
+LR = 0.1
+
+
+def workload(name: str) -> Workload:
+    return get_workload(name, **(LLAMA if name == "llama" else GPT))
+
+
+def batch(w: Workload, b: int) -> tuple[torch.Tensor, ...]:
+    return w.train_set.take(GlobalBatchSampler(len(w.train_set), b, seed=0).global_batch_at(0))
+
+
+def grads(named: Any) -> dict[str, torch.Tensor]:
+    return {k: p.grad.detach().clone() for k, p in named if p.grad is not None}
+
+
+def sgd(named: Any) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return {k: (p - LR * p.grad).clone() for k, p in named}
+
+
+def reference(w: Workload, spec: dict[str, Any]) -> dict[str, Any]:
+    model = w.build_model()
+    x, y = batch(w, spec["B"])
+    layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
+    order = lane_order(layout, spec["microbatches"], spec["B"])
+    m = spec["microbatches"]
+    lanes, seq, losses = [], None, []
+    for lane in range(layout.lanes):
+        model.zero_grad(set_to_none=True)
+        for idx in order[lane * m: (lane + 1) * m]:
+            i = torch.tensor(list(idx))
+            part = w.loss(model, (x[i], y[i])) / spec["B"]
+            part.backward()
+            losses.append(part.detach())
+        lanes.append(grads(model.named_parameters()))
+    model.zero_grad(set_to_none=True)
+    for idx in order:  # the lanes one after the other (a rank that serves them all)
+        i = torch.tensor(list(idx))
+        (w.loss(model, (x[i], y[i])) / spec["B"]).backward()
+    seq = grads(model.named_parameters())
+    model.zero_grad(set_to_none=True)
+    full_loss = w.loss(model, (x, y)) / spec["B"]
+    full_loss.backward()
+    lane_loss = [torch.stack(losses[r * m: (r + 1) * m]).sum() for r in range(layout.lanes)]
+    return {"lanes": lanes, "seq": seq, "full": grads(model.named_parameters()),
+            "lane_loss": lane_loss, "full_loss": full_loss.detach(),
+            "stepped": sgd(model.named_parameters())}
+
+
+def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
+    model = w.build_model()
+    layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
+    pr = PipelineRank(model, layout, rank=rank, loss=w.loss, global_batch=spec["B"],
+                      microbatches=spec["microbatches"], schedule=spec["schedule"])
+    loss = pr.forward_backward(batch(w, spec["B"]))
+    named = pr.named_parameters()
+    return {"grads": grads(named), "loss": loss, "stage": pr.stage, "lanes": pr.lanes,
+            "stepped": sgd(named)}
+
+
+def main() -> None:
+    out, mode, spec = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(0)
+    w = workload(spec["workload"])
+    torch.manual_seed(0)
+    if mode == "ref":
+        torch.save(reference(w, spec), out / "ref.pt")
+        return
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.save(pipe(w, spec, rank), out / f"rank{rank}.pt")
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
