@@ -1,12 +1,14 @@
 """One rank of an in-test pipeline job (started by tests/train/test_pipeline.py with RANK,
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), or the single-process reference (``ref``):
-one step of a small workload on the first global batch of the sampler; writes this rank's
-gradients (by the model's own parameter names), its loss and its weights after one SGD
-step to ``OUT/rank{R}.pt`` (``OUT/ref.pt`` for the reference).
+one step of a small workload on the first global batch of the sampler, for each spec of
+a list; writes this rank's gradients (by the model's own parameter names), its loss and
+its weights after one SGD step to ``OUT/rank{R}-{I}.pt`` (``OUT/ref-{I}.pt`` for the
+reference) for spec ``I``.
 
-    python -m tests.train.pipeline_worker OUT pipe|ref SPEC_JSON
+    python -m tests.train.pipeline_worker OUT pipe|ref SPECS_JSON
 
-SPEC: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``, ``B``.
+A spec: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``,
+``B``; every spec of one list has the same number of ranks.
 The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
 and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
 gradients (``full``).
@@ -27,15 +29,26 @@ from mixfleet.train.parallel.pipeline import Layout, PipelineRank, lane_order
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload
 from mixfleet.workloads.base import Workload
+from mixfleet.workloads.llama import Llama, preset_config
+from mixfleet.workloads.lm import lm_loss, load_lm_data
 
-LLAMA = {"preset": "debug", "dim": 64, "layers": 4, "heads": 4, "kv_heads": 2, "ffn_dim": 128,
-         "seq_len": 32, "tie_embeddings": False, "corpus_chars": 200_000}
+LLAMA: dict[str, object] = {
+    "preset": "debug", "dim": 64, "layers": 4, "heads": 4, "kv_heads": 2, "ffn_dim": 128,
+    "seq_len": 32, "tie_embeddings": False, "corpus_chars": 200_000}
 GPT = {"layers": 4, "d_model": 64, "heads": 2, "block": 32, "corpus_chars": 200_000}
 LR = 0.1
 
 
 def workload(name: str) -> Workload:
-    return get_workload(name, **(LLAMA if name == "llama" else GPT))
+    """char-gpt as registered; llama as ``make_llama`` builds it (model, data, loss) but
+    without its FLOPs count, which takes seconds on the meta device."""
+    if name != "llama":
+        return get_workload(name, **GPT)
+    opts = {k: v for k, v in LLAMA.items() if k not in ("preset", "corpus_chars")}
+    lm = load_lm_data(None, int(LLAMA["seq_len"]), corpus_chars=int(LLAMA["corpus_chars"]))
+    cfg = preset_config(str(LLAMA["preset"]), data_vocab=lm.vocab, **opts)
+    return Workload(name="llama", build_model=lambda: Llama(cfg), train_set=lm.train,
+                    eval_set=None, loss=lm_loss)
 
 
 def batch(w: Workload, b: int) -> tuple[torch.Tensor, ...]:
@@ -92,20 +105,26 @@ def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    out, mode, spec = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+    out, mode, specs = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
-    torch.manual_seed(0)
-    w = workload(spec["workload"])
-    torch.manual_seed(0)
-    if mode == "ref":
-        torch.save(reference(w, spec), out / "ref.pt")
-        return
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.save(pipe(w, spec, rank), out / f"rank{rank}.pt")
-    dist.barrier()
-    dist.destroy_process_group()
+    loaded: dict[str, Workload] = {}
+    if mode == "pipe":
+        rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    for i, spec in enumerate(specs):
+        torch.manual_seed(0)
+        if spec["workload"] not in loaded:
+            loaded[spec["workload"]] = workload(spec["workload"])
+        w = loaded[spec["workload"]]
+        torch.manual_seed(0)  # the model's initial weights
+        if mode == "ref":
+            torch.save(reference(w, spec), out / f"ref-{i}.pt")
+        else:
+            torch.save(pipe(w, spec, rank), out / f"rank{rank}-{i}.pt")
+    if mode == "pipe":
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
