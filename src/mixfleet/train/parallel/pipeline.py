@@ -37,7 +37,8 @@ from mixfleet.errors import ConfigError
 from mixfleet.train.parallel.stages import StageModule, split_bounds, stage_loss
 from mixfleet.workloads.base import Batch
 
-__all__ = ["Layout", "PipelineRank", "SCHEDULES", "bubble_fraction"]
+__all__ = ["Layout", "PipelineRank", "SCHEDULES", "bubble_fraction", "check_schedule",
+           "make_schedule", "lane_order"]
 
 SCHEDULES = ("1f1b", "gpipe", "interleaved-1f1b")
 
@@ -125,7 +126,9 @@ def make_schedule(name: str, stages: list[Any], microbatches: int,
 
 
 def check_schedule(name: str, stages: int, microbatches: int) -> None:
-    """ConfigError unless ``name`` can run ``microbatches`` over ``stages``."""
+    """ConfigError unless ``name`` can run ``microbatches`` over ``stages`` physical
+    stages (torch's 1F1B needs at least as many micro-batches as stages; its interleaved
+    1F1B a multiple of the rounds, ``max(1, m // stages)``)."""
     if name not in SCHEDULES:
         raise ConfigError(f"parallel.schedule {name!r} is unknown; use one of "
                           f"{', '.join(SCHEDULES)}")
@@ -135,6 +138,11 @@ def check_schedule(name: str, stages: int, microbatches: int) -> None:
         raise ConfigError(f"parallel.schedule = {name!r} needs at least as many micro-batches "
                           f"as stages ({stages}), got microbatches = {microbatches}; set "
                           f"microbatches >= {stages} or schedule = 'gpipe'")
+    rounds = max(1, microbatches // stages)
+    if name == "interleaved-1f1b" and microbatches % rounds:
+        raise ConfigError(f"parallel.schedule = 'interleaved-1f1b' over {stages} stages needs "
+                          f"microbatches a multiple of {rounds} (got {microbatches}); set "
+                          f"microbatches = {rounds * stages}")
 
 
 class PipelineRank:
@@ -149,7 +157,7 @@ class PipelineRank:
                  device: torch.device | None = None) -> None:
         from torch.distributed.pipelining import PipelineStage
 
-        check_schedule(schedule, layout.stages * layout.virtual, microbatches)
+        check_schedule(schedule, layout.stages, microbatches)
         if schedule != "interleaved-1f1b" and layout.virtual != 1:
             raise ConfigError(f"virtual_stages = {layout.virtual} needs schedule = "
                               f"'interleaved-1f1b' (got {schedule!r})")
