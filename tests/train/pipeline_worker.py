@@ -8,7 +8,7 @@ reference) for spec ``I``.
     python -m tests.train.pipeline_worker OUT pipe|ref SPECS_JSON
 
 A spec: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``,
-``B``; every spec of one list has the same number of ranks.
+``B``, optional ``stage_mode``; every spec of one list has the same number of ranks.
 The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
 and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
 gradients (``full``).
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 from mixfleet.train.parallel.pipeline import Layout, PipelineRank, lane_order
 from mixfleet.train.sampler import GlobalBatchSampler
@@ -55,13 +56,18 @@ def batch(w: Workload, b: int) -> tuple[torch.Tensor, ...]:
     return w.train_set.take(GlobalBatchSampler(len(w.train_set), b, seed=0).global_batch_at(0))
 
 
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor (an FSDP shard gathered over its stage: a collective)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
 def grads(named: Any) -> dict[str, torch.Tensor]:
-    return {k: p.grad.detach().clone() for k, p in named if p.grad is not None}
+    return {k: _full(p.grad).detach().clone() for k, p in named if p.grad is not None}
 
 
 def sgd(named: Any) -> dict[str, torch.Tensor]:
     with torch.no_grad():
-        return {k: (p - LR * p.grad).clone() for k, p in named}
+        return {k: (_full(p) - LR * _full(p.grad)).clone() for k, p in named}
 
 
 def reference(w: Workload, spec: dict[str, Any]) -> dict[str, Any]:
@@ -97,7 +103,8 @@ def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
     model = w.build_model()
     layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
     pr = PipelineRank(model, layout, rank=rank, loss=w.loss, global_batch=spec["B"],
-                      microbatches=spec["microbatches"], schedule=spec["schedule"])
+                      microbatches=spec["microbatches"], schedule=spec["schedule"],
+                      stage_mode=spec.get("stage_mode", "dp"))
     loss = pr.forward_backward(batch(w, spec["B"]))
     named = pr.named_parameters()
     return {"grads": grads(named), "loss": loss, "stage": pr.stage, "lanes": pr.lanes,

@@ -55,7 +55,8 @@ def test_stages_keep_the_models_names_and_compose_to_its_forward() -> None:
 def test_bad_layouts_are_refused_with_the_fix() -> None:
     """Tied embeddings, ranks per stage that do not divide the largest, a global batch
     that is not lanes x micro-batches slices, 1F1B with fewer micro-batches than stages,
-    and a stage without blocks are refused before any process group is made."""
+    a stage without blocks, and fsdp inside stages of different sizes (it would deadlock)
+    are refused before any process group is made."""
     with pytest.raises(ConfigError, match="tie_embeddings = false"):
         StageModule(_small_llama(tie_embeddings=True), 0, 2, first=True, last=False)
     with pytest.raises(ConfigError, match="must divide the largest"):
@@ -69,6 +70,9 @@ def test_bad_layouts_are_refused_with_the_fix() -> None:
     with pytest.raises(ConfigError, match="microbatches >= 2 or schedule = 'gpipe'"):
         PipelineRank(model, layout, rank=0, loss=lambda m, b: m(b[0]).sum(), global_batch=8,
                      microbatches=1)
+    with pytest.raises(ConfigError, match="fsdp' needs the same number of ranks"):
+        PipelineRank(model, layout, rank=0, loss=lambda m, b: m(b[0]).sum(), global_batch=8,
+                     microbatches=2, stage_mode="fsdp")
     assert bubble_fraction(3, 32) == pytest.approx(2 / 34)  # the issue's 6%
     assert bubble_fraction(3, 6) == pytest.approx(0.25)
 
@@ -161,3 +165,13 @@ def test_three_stages_equal_one_process(tmp_path: Path) -> None:
     _spawn(tmp_path, specs)
     for i, spec in enumerate(specs):
         _check(tmp_path, i, spec)
+
+
+@pytest.mark.slow
+def test_fsdp_inside_two_stages_of_two_ranks_equals_one_process(tmp_path: Path) -> None:
+    """2 stages x 2 ranks, FSDP2 inside each stage (summed reduce-scatter): the step
+    equals one process's (gradients gathered from the shards)."""
+    specs = [{**LLAMA2, "ranks": [2, 2], "blocks": [2, 2], "microbatches": 2,
+              "stage_mode": "fsdp"}]
+    _spawn(tmp_path, specs)
+    _check(tmp_path, 0, specs[0])

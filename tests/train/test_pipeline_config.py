@@ -60,11 +60,13 @@ def test_default_stages_are_one_per_kind_with_the_most_memory_at_the_ends() -> N
     (TOML.replace("blocks = 3", "blocks = 4"), 8, "add up to 9; the model has 8"),
     (TOML, 0, "needs a workload made of blocks"),
     (TOML.replace("microbatches = 8", "microbatches = 1"), 8, "microbatches >= 2"),
+    (TOML.replace('"dp"', '"fsdp"'), 8, r"fsdp' needs the same number of ranks.*\[2, 1\]"),
 ])
 def test_stages_that_do_not_fit_the_job_are_refused(text: str, blocks: int,
                                                     match: str) -> None:
     """Stages that do not cover the ranks, more stages than blocks, blocks that do not add
-    up, a model without blocks, too few micro-batches for 1F1B: ConfigError with the fix."""
+    up, a model without blocks, too few micro-batches for 1F1B, fsdp inside stages of
+    different sizes: ConfigError with the fix."""
     with pytest.raises(ConfigError, match=match):
         pc.resolve_stages(_cfg(text), JOB, n_blocks=blocks)
 

@@ -153,7 +153,7 @@ class PipelineRank:
 
     def __init__(self, model: nn.Module, layout: Layout, *, rank: int,
                  loss: Callable[[nn.Module, Batch], torch.Tensor], global_batch: int,
-                 microbatches: int, schedule: str = "1f1b",
+                 microbatches: int, schedule: str = "1f1b", stage_mode: str = "dp",
                  device: torch.device | None = None) -> None:
         from torch.distributed.pipelining import PipelineStage
 
@@ -166,6 +166,15 @@ class PipelineRank:
             raise ConfigError(f"train.global_batch ({global_batch}) must be a multiple of "
                               f"lanes x microbatches ({layout.lanes} x {microbatches} = {per}): "
                               f"micro-batches are equal slices of the global batch")
+        if stage_mode not in ("dp", "fsdp"):
+            raise ConfigError(f"parallel.stage_mode {stage_mode!r} is unknown; use 'dp' or "
+                              f"'fsdp'")
+        if stage_mode == "fsdp" and len(set(layout.ranks)) > 1:
+            raise ConfigError(f"parallel.stage_mode = 'fsdp' needs the same number of ranks in "
+                              f"every stage (got {list(layout.ranks)}): FSDP's all-gathers "
+                              f"need a stage's ranks in lockstep, but a rank shared by "
+                              f"several lanes runs them one after the other (docs/pipeline.md)"
+                              f"; use stage_mode = 'dp' or equal stages")
         self.layout, self.rank, self.B = layout, rank, global_batch
         self.device = device or torch.device("cpu")
         self.stage = layout.stage_of(rank)
@@ -174,7 +183,6 @@ class PipelineRank:
         mine = [j for j in range(p * v) if j % p == self.stage]
         self.modules = [StageModule(model, *bounds[j], first=j == 0, last=j == p * v - 1)
                         for j in mine]
-        self.params = [q for m in self.modules for q in m.parameters()]
         # Process groups: every rank creates every group, in one order.
         self.stage_group: Any = None
         for s in range(p):
@@ -182,6 +190,10 @@ class PipelineRank:
                                           layout.first_rank(s) + layout.ranks[s])))
             if s == self.stage:
                 self.stage_group = g
+        self.sharded = stage_mode == "fsdp" and layout.ranks[self.stage] > 1
+        if self.sharded:
+            self._shard()
+        self.params = [q for m in self.modules for q in m.parameters()]
         self.lanes = layout.lanes_of(rank)
         loss_fn = stage_loss(loss, global_batch)
         self._schedules: list[Any] = []
@@ -192,6 +204,23 @@ class PipelineRank:
                           for m, j in zip(self.modules, mine, strict=True)]
                 self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
         self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
+
+    def _shard(self) -> None:
+        """FSDP2 over the stage's ranks: each block, then each stage module; gradients
+        summed (divide factor 1), reduce-scattered once per schedule step by the
+        schedule's own end-of-backward hook (``perform_reduce_grad``)."""
+        from torch.distributed.device_mesh import DeviceMesh
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+
+        mesh = DeviceMesh.from_group(self.stage_group, device_type=self.device.type)
+        for m in self.modules:
+            for blk in getattr(m, m.blocks_attr).values():
+                fully_shard(blk, mesh=mesh)
+            fully_shard(m, mesh=mesh)
+            for sub in m.modules():
+                if isinstance(sub, FSDPModule):
+                    sub.set_gradient_divide_factor(1.0)
+                    sub.set_force_sum_reduction_for_comms(True)
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params)
@@ -231,7 +260,7 @@ class PipelineRank:
         return total
 
     def _reduce(self) -> None:
-        if self.layout.ranks[self.stage] == 1:
+        if self.layout.ranks[self.stage] == 1 or self.sharded:
             return
         grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in self.params]
         flat = torch.cat([g.reshape(-1) for g in grads])

@@ -101,6 +101,7 @@ class StageModule(nn.Module):
                               f"{len(blocks)} blocks (0..{len(blocks) - 1}); give every stage "
                               f"at least one block")
         self.first, self.last, self.lo, self.hi = first, last, lo, hi
+        self.blocks_attr = self._parts.blocks
         for name in self._parts.first if first else ():
             self.add_module(name, getattr(model, name))
         # A ModuleDict keyed by the block's index in the model: names stay the model's.
