@@ -52,6 +52,40 @@ def test_stages_keep_the_models_names_and_compose_to_its_forward() -> None:
     assert torch.equal(h, model(x))
 
 
+def test_a_whole_models_state_loads_into_the_stages_of_any_split_by_its_names() -> None:
+    """Model and optimizer state (torch's get_state_dict, keyed by the model's FQNs) of a
+    trained whole model loads into the stages of any split, each taking its own keys, and
+    the stages then give back exactly that state: any layout can resume any other."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model = _small_llama()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01)
+    model(torch.randint(0, 64, (2, 16))).sum().backward()
+    opt.step()
+    msd, osd = get_state_dict(model, opt)
+    for split in ([1, 3], [3, 1], [1, 2, 1]):
+        torch.manual_seed(7)
+        other = _small_llama()  # other weights: everything must come from the state
+        covered: set[str] = set()
+        for s, (lo, hi) in enumerate(split_bounds(split)):
+            st = StageModule(other, lo, hi, first=s == 0, last=s == len(split) - 1)
+            sopt = torch.optim.AdamW(st.parameters(), lr=0.01)
+            names = set(st.state_dict())
+            groups = [{**g, "params": [n for n in g["params"] if n in names]}
+                      for g in osd["param_groups"]]
+            set_state_dict(st, sopt, model_state_dict={k: msd[k] for k in names},
+                           optim_state_dict={"state": {k: v for k, v in osd["state"].items()
+                                                       if k in names},
+                                             "param_groups": groups})
+            got_m, got_o = get_state_dict(st, sopt)
+            assert all(torch.equal(v, msd[k]) for k, v in got_m.items())
+            assert got_o["state"].keys() == names
+            for k, state in got_o["state"].items():
+                assert all(torch.equal(state[x], osd["state"][k][x]) for x in state)
+            covered |= names
+        assert covered == set(msd)
+
+
 def test_bad_layouts_are_refused_with_the_fix() -> None:
     """Tied embeddings, ranks per stage that do not divide the largest, a global batch
     that is not lanes x micro-batches slices, 1F1B with fewer micro-batches than stages,
