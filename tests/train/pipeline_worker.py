@@ -8,7 +8,8 @@ reference) for spec ``I``.
     python -m tests.train.pipeline_worker OUT pipe|ref SPECS_JSON
 
 A spec: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``,
-``B``, optional ``stage_mode``; every spec of one list has the same number of ranks.
+``B``, optional ``stage_mode`` and ``steps`` (then :func:`train` instead of one step);
+every spec of one list has the same number of ranks.
 The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
 and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
 gradients (``full``).
@@ -111,6 +112,38 @@ def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
             "stepped": sgd(named)}
 
 
+def train(w: Workload, spec: dict[str, Any], rank: int | None) -> dict[str, Any]:
+    """``spec["steps"]`` AdamW steps on the sampler's successive global batches: through
+    the pipeline (``rank``), or one process on each whole batch (``rank`` None). Returns
+    each step's loss (the last stage's; None elsewhere) and the final weights."""
+    model = w.build_model()
+    sampler = GlobalBatchSampler(len(w.train_set), spec["B"], seed=0)
+    pr = None
+    if rank is not None:
+        layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
+        pr = PipelineRank(model, layout, rank=rank, loss=w.loss, global_batch=spec["B"],
+                          microbatches=spec["microbatches"], schedule=spec["schedule"],
+                          stage_mode=spec.get("stage_mode", "dp"))
+    params = pr.parameters() if pr else list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    losses: list[float | None] = []
+    for step in range(spec["steps"]):
+        for q in params:
+            q.grad = None
+        batch = w.train_set.take(sampler.global_batch_at(step))
+        if pr is None:
+            loss: torch.Tensor | None = w.loss(model, batch) / spec["B"]
+            assert loss is not None
+            loss.backward()
+        else:
+            loss = pr.forward_backward(batch)
+        losses.append(None if loss is None else float(loss))
+        opt.step()
+    named = pr.named_parameters() if pr else list(model.named_parameters())
+    return {"losses": losses, "weights": {k: _full(p).detach().clone() for k, p in named},
+            "lanes": pr.lanes if pr else [0]}
+
+
 def main() -> None:
     out, mode, specs = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
     torch.set_num_threads(1)
@@ -126,9 +159,11 @@ def main() -> None:
         w = loaded[spec["workload"]]
         torch.manual_seed(0)  # the model's initial weights
         if mode == "ref":
-            torch.save(reference(w, spec), out / f"ref-{i}.pt")
+            got = train(w, spec, None) if spec.get("steps") else reference(w, spec)
+            torch.save(got, out / f"ref-{i}.pt")
         else:
-            torch.save(pipe(w, spec, rank), out / f"rank{rank}-{i}.pt")
+            got = train(w, spec, rank) if spec.get("steps") else pipe(w, spec, rank)
+            torch.save(got, out / f"rank{rank}-{i}.pt")
     if mode == "pipe":
         dist.barrier()
         dist.destroy_process_group()

@@ -268,7 +268,7 @@ class PipelineRank:
         off = 0
         for q in self.params:
             n = q.numel()
-            q.grad = flat[off: off + n].view_as(q).clone()
+            q.grad = flat[off: off + n].view_as(q)  # views of one buffer, like dp
             off += n
 
 
