@@ -8,8 +8,8 @@ reference) for spec ``I``.
     python -m tests.train.pipeline_worker OUT pipe|ref SPECS_JSON
 
 A spec: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``,
-``B``, optional ``stage_mode`` and ``steps`` (then :func:`train` instead of one step);
-every spec of one list has the same number of ranks.
+``B``, optional ``stage_mode``, ``tie`` (llama's head tied) and ``steps`` (then
+:func:`train` instead of one step); every spec of one list has the same number of ranks.
 The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
 and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
 gradients (``full``).
@@ -41,12 +41,14 @@ GPT = {"layers": 4, "d_model": 64, "heads": 2, "block": 32, "corpus_chars": 200_
 LR = 0.1
 
 
-def workload(name: str) -> Workload:
+def workload(name: str, tie: bool = False) -> Workload:
     """char-gpt as registered; llama as ``make_llama`` builds it (model, data, loss) but
-    without its FLOPs count, which takes seconds on the meta device."""
+    without its FLOPs count, which takes seconds on the meta device (``tie``: the head
+    tied to the embedding)."""
     if name != "llama":
         return get_workload(name, **GPT)
     opts = {k: v for k, v in LLAMA.items() if k not in ("preset", "corpus_chars")}
+    opts["tie_embeddings"] = tie
     lm = load_lm_data(None, int(LLAMA["seq_len"]), corpus_chars=int(LLAMA["corpus_chars"]))
     cfg = preset_config(str(LLAMA["preset"]), data_vocab=lm.vocab, **opts)
     return Workload(name="llama", build_model=lambda: Llama(cfg), train_set=lm.train,
@@ -137,7 +139,7 @@ def train(w: Workload, spec: dict[str, Any], rank: int | None) -> dict[str, Any]
             loss.backward()
         else:
             loss = pr.forward_backward(batch)
-        losses.append(None if loss is None else float(loss))
+        losses.append(None if loss is None else float(loss.detach()))
         opt.step()
     named = pr.named_parameters() if pr else list(model.named_parameters())
     return {"losses": losses, "weights": {k: _full(p).detach().clone() for k, p in named},
@@ -154,9 +156,10 @@ def main() -> None:
         dist.init_process_group("gloo", rank=rank, world_size=world)
     for i, spec in enumerate(specs):
         torch.manual_seed(0)
-        if spec["workload"] not in loaded:
-            loaded[spec["workload"]] = workload(spec["workload"])
-        w = loaded[spec["workload"]]
+        key = f"{spec['workload']}-{spec.get('tie', False)}"
+        if key not in loaded:
+            loaded[key] = workload(spec["workload"], spec.get("tie", False))
+        w = loaded[key]
         torch.manual_seed(0)  # the model's initial weights
         if mode == "ref":
             got = train(w, spec, None) if spec.get("steps") else reference(w, spec)

@@ -87,12 +87,14 @@ def test_a_whole_models_state_loads_into_the_stages_of_any_split_by_its_names() 
 
 
 def test_bad_layouts_are_refused_with_the_fix() -> None:
-    """Tied embeddings, ranks per stage that do not divide the largest, a global batch
+    """fsdp with tied embeddings, ranks per stage that do not divide the largest, a global batch
     that is not lanes x micro-batches slices, 1F1B with fewer micro-batches than stages,
     a stage without blocks, and fsdp inside stages of different sizes (it would deadlock)
     are refused before any process group is made."""
-    with pytest.raises(ConfigError, match="tie_embeddings = false"):
-        StageModule(_small_llama(tie_embeddings=True), 0, 2, first=True, last=False)
+    with pytest.raises(ConfigError, match="fsdp' with tied embeddings"):
+        PipelineRank(_small_llama(tie_embeddings=True), Layout((2, 2), (2, 2)), rank=0,
+                     loss=lambda m, b: m(b[0]).sum(), global_batch=8, microbatches=2,
+                     stage_mode="fsdp")
     with pytest.raises(ConfigError, match="must divide the largest"):
         Layout((3, 2), (2, 2))
     with pytest.raises(ConfigError, match="at least 1 block"):
@@ -137,22 +139,27 @@ def _load(path: Path) -> Any:
 def _check(out: Path, i: int, spec: dict[str, Any]) -> None:
     ref = _load(out / f"ref-{i}.pt")
     ranks, lanes = spec["ranks"], max(spec["ranks"])
+    tied = {"head.weight": "embed.weight"} if spec.get("tie") else {}
     seen: dict[str, torch.Tensor] = {}
     losses: dict[int, torch.Tensor] = {}
     for r in range(sum(ranks)):
         got = _load(out / f"rank{r}-{i}.pt")
         n = ranks[got["stage"]]
         for k, g in got["grads"].items():
-            if n == 1:  # one rank runs every lane in turn: the micro-batches in order
+            k = tied.get(k, k)  # a tied head's copy: the embedding's gradient in one process
+            if k in tied.values():  # summed across the two ends: not in one process's order
+                pass
+            elif n == 1:  # one rank runs every lane in turn: the micro-batches in order
                 assert torch.equal(g, ref["seq"][k]), (spec, k)
             elif n == lanes == 2:  # each rank one lane, then their sum
                 assert torch.equal(g, ref["lanes"][0][k] + ref["lanes"][1][k]), (spec, k)
             assert float((g - ref["full"][k]).abs().max()) <= ONE_STEP_ATOL, (spec, k)
-            if k in seen:  # the ranks of a stage hold the same summed gradient
+            if k in seen:  # the ranks of a stage (or both ends) hold the same sum
                 assert torch.equal(seen[k], g), (spec, k)
             seen[k] = g
         for k, w in got["stepped"].items():
-            assert float((w - ref["stepped"][k]).abs().max()) <= ONE_STEP_ATOL, (spec, k)
+            want = ref["stepped"][tied.get(k, k)]
+            assert float((w - want).abs().max()) <= ONE_STEP_ATOL, (spec, k)
         if got["loss"] is not None:
             losses[got["lanes"][0]] = got["loss"]
     assert seen.keys() == ref["full"].keys()  # every parameter, under the model's names
@@ -179,10 +186,12 @@ def test_two_stage_1f1b_gpipe_and_interleaved_steps_equal_one_process(tmp_path: 
 
 @pytest.mark.slow
 def test_a_stage_of_two_ranks_beside_a_stage_of_one_equals_one_process(tmp_path: Path) -> None:
-    """Stages with different numbers of ranks (2 + 1 with 1F1B on llama, 1 + 2 with GPipe
-    on char-gpt): two lanes share the single rank, the pair sums its gradients; the step
-    equals one process's (bit for bit against the same order of sums)."""
+    """Stages with different numbers of ranks (2 + 1 with 1F1B on llama, also with the head
+    tied to the embedding; 1 + 2 with GPipe on char-gpt): two lanes share the single rank,
+    the pair sums its gradients, the tied copies sum theirs; the step equals one process's
+    (bit for bit against the same order of sums, the tied weight within 1e-6)."""
     specs = [{**LLAMA2, "ranks": [2, 1], "blocks": [2, 2], "microbatches": 2},
+             {**LLAMA2, "ranks": [2, 1], "blocks": [2, 2], "microbatches": 2, "tie": True},
              {**LLAMA2, "workload": "char-gpt", "ranks": [1, 2], "blocks": [3, 1],
               "schedule": "gpipe", "microbatches": 2}]
     _spawn(tmp_path, specs)

@@ -34,7 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mixfleet.errors import ConfigError
-from mixfleet.train.parallel.stages import StageModule, split_bounds, stage_loss
+from mixfleet.train.parallel.stages import StageModule, split_bounds, stage_loss, tied_parameters
 from mixfleet.workloads.base import Batch
 
 __all__ = ["Layout", "PipelineRank", "SCHEDULES", "bubble_fraction", "check_schedule",
@@ -175,6 +175,13 @@ class PipelineRank:
                               f"need a stage's ranks in lockstep, but a rank shared by "
                               f"several lanes runs them one after the other (docs/pipeline.md)"
                               f"; use stage_mode = 'dp' or equal stages")
+        # A head tied to the embedding: a copy at each end, their gradients summed over
+        # the ranks of the first and the last stage (before the stage's own sum).
+        tied = {id(q) for q in tied_parameters(model)}
+        if tied and stage_mode == "fsdp":
+            raise ConfigError("parallel.stage_mode = 'fsdp' with tied embeddings is not "
+                              "supported yet; set stage_mode = 'dp' or [workload.options] "
+                              "tie_embeddings = false")
         self.layout, self.rank, self.B = layout, rank, global_batch
         self.device = device or torch.device("cpu")
         self.stage = layout.stage_of(rank)
@@ -190,10 +197,15 @@ class PipelineRank:
                                           layout.first_rank(s) + layout.ranks[s])))
             if s == self.stage:
                 self.stage_group = g
+        ends = sorted({*range(layout.first_rank(0), layout.ranks[0]),
+                       *range(layout.first_rank(p - 1), layout.world)})
+        self.tie_group = dist.new_group(ends) if tied else None
         self.sharded = stage_mode == "fsdp" and layout.ranks[self.stage] > 1
         if self.sharded:
             self._shard()
         self.params = [q for m in self.modules for q in m.parameters()]
+        self._tied = [q for q in self.params if id(q) in tied]
+        self._untied = [q for q in self.params if id(q) not in tied]
         self.lanes = layout.lanes_of(rank)
         loss_fn = stage_loss(loss, global_batch)
         self._schedules: list[Any] = []
@@ -260,16 +272,24 @@ class PipelineRank:
         return total
 
     def _reduce(self) -> None:
-        if self.layout.ranks[self.stage] == 1 or self.sharded:
-            return
-        grads = [q.grad if q.grad is not None else torch.zeros_like(q) for q in self.params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        dist.all_reduce(flat, group=self.stage_group)
-        off = 0
-        for q in self.params:
-            n = q.numel()
-            q.grad = flat[off: off + n].view_as(q)  # views of one buffer, like dp
-            off += n
+        if self._tied:  # each end's partial sums over the first and last stages' ranks
+            _sum_grads(self._tied, self.tie_group)
+        if self.layout.ranks[self.stage] > 1 and not self.sharded:
+            _sum_grads(self._untied, self.stage_group)
+
+
+def _sum_grads(params: list[nn.Parameter], group: Any) -> None:
+    """Sum ``params``' gradients over ``group`` with one flat all-reduce; the gradients
+    become views of the summed buffer (as under dp)."""
+    if not params:
+        return
+    flat = torch.cat([(q.grad if q.grad is not None else torch.zeros_like(q)).reshape(-1)
+                      for q in params])
+    dist.all_reduce(flat, group=group)
+    off = 0
+    for q in params:
+        q.grad = flat[off: off + q.numel()].view_as(q)
+        off += q.numel()
 
 
 def lane_order(layout: Layout, microbatches: int, global_batch: int) -> list[Sequence[int]]:

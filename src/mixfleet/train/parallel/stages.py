@@ -11,7 +11,7 @@ How a model family runs in pieces (what its ``forward`` does before, between and
 the blocks) is a :class:`Parts`; :func:`parts_for` knows the built-in decoders (``llama``,
 ``char-gpt``). The loss is the workload's own ``loss(model, batch)`` with the last stage's
 output standing in for the model (:func:`stage_loss`), divided by the global batch B as
-in every mode (DESIGN.md "Exact gradients").
+in every mode (docs/pipeline.md, "Exactness").
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from torch import nn
 from mixfleet.errors import ConfigError
 from mixfleet.workloads.base import Batch
 
-__all__ = ["Parts", "StageModule", "parts_for", "stage_loss", "block_count", "split_bounds"]
+__all__ = ["Parts", "StageModule", "parts_for", "stage_loss", "block_count", "split_bounds",
+           "tied_parameters"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,10 +48,6 @@ def _llama_parts(model: Any) -> Parts:
     from mixfleet.workloads.llama import LlamaConfig, rotary
 
     cfg: LlamaConfig = model.cfg
-    if cfg.tie_embeddings:
-        raise ConfigError("parallel.mode = 'pipeline' needs untied embeddings (the head would "
-                          "share the first stage's embedding across stages); set "
-                          "[workload.options] tie_embeddings = false")
 
     def block(stage: Any, blk: Any, h: torch.Tensor) -> torch.Tensor:
         cos, sin = rotary(h.shape[1], cfg.head_dim, cfg.rope_theta, h.device)
@@ -81,6 +78,15 @@ def parts_for(model: nn.Module) -> Parts:
     raise ConfigError(f"parallel.mode = 'pipeline' does not know how to cut a "
                       f"{type(model).__name__} into stages; use workload.name = 'llama' or "
                       f"'char-gpt', or parallel.mode = 'dp' / 'fsdp'")
+
+
+def tied_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters shared between the first stage's modules and the last stage's (a head
+    tied to the input embedding): each end holds a copy on its own rank, and the two
+    copies' gradients must be summed (see :class:`~.pipeline.PipelineRank`)."""
+    parts = parts_for(model)
+    first = {id(q): q for n in parts.first for q in getattr(model, n).parameters()}
+    return [q for n in parts.last for q in getattr(model, n).parameters() if id(q) in first]
 
 
 def block_count(model: nn.Module) -> int:
