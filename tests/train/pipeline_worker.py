@@ -108,10 +108,11 @@ def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
     pr = PipelineRank(model, layout, rank=rank, loss=w.loss, global_batch=spec["B"],
                       microbatches=spec["microbatches"], schedule=spec["schedule"],
                       stage_mode=spec.get("stage_mode", "dp"))
+    evaluated = pr.eval_loss(batch(w, spec["B"]))  # first: it must leave no gradient
     loss = pr.forward_backward(batch(w, spec["B"]))
     named = pr.named_parameters()
     return {"grads": grads(named), "loss": loss, "stage": pr.stage, "lanes": pr.lanes,
-            "stepped": sgd(named)}
+            "stepped": sgd(named), "eval": evaluated}
 
 
 def train(w: Workload, spec: dict[str, Any], rank: int | None) -> dict[str, Any]:

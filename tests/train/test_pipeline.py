@@ -162,6 +162,7 @@ def _check(out: Path, i: int, spec: dict[str, Any]) -> None:
             assert float((w - want).abs().max()) <= ONE_STEP_ATOL, (spec, k)
         if got["loss"] is not None:
             losses[got["lanes"][0]] = got["loss"]
+            assert torch.equal(got["eval"], got["loss"]), spec  # eval: the same forward
     assert seen.keys() == ref["full"].keys()  # every parameter, under the model's names
     loss = losses[min(losses)]
     for lane in sorted(losses)[1:]:
@@ -176,7 +177,8 @@ def _check(out: Path, i: int, spec: dict[str, Any]) -> None:
 def test_two_stage_1f1b_gpipe_and_interleaved_steps_equal_one_process(tmp_path: Path) -> None:
     """2 stages of a small llama, one rank each, under 1F1B, GPipe and interleaved 1F1B
     (2 virtual stages per rank): gradients bit-identical to one process accumulating the
-    same micro-batches; loss, gradients and SGD step within 1e-6 of the whole batch."""
+    same micro-batches; loss, gradients and SGD step within 1e-6 of the whole batch; an
+    evaluation through the pipeline before the step gives the same loss and no gradient."""
     specs = [LLAMA2, {**LLAMA2, "schedule": "gpipe", "microbatches": 2},
              {**LLAMA2, "schedule": "interleaved-1f1b", "virtual": 2, "blocks": [1, 1, 1, 1]}]
     _spawn(tmp_path, specs)

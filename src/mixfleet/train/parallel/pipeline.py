@@ -271,6 +271,23 @@ class PipelineRank:
         self._reduce()
         return total
 
+    def eval_loss(self, batch: Batch) -> torch.Tensor | None:
+        """The loss of ``batch`` (summed, / B) through the pipeline without gradients (the
+        schedules' ``eval``; every rank must call it, as for a training step). Returns it
+        on the last stage, else None."""
+        x, y = batch
+        total: torch.Tensor | None = None
+        with torch.no_grad():
+            for lane, sched in zip(self.lanes, self._schedules, strict=True):
+                losses: list[torch.Tensor] = []
+                args = (self._lane_slice(x, lane),) if self.is_first else ()
+                target = self._lane_slice(y, lane) if self.is_last else None
+                sched.eval(*args, target=target, losses=losses)
+                if self.is_last:
+                    s = torch.stack(losses).sum()
+                    total = s if total is None else total + s
+        return total
+
     def _reduce(self) -> None:
         if self._tied:  # each end's partial sums over the first and last stages' ranks
             _sum_grads(self._tied, self.tie_group)
