@@ -10,9 +10,9 @@ reference) for spec ``I``.
 A spec: ``workload``, ``ranks``, ``blocks``, ``virtual``, ``schedule``, ``microbatches``,
 ``B``, optional ``stage_mode``, ``tie`` (llama's head tied) and ``steps`` (then
 :func:`train` instead of one step); every spec of one list has the same number of ranks.
-The reference accumulates the same micro-batches in the pipeline's order (lane by lane)
-and keeps, besides, each lane's own sum (``lanes``) and the whole batch's one-pass
-gradients (``full``).
+The reference accumulates each lane's micro-batches in order (``lanes``: each lane's
+gradient sum, as the pipeline's lanes do) and keeps the whole batch's one-pass gradients
+(``full``).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def reference(w: Workload, spec: dict[str, Any]) -> dict[str, Any]:
     layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
     order = lane_order(layout, spec["microbatches"], spec["B"])
     m = spec["microbatches"]
-    lanes, seq, losses = [], None, []
+    lanes, losses = [], []
     for lane in range(layout.lanes):
         model.zero_grad(set_to_none=True)
         for idx in order[lane * m: (lane + 1) * m]:
@@ -89,15 +89,10 @@ def reference(w: Workload, spec: dict[str, Any]) -> dict[str, Any]:
             losses.append(part.detach())
         lanes.append(grads(model.named_parameters()))
     model.zero_grad(set_to_none=True)
-    for idx in order:  # the lanes one after the other (a rank that serves them all)
-        i = torch.tensor(list(idx))
-        (w.loss(model, (x[i], y[i])) / spec["B"]).backward()
-    seq = grads(model.named_parameters())
-    model.zero_grad(set_to_none=True)
     full_loss = w.loss(model, (x, y)) / spec["B"]
     full_loss.backward()
     lane_loss = [torch.stack(losses[r * m: (r + 1) * m]).sum() for r in range(layout.lanes)]
-    return {"lanes": lanes, "seq": seq, "full": grads(model.named_parameters()),
+    return {"lanes": lanes, "full": grads(model.named_parameters()),
             "lane_loss": lane_loss, "full_loss": full_loss.detach(),
             "stepped": sgd(model.named_parameters())}
 

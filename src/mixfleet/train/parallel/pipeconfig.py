@@ -146,9 +146,9 @@ def resolve_stages(cfg: PipelineConfig, rank_chips: Sequence[str], n_blocks: int
     if cfg.microbatches:
         check_schedule(cfg.schedule, len(stages), cfg.microbatches)
     ranks = [s.ranks for s in stages]
-    if cfg.stage_mode == "fsdp" and len(set(ranks)) > 1:
-        raise ConfigError(f"parallel.stage_mode = 'fsdp' needs the same number of ranks in "
-                          f"every stage (got {ranks}); use stage_mode = 'dp' or equal stages "
+    if cfg.stage_mode == "fsdp" and any(1 < n < max(ranks) for n in ranks):
+        raise ConfigError(f"parallel.stage_mode = 'fsdp' needs every stage to have 1 rank or "
+                          f"the most ranks ({max(ranks)}); got {ranks}: use stage_mode = 'dp' "
                           f"(docs/pipeline.md, 'Stages with different numbers of ranks')")
     free = {c: [r for r, k in enumerate(rank_chips) if k == c] for c in want}
     order = []

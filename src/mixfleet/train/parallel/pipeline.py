@@ -25,7 +25,9 @@ the float sums (docs/pipeline.md, "Exactness").
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -169,12 +171,12 @@ class PipelineRank:
         if stage_mode not in ("dp", "fsdp"):
             raise ConfigError(f"parallel.stage_mode {stage_mode!r} is unknown; use 'dp' or "
                               f"'fsdp'")
-        if stage_mode == "fsdp" and len(set(layout.ranks)) > 1:
-            raise ConfigError(f"parallel.stage_mode = 'fsdp' needs the same number of ranks in "
-                              f"every stage (got {list(layout.ranks)}): FSDP's all-gathers "
-                              f"need a stage's ranks in lockstep, but a rank shared by "
-                              f"several lanes runs them one after the other (docs/pipeline.md)"
-                              f"; use stage_mode = 'dp' or equal stages")
+        if stage_mode == "fsdp" and any(1 < n < layout.lanes for n in layout.ranks):
+            raise ConfigError(f"parallel.stage_mode = 'fsdp' needs every stage to have 1 rank "
+                              f"or the most ranks ({layout.lanes}); got {list(layout.ranks)}: "
+                              f"a rank serving several lanes runs them in threads, and FSDP's "
+                              f"collectives from two threads would interleave differently on "
+                              f"each rank (docs/pipeline.md); use stage_mode = 'dp'")
         # A head tied to the embedding: a copy at each end, their gradients summed over
         # the ranks of the first and the last stage (before the stage's own sum).
         tied = {id(q) for q in tied_parameters(model)}
@@ -207,13 +209,18 @@ class PipelineRank:
         self._tied = [q for q in self.params if id(q) in tied]
         self._untied = [q for q in self.params if id(q) not in tied]
         self.lanes = layout.lanes_of(rank)
+        # A rank serving several lanes runs them at once (a thread each), each lane on its
+        # own replica of the stage modules: the replicas' parameters share the weights'
+        # storage but keep their own gradients, summed in lane order after the step.
+        self._replicas = [self.modules] + [_replica(self.modules) for _ in self.lanes[1:]]
         loss_fn = stage_loss(loss, global_batch)
         self._schedules: list[Any] = []
         for lane in range(layout.lanes):
             g = dist.new_group(layout.lane_ranks(lane))
             if lane in self.lanes:
+                mods = self._replicas[self.lanes.index(lane)]
                 stages = [PipelineStage(m, j, p * v, self.device, group=g)
-                          for m, j in zip(self.modules, mine, strict=True)]
+                          for m, j in zip(mods, mine, strict=True)]
                 self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
         self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
 
@@ -252,22 +259,45 @@ class PipelineRank:
         n = self.B // self.layout.lanes
         return t[lane * n: (lane + 1) * n]
 
-    def forward_backward(self, batch: Batch) -> torch.Tensor | None:
-        """Run this rank's lanes over the global ``batch`` (inputs, targets; every rank may
-        pass it, only the first and last stages read it) and sum the stage's gradients
-        across its ranks. Returns the loss of the step (summed over this rank's lanes'
-        micro-batches, already / B) on the last stage, else None. Gradients accumulate
-        into ``.grad``: zero them before."""
+    def _run_lanes(self, batch: Batch, train: bool) -> torch.Tensor | None:
+        """Each of this rank's lanes through its schedule, at once when there are several;
+        the loss summed in lane order on the last stage."""
         x, y = batch
-        total: torch.Tensor | None = None
-        for lane, sched in zip(self.lanes, self._schedules, strict=True):
+        out: list[torch.Tensor | None] = [None] * len(self.lanes)
+
+        def run(i: int) -> None:
+            lane, sched = self.lanes[i], self._schedules[i]
             losses: list[torch.Tensor] = []
             args = (self._lane_slice(x, lane),) if self.is_first else ()
             target = self._lane_slice(y, lane) if self.is_last else None
-            sched.step(*args, target=target, losses=losses, return_outputs=False)
+            if train:
+                sched.step(*args, target=target, losses=losses, return_outputs=False)
+            else:
+                with torch.no_grad():
+                    sched.eval(*args, target=target, losses=losses)
             if self.is_last:
-                s = torch.stack([t.detach() for t in losses]).sum()
-                total = s if total is None else total + s
+                out[i] = torch.stack([t.detach() for t in losses]).sum()
+
+        if len(self.lanes) == 1:
+            run(0)
+        else:
+            _in_threads(run, len(self.lanes))
+        if not self.is_last:
+            return None
+        total = out[0]
+        for t in out[1:]:
+            assert total is not None and t is not None
+            total = total + t
+        return total
+
+    def forward_backward(self, batch: Batch) -> torch.Tensor | None:
+        """Run this rank's lanes over the global ``batch`` (inputs, targets; every rank may
+        pass it, only the first and last stages read it) and sum the stage's gradients
+        (over its lanes in lane order, then across its ranks). Returns the loss of the
+        step (summed over this rank's lanes' micro-batches, already / B) on the last
+        stage, else None. Gradients accumulate into ``.grad``: zero them before."""
+        total = self._run_lanes(batch, train=True)
+        self._sum_replicas()
         self._reduce()
         return total
 
@@ -275,24 +305,51 @@ class PipelineRank:
         """The loss of ``batch`` (summed, / B) through the pipeline without gradients (the
         schedules' ``eval``; every rank must call it, as for a training step). Returns it
         on the last stage, else None."""
-        x, y = batch
-        total: torch.Tensor | None = None
-        with torch.no_grad():
-            for lane, sched in zip(self.lanes, self._schedules, strict=True):
-                losses: list[torch.Tensor] = []
-                args = (self._lane_slice(x, lane),) if self.is_first else ()
-                target = self._lane_slice(y, lane) if self.is_last else None
-                sched.eval(*args, target=target, losses=losses)
-                if self.is_last:
-                    s = torch.stack(losses).sum()
-                    total = s if total is None else total + s
-        return total
+        return self._run_lanes(batch, train=False)
+
+    def _sum_replicas(self) -> None:
+        """Add the other lanes' replica gradients to the weights' own, in lane order."""
+        for rep in self._replicas[1:]:
+            for q, r in zip(self.params, (q for m in rep for q in m.parameters()), strict=True):
+                if r.grad is not None:
+                    q.grad = r.grad.clone() if q.grad is None else q.grad + r.grad
+                    r.grad = None
 
     def _reduce(self) -> None:
         if self._tied:  # each end's partial sums over the first and last stages' ranks
             _sum_grads(self._tied, self.tie_group)
         if self.layout.ranks[self.stage] > 1 and not self.sharded:
             _sum_grads(self._untied, self.stage_group)
+
+
+def _replica(modules: list[StageModule]) -> list[StageModule]:
+    """A copy of ``modules`` whose parameters share the originals' storage (an in-place
+    optimizer step updates both) but have their own ``.grad``."""
+    copies = copy.deepcopy(modules)
+    with torch.no_grad():
+        for m, c in zip(modules, copies, strict=True):
+            for q, r in zip(m.parameters(), c.parameters(), strict=True):
+                r.data = q.data
+    return copies
+
+
+def _in_threads(run: Callable[[int], None], n: int) -> None:
+    """``run(0)`` .. ``run(n - 1)`` in threads at once; the first error is raised here."""
+    errors: list[BaseException] = []
+
+    def guarded(i: int) -> None:
+        try:
+            run(i)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=guarded, args=(i,), name=f"lane-{i}") for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
 
 
 def _sum_grads(params: list[nn.Parameter], group: Any) -> None:
