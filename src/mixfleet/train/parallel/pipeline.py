@@ -9,18 +9,21 @@ Stages may have different numbers of ranks (2 H20s, then 1 P800). A DeviceMesh i
 rectangular and a ``PipelineStage`` talks to exactly one previous and one next rank, so
 the job runs ``L = max(ranks)`` pipelines side by side, **lanes**: lane ``r`` uses rank
 ``r % ranks[s]`` of stage ``s`` and its own process group (its ranks in stage order). A
-rank of a stage with fewer ranks serves several lanes, one after the other in lane order
-(so no cycle of waits: lane ``r`` only ever waits on lanes before it), with one
-``PipelineStage`` and one schedule per lane over the same modules; its gradients
-accumulate across them. Every ``ranks[s]`` must divide ``L``.
+rank of a stage with fewer ranks serves several lanes **at once**: a thread per lane, each
+with its own ``PipelineStage`` and schedule over its own replica of the stage modules (the
+replicas share the weights' storage and keep their own gradients, summed in lane order
+after the step, so the result does not depend on the threads' timing). Run one after the
+other instead, the lanes would leave the wider stage's ranks idle in turn, and FSDP inside
+it would deadlock (docs/pipeline.md). Every ``ranks[s]`` must divide ``L``.
 
 The math is dp's: the global batch of ``B`` samples (the sampler's, unchanged) is cut into
 ``L`` contiguous lane slices and each of those into ``microbatches`` equal micro-batches;
 each micro-batch's summed loss is divided by ``B`` (:func:`~.stages.stage_loss`), the
 schedule's own division by the number of micro-batches is off (``scale_grads=False``),
-and the ranks of a stage sum their gradients (one flat all-reduce over the stage's
-group). The update then equals one process's step on the whole batch up to the order of
-the float sums (docs/pipeline.md, "Exactness").
+each lane sums its micro-batches' gradients, a rank its lanes' in lane order, and the
+ranks of a stage theirs (one flat all-reduce over the stage's group). The update then
+equals one process's step on the whole batch up to the order of the float sums
+(docs/pipeline.md, "Exactness").
 """
 
 from __future__ import annotations
@@ -149,9 +152,9 @@ def check_schedule(name: str, stages: int, microbatches: int) -> None:
 
 class PipelineRank:
     """This rank's part of a pipeline: its stage modules (sharing ``model``'s modules and
-    names), one ``PipelineStage`` set and schedule per lane it serves, and its stage's
-    group for the gradient sum. Every rank must construct it (it creates process groups,
-    a collective over the default group)."""
+    names; a replica more per extra lane it serves), one ``PipelineStage`` set and schedule
+    per lane, and its stage's group for the gradient sum. Every rank must construct it (it
+    creates process groups, a collective over the default group)."""
 
     def __init__(self, model: nn.Module, layout: Layout, *, rank: int,
                  loss: Callable[[nn.Module, Batch], torch.Tensor], global_batch: int,

@@ -10,13 +10,14 @@ fits its chips' memory, with each stage's predicted time and memory and the bubb
 
 The model of a stage ``s`` holding blocks ``i..j-1`` (``L`` lanes, see
 :mod:`~mixfleet.train.parallel.pipeline`; a rank of a stage with ``n`` ranks serves
-``L / n`` of them one after the other):
+``L / n`` of them at once):
 
 - time per micro-batch slot: ``(sum of block_s[i:j] (+ embed_s on the first, + head_s on
   the last)) x L / n``;
 - memory per chip: parameter bytes x ``state_factor`` (parameters, gradients, optimizer
   state; divided by ``n`` under fsdp inside the stage) + activation bytes per micro-batch
-  x the micro-batches in flight: 1F1B keeps ``min(m, P - s)``, GPipe all ``m``;
+  x the micro-batches in flight per lane (1F1B keeps ``min(m, P - s)``, GPipe all ``m``)
+  x its ``L / n`` lanes (a shared rank's extra lanes' gradients are not counted);
 - the step: ``(m + P - 1)`` slots of the slowest stage; the bubble
   ``(P - 1) / (m + P - 1)``.
 
@@ -94,7 +95,7 @@ def stage_cost(stages: Sequence[StageChip], model: ModelBytes, s: int, lo: int, 
               + (model.head_params if last else 0.0))
     acts = sum(model.block_acts[lo:hi]) + (model.head_acts if last else 0.0)
     state = params * model.state_factor / (st.ranks if sharded else 1)
-    mem = state + acts * in_flight(schedule, p, s, microbatches)
+    mem = state + acts * in_flight(schedule, p, s, microbatches) * lanes / st.ranks
     return t * lanes / st.ranks, mem
 
 
