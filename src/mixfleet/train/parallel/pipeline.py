@@ -69,12 +69,15 @@ class Layout:
             raise ConfigError(f"a pipeline needs at least 2 stages (got {p}); add a "
                               f"[[stages]] entry or use parallel.mode = 'dp'")
         if any(n < 1 for n in self.ranks):
-            raise ConfigError(f"every stage needs at least 1 rank (got ranks {list(self.ranks)})")
+            raise ConfigError(f"every stage needs at least 1 rank (got ranks {list(self.ranks)});"
+                              f" set ranks >= 1 in each [[stages]] entry")
         if self.virtual < 1:
-            raise ConfigError(f"parallel.virtual_stages must be >= 1 (got {self.virtual})")
+            raise ConfigError(f"parallel.virtual_stages must be >= 1 (got {self.virtual}); set "
+                              f"virtual_stages = 1")
         if len(self.blocks) != p * self.virtual:
             raise ConfigError(f"{p} stages x {self.virtual} virtual stages need "
-                              f"{p * self.virtual} block counts (got {list(self.blocks)})")
+                              f"{p * self.virtual} block counts (got {list(self.blocks)}); "
+                              f"give one per (virtual) stage")
         if any(b < 1 for b in self.blocks):
             raise ConfigError(f"every stage needs at least 1 block (got {list(self.blocks)}); "
                               f"use fewer stages or a model with more blocks")
@@ -138,7 +141,8 @@ def check_schedule(name: str, stages: int, microbatches: int) -> None:
         raise ConfigError(f"parallel.schedule {name!r} is unknown; use one of "
                           f"{', '.join(SCHEDULES)}")
     if microbatches < 1:
-        raise ConfigError(f"parallel.microbatches must be >= 1 (got {microbatches})")
+        raise ConfigError(f"parallel.microbatches must be >= 1 (got {microbatches}); set "
+                          f"microbatches = {max(1, stages)}")
     if name != "gpipe" and microbatches < stages:
         raise ConfigError(f"parallel.schedule = {name!r} needs at least as many micro-batches "
                           f"as stages ({stages}), got microbatches = {microbatches}; set "
