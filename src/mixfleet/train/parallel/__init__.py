@@ -1,9 +1,13 @@
-"""How a step's gradients are reduced across ranks.
+"""How a step's gradients are reduced across ranks, and how a model is cut into stages.
 
     strategy.py   ReductionStrategy (the loop's interface), ParallelConfig, DataParallel
     factory.py    make_strategy: the strategy of [parallel] mode (knows every strategy)
     flatopt.py    FlatSGD: dp's SGD step over the flat weight/gradient/momentum buffers
     fsdp.py       fsdp: FSDP2 (fully_shard per block), bf16 params with fp32 reduction
+    stages.py     pipeline: a model's stages under the model's own names, the stage loss
+    pipeline.py   pipeline: layout (stages x ranks, lanes), PipelineRank on torch schedules
+    split.py      pipeline: blocks per stage from per-block times and memory (exact DP)
+    pipeconfig.py pipeline: the [parallel] mode = "pipeline" draft and [[stages]] checks
 """
 
 __all__: list[str] = []
