@@ -5,8 +5,9 @@ fix."""
 
 from __future__ import annotations
 
-import pytest
 import tomllib
+
+import pytest
 
 from mixfleet.config import from_dict
 from mixfleet.errors import ConfigError
