@@ -54,3 +54,52 @@ def test_plan_prints_placement_and_reports_unfit_job(capsys):
     assert "big-embedding fits nowhere" in out
     assert "Nvidia device-hours replaced" in out
     assert "ASSUMED" in out and "on pools with ASSUMED throughput" in out
+
+
+def _rows_file(tmp_path, origin):
+    row = {"workload": "cnn", "chip": "kunlun-p800", "batch": 32, "samples_per_s": 900.0,
+           "step_p50_s": None, "step_p90_s": None, "mfu": None, "peak_mem_bytes": None,
+           "host": "h", "torch_version": "2.6", "date": "2026-01-01",
+           "emulated": origin == "emulated", "origin": origin, "note": ""}
+    f = tmp_path / "throughput.json"
+    f.write_text(json.dumps({"schema": 1, "rows": [row]}))
+    return f
+
+
+def _simulate_rows(tmp_path, capsys, origin, *extra):
+    out = tmp_path / "out"
+    rc = main(["simulate", "--fleet", str(EXAMPLES / "fleet-mixed.toml"), "--trace",
+               "synthetic:20", "--policy", "fifo", "--no-failures", "--throughput",
+               str(_rows_file(tmp_path, origin)), "--out", str(out), *extra])
+    text = capsys.readouterr()
+    assert rc == 0, text.err
+    doc = json.loads((out / "results.json").read_text())
+    return " ".join(text.out.split()), doc
+
+
+def test_row_without_reference_row_is_reported_not_dropped_silently(tmp_path, capsys):
+    """The P800 cnn row of `mixfleet bench` with no H800 cnn row is not used, one line says
+    why and how to fix it, results.json lists it, and the pool keeps its stated assumption
+    (assumed, not a mix of the row and an estimate)."""
+    text, doc = _simulate_rows(tmp_path, capsys, "emulated")
+    assert ("kunlun-p800 cnn row (emulated) not used: no cnn row for the reference chip "
+            "nvidia-h800; bench emu:nvidia-h800 in the same run") in text
+    assert doc["throughput_rows"]["not_used"][0]["chip"] == "kunlun-p800"
+    pools = {p["id"]: p for p in doc["fleet"]["pools"]}
+    assert pools["p800"]["throughput_origin"]["cnn"] == "assumed"
+    text, doc = _simulate_rows(tmp_path, capsys, "measured")
+    assert "bench it too, or pass --reference-from catalog" in text
+
+
+def test_reference_from_catalog_is_a_labelled_bridge(tmp_path, capsys):
+    """With --reference-from catalog a measured P800 row is compared with the H800's
+    roofline estimate, labelled BRIDGED and measured/estimated in the output and
+    results.json."""
+    text, doc = _simulate_rows(tmp_path, capsys, "measured", "--reference-from", "catalog")
+    assert "BRIDGED: kunlun-p800 cnn: measured row over the reference chip nvidia-h800's " \
+           "roofline ESTIMATE" in text
+    assert "MEASURED/ESTIMATED" in text
+    pools = {p["id"]: p for p in doc["fleet"]["pools"]}
+    assert pools["p800"]["throughput_origin"]["cnn"] == "measured/estimated"
+    assert doc["throughput_rows"]["reference_from"] == "catalog"
+    assert doc["throughput_rows"]["bridged"][0]["chip"] == "kunlun-p800"

@@ -29,6 +29,12 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--no-failures", action="store_true", help="no failures, no throttling")
     s.add_argument("--throughput", help="measured throughput table (mixfleet bench), or "
                    "gavel:FILE (Gavel's simulation_throughputs.json)")
+    s.add_argument("--gavel-placement", choices=("consolidated", "unconsolidated"),
+                   default="consolidated", help="which of Gavel's variants gives the figures: "
+                   "consolidated (a job's workers on one server, as Gavel's simulator; "
+                   "default) or unconsolidated (its *_unconsolidated worker types: workers "
+                   "spread across servers)")
+    _reference_from(s)
     s.add_argument("--estimates", choices=("history", "declared", "oracle"), default="history",
                    help="what policies know of job lengths: history (learned from finished "
                    "jobs; default), declared (the jobs' stated limits) or oracle (the truth; "
@@ -49,11 +55,20 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--jobs", required=True, help="jobs TOML (see examples/jobs.toml)")
     p.add_argument("--policy", default="goodput", choices=POLICY_NAMES)
     p.add_argument("--throughput", help="measured throughput table (mixfleet bench)")
+    _reference_from(p)
     p.add_argument("--catalog", help="chip catalog TOML (default: the packaged one)")
     p.set_defaults(func=run_plan)
 
 
 GAVEL = "gavel:"
+
+
+def _reference_from(p: Any) -> None:
+    p.add_argument("--reference-from", choices=("rows", "catalog"), default="rows",
+                   help="where the reference chip's figure for another chip's row comes "
+                   "from: rows (a row of the reference chip; else the row is not used, and "
+                   "said so; default) or catalog (its roofline ESTIMATE, a labelled bridge: "
+                   "speed origin measured/estimated)")
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | None, ...]]]:
@@ -62,19 +77,47 @@ def _setup(args: argparse.Namespace) -> tuple[Any, Any, dict[str, tuple[float | 
     from mixfleet.fleet.model import load_fleet
     from mixfleet.fleet.speeds import speed_matrix
     from mixfleet.fleet.throughput import ThroughputTable
-    from mixfleet.sim.gavel import gavel_speeds, read_gavel_throughputs
+    from mixfleet.sim.gavel import gavel_speeds, gavel_usage, read_gavel_file, select_placement
 
     cat = load_catalog(args.catalog)
     fleet = load_fleet(args.fleet, cat)
     tp = args.throughput or ""
     rows = read_table(tp) if tp and not tp.startswith(GAVEL) else []
-    table = ThroughputTable.build(cat.values(), rows, assumptions=fleet.assumptions())
+    table = ThroughputTable.build(cat.values(), rows, assumptions=fleet.assumptions(),
+                                  reference=fleet.reference_chip.id,
+                                  reference_from=args.reference_from)
     speeds = speed_matrix(fleet, table)
-    args.gavel_tputs = None
+    args.gavel_tputs = args.gavel_usage = None
     if tp.startswith(GAVEL):
-        args.gavel_tputs = read_gavel_throughputs(tp[len(GAVEL):])
+        placement = getattr(args, "gavel_placement", "consolidated")
+        every = read_gavel_file(tp[len(GAVEL):])
+        args.gavel_tputs = select_placement(every, placement)
+        args.gavel_usage = {"file": tp[len(GAVEL):], **gavel_usage(every, fleet, placement)}
         speeds.update(gavel_speeds(args.gavel_tputs, fleet))
     return fleet, table, speeds
+
+
+def _note_rows(console: Any, args: argparse.Namespace, table: Any) -> dict[str, Any]:
+    """One line per throughput row not used or bridged, one line on Gavel's worker types;
+    returns the same for results.json."""
+    for why in table.unused.values():
+        console.print(f"[yellow]note:[/] {why}")
+    for how in table.bridged.values():
+        console.print(f"[yellow]BRIDGED:[/] {how}")
+    u = args.gavel_usage
+    if u is not None:
+        by_why: dict[str, list[str]] = {}
+        for wt, why in u["not_used"].items():
+            by_why.setdefault(why, []).append(wt)
+        nu = "; ".join(f"{', '.join(wts)} ({why})" for why, wts in by_why.items())
+        console.print(f"Gavel throughputs from {u['file']}: used {', '.join(u['used'])} "
+                      f"({u['placement']})" + (f"; not used: {nu}" if nu else ""))
+    return {"reference_from": args.reference_from,
+            "not_used": [{"workload": w, "chip": c, "reason": r}
+                         for (w, c), r in table.unused.items()],
+            "bridged": [{"workload": w, "chip": c, "note": r}
+                        for (w, c), r in table.bridged.items()],
+            **({"gavel": u} if u is not None else {})}
 
 
 def _read_jobs(args: argparse.Namespace, fleet: Any) -> tuple[list[Any], Any]:
@@ -110,15 +153,22 @@ def _note_origins(console: Any, fleet: Any, table: Any, classes: set[str] | None
         kinds: list[str] = sorted({k for o in om.values() if (k := o[i]) is not None})
         if gavel:
             kinds.append("Gavel's table")
-        label = ", ".join(f"[yellow]{k.upper()}[/]" if k in ("estimated", "assumed") else k
+        label = ", ".join(f"[yellow]{k.upper()}[/]" if _marked(k) else k
                           for k in kinds) or "none (takes no job)"
-        marked |= any(k in ("estimated", "assumed") for k in kinds)
+        marked |= any(_marked(k) for k in kinds)
         tab.add_row(p.id, p.chip.id, str(p.capacity), label)
     console.print(tab)
     if marked:
         console.print("[yellow]ESTIMATED[/] = roofline from the catalog's figures, "
-                      "[yellow]ASSUMED[/] = stated in the fleet file; neither is a "
-                      "measurement (replace them with `mixfleet bench` rows via --throughput)")
+                      "[yellow]ASSUMED[/] = stated in the fleet file, [yellow]X/ESTIMATED[/] "
+                      "= a row over the reference chip's roofline (--reference-from catalog); "
+                      "none is a measurement of both chips (replace them with `mixfleet "
+                      "bench` rows via --throughput)")
+
+
+def _marked(origin: str | None) -> bool:
+    """Whether a speed origin is no measurement of both chips (shown in capitals)."""
+    return origin is not None and (origin == "assumed" or origin.endswith("estimated"))
 
 
 def _note_idle(console: Any, fleet: Any, table: Any, speeds: Any) -> None:
@@ -178,6 +228,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     policies = [make_policy(n) for n in (args.policy or POLICY_NAMES)]
     _note_idle(console, fleet, table, speeds)
     _note_origins(console, fleet, table, {j.workload for j in jobs})
+    inputs = _note_rows(console, args, table)
     assumed = _note_assumed(console, fleet, table)
     console.print(_estimates_line(args.estimates))
     console.print(f"{len(jobs)} jobs from {info.path} ({info.format}"
@@ -220,7 +271,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         console.print(f"[yellow]{len(unpl)} job(s) fit nowhere[/] (listed in results.json), "
                       f"e.g. {unpl[0][0]}: {unpl[0][1]}")
     if args.out:
-        doc = results_doc(results, fleet, str(info.path), cfg, table)
+        doc = results_doc(results, fleet, str(info.path), cfg, table) | {"throughput_rows": inputs}
         path = write_results(doc, args.out)
         plot_jct_cdf(results, Path(args.out) / "jct_cdf.png")
         for r in results:
@@ -278,6 +329,7 @@ def run_plan(args: argparse.Namespace) -> int:
     result = plan(fleet, jobs, make_policy(args.policy), speeds, origin_matrix(fleet, table))
     _note_idle(console, fleet, table, speeds)
     _note_origins(console, fleet, table, {j.workload for j in jobs})
+    _note_rows(console, args, table)
     _note_assumed(console, fleet, table)
     tab = Table(title=f"plan: {args.policy} on {fleet.name}")
     for c in ("job", "workload", "devices", "status", "pool", "speed", "speed origin",
@@ -287,7 +339,7 @@ def run_plan(args: argparse.Namespace) -> int:
     for p in result.placements:
         tab.add_row(p.job.id, p.job.workload, str(p.job.devices), p.status,
                     p.pool or "-", "-" if p.speed is None else f"{p.speed:.2f}",
-                    (f"[yellow]{p.origin.upper()}[/]" if p.origin in ("assumed", "estimated")
+                    (f"[yellow]{(p.origin or '').upper()}[/]" if _marked(p.origin)
                      else p.origin or "-"),
                     "-" if p.hours is None else f"{p.hours:.1f}",
                     f"{p.nvidia_hours_replaced:,.0f}")

@@ -54,7 +54,8 @@ def load_results(path: Path) -> dict[str, Any]:
     assumptions = []
     for pool in pools:
         origins = pool.get("throughput_origin") or {}
-        marked = sorted({o for o in origins.values() if o in ("assumed", "estimated")})
+        marked = sorted({o for o in origins.values()
+                         if o == "assumed" or str(o).endswith("estimated")})
         if pool.get("assumption") or marked:
             assumptions.append({"pool": pool.get("id"), "chip": pool.get("chip"),
                                 "origins": marked, "assumption": pool.get("assumption")})

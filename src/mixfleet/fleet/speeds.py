@@ -22,7 +22,8 @@ def origin_matrix(fleet: Fleet, table: ThroughputTable
                   ) -> dict[str, tuple[str | None, ...]]:
     """workload -> per pool, the origin of its speed figure (measured, emulated, assumed,
     estimated; None without a figure). A speed is ``assumed`` when either the pool's entry
-    or the reference chip's is."""
+    or the reference chip's is; ``measured/estimated`` (or ``measured-scaled/estimated``)
+    when a row is bridged to the reference chip's roofline (``--reference-from catalog``)."""
     ref = fleet.reference_chip.id
     out: dict[str, tuple[str | None, ...]] = {}
     for w in speed_matrix(fleet, table):
@@ -34,6 +35,8 @@ def origin_matrix(fleet: Fleet, table: ThroughputTable
                 row.append(None)
             elif "assumed" in (e.origin, r.origin):
                 row.append("assumed")
+            elif r.origin == "estimated" and e.origin in _ROW_ORIGINS:
+                row.append(f"{e.origin}/estimated")  # a row over the reference's roofline
             else:
                 row.append(max((e.origin, r.origin), key=_ORIGIN_ORDER.index))
         out[w] = tuple(row)
@@ -41,6 +44,7 @@ def origin_matrix(fleet: Fleet, table: ThroughputTable
 
 
 _ORIGIN_ORDER = ("measured", "measured-scaled", "emulated", "estimated", "assumed")
+_ROW_ORIGINS = ("measured", "measured-scaled", "emulated")
 
 
 def assumed_pools(fleet: Fleet, table: ThroughputTable) -> list[int]:

@@ -13,6 +13,15 @@ measured.
 Precedence per (workload, chip): measured > measured-scaled (``mixfleet bench --class
 --scale F``: a smaller model measured, extrapolated to full size by FLOPs) > emulated >
 assumed > estimated.
+
+A speed is a ratio to the fleet's reference chip, so given ``reference``, a row of another
+chip is used only where the rows hold a figure of the reference chip for the same class;
+else it is left out with its one-line reason in :attr:`ThroughputTable.unused`, and the
+chip keeps the figure it would have had without it. ``reference_from="catalog"`` bridges
+instead: the reference chip's figure is its roofline estimate (origin of the speed then
+``measured/estimated``), listed in :attr:`ThroughputTable.bridged`. Emulated rows are
+never bridged: their samples/s are the host CPU paced to a relative speed, comparable
+only with emulated rows (see docs/fleet.md).
 """
 
 from __future__ import annotations
@@ -22,16 +31,19 @@ from collections.abc import Iterable, Mapping
 
 from mixfleet.catalog.base import Chip
 from mixfleet.catalog.table import ThroughputRow
+from mixfleet.errors import ConfigError
 from mixfleet.fleet.costterms import roofline_s
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES, WorkloadClass
 
 __all__ = ["Entry", "Assumption", "ThroughputTable", "roofline", "COMPUTE_EFF",
-           "MEMORY_EFF", "ORIGINS"]
+           "MEMORY_EFF", "ORIGINS", "REFERENCE_FROM"]
 
 COMPUTE_EFF = 0.45  # share of peak FLOP/s a training step reaches (typical MFU)
 MEMORY_EFF = 0.70  # share of peak memory bandwidth a training step reaches
 _RANK = {"measured": 0, "measured-scaled": 1, "emulated": 2, "assumed": 3, "estimated": 4}
 ORIGINS = tuple(_RANK)
+#: Where the reference chip's figure for a row of another chip may come from.
+REFERENCE_FROM = ("rows", "catalog")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -96,18 +108,28 @@ def roofline(w: WorkloadClass, chip: Chip, peak_tflops: float | None = None,
 class ThroughputTable:
     """Per-device throughput of each workload class on each chip of a catalog."""
 
-    def __init__(self, entries: Iterable[Entry], missing: dict[tuple[str, str], str]):
+    def __init__(self, entries: Iterable[Entry], missing: dict[tuple[str, str], str],
+                 unused: Mapping[tuple[str, str], str] | None = None,
+                 bridged: Mapping[tuple[str, str], str] | None = None):
         self._e = {(e.workload, e.chip): e for e in entries}
         self.missing = dict(missing)
         """(workload, chip) -> why there is no figure."""
+        self.unused = dict(unused or {})
+        """(workload, chip) -> one line saying why that chip's row was not used."""
+        self.bridged = dict(bridged or {})
+        """(workload, chip) -> one line saying its row is compared with the reference
+        chip's roofline estimate (``reference_from="catalog"``)."""
 
     @classmethod
     def build(cls, chips: Iterable[Chip], rows: Iterable[ThroughputRow] = (),
               workloads: dict[str, WorkloadClass] | None = None,
-              assumptions: Mapping[str, Assumption] | None = None) -> ThroughputTable:
+              assumptions: Mapping[str, Assumption] | None = None,
+              reference: str | None = None, reference_from: str = "rows") -> ThroughputTable:
         """Measured/emulated ``rows`` first (best batch per pair), then the fleet's stated
         ``assumptions`` (chip id -> :class:`Assumption`), roofline elsewhere. Rows of
-        workloads that are not planner classes are ignored."""
+        workloads that are not planner classes are ignored. With ``reference`` (the fleet's
+        reference chip), a row without a row of the reference chip beside it is left out
+        or bridged (``reference_from``; see the module docstring)."""
         wl = WORKLOAD_CLASSES if workloads is None else workloads
         chips = list(chips)
         assumed = dict(assumptions or {})
@@ -121,6 +143,7 @@ class ThroughputTable:
             if old is None or (_RANK[e.origin], -e.samples_per_s) < \
                     (_RANK[old.origin], -old.samples_per_s):
                 best[(r.workload, r.chip)] = e
+        unused, bridged = _pair_with_reference(best, chips, wl, reference, reference_from)
         missing: dict[tuple[str, str], str] = {}
         relative: list[tuple[Chip, Assumption]] = []
         for chip in chips:
@@ -160,7 +183,7 @@ class ThroughputTable:
                                   origin="assumed",
                                   note=f"{a.describe()} ({base.origin} for {a.relative_to}); "
                                        f"source: {a.source}")
-        return cls(best.values(), missing)
+        return cls(best.values(), missing, unused, bridged)
 
     def get(self, workload: str, chip: str) -> Entry | None:
         """The entry for (workload, chip), or None when there is no figure."""
@@ -175,3 +198,39 @@ class ThroughputTable:
 
     def entries(self) -> list[Entry]:
         return sorted(self._e.values(), key=lambda e: (e.workload, e.chip))
+
+
+def _pair_with_reference(best: dict[tuple[str, str], Entry], chips: list[Chip],
+                         wl: Mapping[str, WorkloadClass], reference: str | None,
+                         reference_from: str
+                         ) -> tuple[dict[tuple[str, str], str], dict[tuple[str, str], str]]:
+    """Drop from ``best`` (the rows' entries) each row with no row of ``reference`` for its
+    class, or keep it as bridged; returns (unused, bridged) reasons."""
+    if reference_from not in REFERENCE_FROM:
+        raise ConfigError(f"reference_from {reference_from!r} is not one of "
+                          f"{', '.join(REFERENCE_FROM)}; e.g. --reference-from catalog")
+    unused: dict[tuple[str, str], str] = {}
+    bridged: dict[tuple[str, str], str] = {}
+    if reference is None:
+        return unused, bridged
+    ref_chip = next((c for c in chips if c.id == reference), None)
+    for (w, c), e in sorted(best.items()):
+        if c == reference or (w, reference) in best:
+            continue
+        head = f"{c} {w} row ({e.origin}) not used: no {w} row for the reference chip {reference}"
+        if e.origin == "emulated":
+            unused[(w, c)] = (f"{head}; bench emu:{reference} in the same run (an emulated "
+                              f"figure is the host CPU paced to a relative speed, comparable "
+                              f"only with emulated rows, not with the catalog roofline)")
+        elif reference_from == "rows":
+            unused[(w, c)] = f"{head}; bench it too, or pass --reference-from catalog"
+        elif ref_chip is None or roofline(wl[w], ref_chip) is None:
+            unused[(w, c)] = (f"{head}, and the catalog has no roofline for {reference} "
+                              f"(a figure is unknown); bench {reference} too")
+        else:
+            bridged[(w, c)] = (f"{c} {w}: {e.origin} row over the reference chip {reference}'s "
+                               f"roofline ESTIMATE (--reference-from catalog): speed origin "
+                               f"{e.origin}/estimated")
+            continue
+        del best[(w, c)]
+    return unused, bridged

@@ -6,8 +6,17 @@ so mixfleet's policies can be compared with Gavel's on identical jobs.
   num-steps argument, needs-data-dir, total steps, scale factor (devices), priority weight,
   SLO, arrival time (seconds).
 - **Throughputs** (``--throughput gavel:FILE``): Gavel's ``simulation_throughputs.json``,
-  ``{accelerator: {"('<job type>', <scale factor>)": {"null": steps/s, ...}}}`` (the
-  ``null`` entry is the job alone; the co-location entries are ignored).
+  ``{worker type: {"('<job type>', <scale factor>)": {"null": steps/s, ...}}}`` (the
+  ``null`` entry is the job alone; the co-location entries are ignored). Worker types are
+  ``v100``/``p100``/``k80`` and their ``<type>_unconsolidated`` variants: the same job's
+  throughput when its workers are *not* consolidated on one server (placement-sensitive;
+  equal to the consolidated figure at scale factor 1). Gavel's simulator reads both but
+  schedules only on the plain types of its cluster spec, packing a job's workers onto as
+  few servers as it can (``_assign_workers_to_job``), and leaves the variants out of its
+  throughput estimator. :func:`read_gavel_throughputs` does the same by default
+  (``placement="consolidated"``); ``placement="unconsolidated"`` takes every figure from
+  the variants instead (every multi-device job spread across servers: the pessimistic
+  bound). :func:`gavel_usage` says which entries a fleet used and why the others were not.
 
 Accelerators map to catalog chips by :data:`GAVEL_CHIPS` (``v100`` -> ``nvidia-v100``,
 ``p100`` -> ``nvidia-p100``, ``k80`` -> ``nvidia-k80``). Each (job type, scale factor) is a
@@ -33,11 +42,16 @@ import numpy as np
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.model import Fleet, Job
 
-__all__ = ["GAVEL_CHIPS", "read_gavel_throughputs", "gavel_speeds", "read_gavel_trace",
+__all__ = ["GAVEL_CHIPS", "GAVEL_PLACEMENTS", "read_gavel_file", "read_gavel_throughputs",
+           "gavel_usage", "select_placement", "gavel_speeds", "read_gavel_trace",
            "gavel_class", "gavel_style_jobs", "GAVEL_MEM_GIB"]
 
 #: Gavel's accelerator names -> catalog chip ids.
 GAVEL_CHIPS = {"v100": "nvidia-v100", "p100": "nvidia-p100", "k80": "nvidia-k80"}
+#: Suffix of Gavel's placement-sensitive worker types (workers spread across servers).
+UNCONSOLIDATED = "_unconsolidated"
+#: Which of Gavel's variants supplies the figures (see the module docstring).
+GAVEL_PLACEMENTS = ("consolidated", "unconsolidated")
 #: Memory per device of a Gavel job: its throughput file lists a job on an accelerator only
 #: where it fits, so memory is not a further constraint.
 GAVEL_MEM_GIB = 1.0
@@ -50,8 +64,9 @@ def gavel_class(job_type: str, scale_factor: int) -> str:
     return f"{job_type} x{scale_factor}"
 
 
-def read_gavel_throughputs(path: str | Path) -> Throughputs:
-    """accelerator -> (job type, scale factor) -> steps/s of the job alone."""
+def read_gavel_file(path: str | Path) -> Throughputs:
+    """Every worker type of Gavel's file (``_unconsolidated`` ones included) -> (job type,
+    scale factor) -> steps/s of the job alone."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"--throughput gavel:{p}: no such file; pass Gavel's "
@@ -61,15 +76,16 @@ def read_gavel_throughputs(path: str | Path) -> Throughputs:
     except json.JSONDecodeError as e:
         raise ConfigError(f"{p}: not valid JSON ({e})") from None
     if not isinstance(doc, dict) or not doc:
-        raise ConfigError(f"{p}: expected {{accelerator: {{\"('<type>', <scale>)\": "
+        raise ConfigError(f"{p}: expected {{worker type: {{\"('<type>', <scale>)\": "
                           f"{{\"null\": steps/s}}}}}}")
     out: Throughputs = {}
     for acc, table in doc.items():
-        if acc not in GAVEL_CHIPS:
-            raise ConfigError(f"{p}: accelerator {acc!r} is not one of "
-                              f"{', '.join(GAVEL_CHIPS)}")
+        if acc.removesuffix(UNCONSOLIDATED) not in GAVEL_CHIPS:
+            raise ConfigError(f"{p}: worker type {acc!r} is not one of "
+                              f"{', '.join(GAVEL_CHIPS)} (or one of them + "
+                              f"{UNCONSOLIDATED!r}); pass Gavel's own file")
         if not isinstance(table, dict):
-            raise ConfigError(f"{p}: accelerator {acc!r}: expected an object of job types")
+            raise ConfigError(f"{p}: worker type {acc!r}: expected an object of job types")
         rows: dict[tuple[str, int], float] = {}
         for key, val in table.items():
             try:
@@ -86,6 +102,45 @@ def read_gavel_throughputs(path: str | Path) -> Throughputs:
                 rows[(jt, sf)] = tput
         out[acc] = rows
     return out
+
+
+def select_placement(every: Throughputs, placement: str = "consolidated") -> Throughputs:
+    """Accelerator -> figures of one placement variant of :func:`read_gavel_file`'s
+    result (keyed by the plain accelerator name)."""
+    if placement not in GAVEL_PLACEMENTS:
+        raise ConfigError(f"Gavel placement {placement!r} is not one of "
+                          f"{', '.join(GAVEL_PLACEMENTS)}")
+    suffix = UNCONSOLIDATED if placement == "unconsolidated" else ""
+    return {a: every[a + suffix] for a in GAVEL_CHIPS if a + suffix in every}
+
+
+def read_gavel_throughputs(path: str | Path, placement: str = "consolidated") -> Throughputs:
+    """accelerator -> (job type, scale factor) -> steps/s of the job alone, from the
+    ``placement`` variant of Gavel's file (default: consolidated, as Gavel's simulator)."""
+    return select_placement(read_gavel_file(path), placement)
+
+
+def gavel_usage(every: Throughputs, fleet: Fleet, placement: str = "consolidated"
+                ) -> dict[str, object]:
+    """Which worker types of Gavel's file give the fleet's speeds (``used``) and, for each
+    other one, why not (``not_used``: worker type -> reason)."""
+    chips = {p.chip.id for p in fleet.pools} | {fleet.reference_chip.id}
+    suffix = UNCONSOLIDATED if placement == "unconsolidated" else ""
+    other = "consolidated" if suffix else "unconsolidated"
+    used: list[str] = []
+    not_used: dict[str, str] = {}
+    for wt in sorted(every):
+        base = wt.removesuffix(UNCONSOLIDATED)
+        variant = "unconsolidated" if wt != base else "consolidated"
+        if variant != placement:
+            where = "spread across servers" if suffix == "" else "on one server"
+            not_used[wt] = (f"{variant} variant: a job's workers {where}; "
+                            f"--gavel-placement {other} selects it")
+        elif GAVEL_CHIPS[base] not in chips:
+            not_used[wt] = f"no {GAVEL_CHIPS[base]} pool in fleet {fleet.name!r}"
+        else:
+            used.append(wt)
+    return {"placement": placement, "used": used, "not_used": not_used}
 
 
 def _accelerator(chip: str) -> str | None:
