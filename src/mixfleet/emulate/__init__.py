@@ -5,7 +5,9 @@ so a run repeats exactly, and everything it produces is marked ``emulated``:
 
 * **relative speed** - each step is padded to a calibrated *time budget*:
   ``budget = base x headroom / (speed x clock_factor)``. ``base`` is the median compute
-  time of the first ``calibration_steps`` steps (or :meth:`EmulatedDevice.calibrate`);
+  time of the first ``calibration_steps`` steps, lowered whenever the median of as many
+  recent steps is lower (a calibration under start-up contention does not pad the whole
+  run), never raised (or fixed by :meth:`EmulatedDevice.calibrate`);
   ``speed`` is the chip's throughput relative to the fastest emulated chip in the job, from a
   measured throughput table when it covers the chips, else from the catalog's BF16 peaks.
   Padding to a budget (not adding a fixed sleep) keeps the speed right when several

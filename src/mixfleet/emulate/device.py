@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import math
 import os
 import statistics
 import threading
@@ -36,7 +37,8 @@ class EmulationConfig:
     headroom: float | None = field(None, help="budget = calibrated step time x headroom / "
                                    "speed; none = 1.5 x max(1, local_ranks / CPU cores)")
     calibration_steps: int = field(5, help="steps whose median compute time calibrates the "
-                                   "budget of relative speed 1.0")
+                                   "budget of relative speed 1.0 (lowered later when the "
+                                   "median of as many recent steps is lower)")
     local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores")
     faults: bool = field(True, help="draw thermal crashes and MTBF failures")
     attempt: int = field(0, help="restart count, mixed into the seed so a restarted worker "
@@ -121,6 +123,9 @@ class EmulatedDevice:
         self._headroom = self.config.resolved_headroom()
         self._base_s: float | None = None
         self._calib: list[float] = []
+        self._fixed = False  # calibrate() fixed the base: never lowered
+        self._recent: collections.deque[float] = collections.deque(
+            maxlen=self.config.calibration_steps)  # compute per work of the latest steps
         self._t0: float | None = None
         self._tc: float | None = None  # when the real computation started (pace_first)
         self._computes: collections.deque[float] = collections.deque(maxlen=8)
@@ -161,6 +166,7 @@ class EmulatedDevice:
             raise ConfigError(f"calibrated step time must be > 0 (got {base_s!r})")
         self._base_s = base_s
         self._calib = [base_s] * self.config.calibration_steps
+        self._fixed = True
 
     def step_begin(self) -> None:
         """Mark the start of a step's computation (raises if the device is dead)."""
@@ -207,6 +213,14 @@ class EmulatedDevice:
         if len(self._calib) < self.config.calibration_steps:
             self._calib.append(compute / work)
             self._base_s = statistics.median(self._calib)
+        elif not self._fixed:
+            # Contention only slows the host: a calibration taken while other processes
+            # started (a fleet's start, a restart) is too slow, and every later step would
+            # be padded to it. Lower the base to the median of the latest steps when that
+            # is lower; never raise it (contention later only eats into the padding).
+            self._recent.append(compute / work)
+            if len(self._recent) == self._recent.maxlen:
+                self._base_s = min(self._base_s or math.inf, statistics.median(self._recent))
         budget = self._budget(work)
         end = self._t0 + budget
         pad = end - now
