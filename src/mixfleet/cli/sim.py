@@ -159,10 +159,12 @@ def _note_origins(console: Any, fleet: Any, table: Any, classes: set[str] | None
         tab.add_row(p.id, p.chip.id, str(p.capacity), label)
     console.print(tab)
     if marked:
+        bridged = any(o is not None and "/" in o for row in om.values() for o in row)
         console.print("[yellow]ESTIMATED[/] = roofline from the catalog's figures, "
-                      "[yellow]ASSUMED[/] = stated in the fleet file, [yellow]X/ESTIMATED[/] "
-                      "= a row over the reference chip's roofline (--reference-from catalog); "
-                      "none is a measurement of both chips (replace them with `mixfleet "
+                      "[yellow]ASSUMED[/] = stated in the fleet file"
+                      + (", [yellow]X/ESTIMATED[/] = a row over the reference chip's roofline "
+                         "(--reference-from catalog)" if bridged else "")
+                      + "; none is a measurement of both chips (replace them with `mixfleet "
                       "bench` rows via --throughput)")
 
 
