@@ -14,6 +14,7 @@ __all__ = ["add_parser", "run_simulate", "run_plan"]
 
 def add_parser(sub: Any) -> None:
     from mixfleet.fleet.policies import POLICY_NAMES
+    from mixfleet.sim.gavel import GAVEL_PLACEMENTS
 
     s = sub.add_parser("simulate", help="replay a trace on a fleet under placement policies",
                        description="Replay a trace on a fleet under one or more placement "
@@ -29,7 +30,7 @@ def add_parser(sub: Any) -> None:
     s.add_argument("--no-failures", action="store_true", help="no failures, no throttling")
     s.add_argument("--throughput", help="measured throughput table (mixfleet bench), or "
                    "gavel:FILE (Gavel's simulation_throughputs.json)")
-    s.add_argument("--gavel-placement", choices=("consolidated", "unconsolidated"),
+    s.add_argument("--gavel-placement", choices=GAVEL_PLACEMENTS,
                    default="consolidated", help="which of Gavel's variants gives the figures: "
                    "consolidated (a job's workers on one server, as Gavel's simulator; "
                    "default) or unconsolidated (its *_unconsolidated worker types: workers "
@@ -64,7 +65,9 @@ GAVEL = "gavel:"
 
 
 def _reference_from(p: Any) -> None:
-    p.add_argument("--reference-from", choices=("rows", "catalog"), default="rows",
+    from mixfleet.fleet.throughput import REFERENCE_FROM
+
+    p.add_argument("--reference-from", choices=REFERENCE_FROM, default="rows",
                    help="where the reference chip's figure for another chip's row comes "
                    "from: rows (a row of the reference chip; else the row is not used, and "
                    "said so; default) or catalog (its roofline ESTIMATE, a labelled bridge: "
