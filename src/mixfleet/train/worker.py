@@ -36,7 +36,7 @@ from mixfleet.telemetry import (
 )
 from mixfleet.train.config import RunConfig, shares_table
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.health.detectors import ThermalGuard, Watchdog
+from mixfleet.train.health.detectors import ThermalGuard, Watchdog, thermal_thresholds
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
@@ -142,13 +142,11 @@ def _thermal_guard(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
     """This rank's guard, reading its own device: the emulated chip, or the node table's
     row of its device (by stable id)."""
     h = cfg.health
+    warn, crit, _ = thermal_thresholds(h.warn_c, h.critical_c,
+                                       emu.profile if emu is not None else None)
     if emu is not None:
-        warn = h.warn_c if h.warn_c is not None else emu.profile.throttle_c - 2
-        crit = h.critical_c if h.critical_c is not None else emu.profile.limit_c - 3
         return ThermalGuard(warn_c=warn, critical_c=crit, resume_c=warn - h.resume_margin_c,
                             read=lambda: emu.snapshot().temp_c)
-    warn = h.warn_c if h.warn_c is not None else 85.0
-    crit = h.critical_c if h.critical_c is not None else 95.0
     read: Any = lambda: None  # noqa: E731 - the CPU: no temperature
     if place.index is not None and cfg.telemetry.hz > 0:
         read = device_temperature(table_path(run.root), place.index,

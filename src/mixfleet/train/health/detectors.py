@@ -31,6 +31,24 @@ __all__ = ["HealthConfig", "Watchdog", "StepGuard", "StragglerDetector", "Therma
 HANG_EXIT_CODE = 75
 
 
+DEFAULT_WARN_C, DEFAULT_CRITICAL_C = 85.0, 95.0  # a real chip whose limits are not set
+
+
+def thermal_thresholds(warn_c: float | None, critical_c: float | None,
+                       profile: Any | None = None) -> tuple[float, float, str]:
+    """(warning, critical, where they come from): the configured values, else an emulated
+    chip's profile (throttle point - 2, limit - 3), else 85 / 95 degC. The one owner of
+    these defaults: the worker's guard and the dashboard's chart both call it."""
+    if profile is not None:
+        dw, dc, src = profile.throttle_c - 2, profile.limit_c - 3, "emulated chip profile"
+    else:
+        dw, dc, src = DEFAULT_WARN_C, DEFAULT_CRITICAL_C, "trainer default"
+    if warn_c is not None:
+        src = "config"
+    return (float(dw if warn_c is None else warn_c),
+            float(dc if critical_c is None else critical_c), src)
+
+
 @dataclasses.dataclass(kw_only=True, frozen=True)
 class HealthConfig:
     """The ``[health]`` table."""
