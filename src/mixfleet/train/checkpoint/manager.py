@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from mixfleet import __version__
+from mixfleet.errors import CheckpointError
 from mixfleet.train.checkpoint.dcp import (
     Checkpointer,
     committed_steps,
@@ -312,6 +313,14 @@ class CheckpointManager:
         self.init_optimizer_state()
         state = self.strategy.state_dict(self.opt)
         manifest = None
+        try:  # hashes and metadata checked before DCP reads a byte (every rank agrees)
+            self.ckpt.verify(d)
+            verified = True
+        except CheckpointError as e:
+            verified = False
+            self.run.emit("checkpoint_skipped", dir=str(d), rank=self.rank, reason=str(e))
+        if not self._agree(verified):
+            return None
         try:
             manifest = self.ckpt.load(d, state)
         except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
