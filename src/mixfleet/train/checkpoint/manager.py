@@ -96,10 +96,14 @@ class CheckpointManager:
         self.slots = 2  # double-buffered unless only one copy fits the host budget
         self._snap_nstate = (-1, -1)  # (optimizer states, strategy.state_generation)
         self.snap_path: Path | None = None  # None: no in-memory snapshots (refused)
+        avoided: list[SnapshotRefused] = []  # a squatted or opened-up directory: a new one
         try:
-            self.snap_path = snapshot_path(run.root, world, rank)
+            self.snap_path = snapshot_path(run.root, world, rank, refused=avoided)
         except SnapshotRefused as e:
             self._refused(e)
+        for bad in avoided:
+            run.emit("snapshot_refused", rank=rank, path=str(bad.path), reason=bad.reason,
+                     instead=str(self.snap_path.parent) if self.snap_path else None)
         self._rng_buf = torch.get_rng_state().clone()
         self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
                              if device.type != "cpu" else None)
@@ -256,7 +260,12 @@ class CheckpointManager:
         self.wait_snapshot()
         if self.snap is None or not self.snap.valid_steps():
             return None
-        path = self.snap.persist(self.gasp_path())
+        try:
+            path = self.snap.persist(self.gasp_path())
+        except SnapshotRefused as e:  # gasp/ is a link or another user's: not written
+            self.run.emit("snapshot_refused", rank=self.rank, path=str(e.path),
+                          reason=e.reason)
+            return None
         self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
                       path=str(path))
         return path
