@@ -192,6 +192,16 @@ class RunDir:
         self.last_step = self.root / "last_step"
         self.events = JsonLines(self.events_path)
 
+    #: the files and directories mixfleet keeps in a run directory (checked before use)
+    FILES = ("config.toml", "metrics.jsonl", "events.jsonl", "summary.json", "last_step",
+             "blocklist.json", "skipped_batches.json", ".snapshots.lock")
+    DIRS = ("checkpoints", "final", "pids", "gasp", "stacks", ".faults", "telemetry")
+
+    def check(self) -> None:
+        """Refuse a link or a foreign entry where a file or directory of the run should
+        be (UnsafePathError naming it): nothing is followed or written."""
+        safefs.check_entries(self.root, self.FILES, self.DIRS)
+
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         rec = {"t": round(time.time(), 6), "event": event, **fields}
         self.events.write(rec)

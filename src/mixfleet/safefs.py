@@ -18,8 +18,9 @@ from pathlib import Path
 from mixfleet.errors import UnsafePathError
 
 __all__ = ["DIR_MODE", "FILE_MODE", "SHARED_DIR_MODE", "SHARED_FILE_MODE", "file_mode_of",
-           "dir_mode_in", "file_mode_in", "check_run_dir", "make_dir", "open_fd", "read_bytes",
-           "read_text", "write_atomic", "open_append", "remove_owned_file", "is_owned_dir"]
+           "dir_mode_in", "file_mode_in", "check_run_dir", "check_entries", "make_dir",
+           "open_fd", "read_bytes", "read_text", "write_atomic", "open_append",
+           "remove_owned_file", "is_owned_dir"]
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 SHARED_DIR_MODE, SHARED_FILE_MODE = 0o750, 0o640
@@ -71,6 +72,25 @@ def check_run_dir(root: Path, *, what: str = "--run-dir") -> None:
         raise UnsafePathError(f"{what} {str(root)!r} has mode {stat.S_IMODE(st.st_mode):o}: "
                               f"others may write it and plant files; run `chmod go-w "
                               f"{root}` (or `chmod 700`), or pass a new --run-dir")
+
+
+def check_entries(root: Path, files: tuple[str, ...], dirs: tuple[str, ...]) -> None:
+    """Refuse (UnsafePathError naming it) a link or a non-regular file at any of ``files``
+    in ``root``, and a link or another user's directory at any of ``dirs``."""
+    for name in files + dirs:
+        try:
+            st = os.lstat(root / name)
+        except FileNotFoundError:
+            continue
+        want_dir = name in dirs
+        if stat.S_ISLNK(st.st_mode) or (stat.S_ISDIR(st.st_mode) != want_dir) or (
+                not want_dir and not stat.S_ISREG(st.st_mode)):
+            raise UnsafePathError(f"{root / name} is a link or not a regular "
+                                  f"{'directory' if want_dir else 'file'}; links are not "
+                                  f"followed: remove it, or pass a new --run-dir")
+        if st.st_uid != _euid():
+            raise UnsafePathError(f"{root / name} belongs to uid {st.st_uid}, not to you; "
+                                  f"remove it, or pass a new --run-dir")
 
 
 def is_owned_dir(path: Path) -> bool:

@@ -78,6 +78,7 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
     safefs.check_run_dir(run.root)  # another user's, or writable by others: refused
+    run.check()  # a link where a file of the run should be: refused, never followed
     if run.has_checkpoints() and resume == "never":
         raise ConfigError(f"--run-dir {str(run.root)!r} already holds checkpoints and "
                           f"--resume never was given; pass --resume auto to continue it or "
@@ -111,6 +112,13 @@ def _previous_hash(run: RunDir) -> str | None:
         return config_hash(from_dict(RunConfig, tomllib.loads(text)))
     except (ConfigError, tomllib.TOMLDecodeError, ValueError, RecursionError):
         return "unreadable"
+
+
+def _drop_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _existing_parent(p: Path) -> Path:
@@ -195,6 +203,9 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
         os.environ.update(env_updates)
         try:
             run_worker(str(run.root))
+        except BaseException:
+            _drop_group()  # a worker that failed in this process leaves no process group
+            raise
         finally:
             for k, v in old.items():
                 if v is None:

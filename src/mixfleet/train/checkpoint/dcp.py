@@ -148,6 +148,9 @@ def verify(d: Path, part: tuple[int, int] = (0, 1)) -> dict[str, Any]:
     files of the manifest, and files ``part`` = (i, n) (every n-th from the i-th: each rank
     checks its share) match their hashes. Returns the manifest; CheckpointError names the
     file and the reason."""
+    reason = validate_step_dir(d)
+    if reason is not None:
+        raise CheckpointError(f"{d} refused: {reason}")
     try:
         manifest = read_manifest(d)
     except (OSError, ValueError, UnsafePathError) as e:

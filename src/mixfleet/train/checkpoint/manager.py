@@ -15,6 +15,7 @@ Resume (from memory or disk) and rollback (from disk) go through one restore pat
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from mixfleet import __version__
+from mixfleet import __version__, safefs
 from mixfleet.errors import CheckpointError
 from mixfleet.train.checkpoint.dcp import (
     Checkpointer,
@@ -249,7 +250,11 @@ class CheckpointManager:
         if self.snap is not None:
             self.snap.remove()
             self.snap = None
-        self.gasp_path().unlink(missing_ok=True)
+        if self.snap_path is not None:
+            with contextlib.suppress(OSError):  # the run's snapshot directory, if empty
+                self.snap_path.parent.rmdir()
+        if safefs.is_owned_dir(self.gasp_path().parent):  # never through a link
+            self.gasp_path().unlink(missing_ok=True)
 
     def gasp_path(self) -> Path:
         name = self.snap_path.name if self.snap_path is not None else "refused"
