@@ -174,6 +174,12 @@ def _writer_class() -> type:
 
         fault_hook: Callable[[str], None] | None = None
 
+        def prepare_local_plan(self, plan):
+            d = Path(str(self.path))
+            safefs.make_dir(d)  # a real directory of this user, never a link
+            os.chmod(d, safefs.dir_mode_in(d.parent))  # as private as the run directory
+            return super().prepare_local_plan(plan)
+
         def write_data(self, plan, planner):
             if self.fault_hook is not None:
                 self.fault_hook("before")
@@ -191,7 +197,7 @@ class Checkpointer:
 
     def __init__(self, root: Path, *, rank: int, group: Any, keep: int, asynchronous: bool,
                  emit: Callable[..., Any], faults: FaultInjector | None = None) -> None:
-        self.root = root
+        self.root = safefs.make_dir(root)  # private (a link there is refused)
         self.rank = rank
         self.group = group
         self.keep = keep
@@ -258,8 +264,7 @@ class Checkpointer:
                 shutil.rmtree(d)
             parts: list[Any] = [None] * dist.get_world_size(self.group)
             dist.all_gather_object(parts, manifest.pop("per_rank", {}), group=self.group)
-            safefs.make_dir(self.root)
-            safefs.make_dir(d)
+            d.mkdir(parents=True, exist_ok=True)
             writer = _writer_class()(str(d), sync_files=True, overwrite=True)
             writer.fault_hook = self._fault_hook(step)
             dcp.save(staged, storage_writer=writer, process_group=self.group)
