@@ -110,7 +110,11 @@ def make_dir(path: Path, mode: int | None = None) -> Path:
         mode = dir_mode_in(path.parent)
     try:
         os.mkdir(path, mode)
-        os.chmod(path, mode, follow_symlinks=False)  # the umask may have taken bits
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | _NOFOLLOW)
+        try:
+            os.fchmod(fd, mode)  # the umask may have taken bits
+        finally:
+            os.close(fd)
         return path
     except FileNotFoundError:
         path.parent.mkdir(parents=True, exist_ok=True)
