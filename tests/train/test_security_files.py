@@ -254,3 +254,20 @@ def test_clean_skips_dangling_links_with_a_note(tmp_path: Path,
     out = capsys.readouterr().out
     assert "dangling link" in out and str(run / "gasp" / "r0.snap") in out
     assert os.path.islink(run / "gasp" / "r0.snap")
+
+
+def test_pickle_in_place_of_a_data_file_is_refused(done: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    """A data file replaced by a pickle (hashes forged to match) is refused by export
+    (exit 2, one line) and on resume (the older checkpoint is used); it never runs."""
+    run = _copy(done, tmp_path)
+    marker = tmp_path / "pwned"
+    d = _newest(run)
+    next(d.glob("*.distcp")).write_bytes(pickle.dumps(Plant(marker)) * 64)
+    recommit(d)
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "out")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    run_inproc(run, *TINY[1:], "train.steps=6")
+    assert [e["resumed_from"] for e in events(run, "run_start")][-1] == 2
+    assert events(run, "checkpoint_skipped") and not marker.exists()
