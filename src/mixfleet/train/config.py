@@ -94,6 +94,9 @@ class CheckpointConfig:
         "auto", help="copy a snapshot on a side thread while the next step computes (it "
                      "completes before the next update): on, off, or auto (on for snapshots "
                      "of 64 MiB and more, where the copy costs more than the thread)")
+    share_with_group: bool = field(False, help="let the group read this run directory (0750 "
+                                               "directories, 0640 files) for teams who read "
+                                               "each other's runs; default private (0700/0600)")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
+from mixfleet import safefs
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
 from mixfleet.train.autoplan import RunPlan, plan_event, resolve_auto
@@ -80,6 +83,8 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
+    safefs.check_run_dir(run.root)  # another user's, or writable by others: refused
+    run.check()  # a link where a file of the run should be: refused, never followed
     if run.has_checkpoints() and resume == "never":
         raise ConfigError(f"--run-dir {str(run.root)!r} already holds checkpoints and "
                           f"--resume never was given; pass --resume auto to continue it or "
@@ -88,21 +93,40 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--run-dir {str(run.root)!r} is not writable ({parent} denies "
                           f"writes); pass a writable --run-dir")
-    previous = None
-    if run.config.exists():
-        try:
-            previous = config_hash(from_dict(RunConfig, load_toml(run.config)))
-        except ConfigError:
-            previous = "unreadable"
-    run.root.mkdir(parents=True, exist_ok=True)
+    previous = _previous_hash(run)
+    mode = safefs.SHARED_DIR_MODE if cfg.checkpoint.share_with_group else safefs.DIR_MODE
+    safefs.make_dir(run.root, mode)
+    os.chmod(run.root, mode)  # an existing run follows [checkpoint] share_with_group too
     new_hash = config_hash(cfg)
-    run.config.write_text(dumps_toml(to_dict(cfg)))
+    run.write(run.config, dumps_toml(to_dict(cfg)))
     run.emit("launch", config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
     if plan is not None and plan.pick is not None:
         run.emit("plan", **plan_event(plan))
     if previous is not None and previous != new_hash and run.has_checkpoints():
         run.emit("config_changed", previous=previous, now=new_hash)
     return run
+
+
+def _previous_hash(run: RunDir) -> str | None:
+    """The hash of the config the run directory holds (None: none; a link in its place is
+    refused, never followed)."""
+    try:
+        text = run.read_text(run.config)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return "unreadable"
+    try:
+        return config_hash(from_dict(RunConfig, tomllib.loads(text)))
+    except (ConfigError, tomllib.TOMLDecodeError, ValueError, RecursionError):
+        return "unreadable"
+
+
+def _drop_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _existing_parent(p: Path) -> Path:
@@ -164,12 +188,10 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
     entries = resolve_pending(read_entries(run.root), job_placements(cfg, env))
-    tmp = run.root / "blocklist.json.tmp"
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    os.replace(tmp, run.root / "blocklist.json")
+    run.write(run.root / "blocklist.json", json.dumps(entries, indent=1) + "\n")
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
-    run.config.write_text(dumps_toml(to_dict(new)))
+    run.write(run.config, dumps_toml(to_dict(new)))
     run.emit("relaunch", nproc=nproc, drained=drained,
              blocked=[e.get("device_id") for e in entries if e.get("rank") in drained])
     return new
@@ -189,6 +211,9 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
         os.environ.update(env_updates)
         try:
             run_worker(str(run.root))
+        except BaseException:
+            _drop_group()  # a worker that failed in this process leaves no process group
+            raise
         finally:
             for k, v in old.items():
                 if v is None:
@@ -219,4 +244,4 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                 run.emit("device_mask", **masks)
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
-    return dict(json.loads(run.summary.read_text()))
+    return dict(json.loads(run.read_text(run.summary)))

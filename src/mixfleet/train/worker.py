@@ -49,6 +49,7 @@ __all__ = ["run_worker", "load_run_config", "build_summary"]
 
 
 def load_run_config(run: RunDir) -> RunConfig:
+    run.read_text(run.config)  # a link in its place is refused, never followed
     return from_dict(RunConfig, load_toml(run.config))
 
 
@@ -175,8 +176,8 @@ def run_worker(run_dir: str) -> int:
     _init_group(default_backend(devices, device, cfg.launch.backend, placements=places), rank,
                 world, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
-    run.pids.mkdir(parents=True, exist_ok=True)
-    (run.pids / f"rank{rank}").write_text(str(os.getpid()))
+    run.mkdir(run.pids)
+    run.write(run.pids / f"rank{rank}", str(os.getpid()))
     run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
              device=spec if is_emulated(spec) else str(device), chip=places[rank].chip,
              device_id=places[rank].stable_id)
@@ -259,13 +260,14 @@ def run_worker(run_dir: str) -> int:
     weights = trainer.final_state_dict()  # a collective under fsdp
     metric = out["final_metric"] if rank == 0 else None
     if rank == 0:
-        run.final.mkdir(parents=True, exist_ok=True)
-        torch.save(weights, run.final / "model.pt")
+        run.mkdir(run.final)
+        with run.create(run.final / "model.pt") as f:
+            torch.save(weights, f)
         summary = build_summary(run, cfg, metric, world,
                                 emu.device_string if emu is not None else str(device),
                                 devices)
         run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
-        run.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        run.write(run.summary, json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()
     return 0

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from mixfleet import safefs
 from mixfleet.config import field
 from mixfleet.config import require as _require
 from mixfleet.train.clock import Clock
@@ -158,9 +159,9 @@ class Watchdog:
         waited, bound = self._clock() - self._last, self.bound()
         if waited <= bound:
             return False
-        self.stacks_dir.mkdir(parents=True, exist_ok=True)
+        safefs.make_dir(self.stacks_dir)
         path = self.stacks_dir / f"rank{self.rank}.txt"
-        with open(path, "a") as f:
+        with os.fdopen(safefs.open_append(path), "a") as f:  # never through a link
             f.write(f"--- rank {self.rank}: no step for {waited:.1f}s (bound {bound:.1f}s) "
                     f"after step {self._step} ---\n")
             f.flush()
