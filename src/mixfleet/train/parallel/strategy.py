@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,9 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from mixfleet.config import field
 from mixfleet.train.parallel.flatopt import FlatSGD
+
+if TYPE_CHECKING:
+    from mixfleet.emulate.links import LinkPacer
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "make_strategy",
            "shard_units", "sum_small"]
@@ -62,10 +65,12 @@ class ReductionStrategy(abc.ABC):
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  all_reduce: AllReduce | None = None,
-                 control_reduce: AllReduce | None = None) -> None:
+                 control_reduce: AllReduce | None = None,
+                 pacer: LinkPacer | None = None) -> None:
         self.model, self.device, self.world, self.group = model, device, world, group
         self._all_reduce = all_reduce  # a mixed fleet's (hierarchical) all-reduce
         self._control_reduce = control_reduce  # and its one-phase one for a few values
+        self.pacer = pacer  # emulated links: the model's transfers take their priced time
 
     @abc.abstractmethod
     def bind(self, n_control: int) -> torch.Tensor:
@@ -180,10 +185,14 @@ class DataParallel(ReductionStrategy):
         self.flat.zero_()
 
     def reduce(self) -> None:
+        t = self.pacer.arrive() if self.pacer is not None else 0.0
         if self._all_reduce is not None:
             self._all_reduce(self.flat)
         elif self.world > 1:
             dist.all_reduce(self.flat, group=self.group)
+        if self.pacer is not None and self.world > 1:  # the whole logical all-reduce
+            self.pacer.settle("all_reduce", self.pacer.nbytes(
+                "all_reduce", self.grads.numel(), self.flat.element_size()), t)
 
     def grad_size(self, norm: bool) -> float:
         return float((self.grads.norm() if norm else self.grads.sum()).item())
@@ -229,15 +238,17 @@ def shard_units(model: nn.Module) -> list[nn.Module]:
 def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
                   group: Any, all_reduce: AllReduce | None = None,
                   control_reduce: AllReduce | None = None,
-                  units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
+                  units: Sequence[nn.Module] | None = None,
+                  pacer: LinkPacer | None = None) -> ReductionStrategy:
     """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
     fleet's timed all-reduce of the gradients and of a control region; ``units``: the
-    blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
+    blocks FSDP shards one by one, by default those of :func:`shard_units`; ``pacer``:
+    emulated links, see ``docs/emulation.md``)."""
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
-                            all_reduce=all_reduce, control_reduce=control_reduce)
+                            all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)
     from mixfleet.train.parallel.fsdp import FullyShardedDP
 
     return FullyShardedDP(model, device=device, world=world, group=group,
                           units=shard_units(model) if units is None else units, cfg=cfg,
-                          all_reduce=all_reduce, control_reduce=control_reduce)
+                          all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)
