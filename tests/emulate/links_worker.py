@@ -21,7 +21,7 @@ from mixfleet.emulate.pricing import LinkPrices
 from mixfleet.train.parallel.fsdp import paced_comms
 
 SKEW = 0.04
-PRICES = LinkPrices(bridge_gbps=0.02)  # 20 MB/s: 1 MB takes 50 ms
+PRICES = LinkPrices(bridge_gbps=0.005)  # 5 MB/s: 1 MB takes 200 ms
 
 
 def main(out: str, nbytes: int) -> None:

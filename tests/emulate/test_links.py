@@ -88,7 +88,7 @@ def test_as_model_prices_the_named_models_bytes_and_time_scale():
 
 def test_real_gloo_transfers_between_two_kinds_take_the_priced_time(tmp_path: Path):
     """Two processes on gloo: an all-reduce, FSDP2's paced all-gather and reduce-scatter and
-    a send of 2 MB across a 0.02 GB/s bridge each end within 10% of the priced time after
+    a send of 2 MB across a 0.005 GB/s bridge each end within 10% of the priced time after
     the last rank's arrival (rank 1 arrives 40 ms late), on both ranks."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -108,6 +108,6 @@ def test_real_gloo_transfers_between_two_kinds_take_the_priced_time(tmp_path: Pa
     for op in OPS:
         last = max(rec[op][0] for rec in recs)
         priced = recs[0]["priced"][op]
-        assert priced > 0.04
+        assert priced > 0.15
         for rec in recs:
             assert rec[op][1] - last == pytest.approx(priced, rel=0.10), (op, rec[op], priced)

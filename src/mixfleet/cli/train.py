@@ -90,6 +90,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = load_toml(args.config).get("faults", {}).get("inject", [])
         flags.append("faults.inject=" + json.dumps([*base, *args.inject]))
     cfg = resolve_config(args.config, list(args.set) + flags)
+    from mixfleet.train.mixed.pacing import as_model_plan
+
+    plan = as_model_plan(cfg)  # a model that does not fit a chip: ConfigError, exit 2
+    if plan is not None:
+        print(f"{plan.label()}: a step of the slowest rank ~"
+              f"{max(plan.step_s) * plan.time_scale:.2f} s here for "
+              f"{max(plan.step_s):.1f} s on the chip", file=sys.stderr if args.json else sys.stdout,
+              flush=True)
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     run = prepare_run(cfg, run_dir, resume=args.resume)
     summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
@@ -101,6 +109,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metric = f"{m['name']} {m['value']:.4f}" if m else "no metric"
         print(f"done: {summary['steps']} steps in {summary['wall_s']:.1f}s, "
               f"{summary['samples_per_s']:.0f} samples/s, restarts {summary['restarts']}, "
-              f"steps lost {summary['steps_lost']}, {metric}; run dir {run.root}",
+              f"steps lost {summary['steps_lost']}, {metric}; run dir {run.root}"
+              + (f"; {plan.label()}" if plan is not None else ""),
               file=sys.stdout)
     return 0
