@@ -61,9 +61,8 @@ class EmulationConfig:
                                   f"[emulate] {name} to {fix}")
 
     def resolved_headroom(self) -> float:
-        if self.headroom is not None:
-            return self.headroom
-        return 1.5 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
+        return self.headroom if self.headroom is not None else \
+            1.5 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
 
 
 class EmulatedFault(MixfleetError):
@@ -86,8 +85,8 @@ class StepReport:
     clock_factor: float
     throttled: bool
     fixed_s: float = 0.0  # the budget's fixed costs (per step and per micro-batch)
-    comm_s: float = 0.0  # time in priced transfers during the whole step
-    comm_in_compute_s: float = 0.0  # of which before the padding (inside the compute)
+    comm_s: float = 0.0  # time in priced transfers during the whole step (waits included)
+    comm_in_compute_s: float = 0.0  # priced transfer time before the padding (added to it)
     emulated: bool = True
 
 
@@ -135,7 +134,7 @@ class EmulatedDevice:
         self._per_sample = 1.0  # work units per sample (tokens under as_model)
         self.links: LinkPacer | None = None
         self.labels: dict[str, Any] = {}  # what every record says of the pace (as_model)
-        self._comm0 = 0.0  # links.total_s at step_begin
+        self._comm0 = (0.0, 0.0)  # links.total_s and priced_s at step_begin
         self._comm_pad = 0.0  # priced transfer time before the padding
         self._fixed = 0.0
         self.last_report: StepReport | None = None
@@ -188,25 +187,27 @@ class EmulatedDevice:
         ``cost`` the step-cost shape in those units, ``per_sample`` units per sample;
         ``labels`` go into every record of the run (``emulated_as``, ``time_scale``)."""
         if unit_s <= 0 or per_sample <= 0:
-            raise ConfigError(f"absolute pace needs unit_s > 0 and per_sample > 0 (got "
-                              f"{unit_s!r}, {per_sample!r})")
+            raise ConfigError(f"pace needs unit_s, per_sample > 0 (got {unit_s}, {per_sample})")
         self._unit_s, self.cost, self._per_sample = unit_s, cost, per_sample
         self.labels = dict(labels or {})
         self.calibrate(unit_s)
 
     def attach_links(self, links: LinkPacer | None) -> None:
-        """The pacer of this rank's transfers: its time is added to the budget, not to
-        the compute."""
+        """The pacer of this rank's transfers (their price is added to the budget)."""
         self.links = links
 
-    def _comm(self) -> float:
-        return (self.links.total_s - self._comm0) if self.links is not None else 0.0
+    def _comm(self, priced: bool = False) -> float:
+        """Time in transfers this step (``priced``: their priced part alone)."""
+        lk = self.links
+        return 0.0 if lk is None else (lk.priced_s - self._comm0[1] if priced
+                                       else lk.total_s - self._comm0[0])
 
     def step_begin(self) -> None:
         """Mark the start of a step's computation (raises if the device is dead)."""
         if self._dead is not None:
             raise self._dead
-        self._comm0 = self.links.total_s if self.links is not None else 0.0
+        if self.links is not None:
+            self._comm0 = (self.links.total_s, self.links.priced_s)
         self._comm_pad = self._fixed = 0.0
         self._t0 = self._clock()
         self._tc = None
@@ -258,7 +259,7 @@ class EmulatedDevice:
 
     def _pad(self, work: float, micro: Sequence[float] | None = None) -> None:
         """Calibrate on the compute so far (per unit of ``work``) and pad to the budget
-        plus the time spent in priced transfers."""
+        plus the priced time of the transfers so far."""
         if self._t0 is None:
             raise RuntimeError("step_end() or compute_done() without step_begin()")
         now = self._clock()
@@ -270,8 +271,9 @@ class EmulatedDevice:
             self._calib.append(compute / work)
             self._base_s = statistics.median(self._calib)
         budget = self.budget(work, micro)
-        self._comm_pad, self._fixed = comm, self.fixed_s(work, micro)
-        end = self._t0 + budget + comm
+        # priced transfers add their price (waits for late ranks are host noise: absorbed)
+        self._comm_pad, self._fixed = self._comm(priced=True), self.fixed_s(work, micro)
+        end = self._t0 + budget + self._comm_pad
         pad = end - now
         if pad > 0:
             self._sleep(pad)
