@@ -109,3 +109,18 @@ def test_fsdp_paced_as_llama3_8b_keeps_the_math_and_records_comm(tmp_path: Path)
     recs = [json.loads(x) for x in (tmp_path / "paced" / "metrics.jsonl").read_text()
             .splitlines()]
     assert all(r["comm_s"] > 0 for r in recs if "loss" in r)
+
+
+def test_hf_config_shape_is_counted_on_the_meta_device(tmp_path: Path):
+    """as_model = "hf:<dir>": the parameters of the config's model, built on the meta
+    device, and at least 6 FLOPs per matmul parameter per token (the FLOP counter)."""
+    import transformers
+
+    transformers.LlamaConfig(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=4, vocab_size=500,
+                             max_position_embeddings=128).save_pretrained(tmp_path)
+    s = model_shape(f"hf:{tmp_path}")
+    matmul = 2 * (4 * 256 * 256 + 3 * 256 * 512) + 500 * 256  # blocks + output head
+    assert s.params == matmul + 500 * 256 + 2 * 2 * 256 + 256  # + embedding and norms
+    assert (s.seq_len, s.layers, s.dim, s.vocab) == (128, 2, 256, 500)
+    assert 6 * matmul <= s.flops_per_token <= 1.2 * 6 * matmul
