@@ -39,6 +39,7 @@ from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.health.detectors import ThermalGuard, Watchdog, thermal_thresholds
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.mixed.collectives import default_backend, rank_chips
+from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
 from mixfleet.train.rundir import RunDir, read_jsonl
@@ -90,6 +91,7 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
         # emulated when any rank is: a job with a real rank 0 and emulated peers is not a
         # hardware measurement
         "emulated": any(is_emulated(d) for d in (devices or [device])),
+        **(plan.fields() if (plan := as_model_plan(cfg, devices)) is not None else {}),
         "run_dir": str(run.root),
     }
 
@@ -198,13 +200,27 @@ def run_worker(run_dir: str) -> int:
                                                            local_ranks=local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
+    as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
+    pacer = None
+    if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
+        pacer = link_pacer(cfg, [p.kind for p in places], local_world=local_world,
+                           plan=as_model, group=dist.new_group(backend="gloo"))
+        if emu is not None:
+            emu.attach_links(pacer)
+    if as_model is not None and rank == 0:
+        run.emit("emulated_as", **as_model.fields(), label=as_model.label(),
+                 time_scale_origin=as_model.time_scale_origin, links=pacer and pacer.describe(),
+                 token_s={k: float(f"{v:.4g}") for k, v in as_model.token_s.items()},
+                 emulated=True)
+        if progress is not None:
+            progress.label += f" {as_model.label()}"
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
     samplers = _start_telemetry(cfg, run, emu, local_rank)
     hetero, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
                                         workload=workload.name, emit=run.emit, emu=emu,
-                                        placements=places)
+                                        placements=places, as_model=as_model)
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
@@ -213,7 +229,9 @@ def run_worker(run_dir: str) -> int:
                       ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
                       faults=faults, local_world=local_world, groups=groups,
-                      on_step=progress.step if progress is not None else None)
+                      on_step=progress.step if progress is not None else None, pacer=pacer)
+    if pacer is not None:
+        model_bytes(pacer, as_model, trainer.model)
     resumed = trainer.resume()
     if rank == 0:
         last = _last_step(run)
