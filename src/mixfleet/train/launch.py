@@ -2,8 +2,9 @@
 
 A single rank without restarts runs in this process. Otherwise the ranks are started by
 PyTorch's elastic launcher (``python -m torch.distributed.run``, i.e. torchrun) with
-``max_restarts`` and c10d rendezvous on loopback; torchrun's multi-node flags
-(``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...) pass through.
+``max_restarts``; on one machine the rendezvous is a file in a private directory of the run
+and no port is opened (mixfleet.train.rendezvous, docs/security.md). torchrun's multi-node
+flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...) pass through.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.rendezvous import launcher_env, local_rdzv_args, local_store_dir
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload
@@ -104,20 +106,20 @@ def _existing_parent(p: Path) -> Path:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run",
+def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str],
+                     store_dir: Path | None = None) -> list[str]:
+    """torchrun (with the safe path, ``-P``) and its flags; on one machine (``store_dir``)
+    the rendezvous is a file in that private directory (mixfleet.train.rendezvous)."""
+    cmd = [sys.executable, "-P", "-m", "torch.distributed.run",
            f"--nproc-per-node={cfg.launch.nproc}", f"--max-restarts={cfg.launch.max_restarts}",
            "--monitor-interval=0.5"]
-    if not any(a.split("=")[0] in MULTINODE_FLAGS for a in passthrough):
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
-                f"--rdzv-id=mixfleet-{os.getpid()}"]
+    if store_dir is not None:
+        cmd += local_rdzv_args(store_dir, f"mixfleet-{os.getpid()}")
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
+
+
+def _one_machine(passthrough: list[str]) -> bool:
+    return not any(a.split("=")[0] in MULTINODE_FLAGS for a in passthrough)
 
 
 def job_placements(cfg: RunConfig, environ: dict[str, str] | None = None
@@ -167,6 +169,19 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
     return new
 
 
+def _run_torchrun(cfg: RunConfig, run: RunDir, passthrough: list[str],
+                  env: dict[str, str]) -> int:
+    """One torchrun invocation; on one machine its stores live in a fresh private
+    directory of the run, removed when it ends."""
+    store_dir = local_store_dir(run.root) if _one_machine(passthrough) else None
+    try:
+        cmd = torchrun_command(cfg, run, passthrough, store_dir)
+        return subprocess.run(cmd, env={**env, **launcher_env(store_dir)}).returncode
+    finally:
+        if store_dir is not None:
+            shutil.rmtree(store_dir, ignore_errors=True)
+
+
 def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
            progress: str = "auto", progress_to_stderr: bool = False) -> dict[str, Any]:
     """Run the ranks to the end; returns the run's summary (summary.json)."""
@@ -188,14 +203,10 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                 else:
                     os.environ[k] = v
     else:
-        env = {**os.environ, **env_updates,
-               # Fresh rendezvous store per restart: stale keys of a shared store make the
-               # restarted gloo ranks time out (pytorch#135712).
-               "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **env_updates, "PYTHONUNBUFFERED": "1"}
         env.setdefault("OMP_NUM_THREADS", str(cpu_threads(cfg.launch.nproc)))
         while True:
-            rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
+            rc = _run_torchrun(cfg, run, passthrough, env)
             if rc != 0:
                 run.emit("launch_failed", returncode=rc)
                 raise LaunchError(f"training failed (torchrun exit code {rc}) after "

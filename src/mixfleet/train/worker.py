@@ -41,6 +41,7 @@ from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
+from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
@@ -56,13 +57,13 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _init_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
+def _init_group(backend: str, rank: int, world: int, attempt: int, timeout_s: float) -> Any:
+    """Join the process group through a store mixfleet builds (never torch's default TCP
+    store on every interface: mixfleet.train.rendezvous); returns what must stay open."""
     timeout = datetime.timedelta(seconds=timeout_s)
-    if "MASTER_ADDR" in os.environ:
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
-    else:  # a single in-process rank
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                                timeout=timeout)
+    store, keep = process_group_store(rank, world, attempt, timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    return keep
 
 
 def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] | None,
@@ -174,8 +175,8 @@ def run_worker(run_dir: str) -> int:
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    _init_group(default_backend(devices, device, cfg.launch.backend, placements=places), rank,
-                world, cfg.launch.init_timeout_s)
+    server = _init_group(default_backend(devices, device, cfg.launch.backend, placements=places),
+                       rank, world, attempt, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
     run.pids.mkdir(parents=True, exist_ok=True)
     (run.pids / f"rank{rank}").write_text(str(os.getpid()))
@@ -257,6 +258,8 @@ def run_worker(run_dir: str) -> int:
         # Every rank stopped at the same step; the launcher restarts without the device.
         dist.barrier()
         dist.destroy_process_group()
+        if server is not None:
+            server.close()
         return 0
     weights = trainer.final_state_dict()  # a collective under fsdp
     metric = out["final_metric"] if rank == 0 else None
@@ -270,6 +273,8 @@ def run_worker(run_dir: str) -> int:
         run.summary.write_text(json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()
+    if server is not None:
+        server.close()  # rank 0's listening socket across machines
     return 0
 
 

@@ -1,0 +1,92 @@
+"""Where the ranks of a run meet, without a port other machines can reach (docs/security.md).
+
+On one machine torchrun's rendezvous is a ``FileStore`` in a private (0700) directory that
+``mkdtemp`` makes inside the run directory, and each rank builds its process-group store as
+another ``FileStore`` there (one per restart attempt): no rendezvous or store port is
+opened at all, and the rendezvous state torch's agent unpickles can be written by this user
+only. Gloo (and NCCL's bootstrap) are bound to the loopback interface.
+
+Across machines (the user gives ``--rdzv-endpoint HOST:PORT``) the stores stay TCP: rank 0
+binds its process-group store to the address of ``MASTER_ADDR`` only (TCPStore on its own
+listens on every interface), and the agent's store listens on the rendezvous port, which must
+be reachable from the job's nodes only (docs/security.md gives the firewall line).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch.distributed as dist
+
+__all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "launcher_env",
+           "process_group_store"]
+
+# Set by the launcher for every rank of a one-machine run: the private store directory.
+STORE_DIR_VAR = "MIXFLEET_STORE_DIR"
+
+
+def local_store_dir(run_root: Path) -> Path:
+    """A fresh private directory (0700, made with ``mkdtemp``: no one else can have made it)
+    for one torchrun invocation's rendezvous and process-group stores."""
+    return Path(tempfile.mkdtemp(prefix="rendezvous-", dir=run_root))
+
+
+def local_rdzv_args(store_dir: Path, run_id: str) -> list[str]:
+    """torchrun's flags for a rendezvous through a file in ``store_dir`` (no TCP store)."""
+    return ["--rdzv-backend=c10d", f"--rdzv-endpoint={store_dir / 'rdzv'}",
+            "--rdzv-conf=store_type=file", "--local-addr=127.0.0.1", f"--rdzv-id={run_id}"]
+
+
+def launcher_env(store_dir: Path | None) -> dict[str, str]:
+    """The environment torchrun and its ranks get: the safe path (no module is imported
+    from the working directory), no store shared from the agent, and on one machine
+    (``store_dir``) the private store directory and collectives bound to loopback."""
+    env = {"PYTHONSAFEPATH": "1",
+           # Workers build their own store, never a TCP store of the agent's; a fresh one
+           # per restart also avoids stale keys (pytorch#135712).
+           "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
+    if store_dir is not None:
+        env.update({STORE_DIR_VAR: str(store_dir), "GLOO_SOCKET_IFNAME": "lo",
+                    "NCCL_SOCKET_IFNAME": "lo"})
+    return env
+
+
+def _bound_server(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``'s address only (not every interface)."""
+    try:
+        family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
+                  else socket.AF_INET)
+        addr = host
+    except ValueError:  # a host name: the address it resolves to on this node
+        family, _, _, _, sa = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        addr = str(sa[0])
+    return socket.create_server((addr, port), family=family)
+
+
+def process_group_store(rank: int, world: int, attempt: int,
+                        timeout: datetime.timedelta,
+                        environ: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """This rank's process-group store and what must stay open while it is used.
+
+    A ``FileStore`` in the launcher's private directory on one machine; across machines a
+    ``TCPStore`` at ``MASTER_ADDR:MASTER_PORT`` whose server (rank 0) listens on that
+    address only; a ``HashStore`` for a single in-process rank."""
+    env = os.environ if environ is None else environ
+    store_dir = env.get(STORE_DIR_VAR)
+    if store_dir:
+        return dist.FileStore(str(Path(store_dir) / f"pg-{attempt}"), world), None
+    if "MASTER_ADDR" not in env:
+        return dist.HashStore(), None
+    host, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+    if rank != 0:
+        return dist.TCPStore(host, port, world, is_master=False, timeout=timeout), None
+    server = _bound_server(host, port)
+    store = dist.TCPStore(host, port, world, is_master=True, timeout=timeout,
+                          master_listen_fd=server.fileno())
+    return store, server
