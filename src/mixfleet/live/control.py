@@ -74,7 +74,7 @@ def start_scheduler(fleet_dir: str | Path, state: FleetState, wait_s: float = 60
     d = Path(fleet_dir).resolve()
     ready = d / "scheduler.ready"
     ready.unlink(missing_ok=True)
-    pid = spawn_detached([sys.executable, "-m", "mixfleet.live.daemon", str(d)],
+    pid = spawn_detached([sys.executable, "-P", "-m", "mixfleet.live.daemon", str(d)],
                          ray_env(state["mark"]), d / "scheduler.log")
     end = time.monotonic() + wait_s
     while time.monotonic() < end:

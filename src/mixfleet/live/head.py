@@ -28,7 +28,8 @@ LOOPBACK = "127.0.0.1"
 def ray_env(mark: str | None = None) -> dict[str, str]:
     """The environment of every Ray process of the fleet (head, drivers)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONSAFEPATH": "1"}  # Ray's Python processes import nothing from the cwd
     if mark is not None:
         env[FLEET_MARK] = mark
     return env
@@ -51,7 +52,7 @@ def start_head(resources: dict[str, float], mark: str, *, num_cpus: int = 2,
     ``{"address", "temp_dir"}``."""
     tmp = temp_dir_for(mark)
     port = _free_port()
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
+    cmd = [sys.executable, "-P", "-m", "ray.scripts.scripts", "start", "--head",
            f"--node-ip-address={LOOPBACK}", f"--port={port}", f"--num-cpus={num_cpus}",
            f"--resources={json.dumps(resources)}", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={tmp}",
