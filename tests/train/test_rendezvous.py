@@ -10,6 +10,7 @@ the launcher included, is sampled from /proc.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -31,45 +32,53 @@ globals().update(importlib.import_module(__name__).__dict__)
 """
 
 
-@pytest.fixture(scope="module")
-def sampled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The run, its processes and their sockets while rank 0 pauses at step 5."""
-    cwd = tmp_path_factory.mktemp("cwd")
-    marker = cwd / "planted-module-ran"
-    (cwd / PLANTED).write_text(PLANTED_CODE.format(marker=str(marker), cwd=str(cwd)))
-    run = cwd / "run"
-    # -P: as the installed `mixfleet` script starts, with the working directory off sys.path
-    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(EXAMPLES / "digits-cnn.toml"),
-           "--nproc", "2", "--run-dir", str(run), "--json",
-           "--set", "train.steps=8", "--set", "checkpoint.interval=100",
-           "--set", "health.hang_floor_s=60",
-           "--set", "faults.inject=['hang@rank=0,step=5,seconds=4']"]
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+def _sample(cwd: Path, run: Path, launches: list[list[str]]) -> dict[str, Any]:
+    """Start the launchers in ``cwd``; sample their process trees' sockets while rank 0
+    pauses (a hang fault at step 5); wait for them to end."""
+    procs = [subprocess.Popen(
+        [sys.executable, "-P", "-m", "mixfleet", "train", str(EXAMPLES / "digits-cnn.toml"),
+         "--run-dir", str(run), "--json", "--set", "train.steps=8",
+         "--set", "checkpoint.interval=100", "--set", "health.hang_floor_s=60",
+         "--set", "faults.inject=['hang@rank=0,step=5,seconds=4']", *extra],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for extra in launches]
     socks: list[Bound] = []
     pids: set[int] = set()
     store_dirs: list[str] = []
     try:
         end = time.monotonic() + 120
-        while time.monotonic() < end and proc.poll() is None:
-            events = run / "events.jsonl"
+        events = run / "events.jsonl"
+        while time.monotonic() < end and all(p.poll() is None for p in procs):
             if events.exists() and '"fault_injected"' in events.read_text():
                 break
             time.sleep(0.1)
         for _ in range(5):  # while rank 0 pauses, every process of the run is alive
-            tree = descendants(proc.pid)
+            tree = [q for p in procs for q in descendants(p.pid)]
             pids.update(tree)
             socks += bound_sockets(tree)
             store_dirs += [p.name for p in run.glob("rendezvous-*")]
             time.sleep(0.3)
-        out, err = proc.communicate(timeout=120)
+        outs = [p.communicate(timeout=120) for p in procs]
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
-    return {"socks": socks, "pids": pids, "marker": marker, "run": run,
-            "summary": json.loads(out.strip().splitlines()[-1]), "store_dirs": store_dirs}
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return {"socks": socks, "pids": pids, "store_dirs": store_dirs,
+            "summary": json.loads(outs[0][0].strip().splitlines()[-1])}
+
+
+@pytest.fixture(scope="module")
+def sampled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A 2-rank run from a directory with a planted module, sampled while it runs."""
+    cwd = tmp_path_factory.mktemp("cwd")
+    marker = cwd / "planted-module-ran"
+    (cwd / PLANTED).write_text(PLANTED_CODE.format(marker=str(marker), cwd=str(cwd)))
+    run = cwd / "run"
+    # -P: as the installed `mixfleet` script starts, with the working directory off sys.path
+    return {**_sample(cwd, run, [["--nproc", "2"]]), "marker": marker, "run": run}
 
 
 def test_no_socket_of_a_two_rank_run_is_bound_beyond_loopback(sampled):
@@ -96,3 +105,21 @@ def test_no_module_from_the_working_directory_is_imported(sampled):
     """A module planted in the directory the run starts from is imported by no process of
     the run (launcher, torchrun, ranks): its marker file stays absent."""
     assert not sampled["marker"].exists()
+
+
+@pytest.mark.slow
+def test_two_nodes_on_this_machine_stay_on_loopback(tmp_path):
+    """Two launchers meeting at a loopback ``--rdzv-endpoint`` (a live fleet's job over
+    two nodes of one machine): the rendezvous store, rank 0's store and gloo are all bound
+    to loopback, though torch's own stores would listen on every interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [["--nproc", "1", "--nnodes", "2", "--node-rank", str(i), "--rdzv-backend",
+              "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
+             for i in range(2)]
+    got = _sample(tmp_path, tmp_path / "run", nodes)
+    assert got["summary"]["world_size"] == 2
+    assert any(s.port == port and s.listening for s in got["socks"])  # the agent's store
+    assert not exposed(got["socks"]), exposed(got["socks"])
+    assert all(s.loopback for s in got["socks"])

@@ -1,7 +1,7 @@
 """Start a training run: validate, write the run directory, then run the ranks.
 
 A single rank without restarts runs in this process. Otherwise the ranks are started by
-PyTorch's elastic launcher (``python -m torch.distributed.run``, i.e. torchrun) with
+PyTorch's elastic launcher (torchrun, through ``mixfleet.train.agent``) with
 ``max_restarts``; on one machine the rendezvous is a file in a private directory of the run
 and no port is opened (mixfleet.train.rendezvous, docs/security.md). torchrun's multi-node
 flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...) pass through.
@@ -25,7 +25,12 @@ from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
-from mixfleet.train.rendezvous import launcher_env, local_rdzv_args, local_store_dir
+from mixfleet.train.rendezvous import (
+    endpoint_is_loopback,
+    launcher_env,
+    local_rdzv_args,
+    local_store_dir,
+)
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import get_workload
@@ -108,13 +113,16 @@ def _existing_parent(p: Path) -> Path:
 
 def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str],
                      store_dir: Path | None = None) -> list[str]:
-    """torchrun (with the safe path, ``-P``) and its flags; on one machine (``store_dir``)
-    the rendezvous is a file in that private directory (mixfleet.train.rendezvous)."""
-    cmd = [sys.executable, "-P", "-m", "torch.distributed.run",
+    """torchrun (with the safe path, ``-P``; mixfleet.train.agent) and its flags; on one
+    machine (``store_dir``) the rendezvous is a file in that private directory
+    (mixfleet.train.rendezvous)."""
+    cmd = [sys.executable, "-P", "-m", "mixfleet.train.agent",  # torchrun, store bound
            f"--nproc-per-node={cfg.launch.nproc}", f"--max-restarts={cfg.launch.max_restarts}",
            "--monitor-interval=0.5"]
     if store_dir is not None:
         cmd += local_rdzv_args(store_dir, f"mixfleet-{os.getpid()}")
+    elif endpoint_is_loopback(passthrough):  # all "nodes" here: rank 0's store on loopback
+        cmd.append("--local-addr=127.0.0.1")
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
 
 
@@ -176,7 +184,8 @@ def _run_torchrun(cfg: RunConfig, run: RunDir, passthrough: list[str],
     store_dir = local_store_dir(run.root) if _one_machine(passthrough) else None
     try:
         cmd = torchrun_command(cfg, run, passthrough, store_dir)
-        return subprocess.run(cmd, env={**env, **launcher_env(store_dir)}).returncode
+        extra = launcher_env(store_dir, loopback=endpoint_is_loopback(passthrough))
+        return subprocess.run(cmd, env={**env, **extra}).returncode
     finally:
         if store_dir is not None:
             shutil.rmtree(store_dir, ignore_errors=True)

@@ -24,8 +24,8 @@ from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "launcher_env",
-           "process_group_store"]
+__all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "endpoint_is_loopback",
+           "launcher_env", "bound_server", "process_group_store"]
 
 # Set by the launcher for every rank of a one-machine run: the private store directory.
 STORE_DIR_VAR = "MIXFLEET_STORE_DIR"
@@ -43,21 +43,42 @@ def local_rdzv_args(store_dir: Path, run_id: str) -> list[str]:
             "--rdzv-conf=store_type=file", "--local-addr=127.0.0.1", f"--rdzv-id={run_id}"]
 
 
-def launcher_env(store_dir: Path | None) -> dict[str, str]:
+def endpoint_is_loopback(passthrough: list[str]) -> bool:
+    """Whether torchrun's ``--rdzv-endpoint`` (in ``passthrough``) is a loopback address:
+    several "nodes" on this machine, whose collectives then stay on loopback too."""
+    for i, a in enumerate(passthrough):
+        name, eq, value = a.partition("=")
+        if name not in ("--rdzv-endpoint", "--rdzv_endpoint"):
+            continue
+        if not eq:
+            value = passthrough[i + 1] if i + 1 < len(passthrough) else ""
+        host = value.rsplit(":", 1)[0].strip("[]") if ":" in value else value
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+    return False
+
+
+def launcher_env(store_dir: Path | None, *, loopback: bool = False) -> dict[str, str]:
     """The environment torchrun and its ranks get: the safe path (no module is imported
-    from the working directory), no store shared from the agent, and on one machine
-    (``store_dir``) the private store directory and collectives bound to loopback."""
+    from the working directory) and no store shared from the agent; on one machine
+    (``store_dir``) the private store directory; collectives bound to loopback on one
+    machine or when every node is on this one (``loopback``)."""
     env = {"PYTHONSAFEPATH": "1",
            # Workers build their own store, never a TCP store of the agent's; a fresh one
            # per restart also avoids stale keys (pytorch#135712).
            "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
     if store_dir is not None:
-        env.update({STORE_DIR_VAR: str(store_dir), "GLOO_SOCKET_IFNAME": "lo",
-                    "NCCL_SOCKET_IFNAME": "lo"})
+        env[STORE_DIR_VAR] = str(store_dir)
+    if store_dir is not None or loopback:
+        env.update({"GLOO_SOCKET_IFNAME": "lo", "NCCL_SOCKET_IFNAME": "lo"})
     return env
 
 
-def _bound_server(host: str, port: int) -> socket.socket:
+def bound_server(host: str, port: int) -> socket.socket:
     """A listening socket on ``host``'s address only (not every interface)."""
     try:
         family = (socket.AF_INET6 if ipaddress.ip_address(host).version == 6
@@ -86,7 +107,7 @@ def process_group_store(rank: int, world: int, attempt: int,
     host, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
     if rank != 0:
         return dist.TCPStore(host, port, world, is_master=False, timeout=timeout), None
-    server = _bound_server(host, port)
+    server = bound_server(host, port)
     store = dist.TCPStore(host, port, world, is_master=True, timeout=timeout,
                           master_listen_fd=server.fileno())
     return store, server
