@@ -33,7 +33,8 @@ from mixfleet.train.rendezvous import (
 )
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
-from mixfleet.workloads import get_workload
+from mixfleet.workloads import load_workload
+from mixfleet.workloads.user import workload_dir
 
 __all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command",
            "job_placements", "device_env"]
@@ -44,13 +45,24 @@ MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", 
 
 
 def resolve_config(path: str | Path | None, overrides: list[str],
-                   data: dict[str, Any] | None = None) -> RunConfig:
-    """The validated config: the TOML file (or ``data``), then ``--set`` overrides."""
+                   data: dict[str, Any] | None = None,
+                   config_dir: Path | None = None) -> RunConfig:
+    """The validated config: the TOML file (or ``data``, from the file ``path`` when given),
+    then ``--set`` overrides; a user workload's folder made absolute (``workload.path``;
+    relative to ``config_dir``, default the file's folder)."""
     if data is None:
         if path is None:
             raise ConfigError("no config given; pass a TOML file, e.g. examples/digits-cnn.toml")
         data = load_toml(path)
     raw = apply_overrides(data, overrides)
+    wl = raw.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("name"), str):
+        # a user workload's folder: explicit, or the config file's when it is trusted
+        wdir = workload_dir(wl["name"], str(wl.get("path", "")),
+                            config_dir if config_dir is not None
+                            else Path(path).absolute().parent if path is not None else None)
+        if wdir:
+            raw["workload"] = {**wl, "path": wdir}
     if isinstance(raw.get("ranks"), list) and raw["ranks"] and not any(
             o.split("=", 1)[0].strip() == "launch.nproc" for o in overrides):
         raw.setdefault("launch", {})["nproc"] = len(raw["ranks"])  # [[ranks]] define nproc
@@ -76,7 +88,7 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto") ->
     # No device backend may span vendors (e.g. launch.backend = "nccl" on H20 + P800).
     check_groups(job_placements(cfg), cfg.launch.backend)
     # The workload must load and its data must fill a global batch (user factories too).
-    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():

@@ -44,7 +44,7 @@ from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
 from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
-from mixfleet.workloads import get_workload
+from mixfleet.workloads import load_workload
 
 __all__ = ["run_worker", "load_run_config", "build_summary"]
 
@@ -191,7 +191,7 @@ def run_worker(run_dir: str) -> int:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
-    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
