@@ -108,18 +108,37 @@ def test_no_module_from_the_working_directory_is_imported(sampled):
 
 
 @pytest.mark.slow
-def test_two_nodes_on_this_machine_stay_on_loopback(tmp_path):
-    """Two launchers meeting at a loopback ``--rdzv-endpoint`` (a live fleet's job over
-    two nodes of one machine): the rendezvous store, rank 0's store and gloo are all bound
-    to loopback, though torch's own stores would listen on every interface."""
+@pytest.mark.parametrize("backend", ["c10d", "static"])
+def test_two_nodes_on_this_machine_stay_on_loopback(tmp_path, backend):
+    """Two launchers meeting at a loopback rendezvous address (a live fleet's job over two
+    nodes of one machine; torchrun's c10d or static backend): the rendezvous store, rank 0's
+    store and gloo are all bound to loopback, though torch's own stores would listen on
+    every interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    nodes = [["--nproc", "1", "--nnodes", "2", "--node-rank", str(i), "--rdzv-backend",
-              "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"]
-             for i in range(2)]
+    meet = (["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id",
+             "two-nodes"] if backend == "c10d"
+            else ["--master-addr", "127.0.0.1", "--master-port", str(port)])
+    nodes = [["--nproc", "1", "--nnodes", "2", "--node-rank", str(i), *meet] for i in range(2)]
     got = _sample(tmp_path, tmp_path / "run", nodes)
     assert got["summary"]["world_size"] == 2
     assert any(s.port == port and s.listening for s in got["socks"])  # the agent's store
     assert not exposed(got["socks"]), exposed(got["socks"])
     assert all(s.loopback for s in got["socks"])
+
+
+@pytest.mark.parametrize(("args", "want"), [
+    (["--rdzv-endpoint", "127.0.0.1:29400"], True), (["--rdzv_endpoint=localhost:1"], True),
+    (["--rdzv-endpoint=[::1]:29400"], True), (["--master-addr", "127.0.0.2"], True),
+    (["--rdzv-endpoint", "10.0.0.5:29400"], False), (["--rdzv-endpoint=head:29400"], False),
+    (["--nnodes", "2"], False)])
+def test_a_loopback_endpoint_is_recognised(args, want):
+    """Several "nodes" of one machine (a loopback rendezvous address) keep their collectives
+    on loopback; any other address keeps torch's defaults."""
+    from mixfleet.train.rendezvous import endpoint_is_loopback, launcher_env
+
+    assert endpoint_is_loopback(args) is want
+    env = launcher_env(None, loopback=endpoint_is_loopback(args))
+    assert (env.get("GLOO_SOCKET_IFNAME") == "lo") is want
+    assert env["PYTHONSAFEPATH"] == "1"

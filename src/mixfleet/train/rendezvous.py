@@ -44,15 +44,18 @@ def local_rdzv_args(store_dir: Path, run_id: str) -> list[str]:
 
 
 def endpoint_is_loopback(passthrough: list[str]) -> bool:
-    """Whether torchrun's ``--rdzv-endpoint`` (in ``passthrough``) is a loopback address:
-    several "nodes" on this machine, whose collectives then stay on loopback too."""
+    """Whether torchrun's ``--rdzv-endpoint`` or ``--master-addr`` (in ``passthrough``) is
+    a loopback address: several "nodes" on this machine, whose collectives then stay on
+    loopback too."""
     for i, a in enumerate(passthrough):
         name, eq, value = a.partition("=")
-        if name not in ("--rdzv-endpoint", "--rdzv_endpoint"):
+        if name not in ("--rdzv-endpoint", "--rdzv_endpoint", "--master-addr", "--master_addr"):
             continue
         if not eq:
             value = passthrough[i + 1] if i + 1 < len(passthrough) else ""
-        host = value.rsplit(":", 1)[0].strip("[]") if ":" in value else value
+        host = value
+        if "endpoint" in name and (value.count(":") == 1 or value.startswith("[")):
+            host = value.rsplit(":", 1)[0].strip("[]")  # HOST:PORT, [V6]:PORT
         if host == "localhost":
             return True
         try:
@@ -97,7 +100,8 @@ def process_group_store(rank: int, world: int, attempt: int,
 
     A ``FileStore`` in the launcher's private directory on one machine; across machines a
     ``TCPStore`` at ``MASTER_ADDR:MASTER_PORT`` whose server (rank 0) listens on that
-    address only; a ``HashStore`` for a single in-process rank."""
+    address only (with torchrun's static backend the agent hosts it, bound by
+    mixfleet.train.agent); a ``HashStore`` for a single in-process rank."""
     env = os.environ if environ is None else environ
     store_dir = env.get(STORE_DIR_VAR)
     if store_dir:
@@ -105,6 +109,9 @@ def process_group_store(rank: int, world: int, attempt: int,
     if "MASTER_ADDR" not in env:
         return dist.HashStore(), None
     host, port = env["MASTER_ADDR"], int(env["MASTER_PORT"])
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") == "True":  # the static backend's agent hosts it
+        client = dist.TCPStore(host, port, world, is_master=False, timeout=timeout)
+        return dist.PrefixStore(f"mixfleet/attempt-{attempt}", client), None
     if rank != 0:
         return dist.TCPStore(host, port, world, is_master=False, timeout=timeout), None
     server = bound_server(host, port)
