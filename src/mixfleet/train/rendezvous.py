@@ -1,4 +1,6 @@
-"""Where the ranks of a run meet, without a port other machines can reach (docs/security.md).
+"""Where the ranks of a run meet, without a port other machines can reach.
+
+docs/security-rendezvous.md says what listens and why.
 
 On one machine torchrun's rendezvous is a ``FileStore`` in a private (0700) directory that
 ``mkdtemp`` makes inside the run directory, and each rank builds its process-group store as
@@ -6,10 +8,11 @@ another ``FileStore`` there (one per restart attempt): no rendezvous or store po
 opened at all, and the rendezvous state torch's agent unpickles can be written by this user
 only. Gloo (and NCCL's bootstrap) are bound to the loopback interface.
 
-Across machines (the user gives ``--rdzv-endpoint HOST:PORT``) the stores stay TCP: rank 0
-binds its process-group store to the address of ``MASTER_ADDR`` only (TCPStore on its own
-listens on every interface), and the agent's store listens on the rendezvous port, which must
-be reachable from the job's nodes only (docs/security.md gives the firewall line).
+Across machines (the user gives ``--rdzv-endpoint HOST:PORT``) the stores stay TCP, each
+bound to one address (TCPStore on its own listens on every interface): the agent's store to
+the endpoint's (mixfleet.train.agent), rank 0's process-group store to ``MASTER_ADDR``'s.
+The rendezvous port must be reachable from the job's nodes only (the firewall line is in
+docs/security-rendezvous.md).
 """
 
 from __future__ import annotations
