@@ -142,3 +142,40 @@ def test_a_loopback_endpoint_is_recognised(args, want):
     env = launcher_env(None, loopback=endpoint_is_loopback(args))
     assert (env.get("GLOO_SOCKET_IFNAME") == "lo") is want
     assert env["PYTHONSAFEPATH"] == "1"
+
+
+def test_a_host_name_that_resolves_to_loopback_here_is_refused(tmp_path, monkeypatch, capsys):
+    """A multi-machine endpoint whose name resolves to loopback on this node (/etc/hosts
+    mapping the machine's name to 127.0.1.1) would bind the store where no other node
+    reaches it: exit 2 naming the host and the fix, nothing written."""
+    from mixfleet.cli import main
+
+    real = socket.getaddrinfo
+
+    def fake(host, *a, **kw):  # type: ignore[no-untyped-def]
+        if host == "headnode":
+            return [(socket.AF_INET, socket.SOCK_DGRAM, 17, "", ("127.0.1.1", 1))]
+        return real(host, *a, **kw)
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    run = tmp_path / "run"
+    rc = main(["train", str(EXAMPLES / "digits-cnn.toml"), "--run-dir", str(run), "--nproc",
+               "1", "--nnodes", "2", "--node-rank", "0", "--rdzv-endpoint", "headnode:29400"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "'headnode'" in err and "127.0.1.1" in err and "--rdzv-endpoint 10." in err
+    assert not run.exists()
+
+
+def test_the_local_address_is_the_one_on_the_route_to_the_endpoint(monkeypatch):
+    """This node's address towards a loopback endpoint is 127.0.0.1 (several nodes of one
+    machine); towards an unresolvable name there is none (torch then reports the name)."""
+    from mixfleet.train.rendezvous import local_addr_towards
+
+    def unresolvable(*a, **kw):  # type: ignore[no-untyped-def]
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    assert local_addr_towards("127.0.0.1") == "127.0.0.1"
+    assert local_addr_towards("localhost") == "127.0.0.1"
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)  # no DNS query leaves
+    assert local_addr_towards("no-such-host.invalid") is None

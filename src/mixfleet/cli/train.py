@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from mixfleet.train.launch import launch, prepare_run, resolve_config
+from mixfleet.train.launch import check_rendezvous, launch, prepare_run, resolve_config
 
 __all__ = ["add_parser", "cmd_train"]
 
@@ -90,10 +90,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = load_toml(args.config).get("faults", {}).get("inject", [])
         flags.append("faults.inject=" + json.dumps([*base, *args.inject]))
     cfg = resolve_config(args.config, list(args.set) + flags)
+    passthrough = list(getattr(args, "extra", []))
+    check_rendezvous(passthrough)  # before anything is written
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     run = prepare_run(cfg, run_dir, resume=args.resume)
-    summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
-                     progress_to_stderr=args.json)
+    summary = launch(cfg, run, passthrough=passthrough, progress_to_stderr=args.json)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

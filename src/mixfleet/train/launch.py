@@ -27,8 +27,10 @@ from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visibl
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.rendezvous import (
+    endpoint_host,
     endpoint_is_loopback,
     launcher_env,
+    local_addr_towards,
     local_rdzv_args,
     local_store_dir,
 )
@@ -38,7 +40,7 @@ from mixfleet.workloads import load_workload
 from mixfleet.workloads.user import workload_dir
 
 __all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command",
-           "job_placements", "device_env"]
+           "check_rendezvous", "job_placements", "device_env"]
 
 MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", "--rdzv_endpoint",
               "--rdzv-id", "--rdzv_id", "--rdzv-backend", "--rdzv_backend", "--master-addr",
@@ -134,9 +136,20 @@ def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str],
            "--monitor-interval=0.5"]
     if store_dir is not None:
         cmd += local_rdzv_args(store_dir, f"mixfleet-{os.getpid()}")
-    elif endpoint_is_loopback(passthrough):  # all "nodes" here: rank 0's store on loopback
-        cmd.append("--local-addr=127.0.0.1")
+    else:  # across machines: this node's address on the route to the rendezvous host
+        host = endpoint_host(passthrough)
+        addr = local_addr_towards(host) if host else None
+        if addr is not None:  # MASTER_ADDR: rank 0's store is bound to it
+            cmd.append(f"--local-addr={addr}")
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
+
+
+def check_rendezvous(passthrough: list[str]) -> None:
+    """Refuse (ConfigError) a multi-machine rendezvous host the other nodes could not reach
+    through this node's store (a name that resolves to loopback here)."""
+    host = endpoint_host(passthrough)
+    if host is not None:
+        local_addr_towards(host)
 
 
 def _one_machine(passthrough: list[str]) -> bool:

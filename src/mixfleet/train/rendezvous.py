@@ -27,8 +27,11 @@ from typing import Any
 
 import torch.distributed as dist
 
-__all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "endpoint_is_loopback",
-           "launcher_env", "bound_server", "process_group_store"]
+from mixfleet.errors import ConfigError
+
+__all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "endpoint_host",
+           "endpoint_is_loopback", "local_addr_towards", "launcher_env", "bound_server",
+           "process_group_store"]
 
 # Set by the launcher for every rank of a one-machine run: the private store directory.
 STORE_DIR_VAR = "MIXFLEET_STORE_DIR"
@@ -46,26 +49,58 @@ def local_rdzv_args(store_dir: Path, run_id: str) -> list[str]:
             "--rdzv-conf=store_type=file", "--local-addr=127.0.0.1", f"--rdzv-id={run_id}"]
 
 
-def endpoint_is_loopback(passthrough: list[str]) -> bool:
-    """Whether torchrun's ``--rdzv-endpoint`` or ``--master-addr`` (in ``passthrough``) is
-    a loopback address: several "nodes" on this machine, whose collectives then stay on
-    loopback too."""
+def endpoint_host(passthrough: list[str]) -> str | None:
+    """The host of torchrun's ``--rdzv-endpoint`` (``HOST[:PORT]``) or ``--master-addr`` in
+    ``passthrough``; None when neither is given."""
     for i, a in enumerate(passthrough):
         name, eq, value = a.partition("=")
         if name not in ("--rdzv-endpoint", "--rdzv_endpoint", "--master-addr", "--master_addr"):
             continue
         if not eq:
             value = passthrough[i + 1] if i + 1 < len(passthrough) else ""
-        host = value
         if "endpoint" in name and (value.count(":") == 1 or value.startswith("[")):
-            host = value.rsplit(":", 1)[0].strip("[]")  # HOST:PORT, [V6]:PORT
-        if host == "localhost":
-            return True
+            return value.rsplit(":", 1)[0].strip("[]")  # HOST:PORT, [V6]:PORT
+        return value
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def endpoint_is_loopback(passthrough: list[str]) -> bool:
+    """Whether the rendezvous address (:func:`endpoint_host`) is a loopback address: several
+    "nodes" on this machine, whose collectives then stay on loopback too."""
+    host = endpoint_host(passthrough)
+    return host is not None and _is_loopback(host)
+
+
+def local_addr_towards(host: str) -> str | None:
+    """This node's address on the route to ``host`` (the interface other nodes of the job
+    reach it by; a UDP ``connect`` sends nothing); None when ``host`` does not resolve.
+
+    Raises ConfigError when a host *name* resolves to a loopback address here (a machine
+    whose /etc/hosts maps its own name to 127.0.1.1): a store bound to it could not be
+    reached by the other nodes."""
+    if _is_loopback(host):
+        return "127.0.0.1"
+    try:
+        family, _, _, _, sa = socket.getaddrinfo(host, 1, type=socket.SOCK_DGRAM)[0]
+    except OSError:
+        return None
+    if _is_loopback(str(sa[0])):
+        raise ConfigError(f"--rdzv-endpoint host {host!r} resolves to {sa[0]} (loopback) on "
+                          f"this machine, so the other nodes could not reach its store; give "
+                          f"the address they reach it by, e.g. --rdzv-endpoint 10.0.0.1:29400")
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
         try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
-    return False
+            s.connect(sa)
+        except OSError:
+            return None
+        return str(s.getsockname()[0])
 
 
 def launcher_env(store_dir: Path | None, *, loopback: bool = False) -> dict[str, str]:
