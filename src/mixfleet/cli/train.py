@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mixfleet.train.autoplan import resolve_auto
-from mixfleet.train.launch import launch, prepare_run, resolve_config
+from mixfleet.train.launch import check_rendezvous, launch, prepare_run, resolve_config
 
 __all__ = ["add_parser", "cmd_train"]
 
@@ -122,9 +122,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"{asplan.label()}: a step of the slowest rank ~"
               f"{max(asplan.step_s) * asplan.time_scale:.2f} s here for "
               f"{max(asplan.step_s):.1f} s on the chip", file=out, flush=True)
+    passthrough = list(getattr(args, "extra", []))
+    check_rendezvous(passthrough)  # before anything is written
     run = prepare_run(cfg, run_dir, resume=args.resume, plan=plan)
-    summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
-                     progress_to_stderr=args.json)
+    summary = launch(cfg, run, passthrough=passthrough, progress_to_stderr=args.json)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:

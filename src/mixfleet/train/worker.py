@@ -42,9 +42,10 @@ from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
+from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
-from mixfleet.workloads import get_workload
+from mixfleet.workloads import load_workload
 
 __all__ = ["run_worker", "load_run_config", "build_summary"]
 
@@ -58,13 +59,13 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _init_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
+def _init_group(backend: str, rank: int, world: int, attempt: int, timeout_s: float) -> Any:
+    """Join the process group through a store mixfleet builds (never torch's default TCP
+    store on every interface: mixfleet.train.rendezvous); returns what must stay open."""
     timeout = datetime.timedelta(seconds=timeout_s)
-    if "MASTER_ADDR" in os.environ:
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
-    else:  # a single in-process rank
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                                timeout=timeout)
+    store, keep = process_group_store(rank, world, attempt, timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    return keep
 
 
 def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] | None,
@@ -175,8 +176,8 @@ def run_worker(run_dir: str) -> int:
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    _init_group(default_backend(devices, device, cfg.launch.backend, placements=places), rank,
-                world, cfg.launch.init_timeout_s)
+    server = _init_group(default_backend(devices, device, cfg.launch.backend, placements=places),
+                       rank, world, attempt, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
     run.mkdir(run.pids)
     run.write(run.pids / f"rank{rank}", str(os.getpid()))
@@ -191,7 +192,7 @@ def run_worker(run_dir: str) -> int:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
-    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
@@ -274,6 +275,8 @@ def run_worker(run_dir: str) -> int:
         # Every rank stopped at the same step; the launcher restarts without the device.
         dist.barrier()
         dist.destroy_process_group()
+        if server is not None:
+            server.close()
         return 0
     weights = trainer.final_state_dict()  # a collective under fsdp
     metric = out["final_metric"] if rank == 0 else None
@@ -288,6 +291,8 @@ def run_worker(run_dir: str) -> int:
         run.write(run.summary, json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()
+    if server is not None:
+        server.close()  # rank 0's listening socket across machines
     return 0
 
 

@@ -56,6 +56,7 @@ from mixfleet.train.checkpoint.safeload import (
     read_metadata,
     verify_files,
 )
+from mixfleet.train.exchange import all_gather_json
 from mixfleet.train.health.faults import FaultInjector
 
 __all__ = ["Checkpointer", "committed_steps", "step_dir_name", "read_manifest",
@@ -262,8 +263,7 @@ class Checkpointer:
                 # run resumed from an older one, so this step is rewritten from scratch.
                 (d / COMMIT).unlink(missing_ok=True)
                 shutil.rmtree(d)
-            parts: list[Any] = [None] * dist.get_world_size(self.group)
-            dist.all_gather_object(parts, manifest.pop("per_rank", {}), group=self.group)
+            parts = all_gather_json(manifest.pop("per_rank", {}), group=self.group)
             d.mkdir(parents=True, exist_ok=True)
             writer = _writer_class()(str(d), sync_files=True, overwrite=True)
             writer.fault_hook = self._fault_hook(step)

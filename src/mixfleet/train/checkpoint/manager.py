@@ -42,6 +42,7 @@ from mixfleet.train.checkpoint.snapshot import (
     restore_copy,
     snapshot_path,
 )
+from mixfleet.train.exchange import all_gather_json, broadcast_json
 from mixfleet.train.parallel.strategy import ReductionStrategy
 from mixfleet.train.rundir import RunDir
 
@@ -368,8 +369,7 @@ class CheckpointManager:
             self._refused(e)
         everyone: list[Any] = [sorted(steps)]
         if self.world > 1:
-            everyone = [None] * self.world
-            dist.all_gather_object(everyone, sorted(steps), group=self.group)
+            everyone = all_gather_json(sorted(steps), group=self.group)
         step = max(set(everyone[0]).intersection(*everyone[1:]), default=None)
         if step is None or step <= disk_step:
             return None
@@ -407,7 +407,7 @@ class CheckpointManager:
                 self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
             cands = [[(s, str(d)) for s, d in valid]]
         if self.world > 1:
-            dist.broadcast_object_list(cands, src=0, group=self.group)
+            cands = [broadcast_json(cands[0], src=0, group=self.group)]
         newest_disk = cands[0][0][0] if cands[0] else -1
         self.ckpt.last_committed = newest_disk if newest_disk >= 0 else None
         if enabled_memory:
