@@ -1,4 +1,4 @@
-"""Files in run directories, opened safely (docs/security-files.md).
+"""Files in run directories, opened safely (docs/security.md).
 
 A run directory is its user's: created private (0700, files 0600; 0750/0640 when the run
 is shared with the group), refused when another user owns it or others may write it, and

@@ -1,5 +1,5 @@
 """A live fleet job's processes (wrapper, mixfleet train, torchrun, ranks) are bound to
-loopback only, on one node and over two nodes of this machine (docs/security-rendezvous.md)."""
+loopback only, on one node and over two nodes of this machine (docs/security.md)."""
 
 from __future__ import annotations
 

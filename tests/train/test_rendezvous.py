@@ -1,5 +1,5 @@
 """A 2-rank run on one machine: no socket beyond loopback, no rendezvous port, no module
-from the working directory (docs/security-rendezvous.md).
+from the working directory (docs/security.md).
 
 One run is started from a directory holding a planted ``typing_extensions.py`` (torch
 imports it at start, so any process that puts the working directory on ``sys.path`` would

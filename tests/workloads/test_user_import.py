@@ -1,6 +1,6 @@
 """Where a user workload ``package.module:function`` is imported from: an installed
 package, ``[workload] path``, or the config file's folder when it is the user's own and not
-writable by group or others; never the working directory (docs/security-rendezvous.md)."""
+writable by group or others; never the working directory (docs/security.md)."""
 
 from __future__ import annotations
 

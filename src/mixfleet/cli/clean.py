@@ -5,7 +5,7 @@ them in shared memory until reboot. ``--dry-run`` lists them only.
 
 Only regular files of this user are removed, found in the run directory's ``gasp/`` or in
 this user's own snapshot directories, never through a link: a link (dangling or not) is
-skipped with a note (docs/security-files.md)."""
+skipped with a note (docs/security.md)."""
 
 from __future__ import annotations
 

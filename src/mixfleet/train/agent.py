@@ -6,7 +6,7 @@ backends) is served from a socket bound to the address of ``--rdzv-endpoint`` /
 ``--master-addr`` (torch's own store listens on every interface whatever host it is given;
 only an already-bound socket, ``master_listen_fd``, restricts it). One-machine runs meet
 through a file (mixfleet.train.rendezvous) and open no store port at all. The rendezvous
-port must still be reachable only from the job's nodes (docs/security-rendezvous.md):
+port must still be reachable only from the job's nodes (docs/security.md):
 torch's agents trust what they read from it.
 """
 

@@ -1,4 +1,4 @@
-"""Small values between ranks as JSON in uint8 tensors, never pickles (docs/security-rendezvous.md).
+"""Small values between ranks as JSON in uint8 tensors, never pickles (docs/security.md).
 
 ``dist.all_gather_object`` and ``dist.broadcast_object_list`` unpickle whatever a peer
 sends, and gloo's sockets can be reached by other users of the machine; these two carry

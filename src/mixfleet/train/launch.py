@@ -3,7 +3,7 @@
 A single rank without restarts runs in this process. Otherwise the ranks are started by
 PyTorch's elastic launcher (torchrun, through ``mixfleet.train.agent``) with
 ``max_restarts``; on one machine the rendezvous is a file in a private directory of the run
-and no port is opened (mixfleet.train.rendezvous, docs/security-rendezvous.md). torchrun's
+and no port is opened (mixfleet.train.rendezvous, docs/security.md). torchrun's
 multi-node flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...)
 pass through.
 """

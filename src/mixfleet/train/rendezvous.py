@@ -1,6 +1,6 @@
 """Where the ranks of a run meet, without a port other machines can reach.
 
-docs/security-rendezvous.md says what listens and why.
+docs/security.md says what listens and why.
 
 On one machine torchrun's rendezvous is a ``FileStore`` in a private (0700) directory that
 ``mkdtemp`` makes inside the run directory, and each rank builds its process-group store as
@@ -12,7 +12,7 @@ Across machines (the user gives ``--rdzv-endpoint HOST:PORT``) the stores stay T
 bound to one address (TCPStore on its own listens on every interface): the agent's store to
 the endpoint's (mixfleet.train.agent), rank 0's process-group store to ``MASTER_ADDR``'s.
 The rendezvous port must be reachable from the job's nodes only (the firewall line is in
-docs/security-rendezvous.md).
+docs/security.md).
 """
 
 from __future__ import annotations

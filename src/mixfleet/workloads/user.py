@@ -13,7 +13,7 @@ returns a dict with:
   float averaged over samples, with ``metric_name`` (default ``"eval_loss"``, the mean
   loss when no metric is given).
 
-Where the module comes from (docs/security-rendezvous.md): an installed package, the directory of
+Where the module comes from (docs/security.md): an installed package, the directory of
 ``[workload] path``, or, without it, the directory of the config file when that directory
 is the user's own and not writable by group or others. The directory is appended to
 ``sys.path`` (installed packages win); the working directory is never searched.

@@ -25,7 +25,7 @@ checks the marker, the manifest hash and every file size, so a torn checkpoint (
 truncated, marker missing, manifest corrupted) is never reported as valid. Before loading,
 :meth:`Checkpointer.verify` checks every file against its sha256 and reads ``.metadata``
 without unpickling anything but DCP's metadata (:mod:`.safeload`); files are opened without
-following links (docs/security-files.md).
+following links (docs/security.md).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Reading DCP checkpoints without unpickling anything but DCP's own metadata
-(docs/security-files.md).
+(docs/security.md).
 
 DCP unpickles in two places: ``FileSystemReader.read_metadata`` (``pickle.load`` of
 ``.metadata``) and the default load planner's ``load_bytes`` (``torch.load`` with
