@@ -71,14 +71,18 @@ def _remove_snapshots(run_dir: Path) -> int:
     """Delete the in-memory snapshot files (/dev/shm) of a run, where the trainer keeps
     them; a finished run should have removed its own. The number found."""
     try:
-        from mixfleet.train.checkpoint.snapshot import snapshot_path
+        from mixfleet.train.checkpoint.snapshot import recorded_snapshot_dirs
     except ImportError:
         return 0
     found = 0
-    for rank in (0, 1):
-        p = snapshot_path(run_dir, 2, rank)
-        found += p.exists()
-        p.unlink(missing_ok=True)
+    for d in recorded_snapshot_dirs(run_dir):  # the run's own private directories
+        for p in d.glob("*-w2-r*.snap"):
+            found += 1
+            p.unlink(missing_ok=True)
+        try:
+            d.rmdir()
+        except OSError:
+            pass
     return found
 
 

@@ -2,8 +2,9 @@
 
     mixfleet train examples/custom.toml --nproc 2
 
-mixfleet imports ``examples.custom_model:build`` (run from the repository root, or put
-your module on PYTHONPATH) and calls it with the ``[workload.options]`` table.
+mixfleet imports ``custom_model:build`` from the config file's folder (``examples/``: yours,
+not writable by group or others; an installed package or ``[workload] path`` work too, the
+working directory never does) and calls it with the ``[workload.options]`` table.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ from mixfleet.errors import (  # noqa: E402
     DeviceError,
     LaunchError,
     MixfleetError,
+    UnsafePathError,
     WorkloadError,
 )
 
@@ -19,4 +20,5 @@ __all__ = [
     "DeviceError",
     "LaunchError",
     "WorkloadError",
+    "UnsafePathError",
 ]

@@ -60,7 +60,7 @@ def _killer(run: RunDir, at_step: int, stop: threading.Event, out: dict) -> None
 
 def _train(config: Path, run_dir: Path, title: str, *extra: str) -> dict:
     print(f"\n=== {title} ===", flush=True)
-    cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--nproc", "2",
+    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(config), "--nproc", "2",
            "--run-dir", str(run_dir), "--resume", "never", "--json", *extra]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
@@ -117,7 +117,7 @@ def _llm_stage(root: Path) -> bool:
           "Llama-style decoder on 2 ranks, kill rank 1 at step 50 ===", flush=True)
     data = root / "data"
     root.mkdir(parents=True, exist_ok=True)
-    subprocess.run([sys.executable, "-m", "mixfleet", "data", "prepare", "--shakespeare",
+    subprocess.run([sys.executable, "-P", "-m", "mixfleet", "data", "prepare", "--shakespeare",
                     "--out", str(data), "--vocab", "2048"], check=True)
     opts = (f"workload.options={{preset='debug', data='{data}', dim=128, layers=2, heads=4, "
             f"kv_heads=2, ffn_dim=384, seq_len=64, eval_samples=32}}")
@@ -169,7 +169,7 @@ def _emu_train(config: Path, run_dir: Path, chips: list[tuple[str, float]], step
     sets = [f"ranks=[{ranks}]", f"train.steps={steps}", f"train.global_batch={MIXED_B}",
             f"emulate.sample_s={SAMPLE_S}", "checkpoint.interval=100000", "telemetry.hz=0",
             "health.straggler_action='report'", "launch.max_restarts=0", *extra]
-    cmd = [sys.executable, "-m", "mixfleet", "train", str(config), "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(config), "--run-dir", str(run_dir),
            "--resume", "never", "--json"]
     for x in sets:
         cmd += ["--set", x]

@@ -3,7 +3,8 @@
     MixfleetError                 base of everything mixfleet raises on purpose
     ├── ConfigError               bad input: a file, a flag, a field (CLI exit code 2)
     │   ├── DeviceError           an unknown or unavailable device / backend
-    │   └── WorkloadError         an unknown workload or a user factory that misbehaves
+    │   ├── WorkloadError         an unknown workload or a user factory that misbehaves
+    │   └── UnsafePathError       a run directory or a file in it that is not safe to use
     ├── CheckpointError           a checkpoint cannot be written or read
     └── LaunchError               the launcher (torchrun) failed for good
 
@@ -28,6 +29,11 @@ class DeviceError(ConfigError):
 
 class WorkloadError(ConfigError):
     """An unknown workload, or a user factory that does not return what it must."""
+
+
+class UnsafePathError(ConfigError):
+    """A run directory owned by another user or writable by others, or a link (or a
+    non-regular file) where a file of a run directory should be: refused, not followed."""
 
 
 class CheckpointError(MixfleetError):

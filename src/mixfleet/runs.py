@@ -14,6 +14,7 @@ them) so that neither imports the other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -22,9 +23,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+
+from mixfleet import safefs
+from mixfleet.errors import UnsafePathError
 
 __all__ = ["RunDir", "JsonLines", "StepLog", "StepMarker", "read_jsonl"]
 
@@ -65,8 +69,9 @@ class JsonLines:
 
     def _write(self, data: bytes) -> None:
         if self._fd is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if not self.path.parent.is_dir():
+                safefs.make_dir(self.path.parent)
+            self._fd = safefs.open_append(self.path)  # never through a link
         os.write(self._fd, data)
 
     def write(self, record: dict[str, Any]) -> None:
@@ -111,8 +116,9 @@ class StepMarker:
     def __init__(self, path: Path) -> None:
         import mmap
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        if not path.parent.is_dir():
+            safefs.make_dir(path.parent)
+        fd = safefs.open_fd(path, os.O_RDWR | os.O_CREAT)  # never through a link
         try:
             if os.fstat(fd).st_size < 8:
                 os.ftruncate(fd, 8)
@@ -131,17 +137,20 @@ class StepMarker:
     def read(path: Path) -> int | None:
         """The step stored at ``path`` (None: no marker, or not a valid one)."""
         try:
-            data = path.read_bytes()
-        except OSError:
+            data = safefs.read_bytes(path, max_bytes=8)
+        except (OSError, UnsafePathError):  # absent, a link, too long: no marker
             return None
         return int(struct.unpack_from("<q", data)[0]) if len(data) == 8 else None
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Records of a JSON-lines file; a torn last line (a process killed mid-write) is skipped."""
-    if not path.exists():
+    """Records of a JSON-lines file; a torn last line (a process killed mid-write) is skipped.
+    A link in its place raises UnsafePathError (never followed)."""
+    try:
+        fd = safefs.open_fd(path)
+    except FileNotFoundError:
         return
-    with path.open() as f:
+    with os.fdopen(fd) as f:
         for line in f:
             try:
                 yield json.loads(line)
@@ -184,10 +193,45 @@ class RunDir:
         self.last_step = self.root / "last_step"
         self.events = JsonLines(self.events_path)
 
+    #: the files and directories mixfleet keeps in a run directory (checked before use)
+    FILES = ("config.toml", "metrics.jsonl", "events.jsonl", "summary.json", "last_step",
+             "blocklist.json", "skipped_batches.json", ".snapshots.lock")
+    DIRS = ("checkpoints", "final", "pids", "gasp", "stacks", ".faults", "telemetry")
+
+    def check(self) -> None:
+        """Refuse a link or a foreign entry where a file or directory of the run should
+        be (UnsafePathError naming it): nothing is followed or written."""
+        safefs.check_entries(self.root, self.FILES, self.DIRS)
+
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
         rec = {"t": round(time.time(), 6), "event": event, **fields}
         self.events.write(rec)
         return rec
+
+    def write(self, path: Path, data: bytes | str) -> None:
+        """Replace file ``path`` of this run with ``data`` (atomically, as private as the
+        run directory, never through a link: :mod:`mixfleet.safefs`)."""
+        safefs.write_atomic(path, data.encode() if isinstance(data, str) else data)
+
+    @contextlib.contextmanager
+    def create(self, path: Path) -> Iterator[BinaryIO]:
+        """A new file ``path`` of this run, written through the yielded file and renamed
+        into place at the end (private, exclusive, never through a link)."""
+        tmp = path.with_name(path.name + ".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        with os.fdopen(safefs.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as f:
+            yield f
+        os.replace(tmp, path)
+
+    def read_text(self, path: Path) -> str:
+        """The text of file ``path`` of this run (a link in its place is refused)."""
+        return safefs.read_text(path)
+
+    def mkdir(self, path: Path) -> Path:
+        """Directory ``path`` of this run, created as private as the run directory (an
+        existing link or another user's directory there is refused)."""
+        return safefs.make_dir(path)
 
     def read_events(self) -> list[dict[str, Any]]:
         return list(read_jsonl(self.events_path))

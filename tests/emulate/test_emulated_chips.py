@@ -42,11 +42,14 @@ def run_steps(dev: EmulatedDevice, clock: FakeClock, n: int, compute_s: float = 
     return reports
 
 
-def fake_device(chip="kunlun-p800", speed=1.0, clock=None, **cfg):
+def fake_device(chip="kunlun-p800", speed=1.0, clock=None, profile=None, **cfg):
+    """A device on a fake clock; by default with the chip's profile made linear (no fixed
+    costs, no efficiency curve): these tests check the relative-speed budget alone."""
     clock = clock or FakeClock()
     cfg.setdefault("headroom", 1.0)
     dev = EmulatedDevice(chip, speed=speed, config=EmulationConfig(**cfg), clock=clock,
-                         sleep=clock.sleep)
+                         sleep=clock.sleep,
+                         profile=profile or get_profile(chip).linear())
     return dev, clock
 
 
@@ -80,7 +83,8 @@ def _base_step_time() -> float:
 def _real_step_time(speed: float, base: float, n: int = 14) -> float:
     torch.manual_seed(0)
     a = torch.randn(256, 256) / 16
-    dev = EmulatedDevice("nvidia-h20", speed=speed, config=EmulationConfig(faults=False))
+    dev = EmulatedDevice("nvidia-h20", speed=speed, config=EmulationConfig(faults=False),
+                         profile=get_profile("nvidia-h20").linear())  # a linear budget
     dev.calibrate(base)
     times = []
     for _ in range(n):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +51,28 @@ def _craft(path: Path, marker: Path, step: int = 5) -> None:
     del s
 
 
+def _sdir(tmp_path: Path) -> Path:
+    """A run's private snapshot directory under a private stand-in for /dev/shm."""
+    base = tmp_path / "shm"
+    base.mkdir(exist_ok=True)
+    return snapshot_dir(tmp_path / "run", base)
+
+
 def test_snapshots_live_in_a_private_directory(tmp_path):
-    """snapshot_path is in this user's 0700 directory, not at the old predictable name."""
-    d = snapshot_dir(tmp_path)
+    """snapshot_path is in a 0700 directory of this user with an unpredictable name
+    (mkdtemp), recorded in the run directory, not at the old predictable names."""
+    d = _sdir(tmp_path)
     assert d.stat().st_mode & 0o777 == 0o700 and d.stat().st_uid == os.geteuid()
-    p = snapshot_path(tmp_path / "run", 2, 1)
-    assert p.parent == snapshot_dir() and p != legacy_snapshot_path(tmp_path / "run", 2, 1)
-    assert snapshot_dir().stat().st_mode & 0o077 == 0
+    assert d.name.startswith(f"mixfleet-{os.geteuid()}-") and len(d.name) > 16
+    assert _sdir(tmp_path) == d  # recorded: every rank and restart finds the same one
+    run = tmp_path / "run2"
+    p = snapshot_path(run, 2, 1)
+    try:
+        assert p != legacy_snapshot_path(run, 2, 1)
+        assert p.parent.name != f"mixfleet-{os.geteuid()}"
+        assert p.parent.stat().st_mode & 0o077 == 0
+    finally:
+        p.parent.rmdir()
 
 
 def test_file_planted_at_the_old_path_is_never_read(tmp_path):
@@ -72,13 +88,15 @@ def test_file_planted_at_the_old_path_is_never_read(tmp_path):
         assert not marker.exists()
     finally:
         old.unlink(missing_ok=True)
+        if (run / f"snapshots.{socket.gethostname()}").exists():
+            new.parent.rmdir()
 
 
 def test_crafted_meta_region_is_refused_not_unpickled(tmp_path):
     """A file in the private directory whose meta region holds a pickle is refused on read;
     the marker its unpickling would create never appears."""
     marker = tmp_path / "pwned"
-    path = snapshot_dir(tmp_path) / "crafted.snap"
+    path = _sdir(tmp_path) / "crafted.snap"
     _craft(path, marker)
     s = MemorySnapshot(path, _named())
     with pytest.raises(SnapshotRefused, match="not the JSON"):
@@ -90,7 +108,7 @@ def test_crafted_meta_region_is_refused_not_unpickled(tmp_path):
                                  "symlink"])
 def test_foreign_or_writable_files_are_refused(tmp_path, monkeypatch, how):
     """A file of another user, one group/others may write, or a link: refused before use."""
-    path = snapshot_dir(tmp_path) / "s.snap"
+    path = _sdir(tmp_path) / "s.snap"
     MemorySnapshot(path, _named()).write(1, {"a": 1})
     if how == "foreign-owner":
         real = os.geteuid()
@@ -112,20 +130,30 @@ def test_foreign_or_writable_files_are_refused(tmp_path, monkeypatch, how):
         check_snapshot_file(path)
 
 
-def test_planted_directory_is_refused(tmp_path):
-    """A snapshot directory others can enter, or a link in its place, is refused."""
-    base = tmp_path / "shm"
-    base.mkdir()
-    d = base / f"mixfleet-{os.geteuid()}"
-    d.mkdir(mode=0o777)
-    d.chmod(0o777)
-    with pytest.raises(SnapshotRefused, match="lets others in"):
-        snapshot_dir(base)
-    d.rmdir()
-    (base / "elsewhere").mkdir(mode=0o700)
-    d.symlink_to(base / "elsewhere")
-    with pytest.raises(SnapshotRefused, match="not a regular directory"):
-        snapshot_dir(base)
+@pytest.mark.parametrize("how", ["open-mode", "symlink", "outside"])
+def test_squatted_directory_is_reported_and_avoided(tmp_path, how):
+    """A recorded snapshot directory others can enter, a link in its place, or one outside
+    the snapshot base is reported and replaced by a new private one (snapshots stay on)."""
+    d = _sdir(tmp_path)
+    base = d.parent
+    d.rmdir()  # gone (a reboot), then squatted at the recorded name
+    if how == "open-mode":
+        d.mkdir()
+        d.chmod(0o777)
+        what = "lets others in"
+    elif how == "symlink":
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        d.symlink_to(tmp_path / "elsewhere")
+        what = "not a regular directory"
+    else:
+        rec = tmp_path / "run" / f"snapshots.{socket.gethostname()}"
+        rec.write_text(str(tmp_path / f"mixfleet-{os.geteuid()}-x") + "\n")
+        what = "not a snapshot directory"
+    refused: list[SnapshotRefused] = []
+    new = snapshot_dir(tmp_path / "run", base, refused)
+    assert [what in e.reason for e in refused] == [True]
+    assert new != d and new.parent == base and new.stat().st_mode & 0o777 == 0o700
+    assert snapshot_dir(tmp_path / "run", base) == new  # the new one is recorded
 
 
 def test_host_rng_round_trips_through_json_meta(tmp_path):
@@ -133,7 +161,7 @@ def test_host_rng_round_trips_through_json_meta(tmp_path):
     random.seed(3)
     np.random.seed(4)
     torch.manual_seed(5)
-    s = MemorySnapshot(snapshot_dir(tmp_path) / "rng.snap", _named())
+    s = MemorySnapshot(_sdir(tmp_path) / "rng.snap", _named())
     s.write(9, {"rng": raw_rng_state(torch.device("cpu"))})
     want = (random.random(), float(np.random.rand()), torch.rand(2))
     random.seed(0)
@@ -148,7 +176,7 @@ def test_host_rng_round_trips_through_json_meta(tmp_path):
 
 def test_persisted_gasp_copy_is_private(tmp_path):
     """The dying-gasp copy is created 0600 even over a planted temporary file."""
-    s = MemorySnapshot(snapshot_dir(tmp_path) / "g.snap", _named())
+    s = MemorySnapshot(_sdir(tmp_path) / "g.snap", _named())
     s.write(2, None)
     dst = tmp_path / "gasp" / "g.snap"
     dst.parent.mkdir()
@@ -165,10 +193,10 @@ def test_restore_copy_is_private_and_checks_its_source(tmp_path):
     refused and nothing is copied."""
     from mixfleet.train.checkpoint.snapshot import restore_copy
 
-    s = MemorySnapshot(snapshot_dir(tmp_path) / "a.snap", _named())
+    s = MemorySnapshot(_sdir(tmp_path) / "a.snap", _named())
     s.write(4, {"k": 1})
     gasp = s.persist(tmp_path / "gasp" / "a.snap")
-    dst = snapshot_dir(tmp_path) / "b.snap"
+    dst = _sdir(tmp_path) / "b.snap"
     restore_copy(gasp, dst)
     assert dst.stat().st_mode & 0o777 == 0o600 and dst.read_bytes() == gasp.read_bytes()
     assert MemorySnapshot(dst, _named()).read(4) == {"k": 1}

@@ -35,10 +35,11 @@ def test_char_gpt_is_a_small_gpt_with_a_bits_per_char_metric() -> None:
 
 
 def test_user_workload_trains_under_mixfleet(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """examples/custom.toml (a user's module:function) trains and reports its metric."""
+    """examples/custom.toml (a user's module:function beside it) trains and reports its
+    metric, from any working directory."""
     from mixfleet.train.launch import launch, prepare_run, resolve_config
 
-    monkeypatch.chdir(EXAMPLES.parent)
+    monkeypatch.chdir(tmp_path)
     cfg = resolve_config(EXAMPLES / "custom.toml", ["launch.nproc=1", "launch.max_restarts=0"])
     s = launch(cfg, prepare_run(cfg, tmp_path / "run"), progress="plain")
     assert s["final_metric"]["name"] == "test_accuracy"

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from mixfleet.errors import ConfigError
+from mixfleet.errors import CheckpointError, ConfigError
 
 __all__ = ["add_parser"]
 
@@ -26,8 +26,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.shard_gib <= 0:
         raise ConfigError(f"--shard-gib must be > 0 (got {args.shard_gib}); e.g. --shard-gib 2")
-    idx = export_safetensors(args.run_dir, args.out, step=args.step,
-                             shard_bytes=int(args.shard_gib * 2**30))
+    try:
+        idx = export_safetensors(args.run_dir, args.out, step=args.step,
+                                 shard_bytes=int(args.shard_gib * 2**30))
+    except CheckpointError as e:  # a damaged or planted checkpoint: bad input, one line
+        raise ConfigError(f"{e}; export another --step, or retrain") from None
     files = sorted(set(idx["weight_map"].values()))
     print(f"exported step {idx['metadata']['step']}: {len(idx['weight_map'])} tensors, "
           f"{idx['metadata']['total_size'] / 2**20:.1f} MiB in {len(files)} file(s) under "

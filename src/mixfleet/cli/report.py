@@ -33,7 +33,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(json.dumps({**rep, "timeline_png": str(png)}))
         return 0
     ft = rep["failure_time_s"]
-    print(f"run {root}")
+    print(f"run {root}" + (f" ({rep['emulated_as']})" if rep.get("emulated_as") else ""))
     print(f"  ETTR {rep['ettr']:.3f}  (productive {rep['productive_s']:.1f}s of "
           f"{rep['wall_s']:.1f}s wall)")
     print(f"  restarts {rep['restarts']}, steps lost {rep['steps_lost']}, faults injected "

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from mixfleet.train.autoplan import resolve_auto
-from mixfleet.train.launch import launch, prepare_run, resolve_config
+from mixfleet.train.launch import check_rendezvous, launch, prepare_run, resolve_config
 
 __all__ = ["add_parser", "cmd_train"]
 
@@ -106,16 +106,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         base = load_toml(args.config).get("faults", {}).get("inject", [])
         flags.append("faults.inject=" + json.dumps([*base, *args.inject]))
     cfg = resolve_config(args.config, list(args.set) + flags)
+    out = sys.stderr if args.json else sys.stdout
     run_dir = args.run_dir or str(Path("runs") / Path(args.config).stem)
     cfg, plan = resolve_auto(cfg)  # [parallel] mode = "auto": the cost model's pick
     if plan is not None and plan.pick is not None:
         label = f" [{plan.label()}]" if plan.label() else ""
         print(f"parallel mode auto -> {plan.pick.mode}: predicted {plan.pick.step_s:.3f} s per "
               f"step{label}; " + "; ".join(f"{m} loses: {w}" for m, w in plan.why.items()),
-              file=sys.stderr if args.json else sys.stdout)
+              file=out)
+    from mixfleet.train.mixed.pacing import as_model_plan
+
+    # after the mode is resolved: the memory check depends on it (ConfigError, exit 2)
+    asplan = as_model_plan(cfg)
+    if asplan is not None:
+        print(f"{asplan.label()}: a step of the slowest rank ~"
+              f"{max(asplan.step_s) * asplan.time_scale:.2f} s here for "
+              f"{max(asplan.step_s):.1f} s on the chip", file=out, flush=True)
+    passthrough = list(getattr(args, "extra", []))
+    check_rendezvous(passthrough)  # before anything is written
     run = prepare_run(cfg, run_dir, resume=args.resume, plan=plan)
-    summary = launch(cfg, run, passthrough=list(getattr(args, "extra", [])),
-                     progress_to_stderr=args.json)
+    summary = launch(cfg, run, passthrough=passthrough, progress_to_stderr=args.json)
     if args.json:
         print(json.dumps(summary), flush=True)
     else:
@@ -123,6 +133,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         metric = f"{m['name']} {m['value']:.4f}" if m else "no metric"
         print(f"done: {summary['steps']} steps in {summary['wall_s']:.1f}s, "
               f"{summary['samples_per_s']:.0f} samples/s, restarts {summary['restarts']}, "
-              f"steps lost {summary['steps_lost']}, {metric}; run dir {run.root}",
+              f"steps lost {summary['steps_lost']}, {metric}; run dir {run.root}"
+              + (f"; {asplan.label()}" if asplan is not None else ""),
               file=sys.stdout)
     return 0

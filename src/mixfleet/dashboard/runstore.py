@@ -21,7 +21,10 @@ import numpy as np
 
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
+from mixfleet.emulate.profile import get_profile
+from mixfleet.errors import ConfigError
 from mixfleet.report.timeline import report_fields
+from mixfleet.train.health.detectors import thermal_thresholds
 
 __all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
 
@@ -309,15 +312,13 @@ class RunStore:
                 crit = e["critical_c"]
         if warn is None or crit is None:
             emu = [d["device"][4:] for d in self.devices() if d["emulated"]]
-            dw, dc, dsrc = 85.0, 95.0, "trainer default"
+            profile = None
             if emu:
                 try:
-                    from mixfleet.emulate.profile import get_profile
-
-                    p = get_profile(emu[0])
-                    dw, dc, dsrc = p.throttle_c - 2, p.limit_c - 3, "emulated chip profile"
-                except Exception:  # a profile that moved or is missing: keep the defaults
+                    profile = get_profile(emu[0])
+                except ConfigError:  # a chip no longer in the profiles: the defaults
                     pass
+            dw, dc, dsrc = thermal_thresholds(None, None, profile)
             if warn is None:
                 warn, src = dw, dsrc
             if crit is None:

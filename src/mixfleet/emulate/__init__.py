@@ -40,6 +40,16 @@ API for a trainer - one line per step::
 builds a new device with ``attempt`` + 1 so it does not replay the same fault, and may
 restore heat with ``load_state_dict``. ``idle(virtual_s)`` lets a paused chip cool.
 ``snapshot()`` gives thread-safe telemetry (see :class:`mixfleet.telemetry.EmulatedReader`).
+
+Modules (step costs, links and ``as_model``: ``docs/emulation.md``)::
+
+    device.py   EmulatedDevice: pads a step to its budget, heat, faults
+    profile.py  per-chip parameters (profiles.toml): thermal, hazard, step-cost shape
+    speed.py    relative speeds from a throughput table or the catalog
+    thermal.py  the seeded thermal and failure model
+    pricing.py  pure prices: StepCost, link classes, transfer times
+    links.py    LinkPacer: paces transfers between emulated ranks to their price
+    asmodel.py  as_model: a named model's shape, memory need and per-chip pace
 """
 
 from mixfleet.emulate.device import (

@@ -1,6 +1,10 @@
 """An emulated chip: real computation on the CPU, padded to the chip's step time.
 
-See the package docstring (:mod:`mixfleet.emulate`) for the API a trainer uses.
+API: the package docstring (:mod:`mixfleet.emulate`). A step's budget is the profile's
+:class:`~mixfleet.emulate.pricing.StepCost` over its micro-batches; only the work term is
+divided by the relative speed and clock factor (a fixed cost is the chip's own). Time in
+priced transfers (:class:`~mixfleet.emulate.links.LinkPacer`) is added to the budget,
+never counted as compute. See ``docs/emulation.md``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from mixfleet.catalog.base import get_chip
 from mixfleet.catalog.table import ThroughputRow
 from mixfleet.config import field
+from mixfleet.emulate.links import LinkPacer
+from mixfleet.emulate.pricing import StepCost
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
 from mixfleet.emulate.speed import parse_emu_device, relative_speeds
 from mixfleet.emulate.thermal import FaultKind, ThermalModel
@@ -37,8 +43,7 @@ class EmulationConfig:
     headroom: float | None = field(None, help="budget = calibrated step time x headroom / "
                                    "speed; none = 1.5 x max(1, local_ranks / CPU cores)")
     calibration_steps: int = field(5, help="steps whose median compute time calibrates the "
-                                   "budget of relative speed 1.0 (lowered later when the "
-                                   "median of as many recent steps is lower)")
+                                   "budget of relative speed 1.0")
     local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores")
     faults: bool = field(True, help="draw thermal crashes and MTBF failures")
     attempt: int = field(0, help="restart count, mixed into the seed so a restarted worker "
@@ -57,9 +62,8 @@ class EmulationConfig:
                                   f"[emulate] {name} to {fix}")
 
     def resolved_headroom(self) -> float:
-        if self.headroom is not None:
-            return self.headroom
-        return 1.5 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
+        return self.headroom if self.headroom is not None else \
+            1.5 * max(1.0, self.local_ranks / (os.cpu_count() or 1))
 
 
 class EmulatedFault(MixfleetError):
@@ -75,12 +79,15 @@ class StepReport:
     """What one emulated step did (``emulated`` is always true)."""
 
     step: int
-    compute_s: float
+    compute_s: float  # the real computation (priced transfers excluded)
     pad_s: float
-    budget_s: float
+    budget_s: float  # the step cost (fixed costs included, priced transfers not)
     temp_c: float
     clock_factor: float
     throttled: bool
+    fixed_s: float = 0.0  # the budget's fixed costs (per step and per micro-batch)
+    comm_s: float = 0.0  # time in priced transfers during the whole step (waits included)
+    comm_in_compute_s: float = 0.0  # priced transfer time before the padding (added to it)
     emulated: bool = True
 
 
@@ -123,9 +130,17 @@ class EmulatedDevice:
         self._headroom = self.config.resolved_headroom()
         self._base_s: float | None = None
         self._calib: list[float] = []
-        self._fixed = False  # calibrate() fixed the base: never lowered
-        self._recent: collections.deque[float] = collections.deque(
-            maxlen=self.config.calibration_steps)  # compute per work of the latest steps
+        self._pinned = False  # calibrate() fixed the base: never lowered
+        self._recent = collections.deque[float](maxlen=self.config.calibration_steps)
+        self.cost: StepCost = self.profile.step_cost("samples")
+        self._unit_s: float | None = None  # absolute seconds per work unit (as_model)
+        self._per_sample = 1.0  # work units per sample (tokens under as_model)
+        self.links: LinkPacer | None = None
+        self.labels: dict[str, Any] = {}  # what every record says of the pace (as_model)
+        self._comm0 = (0.0, 0.0)  # links.total_s and priced_s at step_begin
+        self._comm_pad = 0.0  # priced transfer time before the padding
+        self._fixed = 0.0
+        self.last_report: StepReport | None = None
         self._t0: float | None = None
         self._tc: float | None = None  # when the real computation started (pace_first)
         self._computes: collections.deque[float] = collections.deque(maxlen=8)
@@ -166,22 +181,65 @@ class EmulatedDevice:
             raise ConfigError(f"calibrated step time must be > 0 (got {base_s!r})")
         self._base_s = base_s
         self._calib = [base_s] * self.config.calibration_steps
-        self._fixed = True
+        self._pinned = True
+
+    def pace_absolute(self, unit_s: float, cost: StepCost, per_sample: float = 1.0,
+                      labels: dict[str, Any] | None = None) -> None:
+        """Pace by absolute figures instead of a calibration (``as_model``): ``unit_s``
+        seconds per work unit at full efficiency and relative speed 1 (the chip's own
+        figure: the relative speed then only carries a ``[[ranks]] speed`` override),
+        ``cost`` the step-cost shape in those units, ``per_sample`` units per sample;
+        ``labels`` go into every record of the run (``emulated_as``, ``time_scale``)."""
+        if unit_s <= 0 or per_sample <= 0:
+            raise ConfigError(f"pace needs unit_s, per_sample > 0 (got {unit_s}, {per_sample})")
+        self._unit_s, self.cost, self._per_sample = unit_s, cost, per_sample
+        self.labels = dict(labels or {})
+        self.calibrate(unit_s)
+
+    def attach_links(self, links: LinkPacer | None) -> None:
+        """The pacer of this rank's transfers (their price is added to the budget)."""
+        self.links = links
+
+    def _comm(self, priced: bool = False) -> float:
+        """Time in transfers this step (``priced``: their priced part alone)."""
+        lk = self.links
+        return 0.0 if lk is None else (lk.priced_s - self._comm0[1] if priced
+                                       else lk.total_s - self._comm0[0])
 
     def step_begin(self) -> None:
         """Mark the start of a step's computation (raises if the device is dead)."""
         if self._dead is not None:
             raise self._dead
+        if self.links is not None:
+            self._comm0 = (self.links.total_s, self.links.priced_s)
+        self._comm_pad = self._fixed = 0.0
         self._t0 = self._clock()
         self._tc = None
         self._padded = False
         self._last = (0.0, 0.0, 0.0)
 
-    def _budget(self, work: float) -> float:
-        assert self._base_s is not None
-        return self._base_s * work * self._headroom / (self.speed * self._clock_factor())
+    def _sizes(self, work: float, micro: Sequence[float] | None) -> list[float]:
+        return [work] if micro is None else [b * self._per_sample for b in micro if b > 0]
 
-    def pace_first(self, work: float) -> None:
+    def _cost(self, micro: Sequence[float] | None) -> StepCost:
+        # without micro-batch sizes (work = "one step") the efficiency curve cannot apply
+        return self.cost if micro is not None or self.cost.efficiency_exponent == 0 else \
+            dataclasses.replace(self.cost, efficiency_exponent=0.0)
+
+    def budget(self, work: float, micro: Sequence[float] | None = None) -> float:
+        """The step cost of ``micro`` (micro-batch sizes in samples; None: one micro-batch
+        of ``work`` units) at the current speed and clock (calibrated first)."""
+        assert self._base_s is not None
+        unit = self._unit_s if self._unit_s is not None else self._base_s * self._headroom
+        return self._cost(micro).step_s(self._sizes(work, micro),
+                                        unit / (self.speed * self._clock_factor()))
+
+    def fixed_s(self, work: float, micro: Sequence[float] | None = None) -> float:
+        """The fixed costs in :meth:`budget` (per step, and per micro-batch)."""
+        c = self.cost
+        return c.step_fixed_s + c.microbatch_fixed_s * len(self._sizes(work, micro))
+
+    def pace_first(self, work: float, micro: Sequence[float] | None = None) -> None:
         """Before the step's real computation: when the budget is known (calibrated),
         wait first and compute at its end, so that the real computation finishes just
         before the budget does (twice the recent real compute time ahead, plus 2 ms).
@@ -193,7 +251,7 @@ class EmulatedDevice:
         if self._t0 is None or self._base_s is None or \
                 len(self._calib) < self.config.calibration_steps or not self._computes:
             return
-        lead = self._budget(work) - 2 * max(self._computes) - 0.002
+        lead = self.budget(work, micro) - 2 * max(self._computes) - 0.002
         end = self._t0 + lead
         if end > self._clock():
             self._sleep(end - self._clock())
@@ -203,26 +261,27 @@ class EmulatedDevice:
         forced = self._forced[1] if self._forced is not None else 1.0
         return min(self.model.state.clock_factor, forced)
 
-    def _pad(self, work: float) -> None:
-        """Calibrate on the compute so far (per unit of ``work``) and pad to the budget."""
+    def _pad(self, work: float, micro: Sequence[float] | None = None) -> None:
+        """Calibrate on the compute so far (per unit of ``work``) and pad to the budget
+        plus the priced time of the transfers so far."""
         if self._t0 is None:
             raise RuntimeError("step_end() or compute_done() without step_begin()")
         now = self._clock()
-        compute = now - (self._tc if self._tc is not None else self._t0)  # the real work
+        comm = self._comm()
+        # the real work, priced transfers excluded
+        compute = max(0.0, now - (self._tc if self._tc is not None else self._t0) - comm)
         self._computes.append(compute)
         if len(self._calib) < self.config.calibration_steps:
             self._calib.append(compute / work)
             self._base_s = statistics.median(self._calib)
-        elif not self._fixed:
-            # Contention only slows the host: a calibration taken while other processes
-            # started (a fleet's start, a restart) is too slow, and every later step would
-            # be padded to it. Lower the base to the median of the latest steps when that
-            # is lower; never raise it (contention later only eats into the padding).
+        elif not self._pinned:  # contention only slows: lower the base, never raise it
             self._recent.append(compute / work)
             if len(self._recent) == self._recent.maxlen:
                 self._base_s = min(self._base_s or math.inf, statistics.median(self._recent))
-        budget = self._budget(work)
-        end = self._t0 + budget
+        budget = self.budget(work, micro)
+        # priced transfers add their price (waits for late ranks are host noise: absorbed)
+        self._comm_pad, self._fixed = self._comm(priced=True), self.fixed_s(work, micro)
+        end = self._t0 + budget + self._comm_pad
         pad = end - now
         if pad > 0:
             self._sleep(pad)
@@ -231,17 +290,19 @@ class EmulatedDevice:
         self._padded = True
         self._last = (compute, max(0.0, budget - compute), budget)
 
-    def compute_done(self, work: float = 1.0) -> None:
+    def compute_done(self, work: float = 1.0, micro: Sequence[float] | None = None) -> None:
         """The step's computation ended (before its collective): pad to the budget now.
 
         ``work`` scales the budget (e.g. the samples of this rank's share, with the base
         then in seconds per sample). Padding here, before the all-reduce, makes a slow chip
         arrive late at the collective as a real one would; ``step_end`` then only advances
         heat and hazards. Use either this (with a work unit) or plain ``step_end``.
+        ``micro``: the sizes (samples) of the step's micro-batches, summing to ``work``;
+        each pays the micro-batch fixed cost and the efficiency curve.
         """
         if work <= 0:
             raise ValueError(f"work must be > 0 (got {work!r})")
-        self._pad(work)
+        self._pad(work, micro)
 
     def force_throttle(self, steps: int, clock: float) -> None:
         """Throttle the clock to ``clock`` for the next ``steps`` steps (injected episode)."""
@@ -280,7 +341,10 @@ class EmulatedDevice:
                                  "emulated": True})
         report = StepReport(step=self.step_count, compute_s=compute, pad_s=pad,
                             budget_s=budget, temp_c=new.temp_c, clock_factor=clock_factor,
-                            throttled=st.throttled or clock_factor < st.clock_factor)
+                            throttled=st.throttled or clock_factor < st.clock_factor,
+                            fixed_s=self._fixed, comm_s=self._comm(),
+                            comm_in_compute_s=self._comm_pad)
+        self.last_report = report
         if new.fault is not None:
             self._dead = EmulatedFault(self.chip_id, new.fault, self.step_count, new.temp_c)
             self._events.append({"kind": new.fault, "chip": self.chip_id, "rank": self.rank,

@@ -81,6 +81,12 @@ class EmuProfile:
                                   f"set {name} to {fix}")
 
 
+    def linear(self) -> EmuProfile:
+        """This profile with a linear step cost: no fixed costs, no efficiency curve (the
+        budget of the emulator before step costs had a shape; tests that rely on it)."""
+        return dataclasses.replace(self, step_fixed_ms=0.0, microbatch_fixed_ms=0.0,
+                                   efficiency_exponent=0.0)
+
     def step_cost(self, unit: str = "samples") -> StepCost:
         """The step-cost shape in seconds, micro-batches counted in ``unit`` (samples or
         tokens)."""

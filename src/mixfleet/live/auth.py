@@ -7,7 +7,7 @@ own token (:func:`write_token`: 64 hex digits, a 0600 file in the 0700 fleet dir
 Ray's own generator writes with the umask) and puts :func:`auth_env` into the environment
 of every process that talks to the cluster: the head (``ray start``; its raylet passes it on
 to the workers that run the attempts), the scheduler daemon and any other driver. See
-docs/security-services.md.
+docs/security.md.
 """
 
 from __future__ import annotations

@@ -101,8 +101,9 @@ class LocalBackend:
             rc = self.work_dir / f"attempt-{aid}.{i}.rc"
             argv = [a.replace("{rdzv_endpoint}", f"127.0.0.1:{port}") for a in b.argv]
             env = {**os.environ, **b.env, ATTEMPT_MARK: marker}
-            pids.append(spawn_detached([sys.executable, "-m", "mixfleet.live.wrap", str(rc),
-                                        "--", sys.executable, *argv], env, log))
+            pids.append(spawn_detached([sys.executable, "-P", "-m", "mixfleet.live.wrap",
+                                        str(rc), "--", sys.executable, "-P", *argv], env,
+                                       log))
             rcfiles.append(str(rc))
         return {"kind": "local", "pids": pids, "rcfiles": rcfiles, "marker": marker}
 

@@ -76,7 +76,7 @@ def start_scheduler(fleet_dir: str | Path, state: FleetState, wait_s: float = 60
     d = Path(fleet_dir).resolve()
     ready = d / "scheduler.ready"
     ready.unlink(missing_ok=True)
-    pid = spawn_detached([sys.executable, "-m", "mixfleet.live.daemon", str(d)],
+    pid = spawn_detached([sys.executable, "-P", "-m", "mixfleet.live.daemon", str(d)],
                          ray_env(state["mark"], state.get("ray_token")), d / "scheduler.log")
     end = time.monotonic() + wait_s
     while time.monotonic() < end:

@@ -21,7 +21,7 @@ JOBS = ((1, 300), (2, 200), (1, 400), (2, 300), (1, 200), (1, 300))
 
 
 def _mixfleet(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "mixfleet", *args], capture_output=True,
+    r = subprocess.run([sys.executable, "-P", "-m", "mixfleet", *args], capture_output=True,
                        text=True)
     if r.returncode != 0:
         raise SystemExit(f"mixfleet {' '.join(args)} failed:\n{r.stderr}")

@@ -39,7 +39,8 @@ def ray_env(mark: str | None = None, token_file: str | Path | None = None
     """The environment of every Ray process of the fleet (head, drivers): loopback, and
     with ``token_file`` token authentication with that token (and no other)."""
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONSAFEPATH": "1"}  # Ray's Python processes import nothing from the cwd
     if token_file is not None:
         for k in AUTH_VARS:
             env.pop(k, None)
@@ -74,7 +75,7 @@ def start_head(resources: dict[str, float], mark: str, token_file: str | Path, *
     require_ray_auth()
     tmp = _private_temp_dir(mark)
     port = _free_port()
-    cmd = [sys.executable, "-m", "ray.scripts.scripts", "start", "--head",
+    cmd = [sys.executable, "-P", "-m", "ray.scripts.scripts", "start", "--head",
            f"--node-ip-address={LOOPBACK}", f"--port={port}", f"--num-cpus={num_cpus}",
            f"--resources={json.dumps(resources)}", "--include-dashboard=false",
            "--disable-usage-stats", f"--temp-dir={tmp}",

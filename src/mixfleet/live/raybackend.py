@@ -57,7 +57,7 @@ class Runner:
         full.update(env)
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, *argv], env=full, stdout=out,
+            self.proc = subprocess.Popen([sys.executable, "-P", *argv], env=full, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         return self.proc.pid

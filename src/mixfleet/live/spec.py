@@ -211,7 +211,10 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
         raise ConfigError(f"{where}: [job] field 'set' is {overrides!r}; use a list of "
                           f"strings like [\"train.steps=300\"]")
     raw = apply_overrides(cfg_data, overrides)
-    cfg = resolve_config(None, [], data=json.loads(json.dumps(raw)))
+    cfg_dir = cpath.absolute().parent if "config" in job else base_dir
+    cfg = resolve_config(None, [], data=json.loads(json.dumps(raw)), config_dir=cfg_dir)
+    if cfg.workload.path:  # the job's mixfleet train finds a user workload where this did
+        raw = {**raw, "workload": {**raw["workload"], "path": cfg.workload.path}}
     check_workload_name(cfg.workload.name)
     if cfg.ranks:
         raise ConfigError(f"{where}: the train config lists [[ranks]]; the fleet places a job "

@@ -35,7 +35,7 @@ _EVENT_LINES = {
     "checkpoint_failed": lambda e: (
         f"WARNING checkpoint at step {e['step']} failed: {e['error']}; keeping step "
         f"{e.get('kept')}"),
-    "checkpoint_skipped": lambda e: f"WARNING skipped torn checkpoint {e['dir']}: {e['reason']}",
+    "checkpoint_skipped": lambda e: f"WARNING skipped checkpoint {e['dir']}: {e['reason']}",
     "fault_injected": lambda e: f"fault injected: {e['kind']} rank {e['rank']} at step {e['step']}",
 }
 

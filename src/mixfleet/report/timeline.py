@@ -90,6 +90,8 @@ def report_fields(events: list[dict[str, Any]], *, productive: float, wall: floa
         "faults_injected": len(of("fault_injected")),
         "checkpoints_committed": len(of("checkpoint_committed")),
         "checkpoint_failures": len(of("checkpoint_failed")),
+        # "emulated as llama3-8b (time scale ...)" when [emulate] as_model paced the run
+        "emulated_as": of("emulated_as")[-1].get("label") if of("emulated_as") else None,
     }
 
 

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
+from mixfleet import safefs
 from mixfleet.errors import ConfigError
 from mixfleet.telemetry.base import Sample, TelemetryReader
 
@@ -40,7 +42,7 @@ class JsonlSink:
         if not samples:
             return
         text = "".join(json.dumps(s.to_record()) + "\n" for s in samples)
-        with self._lock, self.path.open("a") as f:
+        with self._lock, os.fdopen(safefs.open_append(self.path), "a") as f:  # no link
             f.write(text)
 
 

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mixfleet import safefs
 from mixfleet.catalog.detect import Detection, detect
 from mixfleet.telemetry.base import Sample, TelemetryReader
 
@@ -61,10 +62,13 @@ class DeviceTable:
                 self.latest[_key(s)] = s
             rows = {k: s.to_record() for k, s in self.latest.items()}
         if self.path is not None and samples:  # (one sampler thread per reader may call)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if not self.path.parent.is_dir():
+                safefs.make_dir(self.path.parent)
             tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}."
                                       f"{threading.get_ident()}.tmp")
-            tmp.write_text(json.dumps({"t": time.time(), "devices": rows}))
+            fd = safefs.open_fd(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)  # no link
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps({"t": time.time(), "devices": rows}))
             os.replace(tmp, self.path)
         if self.sink is not None:
             self.sink(samples)

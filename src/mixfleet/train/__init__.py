@@ -13,6 +13,9 @@ The core, at the top of the package:
     device.py     devices through torch.accelerator: resolve, synchronize, backend
     clock.py      Clock, SystemClock, FakeClock (health logic runs under a fake clock)
     rundir.py     the run directory's training files (block list, skipped batches)
+    rendezvous.py where ranks meet: file stores in a private dir, loopback-bound collectives
+    agent.py      torchrun with its multi-machine rendezvous store bound to the endpoint only
+    exchange.py   small values between ranks as JSON in uint8 tensors (never pickles)
 
 Sub-packages, one concern each:
 

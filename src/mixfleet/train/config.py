@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 from mixfleet.config import field
 from mixfleet.config import require as _require
 from mixfleet.emulate.pricing import LinkPrices
+from mixfleet.errors import ConfigError
 from mixfleet.telemetry.base import TelemetryConfig
 from mixfleet.train.health.detectors import HealthConfig
 from mixfleet.train.parallel.strategy import ParallelConfig
@@ -25,11 +27,18 @@ class WorkloadConfig:
                            "transformers causal LM from a local directory), or "
                            "'package.module:function' returning model, dataset and loss")
     options: dict[str, Any] = field({}, help="keyword arguments for the workload")
+    path: str = field("", help="folder to import a 'package.module:function' workload from "
+                               "(after installed packages; relative: to the config file); "
+                               "default: the config file's folder when it is yours and not "
+                               "writable by group or others; never the working directory")
 
     def __post_init__(self) -> None:
         from mixfleet.workloads import check_workload_name
 
         check_workload_name(self.name)
+        if self.path and not Path(self.path).is_dir():
+            raise ConfigError(f"workload.path {self.path!r} is not a directory; set [workload] "
+                              f"path to the folder holding your workload's module")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -94,6 +103,9 @@ class CheckpointConfig:
         "auto", help="copy a snapshot on a side thread while the next step computes (it "
                      "completes before the next update): on, off, or auto (on for snapshots "
                      "of 64 MiB and more, where the copy costs more than the thread)")
+    share_with_group: bool = field(False, help="let the group read this run directory (0750 "
+                                               "directories, 0640 files) for teams who read "
+                                               "each other's runs; default private (0700/0600)")
 
     def __post_init__(self) -> None:
         _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "

@@ -1,9 +1,11 @@
 """Start a training run: validate, write the run directory, then run the ranks.
 
 A single rank without restarts runs in this process. Otherwise the ranks are started by
-PyTorch's elastic launcher (``python -m torch.distributed.run``, i.e. torchrun) with
-``max_restarts`` and c10d rendezvous on loopback; torchrun's multi-node flags
-(``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...) pass through.
+PyTorch's elastic launcher (torchrun, through ``mixfleet.train.agent``) with
+``max_restarts``; on one machine the rendezvous is a file in a private directory of the run
+and no port is opened (mixfleet.train.rendezvous, docs/security.md). torchrun's
+multi-node flags (``--nnodes``, ``--node-rank``, ``--rdzv-endpoint``, ``--rdzv-id``, ...)
+pass through.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import socket
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
+from mixfleet import safefs
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
 from mixfleet.train.autoplan import RunPlan, plan_event, resolve_auto
@@ -25,12 +29,21 @@ from mixfleet.train.device import cpu_threads, resolve_device
 from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.rendezvous import (
+    endpoint_host,
+    endpoint_is_loopback,
+    launcher_env,
+    local_addr_towards,
+    local_rdzv_args,
+    local_store_dir,
+)
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.sampler import GlobalBatchSampler
-from mixfleet.workloads import get_workload
+from mixfleet.workloads import load_workload
+from mixfleet.workloads.user import workload_dir
 
 __all__ = ["MULTINODE_FLAGS", "resolve_config", "prepare_run", "launch", "torchrun_command",
-           "job_placements", "device_env"]
+           "check_rendezvous", "job_placements", "device_env"]
 
 MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", "--rdzv_endpoint",
               "--rdzv-id", "--rdzv_id", "--rdzv-backend", "--rdzv_backend", "--master-addr",
@@ -38,13 +51,24 @@ MULTINODE_FLAGS = ("--nnodes", "--node-rank", "--node_rank", "--rdzv-endpoint", 
 
 
 def resolve_config(path: str | Path | None, overrides: list[str],
-                   data: dict[str, Any] | None = None) -> RunConfig:
-    """The validated config: the TOML file (or ``data``), then ``--set`` overrides."""
+                   data: dict[str, Any] | None = None,
+                   config_dir: Path | None = None) -> RunConfig:
+    """The validated config: the TOML file (or ``data``, from the file ``path`` when given),
+    then ``--set`` overrides; a user workload's folder made absolute (``workload.path``;
+    relative to ``config_dir``, default the file's folder)."""
     if data is None:
         if path is None:
             raise ConfigError("no config given; pass a TOML file, e.g. examples/digits-cnn.toml")
         data = load_toml(path)
     raw = apply_overrides(data, overrides)
+    wl = raw.get("workload")
+    if isinstance(wl, dict) and isinstance(wl.get("name"), str):
+        # a user workload's folder: explicit, or the config file's when it is trusted
+        wdir = workload_dir(wl["name"], str(wl.get("path", "")),
+                            config_dir if config_dir is not None
+                            else Path(path).absolute().parent if path is not None else None)
+        if wdir:
+            raw["workload"] = {**wl, "path": wdir}
     if isinstance(raw.get("ranks"), list) and raw["ranks"] and not any(
             o.split("=", 1)[0].strip() == "launch.nproc" for o in overrides):
         raw.setdefault("launch", {})["nproc"] = len(raw["ranks"])  # [[ranks]] define nproc
@@ -75,11 +99,13 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
     # No device backend may span vendors (e.g. launch.backend = "nccl" on H20 + P800).
     check_groups(job_placements(cfg), cfg.launch.backend)
     # The workload must load and its data must fill a global batch (user factories too).
-    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
+    safefs.check_run_dir(run.root)  # another user's, or writable by others: refused
+    run.check()  # a link where a file of the run should be: refused, never followed
     if run.has_checkpoints() and resume == "never":
         raise ConfigError(f"--run-dir {str(run.root)!r} already holds checkpoints and "
                           f"--resume never was given; pass --resume auto to continue it or "
@@ -88,21 +114,40 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"--run-dir {str(run.root)!r} is not writable ({parent} denies "
                           f"writes); pass a writable --run-dir")
-    previous = None
-    if run.config.exists():
-        try:
-            previous = config_hash(from_dict(RunConfig, load_toml(run.config)))
-        except ConfigError:
-            previous = "unreadable"
-    run.root.mkdir(parents=True, exist_ok=True)
+    previous = _previous_hash(run)
+    mode = safefs.SHARED_DIR_MODE if cfg.checkpoint.share_with_group else safefs.DIR_MODE
+    safefs.make_dir(run.root, mode)
+    os.chmod(run.root, mode)  # an existing run follows [checkpoint] share_with_group too
     new_hash = config_hash(cfg)
-    run.config.write_text(dumps_toml(to_dict(cfg)))
+    run.write(run.config, dumps_toml(to_dict(cfg)))
     run.emit("launch", config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
     if plan is not None and plan.pick is not None:
         run.emit("plan", **plan_event(plan))
     if previous is not None and previous != new_hash and run.has_checkpoints():
         run.emit("config_changed", previous=previous, now=new_hash)
     return run
+
+
+def _previous_hash(run: RunDir) -> str | None:
+    """The hash of the config the run directory holds (None: none; a link in its place is
+    refused, never followed)."""
+    try:
+        text = run.read_text(run.config)
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError):
+        return "unreadable"
+    try:
+        return config_hash(from_dict(RunConfig, tomllib.loads(text)))
+    except (ConfigError, tomllib.TOMLDecodeError, ValueError, RecursionError):
+        return "unreadable"
+
+
+def _drop_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _existing_parent(p: Path) -> Path:
@@ -112,20 +157,34 @@ def _existing_parent(p: Path) -> Path:
     return p
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "torch.distributed.run",
+def torchrun_command(cfg: RunConfig, run: RunDir, passthrough: list[str],
+                     store_dir: Path | None = None) -> list[str]:
+    """torchrun (with the safe path, ``-P``; mixfleet.train.agent) and its flags; on one
+    machine (``store_dir``) the rendezvous is a file in that private directory
+    (mixfleet.train.rendezvous)."""
+    cmd = [sys.executable, "-P", "-m", "mixfleet.train.agent",  # torchrun, store bound
            f"--nproc-per-node={cfg.launch.nproc}", f"--max-restarts={cfg.launch.max_restarts}",
            "--monitor-interval=0.5"]
-    if not any(a.split("=")[0] in MULTINODE_FLAGS for a in passthrough):
-        cmd += ["--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{_free_port()}",
-                f"--rdzv-id=mixfleet-{os.getpid()}"]
+    if store_dir is not None:
+        cmd += local_rdzv_args(store_dir, f"mixfleet-{os.getpid()}")
+    else:  # across machines: this node's address on the route to the rendezvous host
+        host = endpoint_host(passthrough)
+        addr = local_addr_towards(host) if host else None
+        if addr is not None:  # MASTER_ADDR: rank 0's store is bound to it
+            cmd.append(f"--local-addr={addr}")
     return cmd + passthrough + ["-m", "mixfleet.train.worker", str(run.root)]
+
+
+def check_rendezvous(passthrough: list[str]) -> None:
+    """Refuse (ConfigError) a multi-machine rendezvous host the other nodes could not reach
+    through this node's store (a name that resolves to loopback here)."""
+    host = endpoint_host(passthrough)
+    if host is not None:
+        local_addr_towards(host)
+
+
+def _one_machine(passthrough: list[str]) -> bool:
+    return not any(a.split("=")[0] in MULTINODE_FLAGS for a in passthrough)
 
 
 def job_placements(cfg: RunConfig, environ: dict[str, str] | None = None
@@ -164,15 +223,27 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
     entries = resolve_pending(read_entries(run.root), job_placements(cfg, env))
-    tmp = run.root / "blocklist.json.tmp"
-    tmp.write_text(json.dumps(entries, indent=1) + "\n")
-    os.replace(tmp, run.root / "blocklist.json")
+    run.write(run.root / "blocklist.json", json.dumps(entries, indent=1) + "\n")
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
-    run.config.write_text(dumps_toml(to_dict(new)))
+    run.write(run.config, dumps_toml(to_dict(new)))
     run.emit("relaunch", nproc=nproc, drained=drained,
              blocked=[e.get("device_id") for e in entries if e.get("rank") in drained])
     return new
+
+
+def _run_torchrun(cfg: RunConfig, run: RunDir, passthrough: list[str],
+                  env: dict[str, str]) -> int:
+    """One torchrun invocation; on one machine its stores live in a fresh private
+    directory of the run, removed when it ends."""
+    store_dir = local_store_dir(run.root) if _one_machine(passthrough) else None
+    try:
+        cmd = torchrun_command(cfg, run, passthrough, store_dir)
+        extra = launcher_env(store_dir, loopback=endpoint_is_loopback(passthrough))
+        return subprocess.run(cmd, env={**env, **extra}).returncode
+    finally:
+        if store_dir is not None:
+            shutil.rmtree(store_dir, ignore_errors=True)
 
 
 def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
@@ -189,6 +260,9 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
         os.environ.update(env_updates)
         try:
             run_worker(str(run.root))
+        except BaseException:
+            _drop_group()  # a worker that failed in this process leaves no process group
+            raise
         finally:
             for k, v in old.items():
                 if v is None:
@@ -196,14 +270,10 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                 else:
                     os.environ[k] = v
     else:
-        env = {**os.environ, **env_updates,
-               # Fresh rendezvous store per restart: stale keys of a shared store make the
-               # restarted gloo ranks time out (pytorch#135712).
-               "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **env_updates, "PYTHONUNBUFFERED": "1"}
         env.setdefault("OMP_NUM_THREADS", str(cpu_threads(cfg.launch.nproc)))
         while True:
-            rc = subprocess.run(torchrun_command(cfg, run, passthrough), env=env).returncode
+            rc = _run_torchrun(cfg, run, passthrough, env)
             if rc != 0:
                 run.emit("launch_failed", returncode=rc)
                 raise LaunchError(f"training failed (torchrun exit code {rc}) after "
@@ -219,4 +289,4 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                 run.emit("device_mask", **masks)
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
-    return dict(json.loads(run.summary.read_text()))
+    return dict(json.loads(run.read_text(run.summary)))

@@ -5,11 +5,11 @@ and the list of skipped batches. The paths and logs are in :mod:`mixfleet.runs`
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from mixfleet import safefs
 from mixfleet.runs import JsonLines, RunDir, read_jsonl
 
 __all__ = ["RunDir", "JsonLines", "read_jsonl", "add_to_blocklist", "read_blocklist",
@@ -17,15 +17,19 @@ __all__ = ["RunDir", "JsonLines", "read_jsonl", "add_to_blocklist", "read_blockl
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    safefs.write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    try:
+        return json.loads(safefs.read_bytes(path))  # a link in its place is refused
+    except FileNotFoundError:
+        return default
 
 
 def read_blocklist(run: RunDir) -> list[dict[str, Any]]:
     """Devices excluded from this run (drained for heat or slowness); restarts honour it."""
-    p = run.root / "blocklist.json"
-    return list(json.loads(p.read_text())) if p.exists() else []
+    return list(_read_json(run.root / "blocklist.json", []))
 
 
 def add_to_blocklist(run: RunDir, *, rank: int, step: int) -> None:
@@ -36,8 +40,7 @@ def add_to_blocklist(run: RunDir, *, rank: int, step: int) -> None:
 
 def read_skip_list(run: RunDir) -> set[int]:
     """Steps whose global batch is skipped (after a NaN/spike rollback)."""
-    p = run.root / "skipped_batches.json"
-    return set(json.loads(p.read_text())) if p.exists() else set()
+    return set(_read_json(run.root / "skipped_batches.json", []))
 
 
 def write_skip_list(run: RunDir, steps: set[int]) -> None:

@@ -24,6 +24,7 @@ import torch
 
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
+from mixfleet.emulate.links import LinkPacer
 from mixfleet.runs import StepLog
 from mixfleet.train.checkpoint.dcp import Checkpointer
 from mixfleet.train.checkpoint.manager import Adapter, CheckpointManager, SchedulerState
@@ -58,7 +59,8 @@ class Trainer:
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
                  clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
-                 on_step: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_step: Callable[[dict[str, Any]], None] | None = None,
+                 pacer: LinkPacer | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
         self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
         self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
@@ -74,7 +76,8 @@ class Trainer:
         self.strategy = make_strategy(cfg.parallel, self.model, device=device, world=world,
                                       group=group, units=units,
                                       all_reduce=hetero.all_reduce if hetero else None,
-                                      control_reduce=hetero.all_reduce_small if hetero else None)
+                                      control_reduce=hetero.all_reduce_small if hetero else None,
+                                      pacer=pacer)
         self.opt, self.sched = build_optimizer(
             (p for p in self.model.parameters() if p.requires_grad), t,
             foreach=self.strategy.optimizer_foreach)
@@ -260,6 +263,9 @@ class Trainer:
                                    "samples_per_s": sps, "t": clock.wall()}
             if self.emu is not None:
                 rec["emulated"] = True
+                rec.update(self.emu.labels)  # emulated_as, time_scale
+                if self.emu.last_report is not None and self.emu.links is not None:
+                    rec["comm_s"] = round(self.emu.last_report.comm_s, 6)
             if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
                 res = self.evaluate()
                 if res and self.rank == 0:

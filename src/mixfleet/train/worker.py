@@ -36,19 +36,22 @@ from mixfleet.telemetry import (
 )
 from mixfleet.train.config import RunConfig, shares_table
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.health.detectors import ThermalGuard, Watchdog
+from mixfleet.train.health.detectors import ThermalGuard, Watchdog, thermal_thresholds
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.mixed.collectives import default_backend, rank_chips
+from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
+from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
-from mixfleet.workloads import get_workload
+from mixfleet.workloads import load_workload
 
 __all__ = ["run_worker", "load_run_config", "build_summary"]
 
 
 def load_run_config(run: RunDir) -> RunConfig:
+    run.read_text(run.config)  # a link in its place is refused, never followed
     return from_dict(RunConfig, load_toml(run.config))
 
 
@@ -56,13 +59,13 @@ def _env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def _init_group(backend: str, rank: int, world: int, timeout_s: float) -> None:
+def _init_group(backend: str, rank: int, world: int, attempt: int, timeout_s: float) -> Any:
+    """Join the process group through a store mixfleet builds (never torch's default TCP
+    store on every interface: mixfleet.train.rendezvous); returns what must stay open."""
     timeout = datetime.timedelta(seconds=timeout_s)
-    if "MASTER_ADDR" in os.environ:
-        dist.init_process_group(backend, rank=rank, world_size=world, timeout=timeout)
-    else:  # a single in-process rank
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1,
-                                timeout=timeout)
+    store, keep = process_group_store(rank, world, attempt, timeout)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=timeout)
+    return keep
 
 
 def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] | None,
@@ -89,6 +92,7 @@ def build_summary(run: RunDir, cfg: RunConfig, final_metric: tuple[str, float] |
         # emulated when any rank is: a job with a real rank 0 and emulated peers is not a
         # hardware measurement
         "emulated": any(is_emulated(d) for d in (devices or [device])),
+        **(plan.fields() if (plan := as_model_plan(cfg, devices)) is not None else {}),
         "run_dir": str(run.root),
     }
 
@@ -142,13 +146,11 @@ def _thermal_guard(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
     """This rank's guard, reading its own device: the emulated chip, or the node table's
     row of its device (by stable id)."""
     h = cfg.health
+    warn, crit, _ = thermal_thresholds(h.warn_c, h.critical_c,
+                                       emu.profile if emu is not None else None)
     if emu is not None:
-        warn = h.warn_c if h.warn_c is not None else emu.profile.throttle_c - 2
-        crit = h.critical_c if h.critical_c is not None else emu.profile.limit_c - 3
         return ThermalGuard(warn_c=warn, critical_c=crit, resume_c=warn - h.resume_margin_c,
                             read=lambda: emu.snapshot().temp_c)
-    warn = h.warn_c if h.warn_c is not None else 85.0
-    crit = h.critical_c if h.critical_c is not None else 95.0
     read: Any = lambda: None  # noqa: E731 - the CPU: no temperature
     if place.index is not None and cfg.telemetry.hz > 0:
         read = device_temperature(table_path(run.root), place.index,
@@ -174,11 +176,11 @@ def run_worker(run_dir: str) -> int:
     if cfg.train.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
-    _init_group(default_backend(devices, device, cfg.launch.backend, placements=places), rank,
-                world, cfg.launch.init_timeout_s)
+    server = _init_group(default_backend(devices, device, cfg.launch.backend, placements=places),
+                       rank, world, attempt, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
-    run.pids.mkdir(parents=True, exist_ok=True)
-    (run.pids / f"rank{rank}").write_text(str(os.getpid()))
+    run.mkdir(run.pids)
+    run.write(run.pids / f"rank{rank}", str(os.getpid()))
     run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
              device=spec if is_emulated(spec) else str(device), chip=places[rank].chip,
              device_id=places[rank].stable_id)
@@ -190,7 +192,7 @@ def run_worker(run_dir: str) -> int:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
-    workload = get_workload(cfg.workload.name, **cfg.workload.options)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
@@ -199,13 +201,27 @@ def run_worker(run_dir: str) -> int:
                                                            local_ranks=local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
+    as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
+    pacer = None
+    if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
+        pacer = link_pacer(cfg, [p.kind for p in places], local_world=local_world,
+                           plan=as_model, group=dist.new_group(backend="gloo"))
+        if emu is not None:
+            emu.attach_links(pacer)
+    if as_model is not None and rank == 0:
+        run.emit("emulated_as", **as_model.fields(), label=as_model.label(),
+                 time_scale_origin=as_model.time_scale_origin, links=pacer and pacer.describe(),
+                 token_s={k: float(f"{v:.4g}") for k, v in as_model.token_s.items()},
+                 emulated=True)
+        if progress is not None:
+            progress.label += f" {as_model.label()}"
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
     samplers = _start_telemetry(cfg, run, emu, local_rank)
     hetero, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
                                         workload=workload.name, emit=run.emit, emu=emu,
-                                        placements=places)
+                                        placements=places, as_model=as_model)
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
@@ -214,7 +230,9 @@ def run_worker(run_dir: str) -> int:
                       ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
                       faults=faults, local_world=local_world, groups=groups,
-                      on_step=progress.step if progress is not None else None)
+                      on_step=progress.step if progress is not None else None, pacer=pacer)
+    if pacer is not None:
+        model_bytes(pacer, as_model, trainer.model)
     resumed = trainer.resume()
     if rank == 0:
         last = _last_step(run)
@@ -257,19 +275,24 @@ def run_worker(run_dir: str) -> int:
         # Every rank stopped at the same step; the launcher restarts without the device.
         dist.barrier()
         dist.destroy_process_group()
+        if server is not None:
+            server.close()
         return 0
     weights = trainer.final_state_dict()  # a collective under fsdp
     metric = out["final_metric"] if rank == 0 else None
     if rank == 0:
-        run.final.mkdir(parents=True, exist_ok=True)
-        torch.save(weights, run.final / "model.pt")
+        run.mkdir(run.final)
+        with run.create(run.final / "model.pt") as f:
+            torch.save(weights, f)
         summary = build_summary(run, cfg, metric, world,
                                 emu.device_string if emu is not None else str(device),
                                 devices)
         run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
-        run.summary.write_text(json.dumps(summary, indent=2) + "\n")
+        run.write(run.summary, json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()
+    if server is not None:
+        server.close()  # rank 0's listening socket across machines
     return 0
 
 

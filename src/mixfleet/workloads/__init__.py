@@ -15,7 +15,7 @@ from mixfleet.errors import WorkloadError
 from mixfleet.workloads.base import Dataset, Workload, count_train_flops
 
 __all__ = ["BUILTIN", "Dataset", "Workload", "count_train_flops", "get_workload",
-           "check_workload_name"]
+           "load_workload", "check_workload_name"]
 
 
 def _digits(**kw: Any) -> Workload:
@@ -75,3 +75,14 @@ def get_workload(name: str, **options: Any) -> Workload:
     from mixfleet.workloads.user import load_user_workload
 
     return load_user_workload(name, options)
+
+
+def load_workload(name: str, options: dict[str, Any], path: str = "") -> Workload:
+    """The workload of a run's ``[workload]``: :func:`get_workload`, with a user
+    workload imported from the directory ``path`` too (mixfleet.workloads.user)."""
+    if path and ":" in name and not name.startswith(HF_PREFIX):
+        check_workload_name(name)
+        from mixfleet.workloads.user import load_user_workload
+
+        return load_user_workload(name, options, path)
+    return get_workload(name, **options)

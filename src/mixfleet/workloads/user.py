@@ -12,12 +12,19 @@ returns a dict with:
 - optionally ``eval_dataset`` (same form) and ``metric``: ``metric(outputs, targets)`` -> a
   float averaged over samples, with ``metric_name`` (default ``"eval_loss"``, the mean
   loss when no metric is given).
+
+Where the module comes from (docs/security.md): an installed package, the directory of
+``[workload] path``, or, without it, the directory of the config file when that directory
+is the user's own and not writable by group or others. The directory is appended to
+``sys.path`` (installed packages win); the working directory is never searched.
 """
 
 from __future__ import annotations
 
 import copy
 import importlib
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +35,7 @@ from torch import nn
 from mixfleet.errors import WorkloadError
 from mixfleet.workloads.base import Batch, Dataset, Workload, count_train_flops
 
-__all__ = ["load_user_workload"]
+__all__ = ["load_user_workload", "is_user_ref", "trusted_dir", "workload_dir"]
 
 
 def _as_dataset(obj: Any, what: str, ref: str) -> Dataset:
@@ -44,19 +51,54 @@ def _as_dataset(obj: Any, what: str, ref: str) -> Dataset:
                         f"(got {type(obj).__name__})")
 
 
-def _import(ref: str) -> Any:
+def is_user_ref(name: str) -> bool:
+    """``package.module:function`` (not ``hf:<dir>``)."""
+    return ":" in name and not name.startswith("hf:")
+
+
+def trusted_dir(d: Path) -> bool:
+    """A directory code may be imported from: owned by this user, not writable by group
+    or others (its files could be replaced by them otherwise)."""
+    try:
+        st = d.stat()
+    except OSError:
+        return False
+    return (stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid()
+            and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+def workload_dir(name: str, path: str, config_dir: Path | None) -> str:
+    """The directory a user workload ``name`` is imported from, absolute: ``path`` (relative
+    to ``config_dir``), else ``config_dir`` when :func:`trusted_dir`, else ``""``
+    (installed packages only)."""
+    if not is_user_ref(name):
+        return path
+    if path:
+        p = Path(path).expanduser()
+        if not p.is_absolute() and config_dir is not None:
+            p = config_dir / p
+        return str(p.absolute())
+    if config_dir is not None and trusted_dir(config_dir):
+        return str(config_dir.absolute())
+    return ""
+
+
+def _import(ref: str, path: str = "") -> Any:
     mod_name, _, fn_name = ref.partition(":")
     if not mod_name or not fn_name:
         raise WorkloadError(f"workload.name {ref!r} is not of the form "
                             f"'package.module:function'")
-    if str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))
+    if path and path not in sys.path:
+        sys.path.append(path)  # after the installed packages: they are not shadowed
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:
-        raise WorkloadError(f"workload.name {ref!r}: cannot import {mod_name!r} ({e}); make "
-                            f"it importable (install it, or run from its parent folder, or "
-                            f"set PYTHONPATH)") from None
+        where = f"installed packages and {path}" if path else "installed packages"
+        raise WorkloadError(f"workload.name {ref!r}: cannot import {mod_name!r} from "
+                            f"{where} ({e}); install it, set [workload] path = \"DIR\" to "
+                            f"the folder holding it, or keep it beside the config file in a "
+                            f"folder you own that group and others cannot write (the "
+                            f"working directory is never searched)") from None
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise WorkloadError(f"workload.name {ref!r}: {mod_name} has no function "
@@ -64,9 +106,10 @@ def _import(ref: str) -> Any:
     return fn
 
 
-def load_user_workload(ref: str, options: dict[str, Any]) -> Workload:
-    """Import and call ``ref`` and wrap what it returns as a :class:`Workload`."""
-    fn = _import(ref)
+def load_user_workload(ref: str, options: dict[str, Any], path: str = "") -> Workload:
+    """Import ``ref`` (installed, or from the directory ``path``), call it and wrap what it
+    returns as a :class:`Workload`."""
+    fn = _import(ref, path)
     try:
         out = fn(**options)
     except TypeError as e:

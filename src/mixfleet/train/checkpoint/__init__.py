@@ -2,6 +2,7 @@
 
     manager.py    CheckpointManager: saves/restores every stateful object (one restore path)
     dcp.py        persistent checkpoints with torch.distributed.checkpoint (COMMIT, keep-k)
+    safeload.py   DCP read without pickle (restricted .metadata, weights_only), file sha256
     snapshot.py   in-memory snapshots in host shared memory (survive a worker's crash)
     hostmem.py    host memory for snapshots: sizes, and stale snapshot files to clean
     rng.py        RNG states (python, numpy, torch, device) as JSON for the manifest

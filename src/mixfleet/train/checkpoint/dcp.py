@@ -13,15 +13,19 @@ Protocol (every rank runs :meth:`Checkpointer.save` at the same steps):
    training group would deadlock against the step loop's collectives). Every file is
    fsynced (``FileSystemWriter(sync_files=True)``).
 3. *Commit* (rank 0, after ``dcp.save`` returned on rank 0, which happens only after every
-   rank's write has finished): ``manifest.json`` is written and fsynced, then ``COMMIT``
-   holding the manifest's sha256 and every file's size, then ``LATEST`` is replaced
-   atomically (write, fsync, rename, fsync the directory).
+   rank's write has finished): every DCP file is hashed (sha256) and made as private as
+   the run directory, ``manifest.json`` (with the hashes) is written and fsynced, then
+   ``COMMIT`` holding the manifest's sha256 and every file's size, then ``LATEST`` is
+   replaced atomically (write, fsync, rename, fsync the directory).
 4. *Prune*: only now are committed checkpoints beyond the newest ``keep`` deleted, and
    uncommitted (torn) directories older than the new one.
 
 A checkpoint counts only once its COMMIT exists and matches: :func:`committed_steps`
 checks the marker, the manifest hash and every file size, so a torn checkpoint (files
-truncated, marker missing, manifest corrupted) is never reported as valid.
+truncated, marker missing, manifest corrupted) is never reported as valid. Before loading,
+:meth:`Checkpointer.verify` checks every file against its sha256 and reads ``.metadata``
+without unpickling anything but DCP's metadata (:mod:`.safeload`); files are opened without
+following links (docs/security.md).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -41,11 +46,21 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.tensor import DTensor
 
-from mixfleet.errors import CheckpointError
+from mixfleet import safefs
+from mixfleet.errors import CheckpointError, UnsafePathError
+from mixfleet.train.checkpoint.safeload import (
+    METADATA,
+    SafePlanner,
+    SafeReader,
+    hash_files,
+    read_metadata,
+    verify_files,
+)
+from mixfleet.train.exchange import all_gather_json
 from mixfleet.train.health.faults import FaultInjector
 
 __all__ = ["Checkpointer", "committed_steps", "step_dir_name", "read_manifest",
-           "validate_step_dir"]
+           "validate_step_dir", "verify"]
 
 COMMIT = "COMMIT"
 MANIFEST = "manifest.json"
@@ -56,45 +71,36 @@ def step_dir_name(step: int) -> str:
     return f"step_{step:07d}"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_durable(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically and durably (tmp file, fsync, rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    safefs.write_atomic(path, data, durable=True)
 
 
 def validate_step_dir(d: Path) -> str | None:
     """None if ``d`` is a committed, intact checkpoint; else the reason it is not."""
     try:
-        commit = json.loads((d / COMMIT).read_text())
+        commit = json.loads(safefs.read_bytes(d / COMMIT))
     except FileNotFoundError:
         return "no COMMIT marker (the write did not finish)"
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, UnsafePathError) as e:
         return f"unreadable COMMIT marker ({e})"
+    if not isinstance(commit, dict) or not isinstance(commit.get("files", {}), dict):
+        return "COMMIT marker is not what mixfleet writes"
     try:
-        manifest_bytes = (d / MANIFEST).read_bytes()
-    except OSError as e:
+        manifest_bytes = safefs.read_bytes(d / MANIFEST)
+    except (OSError, UnsafePathError) as e:
         return f"manifest missing ({e})"
     if hashlib.sha256(manifest_bytes).hexdigest() != commit.get("manifest_sha256"):
         return "manifest does not match its hash in COMMIT (corrupted)"
     for name, size in commit.get("files", {}).items():
-        p = d / name
-        if not p.exists():
+        try:
+            st = os.lstat(d / str(name))
+        except (OSError, ValueError):
             return f"file {name} missing"
-        if p.stat().st_size != size:
-            return f"file {name} has {p.stat().st_size} bytes, COMMIT says {size} (truncated)"
+        if not stat.S_ISREG(st.st_mode):
+            return f"file {name} is a link or not a regular file (refused)"
+        if st.st_size != size:
+            return f"file {name} has {st.st_size} bytes, COMMIT says {size} (truncated)"
     return None
 
 
@@ -105,13 +111,20 @@ def _tear(d: Path) -> None:
         fh.truncate(f.stat().st_size // 2)
 
 
+def _real_dir(p: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(p).st_mode)
+    except OSError:
+        return False
+
+
 def committed_steps(root: Path) -> tuple[list[tuple[int, Path]], list[tuple[Path, str]]]:
     """(valid checkpoints newest first, [(torn dir, reason)]) under ``root``."""
     valid, torn = [], []
-    if not root.is_dir():
+    if not _real_dir(root):  # absent, or a link (never followed)
         return [], []
     for d in sorted(root.glob("step_*"), reverse=True):
-        if not d.is_dir():
+        if not _real_dir(d):
             continue
         try:
             step = int(d.name.split("_", 1)[1])
@@ -126,7 +139,32 @@ def committed_steps(root: Path) -> tuple[list[tuple[int, Path]], list[tuple[Path
 
 
 def read_manifest(d: Path) -> dict[str, Any]:
-    return json.loads((d / MANIFEST).read_text())
+    """The manifest of checkpoint ``d`` (JSON, never through a link)."""
+    return dict(json.loads(safefs.read_bytes(d / MANIFEST)))
+
+
+def verify(d: Path, part: tuple[int, int] = (0, 1)) -> dict[str, Any]:
+    """Check checkpoint ``d`` before anything of it is loaded: the manifest lists every file
+    with its sha256, ``.metadata`` matches its hash and holds only DCP metadata naming
+    files of the manifest, and files ``part`` = (i, n) (every n-th from the i-th: each rank
+    checks its share) match their hashes. Returns the manifest; CheckpointError names the
+    file and the reason."""
+    reason = validate_step_dir(d)
+    if reason is not None:
+        raise CheckpointError(f"{d} refused: {reason}")
+    try:
+        manifest = read_manifest(d)
+    except (OSError, ValueError, UnsafePathError) as e:
+        raise CheckpointError(f"{d / MANIFEST} refused: {e}") from None
+    files = manifest.get("files")
+    if not isinstance(files, dict) or METADATA not in files:
+        raise CheckpointError(f"{d / MANIFEST} lists no file hashes (written by a mixfleet "
+                              f"before they were recorded, or forged); checkpoint refused")
+    verify_files(d, files, [METADATA])
+    read_metadata(d / METADATA, files)
+    i, n = part
+    verify_files(d, files, [f for f in sorted(files) if f != METADATA][i::n])
+    return manifest
 
 
 def _writer_class() -> type:
@@ -136,6 +174,12 @@ def _writer_class() -> type:
         """FileSystemWriter with injectable faults (disk full, death mid-write)."""
 
         fault_hook: Callable[[str], None] | None = None
+
+        def prepare_local_plan(self, plan):
+            d = Path(str(self.path))
+            safefs.make_dir(d)  # a real directory of this user, never a link
+            os.chmod(d, safefs.dir_mode_in(d.parent))  # as private as the run directory
+            return super().prepare_local_plan(plan)
 
         def write_data(self, plan, planner):
             if self.fault_hook is not None:
@@ -154,7 +198,7 @@ class Checkpointer:
 
     def __init__(self, root: Path, *, rank: int, group: Any, keep: int, asynchronous: bool,
                  emit: Callable[..., Any], faults: FaultInjector | None = None) -> None:
-        self.root = root
+        self.root = safefs.make_dir(root)  # private (a link there is refused)
         self.rank = rank
         self.group = group
         self.keep = keep
@@ -219,8 +263,7 @@ class Checkpointer:
                 # run resumed from an older one, so this step is rewritten from scratch.
                 (d / COMMIT).unlink(missing_ok=True)
                 shutil.rmtree(d)
-            parts: list[Any] = [None] * dist.get_world_size(self.group)
-            dist.all_gather_object(parts, manifest.pop("per_rank", {}), group=self.group)
+            parts = all_gather_json(manifest.pop("per_rank", {}), group=self.group)
             d.mkdir(parents=True, exist_ok=True)
             writer = _writer_class()(str(d), sync_files=True, overwrite=True)
             writer.fault_hook = self._fault_hook(step)
@@ -237,11 +280,12 @@ class Checkpointer:
             return False
 
     def _commit(self, step: int, d: Path, manifest: dict[str, Any]) -> None:
-        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        names = [p.name for p in sorted(d.iterdir()) if stat.S_ISREG(os.lstat(p).st_mode)
+                 and p.name not in (COMMIT, MANIFEST) and not p.name.endswith(".tmp")]
+        hashed = hash_files(d, names)  # every rank's write has finished (dcp.save returned)
+        data = json.dumps({**manifest, "files": hashed}, indent=1, sort_keys=True).encode()
         _write_durable(d / MANIFEST, data)
-        files = {p.name: p.stat().st_size for p in sorted(d.iterdir())
-                 if p.is_file() and p.name not in (COMMIT, MANIFEST) and
-                 not p.name.endswith(".tmp")}
+        files = {name: h["bytes"] for name, h in hashed.items()}
         commit = {"step": step, "manifest_sha256": hashlib.sha256(data).hexdigest(),
                   "files": files}
         _write_durable(d / COMMIT, json.dumps(commit, indent=1).encode())
@@ -260,10 +304,18 @@ class Checkpointer:
                 shutil.rmtree(d, ignore_errors=True)
 
     # -- loading -----------------------------------------------------------------------
+    def verify(self, d: Path) -> dict[str, Any]:
+        """:func:`verify` with this rank's share of the files; the manifest."""
+        world = dist.get_world_size(self.group) if dist.is_initialized() else 1
+        return verify(d, (self.rank, world))
+
     def load(self, d: Path, state: dict[str, Any]) -> dict[str, Any]:
-        """Load the DCP files of ``d`` into ``state`` in place; returns the manifest."""
+        """Load the DCP files of ``d`` into ``state`` in place (call :meth:`verify` first,
+        and agree across ranks); returns the manifest."""
         try:
-            dcp.load(state, checkpoint_id=str(d), process_group=self.group)
+            files = read_manifest(d).get("files") or {}
+            dcp.load(state, storage_reader=SafeReader(d, files), planner=SafePlanner(),
+                     process_group=self.group)
             return read_manifest(d)
         except (Exception, CheckpointException) as e:  # noqa: BLE001
             raise CheckpointError(f"cannot load {d}: {type(e).__name__}: {e}") from e

@@ -16,28 +16,34 @@ from typing import Any
 import torch
 
 from mixfleet.errors import CheckpointError, ConfigError
-from mixfleet.train.checkpoint.dcp import committed_steps
+from mixfleet.train.checkpoint.dcp import committed_steps, verify
+from mixfleet.train.checkpoint.safeload import METADATA, SafePlanner, SafeReader, read_metadata
 
 __all__ = ["export_safetensors"]
 
 
-def _tensor_keys(ckpt: Path) -> dict[str, Any]:
-    from torch.distributed.checkpoint import FileSystemReader
+def _tensor_keys(ckpt: Path, files: dict[str, Any]) -> dict[str, Any]:
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
-    md = FileSystemReader(str(ckpt)).read_metadata()
+    md = read_metadata(ckpt / METADATA, files)  # no pickle beyond DCP's metadata classes
     return {k: v for k, v in md.state_dict_metadata.items()
             if k.startswith("model.") and isinstance(v, TensorStorageMetadata)}
 
 
-def _load(ckpt: Path, key: str, meta: Any) -> torch.Tensor:
+def _load(ckpt: Path, files: dict[str, Any], key: str, meta: Any) -> torch.Tensor:
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
 
     t = torch.empty(tuple(meta.size), dtype=meta.properties.dtype)
     box = {"model": {key[len("model."):]: t}}
     with warnings.catch_warnings():  # "assuming the intent is to load in a single process"
         warnings.simplefilter("ignore", UserWarning)
-        dcp.load(box, checkpoint_id=str(ckpt), no_dist=True)
+        try:
+            dcp.load(box, storage_reader=SafeReader(ckpt, files), planner=SafePlanner(),
+                     no_dist=True)
+        except (Exception, CheckpointException) as e:  # noqa: BLE001 - said in one line
+            raise CheckpointError(f"cannot read {key} from {ckpt}: {type(e).__name__}: "
+                                  f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     return box["model"][key[len("model."):]]
 
 
@@ -59,7 +65,8 @@ def export_safetensors(run_dir: str | Path, out: str | Path, *, step: int | None
     dest = Path(out)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ConfigError(f"--out {str(dest)!r} is not an empty directory; pass a new one")
-    keys = _tensor_keys(ckpt)
+    files = verify(ckpt)["files"]  # every file against its sha256, .metadata unpickle-free
+    keys = _tensor_keys(ckpt, files)
     if not keys:
         raise CheckpointError(f"{ckpt} holds no model tensors")
     groups: list[list[str]] = [[]]
@@ -76,7 +83,7 @@ def export_safetensors(run_dir: str | Path, out: str | Path, *, step: int | None
     weight_map, total = {}, 0
     for i, group in enumerate(groups):
         name = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
-        tensors = {k[len("model."):]: _load(ckpt, k, keys[k]).contiguous() for k in group}
+        tensors = {k[len("model."):]: _load(ckpt, files, k, keys[k]).contiguous() for k in group}
         total += sum(t.numel() * t.element_size() for t in tensors.values())
         tmp = dest / (name + ".tmp")
         save_file(tensors, str(tmp), metadata={"format": "pt", "step": str(chosen)})

@@ -15,6 +15,7 @@ Resume (from memory or disk) and rollback (from disk) go through one restore pat
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import socket
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from mixfleet import __version__
+from mixfleet import __version__, safefs
+from mixfleet.errors import CheckpointError
 from mixfleet.train.checkpoint.dcp import (
     Checkpointer,
     committed_steps,
@@ -40,6 +42,7 @@ from mixfleet.train.checkpoint.snapshot import (
     restore_copy,
     snapshot_path,
 )
+from mixfleet.train.exchange import all_gather_json, broadcast_json
 from mixfleet.train.parallel.strategy import ReductionStrategy
 from mixfleet.train.rundir import RunDir
 
@@ -95,10 +98,14 @@ class CheckpointManager:
         self.slots = 2  # double-buffered unless only one copy fits the host budget
         self._snap_nstate = (-1, -1)  # (optimizer states, strategy.state_generation)
         self.snap_path: Path | None = None  # None: no in-memory snapshots (refused)
+        avoided: list[SnapshotRefused] = []  # a squatted or opened-up directory: a new one
         try:
-            self.snap_path = snapshot_path(run.root, world, rank)
+            self.snap_path = snapshot_path(run.root, world, rank, refused=avoided)
         except SnapshotRefused as e:
             self._refused(e)
+        for bad in avoided:
+            run.emit("snapshot_refused", rank=rank, path=str(bad.path), reason=bad.reason,
+                     instead=str(self.snap_path.parent) if self.snap_path else None)
         self._rng_buf = torch.get_rng_state().clone()
         self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
                              if device.type != "cpu" else None)
@@ -244,7 +251,11 @@ class CheckpointManager:
         if self.snap is not None:
             self.snap.remove()
             self.snap = None
-        self.gasp_path().unlink(missing_ok=True)
+        if self.snap_path is not None:
+            with contextlib.suppress(OSError):  # the run's snapshot directory, if empty
+                self.snap_path.parent.rmdir()
+        if safefs.is_owned_dir(self.gasp_path().parent):  # never through a link
+            self.gasp_path().unlink(missing_ok=True)
 
     def gasp_path(self) -> Path:
         name = self.snap_path.name if self.snap_path is not None else "refused"
@@ -255,7 +266,12 @@ class CheckpointManager:
         self.wait_snapshot()
         if self.snap is None or not self.snap.valid_steps():
             return None
-        path = self.snap.persist(self.gasp_path())
+        try:
+            path = self.snap.persist(self.gasp_path())
+        except SnapshotRefused as e:  # gasp/ is a link or another user's: not written
+            self.run.emit("snapshot_refused", rank=self.rank, path=str(e.path),
+                          reason=e.reason)
+            return None
         self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
                       path=str(path))
         return path
@@ -312,6 +328,14 @@ class CheckpointManager:
         self.init_optimizer_state()
         state = self.strategy.state_dict(self.opt)
         manifest = None
+        try:  # hashes and metadata checked before DCP reads a byte (every rank agrees)
+            self.ckpt.verify(d)
+            verified = True
+        except CheckpointError as e:
+            verified = False
+            self.run.emit("checkpoint_skipped", dir=str(d), rank=self.rank, reason=str(e))
+        if not self._agree(verified):
+            return None
         try:
             manifest = self.ckpt.load(d, state)
         except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
@@ -345,8 +369,7 @@ class CheckpointManager:
             self._refused(e)
         everyone: list[Any] = [sorted(steps)]
         if self.world > 1:
-            everyone = [None] * self.world
-            dist.all_gather_object(everyone, sorted(steps), group=self.group)
+            everyone = all_gather_json(sorted(steps), group=self.group)
         step = max(set(everyone[0]).intersection(*everyone[1:]), default=None)
         if step is None or step <= disk_step:
             return None
@@ -384,7 +407,7 @@ class CheckpointManager:
                 self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
             cands = [[(s, str(d)) for s, d in valid]]
         if self.world > 1:
-            dist.broadcast_object_list(cands, src=0, group=self.group)
+            cands = [broadcast_json(cands[0], src=0, group=self.group)]
         newest_disk = cands[0][0][0] if cands[0] else -1
         self.ckpt.last_committed = newest_disk if newest_disk >= 0 else None
         if enabled_memory:

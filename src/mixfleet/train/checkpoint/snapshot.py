@@ -10,10 +10,14 @@ On SIGTERM (torchrun stopping the survivors, a scheduler's preemption) each rank
 file into ``RUN_DIR/gasp/`` (the *dying gasp*); a restart on a machine whose ``/dev/shm``
 lacks the file starts from that copy.
 
-Snapshots live in a private per-user directory (``/dev/shm/mixfleet-<uid>``, mode 0700,
-created atomically and checked to be a real directory owned by this user), and every file
-is checked before it is opened (``O_NOFOLLOW``, owned by this user, not writable by group
-or others): another local user can neither plant a snapshot nor swap one. A file that
+Snapshots live in a private directory of the run on each host
+(``/dev/shm/mixfleet-<uid>-<random>``, made by ``mkdtemp``: mode 0700, a name nobody can
+take first), recorded in the run directory (``snapshots.<host>``) and checked on every use
+to be a real directory owned by this user; a recorded one that fails the check (squatted
+after a reboot, opened up) is reported and replaced by a new one, never a reason to turn
+snapshots off. Every file is checked before it is opened (``O_NOFOLLOW``, owned by this
+user, not writable by group or others): another local user can neither plant a snapshot
+nor swap one. A file that
 fails a check raises :class:`SnapshotRefused` and is not read. The metadata region is JSON
 (never pickle), bounded by the region's size.
 
@@ -25,23 +29,28 @@ or world size is never read. Snapshots do not survive the node; disk checkpoints
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mixfleet.errors import CheckpointError
+from mixfleet import safefs
+from mixfleet.errors import CheckpointError, UnsafePathError
 
 __all__ = ["MemorySnapshot", "snapshot_path", "peek_snapshot", "snapshot_dir",
-           "check_snapshot_file", "SnapshotRefused", "legacy_snapshot_path", "restore_copy"]
+           "check_snapshot_file", "SnapshotRefused", "legacy_snapshot_path", "restore_copy",
+           "recorded_snapshot_dirs", "user_snapshot_dirs"]
 
 _MAGIC = 0x6D69786669656C64  # "mixfield"
 _HDR_BYTES = 4096
@@ -82,23 +91,86 @@ def _base() -> Path:
     return Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
 
 
-def snapshot_dir(base: Path | None = None) -> Path:
-    """This user's private snapshot directory, created (mode 0700) if absent; one that is
-    not a real directory owned by this user with mode 0700 raises SnapshotRefused."""
-    d = (base or _base()) / f"mixfleet-{_euid()}"
+def _record(run_root: Path) -> Path:
+    return run_root / f"snapshots.{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def _locked(run_root: Path) -> Iterator[None]:
+    """The ranks of a node agree on one directory: one at a time picks or makes it."""
+    fd = safefs.open_fd(run_root / ".snapshots.lock", os.O_RDWR | os.O_CREAT)
     try:
-        os.mkdir(d, 0o700)  # atomic: fails if anything (a planted link too) is there
-    except FileExistsError:
-        pass
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _check_dir(d: Path, base: Path) -> None:
+    if d.parent != base or not d.name.startswith(f"mixfleet-{_euid()}-"):
+        raise SnapshotRefused(d, f"not a snapshot directory of this user under {base}")
     _check_stat(os.lstat(d), d, want_dir=True)
-    return d
 
 
-def snapshot_path(run_root: Path, world: int, rank: int) -> Path:
+def snapshot_dir(run_root: Path, base: Path | None = None,
+                 refused: list[SnapshotRefused] | None = None) -> Path:
+    """This run's private snapshot directory on this host: the one recorded in the run
+    directory while it is a real 0700 directory of this user; else a new one (``mkdtemp``)
+    recorded there. A recorded one that fails the check is appended to ``refused`` (to be
+    reported) and avoided."""
+    base = base or _base()
+    safefs.make_dir(run_root)
+    with _locked(run_root):
+        try:
+            d = Path(safefs.read_text(_record(run_root), max_bytes=4096).strip())
+            _check_dir(d, base)
+            return d
+        except FileNotFoundError:
+            pass  # none recorded, or gone (a reboot empties /dev/shm): a new one
+        except SnapshotRefused as e:
+            if refused is not None:
+                refused.append(e)
+        d = Path(tempfile.mkdtemp(prefix=f"mixfleet-{_euid()}-", dir=base))
+        safefs.write_atomic(_record(run_root), f"{d}\n".encode())
+        return d
+
+
+def recorded_snapshot_dirs(run_root: Path) -> list[Path]:
+    """The snapshot directories recorded in ``run_root`` (every host) that are real 0700
+    directories of this user (``mixfleet clean``); nothing is created."""
+    out = []
+    for rec in sorted(run_root.glob("snapshots.*")):
+        try:
+            d = Path(safefs.read_text(rec, max_bytes=4096).strip())
+            _check_dir(d, d.parent)
+        except (OSError, ValueError, CheckpointError, UnsafePathError):
+            continue
+        out.append(d)
+    return out
+
+
+def user_snapshot_dirs(base: Path | None = None) -> list[Path]:
+    """Every snapshot directory of this user under ``base`` (real 0700 directories of
+    this user, the per-user one of earlier versions included); links are skipped."""
+    base = base or _base()
+    out = []
+    for d in sorted(base.glob(f"mixfleet-{_euid()}*")):
+        if d.name != f"mixfleet-{_euid()}" and not d.name.startswith(f"mixfleet-{_euid()}-"):
+            continue
+        try:
+            _check_stat(os.lstat(d), d, want_dir=True)
+        except (OSError, SnapshotRefused):
+            continue
+        out.append(d)
+    return out
+
+
+def snapshot_path(run_root: Path, world: int, rank: int,
+                  refused: list[SnapshotRefused] | None = None) -> Path:
     """The shared-memory file of ``rank`` of a run (per world size, per run directory), in
-    this user's private :func:`snapshot_dir`."""
+    the run's private :func:`snapshot_dir`."""
     key = hashlib.sha256(str(run_root.resolve()).encode()).hexdigest()[:12]
-    return snapshot_dir() / f"{key}-w{world}-r{rank}.snap"
+    return snapshot_dir(run_root, refused=refused) / f"{key}-w{world}-r{rank}.snap"
 
 
 def legacy_snapshot_path(run_root: Path, world: int, rank: int) -> Path:
@@ -124,7 +196,10 @@ def check_snapshot_file(path: Path) -> None:
 
 def restore_copy(src: Path, dst: Path) -> None:
     """Copy a persisted snapshot (the dying gasp) to ``dst`` as a private file (0600, created
-    exclusively, never through a link), after checking ``src`` like any snapshot file."""
+    exclusively, never through a link), after checking ``src`` like any snapshot file (and
+    its directory: a real directory of this user, not a link)."""
+    if not safefs.is_owned_dir(src.parent):
+        raise SnapshotRefused(src, f"its directory {src.parent} is a link or not this user's")
     check_snapshot_file(src)
     if os.path.lexists(dst):
         os.unlink(dst)
@@ -263,8 +338,12 @@ class MemorySnapshot:
         return meta
 
     def persist(self, dst: Path) -> Path:
-        """Copy the snapshot file to ``dst`` durably (the dying gasp: survives the node)."""
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        """Copy the snapshot file to ``dst`` durably (the dying gasp: survives the node); a
+        link or another user's directory in place of ``dst``'s raises SnapshotRefused."""
+        try:
+            safefs.make_dir(dst.parent)
+        except UnsafePathError as e:
+            raise SnapshotRefused(dst.parent, str(e)) from None
         tmp = dst.with_name(dst.name + ".tmp")
         try:
             os.unlink(tmp)  # a leftover (or planted) temporary file
@@ -285,6 +364,9 @@ class MemorySnapshot:
             os.unlink(self.path)
         except FileNotFoundError:
             pass
+        if self.path.parent.name.startswith(f"mixfleet-{_euid()}-"):
+            with contextlib.suppress(OSError):  # the run's directory, once empty
+                self.path.parent.rmdir()
 
 
 def peek_snapshot(path: Path) -> tuple[int, dict[int, int]]:

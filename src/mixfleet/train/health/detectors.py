@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
+from mixfleet import safefs
 from mixfleet.config import field
 from mixfleet.config import require as _require
 from mixfleet.train.clock import Clock
@@ -29,6 +30,24 @@ __all__ = ["HealthConfig", "Watchdog", "StepGuard", "StragglerDetector", "Therma
            "HANG_EXIT_CODE"]
 
 HANG_EXIT_CODE = 75
+
+
+DEFAULT_WARN_C, DEFAULT_CRITICAL_C = 85.0, 95.0  # a real chip whose limits are not set
+
+
+def thermal_thresholds(warn_c: float | None, critical_c: float | None,
+                       profile: Any | None = None) -> tuple[float, float, str]:
+    """(warning, critical, where they come from): the configured values, else an emulated
+    chip's profile (throttle point - 2, limit - 3), else 85 / 95 degC. The one owner of
+    these defaults: the worker's guard and the dashboard's chart both call it."""
+    if profile is not None:
+        dw, dc, src = profile.throttle_c - 2, profile.limit_c - 3, "emulated chip profile"
+    else:
+        dw, dc, src = DEFAULT_WARN_C, DEFAULT_CRITICAL_C, "trainer default"
+    if warn_c is not None:
+        src = "config"
+    return (float(dw if warn_c is None else warn_c),
+            float(dc if critical_c is None else critical_c), src)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -140,9 +159,9 @@ class Watchdog:
         waited, bound = self._clock() - self._last, self.bound()
         if waited <= bound:
             return False
-        self.stacks_dir.mkdir(parents=True, exist_ok=True)
+        safefs.make_dir(self.stacks_dir)
         path = self.stacks_dir / f"rank{self.rank}.txt"
-        with open(path, "a") as f:
+        with os.fdopen(safefs.open_append(path), "a") as f:  # never through a link
             f.write(f"--- rank {self.rank}: no step for {waited:.1f}s (bound {bound:.1f}s) "
                     f"after step {self._step} ---\n")
             f.flush()

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mixfleet import safefs
 from mixfleet.errors import ConfigError
 from mixfleet.train.clock import Clock, SystemClock
 
@@ -150,8 +151,8 @@ class FaultPlan:
                 marker = self.dir / f"{f.marker}.{step}.rank{self.rank}"
                 if marker.exists():
                     return None
-                self.dir.mkdir(parents=True, exist_ok=True)
-                marker.write_text(str(os.getpid()))
+                safefs.make_dir(self.dir)
+                safefs.write_atomic(marker, str(os.getpid()).encode())
                 return f
         return None
 

@@ -2,6 +2,7 @@
 
     shares.py       shares of the global batch per rank, from speeds; shedding a rank
     rebalance.py    ShareController: micro-batches, emulated pacing, online rebalance
+    pacing.py       a job's emulated pace: as_model's plan, the pacer of emulated links
     collectives.py  the all-reduce across chip kinds (native inside a kind, gloo between)
     placement.py    which physical device each rank uses and what chip it is
     blocklist.py    devices drained from a run (blocklist.json) and the masks that skip them

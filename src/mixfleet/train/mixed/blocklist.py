@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mixfleet import safefs
 from mixfleet.catalog.detect import Detection
 from mixfleet.catalog.visible import env_mask, visible_devices
 from mixfleet.errors import ConfigError
@@ -32,10 +33,12 @@ def read_entries(run_root: str | Path) -> list[dict[str, Any]]:
     """The entries of ``RUN_DIR/blocklist.json`` ([] if none); a damaged file raises
     ConfigError naming it and the fix."""
     p = Path(run_root) / BLOCKLIST
-    if not p.exists():
+    try:
+        raw = safefs.read_bytes(p)  # a link in its place raises UnsafePathError
+    except FileNotFoundError:
         return []
     try:
-        data = json.loads(p.read_bytes().decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ConfigError(f"{p} is not valid JSON ({type(e).__name__}: {str(e)[:80]}); "
                           f"restore it or delete it to unblock every device") from None

@@ -25,6 +25,7 @@ run's manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,6 +36,7 @@ import torch.distributed as dist
 from mixfleet.catalog.detect import Detection
 from mixfleet.errors import ConfigError
 from mixfleet.train.device import BACKENDS, backend_for
+from mixfleet.train.exchange import all_gather_json
 from mixfleet.train.mixed.placement import RankDevice, on_fake_node, place_rank, rank_placements
 from mixfleet.train.parallel.strategy import sum_small
 
@@ -152,8 +154,8 @@ class FleetCollectives:
                    backend=backend)
         if self.world > 1 and dist.is_initialized():
             self.control = dist.new_group(backend="gloo")
-            views: list[Any] = [None] * self.world
-            dist.all_gather_object(views, self.placements[rank], group=self.control)
+            views = [RankDevice(**v) for v in all_gather_json(
+                dataclasses.asdict(self.placements[rank]), group=self.control)]
             if [v.kind for v in views] != self.kinds:
                 self._place(list(views))
             if self.hierarchical:

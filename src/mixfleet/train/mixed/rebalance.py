@@ -5,7 +5,9 @@ window - its forward and backward passes over its share (on an emulated chip inc
 the padding that paces it, placed before the collective as a real chip's slower compute
 would be) - and the median of the rest of its step outside the collective (optimizer,
 logging, snapshots): step time minus compute minus the time in the collective. The time
-spent *waiting* in the collective never counts: a fast rank that waits is not slow.
+spent *waiting* in the collective never counts: a fast rank that waits is not slow. On an
+emulated chip the step's fixed costs and its time in priced transfers (emulated links,
+``docs/emulation.md``) are not compute either: they go to the share-independent time.
 
 Rank 0 models rank r's step as ``x_r / v_r + o_r`` (``v_r`` its measured samples/s,
 ``o_r`` its share-independent time), picks the shares that equalize it (integers summing
@@ -40,6 +42,7 @@ from mixfleet.train.sampler import equal_shares
 
 if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
+    from mixfleet.emulate.asmodel import AsModelPlan
     from mixfleet.train.config import RankConfig, RunConfig
     from mixfleet.train.health.base import StepOutcome
     from mixfleet.train.mixed.placement import RankDevice
@@ -196,9 +199,11 @@ class ShareController:
         emu = self.emu
         if emu is None:
             return manager.step(step, batches, loss)
-        return manager.step(step, batches, loss, on_grads=lambda: emu.compute_done(work=n),
+        sizes = [float(len(c)) for c in self.split(idx, shares, uniform=uniform) if len(c)]
+        return manager.step(step, batches, loss,
+                            on_grads=lambda: emu.compute_done(work=n, micro=sizes),
                             on_start=None if st.collective_forward else
-                            lambda: emu.pace_first(work=n))
+                            lambda: emu.pace_first(work=n, micro=sizes))
 
     def all_reduce(self, flat: torch.Tensor) -> None:
         """Sum the gradients over all ranks (hierarchical across device kinds)."""
@@ -215,6 +220,9 @@ class ShareController:
         rank). The new shares, or None."""
         now = time.perf_counter()
         wait, self.coll.wait_s = self.coll.wait_s, 0.0
+        rep = self.emu.last_report if self.emu is not None else None
+        if rep is not None and compute_s > 0:  # fixed costs and priced transfers
+            compute_s = max(1e-9, compute_s - rep.fixed_s - rep.comm_in_compute_s)
         if self._prev is not None:
             other = max(0.0, (now - self._prev) - wait - compute_s)
             self._window.append((compute_s, other))
@@ -272,10 +280,20 @@ def hetero_enabled(cfg: RunConfig) -> bool:
     return bool(cfg.ranks) or cfg.shares != SharesConfig() or cfg.emulate != EmulateConfig()
 
 
-def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int) -> None:
-    """Apply a rank's speed override and the fixed per-sample pace to its emulated chip."""
-    if cfg.ranks and cfg.ranks[rank].speed is not None:
-        emu.speed = float(cfg.ranks[rank].speed)  # type: ignore[arg-type]
+def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int,
+                       as_model: AsModelPlan | None = None) -> None:
+    """Apply a rank's speed override and the fixed per-sample pace to its emulated chip;
+    under ``as_model`` the named model's absolute pace (the chip's own figures: the
+    relative speed is 1 unless overridden)."""
+    override = cfg.ranks[rank].speed if cfg.ranks else None
+    if as_model is not None:
+        c = emu.chip_id
+        emu.speed = 1.0 if override is None else float(override)
+        emu.pace_absolute(as_model.token_s[c] * as_model.time_scale, as_model.costs[c],
+                          per_sample=as_model.shape.seq_len, labels=as_model.fields())
+        return
+    if override is not None:
+        emu.speed = float(override)
     if cfg.emulate.sample_s is not None:
         # budget = base x work x headroom / speed: fix base so that it is sample_s / speed.
         emu.calibrate(cfg.emulate.sample_s / emu.config.resolved_headroom())
@@ -283,7 +301,8 @@ def configure_emulated(emu: EmulatedDevice, cfg: RunConfig, rank: int) -> None:
 
 def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int, group: Any,
                workload: str, emit: Callable[..., Any], emu: EmulatedDevice | None = None,
-               placements: Sequence[RankDevice] | None = None
+               placements: Sequence[RankDevice] | None = None,
+               as_model: AsModelPlan | None = None
                ) -> tuple[ShareController | None, list[int] | None, list[dict[str, Any]]]:
     """A mixed fleet's share controller, initial shares and the job's group table (every
     rank calls this at the same point: it creates process groups); no controller and no
@@ -293,7 +312,7 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
                                  backend=cfg.launch.backend).group_table()
         return None, None, table
     if emu is not None:
-        configure_emulated(emu, cfg, rank)
+        configure_emulated(emu, cfg, rank, as_model)
     shares, micros, caps = initial_plan(cfg, devices, workload)
     coll = FleetCollectives.create(devices, rank, group=group, placements=placements,
                                    backend=cfg.launch.backend)

@@ -4,7 +4,7 @@ strategies import the interface, never each other)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -19,22 +19,27 @@ from mixfleet.train.parallel.strategy import (
     shard_units,
 )
 
+if TYPE_CHECKING:
+    from mixfleet.emulate.links import LinkPacer
+
 __all__ = ["make_strategy"]
 
 
 def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device, world: int,
                   group: Any, all_reduce: AllReduce | None = None,
                   control_reduce: AllReduce | None = None,
-                  units: Sequence[nn.Module] | None = None) -> ReductionStrategy:
+                  units: Sequence[nn.Module] | None = None,
+                  pacer: LinkPacer | None = None) -> ReductionStrategy:
     """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
     fleet's timed all-reduce of the gradients and of a control region; ``units``: the
-    blocks FSDP shards one by one, by default those of :func:`shard_units`)."""
+    blocks FSDP shards one by one, by default those of :func:`shard_units`; ``pacer``:
+    emulated links, see ``docs/emulation.md``)."""
     if cfg.mode == "auto":  # resolved at launch (mixfleet.train.autoplan.resolve_auto)
         raise ConfigError("parallel.mode = \"auto\" was not resolved; start the run with "
                           "`mixfleet train`, which picks the mode, or set dp or fsdp")
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
-                            all_reduce=all_reduce, control_reduce=control_reduce)
+                            all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)
     return FullyShardedDP(model, device=device, world=world, group=group,
                           units=shard_units(model) if units is None else units, cfg=cfg,
-                          all_reduce=all_reduce, control_reduce=control_reduce)
+                          all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)

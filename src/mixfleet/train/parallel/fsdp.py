@@ -23,6 +23,12 @@ from ``dp`` and are handled here:
 
 Mixed precision: ``MixedPrecisionPolicy(param_dtype, reduce_dtype=float32)``; the
 parameter dtype defaults to bf16 on accelerators and fp32 on the CPU.
+
+Emulated links: with a ``pacer`` every all-gather and reduce-scatter goes through FSDP2's
+custom-comm hooks (:func:`paced_comms`): the real gloo
+collective runs synchronously, then the pacer waits out its priced time. That removes the
+overlap of communication with compute that FSDP's prefetch gives on real hardware (see
+``docs/emulation.md``).
 """
 
 from __future__ import annotations
@@ -36,9 +42,10 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from mixfleet.emulate.links import LinkPacer
 from mixfleet.train.parallel.strategy import AllReduce, ParallelConfig, ReductionStrategy, sum_small
 
-__all__ = ["FullyShardedDP", "param_dtype_for"]
+__all__ = ["FullyShardedDP", "param_dtype_for", "paced_comms"]
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -62,6 +69,39 @@ def _checkpointed(block: nn.Module) -> None:
     block.forward = run
 
 
+def paced_comms(pacer: LinkPacer) -> tuple[Any, Any]:
+    """FSDP2 custom all-gather and reduce-scatter comms paced by ``pacer`` (synchronous:
+    the real collective, then the wait to its priced time; ``async_op`` is honoured by
+    returning no work, which FSDP2 accepts as already done)."""
+    from torch.distributed.fsdp._fully_shard._fsdp_api import AllGather, ReduceScatter
+
+    class PacedAllGather(AllGather):
+        def allocate(self, size: Sequence[int | torch.SymInt], *, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+            return torch.empty(*size, dtype=dtype, device=device)
+
+        def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor,
+                     group: dist.ProcessGroup, async_op: bool = False) -> None:
+            t = pacer.arrive()
+            dist.all_gather_into_tensor(output_tensor, input_tensor, group=group)
+            pacer.settle("all_gather", pacer.nbytes("all_gather", output_tensor.numel(),
+                                                    output_tensor.element_size()), t)
+
+    class PacedReduceScatter(ReduceScatter):
+        def allocate(self, size: Sequence[int | torch.SymInt], *, dtype: torch.dtype,
+                     device: torch.device) -> torch.Tensor:
+            return torch.empty(*size, dtype=dtype, device=device)
+
+        def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor,
+                     group: dist.ProcessGroup, op: Any, async_op: bool = False) -> None:
+            t = pacer.arrive()
+            dist.reduce_scatter_tensor(output_tensor, input_tensor, op=op, group=group)
+            pacer.settle("reduce_scatter", pacer.nbytes(
+                "reduce_scatter", input_tensor.numel(), input_tensor.element_size()), t)
+
+    return PacedAllGather(), PacedReduceScatter()
+
+
 class FullyShardedDP(ReductionStrategy):
     """See the module docstring."""
 
@@ -75,9 +115,10 @@ class FullyShardedDP(ReductionStrategy):
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  units: Sequence[nn.Module], cfg: ParallelConfig,
                  all_reduce: AllReduce | None = None,
-                 control_reduce: AllReduce | None = None) -> None:
+                 control_reduce: AllReduce | None = None,
+                 pacer: LinkPacer | None = None) -> None:
         super().__init__(model, device=device, world=world, group=group, all_reduce=all_reduce,
-                         control_reduce=control_reduce)
+                         control_reduce=control_reduce, pacer=pacer)
         from torch.distributed.device_mesh import DeviceMesh
         from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
@@ -99,6 +140,11 @@ class FullyShardedDP(ReductionStrategy):
         for m in self.fsdp_modules:
             m.set_gradient_divide_factor(1.0)  # sum, not mean: the loss is already / B
             m.set_force_sum_reduction_for_comms(True)  # plain SUM (gloo has no PREMUL_SUM)
+        if pacer is not None and world > 1:
+            gather, scatter = paced_comms(pacer)
+            for m in self.fsdp_modules:
+                m.set_custom_all_gather(gather)
+                m.set_custom_reduce_scatter(scatter)
         self.root: Any = model
         self.params = [p for p in model.parameters() if p.requires_grad]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,9 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 
 from mixfleet.config import field
 from mixfleet.train.parallel.flatopt import FlatSGD
+
+if TYPE_CHECKING:
+    from mixfleet.emulate.links import LinkPacer
 
 __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "shard_units", "sum_small"]
 
@@ -63,10 +66,12 @@ class ReductionStrategy(abc.ABC):
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  all_reduce: AllReduce | None = None,
-                 control_reduce: AllReduce | None = None) -> None:
+                 control_reduce: AllReduce | None = None,
+                 pacer: LinkPacer | None = None) -> None:
         self.model, self.device, self.world, self.group = model, device, world, group
         self._all_reduce = all_reduce  # a mixed fleet's (hierarchical) all-reduce
         self._control_reduce = control_reduce  # and its one-phase one for a few values
+        self.pacer = pacer  # emulated links: the model's transfers take their priced time
 
     @abc.abstractmethod
     def bind(self, n_control: int) -> torch.Tensor:
@@ -181,10 +186,14 @@ class DataParallel(ReductionStrategy):
         self.flat.zero_()
 
     def reduce(self) -> None:
+        t = self.pacer.arrive() if self.pacer is not None else 0.0
         if self._all_reduce is not None:
             self._all_reduce(self.flat)
         elif self.world > 1:
             dist.all_reduce(self.flat, group=self.group)
+        if self.pacer is not None and self.world > 1:  # the whole logical all-reduce
+            self.pacer.settle("all_reduce", self.pacer.nbytes(
+                "all_reduce", self.grads.numel(), self.flat.element_size()), t)
 
     def grad_size(self, norm: bool) -> float:
         return float((self.grads.norm() if norm else self.grads.sum()).item())
