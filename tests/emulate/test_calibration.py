@@ -27,6 +27,13 @@ def device(clock: FakeClock) -> EmulatedDevice:
                           clock=clock, sleep=clock.sleep)
 
 
+def budget_of(base_s: float) -> float:
+    """The step budget of a chip whose base is ``base_s`` (step costs included)."""
+    dev = device(FakeClock())
+    dev.calibrate(base_s)
+    return dev.budget(1.0)
+
+
 def budgets(dev: EmulatedDevice, clock: FakeClock, computes: list[float]) -> list[float]:
     out = []
     for c in computes:
@@ -38,12 +45,12 @@ def budgets(dev: EmulatedDevice, clock: FakeClock, computes: list[float]) -> lis
 
 def test_calibration_under_contention_is_lowered_once_the_host_is_free():
     """Five steps at 0.58 s (the demo's first job while the others started) then 0.017 s:
-    after five uncontended steps the budget is 1.5 x 0.017 s, not 1.5 x 0.58 s."""
+    after five uncontended steps the budget is that of 0.017 s, not of 0.58 s."""
     clock = FakeClock()
     dev = device(clock)
     b = budgets(dev, clock, [0.58] * 5 + [0.017] * 10)
-    assert b[4] == pytest.approx(1.5 * 0.58)
-    assert b[-1] == pytest.approx(1.5 * 0.017)
+    assert b[4] == pytest.approx(budget_of(0.58))
+    assert b[-1] == pytest.approx(budget_of(0.017))
 
 
 def test_later_contention_never_raises_the_budget():
@@ -52,7 +59,7 @@ def test_later_contention_never_raises_the_budget():
     clock = FakeClock()
     dev = device(clock)
     b = budgets(dev, clock, [0.02] * 5 + [0.5] * 10 + [0.025] * 10)
-    assert b[5:] == [pytest.approx(1.5 * 0.02)] * 20
+    assert b[5:] == [pytest.approx(budget_of(0.02))] * 20
 
 
 def test_budget_after_restart_equals_the_one_before():
@@ -72,4 +79,4 @@ def test_a_fixed_pace_is_never_recalibrated():
     clock = FakeClock()
     dev = device(clock)
     dev.calibrate(0.1)
-    assert budgets(dev, clock, [0.01] * 12) == [pytest.approx(0.15)] * 12
+    assert budgets(dev, clock, [0.01] * 12) == [pytest.approx(budget_of(0.1))] * 12
