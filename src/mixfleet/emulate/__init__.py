@@ -50,16 +50,21 @@ Modules (step costs, links and ``as_model``: ``docs/emulation.md``)::
     pricing.py  pure prices: StepCost, link classes, transfer times
     links.py    LinkPacer: paces transfers between emulated ranks to their price
     asmodel.py  as_model: a named model's shape, memory need and per-chip pace
+
+Modules:
+
+    device.py    EmulatedDevice: pads each step to its budget, heat, faults, calibration
+    records.py   StepReport and EmuSnapshot (what a device reports)
+    profile.py   per-chip parameters (profiles.toml): heat, hazards, step-cost shape
+    pricing.py   the step-cost shape and the link classes' prices (shared with the cost model)
+    links.py     LinkPacer: emulated transfers paced to their priced time
+    asmodel.py   as_model: pace a small model as a named large one; its memory need
+    speed.py     relative speeds of emulated chips; thermal.py the thermal model
 """
 
-from mixfleet.emulate.device import (
-    EmulatedDevice,
-    EmulatedFault,
-    EmulationConfig,
-    EmuSnapshot,
-    StepReport,
-)
+from mixfleet.emulate.device import EmulatedDevice, EmulatedFault, EmulationConfig
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
+from mixfleet.emulate.records import EmuSnapshot, StepReport
 from mixfleet.emulate.speed import is_emulated, parse_emu_device, relative_speeds
 from mixfleet.emulate.thermal import ThermalModel, ThermalState
 

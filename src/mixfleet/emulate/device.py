@@ -26,11 +26,12 @@ from mixfleet.config import field
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.emulate.pricing import StepCost
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
+from mixfleet.emulate.records import EmuSnapshot, StepReport
 from mixfleet.emulate.speed import parse_emu_device, relative_speeds
 from mixfleet.emulate.thermal import FaultKind, ThermalModel
 from mixfleet.errors import ConfigError, MixfleetError
 
-__all__ = ["EmulationConfig", "EmulatedDevice", "EmulatedFault", "StepReport", "EmuSnapshot"]
+__all__ = ["EmulationConfig", "EmulatedDevice", "EmulatedFault"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
@@ -72,38 +73,6 @@ class EmulatedFault(MixfleetError):
     def __init__(self, chip: str, kind: FaultKind, step: int, temp_c: float) -> None:
         super().__init__(f"emulated {chip} {kind} at step {step} ({temp_c:.1f} C)")
         self.chip, self.kind, self.step, self.temp_c = chip, kind, step, temp_c
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class StepReport:
-    """What one emulated step did (``emulated`` is always true)."""
-
-    step: int
-    compute_s: float  # the real computation (priced transfers excluded)
-    pad_s: float
-    budget_s: float  # the step cost (fixed costs included, priced transfers not)
-    temp_c: float
-    clock_factor: float
-    throttled: bool
-    fixed_s: float = 0.0  # the budget's fixed costs (per step and per micro-batch)
-    comm_s: float = 0.0  # time in priced transfers during the whole step (waits included)
-    comm_in_compute_s: float = 0.0  # priced transfer time before the padding (added to it)
-    emulated: bool = True
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class EmuSnapshot:
-    """Telemetry of an emulated chip (read by the emulated telemetry reader)."""
-
-    chip: str
-    temp_c: float
-    clock_mhz: float
-    power_w: float | None
-    util_pct: float
-    throttled: bool
-    step: int
-    virtual_time_s: float
-    emulated: bool = True
 
 
 class EmulatedDevice:
