@@ -36,6 +36,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mixfleet.runs import Event
 from mixfleet.train.checkpoint.dcp import Checkpointer, committed_steps, verify
 
 TENSOR_MB = 4
@@ -131,7 +132,7 @@ def main() -> None:
             hashing.append(time.perf_counter() - t0)
     dist.destroy_process_group()
 
-    failed = [e for e in events if e["event"] == "checkpoint_failed"]
+    failed = [e for e in events if e["event"] == Event.CHECKPOINT_FAILED]
     if failed or torn or not valid:
         print(f"error: checkpoints failed or torn: {failed or torn}", file=sys.stderr)
         raise SystemExit(1)

@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mixfleet.runs import Event
 from mixfleet.train.rundir import read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,7 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
         return next((e for e in events if e["event"] == name and e["t"] >= t_kill
                      and all(e.get(k) == v for k, v in match.items())), None)
 
-    start = first("run_start")  # the attempt that resumed after the kill
+    start = first(Event.RUN_START)  # the attempt that resumed after the kill
     if start is None:
         raise SystemExit(f"recovery: no resume after the kill in {run_dir / 'events.jsonl'}")
     nxt = next((m for m in metrics if m["t"] > start["t"]), None)
@@ -141,7 +142,8 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
     killed_at = max((m["step"] for m in metrics if m["t"] <= t_kill), default=0)
     errors = [ln.strip() for ln in log.read_text(errors="replace").splitlines()
               if "Error:" in ln and "Traceback" not in ln]
-    lost, worker = first("peer_lost"), first("worker_start", attempt=start.get("attempt"))
+    lost, worker = (first(Event.PEER_LOST),
+                    first(Event.WORKER_START, attempt=start.get("attempt")))
     return {
         "killed_at": killed_at,
         "resumed_from": start.get("resumed_from"),
@@ -155,7 +157,7 @@ def one_run(run_dir: Path, steps: int, interval: int, kill_at: int,
         "restarts": int(summary["restarts"]),
         "final_metric": summary.get("final_metric"),
         "wall_s": summary.get("wall_s"),
-        "restarts_after_kill": sum(e["event"] == "run_start" for e in events
+        "restarts_after_kill": sum(e["event"] == Event.RUN_START for e in events
                                    if e["t"] >= t_kill),
         "errors": errors,
         "leaked_snapshots": leaked,

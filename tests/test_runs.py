@@ -3,13 +3,15 @@ SIGKILL cannot take back (from which a restart counts the steps lost)."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from mixfleet.runs import JsonLines, RunDir, StepLog, StepMarker, read_jsonl
+from mixfleet.emulate.thermal import EVENT_OF_KIND
+from mixfleet.runs import EVENT_NAMES, Event, JsonLines, RunDir, StepLog, StepMarker, read_jsonl
 from tests.conftest import REPO
 
 
@@ -80,3 +82,49 @@ def test_step_marker_reads_none_when_absent_or_not_a_marker(tmp_path: Path) -> N
     log.close()
     assert StepMarker.read(RunDir(tmp_path / "run").last_step) == 3
     assert json.loads((tmp_path / "run" / "metrics.jsonl").read_text())["step"] == 3
+
+
+def _event_names(node: ast.expr, where: str) -> set[str]:
+    """The event names an ``emit`` call's first argument can take (constants only)."""
+    if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+            and node.value.id == "Event":
+        assert node.attr.isupper() and hasattr(Event, node.attr), f"{where}: Event.{node.attr}"
+        return {getattr(Event, node.attr)}
+    if isinstance(node, ast.IfExp):
+        return _event_names(node.body, where) | _event_names(node.orelse, where)
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) \
+            and node.value.id == "EVENT_OF_KIND":
+        return set(EVENT_OF_KIND.values())
+    raise AssertionError(f"{where}: an event name that is not a constant of "
+                         f"mixfleet.runs.Event: {ast.unparse(node)}")
+
+
+def _reads_event(node: ast.expr) -> bool:
+    """``e["event"]`` or ``e.get("event", ...)``."""
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "event"
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "get" and bool(node.args)
+            and isinstance(node.args[0], ast.Constant) and node.args[0].value == "event")
+
+
+def test_every_event_emitted_or_compared_in_src_is_a_unique_constant() -> None:
+    """Event names are unique constants of mixfleet.runs.Event; every emit(...) in src names
+    its event by one of them, and no code compares a record's "event" with a literal."""
+    consts = {k: v for k, v in vars(Event).items() if k.isupper()}
+    assert len(set(consts.values())) == len(consts) and set(consts.values()) == EVENT_NAMES
+    assert all(v == k.lower() for k, v in consts.items())
+    emitted: set[str] = set()
+    for f in sorted((REPO / "src" / "mixfleet").rglob("*.py")):
+        for node in ast.walk(ast.parse(f.read_text())):
+            where = f"{f.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call) and node.args and (
+                    isinstance(node.func, ast.Name) and node.func.id == "emit"
+                    or isinstance(node.func, ast.Attribute) and node.func.attr == "emit"):
+                emitted |= _event_names(node.args[0], where)
+            if isinstance(node, ast.Compare) and any(map(_reads_event, [node.left,
+                                                                        *node.comparators])):
+                literals = [c for c in ast.walk(node) if isinstance(c, ast.Constant)
+                            and isinstance(c.value, str) and c.value != "event"]
+                assert not literals, f"{where}: compares an event with a literal"
+    assert emitted == EVENT_NAMES  # and every constant is emitted somewhere (none is dead)

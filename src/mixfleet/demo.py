@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mixfleet.runs import Event
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.worker import load_run_config
 
@@ -88,7 +89,7 @@ def main() -> int:
     m = s_crash["final_metric"]
     print("\n=== result ===")
     paced = [e["interval"] for e in RunDir(crash).read_events()
-             if e["event"] == "snapshot_interval"]
+             if e["event"] == Event.SNAPSHOT_INTERVAL]
     cost = 100 * load_run_config(RunDir(crash)).checkpoint.snapshot_max_cost
     snaps = (f"every {paced[-1]} steps, paced from 1 to cost under {cost:g}% of the steps"
              if paced else "every step")
@@ -145,9 +146,9 @@ def _overheat_stage(config: Path, root: Path) -> bool:
                "--device", "emu:nvidia-h20", "--set", "train.steps=1500",
                "--set", "faults.inject=['overheat@rank=1,step=500','kill@rank=0,step=1000']")
     for e in RunDir(root / "overheat").read_events():
-        if e["event"] in ("thermal_warning", "thermal_resumed"):
+        if e["event"] in (Event.THERMAL_WARNING, Event.THERMAL_RESUMED):
             what = (f"{e['temp_c']:.1f} C >= warning {e['warn_c']:.0f} C: checkpoint, "
-                    f"{e['action']}" if e["event"] == "thermal_warning" else
+                    f"{e['action']}" if e["event"] == Event.THERMAL_WARNING else
                     f"cooled to {e['temp_c']:.1f} C after {e['paused_s']:.2f}s, resumed")
             print(f"thermal guard, rank {e['rank']} at step {e['step']}: {what}")
     m = s["final_metric"]
@@ -195,7 +196,7 @@ def _mixed_fleet(config: Path, root: Path) -> bool:
                        "shares.rebalance_every=10")
     equal = _emu_train(config, root / "equal", MIXED, 16)
     changes = [e for e in read_jsonl(root / "mixfleet" / "events.jsonl")
-               if e.get("event") == "shares_changed"]
+               if e.get("event") == Event.SHARES_CHANGED]
     print("\n=== mixed fleet result ===")
     if changes:
         print(f"shares of the {MIXED_B} samples: {changes[0]['old']} (equal) -> "

@@ -30,7 +30,60 @@ import numpy as np
 from mixfleet import safefs
 from mixfleet.errors import UnsafePathError
 
-__all__ = ["RunDir", "JsonLines", "StepLog", "StepMarker", "read_jsonl"]
+__all__ = ["RunDir", "JsonLines", "StepLog", "StepMarker", "read_jsonl", "Event", "EVENT_NAMES"]
+
+
+class Event:
+    """The names of the events in ``events.jsonl`` (its ``"event"`` field): every emitter
+    and every reader (report, dashboard, live fleet, demo) uses these constants."""
+
+    # the launcher (train/launch.py)
+    LAUNCH = "launch"
+    PLAN = "plan"
+    CONFIG_CHANGED = "config_changed"
+    RELAUNCH = "relaunch"
+    LAUNCH_FAILED = "launch_failed"
+    DEVICE_MASK = "device_mask"
+    # a worker's life (train/worker.py)
+    WORKER_START = "worker_start"
+    TELEMETRY_UNAVAILABLE = "telemetry_unavailable"
+    EMULATED_AS = "emulated_as"
+    RUN_START = "run_start"
+    DEVICE_FAULT = "device_fault"
+    PEER_LOST = "peer_lost"
+    FINISH = "finish"
+    # the fleet and its shares (train/mixed/, train/trainer.py)
+    FLEET = "fleet"
+    SHARES_CHANGED = "shares_changed"
+    DRAIN = "drain"
+    # health (train/health/, train/step.py, train/trainer.py)
+    HANG_DETECTED = "hang_detected"
+    STEP_SKIPPED = "step_skipped"
+    ROLLBACK = "rollback"
+    STRAGGLER = "straggler"
+    THERMAL_WARNING = "thermal_warning"
+    THERMAL_CRITICAL = "thermal_critical"
+    THERMAL_RESUMED = "thermal_resumed"
+    FAULT_INJECTED = "fault_injected"
+    # an emulated chip's own events (emulate/device.py)
+    THROTTLE_START = "throttle_start"
+    THROTTLE_END = "throttle_end"
+    THERMAL_CRASH = "thermal_crash"
+    FAILURE = "failure"
+    # snapshots and checkpoints (train/checkpoint/)
+    SNAPSHOT_PLAN = "snapshot_plan"
+    SNAPSHOT_INTERVAL = "snapshot_interval"
+    SNAPSHOT_SINGLE_BUFFER = "snapshot_single_buffer"
+    SNAPSHOTS_OFF = "snapshots_off"
+    SNAPSHOT_REFUSED = "snapshot_refused"
+    DYING_GASP = "dying_gasp"
+    CHECKPOINT_COMMITTED = "checkpoint_committed"
+    CHECKPOINT_FAILED = "checkpoint_failed"
+    CHECKPOINT_SKIPPED = "checkpoint_skipped"
+
+
+EVENT_NAMES = frozenset(v for k, v in vars(Event).items() if k.isupper())
+"""Every event name mixfleet writes."""
 
 
 def _encode(record: dict[str, Any]) -> str:

@@ -10,9 +10,9 @@ from mixfleet.catalog.detect import detect
 from mixfleet.cli import main
 from mixfleet.errors import ConfigError
 from mixfleet.train.launch import _relaunch_without_drained, device_env, resolve_config
-from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
+from mixfleet.train.mixed.blocklist import add_drained, read_entries, resolve_pending, visible_env
 from mixfleet.train.mixed.placement import local_detection, rank_placements
-from mixfleet.train.rundir import RunDir, add_to_blocklist
+from mixfleet.train.rundir import RunDir
 from tests.fakes.node import FakeNode
 from tests.train.helpers import DIGITS
 
@@ -53,7 +53,7 @@ def test_relaunch_without_drained_rank(node, tmp_path):
                                   "train.global_batch=8"])
     run = RunDir(tmp_path / "run")
     run.root.mkdir()
-    add_to_blocklist(run, rank=3, step=2)
+    add_drained(run.root, rank=3, step=2)
     new = _relaunch_without_drained(cfg, run, {})
     assert new.launch.nproc == 3
     (e,) = read_entries(run.root)

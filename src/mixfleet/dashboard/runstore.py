@@ -2,15 +2,15 @@
 kept as columns, and served downsampled.
 
 The run report (ETTR, restarts, steps lost, time in each failure state) is kept up to date
-record by record with the same rules as ``mixfleet report`` (``report/timeline.py``), so the
-page and ``mixfleet report --json`` give the same numbers. Nothing here writes into the run.
+record by record with the rules of ``mixfleet report`` (``report/timeline.py``; the run's
+start and downtime from ``report/times.py``), so the page and ``mixfleet report --json`` give
+the same numbers. Nothing here writes into the run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 import tomllib
@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from mixfleet.dashboard.runinfo import run_devices, run_state, run_thresholds, share_history
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
-from mixfleet.emulate.profile import get_profile
-from mixfleet.errors import ConfigError
 from mixfleet.report.timeline import report_fields
-from mixfleet.train.health.detectors import thermal_thresholds
+from mixfleet.report.times import restart_downtime, run_start_time
+from mixfleet.runs import Event
 
 __all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
 
@@ -43,14 +43,11 @@ CHUNK_BYTES = 1 << 20
 PREVIEW_BYTES = 4 << 20
 """A backlog larger than this is previewed by sampling lines at evenly spaced offsets."""
 
-ACTIVE_S = 60.0
-"""A run whose logs changed within this many seconds (and that has not finished) is
-running."""
-
-MARKED_EVENTS = ("fault_injected", "hang_detected", "run_start", "thermal_warning",
-                 "thermal_critical", "thermal_resumed", "drain", "rollback", "step_skipped",
-                 "straggler", "shares_changed", "checkpoint_failed", "relaunch",
-                 "launch_failed", "peer_lost", "device_fault", "finish")
+MARKED_EVENTS = (Event.FAULT_INJECTED, Event.HANG_DETECTED, Event.RUN_START,
+                 Event.THERMAL_WARNING, Event.THERMAL_CRITICAL, Event.THERMAL_RESUMED,
+                 Event.DRAIN, Event.ROLLBACK, Event.STEP_SKIPPED, Event.STRAGGLER,
+                 Event.SHARES_CHANGED, Event.CHECKPOINT_FAILED, Event.RELAUNCH,
+                 Event.LAUNCH_FAILED, Event.PEER_LOST, Event.DEVICE_FAULT, Event.FINISH)
 """Events drawn on the time axis (checkpoint commits and worker starts are too many)."""
 
 
@@ -210,38 +207,17 @@ class RunStore:
 
     # -- what the pages show ------------------------------------------------------------
     def t0(self) -> float:
-        launches = [e["t"] for e in self.events if e.get("event") == "launch" and "t" in e]
-        if launches:
-            return float(launches[0])
-        if self._first is not None:
-            return self._first[0] - (self._first[1] if self._first[1] == self._first[1]
-                                     else 0.0)
-        ts = [e["t"] for e in self.events if isinstance(e.get("t"), (int, float))]
-        return float(ts[0]) if ts else 0.0
+        """The run's start (:func:`mixfleet.report.times.run_start_time`)."""
+        return run_start_time(self.events, self._first)
 
     def report(self) -> dict[str, Any]:
-        """The numbers of ``mixfleet report --json`` (same keys and rounding)."""
-        events = self.events
+        """The numbers of ``mixfleet report --json`` (same keys, rules and rounding)."""
+        t0 = self.t0()
         t = self.t.view()
-        launches = [e["t"] for e in events if e.get("event") == "launch"]
-        if launches:
-            t0 = launches[0]
-        elif self._first is not None:
-            t0 = self._first[0] - self._first[1]
-        else:
-            t0 = 0.0
         t1 = float(t[-1]) if t.size else t0
-        wall = max(1e-9, t1 - t0)
-        productive = sum(self._final.values())
-        starts_ev = [e for e in events if e.get("event") == "run_start"]
-        downtime = 0.0
-        for e in starts_ev[1:]:
-            ts = e["t"]
-            before, after = t[t <= ts], t[t > ts]
-            if before.size and after.size:
-                downtime += float(after[0]) - float(before[-1])
-        return report_fields(events, productive=productive, wall=wall, downtime=downtime,
-                             redone=self._redone)
+        downtime = restart_downtime(self.events, t, self.step_s.view(), start=t0)
+        return report_fields(self.events, productive=sum(self._final.values()),
+                             wall=max(1e-9, t1 - t0), downtime=downtime, redone=self._redone)
 
     def config(self) -> dict[str, Any]:
         try:
@@ -258,72 +234,17 @@ class RunStore:
         return doc if isinstance(doc, dict) else None
 
     def devices(self) -> list[dict[str, Any]]:
-        """Ranks and their devices (from worker_start events of the newest attempt, else
-        the config), each with ``emulated``."""
-        starts = [e for e in self.events if e.get("event") == "worker_start"]
-        if starts:
-            last = max(int(e.get("attempt", 0)) for e in starts)
-            ranks = {int(e.get("rank", 0)): str(e.get("device"))
-                     for e in starts if int(e.get("attempt", 0)) == last}
-        else:
-            cfg = self.config()
-            listed = cfg.get("ranks") or []
-            if listed:
-                ranks = {i: str(r.get("device")) for i, r in enumerate(listed)}
-            else:
-                launch = cfg.get("launch", {})
-                ranks = {i: str(launch.get("device", "?"))
-                         for i in range(int(launch.get("nproc", 1) or 1))}
-        return [{"rank": r, "device": d, "emulated": d.startswith("emu:")}
-                for r, d in sorted(ranks.items())]
+        """Ranks and their devices (:func:`mixfleet.dashboard.runinfo.run_devices`)."""
+        return run_devices(self.events, self.config())
 
     def state(self) -> dict[str, Any]:
         """``running``, ``finished``, ``failed`` or ``stopped`` (unfinished and idle)."""
-        life = [e.get("event") for e in self.events
-                if e.get("event") in ("launch", "finish", "launch_failed")]
-        mtimes = []
-        for name in ("metrics.jsonl", "events.jsonl"):
-            try:
-                mtimes.append(os.stat(self.root / name).st_mtime)
-            except OSError:
-                pass
-        idle = self._clock() - max(mtimes) if mtimes else math.inf
-        active = idle < ACTIVE_S
-        if life and life[-1] == "finish":
-            st = "finished"
-        elif life and life[-1] == "launch_failed":
-            st = "failed"
-        elif active:
-            st = "running"
-        else:
-            st = "stopped"
-        return {"state": st, "active": active and st == "running",
-                "idle_s": None if math.isinf(idle) else round(idle, 1)}
+        return run_state(self.events, self.root, self._clock())
 
     def thresholds(self) -> dict[str, Any]:
-        """Warning and critical temperatures: the config's, else those the trainer
-        reported in its thermal events, else the trainer's defaults."""
-        h = self.config().get("health", {})
-        warn, crit, src = h.get("warn_c"), h.get("critical_c"), "config"
-        for e in self.events:
-            if warn is None and isinstance(e.get("warn_c"), (int, float)):
-                warn, src = e["warn_c"], "thermal event"
-            if crit is None and isinstance(e.get("critical_c"), (int, float)):
-                crit = e["critical_c"]
-        if warn is None or crit is None:
-            emu = [d["device"][4:] for d in self.devices() if d["emulated"]]
-            profile = None
-            if emu:
-                try:
-                    profile = get_profile(emu[0])
-                except ConfigError:  # a chip no longer in the profiles: the defaults
-                    pass
-            dw, dc, dsrc = thermal_thresholds(None, None, profile)
-            if warn is None:
-                warn, src = dw, dsrc
-            if crit is None:
-                crit = dc
-        return {"warn_c": float(warn), "critical_c": float(crit), "source": src}
+        """Warning and critical temperatures of the chart (the config's, the thermal
+        events', else the trainer's defaults)."""
+        return run_thresholds(self.events, self.config(), self.devices())
 
     def _preview(self, points: int) -> list[dict[str, Any]]:
         """Records sampled at evenly spaced byte offsets of the unread rest of
@@ -388,7 +309,7 @@ class RunStore:
             marked = [e for e in self.events if e.get("event") in MARKED_EVENTS]
             events = [{**e, "x": round(float(e["t"]) - t0, 3)}
                       for e in marked[-MAX_MARKERS:]]
-            shares = self._shares(t0, float(x[-1]) if x.size else 0.0)
+            shares = share_history(self.events, t0, float(x[-1]) if x.size else 0.0)
             return {
                 "version": self.version,
                 "complete": self.complete,
@@ -409,21 +330,6 @@ class RunStore:
                 "state": self.state(),
                 "problems": self.problems(),
             }
-
-    def _shares(self, t0: float, x_end: float) -> list[dict[str, Any]]:
-        """Shares per rank over time: [{"x": seconds, "shares": [...], "reason"}]."""
-        out: list[dict[str, Any]] = []
-        for e in self.events:
-            if e.get("event") == "fleet" and isinstance(e.get("shares"), list) and not out:
-                out.append({"x": round(e["t"] - t0, 3), "shares": e["shares"],
-                            "reason": "start"})
-            if e.get("event") == "shares_changed" and isinstance(e.get("new"), list):
-                out.append({"x": round(e["t"] - t0, 3), "shares": e["new"],
-                            "reason": e.get("reason", "")})
-        if out:
-            out.append({"x": round(max(x_end, out[-1]["x"]), 3), "shares": out[-1]["shares"],
-                        "reason": "now"})
-        return out
 
     def row(self) -> dict[str, Any]:
         """One line of the Runs page."""

@@ -28,7 +28,7 @@ from mixfleet.emulate.pricing import StepCost
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
 from mixfleet.emulate.records import EmuSnapshot, StepReport
 from mixfleet.emulate.speed import parse_emu_device, relative_speeds
-from mixfleet.emulate.thermal import FaultKind, ThermalModel
+from mixfleet.emulate.thermal import EVENT_OF_KIND, FaultKind, ThermalModel
 from mixfleet.errors import ConfigError, MixfleetError
 
 __all__ = ["EmulationConfig", "EmulatedDevice", "EmulatedFault"]
@@ -324,12 +324,12 @@ class EmulatedDevice:
 
     def end_step(self, emit: Callable[..., Any], **fields: Any) -> None:
         """:meth:`step_end`, then its events through ``emit(kind, **event, **fields)``
-        (kinds with underscores: ``throttle_start``), also when it raises."""
+        (named by :data:`EVENT_OF_KIND`), also when it raises."""
         try:
             self.step_end()
         finally:
             for ev in self.drain_events():
-                emit(str(ev.pop("kind")).replace("-", "_"), **{**ev, **fields})
+                emit(EVENT_OF_KIND[str(ev.pop("kind"))], **{**ev, **fields})
 
     @contextlib.contextmanager
     def step(self) -> Iterator[None]:

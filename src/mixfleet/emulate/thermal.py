@@ -18,10 +18,16 @@ import random
 from typing import Any, Literal
 
 from mixfleet.emulate.profile import EmuProfile
+from mixfleet.runs import Event
 
-__all__ = ["ThermalModel", "ThermalState", "FaultKind"]
+__all__ = ["ThermalModel", "ThermalState", "FaultKind", "EVENT_OF_KIND"]
 
 FaultKind = Literal["thermal-crash", "failure"]
+
+EVENT_OF_KIND = {"throttle-start": Event.THROTTLE_START, "throttle-end": Event.THROTTLE_END,
+                 "thermal-crash": Event.THERMAL_CRASH, "failure": Event.FAILURE}
+"""The ``events.jsonl`` name of each kind of event an emulated chip reports (its throttle
+episodes and the faults above)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -18,9 +18,15 @@ from mixfleet.live.estimate import Estimates, attempt_rate
 from mixfleet.live.scheduler import run_dir
 from mixfleet.live.spec import FleetSpec
 from mixfleet.live.store import AttemptRow, Store
+from mixfleet.runs import Event
 from mixfleet.train.rundir import read_jsonl
 
 __all__ = ["fleet_report"]
+
+_THERMAL = (Event.THERMAL_WARNING, Event.THERMAL_CRITICAL, Event.THERMAL_RESUMED,
+            Event.THERMAL_CRASH, Event.DRAIN)
+"""The events a pool's "thermal events" count (heat, cooling, an emulated heat crash, a
+drain)."""
 
 
 def _steps_in(rd: Path, a: AttemptRow) -> int:
@@ -56,7 +62,7 @@ def fleet_report(fleet: FleetSpec, store: Store, fleet_dir: Path) -> dict[str, A
         events = list(read_jsonl(run_dir(fleet_dir, j.id) / "events.jsonl"))
         for a in byjob.get(j.id, []):
             thermal[a.pool] += sum(
-                1 for e in events if str(e.get("event", "")).startswith(("thermal", "drain"))
+                1 for e in events if e.get("event") in _THERMAL
                 and e.get("t", 0) >= a.started and (a.ended is None or e["t"] <= a.ended))
     for p in fleet.pools:
         mine = [a for a in attempts if a.pool == p.id]

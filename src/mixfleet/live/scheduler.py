@@ -19,18 +19,19 @@ decision to stop a running job is not carried out.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
 from mixfleet.live.backend import Backend, Bundle, NodeInfo
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow, Store
+from mixfleet.train.mixed.blocklist import read_entries
 
 __all__ = ["Scheduler", "job_dir", "run_dir"]
 
@@ -124,12 +125,9 @@ class Scheduler:
     def _check_drains(self, a: AttemptRow, job: JobRow, rd: Path) -> None:
         """Put chips drained in this attempt on the fleet's block list. Each block-list
         entry's rank indexes the ranks left after the drains before it."""
-        p = rd / "blocklist.json"
-        if not p.exists():
-            return
         try:
-            entries = json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            entries = read_entries(rd)
+        except (OSError, MixfleetError):  # damaged or a link: the run's own launch says so
             return
         mine = [e for e in entries if e.get("t", 0) >= a.started]
         if len(mine) <= a.drains_seen:

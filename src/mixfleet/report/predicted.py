@@ -6,6 +6,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from mixfleet.runs import Event
+
 __all__ = ["predicted_vs_measured"]
 
 
@@ -15,7 +17,7 @@ def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, An
     under as_model: the plan's, else the one the emulator chose, from its ``emulated_as``
     event) against the median measured one (whole steps of ``metrics.jsonl``, the first
     left out: it calibrates and warms up); None without a plan event."""
-    plans = [e for e in events if e.get("event") == "plan"]
+    plans = [e for e in events if e.get("event") == Event.PLAN]
     if not plans:
         return None
     p = plans[-1]
@@ -23,7 +25,7 @@ def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, An
     times = times[1:] if len(times) > 1 else times
     measured = statistics.median(times) if times else None
     predicted = p.get("predicted_wall_step_s")
-    scaled = [e for e in events if e.get("event") == "emulated_as"]
+    scaled = [e for e in events if e.get("event") == Event.EMULATED_AS]
     if predicted is None and scaled and isinstance(scaled[-1].get("time_scale"), (int, float)):
         # the time scale the emulator chose at run time (as_model without time_scale)
         predicted = float(p["predicted_step_s"]) * float(scaled[-1]["time_scale"])

@@ -7,24 +7,26 @@ import sys
 import time
 from typing import Any, TextIO
 
+from mixfleet.runs import Event
+
 __all__ = ["TrainProgress"]
 
 _EVENT_LINES = {
-    "snapshot_refused": lambda e: (f"in-memory snapshot refused on rank {e['rank']}: "
-                                   f"{e['path']}: {e['reason']}; not read (snapshots off)"),
-    "snapshot_single_buffer": lambda e: (
+    Event.SNAPSHOT_REFUSED: lambda e: (f"in-memory snapshot refused on rank {e['rank']}: "
+                                       f"{e['path']}: {e['reason']}; not read (snapshots off)"),
+    Event.SNAPSHOT_SINGLE_BUFFER: lambda e: (
         f"in-memory snapshots in a single buffer on rank {e['rank']}: two copies need "
         f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is {e['budget_bytes'] / 2**30:.2f} GiB "
         f"per rank (a crash during a copy then resumes from disk)"),
-    "snapshots_off": lambda e: (f"in-memory snapshots off on rank {e['rank']}: they need "
-                                f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is "
-                                f"{e['budget_bytes'] / 2**30:.2f} GiB per rank; {e['fix']}"),
-    "snapshot_plan": lambda e: (f"in-memory snapshots every {e['interval']} step(s): "
-                                f"{e['need_bytes'] / 2**30:.3f} GiB of host memory per rank "
-                                f"(budget {e['budget_bytes'] / 2**30:.2f} GiB)"),
-    "snapshot_interval": lambda e: (f"in-memory snapshots every {e['interval']} steps from "
-                                    f"step {e['step']}: {e['reason']}"),
-    "run_start": lambda e: (
+    Event.SNAPSHOTS_OFF: lambda e: (f"in-memory snapshots off on rank {e['rank']}: they need "
+                                    f"{e['need_bytes'] / 2**30:.2f} GiB, the budget is "
+                                    f"{e['budget_bytes'] / 2**30:.2f} GiB per rank; {e['fix']}"),
+    Event.SNAPSHOT_PLAN: lambda e: (f"in-memory snapshots every {e['interval']} step(s): "
+                                    f"{e['need_bytes'] / 2**30:.3f} GiB of host memory per rank "
+                                    f"(budget {e['budget_bytes'] / 2**30:.2f} GiB)"),
+    Event.SNAPSHOT_INTERVAL: lambda e: (f"in-memory snapshots every {e['interval']} steps from "
+                                          f"step {e['step']}: {e['reason']}"),
+    Event.RUN_START: lambda e: (
         f"resumed from step {e['resumed_from']} after restart #{e['attempt']} "
         f"(steps lost: {e['steps_lost']})" if e.get("resumed_from") is not None and
         e.get("attempt") else
@@ -32,11 +34,12 @@ _EVENT_LINES = {
         if e.get("resumed_from") is not None else
         f"restart #{e['attempt']}: no committed checkpoint yet, starting from step 0"
         if e.get("attempt") else None),
-    "checkpoint_failed": lambda e: (
+    Event.CHECKPOINT_FAILED: lambda e: (
         f"WARNING checkpoint at step {e['step']} failed: {e['error']}; keeping step "
         f"{e.get('kept')}"),
-    "checkpoint_skipped": lambda e: f"WARNING skipped checkpoint {e['dir']}: {e['reason']}",
-    "fault_injected": lambda e: f"fault injected: {e['kind']} rank {e['rank']} at step {e['step']}",
+    Event.CHECKPOINT_SKIPPED: lambda e: f"WARNING skipped checkpoint {e['dir']}: {e['reason']}",
+    Event.FAULT_INJECTED: lambda e: (f"fault injected: {e['kind']} rank {e['rank']} at step "
+                                     f"{e['step']}"),
 }
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.report.predicted import predicted_vs_measured
-from mixfleet.runs import RunDir, read_jsonl
+from mixfleet.report.times import restart_downtime, run_start_time
+from mixfleet.runs import Event, RunDir, read_jsonl
 
 __all__ = ["run_report", "plot_timeline", "count_attempts", "report_fields"]
 
@@ -24,12 +25,12 @@ def count_attempts(events: list[dict[str, Any]]) -> int:
     gen, seen, started = 0, set(), False
     for e in events:
         kind = e.get("event")
-        if kind == "relaunch" or (kind == "launch" and started):
+        if kind == Event.RELAUNCH or (kind == Event.LAUNCH and started):
             gen, started = gen + 1, False
-        elif kind == "worker_start":
+        elif kind == Event.WORKER_START:
             started = True
             seen.add((gen, str(e.get("attempt", 0))))
-    return len(seen) or sum(e.get("event") == "run_start" for e in events)
+    return len(seen) or sum(e.get("event") == Event.RUN_START for e in events)
 
 
 def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, Any]:
@@ -39,8 +40,8 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
     run = RunDir(run_dir)
     events = run.read_events()
     steps = _steps(run)
-    launches = [e["t"] for e in events if e["event"] == "launch"]
-    t0 = launches[0] if launches else (steps[0]["t"] - steps[0]["step_s"] if steps else 0.0)
+    first = (float(steps[0]["t"]), float(steps[0]["step_s"])) if steps else None
+    t0 = run_start_time(events, first)
     t1 = end_t if end_t is not None else (steps[-1]["t"] if steps else t0)
     wall = max(1e-9, t1 - t0)
     final: dict[int, float] = {}
@@ -50,14 +51,8 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
             redone += final[r["step"]]
         final[r["step"]] = r["step_s"]
     productive = sum(final.values())
-    # Downtime of each restart: from the last step before it to the first step after it.
-    starts = [e["t"] for e in events if e["event"] == "run_start"][1:]
-    downtime = 0.0
-    for ts in starts:
-        before = [r["t"] for r in steps if r["t"] <= ts]
-        after = [r["t"] for r in steps if r["t"] > ts]
-        if before and after:
-            downtime += after[0] - before[-1]
+    downtime = restart_downtime(events, [r["t"] for r in steps], [r["step_s"] for r in steps],
+                                start=t0)
     rep = report_fields(events, productive=productive, wall=wall, downtime=downtime,
                         redone=redone)
     plan = predicted_vs_measured(events, steps)
@@ -71,7 +66,7 @@ def report_fields(events: list[dict[str, Any]], *, productive: float, wall: floa
     def of(kind: str) -> list[dict[str, Any]]:
         return [e for e in events if e.get("event") == kind]
 
-    starts_ev = of("run_start")
+    starts_ev = of(Event.RUN_START)
     return {
         "ettr": round(min(1.0, productive / wall), 4),
         "wall_s": round(wall, 3),
@@ -80,26 +75,30 @@ def report_fields(events: list[dict[str, Any]], *, productive: float, wall: floa
         "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
         "failure_time_s": {
             "restart_downtime": round(downtime, 3),
-            "hang_detection": round(sum(e.get("waited_s", 0.0) for e in of("hang_detected")
+            "hang_detection": round(sum(e.get("waited_s", 0.0) for e in of(Event.HANG_DETECTED)
                                         if e.get("rank") == 0), 3),
-            "cooling": round(sum(e.get("paused_s", 0.0) for e in of("thermal_resumed")), 3),
+            "cooling": round(sum(e.get("paused_s", 0.0) for e in of(Event.THERMAL_RESUMED)), 3),
             "redone_steps": round(redone, 3),
         },
-        "skipped_steps": sorted({e["step"] for e in of("step_skipped")}),
-        "drained_ranks": [e["rank"] for e in of("drain")],
-        "faults_injected": len(of("fault_injected")),
-        "checkpoints_committed": len(of("checkpoint_committed")),
-        "checkpoint_failures": len(of("checkpoint_failed")),
+        "skipped_steps": sorted({e["step"] for e in of(Event.STEP_SKIPPED)}),
+        "drained_ranks": [e["rank"] for e in of(Event.DRAIN)],
+        "faults_injected": len(of(Event.FAULT_INJECTED)),
+        "checkpoints_committed": len(of(Event.CHECKPOINT_COMMITTED)),
+        "checkpoint_failures": len(of(Event.CHECKPOINT_FAILED)),
         # "emulated as llama3-8b (time scale ...)" when [emulate] as_model paced the run
-        "emulated_as": of("emulated_as")[-1].get("label") if of("emulated_as") else None,
+        "emulated_as": (of(Event.EMULATED_AS)[-1].get("label") if of(Event.EMULATED_AS)
+                        else None),
     }
 
 
-_MARKS = {"fault_injected": ("tab:red", "fault"), "hang_detected": ("tab:purple", "hang"),
-          "run_start": ("tab:green", "(re)start"), "thermal_warning": ("tab:orange", "heat"),
-          "thermal_critical": ("darkred", "critical heat"), "drain": ("black", "drain"),
-          "step_skipped": ("tab:brown", "skipped step"), "straggler": ("tab:gray", "straggler"),
-          "checkpoint_failed": ("magenta", "checkpoint failed")}
+_MARKS = {Event.FAULT_INJECTED: ("tab:red", "fault"),
+          Event.HANG_DETECTED: ("tab:purple", "hang"),
+          Event.RUN_START: ("tab:green", "(re)start"),
+          Event.THERMAL_WARNING: ("tab:orange", "heat"),
+          Event.THERMAL_CRITICAL: ("darkred", "critical heat"), Event.DRAIN: ("black", "drain"),
+          Event.STEP_SKIPPED: ("tab:brown", "skipped step"),
+          Event.STRAGGLER: ("tab:gray", "straggler"),
+          Event.CHECKPOINT_FAILED: ("magenta", "checkpoint failed")}
 
 
 def plot_timeline(run_dir: str | Path, out: str | Path) -> Path:

@@ -23,10 +23,17 @@ from typing import Any
 from mixfleet import safefs
 from mixfleet.config import apply_overrides, config_hash, dumps_toml, from_dict, load_toml, to_dict
 from mixfleet.errors import ConfigError, LaunchError
+from mixfleet.runs import Event
 from mixfleet.train.autoplan import RunPlan, plan_event, resolve_auto
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import cpu_threads, resolve_device
-from mixfleet.train.mixed.blocklist import read_entries, resolve_pending, visible_env
+from mixfleet.train.mixed.blocklist import (
+    BLOCKLIST,
+    read_entries,
+    resolve_pending,
+    visible_env,
+    write_entries,
+)
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.rendezvous import (
@@ -120,11 +127,11 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
     os.chmod(run.root, mode)  # an existing run follows [checkpoint] share_with_group too
     new_hash = config_hash(cfg)
     run.write(run.config, dumps_toml(to_dict(cfg)))
-    run.emit("launch", config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
+    run.emit(Event.LAUNCH, config_hash=new_hash, nproc=cfg.launch.nproc, pid=os.getpid())
     if plan is not None and plan.pick is not None:
-        run.emit("plan", **plan_event(plan))
+        run.emit(Event.PLAN, **plan_event(plan))
     if previous is not None and previous != new_hash and run.has_checkpoints():
-        run.emit("config_changed", previous=previous, now=new_hash)
+        run.emit(Event.CONFIG_CHANGED, previous=previous, now=new_hash)
     return run
 
 
@@ -219,15 +226,15 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
     drained = sorted(set(_pending_drains(run)))
     nproc = cfg.launch.nproc - len(drained)
     if nproc < 1:
-        raise LaunchError(f"every rank was drained (block list in {run.root}/blocklist.json); "
+        raise LaunchError(f"every rank was drained (block list in {run.root / BLOCKLIST}); "
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
     entries = resolve_pending(read_entries(run.root), job_placements(cfg, env))
-    run.write(run.root / "blocklist.json", json.dumps(entries, indent=1) + "\n")
+    write_entries(run.root, entries)
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
     run.write(run.config, dumps_toml(to_dict(new)))
-    run.emit("relaunch", nproc=nproc, drained=drained,
+    run.emit(Event.RELAUNCH, nproc=nproc, drained=drained,
              blocked=[e.get("device_id") for e in entries if e.get("rank") in drained])
     return new
 
@@ -275,7 +282,7 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
         while True:
             rc = _run_torchrun(cfg, run, passthrough, env)
             if rc != 0:
-                run.emit("launch_failed", returncode=rc)
+                run.emit(Event.LAUNCH_FAILED, returncode=rc)
                 raise LaunchError(f"training failed (torchrun exit code {rc}) after "
                                   f"{cfg.launch.max_restarts} restarts at most; see "
                                   f"{run.events_path} and rerun with --resume auto to "
@@ -286,7 +293,7 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
             masks = device_env(run, env)
             env.update(masks)
             if masks:
-                run.emit("device_mask", **masks)
+                run.emit(Event.DEVICE_MASK, **masks)
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
     return dict(json.loads(run.read_text(run.summary)))

@@ -1,19 +1,17 @@
-"""Files of a run directory that training decides on: the block list of drained devices
-and the list of skipped batches. The paths and logs are in :mod:`mixfleet.runs`
-(re-exported here)."""
+"""Files of a run directory that training decides on: the list of skipped batches (the
+block list of drained devices is :mod:`mixfleet.train.mixed.blocklist`'s). The paths and
+logs are in :mod:`mixfleet.runs` (re-exported here)."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from mixfleet import safefs
 from mixfleet.runs import JsonLines, RunDir, read_jsonl
 
-__all__ = ["RunDir", "JsonLines", "read_jsonl", "add_to_blocklist", "read_blocklist",
-           "read_skip_list", "write_skip_list"]
+__all__ = ["RunDir", "JsonLines", "read_jsonl", "read_skip_list", "write_skip_list"]
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -25,17 +23,6 @@ def _read_json(path: Path, default: Any) -> Any:
         return json.loads(safefs.read_bytes(path))  # a link in its place is refused
     except FileNotFoundError:
         return default
-
-
-def read_blocklist(run: RunDir) -> list[dict[str, Any]]:
-    """Devices excluded from this run (drained for heat or slowness); restarts honour it."""
-    return list(_read_json(run.root / "blocklist.json", []))
-
-
-def add_to_blocklist(run: RunDir, *, rank: int, step: int) -> None:
-    entries = read_blocklist(run)
-    entries.append({"rank": rank, "step": step, "t": time.time(), "pending": True})
-    _write_json_atomic(run.root / "blocklist.json", entries)
 
 
 def read_skip_list(run: RunDir) -> set[int]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from mixfleet.runs import Event
 from mixfleet.train.clock import Clock
 from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard
@@ -93,7 +94,7 @@ class StepManager:
         if reason is None and 0 < self.grad_clip < size:
             st.scale_grads(self.grad_clip / (size + 1e-6))  # the same factor on every rank
         if reason is not None and self.rank == 0:
-            self.emit("step_skipped", step=step + 1, reason=reason, loss=value)
+            self.emit(Event.STEP_SKIPPED, step=step + 1, reason=reason, loss=value)
         return StepOutcome(step=step + 1, reduced=True, committed=reason is None, loss=value,
                            reason=reason, compute_s=compute, signals=sig)
 

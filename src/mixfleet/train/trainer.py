@@ -25,7 +25,7 @@ import torch
 from mixfleet.config import config_hash
 from mixfleet.emulate import EmulatedDevice
 from mixfleet.emulate.links import LinkPacer
-from mixfleet.runs import StepLog
+from mixfleet.runs import Event, StepLog
 from mixfleet.train.checkpoint.dcp import Checkpointer
 from mixfleet.train.checkpoint.manager import Adapter, CheckpointManager, SchedulerState
 from mixfleet.train.clock import Clock, SystemClock
@@ -37,11 +37,12 @@ from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.health.signals import ControlSignals
+from mixfleet.train.mixed.blocklist import add_drained
 from mixfleet.train.mixed.rebalance import ShareController
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
-from mixfleet.train.rundir import RunDir, add_to_blocklist, read_skip_list, write_skip_list
+from mixfleet.train.rundir import RunDir, read_skip_list, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.step import StepManager
 from mixfleet.workloads import Workload
@@ -169,8 +170,8 @@ class Trainer:
         if self.world > 1:
             torch.distributed.barrier(group=self.strategy.group)
         if self.rank == 0:
-            add_to_blocklist(self.run, rank=rank, step=self.step)
-            self.run.emit("drain", rank=rank, step=self.step, world_size=self.world,
+            add_drained(self.run.root, rank=rank, step=self.step)
+            self.run.emit(Event.DRAIN, rank=rank, step=self.step, world_size=self.world,
                           reason=reason)
 
     def shed(self, rank: int) -> None:
@@ -181,13 +182,13 @@ class Trainer:
     def set_shares(self, shares: Sequence[int], reason: str, **details: Any) -> None:
         old, self._shares = self._shares, list(shares)
         if self.rank == 0:
-            self.run.emit("shares_changed", step=self.step, old=old, new=list(shares),
+            self.run.emit(Event.SHARES_CHANGED, step=self.step, old=old, new=list(shares),
                           reason=reason, **details)
 
     def set_snapshot_interval(self, interval: int, reason: str) -> None:
         self.snap_every = interval  # every rank at once: snapshots stay aligned
         if self.rank == 0:
-            self.run.emit("snapshot_interval", interval=interval, step=self.step, reason=reason)
+            self.run.emit(Event.SNAPSHOT_INTERVAL, interval=interval, step=self.step, reason=reason)
 
     def rollback(self, bad_steps: Sequence[int]) -> None:
         """Skip ``bad_steps``' batches from now on and reload the newest checkpoint before
@@ -198,7 +199,7 @@ class Trainer:
             write_skip_list(self.run, self.skip)
         target = self.state.newest_before(min(bad_steps))
         if self.rank == 0:
-            self.run.emit("rollback", bad_steps=list(bad_steps),
+            self.run.emit(Event.ROLLBACK, bad_steps=list(bad_steps),
                           to_step=target[0] if target else None)
         step = self.state.load_disk(target[1]) if target else None
         if step is not None:
@@ -208,7 +209,7 @@ class Trainer:
         self.flush_metrics()
         with self.watchdog.paused() if self.watchdog is not None else contextlib.nullcontext():
             paused = guard.cool(self.clock, self.emu.idle if self.emu is not None else None)
-        self.run.emit("thermal_resumed", rank=self.rank, step=self.step,
+        self.run.emit(Event.THERMAL_RESUMED, rank=self.rank, step=self.step,
                       temp_c=round(guard.temperature(), 2), paused_s=round(paused, 3))
 
     # -- the loop --------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from mixfleet.emulate import EmulatedDevice, EmulatedFault, EmulationConfig, is_
 from mixfleet.errors import MixfleetError
 from mixfleet.report.progress import TrainProgress
 from mixfleet.report.timeline import run_report
-from mixfleet.runs import StepMarker
+from mixfleet.runs import Event, StepMarker
 from mixfleet.telemetry import (
     DeviceTable,
     JsonlSink,
@@ -132,7 +132,7 @@ def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
         else:
             readers = open_readers(cfg.telemetry.reader)
     except MixfleetError as e:  # a requested tool that is absent: reported, not fatal
-        run.emit("telemetry_unavailable", reader=cfg.telemetry.reader, error=str(e))
+        run.emit(Event.TELEMETRY_UNAVAILABLE, reader=cfg.telemetry.reader, error=str(e))
         return []
     sink: Any = JsonlSink(run.metrics_path)
     if emu is None:
@@ -181,7 +181,7 @@ def run_worker(run_dir: str) -> int:
     ckpt_group = dist.new_group(backend="gloo")
     run.mkdir(run.pids)
     run.write(run.pids / f"rank{rank}", str(os.getpid()))
-    run.emit("worker_start", rank=rank, attempt=attempt, pid=os.getpid(),
+    run.emit(Event.WORKER_START, rank=rank, attempt=attempt, pid=os.getpid(),
              device=spec if is_emulated(spec) else str(device), chip=places[rank].chip,
              device_id=places[rank].stable_id)
 
@@ -209,7 +209,7 @@ def run_worker(run_dir: str) -> int:
         if emu is not None:
             emu.attach_links(pacer)
     if as_model is not None and rank == 0:
-        run.emit("emulated_as", **as_model.fields(), label=as_model.label(),
+        run.emit(Event.EMULATED_AS, **as_model.fields(), label=as_model.label(),
                  time_scale_origin=as_model.time_scale_origin, links=pacer and pacer.describe(),
                  token_s={k: float(f"{v:.4g}") for k, v in as_model.token_s.items()},
                  emulated=True)
@@ -225,7 +225,7 @@ def run_worker(run_dir: str) -> int:
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
-        on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info))
+        on_hang=lambda info: run.emit(Event.HANG_DETECTED, attempt=attempt, **info))
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
                       ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
@@ -236,7 +236,7 @@ def run_worker(run_dir: str) -> int:
     resumed = trainer.resume()
     if rank == 0:
         last = _last_step(run)
-        run.emit("run_start", attempt=attempt, resumed_from=resumed, world_size=world,
+        run.emit(Event.RUN_START, attempt=attempt, resumed_from=resumed, world_size=world,
                  source=trainer.state.source, steps_lost=max(0, last - (resumed or 0)))
     if progress is not None:
         progress.start(trainer.step)
@@ -252,7 +252,7 @@ def run_worker(run_dir: str) -> int:
     try:
         out = trainer.fit()
     except EmulatedFault as e:
-        run.emit("device_fault", rank=rank, step=trainer.step, error=str(e), emulated=True)
+        run.emit(Event.DEVICE_FAULT, rank=rank, step=trainer.step, error=str(e), emulated=True)
         print(f"[rank {rank}] {e}; the launcher restarts the group", file=sys.stderr,
               flush=True)
         os._exit(1)
@@ -260,7 +260,7 @@ def run_worker(run_dir: str) -> int:
         if not _is_peer_loss(e):
             raise
         # Another rank died: torchrun restarts the group; no traceback needed here.
-        run.emit("peer_lost", rank=rank, step=trainer.step, error=str(e).splitlines()[0][:200])
+        run.emit(Event.PEER_LOST, rank=rank, step=trainer.step, error=str(e).splitlines()[0][:200])
         print(f"[rank {rank}] lost a peer at step {trainer.step}; the launcher restarts "
               f"the group", file=sys.stderr, flush=True)
         os._exit(1)
@@ -287,7 +287,7 @@ def run_worker(run_dir: str) -> int:
         summary = build_summary(run, cfg, metric, world,
                                 emu.device_string if emu is not None else str(device),
                                 devices)
-        run.emit("finish", **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
+        run.emit(Event.FINISH, **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
         run.write(run.summary, json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()

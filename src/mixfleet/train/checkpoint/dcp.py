@@ -48,6 +48,7 @@ from torch.distributed.tensor import DTensor
 
 from mixfleet import safefs
 from mixfleet.errors import CheckpointError, UnsafePathError
+from mixfleet.runs import Event
 from mixfleet.train.checkpoint.safeload import (
     METADATA,
     SafePlanner,
@@ -275,7 +276,7 @@ class Checkpointer:
             return True
         except (Exception, CheckpointException) as e:  # noqa: BLE001 - reported; last good stays
             if self.rank == 0:
-                self.emit("checkpoint_failed", step=step, error=f"{type(e).__name__}: {e}",
+                self.emit(Event.CHECKPOINT_FAILED, step=step, error=f"{type(e).__name__}: {e}",
                           kept=self.last_committed)
             return False
 
@@ -291,7 +292,7 @@ class Checkpointer:
         _write_durable(d / COMMIT, json.dumps(commit, indent=1).encode())
         _write_durable(self.root / LATEST, (d.name + "\n").encode())
         self.last_committed = step
-        self.emit("checkpoint_committed", step=step, dir=str(d),
+        self.emit(Event.CHECKPOINT_COMMITTED, step=step, dir=str(d),
                   bytes=sum(files.values()))
         self._prune(step)
 

@@ -27,6 +27,7 @@ import torch.distributed as dist
 
 from mixfleet import __version__, safefs
 from mixfleet.errors import CheckpointError
+from mixfleet.runs import Event
 from mixfleet.train.checkpoint.dcp import (
     Checkpointer,
     committed_steps,
@@ -104,7 +105,7 @@ class CheckpointManager:
         except SnapshotRefused as e:
             self._refused(e)
         for bad in avoided:
-            run.emit("snapshot_refused", rank=rank, path=str(bad.path), reason=bad.reason,
+            run.emit(Event.SNAPSHOT_REFUSED, rank=rank, path=str(bad.path), reason=bad.reason,
                      instead=str(self.snap_path.parent) if self.snap_path else None)
         self._rng_buf = torch.get_rng_state().clone()
         self._dev_rng_buf = (torch.get_device_module(device).get_rng_state(device).clone()
@@ -122,7 +123,7 @@ class CheckpointManager:
     def _refused(self, e: SnapshotRefused) -> None:
         """A snapshot file or directory failed its ownership/mode check: not read, not
         written; said with an event (and a line on the console)."""
-        self.run.emit("snapshot_refused", rank=self.rank, path=str(e.path), reason=e.reason)
+        self.run.emit(Event.SNAPSHOT_REFUSED, rank=self.rank, path=str(e.path), reason=e.reason)
         self.snap, self.snap_path = None, None
 
     # -- what is saved -------------------------------------------------------------------
@@ -168,17 +169,17 @@ class CheckpointManager:
         budget = snapshot_budget(budget_gib, local_world, self.snap_path.parent)
         if need > budget and snapshot_bytes(model, optimizer, slots=1) <= budget:
             self.slots = 1  # half the memory; a crash during the copy falls back to disk
-            self.run.emit("snapshot_single_buffer", rank=self.rank, need_bytes=need,
+            self.run.emit(Event.SNAPSHOT_SINGLE_BUFFER, rank=self.rank, need_bytes=need,
                           single_bytes=snapshot_bytes(model, optimizer, slots=1),
                           budget_bytes=budget)
             return True
         if need > budget:
-            self.run.emit("snapshots_off", rank=self.rank, need_bytes=need, budget_bytes=budget,
+            self.run.emit(Event.SNAPSHOTS_OFF, rank=self.rank, need_bytes=need, budget_bytes=budget,
                           fix="raise [checkpoint] snapshot_memory_gib, use more ranks under "
                               "fsdp, or rely on disk checkpoints")
             return False
         if self.rank == 0:
-            self.run.emit("snapshot_plan", interval=interval, need_bytes=need,
+            self.run.emit(Event.SNAPSHOT_PLAN, interval=interval, need_bytes=need,
                           budget_bytes=budget)
         return True
 
@@ -269,10 +270,10 @@ class CheckpointManager:
         try:
             path = self.snap.persist(self.gasp_path())
         except SnapshotRefused as e:  # gasp/ is a link or another user's: not written
-            self.run.emit("snapshot_refused", rank=self.rank, path=str(e.path),
+            self.run.emit(Event.SNAPSHOT_REFUSED, rank=self.rank, path=str(e.path),
                           reason=e.reason)
             return None
-        self.run.emit("dying_gasp", rank=self.rank, step=max(self.snap.valid_steps()),
+        self.run.emit(Event.DYING_GASP, rank=self.rank, step=max(self.snap.valid_steps()),
                       path=str(path))
         return path
 
@@ -333,14 +334,14 @@ class CheckpointManager:
             verified = True
         except CheckpointError as e:
             verified = False
-            self.run.emit("checkpoint_skipped", dir=str(d), rank=self.rank, reason=str(e))
+            self.run.emit(Event.CHECKPOINT_SKIPPED, dir=str(d), rank=self.rank, reason=str(e))
         if not self._agree(verified):
             return None
         try:
             manifest = self.ckpt.load(d, state)
         except Exception as e:  # noqa: BLE001 - fall back to an older checkpoint
             if self.rank == 0:
-                self.run.emit("checkpoint_skipped", dir=str(d), reason=str(e))
+                self.run.emit(Event.CHECKPOINT_SKIPPED, dir=str(d), reason=str(e))
         if not self._agree(manifest is not None) or manifest is None:
             return None
         self.strategy.load_state_dict(self.opt, state)
@@ -404,7 +405,7 @@ class CheckpointManager:
         if self.rank == 0:
             valid, torn = committed_steps(self.run.checkpoints)
             for d, reason in torn:
-                self.run.emit("checkpoint_skipped", dir=str(d), reason=reason)
+                self.run.emit(Event.CHECKPOINT_SKIPPED, dir=str(d), reason=reason)
             cands = [[(s, str(d)) for s, d in valid]]
         if self.world > 1:
             cands = [broadcast_json(cands[0], src=0, group=self.group)]

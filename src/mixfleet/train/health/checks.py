@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mixfleet.runs import Event
 from mixfleet.train.health.actions import (
     Action,
     Checkpoint,
@@ -93,7 +94,7 @@ class StragglerCheck(HealthCheck):
         if slow is None:
             return NONE
         if self.rank == 0:
-            self.emit("straggler", rank=slow, step=out.step,
+            self.emit(Event.STRAGGLER, rank=slow, step=out.step,
                       action="exclude" if self.exclude else "report",
                       compute_s=[round(x, 6) for x in times])
         return (Drain(slow, "straggler"),) if self.exclude else NONE
@@ -151,19 +152,19 @@ class ThermalCheck(HealthCheck):
         self.want_checkpoint = True
         if level == "critical" or self.action == "drain":
             self.want_drain = True  # rides the next reduction: every rank drains then
-            self.emit("thermal_" + ("critical" if level == "critical" else "warning"),
+            self.emit(Event.THERMAL_CRITICAL if level == "critical" else Event.THERMAL_WARNING,
                       rank=self.rank, step=step, temp_c=temp, warn_c=g.warn_c,
                       critical_c=g.critical_c, action="drain")
             return []
         if self.action == "shed" and self.can_shed:
             self.want_shed = True  # every rank moves half this rank's share next step
-            self.emit("thermal_warning", rank=self.rank, step=step, temp_c=temp,
+            self.emit(Event.THERMAL_WARNING, rank=self.rank, step=step, temp_c=temp,
                       warn_c=g.warn_c, action="shed")
             return []
         note = {} if self.action == "cool" else {"note": "shares are equal here (no "
                                                          "[shares]): paused instead"}
-        self.emit("thermal_warning", rank=self.rank, step=step, temp_c=temp, warn_c=g.warn_c,
-                  resume_c=g.resume_c, action=self.action, **note)
+        self.emit(Event.THERMAL_WARNING, rank=self.rank, step=step, temp_c=temp,
+                  warn_c=g.warn_c, resume_c=g.resume_c, action=self.action, **note)
         return [Pause(g)]
 
 

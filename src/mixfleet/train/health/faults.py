@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixfleet import safefs
 from mixfleet.errors import ConfigError
+from mixfleet.runs import Event
 from mixfleet.train.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ class FaultInjector:
         self.active = bool(plan.faults)
 
     def _fired(self, kind: str, step: int, **extra: Any) -> None:
-        self.emit("fault_injected", kind=kind, rank=self.rank, step=step, **extra)
+        self.emit(Event.FAULT_INJECTED, kind=kind, rank=self.rank, step=step, **extra)
 
     def startup(self, attempt: int = 0) -> None:
         """While the rank starts, before it resumes."""

@@ -1,7 +1,9 @@
 """Devices blocked in a run directory (``blocklist.json``) and the masks that keep them out.
+This module is the file's one reader and writer (the trainer, the launcher, ``mixfleet
+devices --run-dir`` and the live fleet's scheduler call it).
 
 A drain (heat, a slow or failing chip) appends ``{"rank", "step", "t", "pending": true}``
-(:func:`mixfleet.train.rundir.add_to_blocklist`). Before relaunching, the launcher resolves
+(:func:`add_drained`). Before relaunching, the launcher resolves
 each pending entry to the device that rank used (:func:`resolve_pending`) and names it by a
 stable id (UUID, else ``pci:<bus id>``, else ``index:<i>``) with its vendor, chip and tool
 index. Every launch in that run directory then sets the vendor's visible-devices variable
@@ -14,6 +16,7 @@ back, whatever rank would have been placed on it. Entries written before stable 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from mixfleet.catalog.visible import env_mask, visible_devices
 from mixfleet.errors import ConfigError
 from mixfleet.train.mixed.placement import RankDevice, local_detection
 
-__all__ = ["BLOCKLIST", "read_entries", "blocked_ids", "resolve_pending", "visible_env"]
+__all__ = ["BLOCKLIST", "read_entries", "write_entries", "add_drained", "blocked_ids",
+           "resolve_pending", "visible_env"]
 
 BLOCKLIST = "blocklist.json"
 
@@ -46,6 +50,21 @@ def read_entries(run_root: str | Path) -> list[dict[str, Any]]:
         raise ConfigError(f"{p} must hold a JSON list of objects; restore it or delete it "
                           f"to unblock every device")
     return list(data)
+
+
+def write_entries(run_root: str | Path, entries: Sequence[Mapping[str, Any]]) -> None:
+    """Replace ``RUN_DIR/blocklist.json`` with ``entries`` (atomically, never through a
+    link)."""
+    safefs.write_atomic(Path(run_root) / BLOCKLIST,
+                        (json.dumps(list(entries), indent=1) + "\n").encode())
+
+
+def add_drained(run_root: str | Path, *, rank: int, step: int) -> None:
+    """Append a pending entry for ``rank``, drained at ``step`` (the launcher resolves it to
+    its device before relaunching)."""
+    entries = read_entries(run_root)
+    entries.append({"rank": rank, "step": step, "t": time.time(), "pending": True})
+    write_entries(run_root, entries)
 
 
 def blocked_ids(entries: Sequence[Mapping[str, Any]]) -> set[str]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.distributed as dist
 
+from mixfleet.runs import Event
 from mixfleet.train.mixed.collectives import FleetCollectives
 from mixfleet.train.mixed.shares import (
     largest_remainder,
@@ -322,8 +323,8 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
     if rank == 0:
         equal = equal_shares(cfg.train.global_batch, world)
         if shares != equal:
-            emit("shares_changed", step=0, old=equal, new=shares,
+            emit(Event.SHARES_CHANGED, step=0, old=equal, new=shares,
                  reason=f"initial ({cfg.shares.mode})")
-        emit("fleet", devices=list(devices), kinds=coll.kinds, hierarchical=coll.hierarchical,
+        emit(Event.FLEET, devices=list(devices), kinds=coll.kinds, hierarchical=coll.hierarchical,
              shares=shares, micro_batch=micros, groups=coll.group_table())
     return ctl, shares, coll.group_table()
