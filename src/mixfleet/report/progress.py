@@ -1,5 +1,9 @@
 """What a person watching a training run sees: a rich progress bar on a terminal, plain
-lines otherwise, and one line per notable event (restart, resume, checkpoint failure)."""
+lines otherwise, and one line per notable event (restart, resume, checkpoint failure).
+
+The snapshot pacing changes its interval several times while it finds one that costs little
+enough; every change is an event in ``events.jsonl``, but the person watching gets one line
+once the interval has settled (unchanged for two intervals, or at the end)."""
 
 from __future__ import annotations
 
@@ -24,8 +28,6 @@ _EVENT_LINES = {
     Event.SNAPSHOT_PLAN: lambda e: (f"in-memory snapshots every {e['interval']} step(s): "
                                     f"{e['need_bytes'] / 2**30:.3f} GiB of host memory per rank "
                                     f"(budget {e['budget_bytes'] / 2**30:.2f} GiB)"),
-    Event.SNAPSHOT_INTERVAL: lambda e: (f"in-memory snapshots every {e['interval']} steps from "
-                                          f"step {e['step']}: {e['reason']}"),
     Event.RUN_START: lambda e: (
         f"resumed from step {e['resumed_from']} after restart #{e['attempt']} "
         f"(steps lost: {e['steps_lost']})" if e.get("resumed_from") is not None and
@@ -55,6 +57,8 @@ class TrainProgress:
         self._bar: Any = None
         self._task: Any = None
         self._last = 0.0
+        self._pacing: dict[str, Any] | None = None  # the latest interval, not yet shown
+        self._paced_from: int | None = None  # the step of the first change not yet shown
 
     def start(self, step: int) -> None:
         if self.mode == "rich":
@@ -77,6 +81,8 @@ class TrainProgress:
 
     def step(self, rec: dict[str, Any]) -> None:
         s = rec["step"]
+        if self._pacing is not None and s >= self._pacing["step"] + 2 * self._pacing["interval"]:
+            self._show_pacing()
         if self.mode == "rich":
             now = time.monotonic()
             if now - self._last >= 0.1 or s == self.total:
@@ -89,6 +95,11 @@ class TrainProgress:
                   f"{rec['samples_per_s']:.0f} samples/s", file=self.stream, flush=True)
 
     def event(self, rec: dict[str, Any]) -> None:
+        if rec.get("event") == Event.SNAPSHOT_INTERVAL:  # shown once it settles
+            if self._paced_from is None:
+                self._paced_from = rec["step"]
+            self._pacing = rec
+            return
         fmt = _EVENT_LINES.get(rec.get("event", ""))
         line = fmt(rec) if fmt else None
         if line:
@@ -100,7 +111,17 @@ class TrainProgress:
         else:
             print(f"[{self.label}] {text}", file=self.stream, flush=True)
 
+    def _show_pacing(self) -> None:
+        e, first = self._pacing, self._paced_from
+        self._pacing = self._paced_from = None
+        if e is not None:
+            since = f" (paced from step {first})" if first is not None and first < e["step"] \
+                else ""
+            self.line(f"in-memory snapshots every {e['interval']} steps from step "
+                      f"{e['step']}{since}: {e['reason']}")
+
     def close(self) -> None:
+        self._show_pacing()
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
