@@ -3,6 +3,7 @@ directory's ``metrics.jsonl`` and ``events.jsonl``; and a timeline plot."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,9 @@ _MARKS = {Event.FAULT_INJECTED: ("tab:red", "fault"),
 
 
 def plot_timeline(run_dir: str | Path, out: str | Path) -> Path:
-    """A PNG: steps/s over time, temperature per device, events marked."""
+    """A PNG: steps/s over time, temperature per device (or "no telemetry"), events marked,
+    and the loss (with the eval metric) against steps, on a log axis when it spans a
+    decade or more."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +116,9 @@ def plot_timeline(run_dir: str | Path, out: str | Path) -> Path:
     steps = [r for r in recs if "loss" in r]
     events = run.read_events()
     t0 = min([e["t"] for e in events] + [r["t"] for r in steps] or [0.0])
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    fig, (ax1, ax2, ax3) = plt.subplots(3, 1, figsize=(11, 9.5),
+                                        gridspec_kw={"height_ratios": [1, 1, 1.2]})
+    ax2.sharex(ax1)
     if steps:
         ax1.plot([r["t"] - t0 for r in steps],
                  [1.0 / r["step_s"] if r["step_s"] > 0 else 0 for r in steps],
@@ -141,9 +146,44 @@ def plot_timeline(run_dir: str | Path, out: str | Path) -> Path:
     ax1.legend(loc="upper right", fontsize=7)
     if temps:
         ax2.legend(loc="upper right", fontsize=7)
+    else:
+        ax2.text(0.5, 0.5, "no telemetry", transform=ax2.transAxes, ha="center",
+                 va="center", color="gray")
+    _plot_loss(ax3, steps, recs)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+EVAL_METRICS = ("val_loss", "val_perplexity", "val_bits_per_char", "test_accuracy")
+
+
+def _plot_loss(ax: Any, steps: list[dict[str, Any]], recs: list[dict[str, Any]]) -> None:
+    """The training loss per step and, on a second axis, the eval metric where recorded."""
+    pts = [(r["step"], r["loss"]) for r in steps
+           if isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
+    if not pts:
+        ax.text(0.5, 0.5, "no finite loss recorded", transform=ax.transAxes, ha="center",
+                va="center", color="gray")
+        return
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.8, color="tab:blue",
+            label="training loss")
+    lo, hi = min(p[1] for p in pts), max(p[1] for p in pts)
+    if lo > 0 and hi / lo >= 10:
+        ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    for name in EVAL_METRICS:
+        ev = [(r["step"], r[name]) for r in recs if isinstance(r.get(name), (int, float))
+              and "step" in r]
+        if ev:
+            ax_e = ax.twinx()
+            ax_e.plot([p[0] for p in ev], [p[1] for p in ev], "o-", ms=3, lw=0.8,
+                      color="tab:orange", label=name)
+            ax_e.set_ylabel(name)
+            ax_e.legend(loc="upper center", fontsize=7)
+            break
+    ax.legend(loc="upper right", fontsize=7)
