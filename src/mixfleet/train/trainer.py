@@ -27,7 +27,8 @@ from mixfleet.emulate import EmulatedDevice
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.runs import StepLog
 from mixfleet.train.checkpoint.dcp import Checkpointer
-from mixfleet.train.checkpoint.manager import Adapter, CheckpointManager, SchedulerState
+from mixfleet.train.checkpoint.manager import CheckpointManager
+from mixfleet.train.checkpoint.stateful import Adapter, SchedulerState
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
@@ -118,7 +119,7 @@ class Trainer:
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
                   "parallel": self.strategy.name, "groups": list(groups)})
-        if self.snap_every and not self.state.snapshots_fit(
+        if self.snap_every and not self.state.snapshots.fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0
         # Rank 0's step records (flushed before anything commits) and the step reached.
@@ -226,8 +227,8 @@ class Trainer:
                 out = self.hetero.step(self.manager, self.step, idx, self._shares, self._take,
                                        self._loss)
             if out.committed:
-                if self.state.pending is not None:  # finish the overlapped snapshot copy
-                    self.state.wait_snapshot()
+                if self.state.snapshots.pending is not None:  # finish the overlapped copy
+                    self.state.snapshots.wait()
                 self.strategy.optimizer_step(self.opt)
         self.sched.step()
         self.step += 1

@@ -244,7 +244,7 @@ def run_worker(run_dir: str) -> int:
     def dying_gasp(signum: int, frame: Any) -> None:
         if trainer.metrics is not None:
             trainer.metrics.flush(block=False)
-        trainer.state.gasp()
+        trainer.state.snapshots.gasp()
         os._exit(128 + signum)
 
     old_handler = signal.signal(signal.SIGTERM, dying_gasp)
