@@ -38,7 +38,7 @@ from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.health.signals import ControlSignals
-from mixfleet.train.mixed.rebalance import ShareController
+from mixfleet.train.mixed.rebalance import MixedFleet
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
@@ -56,14 +56,14 @@ class Trainer:
     def __init__(self, cfg: RunConfig, workload: Workload, *, run: RunDir, device: torch.device,
                  rank: int = 0, world: int = 1, group: Any = None, ckpt_group: Any = None,
                  shares: list[int] | None = None, emu: EmulatedDevice | None = None,
-                 hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
+                 fleet: MixedFleet | None = None, thermal: ThermalGuard | None = None,
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
                  clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None,
                  pacer: LinkPacer | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
-        self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
+        self.rank, self.world, self.emu, self.fleet = rank, world, emu, fleet
         self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
         self.clock = clock or SystemClock()
         t, h = cfg.train, cfg.health
@@ -76,8 +76,9 @@ class Trainer:
         units = shard(self.model) if shard is not None else None
         self.strategy = make_strategy(cfg.parallel, self.model, device=device, world=world,
                                       group=group, units=units,
-                                      all_reduce=hetero.all_reduce if hetero else None,
-                                      control_reduce=hetero.all_reduce_small if hetero else None,
+                                      all_reduce=fleet.steps.all_reduce if fleet else None,
+                                      control_reduce=(fleet.steps.all_reduce_small if fleet
+                                                      else None),
                                       pacer=pacer)
         self.opt, self.sched = build_optimizer(
             (p for p in self.model.parameters() if p.requires_grad), t,
@@ -96,7 +97,8 @@ class Trainer:
                                        max_fraction=cfg.checkpoint.snapshot_max_cost)
         self.checks = C.default_checks(
             h, world=world, rank=rank, emit=run.emit, guard=self.guard, pacing=self.pacing,
-            watchdog=watchdog, thermal=thermal, hetero=hetero, shares=lambda: self.shares,
+            watchdog=watchdog, thermal=thermal,
+            rebalancer=fleet.rebalancer if fleet is not None else None, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
         self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
@@ -134,7 +136,7 @@ class Trainer:
         return list(self._shares)
 
     def _load_shares(self, shares: Any) -> None:
-        fits = (self.hetero.fits(shares) if self.hetero is not None else
+        fits = (self.fleet.rebalancer.fits(shares) if self.fleet is not None else
                 shares == equal_shares(self.B, self.world))
         if fits and shares != self._shares:
             self.set_shares(shares, "resume")
@@ -221,11 +223,11 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            if self.hetero is None:  # one micro-batch: the whole slice
+            if self.fleet is None:  # one micro-batch: the whole slice
                 out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
             else:  # a mixed fleet: micro-batches, an emulated chip paced around them
-                out = self.hetero.step(self.manager, self.step, idx, self._shares, self._take,
-                                       self._loss)
+                out = self.fleet.steps.step(self.manager, self.step, idx, self._shares,
+                                            self._take, self._loss)
             if out.committed:
                 if self.state.snapshots.pending is not None:  # finish the overlapped copy
                     self.state.snapshots.wait()

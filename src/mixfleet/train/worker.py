@@ -219,15 +219,15 @@ def run_worker(run_dir: str) -> int:
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
     samplers = _start_telemetry(cfg, run, emu, local_rank)
-    hetero, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
-                                        workload=workload.name, emit=run.emit, emu=emu,
-                                        placements=places, as_model=as_model)
+    fleet, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
+                                       workload=workload.name, emit=run.emit, emu=emu,
+                                       placements=places, as_model=as_model)
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
         on_hang=lambda info: run.emit("hang_detected", attempt=attempt, **info))
     trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
-                      ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
+                      ckpt_group=ckpt_group, emu=emu, fleet=fleet, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
                       faults=faults, local_world=local_world, groups=groups,
                       on_step=progress.step if progress is not None else None, pacer=pacer)
