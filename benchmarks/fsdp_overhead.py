@@ -60,7 +60,7 @@ def run_mixfleet(cfg: Any, wl: Any, tmp: Path, rank: int, world: int,
                 ckpt_group=group)
     out = t.fit()
     w = t.final_state_dict()
-    t.state.discard_snapshot()
+    t.state.snapshots.discard()
     return float(out["elapsed_s"]), w
 
 

@@ -2,7 +2,7 @@
 
 One :class:`~mixfleet.train.trainer.Trainer` (digits-cnn, single rank, CPU, one thread)
 runs rounds of steps, alternating: plain ``train_step()`` rounds and rounds where each
-step is followed by ``_snapshot()`` — the copy of model, optimizer state, RNG and LR into
+step is followed by ``state.snapshot()`` — the copy of model, optimizer state, RNG and LR into
 host shared memory that a restarted rank resumes from. The ratio of the median per-step
 times of the two kinds of rounds is printed last (target <= 1.05).
 
@@ -46,22 +46,24 @@ def main() -> None:
         for _ in range(10):  # warm up (optimizer state exists from here on)
             tr.train_step()
         per_step: dict[bool, list[float]] = {False: [], True: []}
+        costs: list[float] = []  # what each snapshot held the step loop up
         for r in range(2 * args.rounds):
             snap = bool(r % 2)
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 tr.train_step()
                 if snap:
-                    tr._snapshot()
+                    costs.append(tr.state.snapshot(tr.step))
             per_step[snap].append((time.perf_counter() - t0) / args.steps)
-        cost = statistics.median(tr._snap_cost)
-        tr.discard_snapshot()
-        tr.ckpt.close()
+        cost = statistics.median(costs)
+        nbytes = sum(t.numel() * t.element_size()
+                     for _, t in tr.strategy.snapshot_tensors(tr.opt))
+        tr.state.snapshots.discard()
+        tr.state.close()
     plain, with_snap = statistics.median(per_step[False]), statistics.median(per_step[True])
     print(f"step time: {plain * 1e3:.3f} ms without snapshots, {with_snap * 1e3:.3f} ms with "
           f"one every step; a snapshot alone takes {cost * 1e6:.0f} us "
-          f"({sum(t.numel() * t.element_size() for _, t in tr._snapshot_tensors()) / 1e3:.0f}"
-          f" kB)")
+          f"({nbytes / 1e3:.0f} kB)")
     print(f"snapshot cost: step time with a snapshot every step / without = "
           f"{with_snap / plain:.3f} (target <= 1.05)")
 

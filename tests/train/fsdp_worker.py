@@ -19,7 +19,8 @@ from torch.distributed.tensor import DTensor
 
 from mixfleet.train.launch import resolve_config
 from mixfleet.train.mixed.collectives import FleetCollectives
-from mixfleet.train.mixed.rebalance import ShareController
+from mixfleet.train.mixed.fleetstep import MixedFleetStep
+from mixfleet.train.mixed.rebalance import MixedFleet, Rebalancer
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
@@ -57,11 +58,11 @@ def main() -> None:
     run = RunDir(out / f"rank{rank}")
     coll = FleetCollectives.create(["cpu"] * world, rank)
     micros = [5] + [0] * (world - 1)  # rank 0 in micro-batches of 5: more of them
-    ctl = ShareController(coll, rank=rank, world=world, global_batch=64, micro=micros[rank],
-                          caps=[None] * world, every=0, hysteresis=0.05, emit=run.emit,
-                          micros=micros)
+    fleet = MixedFleet(MixedFleetStep(coll, world=world, micro=micros[rank], micros=micros),
+                       Rebalancer(coll, rank=rank, world=world, global_batch=64,
+                                  caps=[None] * world, every=0, hysteresis=0.05))
     t = Trainer(cfg, get_workload("char-gpt", **GPT), run=run, device=torch.device("cpu"),
-                rank=rank, world=world, shares=schedule[0], hetero=ctl)
+                rank=rank, world=world, shares=schedule[0], fleet=fleet)
     for shares in schedule:
         t.set_shares(shares, "test schedule")
         out_ = t.train_step()

@@ -15,7 +15,8 @@ import torch
 from mixfleet.catalog.detect import Detection
 from mixfleet.train.launch import resolve_config
 from mixfleet.train.mixed.collectives import FleetCollectives, default_backend, device_kind
-from mixfleet.train.mixed.rebalance import ShareController
+from mixfleet.train.mixed.fleetstep import MixedFleetStep
+from mixfleet.train.mixed.rebalance import MixedFleet, Rebalancer
 from mixfleet.train.rundir import RunDir
 from mixfleet.train.trainer import Trainer
 from mixfleet.workloads import get_workload
@@ -58,11 +59,12 @@ def _trainer(tmp: Path, rank: int, world: int, shares: list[int], micro: int = 0
                                   "checkpoint.interval=1000", "checkpoint.snapshot_interval=0"])
     wl = get_workload("digits-cnn")
     run = RunDir(tmp / f"r{world}-{rank}")
-    ctl = None if coll is None else ShareController(
-        coll, rank=rank, world=world, global_batch=64, micro=micro, caps=[None] * world,
-        every=0, hysteresis=0.05, emit=run.emit)
+    fleet = None if coll is None else MixedFleet(
+        MixedFleetStep(coll, world=world, micro=micro),
+        Rebalancer(coll, rank=rank, world=world, global_batch=64, caps=[None] * world,
+                   every=0, hysteresis=0.05))
     return Trainer(cfg, wl, run=run, device=torch.device("cpu"), rank=rank, world=world,
-                   shares=shares, hetero=ctl)
+                   shares=shares, fleet=fleet)
 
 
 def _run_ranks(trainers: list[Trainer], schedule: list[list[int]]) -> None:

@@ -49,4 +49,4 @@ def test_snapshot_budget_picks_double_single_or_none(tmp_path: Path, gib: float,
     assert events(run.root, event)
     assert t.snap_every == (1 if slots else 0)
     if slots:
-        assert t.state.slots == slots
+        assert t.state.snapshots.slots == slots

@@ -50,7 +50,7 @@ def test_resume_and_rollback_restore_the_same_objects(tmp_path: Path) -> None:
             a.state.snapshot(a.step)
         saved[7] = (_weights(a), a.emu.state_dict())  # type: ignore[union-attr]
         a.state.ckpt.wait()
-        a.state.wait_snapshot()
+        a.state.snapshots.wait()
 
         mem = _trainer(run, 1)
         assert mem.resume() == 7 and mem.state.source == "memory"
@@ -70,7 +70,7 @@ def test_resume_and_rollback_restore_the_same_objects(tmp_path: Path) -> None:
         assert all(torch.equal(saved[5][0][k], v) for k, v in mem.final_state_dict().items())
         assert mem.emu.state_dict() == saved[5][1]  # type: ignore[union-attr]
         assert mem.skip == {8}
-        mem.state.discard_snapshot()
-        a.state.discard_snapshot()
+        mem.state.snapshots.discard()
+        a.state.snapshots.discard()
     finally:
         dist.destroy_process_group()

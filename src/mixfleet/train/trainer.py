@@ -27,7 +27,8 @@ from mixfleet.emulate import EmulatedDevice
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.runs import Event, StepLog
 from mixfleet.train.checkpoint.dcp import Checkpointer
-from mixfleet.train.checkpoint.manager import Adapter, CheckpointManager, SchedulerState
+from mixfleet.train.checkpoint.manager import CheckpointManager
+from mixfleet.train.checkpoint.stateful import Adapter, SchedulerState
 from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
@@ -38,7 +39,7 @@ from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
 from mixfleet.train.health.signals import ControlSignals
 from mixfleet.train.mixed.blocklist import add_drained
-from mixfleet.train.mixed.rebalance import ShareController
+from mixfleet.train.mixed.rebalance import MixedFleet
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
@@ -56,14 +57,14 @@ class Trainer:
     def __init__(self, cfg: RunConfig, workload: Workload, *, run: RunDir, device: torch.device,
                  rank: int = 0, world: int = 1, group: Any = None, ckpt_group: Any = None,
                  shares: list[int] | None = None, emu: EmulatedDevice | None = None,
-                 hetero: ShareController | None = None, thermal: ThermalGuard | None = None,
+                 fleet: MixedFleet | None = None, thermal: ThermalGuard | None = None,
                  watchdog: Watchdog | None = None, faults: FaultInjector | None = None,
                  clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None,
                  pacer: LinkPacer | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
-        self.rank, self.world, self.emu, self.hetero = rank, world, emu, hetero
+        self.rank, self.world, self.emu, self.fleet = rank, world, emu, fleet
         self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
         self.clock = clock or SystemClock()
         t, h = cfg.train, cfg.health
@@ -76,8 +77,9 @@ class Trainer:
         units = shard(self.model) if shard is not None else None
         self.strategy = make_strategy(cfg.parallel, self.model, device=device, world=world,
                                       group=group, units=units,
-                                      all_reduce=hetero.all_reduce if hetero else None,
-                                      control_reduce=hetero.all_reduce_small if hetero else None,
+                                      all_reduce=fleet.steps.all_reduce if fleet else None,
+                                      control_reduce=(fleet.steps.all_reduce_small if fleet
+                                                      else None),
                                       pacer=pacer)
         self.opt, self.sched = build_optimizer(
             (p for p in self.model.parameters() if p.requires_grad), t,
@@ -96,7 +98,8 @@ class Trainer:
                                        max_fraction=cfg.checkpoint.snapshot_max_cost)
         self.checks = C.default_checks(
             h, world=world, rank=rank, emit=run.emit, guard=self.guard, pacing=self.pacing,
-            watchdog=watchdog, thermal=thermal, hetero=hetero, shares=lambda: self.shares,
+            watchdog=watchdog, thermal=thermal,
+            rebalancer=fleet.rebalancer if fleet is not None else None, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
         self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
@@ -119,7 +122,7 @@ class Trainer:
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
                   "parallel": self.strategy.name, "groups": list(groups)})
-        if self.snap_every and not self.state.snapshots_fit(
+        if self.snap_every and not self.state.snapshots.fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0
         # Rank 0's step records (flushed before anything commits) and the step reached.
@@ -134,7 +137,7 @@ class Trainer:
         return list(self._shares)
 
     def _load_shares(self, shares: Any) -> None:
-        fits = (self.hetero.fits(shares) if self.hetero is not None else
+        fits = (self.fleet.rebalancer.fits(shares) if self.fleet is not None else
                 shares == equal_shares(self.B, self.world))
         if fits and shares != self._shares:
             self.set_shares(shares, "resume")
@@ -221,14 +224,14 @@ class Trainer:
             out = self.manager.skipped(self.step)
         else:
             idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            if self.hetero is None:  # one micro-batch: the whole slice
+            if self.fleet is None:  # one micro-batch: the whole slice
                 out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
             else:  # a mixed fleet: micro-batches, an emulated chip paced around them
-                out = self.hetero.step(self.manager, self.step, idx, self._shares, self._take,
-                                       self._loss)
+                out = self.fleet.steps.step(self.manager, self.step, idx, self._shares,
+                                            self._take, self._loss)
             if out.committed:
-                if self.state.pending is not None:  # finish the overlapped snapshot copy
-                    self.state.wait_snapshot()
+                if self.state.snapshots.pending is not None:  # finish the overlapped copy
+                    self.state.snapshots.wait()
                 self.strategy.optimizer_step(self.opt)
         self.sched.step()
         self.step += 1

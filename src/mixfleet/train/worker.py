@@ -7,6 +7,7 @@ committed checkpoint, trains, and (rank 0) writes ``final/model.pt`` and ``summa
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -160,8 +161,43 @@ def _thermal_guard(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
                         read=read)
 
 
-def run_worker(run_dir: str) -> int:
-    run = RunDir(run_dir)
+@dataclasses.dataclass(frozen=True)
+class RankSetup:
+    """One rank once it has joined the job (:func:`_setup_rank`)."""
+
+    run: RunDir
+    cfg: RunConfig
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+    attempt: int
+    devices: list[str]  # each rank's device string ([[ranks]] by RANK)
+    places: list[RankDevice]  # the physical device and chip kind of each rank
+    device: torch.device
+    server: Any  # keeps the process group's store open (closed when leaving)
+    ckpt_group: Any
+    progress: TrainProgress | None  # rank 0's progress display
+
+    @property
+    def spec(self) -> str:
+        """This rank's device string."""
+        return self.devices[self.rank]
+
+
+@dataclasses.dataclass(frozen=True)
+class RankParts:
+    """What :func:`_build_rank` made: the trainer and what runs beside it."""
+
+    trainer: Trainer
+    emu: EmulatedDevice | None
+    watchdog: Watchdog
+    samplers: list[Sampler]
+
+
+def _setup_rank(run: RunDir) -> RankSetup:
+    """Read the config and the torchrun environment, pick this rank's device, join the
+    process group, record the pid and a ``worker_start`` event, open rank 0's progress."""
     cfg = load_run_config(run)
     rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
     local_rank, local_world = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1)
@@ -177,7 +213,7 @@ def run_worker(run_dir: str) -> int:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     server = _init_group(default_backend(devices, device, cfg.launch.backend, placements=places),
-                       rank, world, attempt, cfg.launch.init_timeout_s)
+                         rank, world, attempt, cfg.launch.init_timeout_s)
     ckpt_group = dist.new_group(backend="gloo")
     run.mkdir(run.pids)
     run.write(run.pids / f"rank{rank}", str(os.getpid()))
@@ -192,19 +228,30 @@ def run_worker(run_dir: str) -> int:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
+    return RankSetup(run=run, cfg=cfg, rank=rank, world=world, local_rank=local_rank,
+                     local_world=local_world, attempt=attempt, devices=devices, places=places,
+                     device=device, server=server, ckpt_group=ckpt_group, progress=progress)
+
+
+def _build_rank(s: RankSetup) -> RankParts:
+    """The workload, the emulated chip and its links (an emulated job), fault injection,
+    telemetry, the mixed fleet's parts, the watchdog and thermal guard, and the trainer."""
+    run, cfg, rank, devices, places = s.run, s.cfg, s.rank, s.devices, s.places
+    progress, spec = s.progress, s.spec
     workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
                                     rank=rank, workload=workload.name,
-                                    config=EmulationConfig(seed=cfg.train.seed, attempt=attempt,
-                                                           local_ranks=local_world))
+                                    config=EmulationConfig(seed=cfg.train.seed,
+                                                           attempt=s.attempt,
+                                                           local_ranks=s.local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
     as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
     pacer = None
     if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
-        pacer = link_pacer(cfg, [p.kind for p in places], local_world=local_world,
+        pacer = link_pacer(cfg, [p.kind for p in places], local_world=s.local_world,
                            plan=as_model, group=dist.new_group(backend="gloo"))
         if emu is not None:
             emu.attach_links(pacer)
@@ -218,39 +265,52 @@ def run_worker(run_dir: str) -> int:
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
-    samplers = _start_telemetry(cfg, run, emu, local_rank)
-    hetero, shares, groups = plan_fleet(cfg, devices, rank=rank, world=world, group=None,
-                                        workload=workload.name, emit=run.emit, emu=emu,
-                                        placements=places, as_model=as_model)
+    samplers = _start_telemetry(cfg, run, emu, s.local_rank)
+    fleet, shares, groups = plan_fleet(cfg, devices, rank=rank, world=s.world, group=None,
+                                       workload=workload.name, emit=run.emit, emu=emu,
+                                       placements=places, as_model=as_model)
+    attempt = s.attempt
     watchdog = Watchdog(
         factor=cfg.health.hang_factor, floor_s=cfg.health.hang_floor_s,
         stacks_dir=run.root / "stacks", rank=rank,
         on_hang=lambda info: run.emit(Event.HANG_DETECTED, attempt=attempt, **info))
-    trainer = Trainer(cfg, workload, run=run, device=device, rank=rank, world=world,
-                      ckpt_group=ckpt_group, emu=emu, hetero=hetero, shares=shares,
+    trainer = Trainer(cfg, workload, run=run, device=s.device, rank=rank, world=s.world,
+                      ckpt_group=s.ckpt_group, emu=emu, fleet=fleet, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
-                      faults=faults, local_world=local_world, groups=groups,
+                      faults=faults, local_world=s.local_world, groups=groups,
                       on_step=progress.step if progress is not None else None, pacer=pacer)
     if pacer is not None:
         model_bytes(pacer, as_model, trainer.model)
+    return RankParts(trainer=trainer, emu=emu, watchdog=watchdog, samplers=samplers)
+
+
+def _resume(s: RankSetup, trainer: Trainer) -> None:
+    """Resume from the newest committed state; rank 0 says from where and what was lost."""
     resumed = trainer.resume()
-    if rank == 0:
-        last = _last_step(run)
-        run.emit(Event.RUN_START, attempt=attempt, resumed_from=resumed, world_size=world,
-                 source=trainer.state.source, steps_lost=max(0, last - (resumed or 0)))
-    if progress is not None:
-        progress.start(trainer.step)
+    if s.rank == 0:
+        last = _last_step(s.run)
+        s.run.emit(Event.RUN_START, attempt=s.attempt, resumed_from=resumed, world_size=s.world,
+                   source=trainer.state.source, steps_lost=max(0, last - (resumed or 0)))
+    if s.progress is not None:
+        s.progress.start(trainer.step)
+
+
+def _run_guarded(s: RankSetup, parts: RankParts) -> dict[str, Any]:
+    """Train under the guards: SIGTERM persists the newest snapshot (dying gasp), the
+    watchdog runs; an emulated device fault or a lost peer ends this process (exit 1) for
+    the launcher to restart the group. Stops the watchdog, progress and telemetry."""
+    run, rank, trainer, watchdog = s.run, s.rank, parts.trainer, parts.watchdog
 
     def dying_gasp(signum: int, frame: Any) -> None:
         if trainer.metrics is not None:
             trainer.metrics.flush(block=False)
-        trainer.state.gasp()
+        trainer.state.snapshots.gasp()
         os._exit(128 + signum)
 
     old_handler = signal.signal(signal.SIGTERM, dying_gasp)
     watchdog.start()
     try:
-        out = trainer.fit()
+        return trainer.fit()
     except EmulatedFault as e:
         run.emit(Event.DEVICE_FAULT, rank=rank, step=trainer.step, error=str(e), emulated=True)
         print(f"[rank {rank}] {e}; the launcher restarts the group", file=sys.stderr,
@@ -267,16 +327,22 @@ def run_worker(run_dir: str) -> int:
     finally:
         signal.signal(signal.SIGTERM, old_handler)
         watchdog.stop()
-        if progress is not None:
-            progress.close()
-        for sampler in samplers:
+        if s.progress is not None:
+            s.progress.close()
+        for sampler in parts.samplers:
             sampler.stop()
+
+
+def _finish(s: RankSetup, parts: RankParts, out: dict[str, Any]) -> int:
+    """After training: unless drained, the final weights and ``summary.json`` (rank 0);
+    then every rank leaves the process group."""
+    run, rank, trainer, emu = s.run, s.rank, parts.trainer, parts.emu
     if out["drained"] is not None:
         # Every rank stopped at the same step; the launcher restarts without the device.
         dist.barrier()
         dist.destroy_process_group()
-        if server is not None:
-            server.close()
+        if s.server is not None:
+            s.server.close()
         return 0
     weights = trainer.final_state_dict()  # a collective under fsdp
     metric = out["final_metric"] if rank == 0 else None
@@ -284,16 +350,25 @@ def run_worker(run_dir: str) -> int:
         run.mkdir(run.final)
         with run.create(run.final / "model.pt") as f:
             torch.save(weights, f)
-        summary = build_summary(run, cfg, metric, world,
-                                emu.device_string if emu is not None else str(device),
-                                devices)
+        summary = build_summary(run, s.cfg, metric, s.world,
+                                emu.device_string if emu is not None else str(s.device),
+                                s.devices)
         run.emit(Event.FINISH, **{k: summary[k] for k in ("steps", "restarts", "steps_lost")})
         run.write(run.summary, json.dumps(summary, indent=2) + "\n")
     dist.barrier()
     dist.destroy_process_group()
-    if server is not None:
-        server.close()  # rank 0's listening socket across machines
+    if s.server is not None:
+        s.server.close()  # rank 0's listening socket across machines
     return 0
+
+
+def run_worker(run_dir: str) -> int:
+    """One rank from start to end: set up, build, resume, train under the guards, finish."""
+    s = _setup_rank(RunDir(run_dir))
+    parts = _build_rank(s)
+    _resume(s, parts.trainer)
+    out = _run_guarded(s, parts)
+    return _finish(s, parts, out)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from mixfleet.train.health.detectors import (
     Watchdog,
 )
 from mixfleet.train.health.signals import ControlSignals
+from mixfleet.train.mixed.rebalance import Rebalancer
 
 __all__ = ["WatchdogCheck", "GuardCheck", "StragglerCheck", "ThermalCheck",
            "SnapshotPacing", "RebalanceCheck", "default_checks", "THERMAL_QUIET_STEPS"]
@@ -229,38 +230,41 @@ class SnapshotPacing(HealthCheck):
 
 
 class RebalanceCheck(HealthCheck):
-    """A mixed fleet's share controller: measured speeds → new shares (a collective on the
-    controller's own group, every ``every`` steps on every rank)."""
+    """A mixed fleet's rebalance: measured speeds → new shares (a collective on the
+    rebalancer's own group, every ``every`` steps on every rank)."""
 
-    def __init__(self, controller: Any, *, shares: Callable[[], list[int]],
+    def __init__(self, rebalancer: Rebalancer, *, shares: Callable[[], list[int]],
                  total_steps: int) -> None:
-        self.ctl, self.shares, self.total_steps = controller, shares, total_steps
+        self.rebalancer, self.shares, self.total_steps = rebalancer, shares, total_steps
 
     def observe(self, out: StepOutcome) -> Sequence[Action]:
-        new = self.ctl.after_step(out.step, self.shares(), self.total_steps, out.compute_s)
+        new = self.rebalancer.after_step(out.step, self.shares(), self.total_steps,
+                                         out.compute_s)
         if new is None:
             return NONE
-        return (SetShares(tuple(new), "rebalance", dict(self.ctl.last_details)),)
+        return (SetShares(tuple(new), "rebalance", dict(self.rebalancer.last_details)),)
 
 
 def default_checks(h: HealthConfig, *, world: int, rank: int, emit: Emit, guard: StepGuard,
                    pacing: SnapshotPacing, watchdog: Watchdog | None = None,
-                   thermal: ThermalGuard | None = None, hetero: Any = None,
+                   thermal: ThermalGuard | None = None,
+                   rebalancer: Rebalancer | None = None,
                    shares: Callable[[], list[int]], total_steps: int) -> list[HealthCheck]:
     """The built-in checks of ``[health]``, in the order they observe a step."""
     out: list[HealthCheck] = []
     if watchdog is not None:
         out.append(WatchdogCheck(watchdog))
-    if hetero is not None:
-        out.append(RebalanceCheck(hetero, shares=shares, total_steps=total_steps))
+    if rebalancer is not None:
+        out.append(RebalanceCheck(rebalancer, shares=shares, total_steps=total_steps))
     # Mixed fleet: shares follow speeds, so compare step times, not time per sample.
     if world > 1:  # a straggler is slower than the others: one rank has none
         out.append(StragglerCheck(
             StragglerDetector(world=world, window=h.straggler_window,
                               factor=h.straggler_factor, windows=h.straggler_windows),
-            weights=shares if hetero is None else (lambda: [1] * world),
+            weights=shares if rebalancer is None else (lambda: [1] * world),
             exclude=h.straggler_action == "exclude", emit=emit, rank=rank))
     if thermal is not None:
         out.append(ThermalCheck(thermal, action=h.thermal_action,
-                                can_shed=hetero is not None and world > 1, emit=emit, rank=rank))
+                                can_shed=rebalancer is not None and world > 1, emit=emit,
+                                rank=rank))
     return out + [pacing, GuardCheck(guard)]

@@ -1,4 +1,5 @@
-"""Online rebalance of the shares, and the trainer's hooks on a mixed fleet.
+"""Online rebalance of the shares on a mixed fleet, and the plan of a mixed-fleet job
+(devices, initial shares, its :class:`MixedFleet` of step runner and rebalancer).
 
 Every ``rebalance_every`` steps each rank reports its median *compute* time over the
 window - its forward and backward passes over its share (on an emulated chip including
@@ -31,10 +32,10 @@ import torch.distributed as dist
 
 from mixfleet.runs import Event
 from mixfleet.train.mixed.collectives import FleetCollectives
+from mixfleet.train.mixed.fleetstep import MixedFleetStep
 from mixfleet.train.mixed.shares import (
     largest_remainder,
     memory_micro_cap,
-    micro_batches,
     micro_cap,
     rank_speeds,
     share_cap,
@@ -45,12 +46,10 @@ if TYPE_CHECKING:
     from mixfleet.emulate import EmulatedDevice
     from mixfleet.emulate.asmodel import AsModelPlan
     from mixfleet.train.config import RankConfig, RunConfig
-    from mixfleet.train.health.base import StepOutcome
     from mixfleet.train.mixed.placement import RankDevice
-    from mixfleet.train.step import StepManager
 
-__all__ = ["Decision", "decide", "ShareController", "rank_devices", "initial_plan", "plan_fleet",
-           "hetero_enabled"]
+__all__ = ["Decision", "decide", "Rebalancer", "MixedFleet", "rank_devices", "initial_plan",
+           "plan_fleet", "hetero_enabled"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -152,68 +151,23 @@ def initial_plan(cfg: RunConfig, devices: Sequence[str], workload: str
     return largest_remainder(speeds, B, caps=caps), micros, caps
 
 
-class ShareController:
-    """A trainer's hooks on a mixed fleet: micro-batches, the (hierarchical) all-reduce
-    with emulated pacing before it, timing, rebalance. It never changes the trainer: it
+class Rebalancer:
+    """A mixed fleet's online rebalance: each step's times recorded, every ``every`` steps
+    new shares agreed on (see the module docstring). It never changes the trainer: it
     returns new shares, which the trainer adopts (``set_shares``)."""
 
     def __init__(self, coll: FleetCollectives, *, rank: int, world: int, global_batch: int,
-                 micro: int, caps: Sequence[int | None], every: int, hysteresis: float,
-                 emit: Callable[..., Any], emu: EmulatedDevice | None = None,
-                 micros: Sequence[int] | None = None) -> None:
+                 caps: Sequence[int | None], every: int, hysteresis: float,
+                 emu: EmulatedDevice | None = None) -> None:
         self.coll, self.rank, self.world, self.B = coll, rank, world, global_batch
-        self.micro, self.caps = micro, list(caps)
-        self.micros = list(micros) if micros is not None else [micro] * world
+        self.caps = list(caps)
         self.every, self.hysteresis = every, hysteresis
-        self.emit, self.emu = emit, emu
+        self.emu = emu
         self._prev: float | None = None
         self._window: list[tuple[float, float]] = []
-        self.changes = 0
         self.last_details: dict[str, Any] = {}
 
-    # -- per step (called by the trainer) ------------------------------------------------
-    def split(self, idx: torch.Tensor, shares: Sequence[int], *, uniform: bool = False
-              ) -> list[torch.Tensor]:
-        """This rank's share in micro-batches of at most its limit. ``uniform``: the same
-        number of micro-batches on every rank (sizes differ; some may be empty), for a
-        strategy whose collectives run per micro-batch (FSDP)."""
-        if not uniform:
-            return micro_batches(idx, self.micro)
-        k = max(1 if not m else -(-s // m) for s, m in zip(shares, self.micros, strict=True))
-        return list(torch.tensor_split(idx, k))
-
-    def step(self, manager: StepManager, step: int, idx: torch.Tensor, shares: Sequence[int],
-             take: Callable[[torch.Tensor], Any], loss: Callable[[Any], torch.Tensor]
-             ) -> StepOutcome:
-        """Global step ``step + 1`` of this rank's slice ``idx`` through ``manager``, in
-        :meth:`split`'s micro-batches (``take``: samples -> a batch on the device). An
-        empty micro-batch of a uniform split is a stand-in of one sample that keeps the
-        collectives in step and contributes nothing (see StepManager). An emulated chip is
-        paced around the computation: it computes at the end of its budget (it waits
-        first), unless the forward is a collective (fsdp): then a rank that starts late
-        holds back every rank, and the chip is paced only when the gradients are ready, so
-        that a slow chip reaches the reduction late, as a real one does."""
-        st, n = manager.strategy, max(1, len(idx))
-        uniform = st.uniform_micro_batches
-        batches = [(take(c if len(c) else idx[:1]), bool(len(c)))
-                   for c in self.split(idx, shares, uniform=uniform) if len(c) or uniform]
-        emu = self.emu
-        if emu is None:
-            return manager.step(step, batches, loss)
-        sizes = [float(len(c)) for c in self.split(idx, shares, uniform=uniform) if len(c)]
-        return manager.step(step, batches, loss,
-                            on_grads=lambda: emu.compute_done(work=n, micro=sizes),
-                            on_start=None if st.collective_forward else
-                            lambda: emu.pace_first(work=n, micro=sizes))
-
-    def all_reduce(self, flat: torch.Tensor) -> None:
-        """Sum the gradients over all ranks (hierarchical across device kinds)."""
-        self.coll.all_reduce(flat)
-
-    def all_reduce_small(self, values: torch.Tensor) -> None:
-        """Sum a control region over all ranks (one direct exchange; its wait is timed)."""
-        self.coll.all_reduce_small(values)
-
+    # -- per step (called by RebalanceCheck) ---------------------------------------------
     def after_step(self, step: int, shares: list[int], total_steps: int,
                    compute_s: float) -> list[int] | None:
         """After a step is done and logged (``compute_s``: this rank's compute time,
@@ -265,13 +219,20 @@ class ShareController:
         new = [int(x) for x in out.tolist()]
         if new == old:
             return None
-        self.changes += 1
         self.last_details = {} if decision is None else {
             "samples_per_s": [round(v, 2) for v in decision.speeds],
             "overhead_s": [round(o, 5) for o in decision.overhead_s],
             "predicted_step_s": [round(decision.step_s_now, 5), round(decision.step_s_new, 5)],
             "predicted_gain": round(decision.gain, 4)}
         return new
+
+
+@dataclasses.dataclass(frozen=True)
+class MixedFleet:
+    """A mixed-fleet job's parts on this rank: how a step runs, and how shares change."""
+
+    steps: MixedFleetStep
+    rebalancer: Rebalancer
 
 
 def hetero_enabled(cfg: RunConfig) -> bool:
@@ -304,9 +265,9 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
                workload: str, emit: Callable[..., Any], emu: EmulatedDevice | None = None,
                placements: Sequence[RankDevice] | None = None,
                as_model: AsModelPlan | None = None
-               ) -> tuple[ShareController | None, list[int] | None, list[dict[str, Any]]]:
-    """A mixed fleet's share controller, initial shares and the job's group table (every
-    rank calls this at the same point: it creates process groups); no controller and no
+               ) -> tuple[MixedFleet | None, list[int] | None, list[dict[str, Any]]]:
+    """A mixed fleet's step runner and rebalancer, initial shares and the job's group table
+    (every rank calls this at the same point: it creates process groups); no fleet and no
     shares when the job is not a mixed one."""
     if not hetero_enabled(cfg):
         table = FleetCollectives(devices, rank, group=group, placements=placements,
@@ -317,9 +278,10 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
     shares, micros, caps = initial_plan(cfg, devices, workload)
     coll = FleetCollectives.create(devices, rank, group=group, placements=placements,
                                    backend=cfg.launch.backend)
-    ctl = ShareController(coll, rank=rank, world=world, global_batch=cfg.train.global_batch,
-                          micro=micros[rank], caps=caps, every=cfg.shares.rebalance_every,
-                          hysteresis=cfg.shares.hysteresis, emit=emit, emu=emu, micros=micros)
+    fleet = MixedFleet(
+        MixedFleetStep(coll, world=world, micro=micros[rank], emu=emu, micros=micros),
+        Rebalancer(coll, rank=rank, world=world, global_batch=cfg.train.global_batch, caps=caps,
+                   every=cfg.shares.rebalance_every, hysteresis=cfg.shares.hysteresis, emu=emu))
     if rank == 0:
         equal = equal_shares(cfg.train.global_batch, world)
         if shares != equal:
@@ -327,4 +289,4 @@ def plan_fleet(cfg: RunConfig, devices: Sequence[str], *, rank: int, world: int,
                  reason=f"initial ({cfg.shares.mode})")
         emit(Event.FLEET, devices=list(devices), kinds=coll.kinds, hierarchical=coll.hierarchical,
              shares=shares, micro_batch=micros, groups=coll.group_table())
-    return ctl, shares, coll.group_table()
+    return fleet, shares, coll.group_table()
