@@ -1,6 +1,6 @@
 """Dependencies point one way (STYLE.md 12): the import graph between mixfleet's packages,
 and between its modules (every import, also those inside functions or under
-TYPE_CHECKING), has no cycle."""
+TYPE_CHECKING), has no cycle; no module is over 400 lines."""
 
 from __future__ import annotations
 
@@ -97,6 +97,13 @@ def test_no_import_cycle_between_modules() -> None:
     graph = module_graph()
     assert "mixfleet.train.health.base" in graph["mixfleet.train.step"]
     assert _cycle(graph) is None, f"import cycle: {' -> '.join(_cycle(graph) or [])}"
+
+
+def test_no_module_over_400_lines() -> None:
+    """Small modules (STYLE.md 2): past 400 lines a module is usually two things."""
+    long = {str(f.relative_to(SRC)): n for f in SRC.rglob("*.py")
+            if (n := len(f.read_text().splitlines())) > 400}
+    assert not long, f"modules over 400 lines: {long}"
 
 
 def test_the_check_finds_a_cycle() -> None:
