@@ -15,12 +15,12 @@ import os
 import stat
 from pathlib import Path
 
-from mixfleet.errors import UnsafePathError
+from mixfleet.errors import ConfigError, UnsafePathError
 
 __all__ = ["DIR_MODE", "FILE_MODE", "SHARED_DIR_MODE", "SHARED_FILE_MODE", "file_mode_of",
            "dir_mode_in", "file_mode_in", "check_run_dir", "check_entries", "make_dir",
            "open_fd", "read_bytes", "read_text", "write_atomic", "open_append",
-           "remove_owned_file", "is_owned_dir"]
+           "remove_owned_file", "is_owned_dir", "read_secret_file"]
 
 DIR_MODE, FILE_MODE = 0o700, 0o600
 SHARED_DIR_MODE, SHARED_FILE_MODE = 0o750, 0o640
@@ -219,3 +219,28 @@ def remove_owned_file(path: Path) -> str | None:
         return f"owned by uid {st.st_uid}, not by you"
     os.unlink(path)  # unlink removes the entry itself, never what a link points to
     return None
+
+
+def read_secret_file(path: str | Path, flag: str, fix: str) -> bytes:
+    """The content (up to 4 KiB) of a secret the user keeps in ``path`` (a token file given
+    as ``flag``): a regular file of the user's that nobody else can read, opened without
+    following a link and checked on the descriptor; else ConfigError naming the flag, the
+    file and ``fix`` (how to make a good one)."""
+    p = str(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise ConfigError(f"{flag} {p!r} cannot be opened ({e.strerror}); {fix}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{flag} {p!r} is not a regular file; {fix}")
+        if st.st_uid != _euid():
+            raise ConfigError(f"{flag} {p!r} belongs to uid {st.st_uid}, not to you (uid "
+                              f"{_euid()}); use a file of your own")
+        if st.st_mode & 0o077:
+            raise ConfigError(f"{flag} {p!r} has mode {stat.S_IMODE(st.st_mode):04o}: other "
+                              f"users can read it; run chmod 600 {p}")
+        return os.read(fd, 4096)
+    finally:
+        os.close(fd)

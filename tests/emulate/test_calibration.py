@@ -7,19 +7,7 @@ from __future__ import annotations
 import pytest
 
 from mixfleet.emulate import EmulatedDevice, EmulationConfig
-
-
-class FakeClock:
-    """A clock that compute advances by hand and sleep advances exactly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += max(0.0, s)
+from tests.emulate.fakeclock import FakeClock
 
 
 def device(clock: FakeClock) -> EmulatedDevice:

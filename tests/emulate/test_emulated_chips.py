@@ -18,19 +18,7 @@ from mixfleet.emulate import (
     relative_speeds,
 )
 from mixfleet.errors import ConfigError, DeviceError
-
-
-class FakeClock:
-    """A clock that compute advances by a fixed amount and sleep advances exactly."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += max(0.0, s)
+from tests.emulate.fakeclock import FakeClock
 
 
 def run_steps(dev: EmulatedDevice, clock: FakeClock, n: int, compute_s: float = 0.01):

@@ -14,21 +14,13 @@ import pytest
 from mixfleet.catalog.base import get_chip
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.emulate.pricing import LinkPrices, transfer_s
+from tests.emulate.fakeclock import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 OPS = ("all_reduce", "all_gather", "reduce_scatter", "send")
 N = 2_000_000  # bytes
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += max(0.0, s)
 
 
 def _pacer(kinds: list[str], last: float, clock: FakeClock, **kw: float) -> LinkPacer:

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import os
 import re
 import secrets
-import stat
 from pathlib import Path
 
 from mixfleet.config import field, require
-from mixfleet.errors import ConfigError
+from mixfleet.safefs import read_secret_file
 
 __all__ = ["DashboardConfig", "is_loopback", "new_token", "read_token_file"]
 
@@ -42,26 +40,9 @@ def read_token_file(path: str | Path) -> str:
     """The token kept in ``path``: a regular file of the user's, readable by nobody else
     (opened without following a link, checked on the descriptor); else ConfigError."""
     p = str(path)
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise ConfigError(f"--token-file {p!r} cannot be opened ({e.strerror}); pass a file "
-                          f"holding the token, e.g. python -c 'import secrets; "
-                          f"print(secrets.token_urlsafe(32))' > {p}; chmod 600 {p}") from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ConfigError(f"--token-file {p!r} is not a regular file; pass a file "
-                              f"holding the token")
-        if st.st_uid != os.getuid():
-            raise ConfigError(f"--token-file {p!r} belongs to uid {st.st_uid}, not to you "
-                              f"(uid {os.getuid()}); use a token file of your own")
-        if st.st_mode & 0o077:
-            raise ConfigError(f"--token-file {p!r} has mode {stat.S_IMODE(st.st_mode):04o}: "
-                              f"other users can read it; run chmod 600 {p}")
-        data = os.read(fd, 4096)
-    finally:
-        os.close(fd)
+    data = read_secret_file(p, "--token-file", f"pass a file holding the token, e.g. python "
+                            f"-c 'import secrets; print(secrets.token_urlsafe(32))' > {p}; "
+                            f"chmod 600 {p}")
     token = data.decode("utf-8", "replace").strip()
     require(bool(_TOKEN.match(token)), f"--token-file {p!r} must hold one token of 16-256 "
             f"letters, digits and ._~+/=- (got {len(token)} characters); e.g. python -c "

@@ -20,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from mixfleet.errors import ConfigError
+from mixfleet.safefs import read_secret_file
 
 __all__ = ["TOKEN_FILE", "MIN_RAY", "require_ray_auth", "write_token", "check_token_file",
            "auth_env", "private_dir", "AUTH_VARS"]
@@ -77,23 +78,9 @@ def check_token_file(path: str | Path) -> Path:
     """``path`` as a token file Ray may read: a regular file of the user's that nobody
     else can read, not empty; else ConfigError naming the fix."""
     p = Path(path).absolute()
-    try:
-        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as e:
-        raise ConfigError(f"--ray-token-file {str(p)!r} cannot be opened ({e.strerror}); "
-                          f"pass the file that holds the cluster's token") from None
-    try:
-        st = os.fstat(fd)
-        empty = not os.read(fd, 1).strip()
-    finally:
-        os.close(fd)
-    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid() or empty:
-        raise ConfigError(f"--ray-token-file {str(p)!r} must be a non-empty regular file of "
-                          f"yours; pass the file that holds the cluster's token")
-    if st.st_mode & 0o077:
-        raise ConfigError(f"--ray-token-file {str(p)!r} has mode "
-                          f"{stat.S_IMODE(st.st_mode):04o}: other users can read the "
-                          f"cluster's token; run chmod 600 {p}")
+    fix = "pass the file that holds the cluster's token"
+    if not read_secret_file(p, "--ray-token-file", fix).strip():
+        raise ConfigError(f"--ray-token-file {str(p)!r} is empty; {fix}")
     return p
 
 
