@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -39,3 +42,23 @@ def mixed_fleet():  # type: ignore[no-untyped-def]
             print(f"note: pool {p.id} ({p.chip.id}) runs on ASSUMED throughput "
                   f"({p.assumption.describe()}; stated in the fleet file), not measured")
     return fleet, speed_matrix(fleet, table)
+
+
+def train_cli(config: Path, run_dir: Path, overrides: list[str]) -> Path:
+    """``mixfleet train CONFIG`` in a subprocess (fresh run, ``--set`` each override); exits
+    with the run's stderr when it fails."""
+    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(config), "--run-dir",
+           str(run_dir), "--json", "--resume", "never"]
+    for s in overrides:
+        cmd += ["--set", s]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    if p.returncode != 0:
+        raise SystemExit(f"training failed ({p.returncode}):\n{p.stderr[-3000:]}")
+    return run_dir
+
+
+def mean_step_s(run_dir: Path, warmup: int) -> float:
+    """Mean wall time of whole steps after ``warmup`` (between consecutive step records)."""
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    t = {int(r["step"]): float(r["t"]) for r in recs if "loss" in r}
+    return statistics.fmean(t[s] - t[s - 1] for s in sorted(t) if s > warmup and s - 1 in t)

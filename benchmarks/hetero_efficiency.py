@@ -37,13 +37,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import mean_step_s, train_cli  # noqa: E402
+
 CHIPS = ["emu:nvidia-h20", "emu:kunlun-p800", "emu:ascend-910b"]
 COMMON = ["checkpoint.interval=100000", "train.log_every=100000", "telemetry.hz=0",
           'health.straggler_action="report"', "launch.max_restarts=0",
@@ -56,21 +57,7 @@ def ranks(devs: list[str]) -> list[str]:
 
 
 def train(example: str, run_dir: Path, overrides: list[str]) -> Path:
-    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(ROOT / "examples" / example),
-           "--run-dir", str(run_dir), "--json", "--resume", "never"]
-    for s in [*COMMON, *overrides]:
-        cmd += ["--set", s]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    if p.returncode != 0:
-        raise SystemExit(f"training failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return run_dir
-
-
-def mean_step_s(run_dir: Path, warmup: int) -> float:
-    """Mean wall time of whole steps after ``warmup`` (between consecutive step records)."""
-    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    t = {int(r["step"]): float(r["t"]) for r in recs if "loss" in r}
-    return statistics.fmean(t[s] - t[s - 1] for s in sorted(t) if s > warmup and s - 1 in t)
+    return train_cli(ROOT / "examples" / example, run_dir, [*COMMON, *overrides])
 
 
 def last_shares(run_dir: Path) -> list[int] | None:

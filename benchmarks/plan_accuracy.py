@@ -31,14 +31,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import mean_step_s, train_cli  # noqa: E402
+
 CHIPS = ["emu:nvidia-h20", "emu:kunlun-p800", "emu:ascend-910b"]
 BASE = ROOT / "examples" / "llama-debug.toml"
 
@@ -68,22 +69,7 @@ def predict(overrides: list[str], mode: str, rows: list) -> tuple[float | None, 
 
 
 def train(run_dir: Path, overrides: list[str]) -> Path:
-    cmd = [sys.executable, "-P", "-m", "mixfleet", "train", str(BASE), "--run-dir",
-           str(run_dir), "--json", "--resume", "never"]
-    for s in overrides:
-        cmd += ["--set", s]
-    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800)
-    if p.returncode != 0:
-        raise SystemExit(f"training failed ({p.returncode}):\n{p.stderr[-3000:]}")
-    return run_dir
-
-
-def mean_step_s(run_dir: Path, warmup: int) -> float:
-    """Mean wall time between consecutive step records after ``warmup`` steps."""
-    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    t = {int(r["step"]): float(r["t"]) for r in recs if "loss" in r}
-    d = [t[s] - t[s - 1] for s in sorted(t) if s > warmup and s - 1 in t]
-    return statistics.fmean(d)
+    return train_cli(BASE, run_dir, overrides)
 
 
 def rows_for(model: str, chip: str, root: Path, args: argparse.Namespace, scale: float
