@@ -62,3 +62,37 @@ def mean_step_s(run_dir: Path, warmup: int) -> float:
     recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     t = {int(r["step"]): float(r["t"]) for r in recs if "loss" in r}
     return statistics.fmean(t[s] - t[s - 1] for s in sorted(t) if s > warmup and s - 1 in t)
+
+
+def two_rank_rounds(script: str, argv: list[str]) -> list[dict]:
+    """Run ``script`` as 2 gloo ranks on loopback (RANK, WORLD_SIZE, MASTER_* set; ``-P``)
+    and return the rounds rank 0 prints as JSON on its last line: ``[{"mixfleet": s,
+    "plain": s, "same": bool}, ...]``."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, "-P", script, *argv], cwd=ROOT,
+                              stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2",
+                                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                                   "GLOO_SOCKET_IFNAME": "lo"})
+             for r in range(2)]
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise SystemExit("a rank failed")
+    return list(json.loads(outs[0].strip().splitlines()[-1]))
+
+
+def print_rounds(rows: list[dict], mine: str, plain: str) -> list[float]:
+    """One line per round and the spread of the per-round ratios; the sorted ratios."""
+    for i, r in enumerate(rows):
+        print(f"round {i + 1}: {mine} {r['mixfleet']:.3f} s, {plain} {r['plain']:.3f} s, "
+              f"ratio {r['mixfleet'] / r['plain']:.3f}, final weights equal: {r['same']}")
+    ratios = sorted(r["mixfleet"] / r["plain"] for r in rows)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+    print(f"per-round ratios: min {ratios[0]:.3f}, quartiles {q[0]:.3f} / {q[1]:.3f} / "
+          f"{q[2]:.3f}, max {ratios[-1]:.3f}; final weights bit-identical in every round: "
+          f"{all(r['same'] for r in rows)}")
+    return ratios

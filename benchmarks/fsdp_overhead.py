@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +36,9 @@ import torch
 import torch.distributed as dist
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import print_rounds, two_rank_rounds  # noqa: E402
+
 GPT = {"layers": 4, "d_model": 128, "heads": 4, "block": 64, "corpus_chars": 400_000}
 
 
@@ -138,30 +139,10 @@ def main() -> int:
     if "RANK" in os.environ:
         rank_main(args)
         return 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, __file__, "--rounds", str(args.rounds),
-                               "--steps", str(args.steps)], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2",
-                                              "MASTER_ADDR": "127.0.0.1",
-                                              "MASTER_PORT": str(port)})
-             for r in range(2)]
-    outs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise SystemExit("a rank failed")
-    rows = json.loads(outs[0].strip().splitlines()[-1])
+    rows = two_rank_rounds(__file__, ["--rounds", str(args.rounds), "--steps", str(args.steps)])
     print(f"char-gpt {GPT}, 2 ranks (gloo, CPU, 1 thread each), {args.steps} steps x "
           f"{args.rounds} rounds per side, AdamW, fp32")
-    for i, r in enumerate(rows):
-        print(f"round {i + 1}: mixfleet fsdp {r['mixfleet']:.3f} s, plain FSDP2 "
-              f"{r['plain']:.3f} s, ratio {r['mixfleet'] / r['plain']:.3f}, final weights "
-              f"equal: {r['same']}")
-    ratios = sorted(r["mixfleet"] / r["plain"] for r in rows)
-    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-    print(f"per-round ratios: min {ratios[0]:.3f}, quartiles {q[0]:.3f} / {q[1]:.3f} / "
-          f"{q[2]:.3f}, max {ratios[-1]:.3f}; final weights bit-identical in every round: "
-          f"{all(r['same'] for r in rows)}")
+    ratios = print_rounds(rows, "mixfleet fsdp", "plain FSDP2")
     print(f"fsdp overhead: mixfleet/plain FSDP2 step time = {statistics.median(ratios):.3f} "
           f"(target <= 1.03)")
     return 0

@@ -26,9 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,6 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import print_rounds, two_rank_rounds  # noqa: E402
+
+from mixfleet.train.exchange import all_gather_json  # noqa: E402
+
 GPT = {"layers": 4, "d_model": 128, "heads": 4, "block": 64, "corpus_chars": 400_000}
 B, MICRO, LR = 32, 8, 1e-3
 
@@ -130,8 +133,7 @@ def rank_main(args: argparse.Namespace) -> None:
         (tm, wm), (tp, wp) = res["mixfleet"], res["plain"]
         same = wm.keys() == wp.keys() and all(torch.equal(wm[k], wp[k]) for k in wm)
         rows.append({"mixfleet": tm, "plain": tp, "same": same})
-    got: list[Any] = [None] * world
-    dist.all_gather_object(got, rows)
+    got = all_gather_json(rows)  # JSON in tensors: nothing unpickled
     if rank == 0:  # a round counts as equal only if both stages' weights are
         for i, row in enumerate(rows):
             row["same"] = all(g[i]["same"] for g in got)
@@ -149,29 +151,11 @@ def main() -> int:
     if "RANK" in os.environ:
         rank_main(args)
         return 0
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = [subprocess.Popen([sys.executable, "-P", __file__, "--rounds", str(args.rounds),
-                               "--steps", str(args.steps)], cwd=ROOT, stdout=subprocess.PIPE,
-                              text=True, env={**os.environ, "RANK": str(r), "WORLD_SIZE": "2",
-                                              "MASTER_ADDR": "127.0.0.1",
-                                              "MASTER_PORT": str(port),
-                                              "GLOO_SOCKET_IFNAME": "lo"})
-             for r in range(2)]
-    outs = [p.communicate()[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise SystemExit("a rank failed")
-    rows = json.loads(outs[0].strip().splitlines()[-1])
+    rows = two_rank_rounds(__file__, ["--rounds", str(args.rounds), "--steps", str(args.steps)])
     print(f"char-gpt {GPT}, 2 pipeline stages x 1 rank (gloo, CPU, 1 thread each), 1F1B, "
           f"{MICRO} micro-batches of {B // MICRO}, {args.steps} steps x {args.rounds} rounds "
           f"per side, AdamW, fp32")
-    for i, r in enumerate(rows):
-        print(f"round {i + 1}: mixfleet pipeline {r['mixfleet']:.3f} s, plain pipelining "
-              f"{r['plain']:.3f} s, ratio {r['mixfleet'] / r['plain']:.3f}, final weights "
-              f"equal: {r['same']}")
-    ratios = sorted(r["mixfleet"] / r["plain"] for r in rows)
-    print(f"final weights bit-identical in every round: {all(r['same'] for r in rows)}")
+    ratios = print_rounds(rows, "mixfleet pipeline", "plain pipelining")
     print(f"pipeline overhead: mixfleet/plain pipelining step time = "
           f"{statistics.median(ratios):.3f} (target <= 1.05)")
     return 0
