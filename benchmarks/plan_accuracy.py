@@ -162,7 +162,7 @@ def main() -> int:
                     print(f"{name} predicted {pred:.4f} s per step ({chip_s:.3f} chip s)",
                           flush=True)
                     continue
-                d = train(root / f"{model}-{mode}-{len(devs)}", ov)
+                d = train(root / f"{model}-{mode}-{'+'.join(x[4:] for x in devs)}", ov)
                 meas = mean_step_s(d, args.warmup)
                 ratios.append(pred / meas)
                 print(f"{name} predicted {pred:.4f} s, measured {meas:.4f} s, "
