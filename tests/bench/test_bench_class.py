@@ -38,9 +38,10 @@ tdp_w = { source = "test", confidence = "unknown" }
 
 
 def test_bench_class_row_changes_the_speed_the_planner_uses(tmp_path, capsys):
-    """`bench --class cnn --scale 0.05` on the CPU writes a measured-scaled cnn row that
-    `simulate --throughput` accepts and that changes the cnn speed of the cpu pool (and
-    only that)."""
+    """`bench --class cnn --scale 0.05` on the CPU writes a measured-scaled cnn row; with no
+    row of the reference chip `simulate --throughput` says it is not used (nothing changes),
+    and with the labelled catalog bridge (`--reference-from catalog`) it changes the cnn
+    speed of the cpu pool (and only that)."""
     bench = tmp_path / "bench"
     rc = main(["bench", "--class", "cnn", "--scale", "0.05", "--devices", "cpu", "--batch",
                "4", "--steps", "2", "--warmup", "0", "--out", str(bench)])
@@ -56,15 +57,20 @@ def test_bench_class_row_changes_the_speed_the_planner_uses(tmp_path, capsys):
                      '"nvidia-h800"\nnodes = 1\nper_node = 8\n[[pool]]\nchip = "cpu"\n'
                      'nodes = 1\nper_node = 8\n')
     speeds = {}
-    for name, extra in (("roofline", []), ("bench", ["--throughput",
-                                                    str(bench / "throughput.json")])):
+    table = ["--throughput", str(bench / "throughput.json")]
+    for name, extra in (("roofline", []), ("unbridged", table),
+                        ("bench", [*table, "--reference-from", "catalog"])):
         out = tmp_path / name
         rc = main(["simulate", "--fleet", str(fleet), "--catalog", str(cat), "--trace",
                    "synthetic:30", "--policy", "fifo", "--no-failures", "--out", str(out),
                    *extra])
-        assert rc == 0, capsys.readouterr().err
+        printed = capsys.readouterr()
+        assert rc == 0, printed.err
+        if name == "unbridged":
+            assert "cpu cnn row" in printed.out and "not used" in printed.out
         pools = json.loads((out / "results.json").read_text())["fleet"]["pools"]
         speeds[name] = {p["id"]: p["speed"] for p in pools}
+    assert speeds["unbridged"] == speeds["roofline"]
     assert speeds["bench"]["cpu"]["cnn"] != pytest.approx(speeds["roofline"]["cpu"]["cnn"])
     assert speeds["bench"]["cpu"]["bert"] == pytest.approx(speeds["roofline"]["cpu"]["bert"])
     assert speeds["bench"]["nvidia-h800"] == speeds["roofline"]["nvidia-h800"]
