@@ -14,7 +14,8 @@ def _rec(step: int) -> dict[str, float]:
 
 
 def test_pacing_prints_one_line_once_the_interval_settles() -> None:
-    """Six changes, then two intervals without one: exactly one line, the settled interval."""
+    """Six changes, then four intervals (and 100 steps) without one: exactly one line, the
+    settled interval."""
     out = io.StringIO()
     p = TrainProgress(1000, mode="plain", stream=out, log_every=10_000)
     p.start(0)
@@ -27,6 +28,8 @@ def test_pacing_prints_one_line_once_the_interval_settles() -> None:
     lines = [ln for ln in out.getvalue().splitlines() if "snapshots every" in ln]
     assert lines == []
     p.step(_rec(step + 2 * 32))
+    assert "snapshots every" not in out.getvalue()  # not settled yet
+    p.step(_rec(step + 4 * 32))
     lines = [ln for ln in out.getvalue().splitlines() if "snapshots every" in ln]
     assert len(lines) == 1 and "every 32 steps" in lines[0] and "paced from step 2" in lines[0]
     p.close()

@@ -3,7 +3,8 @@ lines otherwise, and one line per notable event (restart, resume, checkpoint fai
 
 The snapshot pacing changes its interval several times while it finds one that costs little
 enough; every change is an event in ``events.jsonl``, but the person watching gets one line
-once the interval has settled (unchanged for two intervals, or at the end)."""
+once the interval has settled (unchanged for four intervals and 100 steps, or at
+the end)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from typing import Any, TextIO
 from mixfleet.runs import Event
 
 __all__ = ["TrainProgress"]
+
+# the snapshot interval counts as settled once unchanged for this many intervals and steps
+SETTLED_INTERVALS, SETTLED_STEPS = 4, 100
 
 _EVENT_LINES = {
     Event.SNAPSHOT_REFUSED: lambda e: (f"in-memory snapshot refused on rank {e['rank']}: "
@@ -81,7 +85,9 @@ class TrainProgress:
 
     def step(self, rec: dict[str, Any]) -> None:
         s = rec["step"]
-        if self._pacing is not None and s >= self._pacing["step"] + 2 * self._pacing["interval"]:
+        if self._pacing is not None and \
+                s >= self._pacing["step"] + max(SETTLED_INTERVALS * self._pacing["interval"],
+                                                SETTLED_STEPS):
             self._show_pacing()
         if self.mode == "rich":
             now = time.monotonic()
