@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+import sys
 from typing import Any
 
 import torch.distributed as dist
@@ -46,11 +47,15 @@ def bound_tcp_store(host_name: str, port: int, world_size: int | None = None,
 def main() -> None:
     from torch.distributed.run import main as torchrun
 
+    file_store = any("store_type=file" in a for a in sys.argv[1:])  # one machine: no TCP
     for mod in (c10d_rendezvous_backend, static_tcp_rendezvous):
-        if getattr(mod, "TCPStore", None) is not dist.TCPStore:  # torch changed: refuse
-            raise SystemExit(f"mixfleet.train.agent: {mod.__name__} builds its store "
-                             f"another way in this torch; pin the torch of pyproject.toml")
-        mod.TCPStore = bound_tcp_store  # type: ignore[attr-defined]
+        if getattr(mod, "TCPStore", None) is dist.TCPStore:
+            mod.TCPStore = bound_tcp_store  # type: ignore[attr-defined]
+        elif not file_store:  # torch changed how it builds the store: refuse, never expose
+            raise SystemExit(f"mixfleet.train.agent: {mod.__name__} builds its TCP store "
+                             f"another way in this torch ({dist.__file__}), so it cannot be "
+                             f"bound to the rendezvous address; use the torch version of "
+                             f"constraints-cpu.txt for multi-machine runs")
     torchrun()
 
 
