@@ -186,8 +186,6 @@ def memory_parts(job: JobSpec, mode: str, world: int, micro: int
     return parts, "assumed" if act is None else m.act_origin
 
 
-
-
 def _add(acc: dict[str, float], links: list[str], cls: str, t: float, desc: str) -> None:
     acc[cls] = acc.get(cls, 0.0) + t
     if desc not in links:
