@@ -40,6 +40,7 @@ class Event:
     # the launcher (train/launch.py)
     LAUNCH = "launch"
     PLAN = "plan"
+    STAGES = "stages"  # a pipeline's plan (train/parallel/pipeplan.py), each attempt
     CONFIG_CHANGED = "config_changed"
     RELAUNCH = "relaunch"
     LAUNCH_FAILED = "launch_failed"

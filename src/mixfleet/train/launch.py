@@ -36,6 +36,7 @@ from mixfleet.train.mixed.blocklist import (
 )
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.parallel.pipeplan import job_pipeline
 from mixfleet.train.rendezvous import (
     endpoint_host,
     endpoint_is_loopback,
@@ -104,10 +105,12 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
         for spec in dict.fromkeys(r.device for r in cfg.ranks):
             resolve_device(spec)
     # No device backend may span vendors (e.g. launch.backend = "nccl" on H20 + P800).
-    check_groups(job_placements(cfg), cfg.launch.backend)
+    places = job_placements(cfg)
+    check_groups(places, cfg.launch.backend)
     # The workload must load and its data must fill a global batch (user factories too).
     workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
+    job_pipeline(cfg, [p.kind for p in places], workload)  # a pipeline's stages must work out
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")

@@ -43,6 +43,7 @@ from mixfleet.train.mixed.rebalance import MixedFleet
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
+from mixfleet.train.parallel.pipeplan import PipelinePlan
 from mixfleet.train.rundir import RunDir, read_skip_list, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.step import StepManager
@@ -62,7 +63,7 @@ class Trainer:
                  clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None,
-                 pacer: LinkPacer | None = None) -> None:
+                 pacer: LinkPacer | None = None, pipeline: PipelinePlan | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
         self.rank, self.world, self.emu, self.fleet = rank, world, emu, fleet
         self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
@@ -80,9 +81,12 @@ class Trainer:
                                       all_reduce=fleet.steps.all_reduce if fleet else None,
                                       control_reduce=(fleet.steps.all_reduce_small if fleet
                                                       else None),
-                                      pacer=pacer)
-        self.opt, self.sched = build_optimizer(
-            (p for p in self.model.parameters() if p.requires_grad), t,
+                                      pacer=pacer, pipeline=pipeline, rank=rank,
+                                      loss=workload.loss, global_batch=self.B)
+        self.pipeline = pipeline
+        self._eval_model: torch.nn.Module | None = None  # rank 0's whole model (pipeline)
+        self.opt, self.sched = build_optimizer(  # this rank's parameters (its stage's)
+            (p for p in self.strategy.model.parameters() if p.requires_grad), t,
             foreach=self.strategy.optimizer_foreach)
         self.faults = faults or FaultInjector(
             FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root),
@@ -121,7 +125,8 @@ class Trainer:
                     "guards": self.guard},
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
-                  "parallel": self.strategy.name, "groups": list(groups)})
+                  "parallel": self.strategy.name, "groups": list(groups),
+                  **({"stages": pipeline.fields()} if pipeline is not None else {})})
         if self.snap_every and not self.state.snapshots.fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0
@@ -172,8 +177,9 @@ class Trainer:
         self.state.ckpt.wait()
         if self.world > 1:
             torch.distributed.barrier(group=self.strategy.group)
-        if self.rank == 0:
-            add_drained(self.run.root, rank=rank, step=self.step)
+        if self.rank == 0:  # the job's rank ([[ranks]] order; a pipeline's ranks are permuted)
+            job_rank = self.pipeline.order[rank] if self.pipeline is not None else rank
+            add_drained(self.run.root, rank=job_rank, step=self.step)
             self.run.emit(Event.DRAIN, rank=rank, step=self.step, world_size=self.world,
                           reason=reason)
 
@@ -223,10 +229,13 @@ class Trainer:
         if self.step + 1 in self.skip:  # a batch skipped after a rollback: every rank alike
             out = self.manager.skipped(self.step)
         else:
-            idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            if self.fleet is None:  # one micro-batch: the whole slice
+            if self.pipeline is not None:  # the schedule cuts the whole global batch
+                out = self.manager.step(self.step, [(self._pipeline_batch(), True)], self._loss)
+            elif self.fleet is None:  # one micro-batch: the whole slice
+                idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
                 out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
             else:  # a mixed fleet: micro-batches, an emulated chip paced around them
+                idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
                 out = self.fleet.steps.step(self.manager, self.step, idx, self._shares,
                                             self._take, self._loss)
             if out.committed:
@@ -239,14 +248,32 @@ class Trainer:
             self.emu.end_step(self.run.emit, train_step=self.step)
         return out
 
+    def _pipeline_batch(self) -> Any:
+        """The global batch on a pipeline's first and last stages (inputs, targets); None
+        on the stages between, which read only activations."""
+        pipe = getattr(self.strategy, "pipe", None)
+        if pipe is not None and not (pipe.is_first or pipe.is_last):
+            return None
+        return self._take(self.sampler.global_batch_at(self.step))
+
     def evaluate(self) -> tuple[str, float] | None:
         if self.workload.evaluate is None:
             return None
-        self.model.eval()
+        model = self.model
+        if self.pipeline is not None:  # the stages gathered into rank 0's whole model
+            weights = self.strategy.full_state_dict()  # every rank takes part
+            if self.rank != 0:
+                return None
+            if self._eval_model is None:
+                with torch.random.fork_rng(devices=[]):  # the training's random stream
+                    self._eval_model = self.workload.build_model().to(self.device)
+            model = self._eval_model
+            model.load_state_dict(weights)
+        model.eval()
         try:
-            return self.workload.evaluate(self.model, self.device)
+            return self.workload.evaluate(model, self.device)
         finally:
-            self.model.train()
+            model.train()
 
     def fit(self) -> dict[str, Any]:
         """Train until ``train.steps`` or a drain; returns {steps_run, elapsed_s,

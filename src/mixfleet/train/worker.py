@@ -43,6 +43,7 @@ from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
+from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline
 from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
@@ -178,6 +179,8 @@ class RankSetup:
     server: Any  # keeps the process group's store open (closed when leaving)
     ckpt_group: Any
     progress: TrainProgress | None  # rank 0's progress display
+    workload: Any
+    pipeline: PipelinePlan | None  # a pipeline job's plan (its ranks in stage order)
 
     @property
     def spec(self) -> str:
@@ -203,9 +206,14 @@ def _setup_rank(run: RunDir) -> RankSetup:
     local_rank, local_world = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1)
     attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
     devices = rank_devices(cfg, world)  # each rank's device ([[ranks]] by RANK)
-    spec = devices[rank]
     # which physical device (and chip kind) each rank uses, under the visible-devices masks
     places = rank_placements(devices, chips=rank_chips(cfg, world), local_world=local_world)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
+    pipeline = job_pipeline(cfg, [p.kind for p in places], workload)
+    if pipeline is not None:  # pipeline rank i runs on job rank order[i]'s device
+        devices = [devices[j] for j in pipeline.order]
+        places = [places[j] for j in pipeline.order]
+    spec = devices[rank]
     device = resolve_device(spec, local_rank, placement=places[rank])
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(local_world))
@@ -228,9 +236,12 @@ def _setup_rank(run: RunDir) -> RankSetup:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
+    if pipeline is not None and rank == 0:
+        run.emit(Event.STAGES, attempt=attempt, **pipeline.fields())
     return RankSetup(run=run, cfg=cfg, rank=rank, world=world, local_rank=local_rank,
                      local_world=local_world, attempt=attempt, devices=devices, places=places,
-                     device=device, server=server, ckpt_group=ckpt_group, progress=progress)
+                     device=device, server=server, ckpt_group=ckpt_group, progress=progress,
+                     workload=workload, pipeline=pipeline)
 
 
 def _build_rank(s: RankSetup) -> RankParts:
@@ -238,7 +249,7 @@ def _build_rank(s: RankSetup) -> RankParts:
     telemetry, the mixed fleet's parts, the watchdog and thermal guard, and the trainer."""
     run, cfg, rank, devices, places = s.run, s.cfg, s.rank, s.devices, s.places
     progress, spec = s.progress, s.spec
-    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
+    workload = s.workload
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
@@ -278,7 +289,8 @@ def _build_rank(s: RankSetup) -> RankParts:
                       ckpt_group=s.ckpt_group, emu=emu, fleet=fleet, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
                       faults=faults, local_world=s.local_world, groups=groups,
-                      on_step=progress.step if progress is not None else None, pacer=pacer)
+                      on_step=progress.step if progress is not None else None, pacer=pacer,
+                      pipeline=s.pipeline)
     if pacer is not None:
         model_bytes(pacer, as_model, trainer.model)
     return RankParts(trainer=trainer, emu=emu, watchdog=watchdog, samplers=samplers)

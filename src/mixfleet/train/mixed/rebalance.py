@@ -239,6 +239,8 @@ def hetero_enabled(cfg: RunConfig) -> bool:
     """Whether the job uses the mixed-fleet path (else the trainer's plain one)."""
     from mixfleet.train.config import EmulateConfig, SharesConfig
 
+    if cfg.parallel.mode == "pipeline":  # stages, not shares: every rank runs the schedule
+        return False
     return bool(cfg.ranks) or cfg.shares != SharesConfig() or cfg.emulate != EmulateConfig()
 
 
