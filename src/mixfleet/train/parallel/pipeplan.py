@@ -53,11 +53,15 @@ class PipelinePlan:
     def fields(self) -> dict[str, Any]:
         """The ``stages`` event's fields."""
         sp = self.split
+        # seconds only where every stage's chip has a catalog peak (the host has none:
+        # its times are relative, in units of 1e12 FLOP/s)
+        unit = ("predicted_s" if all(chip_memory_gib(s.chip) is not None for s in self.stages)
+                else "predicted_relative_time")
         return {
             "stages": [{"chip": s.chip, "ranks": s.ranks, "blocks": b,
-                        **({"predicted_s": float(f"{sp.stage_s[i]:.4g}"),
+                        **({unit: float(f"{sp.stage_s[i]:.4g}"),
                             "predicted_gib": round(sp.stage_bytes[i] / _GIB, 3)}
-                           if sp is not None and sp.stage_bytes[i] < _HOST else {})}
+                           if sp is not None else {})}
                        for i, (s, b) in enumerate(zip(self.stages, self._blocks(), strict=True))],
             "order": list(self.order), "microbatches": self.microbatches,
             "lanes": self.layout.lanes, "schedule": self.schedule,
