@@ -141,7 +141,8 @@ def _train_rc(tmp_path: Path, *sets: str, nproc: int = 2) -> tuple[int, str]:
 @pytest.mark.parametrize("sets,nproc,words", [
     ((*PIPE, "parallel.stages=[{chip='nvidia-h20', ranks=1}, {chip='cpu', ranks=1}]"), 2,
      ["parallel.stages do not cover", "nvidia-h20: 1 in stages, 0 in [[ranks]]"]),
-    ((*PIPE, "parallel.microbatches=1"), 2, ["at least as many micro-batches", "microbatches >= 2"]),
+    ((*PIPE, "parallel.microbatches=1"), 2,
+     ["at least as many micro-batches", "microbatches >= 2"]),
     ((*PIPE, _stages(1, 1)), 2, ["add up to 2", "4 blocks"]),
     (("parallel.mode='pipeline'", "telemetry.hz=0"), 2, ["does not know how to cut", "'dp'"]),
     ((*GPT, _stages(2, 2)), 2, ["parallel.mode = 'dp'", "set mode = 'pipeline'"]),
