@@ -15,6 +15,7 @@ import torch
 
 from mixfleet.config import from_dict
 from mixfleet.errors import ConfigError
+from mixfleet.report.timeline import run_report
 from mixfleet.train.config import RunConfig
 from mixfleet.train.parallel.pipeplan import meta_model, plan_pipeline
 from mixfleet.workloads.llama import Llama, preset_config
@@ -61,6 +62,7 @@ def test_pipeline_and_dp_give_the_same_losses(tmp_path: Path, reference: Path) -
     (st,) = events(reference, "stages")
     assert [s["blocks"] for s in st["stages"]] == [2, 2] and st["microbatches"] == 16
     assert st["bubble"] == pytest.approx(1 / 17, abs=1e-4)
+    assert run_report(reference)["stages"]["stages"] == st["stages"]  # `mixfleet report`
 
 
 @pytest.mark.parametrize("rank", [pytest.param(0, marks=pytest.mark.slow), 1],

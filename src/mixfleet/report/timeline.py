@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mixfleet.report.predicted import predicted_vs_measured
+from mixfleet.report.predicted import pipeline_stages, predicted_vs_measured
 from mixfleet.report.times import restart_downtime, run_start_time
 from mixfleet.runs import Event, RunDir, read_jsonl
 
@@ -57,7 +57,9 @@ def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, 
     rep = report_fields(events, productive=productive, wall=wall, downtime=downtime,
                         redone=redone)
     plan = predicted_vs_measured(events, steps)
-    return {**rep, "plan": plan} if plan is not None else rep
+    stages = pipeline_stages(events)
+    return {**rep, **({"plan": plan} if plan is not None else {}),
+            **({"stages": stages} if stages is not None else {})}
 
 
 def report_fields(events: list[dict[str, Any]], *, productive: float, wall: float,
