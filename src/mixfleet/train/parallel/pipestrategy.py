@@ -144,6 +144,11 @@ class PipelineStrategy(ReductionStrategy):
                 q.grad = torch.zeros_like(q)
 
     # -- state ------------------------------------------------------------------------------
+    def snapshot_tensors(self, opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
+        """This rank's tensors (a sharded stage's: its local shards)."""
+        return [(k, v.to_local() if hasattr(v, "to_local") else v)
+                for k, v in super().snapshot_tensors(opt)]
+
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         """The whole model on rank 0 (CPU tensors; a collective: every rank calls it, the
         others get an empty dict). Each stage's first rank sends its stage's weights."""
