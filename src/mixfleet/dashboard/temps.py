@@ -59,8 +59,8 @@ def break_at(x: np.ndarray, y: np.ndarray, breaks: Sequence[float], *,
         d = np.diff(x)
         p90 = float(np.nanpercentile(d, 90)) if np.isfinite(d).any() else 0.0
         if p90 > 0:
-            for i in np.flatnonzero(d > gap_factor * p90):
-                cuts.setdefault(int(i) + 1, float((x[i] + x[i + 1]) / 2))
+            for j in np.flatnonzero(d > gap_factor * p90).tolist():
+                cuts.setdefault(j + 1, float((x[j] + x[j + 1]) / 2))
     if not cuts:
         return x, y
     idx = sorted(cuts)
