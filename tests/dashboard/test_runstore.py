@@ -165,12 +165,14 @@ def test_time_lost_by_cause_adds_up_to_the_time_not_spent_in_productive_steps(
 
 
 def test_the_cooling_pause_is_lost_time_not_productive(tmp_path: Path) -> None:
-    """A 0.7 s pause inside a step's time is taken out of the productive time, once; the
-    start-up before the first step is its own cause."""
+    """A 0.7 s pause inside a step's time is taken out of the productive time, once even
+    when another rank paused at the same time; the start-up before the first step is its
+    own cause."""
     run = tmp_path / "r"
     make_synthetic_run(run, n_steps=10)  # launch at 1000, steps of 0.01 s from 1001.0
     write_jsonl(run / "metrics.jsonl", [step_record(11, 1001.81, step_s=0.71)], mode="a")
     write_jsonl(run / "events.jsonl", [
+        {"t": 1001.75, "event": "thermal_resumed", "rank": 0, "step": 10, "paused_s": 0.5},
         {"t": 1001.8, "event": "thermal_resumed", "rank": 1, "step": 10, "paused_s": 0.7}],
         mode="a")
     rep = run_report(run)

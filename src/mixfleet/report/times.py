@@ -144,7 +144,8 @@ def time_by_cause(events: Sequence[dict[str, Any]], steps: np.ndarray, t: np.nda
       caches), taken out of the productive time;
     - ``restart_downtime``: the :func:`restart_gaps`, less their hang detection;
     - ``hang_detection``: rank 0's wait before it declared a hang, within a restart gap;
-    - ``cooling``: thermal pauses inside a step, taken out of that step's time;
+    - ``cooling``: thermal pauses inside a step (of any rank, overlaps once), taken out of
+      that step's time;
     - ``redone_steps``: steps run again after a restart or rollback (less their cooling);
     - ``other``: the rest (time between the steps of one start), named, never dropped.
     """
@@ -164,26 +165,36 @@ def time_by_cause(events: Sequence[dict[str, Any]], steps: np.ndarray, t: np.nda
     if t.size and not (gaps and gaps[0][0] == 0):
         s0 = float(t[0]) - (float(step_s[0]) if math.isfinite(step_s[0]) else 0.0)
         startup = max(0.0, s0 - start) if math.isfinite(s0) else 0.0
-    productive, redone, warmup, cooling = ledger.productive, ledger.redone, 0.0, 0.0
+    # cooling: the union of the pauses (of any rank) inside each step record's time
+    paused: dict[int, list[tuple[float, float]]] = {}
+    for e in events:
+        if e.get("event") == Event.THERMAL_RESUMED and _num(e.get("t")) and \
+                _num(e.get("paused_s")):
+            i = int(np.searchsorted(t, e["t"]))  # the step record it ends within
+            if i < t.size and math.isfinite(step_s[i]) and t[i] - step_s[i] <= e["t"]:
+                lo = max(float(e["t"]) - float(e["paused_s"]), float(t[i] - step_s[i]))
+                paused.setdefault(i, []).append((lo, float(e["t"])))
+    productive, redone, cooling = ledger.productive, ledger.redone, 0.0
+    carved: dict[int, float] = {}
+    for i, spans in paused.items():
+        took, reach = 0.0, -math.inf
+        for lo, hi in sorted(spans):
+            took += max(0.0, hi - max(lo, reach))
+            reach = max(reach, hi)
+        carved[i] = took
+        cooling += took
+        if ledger.is_final(steps[i], float(t[i])):
+            productive -= took
+        else:
+            redone -= took
+    warmup = 0.0
     if t.size:
         med = float(np.nanmedian(step_s)) if np.isfinite(step_s).any() else 0.0
         for i in [0] + [g[0] for g in gaps if g[0] > 0]:
             if math.isfinite(step_s[i]) and ledger.is_final(steps[i], float(t[i])):
-                extra = max(0.0, float(step_s[i]) - med)
+                extra = max(0.0, float(step_s[i]) - carved.get(i, 0.0) - med)
                 warmup += extra
                 productive -= extra
-    for e in events:
-        if e.get("event") != Event.THERMAL_RESUMED or not (_num(e.get("t")) and
-                                                           _num(e.get("paused_s"))):
-            continue
-        i = int(np.searchsorted(t, e["t"]))  # the step record it ends within
-        if i < t.size and math.isfinite(step_s[i]) and t[i] - step_s[i] <= e["t"]:
-            took = min(float(e["paused_s"]), float(step_s[i]))
-            cooling += took
-            if ledger.is_final(steps[i], float(t[i])):
-                productive -= took
-            else:
-                redone -= took
     causes = {"startup": startup, "warmup": warmup, "restart_downtime": sum(lengths),
               "hang_detection": hang, "cooling": cooling, "redone_steps": max(0.0, redone)}
     causes["other"] = (end - start) - max(0.0, productive) - sum(causes.values())
