@@ -121,7 +121,7 @@ def _is_peer_loss(e: BaseException) -> bool:
 
 
 def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
-                     local_rank: int) -> list[Sampler]:
+                     local_rank: int, rank: int) -> list[Sampler]:
     """Background samplers into metrics.jsonl: each rank its emulated chip; on a real node,
     local rank 0 samples every device of the node (one reader per vendor) and publishes a
     per-device table (``RUN_DIR/telemetry/devices-<host>.json``) that each rank's thermal
@@ -136,7 +136,9 @@ def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
     except MixfleetError as e:  # a requested tool that is absent: reported, not fatal
         run.emit(Event.TELEMETRY_UNAVAILABLE, reader=cfg.telemetry.reader, error=str(e))
         return []
-    sink: Any = JsonlSink(run.metrics_path)
+    # an emulated chip is the rank's own: its records carry the rank (two ranks on one
+    # chip kind are two devices); a real device is told apart by its device_id
+    sink: Any = JsonlSink(run.metrics_path, extra={"rank": rank} if emu is not None else None)
     if emu is None:
         sink = DeviceTable(table_path(run.root), sink=sink)
     return [Sampler(r, hz=cfg.telemetry.hz, sink=sink).start() for r in readers
@@ -276,7 +278,7 @@ def _build_rank(s: RankSetup) -> RankParts:
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
-    samplers = _start_telemetry(cfg, run, emu, s.local_rank)
+    samplers = _start_telemetry(cfg, run, emu, s.local_rank, s.rank)
     fleet, shares, groups = plan_fleet(cfg, devices, rank=rank, world=s.world, group=None,
                                        workload=workload.name, emit=run.emit, emu=emu,
                                        placements=places, as_model=as_model)
