@@ -39,7 +39,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"  restarts {rep['restarts']}, steps lost {rep['steps_lost']}, faults injected "
           f"{rep['faults_injected']}, skipped steps {rep['skipped_steps'] or 'none'}, "
           f"drained ranks {rep['drained_ranks'] or 'none'}")
-    print("  time in failure states: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
+    print("  time lost by cause: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
     plan = rep.get("plan")
     if plan is not None:
         pred, meas, r = (plan["predicted_step_s"], plan["measured_step_s"],
