@@ -117,7 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mixfleet.train.mixed.pacing import as_model_plan
 
     # after the mode is resolved: the memory check depends on it (ConfigError, exit 2)
-    asplan = as_model_plan(cfg)
+    asplan = as_model_plan(cfg) if cfg.parallel.mode != "pipeline" else None
     if asplan is not None:
         print(f"{asplan.label()}: a step of the slowest rank ~"
               f"{max(asplan.step_s) * asplan.time_scale:.2f} s here for "

@@ -257,6 +257,8 @@ class EmulateConfig:
     as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
                                  "model (a llama preset or hf: config) while the configured "
                                  "small model does the real math")
+    as_model_seq_len: int = field(0, help="tokens per sequence of the as_model model (0: "
+                                  "its own, e.g. 8192 for llama3-8b)")
     time_scale: float | None = field(None, help="emulated wall seconds per second of the "
                                      "emulated chip under as_model, in (0, 1]; none = chosen "
                                      "so a step takes well under a second")
@@ -268,6 +270,8 @@ class EmulateConfig:
             v = getattr(self, name)
             _require(math.isfinite(v) and v > 0, f"emulate.{name} must be a bandwidth in GB/s "
                      f"> 0 (got {v}); set [emulate] {name} = 32 or remove it")
+        _require(self.as_model_seq_len >= 0, f"emulate.as_model_seq_len must be >= 0 (got "
+                 f"{self.as_model_seq_len}); set it to 4096, or 0 for the model's own")
         _require(self.time_scale is None or (math.isfinite(self.time_scale)
                                              and 0 < self.time_scale <= 1),
                  f"emulate.time_scale must be in (0, 1] (got {self.time_scale}); set "

@@ -43,7 +43,7 @@ from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
-from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline
+from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline, pace_stages
 from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
@@ -261,7 +261,10 @@ def _build_rank(s: RankSetup) -> RankParts:
                                                            local_ranks=s.local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
-    as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
+    pipe = s.pipeline
+    as_model = as_model_plan(  # the same on every rank
+        cfg, devices, workload.name,
+        pipeline_step_s=pipe.split.step_s if pipe is not None and pipe.split else None)
     pacer = None
     if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
         pacer = link_pacer(cfg, [p.kind for p in places], local_world=s.local_world,
@@ -295,6 +298,8 @@ def _build_rank(s: RankSetup) -> RankParts:
                       pipeline=s.pipeline)
     if pacer is not None:
         model_bytes(pacer, as_model, trainer.model)
+    if emu is not None and pipe is not None:  # each chunk takes its chip's time
+        pace_stages(trainer, emu, pipe, as_model, cfg, places, s.local_world)
     return RankParts(trainer=trainer, emu=emu, watchdog=watchdog, samplers=samplers)
 
 

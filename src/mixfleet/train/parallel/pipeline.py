@@ -222,6 +222,7 @@ class PipelineRank:
         self._replicas = [self.modules] + [_replica(self.modules) for _ in self.lanes[1:]]
         loss_fn = stage_loss(loss, global_batch)
         self._schedules: list[Any] = []
+        self._stages: list[tuple[Any, int]] = []  # (PipelineStage, virtual stage index)
         for lane in range(layout.lanes):
             g = dist.new_group(layout.lane_ranks(lane))
             if lane in self.lanes:
@@ -229,6 +230,7 @@ class PipelineRank:
                 stages = [PipelineStage(m, j, p * v, self.device, group=g)
                           for m, j in zip(mods, mine, strict=True)]
                 self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
+                self._stages += list(zip(stages, mine, strict=True))
         self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
 
     def _shard(self) -> None:
@@ -247,6 +249,13 @@ class PipelineRank:
                 if isinstance(sub, FSDPModule):
                     sub.set_gradient_divide_factor(1.0)
                     sub.set_force_sum_reduction_for_comms(True)
+
+    def pace(self, pacer: Any) -> None:
+        """Let ``pacer`` (an emulated chip's
+        :class:`~mixfleet.emulate.stagepace.ChunkPacer`) time every stage's forward and
+        backward of a micro-batch, on every lane."""
+        for stage, j in self._stages:
+            pacer.wrap(stage, j)
 
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -30,8 +30,11 @@ from mixfleet.train.parallel.pipeline import Layout, bubble_fraction, check_sche
 from mixfleet.train.parallel.split import ModelBytes, SplitPlan, StageChip, split_blocks
 from mixfleet.train.parallel.stages import parts_for
 
+if TYPE_CHECKING:
+    from mixfleet.emulate.stagepace import ChunkPace
+
 __all__ = ["PipelinePlan", "plan_pipeline", "chip_memory_gib", "pick_microbatches",
-           "meta_model", "job_pipeline"]
+           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs", "chunk_paces"]
 
 _GIB = 2**30
 _HOST = 1e15  # bytes: a host stage is not limited by the split (the OS is)
@@ -129,12 +132,56 @@ def _model_bytes(model: nn.Module, sample_tokens: int, micro: int) -> tuple[Mode
     return mb, counts
 
 
+@dataclasses.dataclass(frozen=True)
+class AsModelCosts:
+    """``[emulate] as_model`` under pipeline: the named model's figures stand in for the
+    configured small model's blocks (each of its ``n`` blocks is ``layers / n`` layers of
+    the named model) in the split and in the emulated chips' pace."""
+
+    params: int
+    layers: int
+    dim: int
+    vocab: int
+    flops_per_token: float  # training (forward + backward)
+    seq_len: int
+    token_s: Mapping[str, float]  # chip seconds per token of the whole model, per kind
+    optimizer: str
+
+    def head_fraction(self) -> float:
+        """The head's share of a token's training FLOPs (6 x dim x vocab)."""
+        return min(0.5, 6.0 * self.dim * self.vocab / self.flops_per_token)
+
+    def block_s(self, kind: str, n_blocks: int, tokens: float) -> float:
+        """Chip seconds of one small-model block (``layers / n_blocks`` layers), forward and
+        backward of ``tokens`` tokens."""
+        return (1 - self.head_fraction()) / n_blocks * self.token_s[kind] * tokens
+
+    def head_s(self, kind: str, tokens: float) -> float:
+        return self.head_fraction() * self.token_s[kind] * tokens
+
+    def model_bytes(self, n_blocks: int, tokens: float) -> ModelBytes:
+        """Memory of the named model cut in ``n_blocks``: fp32 weights (x the state
+        factor: gradients, optimizer state), bf16 activations 34 x dim per token and layer
+        (as in ``emulate.asmodel.memory_need``), fp32 logits."""
+        lpb = self.layers / n_blocks
+        emb = float(self.dim * self.vocab)
+        per_layer = max(0.0, (self.params - 2 * emb) / self.layers)
+        return ModelBytes(block_params=tuple(4.0 * per_layer * lpb for _ in range(n_blocks)),
+                          block_acts=tuple(34.0 * self.dim * tokens * lpb
+                                           for _ in range(n_blocks)),
+                          embed_params=4.0 * emb, head_params=4.0 * emb,
+                          head_acts=4.0 * self.vocab * tokens,
+                          state_factor=4.0 if self.optimizer == "adamw" else 3.0)
+
+
 def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *,
                   global_batch: int, sample_tokens: int = 1,
-                  memory_gib: Mapping[str, float | None] | None = None) -> PipelinePlan:
+                  memory_gib: Mapping[str, float | None] | None = None,
+                  as_model: AsModelCosts | None = None) -> PipelinePlan:
     """The plan of a pipeline job whose ranks are of chip ``kinds`` (job rank order);
     ``model`` may be on the meta device. ConfigError (exit 2) naming the field and the
-    fix when the stages, the micro-batches or the memory do not work out."""
+    fix when the stages, the micro-batches or the memory do not work out. ``as_model``:
+    split by the named model's figures (an emulated job)."""
     parts = parts_for(model)
     n_blocks = len(getattr(model, parts.blocks))
     mem = dict(memory_gib) if memory_gib is not None else {
@@ -162,6 +209,19 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
     if stages[0].blocks:
         per = [s.blocks for s in stages]
         basis = "given ([[parallel.stages]] blocks)"
+    elif as_model is not None:
+        tokens = float(micro * as_model.seq_len)
+        mb = as_model.model_bytes(n_blocks, tokens)
+        chips = [StageChip(chip=s.chip, ranks=s.ranks,
+                           memory_bytes=(mem.get(s.chip) or _HOST / _GIB) * _GIB,
+                           block_s=tuple(as_model.block_s(s.chip, n_blocks, tokens)
+                                         for _ in range(n_blocks)),
+                           head_s=as_model.head_s(s.chip, tokens)) for s in stages]
+        sched_: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
+        split = split_blocks(chips, mb, microbatches=m, schedule=sched_,
+                             sharded=cfg.stage_mode == "fsdp")
+        per = list(split.blocks)
+        basis = "predicted for the emulated model (catalog peak x profile MFU, catalog HBM)"
     else:
         mb, counts = _model_bytes(model, sample_tokens, micro)
         chips = [StageChip(chip=s.chip, ranks=s.ranks,
@@ -203,15 +263,98 @@ def meta_model(build: Any) -> nn.Module:
         return build()
 
 
-def job_pipeline(cfg: Any, kinds: Sequence[str], workload: Any) -> PipelinePlan | None:
+def job_pipeline(cfg: Any, kinds: Sequence[str], workload: Any,
+                 as_model: AsModelCosts | None = None) -> PipelinePlan | None:
     """The plan of a run config (``RunConfig``) whose ranks are of chip ``kinds``, or None
-    when ``[parallel] mode`` is not ``pipeline``."""
+    when ``[parallel] mode`` is not ``pipeline`` (``as_model``: see :func:`plan_pipeline`;
+    by default from ``[emulate] as_model`` when every rank is an emulated chip)."""
     if cfg.parallel.mode != "pipeline":
         return None
     if len(kinds) < 2:
         raise ConfigError(f"parallel.mode = 'pipeline' needs at least 2 ranks (got "
                           f"{len(kinds)}); set launch.nproc = 2 or more, or mode = 'dp'")
     sample = workload.train_set.take(torch.arange(1))[0]
+    if as_model is None and cfg.emulate.as_model is not None:
+        as_model = as_model_costs(cfg.emulate.as_model, kinds, cfg.train.optimizer,
+                                  cfg.emulate.as_model_seq_len or None)
     return plan_pipeline(cfg.parallel, kinds, meta_model(workload.build_model),
                          global_batch=cfg.train.global_batch,
-                         sample_tokens=int(sample.shape[-1]) if sample.dim() > 1 else 1)
+                         sample_tokens=int(sample.shape[-1]) if sample.dim() > 1 else 1,
+                         as_model=as_model)
+
+
+def as_model_costs(name: str, kinds: Sequence[str], optimizer: str,
+                   seq_len: int | None = None) -> AsModelCosts:
+    """The figures of ``[emulate] as_model = name`` on these chip kinds (the same seconds
+    per token as the dp/fsdp emulation: catalog BF16 peak x the profile's MFU)."""
+    from mixfleet.catalog.base import get_chip
+    from mixfleet.emulate import load_profiles
+    from mixfleet.emulate.asmodel import model_shape, peak_tflops
+
+    shape = model_shape(name, seq_len)
+    profiles = load_profiles()
+    token_s = {}
+    for k in set(kinds):
+        if k not in profiles:
+            raise ConfigError(f"emulate.as_model paces emulated chips; rank kind {k!r} is not "
+                              f"one (use emu:<chip-id> devices or remove [emulate] as_model)")
+        prof = profiles[k]
+        token_s[k] = shape.flops_per_token / (peak_tflops(get_chip(k), prof) * 1e12 * prof.mfu)
+    return AsModelCosts(params=shape.params, layers=shape.layers, dim=shape.dim,
+                        vocab=shape.vocab, flops_per_token=shape.flops_per_token,
+                        seq_len=shape.seq_len, token_s=token_s, optimizer=optimizer)
+
+
+def chunk_paces(plan: PipelinePlan, costs: AsModelCosts, kinds: Sequence[str], *,
+                global_batch: int, time_scale: float, prices: Any,
+                nodes: Sequence[int]) -> dict[int, ChunkPace]:
+    """Each virtual stage's wall seconds per micro-batch under ``as_model`` (forward 1/3 and
+    backward 2/3 of its blocks' and the head's training time; the activations of a
+    micro-batch, bf16, to the next stage and their gradient back over the priced link
+    between the two stages' first ranks), x ``time_scale``. ``kinds``/``nodes``: each
+    pipeline rank's chip kind and node."""
+    from mixfleet.emulate.stagepace import ChunkPace
+
+    lay = plan.layout
+    p, n_blocks = lay.stages, sum(lay.blocks)
+    tokens = float(global_batch // lay.lanes // plan.microbatches * costs.seq_len)
+    act_bytes = tokens * costs.dim * 2.0
+    first = [lay.first_rank(s) for s in range(p)]
+
+    def send(a: int, b: int) -> float:
+        ra, rb = first[a % p], first[b % p]
+        link = prices.link(kinds[ra], kinds[rb], same_node=nodes[ra] == nodes[rb])
+        return float(link.latency_s + act_bytes / (link.gbps * 1e9))
+
+    out: dict[int, ChunkPace] = {}
+    total = p * lay.virtual
+    for j, k in enumerate(lay.blocks):
+        kind = kinds[first[j % p]]
+        t = k * costs.block_s(kind, n_blocks, tokens)
+        if j == total - 1:
+            t += costs.head_s(kind, tokens)
+        out[j] = ChunkPace(fwd_s=t / 3 * time_scale, bwd_s=2 * t / 3 * time_scale,
+                           send_fwd_s=send(j, j + 1) * time_scale if j < total - 1 else 0.0,
+                           send_bwd_s=send(j, j - 1) * time_scale if j > 0 else 0.0)
+    return out
+
+
+def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: Any,
+                places: Sequence[Any], local_world: int) -> None:
+    """An emulated rank of a pipeline: its stages' chunks take its chip's time
+    (:class:`~mixfleet.emulate.stagepace.ChunkPacer`; under ``as_model`` the named model's
+    per-stage times and activation transfers, else the real time / the chip's relative
+    speed), and the emulated device no longer pads whole steps."""
+    from mixfleet.emulate.stagepace import ChunkPacer
+
+    kinds = [p.kind for p in places]
+    paces = None
+    if as_model is not None:
+        costs = as_model_costs(cfg.emulate.as_model, kinds, cfg.train.optimizer,
+                               cfg.emulate.as_model_seq_len or None)
+        paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
+                            time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
+                            nodes=[r // max(1, local_world) for r in range(len(kinds))])
+    pacer = ChunkPacer(paces, speed=emu.speed, clock_factor=emu.clock_factor)
+    trainer.strategy.pipe.pace(pacer)
+    emu.pace_externally()
