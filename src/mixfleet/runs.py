@@ -41,6 +41,7 @@ class Event:
     LAUNCH = "launch"
     PLAN = "plan"
     STAGES = "stages"  # a pipeline's plan (train/parallel/pipeplan.py), each attempt
+    STAGES_CHANGED = "stages_changed"  # a pipeline re-split (drain: train/launch.py)
     CONFIG_CHANGED = "config_changed"
     RELAUNCH = "relaunch"
     LAUNCH_FAILED = "launch_failed"

@@ -203,3 +203,38 @@ def test_fsdp_inside_two_stages_matches_dp_and_resumes(tmp_path: Path) -> None:
     a, b = losses(ref), losses(dp)
     assert max(abs(a[k] - b[k]) for k in b) <= 1e-5
     assert bit_identical(final_weights(killed), final_weights(ref))
+
+
+@pytest.mark.slow
+def test_pipeline_resplits_on_measured_stage_times(tmp_path: Path, reference: Path) -> None:
+    """Blocks [1, 3] on two equal CPU ranks: after 5 steps the measured stage times call
+    for [2, 2]; the run checkpoints, records ``stages_changed`` with the predicted gain,
+    relaunches with the new split and continues the same batches (every loss within
+    1e-5 of the uninterrupted 2 + 2 run)."""
+    d = tmp_path / "run"
+    train_cli(d, *PIPE, _stages(1, 3), "parallel.resplit_every=5", "train.steps=20",
+              "checkpoint.interval=10")
+    (ch,) = events(d, "stages_changed")
+    assert ch["old_blocks"] == [1, 3] and [s["blocks"] for s in ch["new"]] == [2, 2]
+    assert ch["step"] == 5 and ch["predicted_gain"] > 1.1
+    assert events(d, "run_start")[-1]["resumed_from"] == 5
+    a, ref = losses(d), losses(reference)
+    assert sorted(a) == list(range(1, 21))
+    assert max(abs(a[k] - ref[k]) for k in a) <= 1e-5
+
+
+@pytest.mark.slow
+def test_pipeline_drain_restages_over_the_chips_left(tmp_path: Path, reference: Path) -> None:
+    """3 stages; rank 1 overheats to critical at step 8: it is drained, the pipeline is
+    split again over the 2 ranks left (``stages_changed``: [1, 2, 1] -> [2, 2]) and the
+    run finishes the same batches (losses within 1e-5 of the uninterrupted run)."""
+    d = tmp_path / "run"
+    s = train_cli(d, *PIPE, "train.steps=16", "checkpoint.interval=8",
+                  "faults.inject=['overheat@rank=1,step=8,celsius=20']", nproc=3)
+    assert s["drained_ranks"] == [1] and s["world_size"] == 2
+    (ch,) = events(d, "stages_changed")
+    assert ch["reason"] == "drain"
+    assert [x["blocks"] for x in ch["old"]] == [1, 2, 1]
+    assert [x["blocks"] for x in ch["new"]] == [2, 2]
+    a, ref = losses(d), losses(reference)
+    assert max(abs(a[k] - ref[k]) for k in a) <= 1e-5

@@ -33,7 +33,7 @@ from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.health import checks as C
-from mixfleet.train.health.actions import Action, Drain, apply_actions
+from mixfleet.train.health.actions import Action, Drain, Restage, apply_actions
 from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
@@ -44,7 +44,7 @@ from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
 from mixfleet.train.parallel.pipeplan import PipelinePlan
-from mixfleet.train.rundir import RunDir, read_skip_list, write_skip_list
+from mixfleet.train.rundir import RunDir, read_skip_list, write_restage, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.step import StepManager
 from mixfleet.workloads import Workload
@@ -105,6 +105,13 @@ class Trainer:
             watchdog=watchdog, thermal=thermal,
             rebalancer=fleet.rebalancer if fleet is not None else None, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
+        if pipeline is not None and cfg.parallel.resplit_every:
+            from mixfleet.train.parallel.resplit import StageBalance
+
+            chunks = self.strategy.chunks  # type: ignore[attr-defined]
+            self.checks.append(StageBalance(
+                pipeline, lambda: chunks.busy_s, every=cfg.parallel.resplit_every,
+                hysteresis=cfg.parallel.resplit_hysteresis, world=world))
         self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
         take = workload.train_set.take  # samples -> a batch on this rank's device
@@ -134,7 +141,7 @@ class Trainer:
         self.metrics = StepLog(run) if rank == 0 else None
         self.skip: set[int] = set(t.skip_batches) | read_skip_list(run)
         self._saved = -1
-        self._drained: Drain | None = None
+        self._drained: Drain | Restage | None = None
 
     # -- state objects ---------------------------------------------------------------------
     @property
@@ -182,6 +189,17 @@ class Trainer:
             add_drained(self.run.root, rank=job_rank, step=self.step)
             self.run.emit(Event.DRAIN, rank=rank, step=self.step, world_size=self.world,
                           reason=reason)
+
+    def restage(self, blocks: Sequence[int], reason: str, **details: Any) -> None:
+        """A pipeline's new split: checkpoint, record it for the launcher (which relaunches
+        with it); the loop then stops on every rank."""
+        self._save()
+        self.state.ckpt.wait()
+        if self.world > 1:
+            torch.distributed.barrier(group=self.strategy.group)
+        if self.rank == 0:
+            write_restage(self.run, {"blocks": list(blocks), "reason": reason,
+                                     "step": self.step, **details})
 
     def shed(self, rank: int) -> None:
         new = shed_shares(self._shares, rank)
@@ -327,9 +345,9 @@ class Trainer:
         self.flush_metrics()
         synchronize(self.device)
         elapsed = clock.perf() - t0
-        if self._drained is not None:
+        if self._drained is not None:  # a drain or a re-split: the launcher relaunches
             return {"steps_run": self.step - start, "elapsed_s": elapsed, "final_metric": None,
-                    "drained": self._drained.rank}
+                    "drained": getattr(self._drained, "rank", -1)}
         self._save()
         self.state.finish(self.step)
         return {"steps_run": self.step - start, "elapsed_s": elapsed, "drained": None,

@@ -261,10 +261,9 @@ def _build_rank(s: RankSetup) -> RankParts:
                                                            local_ranks=s.local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
-    pipe = s.pipeline
-    as_model = as_model_plan(  # the same on every rank
-        cfg, devices, workload.name,
-        pipeline_step_s=pipe.split.step_s if pipe is not None and pipe.split else None)
+    pipe = s.pipeline  # as_model: the same on every rank
+    as_model = as_model_plan(cfg, devices, workload.name,
+                             pipeline_step_s=pipe.step_s if pipe is not None else None)
     pacer = None
     if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
         pacer = link_pacer(cfg, [p.kind for p in places], local_world=s.local_world,

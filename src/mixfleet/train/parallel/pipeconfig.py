@@ -69,6 +69,11 @@ class PipelineConfig:
     virtual_stages: int = field(1, help="stage modules per rank (interleaved-1f1b: >= 2)")
     stages: list[StageConfig] = field([], help="the stages in order; none: one per chip "
                                                "kind of [[ranks]]")
+    resplit_every: int = field(0, help="steps between comparisons of the measured stage "
+                                       "times with the split's; a re-split that the "
+                                       "hysteresis lets through relaunches the job (0: off)")
+    resplit_hysteresis: float = field(0.1, help="re-split only when the predicted step "
+                                                "drops by more than this fraction")
 
     def __post_init__(self) -> None:
         require(self.schedule in SCHEDULES, f"parallel.schedule {self.schedule!r} is unknown; "
@@ -77,6 +82,10 @@ class PipelineConfig:
                 f"{self.stage_mode!r} is unknown; use 'dp' or 'fsdp'")
         require(self.microbatches >= 0, f"parallel.microbatches must be >= 0 (got "
                 f"{self.microbatches}); set microbatches = 0 to let the plan pick")
+        require(self.resplit_every >= 0, f"parallel.resplit_every must be >= 0 (got "
+                f"{self.resplit_every}); set it to 50, or 0 to turn re-splits off")
+        require(0 <= self.resplit_hysteresis < 1, f"parallel.resplit_hysteresis must be in "
+                f"[0, 1) (got {self.resplit_hysteresis}); set it to 0.1")
         require(self.virtual_stages >= 1, f"parallel.virtual_stages must be >= 1 (got "
                 f"{self.virtual_stages}); set virtual_stages = 1")
         interleaved = self.schedule == "interleaved-1f1b"

@@ -27,7 +27,13 @@ from torch import nn
 from mixfleet.errors import ConfigError
 from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, resolve_stages
 from mixfleet.train.parallel.pipeline import Layout, bubble_fraction, check_schedule
-from mixfleet.train.parallel.split import ModelBytes, SplitPlan, StageChip, split_blocks
+from mixfleet.train.parallel.split import (
+    ModelBytes,
+    SplitPlan,
+    StageChip,
+    split_blocks,
+    split_of,
+)
 from mixfleet.train.parallel.stages import parts_for
 
 if TYPE_CHECKING:
@@ -50,8 +56,9 @@ class PipelinePlan:
     microbatches: int
     schedule: str
     stage_mode: str
-    split: SplitPlan | None  # the prediction (None: blocks given with virtual stages)
+    split: SplitPlan | None  # the prediction (None: virtual stages)
     basis: str  # where the blocks come from
+    inputs: tuple[tuple[StageChip, ...], ModelBytes] | None = None  # what split_blocks got
 
     def fields(self) -> dict[str, Any]:
         """The ``stages`` event's fields."""
@@ -72,6 +79,12 @@ class PipelinePlan:
             "bubble": round(bubble_fraction(self.layout.stages, self.microbatches,
                                             self.layout.virtual), 4),
             "basis": self.basis}
+
+    @property
+    def step_s(self) -> float | None:
+        """The predicted step (the split's units: seconds where every chip has a catalog
+        peak), or None without a prediction."""
+        return self.split.step_s if self.split is not None else None
 
     def _blocks(self) -> list[int]:
         v, p = self.layout.virtual, self.layout.stages
@@ -205,11 +218,7 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                           f"are equal slices of the global batch; set microbatches to a "
                           f"divisor of {global_batch // lanes}")
     micro = global_batch // lanes // m
-    split: SplitPlan | None = None
-    if stages[0].blocks:
-        per = [s.blocks for s in stages]
-        basis = "given ([[parallel.stages]] blocks)"
-    elif as_model is not None:
+    if as_model is not None:
         tokens = float(micro * as_model.seq_len)
         mb = as_model.model_bytes(n_blocks, tokens)
         chips = [StageChip(chip=s.chip, ranks=s.ranks,
@@ -217,10 +226,6 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                            block_s=tuple(as_model.block_s(s.chip, n_blocks, tokens)
                                          for _ in range(n_blocks)),
                            head_s=as_model.head_s(s.chip, tokens)) for s in stages]
-        sched_: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
-        split = split_blocks(chips, mb, microbatches=m, schedule=sched_,
-                             sharded=cfg.stage_mode == "fsdp")
-        per = list(split.blocks)
         basis = "predicted for the emulated model (catalog peak x profile MFU, catalog HBM)"
     else:
         mb, counts = _model_bytes(model, sample_tokens, micro)
@@ -228,19 +233,27 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                            memory_bytes=(mem.get(s.chip) or _HOST / _GIB) * _GIB,
                            block_s=tuple(c / _peak(s.chip) for c in counts),
                            head_s=mb.head_params / 4.0 / _peak(s.chip)) for s in stages]
-        sched: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
-        split = split_blocks(chips, mb, microbatches=m, schedule=sched,
-                             sharded=cfg.stage_mode == "fsdp")
-        per = list(split.blocks)
         basis = "predicted (parameters / catalog peak, catalog memory)"
+    sched: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
+    sharded = cfg.stage_mode == "fsdp"
+    split: SplitPlan | None = None
+    if stages[0].blocks:
+        per = [s.blocks for s in stages]
+        basis = "given ([[parallel.stages]] blocks)"
+        if v == 1:
+            split = split_of(chips, mb, per, microbatches=m, schedule=sched, sharded=sharded)
+    else:
+        split = split_blocks(chips, mb, microbatches=m, schedule=sched, sharded=sharded)
+        per = list(split.blocks)
     if v > 1:  # virtual stage j on physical stage j % P: each stage's blocks cut in v
         blocks = _interleave(per, v)
     else:
         blocks = per
     layout = Layout(ranks, tuple(blocks), v)
     return PipelinePlan(stages=stages, order=res.order, layout=layout, microbatches=m,
-                        schedule=cfg.schedule, stage_mode=cfg.stage_mode, split=split,
-                        basis=basis)
+                        schedule=cfg.schedule, stage_mode=cfg.stage_mode,
+                        split=split if v == 1 else None, basis=basis,
+                        inputs=(tuple(chips), mb))
 
 
 def _interleave(per: Sequence[int], v: int) -> list[int]:
@@ -355,6 +368,6 @@ def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: 
         paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
                             time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
                             nodes=[r // max(1, local_world) for r in range(len(kinds))])
-    pacer = ChunkPacer(paces, speed=emu.speed, clock_factor=emu.clock_factor)
-    trainer.strategy.pipe.pace(pacer)
+    pacer: ChunkPacer = trainer.strategy.chunks
+    pacer.paces, pacer.speed, pacer.factor = paces, emu.speed, emu.clock_factor
     emu.pace_externally()

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mixfleet.emulate.stagepace import ChunkPacer
 from mixfleet.train.exchange import all_gather_json
 from mixfleet.train.parallel.pipeline import PipelineRank
 from mixfleet.train.parallel.strategy import ReductionStrategy
@@ -67,6 +68,8 @@ class PipelineStrategy(ReductionStrategy):
                                  global_batch=global_batch, microbatches=plan.microbatches,
                                  schedule=plan.schedule, stage_mode=plan.stage_mode,
                                  device=device)
+        self.chunks = ChunkPacer()  # times every chunk (an emulated chip: paces it too)
+        self.pipe.pace(self.chunks)
         mods = self.pipe.modules
         super().__init__(mods[0] if len(mods) == 1 else RankModules(mods), device=device,
                          world=world, group=group, pacer=pacer)
