@@ -29,15 +29,23 @@ warm-up (``metrics.jsonl``) / the time scale. Targets: pipeline >= 0.85 of the s
     .venv/bin/python benchmarks/hetero_pipeline.py --as-model llama3-8b [--steps 6]
 
 Last line: pipeline / the sum.
+
+``--throttle``: the pipeline alone, re-splits on (``[parallel] resplit_every``); from step
+``--throttle-at`` the first stage's first chip runs at half clock to the end. Printed:
+throughput after the re-split / before the throttle, against the ideal for the chips as
+they are then (the plan's predicted step before, and that of the best split with that
+chip at half speed); last line their ratio (target >= 0.9).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -93,13 +101,7 @@ def per_chip(model: str) -> dict[str, tuple[float, int, str]]:
 
 def pipeline_plan(model: str) -> tuple[dict, float]:
     """The pipeline's stages event fields and its predicted step (chip seconds)."""
-    from mixfleet.train.parallel.pipeplan import job_pipeline
-    from mixfleet.workloads import load_workload
-
-    cfg = config([f'emulate.as_model="{model}"', *ranks(KINDS, 2), "parallel.mode='pipeline'",
-                  "parallel.stage_mode='fsdp'"])
-    wl = load_workload(cfg.workload.name, cfg.workload.options)  # type: ignore[attr-defined]
-    plan = job_pipeline(cfg, KINDS[:1] * 2 + KINDS[1:2] * 2 + KINDS[2:] * 2, wl)
+    plan: Any = _plan(model)
     assert plan is not None and plan.split is not None
     return plan.fields(), plan.split.step_s
 
@@ -112,6 +114,69 @@ def measured(root: Path, name: str, overrides: list[str], steps: int, warm: int,
     return B / (mean_step_s(d, warm) / scale)
 
 
+def events(run_dir: Path, kind: str) -> list[dict]:
+    return [e for e in map(json.loads, (run_dir / "events.jsonl").read_text().splitlines())
+            if e.get("event") == kind]
+
+
+def step_times(run_dir: Path) -> dict[int, float]:
+    """Wall time of each step of the final history (from consecutive step records of
+    the same attempt)."""
+    recs = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    t = [(int(r["step"]), float(r["t"])) for r in recs if "loss" in r]
+    return {s: b - a for (p, a), (s, b) in zip(t, t[1:], strict=False) if s == p + 1}
+
+
+def throttle(args: argparse.Namespace) -> float:
+    """The re-split after a throttle against the ideal for the chips left (see the doc)."""
+    from mixfleet.train.parallel.resplit import resplit
+
+    m, at = args.as_model, args.throttle_at
+    fields, pstep = pipeline_plan(m)
+    scale = min(1.0, args.target_step_s / pstep)
+    plan = _plan(m)
+    assert plan.split is not None
+    half = [t * (2.0 if s == 0 else 1.0) for s, t in enumerate(plan.split.stage_s)]
+    got = resplit(plan, half)
+    assert got is not None
+    ideal = pstep / got[1]
+    print(f"[emulated as {m}, time scale {scale:.3g}] throttle: stage 0's first chip "
+          f"({fields['stages'][0]['chip']}) at half clock from step {at}; best split then "
+          f"{list(got[0])} (predicted step {got[1]:.1f} chip-s against {pstep:.1f})",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="hetero-pipeline-throttle-") as tmp:
+        d = train_cli(ROOT / "examples" / "llama-debug.toml", Path(tmp) / "run", [
+            *COMMON, f'emulate.as_model="{m}"', *ranks(KINDS, 2), "parallel.mode='pipeline'",
+            "parallel.stage_mode='fsdp'", f"parallel.resplit_every={args.resplit_every}",
+            f"emulate.time_scale={scale!r}", f"train.steps={args.steps}",
+            f"faults.inject=['throttle@rank=0,step={at},steps=100000,clock=50']"])
+        changed = events(d, "stages_changed")
+        times = step_times(d)
+        before = statistics.fmean(times[k] for k in range(args.warmup + 1, at) if k in times)
+        if not changed:
+            print("no re-split happened", flush=True)
+            return 0.0
+        at_step = int(changed[0]["step"])
+        after = [times[k] for k in sorted(times) if k > at_step + args.warmup]
+        ratio = before / statistics.fmean(after)
+        print(f"[emulated as {m}] stages_changed at step {at_step}: "
+              f"{changed[0]['old_blocks']} -> {[x['blocks'] for x in changed[0]['new']]} "
+              f"(predicted gain {changed[0]['predicted_gain']}); throughput after the "
+              f"re-split / before the throttle = {ratio:.3f}, ideal for the chips left "
+              f"{ideal:.3f}", flush=True)
+    return ratio / ideal
+
+
+def _plan(model: str) -> object:
+    from mixfleet.train.parallel.pipeplan import job_pipeline
+    from mixfleet.workloads import load_workload
+
+    cfg = config([f'emulate.as_model="{model}"', *ranks(KINDS, 2), "parallel.mode='pipeline'",
+                  "parallel.stage_mode='fsdp'"])
+    wl = load_workload(cfg.workload.name, cfg.workload.options)  # type: ignore[attr-defined]
+    return job_pipeline(cfg, [k for k in KINDS for _ in range(2)], wl)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--as-model", default="llama3-8b")
@@ -119,7 +184,17 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="steps left out of the mean")
     ap.add_argument("--target-step-s", type=float, default=8.0,
                     help="wall seconds the pipeline's predicted step is paced to")
+    ap.add_argument("--throttle", action="store_true", help="the re-split after a throttle")
+    ap.add_argument("--throttle-at", type=int, default=6, help="the step the throttle starts")
+    ap.add_argument("--resplit-every", type=int, default=3)
     args = ap.parse_args()
+    if args.throttle:
+        if args.steps < args.throttle_at + 2 * args.resplit_every + args.warmup + 2:
+            args.steps = args.throttle_at + 2 * args.resplit_every + args.warmup + 4
+        r = throttle(args)
+        print(f"hetero pipeline throttle [emulated as {args.as_model}]: (after / before) / "
+              f"ideal = {r:.3f} (target >= 0.9)")
+        return 0
     m = args.as_model
     homo = per_chip(m)
     for k, (tput, n, md) in homo.items():

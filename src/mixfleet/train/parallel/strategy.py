@@ -21,7 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_state_dict,
+)
 
 from mixfleet.config import field, require
 from mixfleet.train.parallel.flatopt import FlatSGD
@@ -60,6 +64,7 @@ class ParallelConfig(PipelineConfig):
                 f"[[parallel.stages]]")
 
 AllReduce = Callable[[torch.Tensor], None]
+_FLAT = StateDictOptions(flatten_optimizer_state_dict=True)
 
 
 class ReductionStrategy(abc.ABC):
@@ -131,13 +136,16 @@ class ReductionStrategy(abc.ABC):
         """Make every gradient exist (zeros) so that an optimizer step creates its state."""
 
     def state_dict(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
-        """Model and optimizer tensors for DCP, by parameter name."""
-        model_sd, optim_sd = get_state_dict(self.model, opt)
+        """Model and optimizer tensors for DCP, by parameter name. The optimizer state is
+        flattened per parameter (``state.<name>.exp_avg``, ``param_groups.<name>.lr``), so
+        a rank that holds only some of the parameters (a pipeline stage, another split)
+        reads exactly theirs."""
+        model_sd, optim_sd = get_state_dict(self.model, opt, options=_FLAT)
         return {"model": model_sd, "optim": optim_sd}
 
     def load_state_dict(self, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         set_state_dict(self.model, opt, model_state_dict=state["model"],
-                       optim_state_dict=state["optim"])
+                       optim_state_dict=state["optim"], options=_FLAT)
 
     def snapshot_tensors(self, opt: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
         """This rank's tensors for an in-memory snapshot (copied in and out in place)."""
