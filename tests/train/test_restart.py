@@ -4,13 +4,17 @@ counts every attempt after the first, one killed during start-up included."""
 
 from __future__ import annotations
 
+import re
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from mixfleet.train.rundir import read_jsonl
-from tests.train.helpers import events, train_cli
+from tests.conftest import REPO
+from tests.train.helpers import DIGITS, events, train_cli
 
 KILL_AT = 150
 
@@ -63,3 +67,25 @@ def test_restarts_count_an_attempt_killed_during_start_up(tmp_path: Path) -> Non
     assert kinds == ["kill-in-startup", "kill"]
     assert len(events(d, "run_start")) == 2  # the first attempt never got to resume
     assert s["restarts"] == 2
+
+
+TORCH_LOG_LINE = re.compile(r"^\[?[IWEF]\d{4} \d\d:\d\d:\d\d")  # glog style: E1207 17:42:21.5
+
+
+def test_a_kill_prints_mixfleets_lines_and_logs_torchruns(tmp_path: Path) -> None:
+    """After an expected kill the console (stdout and stderr) carries no line of
+    torchrun's own (``E... failed (exitcode: ...)``, its traceback) and mixfleet reports the
+    restart in its own line; the run's torchrun.log has torchrun's line."""
+    d = tmp_path / "run"
+    p = subprocess.run([sys.executable, "-P", "-m", "mixfleet", "train", str(DIGITS),
+                        "--nproc", "2", "--run-dir", str(d), "--set", "train.steps=60",
+                        "--set", "checkpoint.interval=20", "--set", "telemetry.hz=0",
+                        "--set", "faults.inject=['kill@rank=1,step=30']"],
+                       cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert p.returncode == 0, p.stderr[-4000:]
+    console = (p.stdout + p.stderr).splitlines()
+    assert not [x for x in console if TORCH_LOG_LINE.match(x) or "ChildFailedError" in x
+                or x.startswith("Traceback")], p.stdout + p.stderr
+    assert [x for x in console if "resumed from step" in x and "restart #1" in x], console
+    log = (d / "torchrun.log").read_text().splitlines()
+    assert [x for x in log if TORCH_LOG_LINE.match(x) and "failed (exitcode: " in x], log
