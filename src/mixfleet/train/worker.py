@@ -245,7 +245,8 @@ def _build_rank(s: RankSetup) -> RankParts:
                                     rank=rank, workload=workload.name,
                                     config=EmulationConfig(seed=cfg.train.seed,
                                                            attempt=s.attempt,
-                                                           local_ranks=s.local_world))
+                                                           local_ranks=s.local_world,
+                                                           headroom=cfg.emulate.headroom))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
     as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
