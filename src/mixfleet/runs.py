@@ -241,6 +241,7 @@ class RunDir:
         self.config = self.root / "config.toml"
         self.metrics_path = self.root / "metrics.jsonl"
         self.events_path = self.root / "events.jsonl"
+        self.torchrun_log = self.root / "torchrun.log"  # torchrun's own output (agent.py)
         self.checkpoints = self.root / "checkpoints"
         self.final = self.root / "final"
         self.summary = self.root / "summary.json"
@@ -250,7 +251,7 @@ class RunDir:
 
     #: the files and directories mixfleet keeps in a run directory (checked before use)
     FILES = ("config.toml", "metrics.jsonl", "events.jsonl", "summary.json", "last_step",
-             "blocklist.json", "skipped_batches.json", ".snapshots.lock")
+             "blocklist.json", "skipped_batches.json", ".snapshots.lock", "torchrun.log")
     DIRS = ("checkpoints", "final", "pids", "gasp", "stacks", ".faults", "telemetry")
 
     def check(self) -> None:

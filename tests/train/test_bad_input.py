@@ -24,6 +24,7 @@ CASES = [
     (["--nproc", "0"], ["launch.nproc", "0", "--nproc"]),
     (["--set", "faults.inject=['explode@step=3']"], ["faults.inject[0]", "explode", "kill"]),
     (["--set", "train.global_batch=5000"], ["train.global_batch", "5000"]),
+    (["--set", "emulate.headroom=0.5"], ["emulate.headroom", "0.5", "headroom = 1.5"]),
 ]
 
 

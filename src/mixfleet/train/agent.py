@@ -8,21 +8,30 @@ only an already-bound socket, ``master_listen_fd``, restricts it). One-machine r
 through a file (mixfleet.train.rendezvous) and open no store port at all. The rendezvous
 port must still be reachable only from the job's nodes (docs/security.md):
 torch's agents trust what they read from it.
+
+torchrun's own output (its log records, such as ``E... failed (exitcode: -9)`` after a
+rank was killed, and the traceback of a group that failed for good) goes to the run's
+``torchrun.log`` (``TORCHRUN_LOG_VAR``), not to the console: a restart is mixfleet's
+to report, in one line. The ranks inherit the console's file descriptors and print there.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
+import os
 import socket
 import sys
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import torch.distributed as dist
 from torch.distributed.elastic.rendezvous import c10d_rendezvous_backend, static_tcp_rendezvous
 
-from mixfleet.train.rendezvous import bound_server
+from mixfleet import safefs
+from mixfleet.train.rendezvous import TORCHRUN_LOG_VAR, bound_server
 
-__all__ = ["bound_tcp_store", "main"]
+__all__ = ["bound_tcp_store", "route_output", "main"]
 
 _servers: list[socket.socket] = []  # the listening sockets, open while the agent lives
 _DEFAULT_TIMEOUT = datetime.timedelta(seconds=300)
@@ -44,8 +53,28 @@ def bound_tcp_store(host_name: str, port: int, world_size: int | None = None,
                          master_listen_fd=server.fileno(), **kwargs)
 
 
+def route_output(log: TextIO) -> None:
+    """Send this process's console output to ``log``: every logging handler that writes to
+    the console (torch's, set up at import) and ``sys.stderr`` (logging's last resort,
+    warnings, an uncaught traceback). File descriptors are left alone, so the worker
+    processes started later still print to the console."""
+    console = {id(s) for s in (sys.stderr, sys.__stderr__, sys.stdout, sys.__stdout__)}
+    loggers = [logging.getLogger(), *(lg for lg in logging.Logger.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    for lg in loggers:
+        for h in lg.handlers:
+            if (isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                    and id(h.stream) in console):
+                h.setStream(log)
+    sys.stderr = log
+
+
 def main() -> None:
     from torch.distributed.run import main as torchrun
+
+    if path := os.environ.get(TORCHRUN_LOG_VAR):
+        route_output(open(safefs.open_append(Path(path)), "a", buffering=1,  # noqa: SIM115
+                          encoding="utf-8", errors="replace"))
 
     file_store = any("store_type=file" in a for a in sys.argv[1:])  # one machine: no TCP
     for mod in (c10d_rendezvous_backend, static_tcp_rendezvous):

@@ -21,6 +21,11 @@ class Clock(Protocol):
     def sleep(self, seconds: float) -> None:
         ...
 
+    def cpu(self) -> float:
+        """CPU seconds of this process, every thread (what a step computed, whatever the
+        load of other processes or the time spent waiting)."""
+        ...
+
     def wall(self) -> float:
         """Seconds since the epoch (timestamps of records)."""
         ...
@@ -33,6 +38,7 @@ class SystemClock:
     monotonic = staticmethod(time.monotonic)
     sleep = staticmethod(time.sleep)
     wall = staticmethod(time.time)
+    cpu = staticmethod(time.process_time)
 
 
 class FakeClock:
@@ -49,6 +55,9 @@ class FakeClock:
         return self.now
 
     def wall(self) -> float:
+        return self.now
+
+    def cpu(self) -> float:
         return self.now
 
     def sleep(self, seconds: float) -> None:

@@ -262,6 +262,10 @@ class EmulateConfig:
     time_scale: float | None = field(None, help="emulated wall seconds per second of the "
                                      "emulated chip under as_model, in (0, 1]; none = chosen "
                                      "so a step takes well under a second")
+    headroom: float | None = field(None, help="emulated chips: step budget = calibrated step "
+                                   "time x headroom / relative speed, >= 1 (1: no spare time, "
+                                   "a slower computation shows in the step time); none = 1.5 "
+                                   "x max(1, local ranks / CPU cores)")
 
     def __post_init__(self) -> None:
         _require(self.sample_s is None or self.sample_s > 0, f"emulate.sample_s must be > 0 "
@@ -276,6 +280,8 @@ class EmulateConfig:
                                              and 0 < self.time_scale <= 1),
                  f"emulate.time_scale must be in (0, 1] (got {self.time_scale}); set "
                  f"[emulate] time_scale = 0.001 or remove it")
+        _require(self.headroom is None or self.headroom >= 1, f"emulate.headroom must be "
+                 f">= 1 (got {self.headroom}); set [emulate] headroom = 1.5 or remove it")
 
     def link_prices(self) -> LinkPrices:
         """The link classes' prices, the two set here labelled config when not default."""

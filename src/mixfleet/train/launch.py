@@ -38,6 +38,7 @@ from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.parallel.pipeplan import job_pipeline
 from mixfleet.train.rendezvous import (
+    TORCHRUN_LOG_VAR,
     endpoint_host,
     endpoint_is_loopback,
     launcher_env,
@@ -253,6 +254,7 @@ def _run_torchrun(cfg: RunConfig, run: RunDir, passthrough: list[str],
     try:
         cmd = torchrun_command(cfg, run, passthrough, store_dir)
         extra = launcher_env(store_dir, loopback=endpoint_is_loopback(passthrough))
+        extra[TORCHRUN_LOG_VAR] = str(run.torchrun_log)  # torchrun's own lines (agent.py)
         return subprocess.run(cmd, env={**env, **extra}).returncode
     finally:
         if store_dir is not None:
@@ -291,8 +293,8 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                 run.emit(Event.LAUNCH_FAILED, returncode=rc)
                 raise LaunchError(f"training failed (torchrun exit code {rc}) after "
                                   f"{cfg.launch.max_restarts} restarts at most; see "
-                                  f"{run.events_path} and rerun with --resume auto to "
-                                  f"continue from the last checkpoint")
+                                  f"{run.events_path} and {run.torchrun_log}, and rerun "
+                                  f"with --resume auto to continue from the last checkpoint")
             restage = read_restage(run) if not run.summary.exists() else None
             if restage is not None:  # a pipeline's re-split: relaunch with the new blocks
                 cfg = relaunch_restaged(cfg, run, restage)

@@ -31,10 +31,12 @@ from mixfleet.errors import ConfigError
 
 __all__ = ["STORE_DIR_VAR", "local_store_dir", "local_rdzv_args", "endpoint_host",
            "endpoint_is_loopback", "local_addr_towards", "launcher_env", "bound_server",
-           "process_group_store"]
+           "process_group_store", "TORCHRUN_LOG_VAR"]
 
 # Set by the launcher for every rank of a one-machine run: the private store directory.
 STORE_DIR_VAR = "MIXFLEET_STORE_DIR"
+# Set by the launcher for torchrun (mixfleet.train.agent): the file its own output goes to.
+TORCHRUN_LOG_VAR = "MIXFLEET_TORCHRUN_LOG"
 
 
 def local_store_dir(run_root: Path) -> Path:

@@ -300,21 +300,25 @@ class Trainer:
         on_step, checks, interval = self.on_step, self.checks, self.cfg.checkpoint.interval
         start, sps = self.step, 0.0
         t0 = last = clock.perf()
+        cpu0 = clock.cpu()
         while self.step < t.steps:
             if faults.active:
                 faults.step_start(self.step)
             out = self.train_step()
-            now = clock.perf()
+            now, cpu = clock.perf(), clock.cpu()
             out.step_s, last = now - last, now
             sps = self.B / out.step_s if sps == 0.0 else 0.9 * sps + 0.1 * self.B / out.step_s
             rec: dict[str, Any] = {"step": self.step, "loss": out.loss,
                                    "lr": self.opt.param_groups[0]["lr"], "step_s": out.step_s,
-                                   "samples_per_s": sps, "t": clock.wall()}
+                                   "cpu_s": round(cpu - cpu0, 6), "samples_per_s": sps,
+                                   "t": clock.wall()}
             if self.emu is not None:
                 rec["emulated"] = True
                 rec.update(self.emu.labels)  # emulated_as, time_scale
-                if self.emu.last_report is not None and self.emu.links is not None:
-                    rec["comm_s"] = round(self.emu.last_report.comm_s, 6)
+                if self.emu.last_report is not None:  # the pace the chip set for the step
+                    rec["budget_s"] = round(self.emu.last_report.budget_s, 6)
+                    if self.emu.links is not None:
+                        rec["comm_s"] = round(self.emu.last_report.comm_s, 6)
             if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
                 res = self.evaluate()
                 if res and self.rank == 0:
@@ -339,9 +343,9 @@ class Trainer:
                 self.pacing.record(flushed + self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
                 self._save()
-            # step_s covers the step itself; pauses, snapshots and checkpoint staging after
-            # it are not productive time (ETTR).
-            last = clock.perf()
+            # step_s (and cpu_s) cover the step itself; pauses, snapshots and checkpoint
+            # staging after it are not productive time (ETTR).
+            last, cpu0 = clock.perf(), clock.cpu()
         self.flush_metrics()
         synchronize(self.device)
         elapsed = clock.perf() - t0

@@ -256,9 +256,9 @@ def _build_rank(s: RankSetup) -> RankParts:
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
                                     rank=rank, workload=workload.name,
-                                    config=EmulationConfig(seed=cfg.train.seed,
-                                                           attempt=s.attempt,
-                                                           local_ranks=s.local_world))
+                                    config=EmulationConfig(
+                                        seed=cfg.train.seed, attempt=s.attempt,
+                                        local_ranks=s.local_world, headroom=cfg.emulate.headroom))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
     pipe = s.pipeline  # as_model: the same on every rank
