@@ -227,6 +227,22 @@ def test_a_job_no_node_can_hold_spreads_one_bundle_per_node() -> None:
         assert b.env["MIXFLEET_EMU_VISIBLE_DEVICES"] == ",".join(map(str, b.devices))
 
 
+def test_an_emulated_pool_runs_one_cpu_thread_per_rank() -> None:
+    """An emulated pool's devices share the host's cores with every other job: its attempt
+    runs one intra-op thread per rank (MIXFLEET_CPU_THREADS=1); a real pool's sets none."""
+    from mixfleet.live.scheduler import build_bundles
+    from mixfleet.live.spec import JobSpec, load_fleet_spec
+
+    from .conftest import FLEET_TOML
+
+    job = JobSpec(name="x", config_toml="", workload="digits-cnn", steps=1, global_batch=1,
+                  devices=1)
+    for emulated, want in ((True, "1"), (False, None)):
+        pool = load_fleet_spec(FLEET_TOML, emulated=emulated).pool("h20")
+        (b,) = build_bundles(job, pool, [("a", 0)], Path("c.toml"), Path("run"), 7)
+        assert b.env.get("MIXFLEET_CPU_THREADS") == want
+
+
 def test_report_counts_pools_and_the_nvidia_hours_replaced(fleet_dir: Path,
                                                            tmp_path: Path) -> None:
     """The report counts jobs and failures per pool and prices the samples trained on a

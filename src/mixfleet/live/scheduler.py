@@ -295,7 +295,7 @@ def build_bundles(spec: JobSpec, pool: PoolSpec, slots: list[tuple[str, int]], c
                      "--rdzv-id", f"mixfleet-attempt-{aid}"]
         env = {var: ",".join(map(str, devs)), "MIXFLEET_POOL": pool.id,
                "MIXFLEET_PROGRESS": "plain", **(extra_env or {})}
-        if pool.emulated:
-            env["MIXFLEET_EMULATED"] = "1"
+        if pool.emulated:  # its devices share the host's cores with the other jobs'
+            env.update(MIXFLEET_EMULATED="1", MIXFLEET_CPU_THREADS="1")
         out.append(Bundle(node=node, devices=tuple(devs), argv=tuple(argv), env=env))
     return out

@@ -11,7 +11,7 @@ import os
 
 import torch
 
-from mixfleet.errors import DeviceError
+from mixfleet.errors import ConfigError, DeviceError
 from mixfleet.train.mixed.placement import RankDevice, on_fake_node
 
 __all__ = ["resolve_device", "backend_for", "synchronize",
@@ -92,7 +92,18 @@ def synchronize(device: torch.device) -> None:
         torch.get_device_module(device).synchronize(device)
 
 
+THREADS_VAR = "MIXFLEET_CPU_THREADS"
+
+
 def cpu_threads(local_world_size: int) -> int:
-    """Intra-op threads per rank so that ranks on one host do not oversubscribe it."""
+    """Intra-op threads per rank so that ranks on one host do not oversubscribe it;
+    ``MIXFLEET_CPU_THREADS`` fixes the number (a live fleet sets 1 for its emulated devices,
+    which share one host's cores with the other jobs: docs/fleet-live.md)."""
+    fixed = os.environ.get(THREADS_VAR)
+    if fixed:
+        if not fixed.isdigit() or int(fixed) < 1:
+            raise ConfigError(f"{THREADS_VAR}={fixed!r} is invalid; set it to a positive "
+                              f"integer (intra-op CPU threads per rank) or unset it")
+        return int(fixed)
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, (n or 1) // max(1, local_world_size))
