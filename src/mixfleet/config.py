@@ -26,11 +26,12 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mixfleet.errors import ConfigError
-from mixfleet.fields import Section, bounds_text, check_field, field, toml_value
+from mixfleet.fields import Section, bounds_text, check_field, field, fix_text, toml_value
 
 T = TypeVar("T")
 
-__all__ = ["load_toml", "apply_overrides", "from_dict", "to_dict", "config_hash", "field",
+__all__ = ["load_toml", "apply_overrides", "from_dict", "parse_as", "to_dict", "config_hash",
+           "field",
            "Section", "require", "read_text", "check_values",
            "MAX_INT", "MAX_DEPTH"]
 
@@ -242,9 +243,20 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
             kwargs[name] = _coerce(data[name], hints[name], where)
             check_field(f, kwargs[name], where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required config key {where!r}; add it to the config"
-                              f" or pass --set {where}=...")
+            raise ConfigError(f"missing required config key {where!r}; "
+                              f"{fix_text(where, f)}")
     return cls(**kwargs)
+
+
+def parse_as(cls: type[T], data: Any, source: str, *, prefix: str = "") -> T:
+    """:func:`from_dict` for the content of a file: a refusal names ``source`` first
+    (``fleet.toml: pool[0].nodes must be >= 1 (got 0); ...``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{prefix}] must be a table (got {data!r})")
+    try:
+        return from_dict(cls, data, prefix=prefix)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 
 from mixfleet.errors import ConfigError
 
-__all__ = ["field", "Section", "check_field", "check_fields", "bounds_text", "toml_value"]
+__all__ = ["field", "Section", "check_field", "check_fields", "bounds_text", "fix_text",
+           "toml_value"]
 
 
 def field(default: Any = dataclasses.MISSING, *, help: str, ge: float | None = None,
@@ -64,8 +65,10 @@ def _in_bounds(v: Any, b: dict[str, Any]) -> bool:
             and ("lt" not in b or v < b["lt"]))
 
 
-def _fix(where: str, f: dataclasses.Field[Any], b: dict[str, Any]) -> str:
+def fix_text(where: str, f: dataclasses.Field[Any], b: dict[str, Any] | None = None) -> str:
     """How to set the field ``where`` right: ``set [train] steps = 1000``."""
+    if b is None:
+        b = f.metadata.get("bounds") or {}
     default = f.default if f.default is not dataclasses.MISSING else \
         f.default_factory() if f.default_factory is not dataclasses.MISSING else None
     ex = f.metadata.get("example")
@@ -99,7 +102,7 @@ def check_field(f: dataclasses.Field[Any], value: Any, where: str) -> None:
         if not _in_bounds(v, b):
             got = f"{v!r} in {value!r}" if items is value else repr(v)
             raise ConfigError(f"{where} must be {bounds_text(b)} (got {got}); "
-                              f"{_fix(where, f, b)}")
+                              f"{fix_text(where, f, b)}")
 
 
 class Section:
