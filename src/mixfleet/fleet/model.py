@@ -155,8 +155,7 @@ def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None
         pid = row.id or chip.id
         if pid in {p.id for p in pools}:
             raise ConfigError(f"{where}.id = {pid!r} is used twice; give each pool its own id")
-        rel = default_profile(chip.is_nvidia).with_overrides(row.reliability,
-                                                             f"{where} [pool.reliability]")
+        rel = default_profile(chip.is_nvidia).with_overrides(row.reliability, where)
         assumption = None
         if row.assumption is not None:
             assumption = _assumption(row.assumption, f"{path}: pool {pid!r}", chip, cat,
