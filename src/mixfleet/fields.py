@@ -29,7 +29,8 @@ def field(default: Any = dataclasses.MISSING, *, help: str, ge: float | None = N
     ``lt``: <, ``choices``: one of; on each item of a list; ``None`` values pass), listed by
     ``mixfleet train --help-config``. ``example``: the value a refusal suggests (default:
     the field's default when it is in bounds); ``flag``: the command-line flag that sets it
-    too (``--nproc``), named in the fix."""
+    too (``--nproc``), named in the fix, and naming the field in a config without a
+    section (a command's flags, as ``mixfleet dashboard``'s)."""
     bounds = {k: v for k, v in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt),
                                 ("choices", choices)) if v is not None}
     meta: dict[str, Any] = {"help": help, "bounds": bounds, "example": example, "flag": flag}
@@ -82,6 +83,8 @@ def fix_text(where: str, f: dataclasses.Field[Any], b: dict[str, Any] | None = N
         if ex is not None and isinstance(default, (list, tuple)):
             ex = [ex]
     value = f"<a value {bounds_text(b)}>" if ex is None else toml_value(ex)
+    if where.startswith("--"):  # a command's own flag (a config without a section)
+        return f"pass {where} {' '.join(map(str, ex)) if isinstance(ex, list) else ex}"
     section, _, key = where.rpartition(".")
     flag = f" (or pass {f.metadata['flag']} {value})" if f.metadata.get("flag") else ""
     if not section:
@@ -134,7 +137,8 @@ def check_fields(obj: Any, prefix: str | None = None) -> None:
     """Check every field of dataclass ``obj`` against its declared bounds."""
     pre = type(obj)._section if prefix is None else prefix
     for f in dataclasses.fields(obj):
-        check_field(f, getattr(obj, f.name), f"{pre}.{f.name}" if pre else f.name)
+        where = f"{pre}.{f.name}" if pre else f.metadata.get("flag") or f.name
+        check_field(f, getattr(obj, f.name), where)
 
 
 def toml_value(v: Any) -> str:
