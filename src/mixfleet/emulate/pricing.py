@@ -36,8 +36,8 @@ from typing import Literal
 from mixfleet.catalog.base import Chip, load_catalog
 from mixfleet.config import Section, field
 
-__all__ = ["StepCost", "Link", "LinkPrices", "Op", "OPS", "LINK_CLASSES", "transfer_s",
-           "bytes_moved"]
+__all__ = ["EmulateConfig", "StepCost", "Link", "LinkPrices", "Op", "OPS", "LINK_CLASSES",
+           "transfer_s", "bytes_moved"]
 
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "send", "broadcast"]
 OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "send", "broadcast")
@@ -159,3 +159,34 @@ def transfer_s(op: str, nbytes: float, n: int, link: Link) -> float:
     bytes moved / bandwidth (counted from the last rank's arrival)."""
     moved, steps = bytes_moved(op, nbytes, n)
     return steps * link.latency_s + moved / (link.gbps * 1e9)
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class EmulateConfig(Section, section="emulate"):
+    """The ``[emulate]`` table of a run config: the pacing of emulated chips and the
+    prices of the links between them."""
+
+    sample_s: float | None = field(None, help="emulated chips: step time per sample at "
+                                   "relative speed 1.0 (s), the same on every rank so the "
+                                   "relative speeds are exact; none: calibrated per rank",
+                                   gt=0, example=0.001)
+
+    bridge_gbps: float = field(32.0, help="GB/s between chip kinds on one node (host memory, "
+                               "PCIe); default assumed: one PCIe Gen4 x16 direction", gt=0)
+    nic_gbps: float = field(25.0, help="GB/s between nodes; default assumed: one 200 Gb/s port",
+                            gt=0)
+    as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
+                                 "model (a llama preset or hf: config) while the configured "
+                                 "small model does the real math")
+    time_scale: float | None = field(None, help="emulated wall seconds per second of the "
+                                     "emulated chip under as_model, in (0, 1]; none = chosen "
+                                     "so a step takes well under a second",
+                                     gt=0, le=1, example=0.001)
+
+    def link_prices(self) -> LinkPrices:
+        """The link classes' prices, the two set here labelled config when not default."""
+        d = EmulateConfig()
+        return LinkPrices(bridge_gbps=self.bridge_gbps, nic_gbps=self.nic_gbps,
+                          bridge_origin="config" if self.bridge_gbps != d.bridge_gbps
+                          else "assumed",
+                          nic_origin="config" if self.nic_gbps != d.nic_gbps else "assumed")
