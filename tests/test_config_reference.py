@@ -32,6 +32,7 @@ def test_help_config_lists_every_declared_bound() -> None:
     assert bounds["train.steps"] == ">= 1" and bounds["train.momentum"] == "in [0, 1)"
     assert bounds["[[ranks]].speed"] == "in (0, 1]"
     assert bounds["launch.backend"].startswith('one of "auto", "gloo"')
+    assert bounds["train.optimizer"] == 'one of "sgd", "adamw"'  # a Literal type's values
     out = subprocess.run([sys.executable, "-P", "-m", "mixfleet", "train", "--help-config"],
                          capture_output=True, text=True, timeout=60).stdout
     assert "train.steps = (required)  (>= 1)" in out

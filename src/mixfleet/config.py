@@ -289,7 +289,8 @@ def dumps_toml(data: dict[str, Any]) -> str:
 def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """Every key of config dataclass ``cls``: ``(section.key, default, bounds, help)``,
     nested sections (fields whose type is a dataclass) expanded, lists of tables as
-    ``[[key]]``; bounds as :func:`bounds_text` writes them ('' for none)."""
+    ``[[key]]``; bounds as :func:`bounds_text` writes them (a ``Literal`` type's values as
+    choices; '' for none)."""
     hints = get_type_hints(cls)
     out: list[tuple[str, str, str, str]] = []
     for f in dataclasses.fields(cls):
@@ -306,6 +307,7 @@ def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
                 default = repr(f.default_factory())
             else:
                 default = "(required)"
-            out.append((name, default, bounds_text(f.metadata.get("bounds") or {}),
-                        f.metadata.get("help", "")))
+            bounds = f.metadata.get("bounds") or (
+                {"choices": get_args(tp)} if get_origin(tp) is typing.Literal else {})
+            out.append((name, default, bounds_text(bounds), f.metadata.get("help", "")))
     return out

@@ -11,6 +11,7 @@ set [train] steps = 1000``). See docs/architecture.md, "Configs".
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from typing import Any, ClassVar
@@ -82,9 +83,11 @@ def fix_text(where: str, f: dataclasses.Field[Any], b: dict[str, Any] | None = N
               b["le"] if "le" in b else None)
         if ex is not None and isinstance(default, (list, tuple)):
             ex = [ex]
-    value = f"<a value {bounds_text(b)}>" if ex is None else toml_value(ex)
+    text = bounds_text(b)
+    value = (f"<a value {text}>" if text else "<value>") if ex is None else toml_value(ex)
     if where.startswith("--"):  # a command's own flag (a config without a section)
-        return f"pass {where} {' '.join(map(str, ex)) if isinstance(ex, list) else ex}"
+        arg = value if ex is None else " ".join(map(str, ex)) if isinstance(ex, list) else ex
+        return f"pass {where} {arg}"
     section, _, key = where.rpartition(".")
     flag = f" (or pass {f.metadata['flag']} {value})" if f.metadata.get("flag") else ""
     if not section:
@@ -123,6 +126,7 @@ class Section:
             cls._section = section
         own = cls.__dict__.get("__post_init__")
         if own is not None and not getattr(own, "checks_fields", False):
+            @functools.wraps(own)
             def post_init(self: Any) -> None:
                 check_fields(self)
                 own(self)
