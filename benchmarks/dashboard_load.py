@@ -78,7 +78,7 @@ def first_chart_s(page, srv: Server, rid: str) -> float:  # type: ignore[no-unty
                                  "value": srv.token, "url": srv.base}])
     t = time.perf_counter()
     page.goto(f"{srv.base}/#/run/{rid}")
-    page.wait_for_selector('#run-loss path[data-series="loss"]', timeout=120_000)
+    page.wait_for_selector("#run-loss .mf-chart[data-points]", timeout=120_000)
     return time.perf_counter() - t
 
 

@@ -7,12 +7,13 @@ cut into 2 stages (embeddings + the first half of the blocks; the rest + final n
 and loss), 1F1B with 8 micro-batches, the same global batches
 (:class:`~mixfleet.train.sampler.GlobalBatchSampler`, 32 samples), AdamW.
 
-- mixfleet: :class:`~mixfleet.train.parallel.pipeline.PipelineRank` (stages under the
-  model's own names, the workload's loss / B, lanes, gradient sums) and ``opt.step()``.
-  The trainer does not run pipelines yet (docs/pipeline.md); once it does, this side
-  should become a ``Trainer`` with ``[parallel] mode = "pipeline"``.
+- mixfleet: a :class:`~mixfleet.train.trainer.Trainer` with ``[parallel] mode =
+  "pipeline"`` (its ``fit()``: stages under the model's own names, the step manager and
+  its health checks, the control sum over every rank, in-memory snapshots at the paced
+  interval, metrics), no disk checkpoint inside the timed steps.
 - plain: two hand-written stage modules, ``PipelineStage`` + ``Schedule1F1B`` with
-  ``scale_grads=False`` and the same loss written out, ``opt.step()``.
+  ``scale_grads=False`` and the same loss written out, the same optimizer and LR schedule
+  (``build_optimizer``), ``opt.step()``.
 
 Final weights of both sides are compared (same computation). Printed per round: both
 times and their ratio; last line: the median of the per-round ratios mixfleet/plain
@@ -28,6 +29,7 @@ import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -74,41 +76,61 @@ def _plain_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum") / y.shape[1] / B
 
 
-def run(side: str, wl: Any, rank: int, steps: int) -> tuple[float, dict[str, torch.Tensor]]:
+def _config(steps: int) -> Any:
+    from mixfleet.train.launch import resolve_config
+
+    opts = ", ".join(f"{k}={v}" for k, v in GPT.items())
+    half = GPT["layers"] // 2
+    return resolve_config(ROOT / "examples" / "digits-cnn.toml", [
+        "workload.name='char-gpt'", f"workload.options={{{opts}}}", f"train.steps={steps}",
+        f"train.global_batch={B}", "train.optimizer='adamw'", f"train.lr={LR}",
+        f"checkpoint.interval={steps + 1}", "telemetry.hz=0", "launch.nproc=2",
+        "parallel.mode='pipeline'", f"parallel.microbatches={MICRO}",
+        f"parallel.stages=[{{chip='cpu', ranks=1, blocks={half}}}, "
+        f"{{chip='cpu', ranks=1, blocks={GPT['layers'] - half}}}]"])
+
+
+def run_mixfleet(cfg: Any, wl: Any, tmp: Path, rank: int, group: Any
+                 ) -> tuple[float, dict[str, torch.Tensor]]:
+    from mixfleet.train.parallel.pipeplan import job_pipeline
+    from mixfleet.train.rundir import RunDir
+    from mixfleet.train.trainer import Trainer
+
+    t = Trainer(cfg, wl, run=RunDir(tmp), device=torch.device("cpu"), rank=rank, world=2,
+                ckpt_group=group, pipeline=job_pipeline(cfg, ["cpu", "cpu"], wl))
+    out = t.fit()
+    t.state.snapshots.discard()
+    return float(out["elapsed_s"]), {k: p.detach().clone()
+                                     for k, p in t.strategy.model.named_parameters()}
+
+
+def run_plain(cfg: Any, wl: Any, rank: int) -> tuple[float, dict[str, torch.Tensor]]:
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B
 
-    from mixfleet.train.parallel.pipeline import Layout, PipelineRank
+    from mixfleet.train.optim import build_optimizer
     from mixfleet.train.sampler import GlobalBatchSampler
 
-    torch.manual_seed(0)
+    t = cfg.train
+    torch.manual_seed(t.seed)
     model = wl.build_model()
-    half = len(model.blocks) // 2
-    if side == "mixfleet":
-        pr = PipelineRank(model, Layout((1, 1), (half, len(model.blocks) - half)), rank=rank,
-                          loss=wl.loss, global_batch=B, microbatches=MICRO)
-        params = pr.parameters()
-
-        def step(batch: tuple[torch.Tensor, ...]) -> None:
-            pr.forward_backward(batch)
-    else:
-        mod = _Plain(model, first=rank == 0)
-        sched = Schedule1F1B(PipelineStage(mod, rank, 2, torch.device("cpu")), MICRO,
-                             loss_fn=_plain_loss, scale_grads=False)
-        params = list(mod.parameters())
-
-        def step(batch: tuple[torch.Tensor, ...]) -> None:
-            x, y = batch
-            if rank == 0:
-                sched.step(x)
-            else:
-                sched.step(target=y, losses=[], return_outputs=False)
-    opt = torch.optim.AdamW(params, lr=LR)
-    sampler = GlobalBatchSampler(len(wl.train_set), B, seed=0)
+    mod = _Plain(model, first=rank == 0)
+    sched = Schedule1F1B(PipelineStage(mod, rank, 2, torch.device("cpu")), MICRO,
+                         loss_fn=_plain_loss, scale_grads=False)
+    params = list(mod.parameters())
+    opt, lrs = build_optimizer(params, t)  # the same optimizer and schedule as mixfleet's
+    sampler = GlobalBatchSampler(len(wl.train_set), B, seed=t.seed)
     dist.barrier()
     t0 = time.perf_counter()
-    for s in range(steps):
-        step(wl.train_set.take(sampler.global_batch_at(s)))
+    for s in range(t.steps):
+        x, y = wl.train_set.take(sampler.global_batch_at(s))
+        losses: list[torch.Tensor] = []
+        if rank == 0:
+            sched.step(x)
+        else:
+            sched.step(target=y, losses=losses, return_outputs=False)
+            float(torch.stack(losses).sum())  # the loss, as a training loop logs it
         opt.step()
+        lrs.step()
         opt.zero_grad(set_to_none=True)
     elapsed = time.perf_counter() - t0
     named = dict(model.named_parameters())
@@ -123,16 +145,23 @@ def rank_main(args: argparse.Namespace) -> None:
     torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    group = dist.new_group(backend="gloo")
     wl = get_workload("char-gpt", **GPT)
-    run("plain", wl, rank, 2)  # warm-up
-    run("mixfleet", wl, rank, 2)
+    cfg, warm = _config(args.steps), _config(2)
     rows = []
-    for r in range(args.rounds):
-        order = ("mixfleet", "plain") if r % 2 == 0 else ("plain", "mixfleet")
-        res = {side: run(side, wl, rank, args.steps) for side in order}
-        (tm, wm), (tp, wp) = res["mixfleet"], res["plain"]
-        same = wm.keys() == wp.keys() and all(torch.equal(wm[k], wp[k]) for k in wm)
-        rows.append({"mixfleet": tm, "plain": tp, "same": same})
+    with tempfile.TemporaryDirectory(prefix=f"pipeline-overhead-{rank}-") as tmp:
+        run_plain(warm, wl, rank)  # warm-up
+        run_mixfleet(warm, wl, Path(tmp) / "warm", rank, group)
+        for r in range(args.rounds):
+            order = ("mixfleet", "plain") if r % 2 == 0 else ("plain", "mixfleet")
+            res = {}
+            for side in order:
+                dist.barrier()
+                res[side] = (run_mixfleet(cfg, wl, Path(tmp) / f"r{r}", rank, group)
+                             if side == "mixfleet" else run_plain(cfg, wl, rank))
+            (tm, wm), (tp, wp) = res["mixfleet"], res["plain"]
+            same = wm.keys() == wp.keys() and all(torch.equal(wm[k], wp[k]) for k in wm)
+            rows.append({"mixfleet": tm, "plain": tp, "same": same})
     got = all_gather_json(rows)  # JSON in tensors: nothing unpickled
     if rank == 0:  # a round counts as equal only if both stages' weights are
         for i, row in enumerate(rows):
@@ -154,8 +183,8 @@ def main() -> int:
     rows = two_rank_rounds(__file__, ["--rounds", str(args.rounds), "--steps", str(args.steps)])
     print(f"char-gpt {GPT}, 2 pipeline stages x 1 rank (gloo, CPU, 1 thread each), 1F1B, "
           f"{MICRO} micro-batches of {B // MICRO}, {args.steps} steps x {args.rounds} rounds "
-          f"per side, AdamW, fp32")
-    ratios = print_rounds(rows, "mixfleet pipeline", "plain pipelining")
+          f"per side, AdamW, fp32; mixfleet = Trainer.fit() with mode = 'pipeline'")
+    ratios = print_rounds(rows, "mixfleet pipeline trainer", "plain pipelining")
     print(f"pipeline overhead: mixfleet/plain pipelining step time = "
           f"{statistics.median(ratios):.3f} (target <= 1.05)")
     return 0

@@ -153,7 +153,7 @@ def _overheat_stage(config: Path, root: Path) -> bool:
             print(f"thermal guard, rank {e['rank']} at step {e['step']}: {what}")
     m = s["final_metric"]
     print(f"\n=== result (emulated) ===\nrestarts {s['restarts']}, steps lost "
-          f"{s['steps_lost']}, ETTR {s['ettr']:.3f}, time in failure states "
+          f"{s['steps_lost']}, ETTR {s['ettr']:.3f}, time lost by cause "
           f"{s['failure_time_s']}\nfinal {m['name']}: {m['value']:.4f}; timeline: "
           f"mixfleet report {root / 'overheat'}")
     return bool(m["value"] >= 0.95 and s["restarts"] >= 1)

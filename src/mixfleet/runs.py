@@ -40,6 +40,8 @@ class Event:
     # the launcher (train/launch.py)
     LAUNCH = "launch"
     PLAN = "plan"
+    STAGES = "stages"  # a pipeline's plan (train/parallel/pipeplan.py), each attempt
+    STAGES_CHANGED = "stages_changed"  # a pipeline re-split (drain: train/launch.py)
     CONFIG_CHANGED = "config_changed"
     RELAUNCH = "relaunch"
     LAUNCH_FAILED = "launch_failed"

@@ -144,3 +144,39 @@ def test_a_million_record_run_read_to_the_end_keeps_its_spike(million: Path) -> 
     assert d["series"]["loss"]["records"] == 1_000_000
     assert max(v for v in d["series"]["loss"]["y"] if v is not None) == 99.0
     assert len(d["series"]["loss"]["x"]) <= 1000
+
+
+def test_time_lost_by_cause_adds_up_to_the_time_not_spent_in_productive_steps(
+        trained_run: Path) -> None:
+    """On a real run with a kill and a thermal pause, the causes (start-up, warm-up,
+    restart, hang, cooling, redone steps, other) add up to wall - productive within
+    rounding; start-up, restart and cooling are each there, and the unattributed rest is a
+    small part of the lost time."""
+    s = RunStore(trained_run)
+    s.refresh(None, None)
+    rep = s.report()
+    lost = rep["failure_time_s"]
+    assert list(lost) == ["startup", "warmup", "restart_downtime", "hang_detection",
+                          "cooling", "redone_steps", "other"]
+    assert abs(sum(lost.values()) - (rep["wall_s"] - rep["productive_s"])) <= 0.004
+    assert lost["startup"] > 0 and lost["restart_downtime"] > 0 and lost["cooling"] > 0
+    assert 0 <= lost["other"] < 0.1 * (rep["wall_s"] - rep["productive_s"])
+    assert rep["ettr"] == round(rep["productive_s"] / rep["wall_s"], 4)
+
+
+def test_the_cooling_pause_is_lost_time_not_productive(tmp_path: Path) -> None:
+    """A 0.7 s pause inside a step's time is taken out of the productive time, once even
+    when another rank paused at the same time; the start-up before the first step is its
+    own cause."""
+    run = tmp_path / "r"
+    make_synthetic_run(run, n_steps=10)  # launch at 1000, steps of 0.01 s from 1001.0
+    write_jsonl(run / "metrics.jsonl", [step_record(11, 1001.81, step_s=0.71)], mode="a")
+    write_jsonl(run / "events.jsonl", [
+        {"t": 1001.75, "event": "thermal_resumed", "rank": 0, "step": 10, "paused_s": 0.5},
+        {"t": 1001.8, "event": "thermal_resumed", "rank": 1, "step": 10, "paused_s": 0.7}],
+        mode="a")
+    rep = run_report(run)
+    lost = rep["failure_time_s"]
+    assert lost["cooling"] == 0.7 and lost["startup"] == 1.0
+    assert rep["productive_s"] == 0.11 and rep["wall_s"] == 1.81
+    assert abs(sum(lost.values()) - (rep["wall_s"] - rep["productive_s"])) <= 0.004

@@ -286,3 +286,29 @@ def test_a_non_loopback_bind_has_a_token_too(
     srv = thread_server(runs=(tmp_path,), token=cfg.token)
     assert get(srv.base + "/api/runs", token=None)[0] == 401
     assert get(srv.base + "/api/runs", token=cfg.token)[0] == 200
+
+
+def test_the_vendored_chart_library_is_served_and_is_package_data(
+        thread_server: MakeServer, site: Path) -> None:
+    """uPlot is served from the package with the security headers, its MIT license beside
+    it, and every file of static/ is matched by pyproject's package-data (a wheel ships
+    it)."""
+    import fnmatch
+    import tomllib
+
+    from mixfleet.dashboard.app import STATIC_DIR
+
+    srv = thread_server(runs=(site,))
+    status, headers, body = get(srv.base + "/static/vendor/uplot/uPlot.iife.min.js")
+    assert status == 200 and b"uPlot" in body[:200]
+    assert "script-src 'self'" in headers["content-security-policy"]
+    license_text = (STATIC_DIR / "vendor" / "uplot" / "LICENSE").read_text()
+    assert "MIT License" in license_text
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["mixfleet"]
+    pkg = STATIC_DIR.parents[1]
+    for f in STATIC_DIR.rglob("*"):
+        if f.is_file():
+            rel = f.relative_to(pkg).as_posix()
+            assert any(fnmatch.fnmatch(f.name, p[3:]) if p.startswith("**/") else
+                       fnmatch.fnmatch(rel, p) for p in patterns), rel

@@ -39,7 +39,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(f"  restarts {rep['restarts']}, steps lost {rep['steps_lost']}, faults injected "
           f"{rep['faults_injected']}, skipped steps {rep['skipped_steps'] or 'none'}, "
           f"drained ranks {rep['drained_ranks'] or 'none'}")
-    print("  time in failure states: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
+    print("  time lost by cause: " + ", ".join(f"{k} {v:.1f}s" for k, v in ft.items()))
     plan = rep.get("plan")
     if plan is not None:
         pred, meas, r = (plan["predicted_step_s"], plan["measured_step_s"],
@@ -49,5 +49,16 @@ def cmd_report(args: argparse.Namespace) -> int:
               + (f"{pred:.4f}s" if pred is not None else "unknown (time scale chosen at run time)")
               + ", measured " + (f"{meas:.4f}s" if meas is not None else "none")
               + (f", predicted/measured = {r:.2f}" if r is not None else ""))
+    st = rep.get("stages")
+    if st is not None:
+        print(f"  pipeline: {st['schedule']}, {st['microbatches']} micro-batches x "
+              f"{st['lanes']} lane(s), bubble {st['bubble']:.1%}, blocks {st['basis']}")
+        for i, s in enumerate(st["stages"]):
+            pred = (f"{s['predicted_s']:.3g} s" if "predicted_s" in s else
+                    f"{s['predicted_relative_time']:.3g} (relative: no catalog peak)"
+                    if "predicted_relative_time" in s else "")
+            mem = f", {s['predicted_gib']} GiB" if "predicted_gib" in s else ""
+            print(f"    stage {i}: {s['chip']} x{s['ranks']}, {s['blocks']} blocks"
+                  + (f" (predicted per micro-batch: {pred}{mem})" if pred else ""))
     print(f"  timeline: {png}")
     return 0

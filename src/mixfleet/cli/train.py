@@ -117,11 +117,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     from mixfleet.train.mixed.pacing import as_model_plan
 
     # after the mode is resolved: the memory check depends on it (ConfigError, exit 2)
-    asplan = as_model_plan(cfg)
+    asplan = as_model_plan(cfg) if cfg.parallel.mode != "pipeline" else None
     if asplan is not None:
         print(f"{asplan.label()}: a step of the slowest rank ~"
               f"{max(asplan.step_s) * asplan.time_scale:.2f} s here for "
               f"{max(asplan.step_s):.1f} s on the chip", file=out, flush=True)
+    if cfg.parallel.mode == "pipeline":  # the stages, before anything runs (exit 2 if bad)
+        from mixfleet.train.launch import job_placements
+        from mixfleet.train.parallel.pipeplan import job_pipeline
+        from mixfleet.workloads import load_workload
+
+        pplan = job_pipeline(cfg, [p.kind for p in job_placements(cfg)], load_workload(
+            cfg.workload.name, cfg.workload.options, cfg.workload.path))
+        if pplan is not None:
+            print(pplan.describe(), file=out, flush=True)
     passthrough = list(getattr(args, "extra", []))
     check_rendezvous(passthrough)  # before anything is written
     run = prepare_run(cfg, run_dir, resume=args.resume, plan=plan)

@@ -22,8 +22,9 @@ import numpy as np
 from mixfleet.dashboard.runinfo import run_devices, run_state, run_thresholds, share_history
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
+from mixfleet.dashboard.temps import TempLines, break_at, restart_breaks
 from mixfleet.report.timeline import report_fields
-from mixfleet.report.times import restart_downtime, run_start_time
+from mixfleet.report.times import StepLedger, run_start_time
 from mixfleet.runs import Event
 
 __all__ = ["RunStore", "is_run_dir", "MARKED_EVENTS", "READ_BUDGET_BYTES"]
@@ -84,13 +85,10 @@ class RunStore:
         self.loss = Column()
         self.sps = Column()
         self.step_s = Column()
-        self.temps: dict[str, tuple[Column, Column]] = {}
-        self.dev_meta: dict[str, dict[str, Any]] = {}
+        self.temps = TempLines()
         self.emulated_records = False
         self.other_records = 0
-        self._final: dict[int, float] = {}
-        self._redone = 0.0
-        self._first: tuple[float, float] | None = None  # (t, step_s) of the first step
+        self.ledger = StepLedger()  # final history, redone time, first step (report's rule)
 
     def _clear_events(self) -> None:
         self.events: list[dict[str, Any]] = []
@@ -98,19 +96,12 @@ class RunStore:
 
     def _add_metrics(self, recs: list[dict[str, Any]]) -> None:
         ts, steps, losses, spss, stss = [], [], [], [], []
-        tel: dict[str, tuple[list[float], list[float]]] = {}
-        final, nan = self._final, math.nan
+        tel: list[dict[str, Any]] = []
+        nan = math.nan
         for r in recs:
             if "loss" not in r:
                 if r.get("kind") == "telemetry":
-                    dev = str(r.get("device"))
-                    if dev not in self.dev_meta:
-                        self.dev_meta[dev] = {"chip": r.get("chip"),
-                                              "source": r.get("source"),
-                                              "emulated": bool(r.get("emulated"))}
-                    pt = tel.setdefault(dev, ([], []))
-                    pt[0].append(_num(r.get("t")))
-                    pt[1].append(_num(r.get("temp_c")))
+                    tel.append(r)
                 else:
                     self.other_records += 1
                 continue
@@ -123,12 +114,7 @@ class RunStore:
             ss = ss if type(ss) is float or type(ss) is int else nan
             if r.get("emulated"):
                 self.emulated_records = True
-            # mixfleet report's rule: a step seen again is redone work (lost).
-            if st in final:
-                self._redone += final[st]
-            final[st] = ss
-            if self._first is None:
-                self._first = (t, ss)
+            self.ledger.add(st, t, ss)  # mixfleet report's rule (redone work, ...)
             ts.append(t)
             steps.append(st)
             lo = r["loss"]
@@ -139,10 +125,7 @@ class RunStore:
         for col, vals in ((self.t, ts), (self.step, steps), (self.loss, losses),
                           (self.sps, spss), (self.step_s, stss)):
             col.extend(vals)
-        for dev, (tt, tc) in tel.items():
-            cols = self.temps.setdefault(dev, (Column(), Column()))
-            cols[0].extend(tt)
-            cols[1].extend(tc)
+        self.temps.add(tel)
 
     def refresh(self, budget: int | None = READ_BUDGET_BYTES,
                 max_s: float | None = READ_BUDGET_S) -> bool:
@@ -208,16 +191,12 @@ class RunStore:
     # -- what the pages show ------------------------------------------------------------
     def t0(self) -> float:
         """The run's start (:func:`mixfleet.report.times.run_start_time`)."""
-        return run_start_time(self.events, self._first)
+        return run_start_time(self.events, self.ledger.first)
 
     def report(self) -> dict[str, Any]:
         """The numbers of ``mixfleet report --json`` (same keys, rules and rounding)."""
-        t0 = self.t0()
-        t = self.t.view()
-        t1 = float(t[-1]) if t.size else t0
-        downtime = restart_downtime(self.events, t, self.step_s.view(), start=t0)
-        return report_fields(self.events, productive=sum(self._final.values()),
-                             wall=max(1e-9, t1 - t0), downtime=downtime, redone=self._redone)
+        return report_fields(self.events, self.ledger, self.step.view(), self.t.view(),
+                             self.step_s.view())
 
     def config(self) -> dict[str, Any]:
         try:
@@ -284,28 +263,18 @@ class RunStore:
             preview = [] if self.complete or (self._metrics.size - self._metrics.offset
                                               < PREVIEW_BYTES) else self._preview(points // 2)
             series: dict[str, Any] = {}
+            breaks = restart_breaks(self.events, t0, self.t.view())
             for name, col in (("loss", self.loss), ("samples_per_s", self.sps)):
                 xs, ys = envelope(x, col.view(), points)
                 pre = [r for r in preview if "loss" in r and type(r.get("t")) in (int, float)]
                 px = [r["t"] - t0 for r in pre]
                 py = [_num(r.get("loss" if name == "loss" else "samples_per_s"))
                       for r in pre]
-                series[name] = {"x": to_json_floats(np.concatenate([xs, px]), 10),
-                                "y": to_json_floats(np.concatenate([ys, py])),
+                xs, ys = break_at(np.concatenate([xs, px]), np.concatenate([ys, py]), breaks,
+                                  gap_factor=None)
+                series[name] = {"x": to_json_floats(xs, 10), "y": to_json_floats(ys),
                                 "records": int(x.size)}
-            temps = {}
-            for dev, (tc, vc) in self.temps.items():
-                xs, ys = envelope(tc.view() - t0, vc.view(), points)
-                pt = [(r["t"] - t0, _num(r.get("temp_c"))) for r in preview
-                      if r.get("kind") == "telemetry" and str(r.get("device")) == dev
-                      and type(r.get("t")) in (int, float)]
-                if pt:
-                    xs = np.concatenate([xs, [p[0] for p in pt]])
-                    ys = np.concatenate([ys, [p[1] for p in pt]])
-                meta = self.dev_meta.get(dev, {})
-                temps[dev] = {"x": to_json_floats(xs, 10), "y": to_json_floats(ys),
-                              "records": len(tc), "emulated": bool(meta.get("emulated")),
-                              "chip": meta.get("chip")}
+            temps = self.temps.view(self.events, t0, breaks, points, preview, self.complete)
             marked = [e for e in self.events if e.get("event") in MARKED_EVENTS]
             events = [{**e, "x": round(float(e["t"]) - t0, 3)}
                       for e in marked[-MAX_MARKERS:]]

@@ -31,7 +31,7 @@ from mixfleet.emulate.profile import EmuProfile
 from mixfleet.errors import ConfigError, MixfleetError
 
 __all__ = ["ModelShape", "model_shape", "MemoryNeed", "memory_need", "AsModelPlan",
-           "plan_as_model", "TARGET_STEP_S", "LINK_BYTES"]
+           "plan_as_model", "TARGET_STEP_S", "LINK_BYTES", "peak_tflops"]
 
 #: The default time scale makes the slowest rank's step take about this long (wall s).
 TARGET_STEP_S = 0.2
@@ -53,16 +53,16 @@ class ModelShape:
     vocab: int
 
 
-def _preset_shape(name: str) -> ModelShape:
+def _preset_shape(name: str, seq_len: int | None = None) -> ModelShape:
     from mixfleet.workloads.llama import analytic_flops_per_token, parameter_count, preset_config
 
-    cfg = preset_config(name)
+    cfg = preset_config(name, seq_len=seq_len)
     return ModelShape(name=name, params=parameter_count(cfg),
                       flops_per_token=analytic_flops_per_token(cfg), seq_len=cfg.seq_len,
                       layers=cfg.layers, dim=cfg.dim, vocab=cfg.vocab)
 
 
-def _hf_shape(name: str) -> ModelShape:
+def _hf_shape(name: str, seq_len: int | None = None) -> ModelShape:
     import torch
 
     from mixfleet.workloads.hf import _config, offline_transformers
@@ -70,7 +70,7 @@ def _hf_shape(name: str) -> ModelShape:
 
     config = _config(name, Path(name[3:]).expanduser())
     auto = offline_transformers().AutoModelForCausalLM
-    seq = int(min(getattr(config, "max_position_embeddings", 4096) or 4096, 4096))
+    seq = seq_len or int(min(getattr(config, "max_position_embeddings", 4096) or 4096, 4096))
     with torch.device("meta"):
         params = sum(p.numel() for p in auto.from_config(config).parameters())
     flops = meta_flops_per_sample(lambda: auto.from_config(config), seq) / seq
@@ -80,16 +80,17 @@ def _hf_shape(name: str) -> ModelShape:
                       vocab=int(getattr(config, "vocab_size", 1)))
 
 
-def model_shape(name: str) -> ModelShape:
+def model_shape(name: str, seq_len: int | None = None) -> ModelShape:
     """The shape of a ``llama`` preset (``llama3-8b``, ...) or an ``hf:<dir>`` config,
-    counted without building weights; an unknown name raises ConfigError with the fix."""
+    counted without building weights, at its own sequence length unless ``seq_len``; an
+    unknown name raises ConfigError with the fix."""
     from mixfleet.workloads.llama import PRESETS
 
     try:
         if name.startswith("hf:"):
-            return _hf_shape(name)
+            return _hf_shape(name, seq_len or None)
         if name in PRESETS:
-            return _preset_shape(name)
+            return _preset_shape(name, seq_len or None)
     except MixfleetError as e:
         raise ConfigError(f"emulate.as_model = {name!r}: {e}") from None
     raise ConfigError(f"emulate.as_model = {name!r} is not a known model; use a llama preset "
@@ -145,7 +146,7 @@ class AsModelPlan:
         return {"emulated_as": self.shape.name, "time_scale": self.time_scale}
 
 
-def _peak_tflops(chip: Chip, profile: EmuProfile) -> float:
+def peak_tflops(chip: Chip, profile: EmuProfile) -> float:
     v = chip.bf16_tflops.value
     if v is None:
         v = profile.relative_tflops
@@ -159,11 +160,15 @@ def _peak_tflops(chip: Chip, profile: EmuProfile) -> float:
 def plan_as_model(name: str, chips: Sequence[str], profiles: dict[str, EmuProfile], *,
                   shares: Sequence[int], micros: Sequence[int], mode: str, optimizer: str,
                   activation_checkpointing: bool = False, time_scale: float | None = None,
-                  catalog: dict[str, Chip] | None = None) -> AsModelPlan:
+                  catalog: dict[str, Chip] | None = None, check_memory: bool = True,
+                  target_step_s: float | None = None, seq_len: int | None = None
+                  ) -> AsModelPlan:
     """The pace of each emulated rank (``chips[r]``, catalog ids) at ``shares`` (samples)
     in micro-batches of at most ``micros[r]`` (0: the whole share); raises ConfigError
-    when the model does not fit a chip's HBM."""
-    shape = model_shape(name)
+    when the model does not fit a chip's HBM (``check_memory``; a pipeline's split checks
+    its stages' memory itself). ``target_step_s``: chip seconds of a step the default time
+    scale maps to :data:`TARGET_STEP_S` (default: the slowest rank's step here)."""
+    shape = model_shape(name, seq_len)
     cat = load_catalog() if catalog is None else catalog
     world = len(chips)
     token_s: dict[str, float] = {}
@@ -175,7 +180,7 @@ def plan_as_model(name: str, chips: Sequence[str], profiles: dict[str, EmuProfil
                            optimizer=optimizer,
                            activation_checkpointing=activation_checkpointing)
         hbm = chip.hbm_gib.value
-        if hbm is not None and need.total > hbm * 2**30:
+        if check_memory and hbm is not None and need.total > hbm * 2**30:
             gib = 2**30
             raise ConfigError(
                 f"emulate.as_model = {name!r} does not fit {chip_id}: it needs "
@@ -184,12 +189,12 @@ def plan_as_model(name: str, chips: Sequence[str], profiles: dict[str, EmuProfil
                 f"tokens {need.activations / gib:.1f}) but its HBM is {hbm:g} GiB; use "
                 f"[parallel] mode = \"fsdp\" over more ranks, a smaller [shares] "
                 f"max_micro_batch, activation_checkpointing, or a smaller model")
-        token_s[chip_id] = shape.flops_per_token / (_peak_tflops(chip, prof) * 1e12 * prof.mfu)
+        token_s[chip_id] = shape.flops_per_token / (peak_tflops(chip, prof) * 1e12 * prof.mfu)
         sizes = [float(b * shape.seq_len) for b in _split(share, mb)]
         step_s.append(prof.step_cost("tokens").step_s(sizes, token_s[chip_id]))
     origin = "config" if time_scale is not None else "default"
     if time_scale is None:
-        time_scale = min(1.0, TARGET_STEP_S / max(step_s))
+        time_scale = min(1.0, TARGET_STEP_S / (target_step_s or max(step_s)))
     costs = {c: profiles[c].step_cost("tokens").scaled(time_scale) for c in set(chips)}
     return AsModelPlan(shape=shape, time_scale=time_scale, time_scale_origin=origin,
                        token_s=token_s, step_s=step_s, costs=costs)

@@ -103,6 +103,7 @@ class EmulatedDevice:
         self._tc: float | None = None  # when the real computation started (pace_first)
         self._computes: collections.deque[float] = collections.deque(maxlen=8)
         self._padded = False
+        self._external = False  # a pipeline's chunks are paced (emulate/stagepace.py)
         self._last = (0.0, 0.0, 0.0)  # compute, pad, budget of the current step
         self._forced: tuple[int, float] | None = None  # (steps left, clock) of a throttle
         self.step_count = 0
@@ -215,6 +216,15 @@ class EmulatedDevice:
             self._sleep(end - self._clock())
         self._tc = self._clock()
 
+    def pace_externally(self) -> None:
+        """The step's time comes from elsewhere (a pipeline's paced chunks): the step is
+        not padded; heat, hazards and throttling advance as usual."""
+        self._external = True
+
+    def clock_factor(self) -> float:
+        """The current clock factor (thermal throttling or an injected episode)."""
+        return self._clock_factor()
+
     def _clock_factor(self) -> float:
         forced = self._forced[1] if self._forced is not None else 1.0
         return min(self.model.state.clock_factor, forced)
@@ -274,7 +284,11 @@ class EmulatedDevice:
 
     def step_end(self) -> StepReport:
         """Pad the step to its budget, advance heat and hazards; raise on a fault."""
-        if not self._padded:
+        if not self._padded and self._external:
+            assert self._t0 is not None
+            took = self._clock() - self._t0
+            self._last = (took, 0.0, took)
+        elif not self._padded:
             self._pad(1.0)
         self._t0 = None
         compute, pad, budget = self._last

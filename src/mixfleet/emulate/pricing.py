@@ -178,6 +178,8 @@ class EmulateConfig(Section, section="emulate"):
     as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
                                  "model (a llama preset or hf: config) while the configured "
                                  "small model does the real math")
+    as_model_seq_len: int = field(0, help="tokens per sequence of the as_model model (0: "
+                                  "its own, e.g. 8192 for llama3-8b)", ge=0, example=4096)
     time_scale: float | None = field(None, help="emulated wall seconds per second of the "
                                      "emulated chip under as_model, in (0, 1]; none = chosen "
                                      "so a step takes well under a second",

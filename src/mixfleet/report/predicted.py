@@ -8,7 +8,7 @@ from typing import Any
 
 from mixfleet.runs import Event
 
-__all__ = ["predicted_vs_measured"]
+__all__ = ["predicted_vs_measured", "pipeline_stages"]
 
 
 def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, Any]]
@@ -34,3 +34,13 @@ def predicted_vs_measured(events: list[dict[str, Any]], steps: list[dict[str, An
     return {"mode": p.get("mode"), "label": p.get("label", ""),
             "predicted_step_s": predicted, "measured_step_s": measured,
             "predicted_over_measured": ratio, "time_scale": p.get("time_scale")}
+
+
+def pipeline_stages(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The stages of a pipeline run as its last attempt ran them (the last ``stages``
+    event: each stage's chip, ranks, blocks and predicted time and memory; micro-batches,
+    lanes, schedule, bubble); None for other modes."""
+    stages = [e for e in events if e.get("event") == Event.STAGES]
+    if not stages:
+        return None
+    return {k: v for k, v in stages[-1].items() if k not in ("t", "event")}

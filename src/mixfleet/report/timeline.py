@@ -7,8 +7,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mixfleet.report.predicted import predicted_vs_measured
-from mixfleet.report.times import restart_downtime, run_start_time
+import numpy as np
+
+from mixfleet.report.predicted import pipeline_stages, predicted_vs_measured
+from mixfleet.report.times import CAUSES, StepLedger, run_start_time, time_by_cause
 from mixfleet.runs import Event, RunDir, read_jsonl
 
 __all__ = ["run_report", "plot_timeline", "count_attempts", "report_fields"]
@@ -36,37 +38,44 @@ def count_attempts(events: list[dict[str, Any]]) -> int:
 
 def run_report(run_dir: str | Path, *, end_t: float | None = None) -> dict[str, Any]:
     """ETTR = productive step time / wall time, where productive step time counts each
-    step of the final history once (steps redone after a crash or rollback are lost work).
+    step of the final history once (steps redone after a crash or rollback are lost work),
+    less the warm-up and cooling inside steps (:func:`mixfleet.report.times.time_by_cause`).
     """
     run = RunDir(run_dir)
     events = run.read_events()
-    steps = _steps(run)
-    first = (float(steps[0]["t"]), float(steps[0]["step_s"])) if steps else None
-    t0 = run_start_time(events, first)
-    t1 = end_t if end_t is not None else (steps[-1]["t"] if steps else t0)
-    wall = max(1e-9, t1 - t0)
-    final: dict[int, float] = {}
-    redone = 0.0
+    steps = [r for r in _steps(run) if type(r.get("step")) is int]
+    ledger = StepLedger()
     for r in steps:
-        if r["step"] in final:
-            redone += final[r["step"]]
-        final[r["step"]] = r["step_s"]
-    productive = sum(final.values())
-    downtime = restart_downtime(events, [r["t"] for r in steps], [r["step_s"] for r in steps],
-                                start=t0)
-    rep = report_fields(events, productive=productive, wall=wall, downtime=downtime,
-                        redone=redone)
+        ledger.add(r["step"], _f(r.get("t")), _f(r.get("step_s")))
+    cols = [np.array([_f(r.get(k)) for r in steps], dtype=float)
+            for k in ("step", "t", "step_s")]
+    rep = report_fields(events, ledger, *cols, end_t=end_t)
     plan = predicted_vs_measured(events, steps)
-    return {**rep, "plan": plan} if plan is not None else rep
+    stages = pipeline_stages(events)
+    return {**rep, **({"plan": plan} if plan is not None else {}),
+            **({"stages": stages} if stages is not None else {})}
 
 
-def report_fields(events: list[dict[str, Any]], *, productive: float, wall: float,
-                  downtime: float, redone: float) -> dict[str, Any]:
-    """The run report from the events and the step-time figures (shared with the
-    dashboard, which computes those figures incrementally)."""
+def _f(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
+def report_fields(events: list[dict[str, Any]], ledger: StepLedger, steps: np.ndarray,
+                  t: np.ndarray, step_s: np.ndarray, *, end_t: float | None = None
+                  ) -> dict[str, Any]:
+    """The run report from the events and the step records (``ledger`` fed with them, and
+    their ``steps``, ``t`` and ``step_s`` columns in the order written), up to ``end_t``
+    (else the end of the last step); shared with the dashboard, which keeps these
+    incrementally. ``failure_time_s`` holds the time lost by cause, which adds up to
+    ``wall_s - productive_s`` (within rounding)."""
     def of(kind: str) -> list[dict[str, Any]]:
         return [e for e in events if e.get("event") == kind]
 
+    t0 = run_start_time(events, ledger.first)
+    t1 = end_t if end_t is not None else (float(t[-1]) if t.size else t0)
+    wall = max(1e-9, t1 - t0)
+    productive, causes = time_by_cause(events, steps, t, step_s, ledger, start=t0,
+                                       end=t0 + wall)
     starts_ev = of(Event.RUN_START)
     return {
         "ettr": round(min(1.0, productive / wall), 4),
@@ -74,13 +83,7 @@ def report_fields(events: list[dict[str, Any]], *, productive: float, wall: floa
         "productive_s": round(productive, 3),
         "restarts": max(0, count_attempts(events) - 1),
         "steps_lost": sum(int(e.get("steps_lost", 0)) for e in starts_ev),
-        "failure_time_s": {
-            "restart_downtime": round(downtime, 3),
-            "hang_detection": round(sum(e.get("waited_s", 0.0) for e in of(Event.HANG_DETECTED)
-                                        if e.get("rank") == 0), 3),
-            "cooling": round(sum(e.get("paused_s", 0.0) for e in of(Event.THERMAL_RESUMED)), 3),
-            "redone_steps": round(redone, 3),
-        },
+        "failure_time_s": {k: round(causes[k], 3) for k in CAUSES},
         "skipped_steps": sorted({e["step"] for e in of(Event.STEP_SKIPPED)}),
         "drained_ranks": [e["rank"] for e in of(Event.DRAIN)],
         "faults_injected": len(of(Event.FAULT_INJECTED)),

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from mixfleet import safefs
 from mixfleet.errors import ConfigError
@@ -32,16 +33,18 @@ __all__ = ["Sampler", "JsonlSink"]
 
 
 class JsonlSink:
-    """Appends samples as ``{"kind": "telemetry", ...}`` lines to a JSONL file."""
+    """Appends samples as ``{"kind": "telemetry", ...}`` lines to a JSONL file, each with
+    the fields of ``extra`` (e.g. the ``rank`` whose emulated chip was read)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
+        self.extra = dict(extra or {})
         self._lock = threading.Lock()
 
     def __call__(self, samples: list[Sample]) -> None:
         if not samples:
             return
-        text = "".join(json.dumps(s.to_record()) + "\n" for s in samples)
+        text = "".join(json.dumps({**s.to_record(), **self.extra}) + "\n" for s in samples)
         with self._lock, os.fdopen(safefs.open_append(self.path), "a") as f:  # no link
             f.write(text)
 

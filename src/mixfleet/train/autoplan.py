@@ -72,8 +72,8 @@ class RunPlan:
 
 
 def _model(cfg: RunConfig, as_model: str | None) -> ModelShape:
-    if as_model is not None:  # the model's own sequence length, as the emulator paces it
-        return as_model_shape(as_model)
+    if as_model is not None:  # its own sequence length unless set, as the emulator paces it
+        return as_model_shape(as_model, cfg.emulate.as_model_seq_len or None)
     return workload_shape(cfg.workload.name, dict(cfg.workload.options), cfg.shares.sample_mib)
 
 

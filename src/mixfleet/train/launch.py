@@ -36,6 +36,7 @@ from mixfleet.train.mixed.blocklist import (
 )
 from mixfleet.train.mixed.collectives import check_groups
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.parallel.pipeplan import job_pipeline
 from mixfleet.train.rendezvous import (
     endpoint_host,
     endpoint_is_loopback,
@@ -44,7 +45,7 @@ from mixfleet.train.rendezvous import (
     local_rdzv_args,
     local_store_dir,
 )
-from mixfleet.train.rundir import RunDir
+from mixfleet.train.rundir import RESTAGE, RunDir, read_restage
 from mixfleet.train.sampler import GlobalBatchSampler
 from mixfleet.workloads import load_workload
 from mixfleet.workloads.user import workload_dir
@@ -104,10 +105,12 @@ def prepare_run(cfg: RunConfig, run_dir: str | Path, *, resume: str = "auto",
         for spec in dict.fromkeys(r.device for r in cfg.ranks):
             resolve_device(spec)
     # No device backend may span vendors (e.g. launch.backend = "nccl" on H20 + P800).
-    check_groups(job_placements(cfg), cfg.launch.backend)
+    places = job_placements(cfg)
+    check_groups(places, cfg.launch.backend)
     # The workload must load and its data must fill a global batch (user factories too).
     workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
     GlobalBatchSampler(len(workload.train_set), cfg.train.global_batch, cfg.train.seed)
+    job_pipeline(cfg, [p.kind for p in places], workload)  # a pipeline's stages must work out
     run = RunDir(run_dir)
     if run.root.exists() and not run.root.is_dir():
         raise ConfigError(f"--run-dir {str(run.root)!r} is a file; pass a directory path")
@@ -229,10 +232,13 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
         raise LaunchError(f"every rank was drained (block list in {run.root / BLOCKLIST}); "
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
-    entries = resolve_pending(read_entries(run.root), job_placements(cfg, env))
-    write_entries(run.root, entries)
+    places = job_placements(cfg, env)
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
+    if cfg.parallel.mode == "pipeline":  # the stages over the chips left (or the reason)
+        new = restage_without(cfg, new, run, [places[i].kind for i in drained])
+    entries = resolve_pending(read_entries(run.root), places)
+    write_entries(run.root, entries)
     run.write(run.config, dumps_toml(to_dict(new)))
     run.emit(Event.RELAUNCH, nproc=nproc, drained=drained,
              blocked=[e.get("device_id") for e in entries if e.get("rank") in drained])
@@ -287,6 +293,10 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
                                   f"{cfg.launch.max_restarts} restarts at most; see "
                                   f"{run.events_path} and rerun with --resume auto to "
                                   f"continue from the last checkpoint")
+            restage = read_restage(run) if not run.summary.exists() else None
+            if restage is not None:  # a pipeline's re-split: relaunch with the new blocks
+                cfg = relaunch_restaged(cfg, run, restage)
+                continue
             if run.summary.exists() or not _pending_drains(run):
                 break
             cfg = _relaunch_without_drained(cfg, run, env)
@@ -297,3 +307,56 @@ def launch(cfg: RunConfig, run: RunDir, *, passthrough: list[str] | None = None,
     if not run.summary.exists():
         raise LaunchError(f"the run ended without {run.summary}; see {run.events_path}")
     return dict(json.loads(run.read_text(run.summary)))
+
+
+def restage_without(old: RunConfig, new: RunConfig, run: RunDir, lost: list[str]) -> RunConfig:
+    """A pipeline after a drain: each drained rank leaves its kind's last stage of that
+    kind (a stage left with no rank is dropped: its blocks go to the stages left), the
+    split is picked again over the chips left, and a ``stages_changed`` event gives the
+    old and the new split. When the chips left cannot hold the model (or fewer than 2
+    ranks are left) the job stops here with the reason."""
+    from mixfleet.train.parallel.pipeplan import job_pipeline
+
+    stages = [dataclasses.replace(s, blocks=0) for s in old.parallel.stages]
+    for kind in lost:
+        for i in range(len(stages) - 1, -1, -1):
+            if stages[i].chip == kind and stages[i].ranks > 0:
+                stages[i] = dataclasses.replace(stages[i], ranks=stages[i].ranks - 1)
+                break
+    stages = [s for s in stages if s.ranks > 0]
+    new = dataclasses.replace(new, parallel=dataclasses.replace(new.parallel, stages=stages))
+    workload = load_workload(old.workload.name, old.workload.options, old.workload.path)
+    before = job_pipeline(old, [p.kind for p in job_placements(old)], workload)
+    try:
+        after = job_pipeline(new, [p.kind for p in job_placements(new)], workload)
+    except ConfigError as e:
+        run.emit(Event.STAGES_CHANGED, reason="drain", lost=lost, old=before and
+                 before.fields()["stages"], new=None, error=str(e))
+        raise LaunchError(f"the pipeline cannot go on without the drained chip(s) {lost}: "
+                          f"{e}") from None
+    assert before is not None and after is not None
+    run.emit(Event.STAGES_CHANGED, reason="drain", lost=lost, old=before.fields()["stages"],
+             new=after.fields()["stages"])
+    return new
+
+
+def relaunch_restaged(cfg: RunConfig, run: RunDir, restage: dict[str, Any]) -> RunConfig:
+    """The config with the split the workers asked for (``restage.json``: blocks per
+    stage, the reason, the predicted gain), written to config.toml so later restarts keep
+    it; a ``stages_changed`` event gives the old and the new split."""
+    from mixfleet.train.parallel.pipeplan import job_pipeline
+
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
+    kinds = [p.kind for p in job_placements(cfg)]
+    before = job_pipeline(cfg, kinds, workload)
+    assert before is not None
+    stages = [dataclasses.replace(s, blocks=b)
+              for s, b in zip(before.stages, restage["blocks"], strict=True)]
+    new = dataclasses.replace(cfg, parallel=dataclasses.replace(cfg.parallel, stages=stages))
+    after = job_pipeline(new, kinds, workload)
+    assert after is not None
+    run.write(run.config, dumps_toml(to_dict(new)))
+    (run.root / RESTAGE).unlink()
+    run.emit(Event.STAGES_CHANGED, old=before.fields()["stages"], new=after.fields()["stages"],
+             **{k: v for k, v in restage.items() if k != "blocks"})
+    return new

@@ -11,7 +11,8 @@ from typing import Any
 from mixfleet import safefs
 from mixfleet.runs import JsonLines, RunDir, read_jsonl
 
-__all__ = ["RunDir", "JsonLines", "read_jsonl", "read_skip_list", "write_skip_list"]
+__all__ = ["RunDir", "JsonLines", "read_jsonl", "read_skip_list", "write_skip_list",
+           "read_restage", "write_restage", "RESTAGE"]
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
@@ -32,3 +33,22 @@ def read_skip_list(run: RunDir) -> set[int]:
 
 def write_skip_list(run: RunDir, steps: set[int]) -> None:
     _write_json_atomic(run.root / "skipped_batches.json", sorted(steps))
+
+
+RESTAGE = "restage.json"
+
+
+def read_restage(run: RunDir) -> dict[str, Any] | None:
+    """A pipeline re-split asked for by the workers (``blocks`` per stage, the reason and
+    its predicted gain), or None; the launcher applies it and removes the file."""
+    data = _read_json(run.root / RESTAGE, None)
+    if data is None:
+        return None
+    blocks = data.get("blocks") if isinstance(data, dict) else None
+    if not isinstance(blocks, list) or not all(type(b) is int and b > 0 for b in blocks):
+        raise ValueError(f"{run.root / RESTAGE} has no valid 'blocks' list; delete it")
+    return dict(data)
+
+
+def write_restage(run: RunDir, data: dict[str, Any]) -> None:
+    _write_json_atomic(run.root / RESTAGE, data)

@@ -64,7 +64,9 @@ class StepManager:
         if on_start is not None:
             on_start()
         st.zero_grad()
-        if len(batches) == 1:  # the common case, without the loop
+        if st.runs_schedule:  # a pipeline: the schedule runs the whole global batch
+            st.run_schedule(batches[0][0])
+        elif len(batches) == 1:  # the common case, without the loop
             batch, real = batches[0]
             part = loss(batch)
             st.backward(part / self.B if real else part * 0.0)

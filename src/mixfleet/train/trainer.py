@@ -33,7 +33,7 @@ from mixfleet.train.clock import Clock, SystemClock
 from mixfleet.train.config import RunConfig
 from mixfleet.train.device import synchronize
 from mixfleet.train.health import checks as C
-from mixfleet.train.health.actions import Action, Drain, apply_actions
+from mixfleet.train.health.actions import Action, Drain, Restage, apply_actions
 from mixfleet.train.health.base import HealthCheck, StepOutcome
 from mixfleet.train.health.detectors import StepGuard, ThermalGuard, Watchdog
 from mixfleet.train.health.faults import FaultInjector, FaultPlan
@@ -43,7 +43,8 @@ from mixfleet.train.mixed.rebalance import MixedFleet
 from mixfleet.train.mixed.shares import shed_shares
 from mixfleet.train.optim import build_optimizer, lr_factor
 from mixfleet.train.parallel.factory import make_strategy
-from mixfleet.train.rundir import RunDir, read_skip_list, write_skip_list
+from mixfleet.train.parallel.pipeplan import PipelinePlan
+from mixfleet.train.rundir import RunDir, read_skip_list, write_restage, write_skip_list
 from mixfleet.train.sampler import GlobalBatchSampler, equal_shares
 from mixfleet.train.step import StepManager
 from mixfleet.workloads import Workload
@@ -62,7 +63,7 @@ class Trainer:
                  clock: Clock | None = None, checks: Sequence[HealthCheck] = (),
                  local_world: int = 1, groups: Sequence[dict[str, Any]] = (),
                  on_step: Callable[[dict[str, Any]], None] | None = None,
-                 pacer: LinkPacer | None = None) -> None:
+                 pacer: LinkPacer | None = None, pipeline: PipelinePlan | None = None) -> None:
         self.cfg, self.workload, self.run, self.device = cfg, workload, run, device
         self.rank, self.world, self.emu, self.fleet = rank, world, emu, fleet
         self.thermal, self.watchdog, self.on_step = thermal, watchdog, on_step
@@ -80,9 +81,12 @@ class Trainer:
                                       all_reduce=fleet.steps.all_reduce if fleet else None,
                                       control_reduce=(fleet.steps.all_reduce_small if fleet
                                                       else None),
-                                      pacer=pacer)
-        self.opt, self.sched = build_optimizer(
-            (p for p in self.model.parameters() if p.requires_grad), t,
+                                      pacer=pacer, pipeline=pipeline, rank=rank,
+                                      loss=workload.loss, global_batch=self.B)
+        self.pipeline = pipeline
+        self._eval_model: torch.nn.Module | None = None  # rank 0's whole model (pipeline)
+        self.opt, self.sched = build_optimizer(  # this rank's parameters (its stage's)
+            (p for p in self.strategy.model.parameters() if p.requires_grad), t,
             foreach=self.strategy.optimizer_foreach)
         self.faults = faults or FaultInjector(
             FaultPlan(cfg.faults.specs(cfg.launch.nproc, t.steps), rank, run.root),
@@ -101,6 +105,13 @@ class Trainer:
             watchdog=watchdog, thermal=thermal,
             rebalancer=fleet.rebalancer if fleet is not None else None, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
+        if pipeline is not None and cfg.parallel.resplit_every:
+            from mixfleet.train.parallel.resplit import StageBalance
+
+            chunks = self.strategy.chunks  # type: ignore[attr-defined]
+            self.checks.append(StageBalance(
+                pipeline, lambda: chunks.busy_s, every=cfg.parallel.resplit_every,
+                hysteresis=cfg.parallel.resplit_hysteresis, world=world))
         self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
         take = workload.train_set.take  # samples -> a batch on this rank's device
@@ -121,7 +132,8 @@ class Trainer:
                     "guards": self.guard},
             own={"emu": emu} if emu is not None else {},
             info={"config_hash": config_hash(cfg), "workload": workload.name,
-                  "parallel": self.strategy.name, "groups": list(groups)})
+                  "parallel": self.strategy.name, "groups": list(groups),
+                  **({"stages": pipeline.fields()} if pipeline is not None else {})})
         if self.snap_every and not self.state.snapshots.fit(
                 t.optimizer, cfg.checkpoint.snapshot_memory_gib, local_world, self.snap_every):
             self.snap_every = 0
@@ -129,7 +141,7 @@ class Trainer:
         self.metrics = StepLog(run) if rank == 0 else None
         self.skip: set[int] = set(t.skip_batches) | read_skip_list(run)
         self._saved = -1
-        self._drained: Drain | None = None
+        self._drained: Drain | Restage | None = None
 
     # -- state objects ---------------------------------------------------------------------
     @property
@@ -172,10 +184,22 @@ class Trainer:
         self.state.ckpt.wait()
         if self.world > 1:
             torch.distributed.barrier(group=self.strategy.group)
-        if self.rank == 0:
-            add_drained(self.run.root, rank=rank, step=self.step)
+        if self.rank == 0:  # the job's rank ([[ranks]] order; a pipeline's ranks are permuted)
+            job_rank = self.pipeline.order[rank] if self.pipeline is not None else rank
+            add_drained(self.run.root, rank=job_rank, step=self.step)
             self.run.emit(Event.DRAIN, rank=rank, step=self.step, world_size=self.world,
                           reason=reason)
+
+    def restage(self, blocks: Sequence[int], reason: str, **details: Any) -> None:
+        """A pipeline's new split: checkpoint, record it for the launcher (which relaunches
+        with it); the loop then stops on every rank."""
+        self._save()
+        self.state.ckpt.wait()
+        if self.world > 1:
+            torch.distributed.barrier(group=self.strategy.group)
+        if self.rank == 0:
+            write_restage(self.run, {"blocks": list(blocks), "reason": reason,
+                                     "step": self.step, **details})
 
     def shed(self, rank: int) -> None:
         new = shed_shares(self._shares, rank)
@@ -223,10 +247,13 @@ class Trainer:
         if self.step + 1 in self.skip:  # a batch skipped after a rollback: every rank alike
             out = self.manager.skipped(self.step)
         else:
-            idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
-            if self.fleet is None:  # one micro-batch: the whole slice
+            if self.pipeline is not None:  # the schedule cuts the whole global batch
+                out = self.manager.step(self.step, [(self._pipeline_batch(), True)], self._loss)
+            elif self.fleet is None:  # one micro-batch: the whole slice
+                idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
                 out = self.manager.step(self.step, [(self._take(idx), True)], self._loss)
             else:  # a mixed fleet: micro-batches, an emulated chip paced around them
+                idx = self.sampler.rank_batch(self.step, self._shares, self.rank)
                 out = self.fleet.steps.step(self.manager, self.step, idx, self._shares,
                                             self._take, self._loss)
             if out.committed:
@@ -239,14 +266,32 @@ class Trainer:
             self.emu.end_step(self.run.emit, train_step=self.step)
         return out
 
+    def _pipeline_batch(self) -> Any:
+        """The global batch on a pipeline's first and last stages (inputs, targets); None
+        on the stages between, which read only activations."""
+        pipe = getattr(self.strategy, "pipe", None)
+        if pipe is not None and not (pipe.is_first or pipe.is_last):
+            return None
+        return self._take(self.sampler.global_batch_at(self.step))
+
     def evaluate(self) -> tuple[str, float] | None:
         if self.workload.evaluate is None:
             return None
-        self.model.eval()
+        model = self.model
+        if self.pipeline is not None:  # the stages gathered into rank 0's whole model
+            weights = self.strategy.full_state_dict()  # every rank takes part
+            if self.rank != 0:
+                return None
+            if self._eval_model is None:
+                with torch.random.fork_rng(devices=[]):  # the training's random stream
+                    self._eval_model = self.workload.build_model().to(self.device)
+            model = self._eval_model
+            model.load_state_dict(weights)
+        model.eval()
         try:
-            return self.workload.evaluate(self.model, self.device)
+            return self.workload.evaluate(model, self.device)
         finally:
-            self.model.train()
+            model.train()
 
     def fit(self) -> dict[str, Any]:
         """Train until ``train.steps`` or a drain; returns {steps_run, elapsed_s,
@@ -300,9 +345,9 @@ class Trainer:
         self.flush_metrics()
         synchronize(self.device)
         elapsed = clock.perf() - t0
-        if self._drained is not None:
+        if self._drained is not None:  # a drain or a re-split: the launcher relaunches
             return {"steps_run": self.step - start, "elapsed_s": elapsed, "final_metric": None,
-                    "drained": self._drained.rank}
+                    "drained": getattr(self._drained, "rank", -1)}
         self._save()
         self.state.finish(self.step)
         return {"steps_run": self.step - start, "elapsed_s": elapsed, "drained": None,

@@ -43,6 +43,7 @@ from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
+from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline, pace_stages
 from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
@@ -120,7 +121,7 @@ def _is_peer_loss(e: BaseException) -> bool:
 
 
 def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
-                     local_rank: int) -> list[Sampler]:
+                     local_rank: int, rank: int) -> list[Sampler]:
     """Background samplers into metrics.jsonl: each rank its emulated chip; on a real node,
     local rank 0 samples every device of the node (one reader per vendor) and publishes a
     per-device table (``RUN_DIR/telemetry/devices-<host>.json``) that each rank's thermal
@@ -135,7 +136,9 @@ def _start_telemetry(cfg: RunConfig, run: RunDir, emu: EmulatedDevice | None,
     except MixfleetError as e:  # a requested tool that is absent: reported, not fatal
         run.emit(Event.TELEMETRY_UNAVAILABLE, reader=cfg.telemetry.reader, error=str(e))
         return []
-    sink: Any = JsonlSink(run.metrics_path)
+    # an emulated chip is the rank's own: its records carry the rank (two ranks on one
+    # chip kind are two devices); a real device is told apart by its device_id
+    sink: Any = JsonlSink(run.metrics_path, extra={"rank": rank} if emu is not None else None)
     if emu is None:
         sink = DeviceTable(table_path(run.root), sink=sink)
     return [Sampler(r, hz=cfg.telemetry.hz, sink=sink).start() for r in readers
@@ -178,6 +181,8 @@ class RankSetup:
     server: Any  # keeps the process group's store open (closed when leaving)
     ckpt_group: Any
     progress: TrainProgress | None  # rank 0's progress display
+    workload: Any
+    pipeline: PipelinePlan | None  # a pipeline job's plan (its ranks in stage order)
 
     @property
     def spec(self) -> str:
@@ -203,9 +208,14 @@ def _setup_rank(run: RunDir) -> RankSetup:
     local_rank, local_world = _env_int("LOCAL_RANK", 0), _env_int("LOCAL_WORLD_SIZE", 1)
     attempt = _env_int("TORCHELASTIC_RESTART_COUNT", 0)
     devices = rank_devices(cfg, world)  # each rank's device ([[ranks]] by RANK)
-    spec = devices[rank]
     # which physical device (and chip kind) each rank uses, under the visible-devices masks
     places = rank_placements(devices, chips=rank_chips(cfg, world), local_world=local_world)
+    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
+    pipeline = job_pipeline(cfg, [p.kind for p in places], workload)
+    if pipeline is not None:  # pipeline rank i runs on job rank order[i]'s device
+        devices = [devices[j] for j in pipeline.order]
+        places = [places[j] for j in pipeline.order]
+    spec = devices[rank]
     device = resolve_device(spec, local_rank, placement=places[rank])
     if device.type == "cpu":
         torch.set_num_threads(cpu_threads(local_world))
@@ -228,9 +238,12 @@ def _setup_rank(run: RunDir) -> RankSetup:
         progress = TrainProgress(cfg.train.steps, mode=mode, stream=stream,
                                  log_every=cfg.train.log_every)
         run.events.on_record = progress.event
+    if pipeline is not None and rank == 0:
+        run.emit(Event.STAGES, attempt=attempt, **pipeline.fields())
     return RankSetup(run=run, cfg=cfg, rank=rank, world=world, local_rank=local_rank,
                      local_world=local_world, attempt=attempt, devices=devices, places=places,
-                     device=device, server=server, ckpt_group=ckpt_group, progress=progress)
+                     device=device, server=server, ckpt_group=ckpt_group, progress=progress,
+                     workload=workload, pipeline=pipeline)
 
 
 def _build_rank(s: RankSetup) -> RankParts:
@@ -238,7 +251,7 @@ def _build_rank(s: RankSetup) -> RankParts:
     telemetry, the mixed fleet's parts, the watchdog and thermal guard, and the trainer."""
     run, cfg, rank, devices, places = s.run, s.cfg, s.rank, s.devices, s.places
     progress, spec = s.progress, s.spec
-    workload = load_workload(cfg.workload.name, cfg.workload.options, cfg.workload.path)
+    workload = s.workload
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
@@ -248,7 +261,9 @@ def _build_rank(s: RankSetup) -> RankParts:
                                                            local_ranks=s.local_world))
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
-    as_model = as_model_plan(cfg, devices, workload.name)  # the same on every rank
+    pipe = s.pipeline  # as_model: the same on every rank
+    as_model = as_model_plan(cfg, devices, workload.name,
+                             pipeline_step_s=pipe.step_s if pipe is not None else None)
     pacer = None
     if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
         pacer = link_pacer(cfg, [p.kind for p in places], local_world=s.local_world,
@@ -265,7 +280,7 @@ def _build_rank(s: RankSetup) -> RankParts:
     faults = FaultInjector(FaultPlan(cfg.faults.specs(cfg.launch.nproc, cfg.train.steps),
                                      rank, run.root), rank=rank, emit=run.emit)
     faults.startup()  # a rank killed during start-up (before it resumed) is an attempt too
-    samplers = _start_telemetry(cfg, run, emu, s.local_rank)
+    samplers = _start_telemetry(cfg, run, emu, s.local_rank, s.rank)
     fleet, shares, groups = plan_fleet(cfg, devices, rank=rank, world=s.world, group=None,
                                        workload=workload.name, emit=run.emit, emu=emu,
                                        placements=places, as_model=as_model)
@@ -278,9 +293,12 @@ def _build_rank(s: RankSetup) -> RankParts:
                       ckpt_group=s.ckpt_group, emu=emu, fleet=fleet, shares=shares,
                       thermal=_thermal_guard(cfg, run, emu, places[rank]), watchdog=watchdog,
                       faults=faults, local_world=s.local_world, groups=groups,
-                      on_step=progress.step if progress is not None else None, pacer=pacer)
+                      on_step=progress.step if progress is not None else None, pacer=pacer,
+                      pipeline=s.pipeline)
     if pacer is not None:
         model_bytes(pacer, as_model, trainer.model)
+    if emu is not None and pipe is not None:  # each chunk takes its chip's time
+        pace_stages(trainer, emu, pipe, as_model, cfg, places, s.local_world)
     return RankParts(trainer=trainer, emu=emu, watchdog=watchdog, samplers=samplers)
 
 

@@ -103,30 +103,37 @@
     const xmax = Math.max(0, ...d.series.loss.x.filter(v => v !== null), ...markers.map(m => m.x));
     MFChart.line(els.loss, {title: `loss (${d.series.loss.records} steps)`, xlabel: "seconds since launch",
       ylabel: "loss", series: [{name: "loss", x: d.series.loss.x, y: d.series.loss.y}],
-      markers, xmin: 0, xmax, nogaps: !d.complete});
+      markers, xmin: 0, xmax, logy: "auto"});
     MFChart.line(els.sps, {title: "samples/s", xlabel: "seconds since launch", ylabel: "samples/s",
       series: [{name: "samples/s", x: d.series.samples_per_s.x, y: d.series.samples_per_s.y, color: "#16a34a"}],
-      markers, xmin: 0, xmax, ymin: 0, nogaps: !d.complete});
+      markers, xmin: 0, xmax, ymin: 0});
     const th = d.thresholds;
-    const tser = Object.entries(d.temperature).map(([dev, s]) => ({
-      name: dev + (s.emulated ? " (emulated)" : ""), x: s.x, y: s.y}));
+    // one line per rank and device (the server keys them so); thermal events' readings are on them
+    const tser = Object.entries(d.temperature).map(([key, s]) => ({
+      name: key + (s.emulated ? " (emulated)" : ""), x: s.x, y: s.y}));
     if (tser.length) {
       MFChart.line(els.temp, {title: "device temperature (°C)", xlabel: "seconds since launch",
-        ylabel: "°C", series: tser, markers, xmin: 0, xmax, legend: true, nogaps: !d.complete,
+        ylabel: "°C", series: tser, markers, xmin: 0, xmax,
         hlines: [{y: th.warn_c, label: "warning", color: "#f59e0b"},
                  {y: th.critical_c, label: "critical", color: "#dc2626"}]});
-      els.tempnote.textContent = `warning/critical lines from the ${th.source}`;
+      els.tempnote.textContent = `warning/critical lines from the ${th.source}; lines break where the run restarted`;
     } else {
       put(els.temp, h("p", {class: "muted"}, "no telemetry in metrics.jsonl (telemetry.hz = 0, or no reader)"));
     }
     const ft = d.report.failure_time_s;
-    const names = {restart_downtime: "restart", hang_detection: "hang detection",
-                   cooling: "cooling", redone_steps: "redone steps"};
-    MFChart.bars(els.lost, {title: "time lost by cause (s)", labels: Object.keys(ft).map(k => names[k] || k),
+    const names = {startup: "start-up", warmup: "warm-up (compile)", restart_downtime: "restart",
+                   hang_detection: "hang detection", cooling: "cooling", redone_steps: "redone steps",
+                   other: "other / unattributed"};
+    const short = {warmup: "warm-up", hang_detection: "hang", redone_steps: "redone", other: "other"};
+    MFChart.bars(els.lost, {title: "time lost by cause (s)", xlabel: "cause",
+      labels: Object.keys(ft).map(k => short[k] || names[k] || k),
       groups: [{name: "seconds", values: Object.values(ft), color: "#f97316"}], unit: " s"});
+    const lost = d.report.wall_s - d.report.productive_s;
     put(els.losttable, h("table", {id: "failure-time"}, h("tbody", {},
       Object.entries(ft).map(([k, v]) => h("tr", {"data-cause": k}, h("td", {}, names[k] || k),
-                                            h("td", {class: "num"}, v.toFixed(3) + " s"))))));
+                                            h("td", {class: "num"}, v.toFixed(3) + " s"))),
+      h("tr", {class: "total"}, h("td", {}, "not in productive steps (wall − productive)"),
+        h("td", {class: "num"}, lost.toFixed(3) + " s")))));
     if (d.shares.length) {
       const n = Math.max(...d.shares.map(s => s.shares.length));
       const ser = [];
@@ -136,7 +143,7 @@
                   y: d.shares.map(s => s.shares[r] ?? null), step: true});
       }
       MFChart.line(els.shares, {title: "shares of the global batch per rank", xlabel: "seconds since launch",
-        ylabel: "samples", series: ser, ymin: 0, xmin: 0, xmax, legend: true});
+        ylabel: "samples", series: ser, ymin: 0, xmin: 0, xmax});
     } else {
       put(els.shares, h("p", {class: "muted"}, "equal shares throughout (no [shares] section, no share changes)"));
     }
@@ -267,14 +274,18 @@
       if (!x) return "–";
       return x.value === null ? "unknown" : [fmt(x.value), " ", h("span", {class: "muted"}, x.confidence)];
     };
+    const num = (c, f) => ((catalog[c] || {})[f] || {}).value;
+    const ratio = (va, vb) => typeof va === "number" && typeof vb === "number" && va > 0 ?
+      (vb / va).toFixed(2) : "–";
     return h("div", {}, h("table", {id: "compare-table"},
       h("thead", {}, h("tr", {}, h("th", {}, ""), h("th", {}, a), h("th", {}, b), h("th", {class: "num"}, `${b} / ${a}`))),
       h("tbody", {},
         wl.map(w => h("tr", {}, h("td", {}, `${w} samples/s (best batch)`), h("td", {}, cell(A[w])), h("td", {}, cell(B[w])),
-          h("td", {class: "num"}, A[w] && B[w] ? (B[w].samples_per_s / A[w].samples_per_s).toFixed(2) +
-            (A[w].emulated !== B[w].emulated ? " (emulated vs measured!)" : "") : "–"))),
-        figs.map(f => h("tr", {}, h("td", {}, `catalog ${f}`), h("td", {}, fig(a, f)), h("td", {}, fig(b, f)),
-          h("td", {class: "num"}, "")))
+          h("td", {class: "num"}, A[w] && B[w] ? ratio(A[w].samples_per_s, B[w].samples_per_s) +
+            (A[w].emulated !== B[w].emulated ? " (emulated vs measured!)" : "") :
+            `– (no ${A[w] ? b : a} row)`))),
+        figs.map(f => h("tr", {"data-figure": f}, h("td", {}, `catalog ${f}`), h("td", {}, fig(a, f)),
+          h("td", {}, fig(b, f)), h("td", {class: "num"}, ratio(num(a, f), num(b, f)))))
       )),
       h("p", {class: "muted"}, "origin: measured on hardware · emulated (paced CPU run) · estimated (roofline of catalog figures); catalog figures: datasheet / reported / unknown"));
   }
@@ -330,7 +341,7 @@
       series: Object.entries(d.cdf).map(([p, c]) => ({name: p, x: c.x, y: c.y,
         dots: c.kind !== "jobs", noline: c.kind === "quantiles"}))});
     const poolIds = pools.map(p => p.id);
-    MFChart.bars(utilEl, {title: "utilization per pool", labels: poolIds, ymax: 1,
+    MFChart.bars(utilEl, {title: "utilization per pool", xlabel: "pool", labels: poolIds, ymax: 1,
       groups: Object.entries(d.utilization).map(([p, u]) => ({name: p, values: poolIds.map(id => u[id] ?? null)}))});
   }
 

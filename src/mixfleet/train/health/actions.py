@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from mixfleet.train.health.detectors import ThermalGuard
 
 __all__ = ["Action", "Checkpoint", "Drain", "Shed", "SetShares", "SparserSnapshots",
-           "Rollback", "Pause", "apply_actions", "ActionTarget"]
+           "Rollback", "Pause", "Restage", "apply_actions", "ActionTarget"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,9 +73,19 @@ class Pause:
     guard: ThermalGuard = dataclasses.field(compare=False)
 
 
-Action = Checkpoint | Drain | Shed | SetShares | SparserSnapshots | Rollback | Pause
-_ORDER = {Checkpoint: 0, Drain: 1, Shed: 2, SetShares: 3, SparserSnapshots: 4, Rollback: 5,
-          Pause: 6}
+@dataclasses.dataclass(frozen=True)
+class Restage:
+    """A pipeline's new split (blocks per stage): checkpoint and stop every rank; the
+    launcher relaunches with it (docs/pipeline.md, "Re-splits")."""
+
+    blocks: tuple[int, ...]
+    reason: str
+    details: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+
+Action = Checkpoint | Drain | Shed | SetShares | SparserSnapshots | Rollback | Pause | Restage
+_ORDER = {Checkpoint: 0, Drain: 1, Restage: 2, Shed: 3, SetShares: 4, SparserSnapshots: 5,
+          Rollback: 6, Pause: 7}
 
 
 class ActionTarget(Protocol):
@@ -89,14 +99,20 @@ class ActionTarget(Protocol):
     def rollback(self, bad_steps: Sequence[int]) -> None: ...
     def pause_until_cool(self, guard: ThermalGuard) -> None: ...
 
+    def restage(self, blocks: Sequence[int], reason: str, **details: Any) -> None: ...
 
-def apply_actions(target: ActionTarget, actions: Sequence[Action]) -> Drain | None:
-    """Apply ``actions`` in the fixed order; a :class:`Drain` stops here and is returned."""
+
+def apply_actions(target: ActionTarget, actions: Sequence[Action]) -> Drain | Restage | None:
+    """Apply ``actions`` in the fixed order; a :class:`Drain` or :class:`Restage` stops
+    here and is returned."""
     for a in sorted(actions, key=lambda a: _ORDER[type(a)]):
         if isinstance(a, Checkpoint):
             target.checkpoint_now()
         elif isinstance(a, Drain):
             target.drain(a.rank, a.reason)
+            return a
+        elif isinstance(a, Restage):
+            target.restage(a.blocks, a.reason, **a.details)
             return a
         elif isinstance(a, Shed):
             target.shed(a.rank)

@@ -33,9 +33,12 @@ def emulated_job(devices: Sequence[str]) -> bool:
 
 
 def as_model_plan(cfg: RunConfig, devices: Sequence[str] | None = None,
-                  workload: str | None = None) -> AsModelPlan | None:
+                  workload: str | None = None, *, pipeline_step_s: float | None = None
+                  ) -> AsModelPlan | None:
     """The ``as_model`` plan of ``cfg`` (None without ``as_model``): pace per chip, time
-    scale, memory checked against each chip's HBM (ConfigError when it does not fit)."""
+    scale, memory checked against each chip's HBM (ConfigError when it does not fit;
+    under pipeline the split checks each stage's memory, and the default time scale maps
+    the pipeline's predicted step, ``pipeline_step_s`` chip seconds)."""
     if cfg.emulate.as_model is None:
         return None
     from mixfleet.emulate import load_profiles, parse_emu_device
@@ -52,7 +55,10 @@ def as_model_plan(cfg: RunConfig, devices: Sequence[str] | None = None,
                          load_profiles(), shares=shares, micros=micros,
                          mode=cfg.parallel.mode, optimizer=cfg.train.optimizer,
                          activation_checkpointing=cfg.parallel.activation_checkpointing,
-                         time_scale=cfg.emulate.time_scale)
+                         time_scale=cfg.emulate.time_scale,
+                         check_memory=cfg.parallel.mode != "pipeline",
+                         target_step_s=pipeline_step_s,
+                         seq_len=cfg.emulate.as_model_seq_len or None)
 
 
 def link_pacer(cfg: RunConfig, kinds: Sequence[str], *, local_world: int,

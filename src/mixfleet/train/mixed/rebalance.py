@@ -240,6 +240,8 @@ def hetero_enabled(cfg: RunConfig) -> bool:
     from mixfleet.emulate.pricing import EmulateConfig
     from mixfleet.train.mixed.shares import SharesConfig
 
+    if cfg.parallel.mode == "pipeline":  # stages, not shares: every rank runs the schedule
+        return False
     return bool(cfg.ranks) or cfg.shares != SharesConfig() or cfg.emulate != EmulateConfig()
 
 

@@ -21,6 +21,7 @@ from mixfleet.train.parallel.strategy import (
 
 if TYPE_CHECKING:
     from mixfleet.emulate.links import LinkPacer
+    from mixfleet.train.parallel.pipeplan import PipelinePlan
 
 __all__ = ["make_strategy"]
 
@@ -29,14 +30,25 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
                   group: Any, all_reduce: AllReduce | None = None,
                   control_reduce: AllReduce | None = None,
                   units: Sequence[nn.Module] | None = None,
-                  pacer: LinkPacer | None = None) -> ReductionStrategy:
+                  pacer: LinkPacer | None = None, pipeline: PipelinePlan | None = None,
+                  rank: int = 0, loss: Any = None, global_batch: int = 0
+                  ) -> ReductionStrategy:
     """The strategy of ``[parallel] mode`` (``all_reduce``/``control_reduce``: a mixed
     fleet's timed all-reduce of the gradients and of a control region; ``units``: the
     blocks FSDP shards one by one, by default those of :func:`shard_units`; ``pacer``:
-    emulated links, see ``docs/emulation.md``)."""
+    emulated links, see ``docs/emulation.md``; ``pipeline``: the plan of a pipeline job,
+    with this ``rank``, the workload's ``loss`` and the ``global_batch``)."""
     if cfg.mode == "auto":  # resolved at launch (mixfleet.train.autoplan.resolve_auto)
         raise ConfigError("parallel.mode = \"auto\" was not resolved; start the run with "
                           "`mixfleet train`, which picks the mode, or set dp or fsdp")
+    if cfg.mode == "pipeline":
+        from mixfleet.train.parallel.pipestrategy import PipelineStrategy
+
+        if pipeline is None:
+            raise ConfigError("parallel.mode = \"pipeline\" needs the job's plan; start the run "
+                              "with `mixfleet train`")
+        return PipelineStrategy(model, plan=pipeline, rank=rank, device=device, world=world,
+                                group=group, loss=loss, global_batch=global_batch, pacer=pacer)
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)

@@ -1,6 +1,6 @@
-"""Draft of ``[parallel] mode = "pipeline"``: its fields and ``[[stages]]`` (see
-docs/pipeline.md). Validated here, not yet read by the trainer (the wiring it needs is
-listed in docs/pipeline.md, "What is left").
+"""The fields of ``[parallel] mode = "pipeline"``: its fields and ``[[stages]]`` (see
+docs/pipeline.md). ``ParallelConfig`` (the ``[parallel]`` table) carries these fields;
+:mod:`~mixfleet.train.parallel.pipeplan` turns them into a job's plan.
 
     [parallel]
     mode = "pipeline"
@@ -39,7 +39,8 @@ __all__ = ["StageConfig", "PipelineConfig", "ResolvedStages", "resolve_stages",
 class StageConfig:
     """One ``[[parallel.stages]]`` entry: a stage is one chip kind."""
 
-    chip: str = field(help="catalog id of the stage's chips (a stage never mixes kinds)")
+    chip: str = field(help="catalog id of the stage's chips, or cpu (a stage never mixes "
+                           "kinds)")
     ranks: int = field(help="ranks of the job in this stage (dp or fsdp among them)")
     blocks: int = field(0, help="the model's blocks in this stage, in order; 0: the split "
                                 "picks them from measured per-block times and memory")
@@ -47,7 +48,8 @@ class StageConfig:
     def __post_init__(self) -> None:
         from mixfleet.catalog.base import get_chip
 
-        get_chip(self.chip)  # an unknown id -> ConfigError naming the known ones
+        if self.chip != "cpu":
+            get_chip(self.chip)  # an unknown id -> ConfigError naming the known ones
         require(self.ranks >= 1, f"parallel.stages.ranks must be >= 1 (got {self.ranks}) for "
                 f"chip {self.chip!r}; set ranks = 1")
         require(self.blocks >= 0, f"parallel.stages.blocks must be >= 0 (got {self.blocks}) "
@@ -56,7 +58,7 @@ class StageConfig:
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
 class PipelineConfig:
-    """The pipeline fields of ``[parallel]`` (draft)."""
+    """The pipeline fields of ``[parallel]``."""
 
     stage_mode: Literal["dp", "fsdp"] = field(
         "dp", help="inside a stage: dp (a replica per rank) or fsdp (sharded over the stage)")
@@ -67,6 +69,11 @@ class PipelineConfig:
     virtual_stages: int = field(1, help="stage modules per rank (interleaved-1f1b: >= 2)")
     stages: list[StageConfig] = field([], help="the stages in order; none: one per chip "
                                                "kind of [[ranks]]")
+    resplit_every: int = field(0, help="steps between comparisons of the measured stage "
+                                       "times with the split's; a re-split that the "
+                                       "hysteresis lets through relaunches the job (0: off)")
+    resplit_hysteresis: float = field(0.1, help="re-split only when the predicted step "
+                                                "drops by more than this fraction")
 
     def __post_init__(self) -> None:
         require(self.schedule in SCHEDULES, f"parallel.schedule {self.schedule!r} is unknown; "
@@ -75,6 +82,10 @@ class PipelineConfig:
                 f"{self.stage_mode!r} is unknown; use 'dp' or 'fsdp'")
         require(self.microbatches >= 0, f"parallel.microbatches must be >= 0 (got "
                 f"{self.microbatches}); set microbatches = 0 to let the plan pick")
+        require(self.resplit_every >= 0, f"parallel.resplit_every must be >= 0 (got "
+                f"{self.resplit_every}); set it to 50, or 0 to turn re-splits off")
+        require(0 <= self.resplit_hysteresis < 1, f"parallel.resplit_hysteresis must be in "
+                f"[0, 1) (got {self.resplit_hysteresis}); set it to 0.1")
         require(self.virtual_stages >= 1, f"parallel.virtual_stages must be >= 1 (got "
                 f"{self.virtual_stages}); set virtual_stages = 1")
         interleaved = self.schedule == "interleaved-1f1b"

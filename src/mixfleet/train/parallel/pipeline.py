@@ -222,6 +222,7 @@ class PipelineRank:
         self._replicas = [self.modules] + [_replica(self.modules) for _ in self.lanes[1:]]
         loss_fn = stage_loss(loss, global_batch)
         self._schedules: list[Any] = []
+        self._stages: list[tuple[Any, int]] = []  # (PipelineStage, virtual stage index)
         for lane in range(layout.lanes):
             g = dist.new_group(layout.lane_ranks(lane))
             if lane in self.lanes:
@@ -229,6 +230,7 @@ class PipelineRank:
                 stages = [PipelineStage(m, j, p * v, self.device, group=g)
                           for m, j in zip(mods, mine, strict=True)]
                 self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
+                self._stages += list(zip(stages, mine, strict=True))
         self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
 
     def _shard(self) -> None:
@@ -248,6 +250,13 @@ class PipelineRank:
                     sub.set_gradient_divide_factor(1.0)
                     sub.set_force_sum_reduction_for_comms(True)
 
+    def pace(self, pacer: Any) -> None:
+        """Let ``pacer`` (an emulated chip's
+        :class:`~mixfleet.emulate.stagepace.ChunkPacer`) time every stage's forward and
+        backward of a micro-batch, on every lane."""
+        for stage, j in self._stages:
+            pacer.wrap(stage, j)
+
     def parameters(self) -> list[nn.Parameter]:
         return list(self.params)
 
@@ -266,17 +275,17 @@ class PipelineRank:
         n = self.B // self.layout.lanes
         return t[lane * n: (lane + 1) * n]
 
-    def _run_lanes(self, batch: Batch, train: bool) -> torch.Tensor | None:
+    def _run_lanes(self, batch: Batch | None, train: bool) -> torch.Tensor | None:
         """Each of this rank's lanes through its schedule, at once when there are several;
         the loss summed in lane order on the last stage."""
-        x, y = batch
+        x, y = batch if batch is not None else (None, None)  # middle stages read nothing
         out: list[torch.Tensor | None] = [None] * len(self.lanes)
 
         def run(i: int) -> None:
             lane, sched = self.lanes[i], self._schedules[i]
             losses: list[torch.Tensor] = []
-            args = (self._lane_slice(x, lane),) if self.is_first else ()
-            target = self._lane_slice(y, lane) if self.is_last else None
+            args = (self._lane_slice(x, lane),) if self.is_first and x is not None else ()
+            target = self._lane_slice(y, lane) if self.is_last and y is not None else None
             if train:
                 sched.step(*args, target=target, losses=losses, return_outputs=False)
             else:
@@ -297,7 +306,7 @@ class PipelineRank:
             total = total + t
         return total
 
-    def forward_backward(self, batch: Batch) -> torch.Tensor | None:
+    def forward_backward(self, batch: Batch | None) -> torch.Tensor | None:
         """Run this rank's lanes over the global ``batch`` (inputs, targets; every rank may
         pass it, only the first and last stages read it) and sum the stage's gradients
         (over its lanes in lane order, then across its ranks). Returns the loss of the
@@ -308,7 +317,7 @@ class PipelineRank:
         self._reduce()
         return total
 
-    def eval_loss(self, batch: Batch) -> torch.Tensor | None:
+    def eval_loss(self, batch: Batch | None) -> torch.Tensor | None:
         """The loss of ``batch`` (summed, / B) through the pipeline without gradients (the
         schedules' ``eval``; every rank must call it, as for a training step). Returns it
         on the last stage, else None."""

@@ -34,7 +34,7 @@ from typing import Literal
 
 from mixfleet.errors import ConfigError
 
-__all__ = ["StageChip", "ModelBytes", "SplitPlan", "split_blocks", "in_flight",
+__all__ = ["StageChip", "ModelBytes", "SplitPlan", "split_blocks", "split_of", "in_flight",
            "stage_cost", "all_splits"]
 
 Schedule = Literal["1f1b", "gpipe"]
@@ -203,6 +203,15 @@ def split_blocks(stages: Sequence[StageChip], model: ModelBytes, *, microbatches
     blocks = _solve(stages, model, n, microbatches, schedule, sharded, fit=True)
     if blocks is None:
         raise _no_fit(stages, model, n, microbatches, schedule, sharded)
+    return split_of(stages, model, blocks, microbatches=microbatches, schedule=schedule,
+                    sharded=sharded)
+
+
+def split_of(stages: Sequence[StageChip], model: ModelBytes, blocks: Sequence[int], *,
+             microbatches: int, schedule: Schedule = "1f1b", sharded: bool = False
+             ) -> SplitPlan:
+    """What a given split (``blocks`` per stage) predicts: each stage's time and memory,
+    the step and the bubble (no memory check: the caller decided the split)."""
     times, mems, lo = [], [], 0
     for s, k in enumerate(blocks):
         t, mem = stage_cost(stages, model, s, lo, lo + k, microbatches=microbatches,
@@ -211,6 +220,6 @@ def split_blocks(stages: Sequence[StageChip], model: ModelBytes, *, microbatches
         mems.append(mem)
         lo += k
     p = len(stages)
-    return SplitPlan(blocks=blocks, stage_s=tuple(times), stage_bytes=tuple(mems),
+    return SplitPlan(blocks=tuple(blocks), stage_s=tuple(times), stage_bytes=tuple(mems),
                      step_s=(microbatches + p - 1) * max(times),
                      bubble=(p - 1) / (microbatches + p - 1))

@@ -23,8 +23,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from mixfleet.config import field
+from mixfleet.config import field, require
 from mixfleet.train.parallel.flatopt import FlatSGD
+from mixfleet.train.parallel.pipeconfig import PipelineConfig
 
 if TYPE_CHECKING:
     from mixfleet.emulate.links import LinkPacer
@@ -33,14 +34,15 @@ __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "shard_units",
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class ParallelConfig:
-    """The ``[parallel]`` table."""
+class ParallelConfig(PipelineConfig):
+    """The ``[parallel]`` table (the pipeline fields: :class:`PipelineConfig`)."""
 
-    mode: Literal["dp", "fsdp", "auto"] = field(
+    mode: Literal["dp", "fsdp", "pipeline", "auto"] = field(
         "dp", help="dp: a replica per rank, one flat all-reduce (small models); fsdp: FSDP2, "
-                   "parameters, gradients and optimizer state sharded over the ranks; auto: "
-                   "the cost model's fastest plan that fits, chosen at launch "
-                   "(`mixfleet plan-job` shows it)")
+                   "parameters, gradients and optimizer state sharded over the ranks; "
+                   "pipeline: a stage per chip kind, only activations cross between kinds "
+                   "(docs/pipeline.md); auto: the cost model's fastest plan that fits, "
+                   "chosen at launch (`mixfleet plan-job` shows it)")
     param_dtype: Literal["auto", "fp32", "bf16"] = field(
         "auto", help="fsdp compute dtype of the parameters (auto: bf16 on accelerators, "
                      "fp32 on the CPU); gradients are reduced in fp32")
@@ -50,6 +52,12 @@ class ParallelConfig:
     activation_checkpointing: bool = field(False, help="fsdp: recompute each block's "
                                                        "activations in the backward pass")
     compile: bool = field(False, help="fsdp: torch.compile each block")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.mode == "pipeline" or not self.stages, f"parallel.stages are given but "
+                f"parallel.mode = {self.mode!r}; set mode = 'pipeline' or remove "
+                f"[[parallel.stages]]")
 
 AllReduce = Callable[[torch.Tensor], None]
 
@@ -63,6 +71,7 @@ class ReductionStrategy(abc.ABC):
     uniform_micro_batches = False  # every rank must run the same number of micro-batches
     collective_forward = False  # every rank must run every forward (evaluation included)
     optimizer_foreach: bool | None = None  # the optimizer's multi-tensor path (None: default)
+    runs_schedule = False  # run_schedule(global batch) replaces the micro-batch loop
 
     def __init__(self, model: nn.Module, *, device: torch.device, world: int, group: Any,
                  all_reduce: AllReduce | None = None,
@@ -87,6 +96,11 @@ class ReductionStrategy(abc.ABC):
         loss slot. ``last``: the step's last micro-batch on this rank."""
         scaled_loss.backward()
         self._loss_slot.add_(scaled_loss.detach())
+
+    def run_schedule(self, batch: Any) -> None:
+        """Forward and backward of the whole global ``batch`` (strategies that set
+        ``runs_schedule``: a pipeline's schedule)."""
+        raise NotImplementedError(f"{self.name} runs micro-batches through backward()")
 
     @abc.abstractmethod
     def reduce(self) -> None:

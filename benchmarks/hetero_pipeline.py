@@ -1,0 +1,167 @@
+"""Heterogeneous pipeline [emulated]: one job on H20 + P800 + 910B (2 of each, one node),
+a pipeline stage per kind, against fsdp across the kinds and the sum of what the six chips
+deliver in their kinds' best homogeneous plans.
+
+Fixed so that no one tunes it (issue "Heterogeneous pipeline stages"): ``--as-model
+llama3-8b`` at sequence length 4096, global batch 64 sequences, micro-batch 1 sequence,
+AdamW, the default links (bridge 32 GB/s, assumed). Every rank is an emulated chip
+(``emu:<id>``): a small llama (16 blocks, each standing for 2 of the 32 layers) does the
+real math on this CPU, and each rank is paced by the named model's figures (catalog BF16
+peak x the profile's MFU; docs/emulation.md, docs/pipeline.md "Emulated stages"), every
+emulated second lasting ``time scale`` wall seconds.
+
+- **the sum** (predicted, labelled so): for each kind, the cost model's best homogeneous
+  plan (the fewest chips of that kind on which dp or fsdp fits llama3-8b, the faster
+  mode there) gives its per-chip throughput; the sum over the six chips. Predicted, since
+  this machine cannot run the homogeneous plans of 8B at that scale in the time a
+  benchmark has (each needs its own emulated run).
+- **the fastest kind alone** (predicted): the best per-chip kind's plan on as many of its
+  chips as the job has (2), when that fits.
+- **fsdp across all six ranks** (measured, emulated): ``[parallel] mode = "fsdp"``, shares
+  by speed, the priced all-gathers and reduce-scatters over the bridge.
+- **pipeline** (measured, emulated): ``mode = "pipeline"``, one stage per kind, fsdp inside
+  a stage, 1F1B with 32 micro-batches per lane (2 lanes), the split the plan picks.
+
+Throughput: samples per emulated second, from the mean wall time of whole steps after a
+warm-up (``metrics.jsonl``) / the time scale. Targets: pipeline >= 0.85 of the sum, and
+>= 1.5x fsdp across kinds.
+
+    .venv/bin/python benchmarks/hetero_pipeline.py --as-model llama3-8b [--steps 6]
+
+Last line: pipeline / the sum.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from bench_common import mean_step_s, train_cli  # noqa: E402
+
+KINDS = ["nvidia-h20", "kunlun-p800", "ascend-910b"]
+B, SEQ = 64, 4096
+SMALL = ("workload.options={preset='debug', dim=64, layers=16, heads=2, kv_heads=1, "
+         "ffn_dim=128, seq_len=16, tie_embeddings=false, eval_samples=2}")
+COMMON = ["workload.name='llama'", SMALL, f"train.global_batch={B}", "train.optimizer='adamw'",
+          "train.lr=0.002", "train.schedule='constant'", "train.warmup_steps=0",
+          "checkpoint.interval=100000", "train.log_every=100000", "telemetry.hz=0",
+          "health.straggler_action='report'", "launch.max_restarts=0",
+          "shares.max_micro_batch=1", "shares.max_accum=64",
+          f"emulate.as_model_seq_len={SEQ}"]
+
+
+def ranks(kinds: list[str], per: int) -> list[str]:
+    devs = [f"emu:{k}" for k in kinds for _ in range(per)]
+    return ["ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]",
+            f"launch.nproc={len(devs)}"]
+
+
+def config(overrides: list[str]) -> object:
+    from mixfleet.train.launch import resolve_config
+
+    return resolve_config(ROOT / "examples" / "llama-debug.toml", [*COMMON, *overrides])
+
+
+def predicted(model: str, kinds: list[str], per: int, mode: str) -> tuple[float | None, str]:
+    """The cost model's step (chip seconds) of ``mode`` on ``per`` chips of each kind."""
+    from mixfleet.fleet.costmodel import predict
+    from mixfleet.train.autoplan import job_of
+
+    cfg = config([f'emulate.as_model="{model}"', *ranks(kinds, per), f"parallel.mode='{mode}'"])
+    job, rs = job_of(cfg)  # type: ignore[arg-type]
+    p = predict(job, rs, modes=(mode,), prices=cfg.emulate.link_prices())[0]  # type: ignore[attr-defined]
+    return (p.step_s if p.fits else None), p.refusal
+
+
+def per_chip(model: str) -> dict[str, tuple[float, int, str]]:
+    """Each kind's best homogeneous plan: (samples per chip-second, chips, mode)."""
+    out = {}
+    for k in KINDS:
+        for n in range(1, 17):
+            fits = [(s, md) for md in ("dp", "fsdp") if (s := predicted(model, [k], n, md)[0])]
+            if fits:
+                s, md = min(fits)
+                out[k] = (B / s / n, n, md)
+                break
+    return out
+
+
+def pipeline_plan(model: str) -> tuple[dict, float]:
+    """The pipeline's stages event fields and its predicted step (chip seconds)."""
+    from mixfleet.train.parallel.pipeplan import job_pipeline
+    from mixfleet.workloads import load_workload
+
+    cfg = config([f'emulate.as_model="{model}"', *ranks(KINDS, 2), "parallel.mode='pipeline'",
+                  "parallel.stage_mode='fsdp'"])
+    wl = load_workload(cfg.workload.name, cfg.workload.options)  # type: ignore[attr-defined]
+    plan = job_pipeline(cfg, KINDS[:1] * 2 + KINDS[1:2] * 2 + KINDS[2:] * 2, wl)
+    assert plan is not None and plan.split is not None
+    return plan.fields(), plan.split.step_s
+
+
+def measured(root: Path, name: str, overrides: list[str], steps: int, warm: int,
+             scale: float) -> float:
+    """Samples per emulated second of a run."""
+    d = train_cli(ROOT / "examples" / "llama-debug.toml", root / name,
+                  [*COMMON, *overrides, f"train.steps={steps}", f"emulate.time_scale={scale!r}"])
+    return B / (mean_step_s(d, warm) / scale)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--as-model", default="llama3-8b")
+    ap.add_argument("--steps", type=int, default=6, help="steps of each measured run")
+    ap.add_argument("--warmup", type=int, default=2, help="steps left out of the mean")
+    ap.add_argument("--target-step-s", type=float, default=8.0,
+                    help="wall seconds the pipeline's predicted step is paced to")
+    args = ap.parse_args()
+    m = args.as_model
+    homo = per_chip(m)
+    for k, (tput, n, md) in homo.items():
+        print(f"[predicted] {k}: best homogeneous plan {md} on {n} chip(s): {tput:.4f} "
+              f"samples/s per chip", flush=True)
+    total = sum(2 * homo[k][0] for k in KINDS if k in homo)
+    print(f"[predicted] the sum over the six chips (2 of each kind): {total:.4f} samples/s")
+    fastest = max(homo, key=lambda k: homo[k][0])
+    alone = [(s, md) for md in ("dp", "fsdp") if (s := predicted(m, [fastest], 2, md)[0])]
+    if alone:
+        s, md = min(alone)
+        print(f"[predicted] fastest kind alone: {fastest} x2 ({md}): {B / s:.4f} samples/s "
+              f"= {B / s / total:.3f} of the sum")
+    else:
+        print(f"[predicted] fastest kind alone: {fastest} x2: llama3-8b fits in no plan on "
+              f"2 chips (= 0.000 of the sum)")
+    fields, pstep = pipeline_plan(m)
+    scale = min(1.0, args.target_step_s / pstep)
+    print(f"[emulated as {m}, seq {SEQ}, time scale {scale:.3g}] pipeline plan: "
+          + json.dumps({k: fields[k] for k in ("stages", "microbatches", "lanes", "bubble")})
+          + f"; predicted step {pstep:.1f} chip-s = {B / pstep:.4f} samples/s", flush=True)
+    with tempfile.TemporaryDirectory(prefix="hetero-pipeline-") as tmp:
+        root = Path(tmp)
+        base = [f'emulate.as_model="{m}"', *ranks(KINDS, 2)]
+        fsdp = measured(root, "fsdp", [*base, "parallel.mode='fsdp'", "shares.mode='speed'"],
+                        args.steps, args.warmup, scale)
+        ps, pr = predicted(m, KINDS, 2, "fsdp")
+        print(f"[emulated as {m}] fsdp across all six ranks: {fsdp:.4f} samples/s = "
+              f"{fsdp / total:.3f} of the sum (predicted "
+              + (f"{B / ps:.4f} samples/s)" if ps else f"refused: {pr})"), flush=True)
+        pipe = measured(root, "pipeline", [*base, "parallel.mode='pipeline'",
+                                           "parallel.stage_mode='fsdp'"],
+                        args.steps, args.warmup, scale)
+        print(f"[emulated as {m}] pipeline: {pipe:.4f} samples/s = {pipe / total:.3f} of the "
+              f"sum (predicted {B / pstep:.4f}; measured / predicted "
+              f"{pipe / (B / pstep):.3f})", flush=True)
+        print(f"[emulated as {m}] pipeline / fsdp across kinds = {pipe / fsdp:.2f} "
+              f"(target >= 1.5)")
+    print(f"hetero pipeline [emulated as {m}]: pipeline = {pipe / total:.3f} of the sum "
+          f"(target >= 0.85)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Emulated chips in a pipeline: each stage's forward and backward of one micro-batch take
+their chip's time (see docs/pipeline.md, "Emulated stages").
+
+A pipeline's schedule calls its stage's ``forward_one_chunk`` and ``backward_one_chunk``
+once per micro-batch; :class:`ChunkPacer` wraps both so that each lasts its chip's time:
+
+- under ``as_model`` (:class:`ChunkPace` per virtual stage): the named model's layers of
+  this stage on this chip kind (seconds per token from the catalog peak and the profile's
+  MFU, forward 1/3 and backward 2/3 of a training step's FLOPs) plus the point-to-point
+  transfer of one micro-batch's activations (forward) or their gradient (backward) to the
+  neighbouring stage over the priced link (the bridge between kinds), all x the time scale;
+- else: the real computation stretched by the chip's relative speed (``real / speed``).
+
+Either way the chip's thermal clock factor slows it further (a throttled stage gets slower,
+which a re-split can then see). The chunks of the lanes a rank serves at once take turns
+on its one chip (a lock), so a shared rank does their work one after the other, as one
+chip would. The sends are charged to the sender (a synchronous send): the receiver waits
+for them in the schedule's own receive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ChunkPace", "ChunkPacer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChunkPace:
+    """Wall seconds of one micro-batch on one virtual stage (already time-scaled)."""
+
+    fwd_s: float  # computation of the forward
+    bwd_s: float  # computation of the backward
+    send_fwd_s: float = 0.0  # activations to the next stage (0 on the last)
+    send_bwd_s: float = 0.0  # their gradient to the previous stage (0 on the first)
+
+
+class ChunkPacer:
+    """Paces the chunks of this rank's stages; see the module docstring."""
+
+    def __init__(self, paces: dict[int, ChunkPace] | None = None, *, speed: float = 1.0,
+                 clock_factor: Callable[[], float] = lambda: 1.0,
+                 clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if not 0 < speed <= 1:
+            raise ValueError(f"speed must be in (0, 1] (got {speed})")
+        self.paces, self.speed, self.factor = paces, speed, clock_factor
+        self._clock, self._sleep = clock, sleep
+        self._chip = threading.Lock()  # one chip: the lanes' chunks take turns
+        self.busy_s = 0.0  # paced seconds so far (compute and sends)
+
+    def wrap(self, stage: Any, virtual: int) -> None:
+        """Pace ``stage`` (a ``PipelineStage`` of virtual stage ``virtual``)."""
+        fwd, bwd = stage.forward_one_chunk, stage.backward_one_chunk
+        stage.forward_one_chunk = lambda *a, **k: self._run(fwd, a, k, virtual, True)
+        stage.backward_one_chunk = lambda *a, **k: self._run(bwd, a, k, virtual, False)
+
+    def target(self, virtual: int, forward: bool, real: float) -> float:
+        """Seconds the chunk takes on this chip (``real``: its computation here)."""
+        p = self.paces.get(virtual) if self.paces is not None else None
+        if p is None:
+            t = real / self.speed
+        else:
+            t = (p.fwd_s + p.send_fwd_s) if forward else (p.bwd_s + p.send_bwd_s)
+        return t / max(1e-6, self.factor())
+
+    def _run(self, fn: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any], virtual: int,
+             forward: bool) -> Any:
+        with self._chip:
+            t0 = self._clock()
+            out = fn(*a, **k)
+            real = self._clock() - t0
+            end = t0 + max(real, self.target(virtual, forward, real))
+            while (now := self._clock()) < end - 1e-4:
+                self._sleep(end - now)
+            self.busy_s += max(real, end - t0)
+        return out

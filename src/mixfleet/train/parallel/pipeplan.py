@@ -1,0 +1,373 @@
+"""A pipeline job's plan before it runs: its stages, the job ranks in stage order, the
+micro-batches and the split of blocks, with each stage's predicted time and memory and the
+bubble (see docs/pipeline.md, "In the trainer").
+
+Every rank computes the same plan from the config, the chip kinds of the job's ranks and
+the model (built on the ``meta`` device: no memory, no random numbers drawn), and
+:func:`~mixfleet.train.launch.prepare_run` computes it once before anything is written, so
+bad input exits 2 with nothing written.
+
+Blocks come from ``[[parallel.stages]] blocks`` when given, else from
+:func:`~mixfleet.train.parallel.split.split_blocks` with **predicted** per-block times: a
+block's parameter count over its chip kind's catalog peak (compute grows with the
+parameters in a decoder; the embedding lookup costs ~nothing; the head with its
+parameters), and memory from the catalog HBM (the host's is not limited). That basis is
+recorded with the plan (``basis``); measured per-block times replace it when given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+from torch import nn
+
+from mixfleet.errors import ConfigError
+from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, resolve_stages
+from mixfleet.train.parallel.pipeline import Layout, bubble_fraction, check_schedule
+from mixfleet.train.parallel.split import (
+    ModelBytes,
+    SplitPlan,
+    StageChip,
+    split_blocks,
+    split_of,
+)
+from mixfleet.train.parallel.stages import parts_for
+
+if TYPE_CHECKING:
+    from mixfleet.emulate.stagepace import ChunkPace
+
+__all__ = ["PipelinePlan", "plan_pipeline", "chip_memory_gib", "pick_microbatches",
+           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs", "chunk_paces"]
+
+_GIB = 2**30
+_HOST = 1e15  # bytes: a host stage is not limited by the split (the OS is)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelinePlan:
+    """What a pipeline job runs; see the module docstring."""
+
+    stages: tuple[StageConfig, ...]
+    order: tuple[int, ...]  # pipeline rank i is job rank order[i]
+    layout: Layout
+    microbatches: int
+    schedule: str
+    stage_mode: str
+    split: SplitPlan | None  # the prediction (None: virtual stages)
+    basis: str  # where the blocks come from
+    inputs: tuple[tuple[StageChip, ...], ModelBytes] | None = None  # what split_blocks got
+
+    def fields(self) -> dict[str, Any]:
+        """The ``stages`` event's fields."""
+        sp = self.split
+        # seconds only where every stage's chip has a catalog peak (the host has none:
+        # its times are relative, in units of 1e12 FLOP/s)
+        unit = ("predicted_s" if all(chip_memory_gib(s.chip) is not None for s in self.stages)
+                else "predicted_relative_time")
+        return {
+            "stages": [{"chip": s.chip, "ranks": s.ranks, "blocks": b,
+                        **({unit: float(f"{sp.stage_s[i]:.4g}"),
+                            "predicted_gib": round(sp.stage_bytes[i] / _GIB, 3)}
+                           if sp is not None else {})}
+                       for i, (s, b) in enumerate(zip(self.stages, self._blocks(), strict=True))],
+            "order": list(self.order), "microbatches": self.microbatches,
+            "lanes": self.layout.lanes, "schedule": self.schedule,
+            "virtual_stages": self.layout.virtual, "stage_mode": self.stage_mode,
+            "bubble": round(bubble_fraction(self.layout.stages, self.microbatches,
+                                            self.layout.virtual), 4),
+            "basis": self.basis}
+
+    @property
+    def step_s(self) -> float | None:
+        """The predicted step (the split's units: seconds where every chip has a catalog
+        peak), or None without a prediction."""
+        return self.split.step_s if self.split is not None else None
+
+    def _blocks(self) -> list[int]:
+        v, p = self.layout.virtual, self.layout.stages
+        return [sum(self.layout.blocks[j] for j in range(s, p * v, p)) for s in range(p)]
+
+    def describe(self) -> str:
+        """One line: each stage's chip, ranks and blocks, and the bubble."""
+        parts = [f"{s.chip} x{s.ranks}: {b} blocks"
+                 for s, b in zip(self.stages, self._blocks(), strict=True)]
+        bub = bubble_fraction(self.layout.stages, self.microbatches, self.layout.virtual)
+        return (f"pipeline {self.schedule}, {self.microbatches} micro-batches x "
+                f"{self.layout.lanes} lane(s): " + " | ".join(parts) + f" (bubble {bub:.0%})")
+
+
+def chip_memory_gib(kind: str) -> float | None:
+    """The catalog HBM of a chip kind; None for the host or a kind the catalog lacks."""
+    from mixfleet.catalog.base import get_chip
+
+    try:
+        return get_chip(kind).hbm_gib.value
+    except ConfigError:
+        return None
+
+
+def _peak(kind: str) -> float:
+    from mixfleet.catalog.base import get_chip
+
+    try:
+        return get_chip(kind).peak_flops() or 1e12
+    except ConfigError:
+        return 1e12  # the host: one unit; only ratios between stages matter
+
+
+def pick_microbatches(stages: int, lane_batch: int, schedule: str) -> int:
+    """The micro-batches per lane a plan picks: the fewest that divide the lane's batch
+    and keep the bubble at or under 10% ((P-1)/(m+P-1) <= 0.1 needs m >= 9(P-1)); the
+    whole lane batch (one sample each) when none does; at least ``stages`` (1F1B)."""
+    need = max(stages if schedule != "gpipe" else 1, 9 * (stages - 1))
+    for m in range(1, lane_batch + 1):
+        if lane_batch % m == 0 and m >= need:
+            return m
+    return lane_batch
+
+
+def _model_bytes(model: nn.Module, sample_tokens: int, micro: int) -> tuple[ModelBytes, list[int]]:
+    """Parameter bytes per block (and of the embeddings and head) and a rough activation
+    estimate per micro-batch (tokens x widest dimension x 4 bytes x 16 per block)."""
+    parts = parts_for(model)
+    blocks = list(getattr(model, parts.blocks))
+    counts = [sum(q.numel() for q in b.parameters()) for b in blocks]
+    width = max((max(q.shape) for b in blocks[:1] for q in b.parameters()), default=1)
+    act = float(micro * sample_tokens * width * 4 * 16)
+    first = sum(q.numel() for n in parts.first for q in getattr(model, n).parameters())
+    last = sum(q.numel() for n in parts.last for q in getattr(model, n).parameters())
+    mb = ModelBytes(block_params=tuple(4.0 * c for c in counts),
+                    block_acts=tuple(act for _ in counts), embed_params=4.0 * first,
+                    head_params=4.0 * last, head_acts=act)
+    return mb, counts
+
+
+@dataclasses.dataclass(frozen=True)
+class AsModelCosts:
+    """``[emulate] as_model`` under pipeline: the named model's figures stand in for the
+    configured small model's blocks (each of its ``n`` blocks is ``layers / n`` layers of
+    the named model) in the split and in the emulated chips' pace."""
+
+    params: int
+    layers: int
+    dim: int
+    vocab: int
+    flops_per_token: float  # training (forward + backward)
+    seq_len: int
+    token_s: Mapping[str, float]  # chip seconds per token of the whole model, per kind
+    optimizer: str
+
+    def head_fraction(self) -> float:
+        """The head's share of a token's training FLOPs (6 x dim x vocab)."""
+        return min(0.5, 6.0 * self.dim * self.vocab / self.flops_per_token)
+
+    def block_s(self, kind: str, n_blocks: int, tokens: float) -> float:
+        """Chip seconds of one small-model block (``layers / n_blocks`` layers), forward and
+        backward of ``tokens`` tokens."""
+        return (1 - self.head_fraction()) / n_blocks * self.token_s[kind] * tokens
+
+    def head_s(self, kind: str, tokens: float) -> float:
+        return self.head_fraction() * self.token_s[kind] * tokens
+
+    def model_bytes(self, n_blocks: int, tokens: float) -> ModelBytes:
+        """Memory of the named model cut in ``n_blocks``: fp32 weights (x the state
+        factor: gradients, optimizer state), bf16 activations 34 x dim per token and layer
+        (as in ``emulate.asmodel.memory_need``), fp32 logits."""
+        lpb = self.layers / n_blocks
+        emb = float(self.dim * self.vocab)
+        per_layer = max(0.0, (self.params - 2 * emb) / self.layers)
+        return ModelBytes(block_params=tuple(4.0 * per_layer * lpb for _ in range(n_blocks)),
+                          block_acts=tuple(34.0 * self.dim * tokens * lpb
+                                           for _ in range(n_blocks)),
+                          embed_params=4.0 * emb, head_params=4.0 * emb,
+                          head_acts=4.0 * self.vocab * tokens,
+                          state_factor=4.0 if self.optimizer == "adamw" else 3.0)
+
+
+def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *,
+                  global_batch: int, sample_tokens: int = 1,
+                  memory_gib: Mapping[str, float | None] | None = None,
+                  as_model: AsModelCosts | None = None) -> PipelinePlan:
+    """The plan of a pipeline job whose ranks are of chip ``kinds`` (job rank order);
+    ``model`` may be on the meta device. ConfigError (exit 2) naming the field and the
+    fix when the stages, the micro-batches or the memory do not work out. ``as_model``:
+    split by the named model's figures (an emulated job)."""
+    parts = parts_for(model)
+    n_blocks = len(getattr(model, parts.blocks))
+    mem = dict(memory_gib) if memory_gib is not None else {
+        k: chip_memory_gib(k) for k in set(kinds)}
+    if not cfg.stages and len(set(kinds)) == 1:  # one kind: a stage per rank
+        cfg = dataclasses.replace(cfg, stages=[StageConfig(chip=kinds[0], ranks=1)
+                                               for _ in kinds])
+    res = resolve_stages(cfg, kinds, n_blocks, mem)
+    stages, v = res.stages, cfg.virtual_stages
+    ranks = tuple(s.ranks for s in stages)
+    lanes = max(ranks)
+    if global_batch % lanes:
+        raise ConfigError(f"train.global_batch ({global_batch}) must be a multiple of the "
+                          f"pipeline's lanes ({lanes}, the most ranks of a stage); set "
+                          f"global_batch = {lanes * max(1, global_batch // lanes)}")
+    m = cfg.microbatches or pick_microbatches(len(stages), global_batch // lanes, cfg.schedule)
+    check_schedule(cfg.schedule, len(stages), m)
+    if global_batch % (lanes * m):
+        raise ConfigError(f"train.global_batch ({global_batch}) must be a multiple of lanes x "
+                          f"parallel.microbatches ({lanes} x {m} = {lanes * m}): micro-batches "
+                          f"are equal slices of the global batch; set microbatches to a "
+                          f"divisor of {global_batch // lanes}")
+    micro = global_batch // lanes // m
+    if as_model is not None:
+        tokens = float(micro * as_model.seq_len)
+        mb = as_model.model_bytes(n_blocks, tokens)
+        chips = [StageChip(chip=s.chip, ranks=s.ranks,
+                           memory_bytes=(mem.get(s.chip) or _HOST / _GIB) * _GIB,
+                           block_s=tuple(as_model.block_s(s.chip, n_blocks, tokens)
+                                         for _ in range(n_blocks)),
+                           head_s=as_model.head_s(s.chip, tokens)) for s in stages]
+        basis = "predicted for the emulated model (catalog peak x profile MFU, catalog HBM)"
+    else:
+        mb, counts = _model_bytes(model, sample_tokens, micro)
+        chips = [StageChip(chip=s.chip, ranks=s.ranks,
+                           memory_bytes=(mem.get(s.chip) or _HOST / _GIB) * _GIB,
+                           block_s=tuple(c / _peak(s.chip) for c in counts),
+                           head_s=mb.head_params / 4.0 / _peak(s.chip)) for s in stages]
+        basis = "predicted (parameters / catalog peak, catalog memory)"
+    sched: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
+    sharded = cfg.stage_mode == "fsdp"
+    split: SplitPlan | None = None
+    if stages[0].blocks:
+        per = [s.blocks for s in stages]
+        basis = "given ([[parallel.stages]] blocks)"
+        if v == 1:
+            split = split_of(chips, mb, per, microbatches=m, schedule=sched, sharded=sharded)
+    else:
+        split = split_blocks(chips, mb, microbatches=m, schedule=sched, sharded=sharded)
+        per = list(split.blocks)
+    if v > 1:  # virtual stage j on physical stage j % P: each stage's blocks cut in v
+        blocks = _interleave(per, v)
+    else:
+        blocks = per
+    layout = Layout(ranks, tuple(blocks), v)
+    return PipelinePlan(stages=stages, order=res.order, layout=layout, microbatches=m,
+                        schedule=cfg.schedule, stage_mode=cfg.stage_mode,
+                        split=split if v == 1 else None, basis=basis,
+                        inputs=(tuple(chips), mb))
+
+
+def _interleave(per: Sequence[int], v: int) -> list[int]:
+    """Blocks per virtual stage (``P x v`` of them, virtual stage ``j`` on physical stage
+    ``j % P``) from blocks per physical stage: each cut into ``v`` near-equal runs."""
+    p = len(per)
+    if any(b < v for b in per):
+        raise ConfigError(f"parallel.virtual_stages = {v} needs at least {v} blocks per stage "
+                          f"(the split gives {list(per)}); use fewer virtual stages")
+    out = [0] * (p * v)
+    for s, b in enumerate(per):
+        for k in range(v):
+            out[k * p + s] = b // v + (1 if k < b % v else 0)
+    return out
+
+
+def meta_model(build: Any) -> nn.Module:
+    """``build()`` on the meta device (no memory, no random numbers drawn)."""
+    with torch.device("meta"):
+        return build()
+
+
+def job_pipeline(cfg: Any, kinds: Sequence[str], workload: Any,
+                 as_model: AsModelCosts | None = None) -> PipelinePlan | None:
+    """The plan of a run config (``RunConfig``) whose ranks are of chip ``kinds``, or None
+    when ``[parallel] mode`` is not ``pipeline`` (``as_model``: see :func:`plan_pipeline`;
+    by default from ``[emulate] as_model`` when every rank is an emulated chip)."""
+    if cfg.parallel.mode != "pipeline":
+        return None
+    if len(kinds) < 2:
+        raise ConfigError(f"parallel.mode = 'pipeline' needs at least 2 ranks (got "
+                          f"{len(kinds)}); set launch.nproc = 2 or more, or mode = 'dp'")
+    sample = workload.train_set.take(torch.arange(1))[0]
+    if as_model is None and cfg.emulate.as_model is not None:
+        as_model = as_model_costs(cfg.emulate.as_model, kinds, cfg.train.optimizer,
+                                  cfg.emulate.as_model_seq_len or None)
+    return plan_pipeline(cfg.parallel, kinds, meta_model(workload.build_model),
+                         global_batch=cfg.train.global_batch,
+                         sample_tokens=int(sample.shape[-1]) if sample.dim() > 1 else 1,
+                         as_model=as_model)
+
+
+def as_model_costs(name: str, kinds: Sequence[str], optimizer: str,
+                   seq_len: int | None = None) -> AsModelCosts:
+    """The figures of ``[emulate] as_model = name`` on these chip kinds (the same seconds
+    per token as the dp/fsdp emulation: catalog BF16 peak x the profile's MFU)."""
+    from mixfleet.catalog.base import get_chip
+    from mixfleet.emulate import load_profiles
+    from mixfleet.emulate.asmodel import model_shape, peak_tflops
+
+    shape = model_shape(name, seq_len)
+    profiles = load_profiles()
+    token_s = {}
+    for k in set(kinds):
+        if k not in profiles:
+            raise ConfigError(f"emulate.as_model paces emulated chips; rank kind {k!r} is not "
+                              f"one (use emu:<chip-id> devices or remove [emulate] as_model)")
+        prof = profiles[k]
+        token_s[k] = shape.flops_per_token / (peak_tflops(get_chip(k), prof) * 1e12 * prof.mfu)
+    return AsModelCosts(params=shape.params, layers=shape.layers, dim=shape.dim,
+                        vocab=shape.vocab, flops_per_token=shape.flops_per_token,
+                        seq_len=shape.seq_len, token_s=token_s, optimizer=optimizer)
+
+
+def chunk_paces(plan: PipelinePlan, costs: AsModelCosts, kinds: Sequence[str], *,
+                global_batch: int, time_scale: float, prices: Any,
+                nodes: Sequence[int]) -> dict[int, ChunkPace]:
+    """Each virtual stage's wall seconds per micro-batch under ``as_model`` (forward 1/3 and
+    backward 2/3 of its blocks' and the head's training time; the activations of a
+    micro-batch, bf16, to the next stage and their gradient back over the priced link
+    between the two stages' first ranks), x ``time_scale``. ``kinds``/``nodes``: each
+    pipeline rank's chip kind and node."""
+    from mixfleet.emulate.stagepace import ChunkPace
+
+    lay = plan.layout
+    p, n_blocks = lay.stages, sum(lay.blocks)
+    tokens = float(global_batch // lay.lanes // plan.microbatches * costs.seq_len)
+    act_bytes = tokens * costs.dim * 2.0
+    first = [lay.first_rank(s) for s in range(p)]
+
+    def send(a: int, b: int) -> float:
+        ra, rb = first[a % p], first[b % p]
+        link = prices.link(kinds[ra], kinds[rb], same_node=nodes[ra] == nodes[rb])
+        return float(link.latency_s + act_bytes / (link.gbps * 1e9))
+
+    out: dict[int, ChunkPace] = {}
+    total = p * lay.virtual
+    for j, k in enumerate(lay.blocks):
+        kind = kinds[first[j % p]]
+        t = k * costs.block_s(kind, n_blocks, tokens)
+        if j == total - 1:
+            t += costs.head_s(kind, tokens)
+        out[j] = ChunkPace(fwd_s=t / 3 * time_scale, bwd_s=2 * t / 3 * time_scale,
+                           send_fwd_s=send(j, j + 1) * time_scale if j < total - 1 else 0.0,
+                           send_bwd_s=send(j, j - 1) * time_scale if j > 0 else 0.0)
+    return out
+
+
+def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: Any,
+                places: Sequence[Any], local_world: int) -> None:
+    """An emulated rank of a pipeline: its stages' chunks take its chip's time
+    (:class:`~mixfleet.emulate.stagepace.ChunkPacer`; under ``as_model`` the named model's
+    per-stage times and activation transfers, else the real time / the chip's relative
+    speed), and the emulated device no longer pads whole steps."""
+    from mixfleet.emulate.stagepace import ChunkPacer
+
+    kinds = [p.kind for p in places]
+    paces = None
+    if as_model is not None:
+        costs = as_model_costs(cfg.emulate.as_model, kinds, cfg.train.optimizer,
+                               cfg.emulate.as_model_seq_len or None)
+        paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
+                            time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
+                            nodes=[r // max(1, local_world) for r in range(len(kinds))])
+    pacer: ChunkPacer = trainer.strategy.chunks
+    pacer.paces, pacer.speed, pacer.factor = paces, emu.speed, emu.clock_factor
+    emu.pace_externally()
