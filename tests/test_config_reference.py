@@ -11,7 +11,7 @@ from mixfleet.train.config import RunConfig
 
 def test_every_key_of_a_run_config_is_listed_with_its_help() -> None:
     """Nested sections expand; lists of tables show as [[key]]; no key lacks a help text."""
-    ref = {key: (default, text) for key, default, text in reference(RunConfig)}
+    ref = {key: (default, text) for key, default, _, text in reference(RunConfig)}
     assert ref["train.steps"][0] == "(required)"
     assert ref["emulate.bridge_gbps"][0] == "32.0"
     assert "[[ranks]].device" in ref
@@ -24,3 +24,15 @@ def test_help_config_prints_the_reference_and_exits_0() -> None:
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "checkpoint.interval = " in out.stdout
+
+
+def test_help_config_lists_every_declared_bound() -> None:
+    """A field's bounds, declared once on the field, appear in the reference beside it."""
+    bounds = {key: b for key, _, b, _ in reference(RunConfig)}
+    assert bounds["train.steps"] == ">= 1" and bounds["train.momentum"] == "in [0, 1)"
+    assert bounds["[[ranks]].speed"] == "in (0, 1]"
+    assert bounds["launch.backend"].startswith('one of "auto", "gloo"')
+    assert bounds["train.optimizer"] == 'one of "sgd", "adamw"'  # a Literal type's values
+    out = subprocess.run([sys.executable, "-P", "-m", "mixfleet", "train", "--help-config"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "train.steps = (required)  (>= 1)" in out

@@ -1,10 +1,14 @@
 """Typed configs from TOML files and ``--set section.key=value`` overrides.
 
-Each component owns a ``@dataclass(kw_only=True, frozen=True)`` config whose fields carry
-a help text (``field(default, help=...)`` stores it in the field's metadata).
-This module only turns nested dicts into those dataclasses with strict checks:
-unknown keys, wrong types and missing required fields raise :class:`ConfigError`
-naming the field and the fix.
+Each component owns a ``@dataclass(kw_only=True, frozen=True)`` config next to the class
+it configures, subclassing :class:`Section` (``class TrainConfig(Section, section="train")``).
+Its fields carry a help text and their bounds: ``field(64, help=..., ge=1)``, with ``gt``,
+``le``, ``lt`` and ``choices`` alike. The bounds hold for every instance (``Section``
+checks them before the class's own ``__post_init__``, which keeps only the checks that
+relate several fields) and are listed by ``mixfleet train --help-config``.
+This module turns nested dicts (run configs, fleet files, job files) into those
+dataclasses with strict checks: unknown keys, wrong types, missing required fields and
+values out of bounds raise :class:`ConfigError` naming the field, the value and the fix.
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from mixfleet.errors import ConfigError
+from mixfleet.fields import Section, bounds_text, check_field, field, fix_text, toml_value
 
 T = TypeVar("T")
 
-__all__ = ["load_toml", "apply_overrides", "from_dict", "to_dict", "config_hash", "field",
-           "require", "read_text", "check_values", "MAX_INT", "MAX_DEPTH"]
+__all__ = ["load_toml", "apply_overrides", "from_dict", "parse_as", "to_dict", "config_hash",
+           "field",
+           "Section", "require", "read_text", "check_values",
+           "MAX_INT", "MAX_DEPTH"]
 
 #: Integers in input files must fit a signed 64-bit integer (torch, numpy, the simulator).
 MAX_INT = 2**63 - 1
@@ -40,15 +47,6 @@ def require(cond: bool, msg: str) -> None:
     """Raise ConfigError(msg) unless ``cond`` (for ``__post_init__`` validation)."""
     if not cond:
         raise ConfigError(msg)
-
-
-def field(default: Any = dataclasses.MISSING, *, help: str, **kw: Any) -> Any:
-    """A dataclass field with a help text (listed by ``mixfleet train --help-config``)."""
-    if isinstance(default, (list, dict)):
-        value = default
-        return dataclasses.field(default_factory=lambda: type(value)(value),
-                                 metadata={"help": help}, **kw)
-    return dataclasses.field(default=default, metadata={"help": help}, **kw)
 
 
 def read_text(path: str | Path, what: str, *, max_bytes: int | None = None) -> str:
@@ -243,10 +241,22 @@ def from_dict(cls: type[T], data: dict[str, Any], *, prefix: str = "") -> T:
         where = f"{prefix}.{name}" if prefix else name
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], where)
+            check_field(f, kwargs[name], where)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required config key {where!r}; add it to the config"
-                              f" or pass --set {where}=...")
+            raise ConfigError(f"missing required config key {where!r}; "
+                              f"{fix_text(where, f)}")
     return cls(**kwargs)
+
+
+def parse_as(cls: type[T], data: Any, source: str, *, prefix: str = "") -> T:
+    """:func:`from_dict` for the content of a file: a refusal names ``source`` first
+    (``fleet.toml: pool[0].nodes must be >= 1 (got 0); ...``)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: [{prefix}] must be a table (got {data!r})")
+    try:
+        return from_dict(cls, data, prefix=prefix)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:
@@ -268,32 +278,21 @@ def config_hash(obj: Any) -> str:
 
 def dumps_toml(data: dict[str, Any]) -> str:
     """Write nested dicts (tables one level deep, plus arrays of tables) as TOML."""
-    def val(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        if isinstance(v, dict):
-            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for k, v in data.items():
         if isinstance(v, dict):
             lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {val(vv)}" for kk, vv in v.items()]
+            lines += [f"{kk} = {toml_value(vv)}" for kk, vv in v.items()]
     return "\n".join(lines) + "\n"
 
 
-def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
-    """Every key of config dataclass ``cls``: ``(section.key, default, help)``, nested
-    sections (fields whose type is a dataclass) expanded, lists of tables as ``[[key]]``."""
+def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every key of config dataclass ``cls``: ``(section.key, default, bounds, help)``,
+    nested sections (fields whose type is a dataclass) expanded, lists of tables as
+    ``[[key]]``; bounds as :func:`bounds_text` writes them (a ``Literal`` type's values as
+    choices; '' for none)."""
     hints = get_type_hints(cls)
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str, str]] = []
     for f in dataclasses.fields(cls):
         tp, name = hints[f.name], f"{prefix}{f.name}"
         inner = get_args(tp)[0] if get_origin(tp) is list and get_args(tp) else None
@@ -308,5 +307,7 @@ def reference(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
                 default = repr(f.default_factory())
             else:
                 default = "(required)"
-            out.append((name, default, f.metadata.get("help", "")))
+            bounds = f.metadata.get("bounds") or (
+                {"choices": get_args(tp)} if get_origin(tp) is typing.Literal else {})
+            out.append((name, default, bounds_text(bounds), f.metadata.get("help", "")))
     return out

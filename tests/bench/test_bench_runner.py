@@ -119,7 +119,8 @@ def test_bench_run_with_emulated_chips_writes_labeled_outputs(tmp_path):
 @pytest.mark.parametrize("argv,match", [
     (["bench", "--devices", "emu:nvidia-h9000"], "unknown chip id 'nvidia-h9000'"),
     (["bench", "--workloads", "resnet9000"], "resnet9000"),
-    (["bench", "--batch", "0", "--devices", "cpu"], "batch 0"),
+    (["bench", "--batch", "0", "--devices", "cpu"],
+     "--batch must be >= 1 (got 0 in [0]); pass --batch 32"),
     (["bench", "--devices", "npu:0"], "not available"),
     (["bench", "compare", "/nonexistent.json"], "does not exist"),
 ])

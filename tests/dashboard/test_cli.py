@@ -11,13 +11,13 @@ from mixfleet.cli import main
 
 
 @pytest.mark.parametrize(("args", "words"), [
-    (["--port", "70000"], ["--port must be in 0..65535", "70000"]),
-    (["--port", "-1"], ["--port must be in 0..65535", "-1"]),
+    (["--port", "70000"], ["--port must be in [0, 65535]", "70000", "--port 8600"]),
+    (["--port", "-1"], ["--port must be in [0, 65535]", "-1"]),
     (["{missing}"], ["RUNS_DIR", "is not a directory"]),
     (["--fleet", "{missing}"], ["--fleet", "is not a directory"]),
     (["--token", "short"], ["--token VALUE is refused", "ps", "--token-file"]),
     (["--token-file", "{missing}"], ["--token-file", "cannot be opened", "chmod 600"]),
-    (["--refresh", "0"], ["--refresh must be in 0.2..60"]),
+    (["--refresh", "0"], ["--refresh must be in [0.2, 60]", "--refresh 2.0"]),
 ])
 def test_bad_flags_exit_2_with_a_message(args: list[str], words: list[str], tmp_path: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from mixfleet.emulate.pricing import Link, LinkPrices, StepCost, bytes_moved, transfer_s
+from mixfleet.emulate.pricing import (
+    EmulateConfig,
+    Link,
+    LinkPrices,
+    StepCost,
+    bytes_moved,
+    transfer_s,
+)
 from mixfleet.emulate.profile import get_profile
 from mixfleet.errors import ConfigError
-from mixfleet.train.config import EmulateConfig
 
 
 def test_ring_algorithms_move_the_textbook_fractions() -> None:

@@ -82,24 +82,26 @@ def test_a_measurement_beats_the_assumption():
 
 
 @pytest.mark.parametrize("assumption, match", [
-    ({"relative_speed": 0.6}, r"f\.toml: pool 'x' field 'assumption\.source' is None"),
+    ({"relative_speed": 0.6}, r"f\.toml: missing required config key "
+                              r"'pool\[1\]\.assumption\.source'; set source = "),
     ({"relative_speed": 0.6, "source": "  "}, r"assumption\.source"),
-    ({"relative_speed": 0, "source": "s"}, r"pool 'x' field 'assumption\.relative_speed' "
-                                           r"is 0; use a positive number"),
-    ({"relative_speed": -1.5, "source": "s"}, r"relative_speed' is -1\.5"),
-    ({"relative_speed": True, "source": "s"}, r"relative_speed' is True"),
-    ({"relative_speed": float("nan"), "source": "s"}, r"relative_speed' is nan"),
-    ({"relative_speed": 500, "source": "s"}, r"relative_speed' is 500; .* at most 100"),
-    ({"relative_speed": "fast", "source": "s"}, r"relative_speed' is 'fast'"),
+    ({"relative_speed": 0, "source": "s"}, r"f\.toml: pool\[1\]\.assumption\.relative_speed "
+                                           r"must be in \(0, 100\] \(got 0\.0\); set "
+                                           r"relative_speed = 0\.8 in pool\[1\]\.assumption"),
+    ({"relative_speed": -1.5, "source": "s"}, r"relative_speed must be .* \(got -1\.5\)"),
+    ({"relative_speed": True, "source": "s"}, r"relative_speed must be a number \(got True\)"),
+    ({"relative_speed": float("nan"), "source": "s"}, r"relative_speed must be .* \(got nan\)"),
+    ({"relative_speed": 500, "source": "s"}, r"relative_speed must be in \(0, 100\] \(got 500"),
+    ({"relative_speed": "fast", "source": "s"}, r"relative_speed must be a number \(got 'fast'"),
     ({"relative_speed": 0.6, "relative_to": "h9000", "source": "s"},
-     r"assumption\.relative_to' is 'h9000', not a catalog chip"),
+     r"assumption\.relative_to = 'h9000' is not a catalog chip"),
     ({"relative_speed": 0.6, "relative_to": "nopeak", "source": "s"}, r"pool's own chip"),
     ({"relative_to": "ref", "source": "s"}, r"relative_to' is 'ref' without relative_speed"),
     ({"source": "s"}, r"states nothing"),
     ({"relative_speed": 0.6, "hbm_tbps": 2.0, "source": "s"}, r"either relative_speed or"),
     ({"hbm_tbps": 2.0, "source": "s"}, r"bf16_tflops of nopeak is unknown too"),
-    ({"speed": 0.6, "source": "s"}, r"unknown field\(s\) speed"),
-    ("fast", r"field 'assumption' is 'fast'; use a table"),
+    ({"speed": 0.6, "source": "s"}, r"unknown config key 'pool\[1\]\.assumption\.speed'"),
+    ("fast", r"\[pool\[1\]\.assumption\] must be a table \(got 'fast'\)"),
 ])
 def test_bad_assumptions_name_file_pool_field_and_value(assumption, match):
     with pytest.raises(ConfigError, match=match):

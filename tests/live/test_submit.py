@@ -91,3 +91,15 @@ def test_ray_resources_count_detected_chips_by_catalog_id() -> None:
                     tools=(), accelerator="cuda", accelerator_count=3)
     res, skipped = ray_resources(det)
     assert res == {"chip:kunlun-p800": 2} and skipped == ["baidu P800 #2"]
+
+
+def test_a_bad_value_in_a_job_file_is_refused_by_the_typed_loader(
+        fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """[job] is read by the loader of run configs: a value out of a declared bound exits 2
+    with its standard message (file, field, value, fix), and nothing is enqueued."""
+    job = tmp_path / "bad.toml"
+    job.write_text(f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nmem_gib = -4\n')
+    assert main(["submit", str(job), "--dir", str(fleet_dir)]) == 2
+    err = capsys.readouterr().err.strip().removeprefix("mixfleet: error: ")
+    assert err == f"{job}: job.mem_gib must be >= 0 (got -4.0); set [job] mem_gib = 0.0"
+    assert Store(fleet_dir).jobs() == []

@@ -33,7 +33,7 @@ def test_plan_job_prints_the_same_plan_every_time(capsys: pytest.CaptureFixture[
 @pytest.mark.parametrize(("argv", "named", "fix"), [
     (["--as-model", "llama9-x"], "as_model = 'llama9-x'", "llama3-8b"),
     (["--set", "emulate.bridge_gbps=0"], "emulate.bridge_gbps", "bridge_gbps = 32"),
-    (["--set", "emulate.nic_gbps=-5"], "emulate.nic_gbps", "nic_gbps = 32"),
+    (["--set", "emulate.nic_gbps=-5"], "emulate.nic_gbps", "nic_gbps = 25"),
     (["--set", "emulate.time_scale=2.0"], "emulate.time_scale", "time_scale = 0.001"),
     (["--ranks", "emu:nvidia-h20,emu:warp-9"], "'emu:warp-9'", "emu:<chip-id>"),
     (["--ranks", "emu:nvidia-h20@x"], "node 'x'", "DEVICE@NODE"),

@@ -16,7 +16,7 @@ CASES = [
     (["--device", "tpu"], ["launch.device", "tpu", "auto"]),
     (["--device", "cuda"], ["launch.device", "cuda", "not available"]),
     (["--device", "emu:nope-9"], ["emu:nope-9", "unknown chip id", "kunlun-p800"]),
-    (["--set", "telemetry.hz=-1"], ["telemetry.hz", "-1", "0..100"]),
+    (["--set", "telemetry.hz=-1"], ["telemetry.hz", "-1", "in [0, 100]", "hz = 1.0"]),
     (["--set", "train.steps=many"], ["train.steps", "many", "integer"]),
     (["--set", "train.lr=true"], ["train.lr", "number"]),
     (["--set", "train.stepz=10"], ["train.stepz", "known keys"]),

@@ -100,7 +100,7 @@ def test_micro_batches_sum_to_the_same_gradient() -> None:
 
 
 @pytest.mark.parametrize("bad, fix", [
-    ('ranks=[{device="emu:nvidia-h20", speed=1.5}]', "ranks.speed"),
+    ('ranks=[{device="emu:nvidia-h20", speed=1.5}]', r"ranks\[0\]\.speed must be in \(0, 1\]"),
     ('ranks=[{device="emu:nope"}]', "unknown chip"),
     ('shares.mode="measured"', "rebalance_every"),
     ("shares.hysteresis=1.5", "shares.hysteresis"),

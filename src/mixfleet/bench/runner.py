@@ -22,7 +22,7 @@ import torch
 
 from mixfleet.bench.table import ThroughputRow
 from mixfleet.catalog.base import get_chip, load_catalog
-from mixfleet.config import field
+from mixfleet.config import Section, field
 from mixfleet.emulate.device import EmulatedDevice, EmulationConfig
 from mixfleet.emulate.speed import is_emulated, parse_emu_device
 from mixfleet.errors import ConfigError, WorkloadError
@@ -37,30 +37,24 @@ Progress = Callable[[str, int, int], None]  # (what, steps done, steps total)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class BenchConfig:
+class BenchConfig(Section):
     """What ``mixfleet bench`` measures."""
 
     workloads: list[str] = field(["mlp-matmul"], help="workload names (mlp-matmul, "
                                  "digits-cnn, char-gpt, or module:function)")
     devices: list[str] = field(["auto"], help="auto, cpu, cuda:0, npu:0, ..., emu:<chip-id>")
-    batch: list[int] = field([32], help="per-device batch sizes")
-    warmup: int = field(3, help="steps run before measuring")
-    steps: int = field(20, help="measured steps per (workload, device, batch)")
+    batch: list[int] = field([32], help="per-device batch sizes", ge=1, flag="--batch")
+    warmup: int = field(3, help="steps run before measuring", ge=0, flag="--warmup")
+    steps: int = field(20, help="measured steps per (workload, device, batch)", ge=2,
+                       flag="--steps")
     seed: int = field(0, help="seed of data order and emulated chips")
-    telemetry_hz: float = field(2.0, help="telemetry samples per second during a run; 0 = off")
+    telemetry_hz: float = field(2.0, help="telemetry samples per second during a run; 0 = off",
+                                ge=0, le=100)
 
     def __post_init__(self) -> None:
         if not self.workloads or not self.devices or not self.batch:
             raise ConfigError("bench needs at least one workload, device and batch; e.g. "
                               "--workloads mlp-matmul --devices cpu --batch 32")
-        for b in self.batch:
-            if b < 1:
-                raise ConfigError(f"bench batch {b!r} must be >= 1; e.g. --batch 32")
-        if self.warmup < 0 or self.steps < 2:
-            raise ConfigError(f"bench warmup = {self.warmup}, steps = {self.steps}; use "
-                              f"warmup >= 0 and steps >= 2, e.g. --steps 20")
-        if not 0 <= self.telemetry_hz <= 100:
-            raise ConfigError(f"bench telemetry_hz = {self.telemetry_hz!r}; use 0..100")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -58,8 +58,8 @@ class _HelpConfig(argparse.Action):
         from mixfleet.config import reference
         from mixfleet.train.config import RunConfig
 
-        for key, default, text in reference(RunConfig):
-            print(f"{key} = {default}\n    {text}")
+        for key, default, bounds, text in reference(RunConfig):
+            print(f"{key} = {default}{f'  ({bounds})' if bounds else ''}\n    {text}")
         parser.exit(0)
 
 

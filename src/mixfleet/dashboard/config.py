@@ -13,7 +13,7 @@ import re
 import secrets
 from pathlib import Path
 
-from mixfleet.config import field, require
+from mixfleet.config import Section, field, require
 from mixfleet.safefs import read_secret_file
 
 __all__ = ["DashboardConfig", "is_loopback", "new_token", "read_token_file"]
@@ -51,7 +51,7 @@ def read_token_file(path: str | Path) -> str:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DashboardConfig:
+class DashboardConfig(Section):
     """``mixfleet dashboard`` flags."""
 
     token: str = field(help="token every request must carry (Authorization: Bearer, or "
@@ -60,19 +60,16 @@ class DashboardConfig:
                                    "bench tables and simulation results")
     fleet: Path | None = field(None, help="a live fleet's directory (fleet.db)")
     host: str = field("127.0.0.1", help="address to listen on (loopback by default)")
-    port: int = field(8600, help="TCP port (0: any free port)")
-    refresh_s: float = field(2.0, help="seconds between a page's live updates")
+    port: int = field(8600, help="TCP port (0: any free port)", ge=0, le=65535, flag="--port")
+    refresh_s: float = field(2.0, help="seconds between a page's live updates", ge=0.2, le=60,
+                             flag="--refresh")
 
     def __post_init__(self) -> None:
-        require(0 <= self.port <= 65535, f"--port must be in 0..65535 (got {self.port}); "
-                f"e.g. --port 8600 (0 picks a free port)")
         require(bool(self.host) and " " not in self.host,
                 f"--host {self.host!r} is not an address; e.g. --host 127.0.0.1")
         require(bool(_TOKEN.match(self.token)),
                 "the dashboard token must be 16-256 characters of letters, digits and "
                 "._~+/=- ; leave --token-file out to have one generated")
-        require(0.2 <= self.refresh_s <= 60, f"--refresh must be in 0.2..60 seconds (got "
-                f"{self.refresh_s}); e.g. --refresh 2")
         for r in self.runs:
             require(r.is_dir(), f"RUNS_DIR {str(r)!r} is not a directory; pass a directory "
                     f"that holds run directories (e.g. runs/) or a run directory itself")

@@ -56,7 +56,8 @@ Modules:
     device.py    EmulatedDevice: pads each step to its budget, heat, faults, calibration
     records.py   StepReport and EmuSnapshot (what a device reports)
     profile.py   per-chip parameters (profiles.toml): heat, hazards, step-cost shape
-    pricing.py   the step-cost shape and the link classes' prices (shared with the cost model)
+    pricing.py   the step-cost shape and the link classes' prices (shared with the cost model);
+                 EmulateConfig, the [emulate] table of a run config
     links.py     LinkPacer: emulated transfers paced to their priced time
     asmodel.py   as_model: pace a small model as a named large one; its memory need
     speed.py     relative speeds of emulated chips; thermal.py the thermal model

@@ -22,7 +22,7 @@ from typing import Any
 
 from mixfleet.catalog.base import get_chip
 from mixfleet.catalog.table import ThroughputRow
-from mixfleet.config import field
+from mixfleet.config import Section, field
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.emulate.pricing import StepCost
 from mixfleet.emulate.profile import EmuProfile, get_profile, load_profiles
@@ -35,32 +35,21 @@ __all__ = ["EmulationConfig", "EmulatedDevice", "EmulatedFault"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class EmulationConfig:
+class EmulationConfig(Section, section="emulate"):
     """How emulated chips run (the ``[emulate]`` table of a config)."""
 
     seed: int = field(0, help="seed of the thermal and failure models")
     virtual_step_s: float = field(1.0, help="virtual seconds each step advances the thermal "
-                                  "and failure clocks; larger = heat and faults sooner")
+                                  "and failure clocks; larger = heat and faults sooner", gt=0)
     headroom: float | None = field(None, help="budget = calibrated step time x headroom / "
-                                   "speed; none = 1.5 x max(1, local_ranks / CPU cores)")
+                                   "speed; none = 1.5 x max(1, local_ranks / CPU cores)",
+                                   ge=1, example=1.2)
     calibration_steps: int = field(5, help="steps whose median compute time calibrates the "
-                                   "budget of relative speed 1.0")
-    local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores")
+                                   "budget of relative speed 1.0", ge=1)
+    local_ranks: int = field(1, help="emulated ranks sharing this machine's CPU cores", ge=1)
     faults: bool = field(True, help="draw thermal crashes and MTBF failures")
     attempt: int = field(0, help="restart count, mixed into the seed so a restarted worker "
-                         "does not replay the same fault")
-
-    def __post_init__(self) -> None:
-        for name, ok, fix in [
-            ("virtual_step_s", self.virtual_step_s > 0, "a positive number, e.g. 1.0"),
-            ("headroom", self.headroom is None or self.headroom >= 1, "a number >= 1, e.g. 1.2"),
-            ("calibration_steps", self.calibration_steps >= 1, "an integer >= 1, e.g. 5"),
-            ("local_ranks", self.local_ranks >= 1, "an integer >= 1"),
-            ("attempt", self.attempt >= 0, "an integer >= 0"),
-        ]:
-            if not ok:
-                raise ConfigError(f"emulate.{name} = {getattr(self, name)!r} is invalid; set "
-                                  f"[emulate] {name} to {fix}")
+                         "does not replay the same fault", ge=0)
 
     def resolved_headroom(self) -> float:
         return self.headroom if self.headroom is not None else \

@@ -30,49 +30,33 @@ send or broadcast the bytes in one step; each step pays the link's latency.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from typing import Literal
 
 from mixfleet.catalog.base import Chip, load_catalog
-from mixfleet.config import field
-from mixfleet.errors import ConfigError
+from mixfleet.config import Section, field
 
-__all__ = ["StepCost", "Link", "LinkPrices", "Op", "OPS", "LINK_CLASSES", "transfer_s",
-           "bytes_moved"]
+__all__ = ["EmulateConfig", "StepCost", "Link", "LinkPrices", "Op", "OPS", "LINK_CLASSES",
+           "transfer_s", "bytes_moved"]
 
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "send", "broadcast"]
 OPS: tuple[str, ...] = ("all_reduce", "all_gather", "reduce_scatter", "send", "broadcast")
 LINK_CLASSES = ("intra", "bridge", "nic")
 
 
-def _finite_positive(where: str, name: str, value: float, fix: str, *, zero: bool = False) -> None:
-    ok = value >= 0 if zero else value > 0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
-        raise ConfigError(f"{where}.{name} = {value!r} is invalid; set {name} to {fix}")
-
-
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class StepCost:
+class StepCost(Section, section="step_cost"):
     """The shape of a chip's step time: fixed costs and an efficiency curve."""
 
-    step_fixed_s: float = field(0.0, help="seconds each step pays once (optimizer, launches)")
-    microbatch_fixed_s: float = field(0.0, help="seconds each micro-batch pays (launches)")
+    step_fixed_s: float = field(0.0, help="seconds each step pays once (optimizer, launches)",
+                                ge=0)
+    microbatch_fixed_s: float = field(0.0, help="seconds each micro-batch pays (launches)", ge=0)
     saturate: float = field(1.0, help="micro-batch size (work units) from which the chip "
-                            "runs at full efficiency")
+                            "runs at full efficiency", gt=0)
     efficiency_exponent: float = field(0.0, help="efficiency below saturate is "
-                                       "(b / saturate) ** this; 0 = always 1 (linear cost)")
+                                       "(b / saturate) ** this; 0 = always 1 (linear cost)",
+                                       ge=0)
     origin: str = field("assumed", help="where the figures come from (assumed, measured)")
-
-    def __post_init__(self) -> None:
-        w = "step_cost"
-        _finite_positive(w, "step_fixed_s", self.step_fixed_s, "a number of seconds >= 0",
-                         zero=True)
-        _finite_positive(w, "microbatch_fixed_s", self.microbatch_fixed_s,
-                         "a number of seconds >= 0", zero=True)
-        _finite_positive(w, "saturate", self.saturate, "a positive micro-batch size")
-        _finite_positive(w, "efficiency_exponent", self.efficiency_exponent,
-                         "a number >= 0 (0 = linear)", zero=True)
 
     def efficiency(self, b: float) -> float:
         """How well a micro-batch of ``b`` work units uses the chip, in (0, 1]."""
@@ -111,29 +95,21 @@ class Link:
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class LinkPrices:
+class LinkPrices(Section, section="emulate"):
     """Bandwidths and latencies of the three link classes (``[emulate]`` fills the first)."""
 
     bridge_gbps: float = field(32.0, help="between chip kinds on one node: host memory and "
-                               "PCIe (assumed: one PCIe Gen4 x16 direction)")
-    nic_gbps: float = field(25.0, help="between nodes (assumed: one 200 Gb/s port)")
+                               "PCIe (assumed: one PCIe Gen4 x16 direction)", gt=0)
+    nic_gbps: float = field(25.0, help="between nodes (assumed: one 200 Gb/s port)", gt=0)
     intra_default_gbps: float = field(32.0, help="inside a kind whose catalog record has no "
-                                      "link_gbps (assumed: PCIe)")
+                                      "link_gbps (assumed: PCIe)", gt=0)
     intra_latency_s: float = field(5e-6, help="latency per algorithm step inside a kind "
-                                   "(assumed)")
+                                   "(assumed)", ge=0)
     bridge_latency_s: float = field(15e-6, help="latency per step across the host bridge "
-                                    "(assumed)")
-    nic_latency_s: float = field(25e-6, help="latency per step between nodes (assumed)")
+                                    "(assumed)", ge=0)
+    nic_latency_s: float = field(25e-6, help="latency per step between nodes (assumed)", ge=0)
     bridge_origin: str = field("assumed", help="'config' when the user set bridge_gbps")
     nic_origin: str = field("assumed", help="'config' when the user set nic_gbps")
-
-    def __post_init__(self) -> None:
-        for name in ("bridge_gbps", "nic_gbps", "intra_default_gbps"):
-            _finite_positive("emulate", name, getattr(self, name),
-                             "a bandwidth in GB/s > 0, e.g. 32")
-        for name in ("intra_latency_s", "bridge_latency_s", "nic_latency_s"):
-            _finite_positive("emulate", name, getattr(self, name), "seconds >= 0, e.g. 1e-5",
-                             zero=True)
 
     def link(self, kind_a: str, kind_b: str, *, same_node: bool = True,
              catalog: dict[str, Chip] | None = None) -> Link:
@@ -183,3 +159,40 @@ def transfer_s(op: str, nbytes: float, n: int, link: Link) -> float:
     bytes moved / bandwidth (counted from the last rank's arrival)."""
     moved, steps = bytes_moved(op, nbytes, n)
     return steps * link.latency_s + moved / (link.gbps * 1e9)
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class EmulateConfig(Section, section="emulate"):
+    """The ``[emulate]`` table of a run config: the pacing of emulated chips and the
+    prices of the links between them."""
+
+    sample_s: float | None = field(None, help="emulated chips: step time per sample at "
+                                   "relative speed 1.0 (s), the same on every rank so the "
+                                   "relative speeds are exact; none: calibrated per rank",
+                                   gt=0, example=0.001)
+
+    bridge_gbps: float = field(32.0, help="GB/s between chip kinds on one node (host memory, "
+                               "PCIe); default assumed: one PCIe Gen4 x16 direction", gt=0)
+    nic_gbps: float = field(25.0, help="GB/s between nodes; default assumed: one 200 Gb/s port",
+                            gt=0)
+    as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
+                                 "model (a llama preset or hf: config) while the configured "
+                                 "small model does the real math")
+    as_model_seq_len: int = field(0, help="tokens per sequence of the as_model model (0: "
+                                  "its own, e.g. 8192 for llama3-8b)", ge=0, example=4096)
+    time_scale: float | None = field(None, help="emulated wall seconds per second of the "
+                                     "emulated chip under as_model, in (0, 1]; none = chosen "
+                                     "so a step takes well under a second",
+                                     gt=0, le=1, example=0.001)
+    headroom: float | None = field(None, help="emulated chips: step budget = calibrated step "
+                                   "time x headroom / relative speed, >= 1 (1: no spare time, "
+                                   "a slower computation shows in the step time); none = 1.5 "
+                                   "x max(1, local ranks / CPU cores)", ge=1, example=1.5)
+
+    def link_prices(self) -> LinkPrices:
+        """The link classes' prices, the two set here labelled config when not default."""
+        d = EmulateConfig()
+        return LinkPrices(bridge_gbps=self.bridge_gbps, nic_gbps=self.nic_gbps,
+                          bridge_origin="config" if self.bridge_gbps != d.bridge_gbps
+                          else "assumed",
+                          nic_origin="config" if self.nic_gbps != d.nic_gbps else "assumed")

@@ -4,14 +4,13 @@ profile TOML."""
 from __future__ import annotations
 
 import dataclasses
-import math
 import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mixfleet.catalog.base import Chip, load_catalog
-from mixfleet.config import field, from_dict
+from mixfleet.config import Section, field, from_dict
 from mixfleet.emulate.pricing import StepCost
 from mixfleet.errors import ConfigError
 
@@ -19,67 +18,48 @@ __all__ = ["EmuProfile", "load_profiles", "get_profile"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class EmuProfile:
+class EmuProfile(Section, section="profile"):
     """How one emulated chip heats, throttles and fails (virtual seconds throughout)."""
 
     chip: str = field(help="catalog chip id")
     ambient_c: float = field(30.0, help="temperature at idle (degC)")
     load_temp_c: float = field(78.0, help="steady temperature at full load, full clock")
-    tau_s: float = field(60.0, help="thermal time constant (s)")
+    tau_s: float = field(60.0, help="thermal time constant (s)", gt=0)
     throttle_c: float = field(85.0, help="temperature at which the clock drops")
     recover_c: float = field(80.0, help="temperature below which the clock recovers")
-    throttle_clock: float = field(0.7, help="clock (speed) factor while throttled, in (0, 1]")
+    throttle_clock: float = field(0.7, help="clock (speed) factor while throttled", gt=0, le=1)
     limit_c: float = field(95.0, help="temperature limit; crash hazard is highest here")
-    crash_band_c: float = field(8.0, help="crash hazard rises over this band below limit_c")
-    crash_rate_per_s: float = field(0.002, help="crash hazard per second at limit_c")
-    mtbf_h: float | None = field(2000.0, help="mean time between failures (hours); none = off")
-    noise_c: float = field(0.3, help="temperature noise per step (std, degC)")
-    base_clock_mhz: float = field(1500.0, help="clock reported when not throttled (MHz)")
+    crash_band_c: float = field(8.0, help="crash hazard rises over this band below limit_c",
+                                gt=0)
+    crash_rate_per_s: float = field(0.002, help="crash hazard per second at limit_c", ge=0)
+    mtbf_h: float | None = field(2000.0, help="mean time between failures (hours); none = off",
+                                 gt=0)
+    noise_c: float = field(0.3, help="temperature noise per step (std, degC)", ge=0)
+    base_clock_mhz: float = field(1500.0, help="clock reported when not throttled (MHz)", gt=0)
     relative_tflops: float | None = field(None, help="throughput figure used for the "
-                                          "relative speed only when the catalog peak is unknown")
-    step_fixed_ms: float = field(0.0, help="fixed cost of every step (optimizer, launches), ms")
-    microbatch_fixed_ms: float = field(0.0, help="fixed cost of every micro-batch, ms")
+                                          "relative speed only when the catalog peak is unknown",
+                                          gt=0, example=1.0)
+    step_fixed_ms: float = field(0.0, help="fixed cost of every step (optimizer, launches), ms",
+                                 ge=0)
+    microbatch_fixed_ms: float = field(0.0, help="fixed cost of every micro-batch, ms", ge=0)
     saturate_samples: float = field(1.0, help="micro-batch size (samples) from which the "
-                                    "chip runs at full efficiency")
-    saturate_tokens: float = field(1.0, help="the same in tokens (as_model runs)")
+                                    "chip runs at full efficiency", gt=0)
+    saturate_tokens: float = field(1.0, help="the same in tokens (as_model runs)", gt=0)
     efficiency_exponent: float = field(0.0, help="efficiency below saturation is "
-                                       "(b / saturate) ** this; 0 = linear step cost")
+                                       "(b / saturate) ** this; 0 = linear step cost", ge=0)
     mfu: float = field(0.4, help="model FLOPs utilization assumed for as_model pacing and "
-                       "the cost model's catalog roofline, in (0, 1]")
+                       "the cost model's catalog roofline", gt=0, le=1)
     cost_source: str = field("assumed", help="where the step-cost figures come from")
 
     def __post_init__(self) -> None:
-        where = f"[chips.{self.chip}]"
-        checks = [
-            (self.tau_s > 0, "tau_s", self.tau_s, "a positive number of seconds, e.g. 60"),
-            (self.load_temp_c > self.ambient_c, "load_temp_c", self.load_temp_c,
-             f"a value above ambient_c ({self.ambient_c})"),
-            (self.recover_c <= self.throttle_c < self.limit_c, "throttle_c", self.throttle_c,
-             f"recover_c ({self.recover_c}) <= throttle_c < limit_c ({self.limit_c})"),
-            (0 < self.throttle_clock <= 1, "throttle_clock", self.throttle_clock,
-             "a factor in (0, 1], e.g. 0.7"),
-            (self.crash_band_c > 0, "crash_band_c", self.crash_band_c, "a positive number"),
-            (self.crash_rate_per_s >= 0, "crash_rate_per_s", self.crash_rate_per_s, ">= 0"),
-            (self.mtbf_h is None or self.mtbf_h > 0, "mtbf_h", self.mtbf_h,
-             "a positive number of hours"),
-            (self.noise_c >= 0, "noise_c", self.noise_c, ">= 0"),
-            (self.base_clock_mhz > 0, "base_clock_mhz", self.base_clock_mhz, "> 0"),
-            (self.relative_tflops is None or self.relative_tflops > 0, "relative_tflops",
-             self.relative_tflops, "a positive number"),
-            (self.step_fixed_ms >= 0, "step_fixed_ms", self.step_fixed_ms, "a number >= 0"),
-            (self.microbatch_fixed_ms >= 0, "microbatch_fixed_ms", self.microbatch_fixed_ms,
-             "a number >= 0"),
-            (self.saturate_samples > 0, "saturate_samples", self.saturate_samples, "> 0"),
-            (self.saturate_tokens > 0, "saturate_tokens", self.saturate_tokens, "> 0"),
-            (self.efficiency_exponent >= 0, "efficiency_exponent", self.efficiency_exponent,
-             "a number >= 0 (0 = linear)"),
-            (0 < self.mfu <= 1, "mfu", self.mfu, "a fraction in (0, 1], e.g. 0.4"),
-        ]
-        for ok, name, value, fix in checks:
-            if not ok or (isinstance(value, float) and not math.isfinite(value)):
-                raise ConfigError(f"emulation profile {where} {name} = {value!r} is invalid; "
-                                  f"set {name} to {fix}")
-
+        where = f"emulation profile [chips.{self.chip}]"
+        if not self.load_temp_c > self.ambient_c:
+            raise ConfigError(f"{where} load_temp_c = {self.load_temp_c!r} must be above "
+                              f"ambient_c ({self.ambient_c}); raise load_temp_c")
+        if not self.recover_c <= self.throttle_c < self.limit_c:
+            raise ConfigError(f"{where} throttle_c = {self.throttle_c!r} must satisfy recover_c "
+                              f"({self.recover_c}) <= throttle_c < limit_c ({self.limit_c}); "
+                              f"set throttle_c between them")
 
     def linear(self) -> EmuProfile:
         """This profile with a linear step cost: no fixed costs, no efficiency curve (the

@@ -1,6 +1,7 @@
 """Fleet model, placement and the cost model of one job (docs/fleet.md, docs/costmodel.md).
 
-    model.py        Fleet, Pool, Job and their TOML files
+    model.py        Fleet, Pool, Job and the parsers of their TOML files
+    files.py        the tables of a fleet file and a jobs file, as typed configs
     workloads.py    the planner's workload classes (FLOPs, bytes, memory per sample)
     throughput.py   ThroughputTable: measured rows, roofline estimates, assumptions
     speeds.py       each pool's speed relative to the reference chip, and its origin

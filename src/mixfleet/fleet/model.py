@@ -33,13 +33,13 @@ Jobs file::
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 from typing import Any
 
 from mixfleet.catalog.base import Chip, load_catalog
-from mixfleet.config import load_toml
+from mixfleet.config import load_toml, parse_as
 from mixfleet.errors import ConfigError
+from mixfleet.fleet.files import AssumptionTable, FleetFile, JobsFile
 from mixfleet.fleet.reliability import ReliabilityProfile, default_profile
 from mixfleet.fleet.throughput import Assumption
 from mixfleet.fleet.workloads import WORKLOAD_CLASSES
@@ -131,58 +131,35 @@ class Job:
             raise ConfigError(f"job {self.id!r}: arrival_s must be >= 0 (got {self.arrival_s})")
 
 
-def _int(d: dict[str, Any], key: str, where: str, default: int | None = None) -> int:
-    v = d.get(key, default)
-    if v is None:
-        raise ConfigError(f"{where}: field {key!r} is missing; add {key} = <integer>")
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{where}: field {key!r} is {v!r}; use an integer >= 1")
-    return v
+def _catalog_chip(cid: str | None, where: str, cat: dict[str, Chip]) -> Chip:
+    if cid not in cat:
+        raise ConfigError(f"{where} = {cid!r} is not a catalog chip; use one of "
+                          f"{', '.join(sorted(cat))}")
+    return cat[cid]
 
 
 def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None = None
                 ) -> Fleet:
-    """A Fleet from parsed TOML; bad entries raise ConfigError naming file, pool, field."""
+    """A Fleet from parsed TOML, read by the typed loader into :class:`FleetFile`; bad
+    entries raise ConfigError naming the file, the pool's field, the value and the fix."""
     cat = load_catalog() if catalog is None else catalog
-    unknown = set(data) - {"name", "reference_chip", "pool"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; known: "
-                          f"name, reference_chip, [[pool]]")
-    rows = data.get("pool")
-    if not isinstance(rows, list) or not rows:
+    spec = parse_as(FleetFile, data, path)
+    if not spec.pool:
         raise ConfigError(f"{path}: no [[pool]] tables; add one per chip type with chip, "
                           f"nodes, per_node")
-    ref_id = data.get("reference_chip", "nvidia-h800")
-    if ref_id not in cat:
-        raise ConfigError(f"{path}: field 'reference_chip' is {ref_id!r}, not a catalog chip; "
-                          f"known: {', '.join(sorted(cat))}")
+    ref = _catalog_chip(spec.reference_chip, f"{path}: reference_chip", cat)
     pools: list[Pool] = []
-    for i, row in enumerate(rows):
-        where = f"{path}: pool #{i + 1}"
-        if not isinstance(row, dict):
-            raise ConfigError(f"{where} is not a table")
-        bad = set(row) - {"id", "chip", "nodes", "per_node", "reliability", "assumption"}
-        if bad:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
-                              f"id, chip, nodes, per_node, reliability, assumption")
-        chip_id = row.get("chip")
-        if chip_id not in cat:
-            raise ConfigError(f"{where} field 'chip': unknown chip {chip_id!r}; use a catalog "
-                              f"id ({', '.join(sorted(cat))})")
-        chip = cat[chip_id]
-        pid = row.get("id", chip_id)
-        if not isinstance(pid, str) or not pid or pid in {p.id for p in pools}:
-            raise ConfigError(f"{where} field 'id': {pid!r} is empty or used twice; give each "
-                              f"pool its own id")
-        rel = default_profile(chip.is_nvidia)
-        over = row.get("reliability", {})
-        if not isinstance(over, dict):
-            raise ConfigError(f"{where} field 'reliability' must be a table")
-        rel = rel.with_overrides(over, f"{where} [pool.reliability]")
+    for i, row in enumerate(spec.pool):
+        where = f"{path}: pool[{i}]"
+        chip = _catalog_chip(row.chip, f"{where}.chip", cat)
+        pid = row.id or chip.id
+        if pid in {p.id for p in pools}:
+            raise ConfigError(f"{where}.id = {pid!r} is used twice; give each pool its own id")
+        rel = default_profile(chip.is_nvidia).with_overrides(row.reliability, where)
         assumption = None
-        if "assumption" in row:
-            assumption = _assumption(row["assumption"], f"{path}: pool {pid!r}", chip, cat,
-                                     ref_id)
+        if row.assumption is not None:
+            assumption = _assumption(row.assumption, f"{path}: pool {pid!r}", chip, cat,
+                                     ref.id)
             for q in pools:
                 if q.chip.id == chip.id and (q.assumption is None
                                              or not q.assumption.same_as(assumption)):
@@ -195,48 +172,22 @@ def parse_fleet(data: dict[str, Any], path: str, catalog: dict[str, Chip] | None
             raise ConfigError(f"{path}: pool {pid!r} is {chip.id} like a pool with a "
                               f"[pool.assumption] but states none; throughput is per chip, so "
                               f"give both pools the same [pool.assumption]")
-        pools.append(Pool(id=pid, chip=chip, nodes=_int(row, "nodes", where),
-                          per_node=_int(row, "per_node", where), reliability=rel,
-                          assumption=assumption))
-    name = data.get("name", Path(path).stem)
-    return Fleet(name=str(name), pools=tuple(pools), reference_chip=cat[ref_id])
+        pools.append(Pool(id=pid, chip=chip, nodes=row.nodes, per_node=row.per_node,
+                          reliability=rel, assumption=assumption))
+    return Fleet(name=spec.name or Path(path).stem, pools=tuple(pools), reference_chip=ref)
 
 
-_ASSUMPTION_FIELDS = ("relative_speed", "relative_to", "bf16_tflops", "hbm_tbps", "source")
-
-
-def _assumption(raw: object, where: str, chip: Chip, cat: dict[str, Chip], ref_id: str
-                ) -> Assumption:
-    """A pool's ``[pool.assumption]`` table, validated (ConfigError naming file, pool,
-    field, value and the fix)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where} field 'assumption' is {raw!r}; use a table "
-                          f"[pool.assumption] with relative_speed, relative_to and source")
-    bad = set(raw) - set(_ASSUMPTION_FIELDS)
-    if bad:
-        raise ConfigError(f"{where} [pool.assumption]: unknown field(s) "
-                          f"{', '.join(sorted(bad))}; known: {', '.join(_ASSUMPTION_FIELDS)}")
-    src = raw.get("source")
-    if not isinstance(src, str) or not src.strip():
-        raise ConfigError(f"{where} field 'assumption.source' is {src!r}; an assumption "
-                          f"needs its source, e.g. source = \"press report (2025) comparing "
-                          f"it to the H20\"")
-
-    def number(key: str) -> float | None:
-        v = raw.get(key)
-        if v is None:
-            return None
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
-                or v <= 0:
-            raise ConfigError(f"{where} field 'assumption.{key}' is {v!r}; use a positive "
-                              f"number")
-        return float(v)
-
-    speed, tflops, tbps = number("relative_speed"), number("bf16_tflops"), number("hbm_tbps")
-    if speed is not None and speed > 100:
-        raise ConfigError(f"{where} field 'assumption.relative_speed' is {speed:g}; it is "
-                          f"a ratio to relative_to's throughput (e.g. 0.8), at most 100")
-    rel_to = raw.get("relative_to")
+def _assumption(raw: AssumptionTable, where: str, chip: Chip, cat: dict[str, Chip],
+                ref_id: str) -> Assumption:
+    """The checks of a pool's ``[pool.assumption]`` that relate its fields or need the
+    catalog (ConfigError naming file, pool, field, value and the fix); the loader checked
+    each field alone."""
+    if not raw.source.strip():
+        raise ConfigError(f"{where} field 'assumption.source' is {raw.source!r}; an "
+                          f"assumption needs its source, e.g. source = \"press report (2025) "
+                          f"comparing it to the H20\"")
+    speed, tflops, tbps = raw.relative_speed, raw.bf16_tflops, raw.hbm_tbps
+    rel_to = raw.relative_to
     if rel_to is not None and speed is None:
         raise ConfigError(f"{where} field 'assumption.relative_to' is {rel_to!r} without "
                           f"relative_speed; add relative_speed = <ratio> or drop relative_to")
@@ -248,9 +199,7 @@ def _assumption(raw: object, where: str, chip: Chip, cat: dict[str, Chip], ref_i
                           f"bf16_tflops / hbm_tbps, not both")
     if speed is not None:
         rel_to = ref_id if rel_to is None else rel_to
-        if rel_to not in cat:
-            raise ConfigError(f"{where} field 'assumption.relative_to' is {rel_to!r}, not a "
-                              f"catalog chip; use one of {', '.join(sorted(cat))}")
+        _catalog_chip(rel_to, f"{where} assumption.relative_to", cat)
         if rel_to == chip.id:
             raise ConfigError(f"{where} field 'assumption.relative_to' is the pool's own chip "
                               f"{rel_to!r}; name another chip, e.g. nvidia-h20")
@@ -265,7 +214,7 @@ def _assumption(raw: object, where: str, chip: Chip, cat: dict[str, Chip], ref_i
             raise ConfigError(f"{where} [pool.assumption]: the catalog's {key} of {chip.id} is "
                               f"unknown too; add assumption.{key} = <value> (or use "
                               f"relative_speed)")
-    return Assumption(source=src.strip(), relative_speed=speed,
+    return Assumption(source=raw.source.strip(), relative_speed=speed,
                       relative_to=rel_to if speed is not None else None, bf16_tflops=tflops,
                       hbm_tbps=tbps, where=f"{where} [pool.assumption]")
 
@@ -286,68 +235,38 @@ def load_fleet(path: str | Path, catalog: dict[str, Chip] | None = None) -> Flee
 
 def parse_jobs(data: dict[str, Any], path: str,
                ref_samples_per_s: dict[str, float] | None = None) -> list[Job]:
-    """Jobs from parsed TOML (``[[job]]`` tables). ``samples`` become reference
-    device-seconds through ``ref_samples_per_s`` (workload -> samples/s of one reference
-    device)."""
-    rows = data.get("job")
-    if not isinstance(rows, list) or not rows:
+    """Jobs from parsed TOML (``[[job]]`` tables, read by the typed loader into
+    :class:`JobsFile`). ``samples`` become reference device-seconds through
+    ``ref_samples_per_s`` (workload -> samples/s of one reference device)."""
+    rows = parse_as(JobsFile, data, path).job
+    if not rows:
         raise ConfigError(f"{path}: no [[job]] tables; add one per job with id, workload, "
                           f"devices and ref_hours")
     jobs: list[Job] = []
-    known = {"id", "workload", "devices", "samples", "ref_seconds", "ref_hours", "mem_gib",
-             "arrival_s", "priority", "limit_hours"}
     for i, row in enumerate(rows):
-        where = f"{path}: job #{i + 1}"
-        if not isinstance(row, dict):
-            raise ConfigError(f"{where} is not a table; write it as [[job]] with key = value "
-                              f"lines")
-        bad = set(row) - known
-        if bad:
-            raise ConfigError(f"{where}: unknown field(s) {', '.join(sorted(bad))}; known: "
-                              f"{', '.join(sorted(known))}")
-        wl = row.get("workload")
-        if wl not in WORKLOAD_CLASSES:
-            raise ConfigError(f"{where} field 'workload': {wl!r} is not a workload class; use "
-                              f"one of {', '.join(WORKLOAD_CLASSES)}")
-        devices = _int(row, "devices", where)
-        amounts = [k for k in ("samples", "ref_seconds", "ref_hours") if k in row]
+        where = f"{path}: job[{i}]"
+        amounts = [(k, v) for k, v in (("samples", row.samples), ("ref_seconds",
+                   row.ref_seconds), ("ref_hours", row.ref_hours)) if v is not None]
         if len(amounts) != 1:
             raise ConfigError(f"{where}: give exactly one of samples, ref_seconds, ref_hours "
-                              f"(got {amounts or 'none'}); e.g. ref_hours = 12")
-        amount = row[amounts[0]]
-        if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-            raise ConfigError(f"{where} field {amounts[0]!r}: {amount!r} must be a positive "
-                              f"number")
-        if amounts[0] == "samples":
-            tp = (ref_samples_per_s or {}).get(wl)
+                              f"(got {[k for k, _ in amounts] or 'none'}); e.g. ref_hours = 12")
+        (kind, amount), = amounts
+        if kind == "samples":
+            tp = (ref_samples_per_s or {}).get(row.workload)
             if not tp:
-                raise ConfigError(f"{where} field 'samples': the reference chip has no "
-                                  f"throughput for {wl!r}; give ref_hours instead")
-            work = float(amount) / tp
+                raise ConfigError(f"{where}.samples: the reference chip has no throughput for "
+                                  f"{row.workload!r}; give ref_hours instead")
+            work = amount / tp
         else:
-            work = float(amount) * devices * (3600.0 if amounts[0] == "ref_hours" else 1.0)
-        mem = row.get("mem_gib", WORKLOAD_CLASSES[wl].mem_gib)
-        if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem <= 0:
-            raise ConfigError(f"{where} field 'mem_gib': {mem!r} must be a positive number")
-        jid = str(row.get("id", f"job-{i + 1}"))
+            work = amount * row.devices * (3600.0 if kind == "ref_hours" else 1.0)
+        jid = row.id or f"job-{i + 1}"
         if jid in {j.id for j in jobs}:
-            raise ConfigError(f"{where} field 'id': {jid!r} is used twice; give each job "
-                              f"its own id")
-        arrival = row.get("arrival_s", 0.0)
-        if isinstance(arrival, bool) or not isinstance(arrival, (int, float)) or arrival < 0:
-            raise ConfigError(f"{where} field 'arrival_s': {arrival!r} must be >= 0")
-        prio = row.get("priority", 0)
-        if isinstance(prio, bool) or not isinstance(prio, int):
-            raise ConfigError(f"{where} field 'priority': {prio!r} must be an integer")
-        limit = row.get("limit_hours")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                                  or not limit > 0):
-            raise ConfigError(f"{where} field 'limit_hours': {limit!r} must be a positive "
-                              f"number (the runtime limit on the reference chip)")
-        jobs.append(Job(id=jid, workload=wl, arrival_s=float(arrival), devices=devices,
-                        work=work, mem_gib=float(mem), priority=prio,
-                        declared_work=None if limit is None else
-                        float(limit) * 3600.0 * devices))
+            raise ConfigError(f"{where}.id = {jid!r} is used twice; give each job its own id")
+        mem = WORKLOAD_CLASSES[row.workload].mem_gib if row.mem_gib is None else row.mem_gib
+        jobs.append(Job(id=jid, workload=row.workload, arrival_s=row.arrival_s,
+                        devices=row.devices, work=work, mem_gib=float(mem),
+                        priority=row.priority, declared_work=None if row.limit_hours is None
+                        else row.limit_hours * 3600.0 * row.devices))
     return jobs
 
 

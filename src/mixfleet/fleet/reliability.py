@@ -29,6 +29,7 @@ import dataclasses
 import math
 from typing import Any
 
+from mixfleet.config import Section, field
 from mixfleet.errors import ConfigError
 
 __all__ = ["ReliabilityProfile", "default_profile", "young_daly_interval", "availability",
@@ -39,36 +40,23 @@ _OTHER_MTBF_H = 730.5 / 0.08
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class ReliabilityProfile:
-    """How often a device of a chip fails or throttles, and what recovery costs."""
+class ReliabilityProfile(Section, section="pool.reliability"):
+    """How often a device of a chip fails or throttles, and what recovery costs (a fleet
+    file's ``[pool.reliability]`` overrides some of these figures)."""
 
-    mtbf_h: float
-    """Mean time between failures of one device, hours (any interruption of its job)."""
-    throttle_per_h: float
-    """Throttle episodes per device-hour."""
-    throttle_s: float
-    """Length of one throttle episode, seconds."""
-    throttle_slowdown: float
-    """Fraction of throughput lost while any device of a job throttles (0..1)."""
-    restart_s: float
-    """Seconds from a failure until the job computes again (restart + checkpoint load)."""
-    checkpoint_s: float
-    """Seconds one persistent checkpoint stalls the job (Young/Daly's C)."""
-    sources: dict[str, str] = dataclasses.field(default_factory=dict)
-    """Where each figure comes from."""
-
-    def __post_init__(self) -> None:
-        for name in ("mtbf_h", "restart_s", "checkpoint_s", "throttle_s", "throttle_per_h"):
-            v = getattr(self, name)
-            positive = name in ("mtbf_h", "checkpoint_s")
-            if not isinstance(v, (int, float)) or v < 0 or (positive and v == 0) \
-                    or math.isnan(v):
-                kind = "positive" if positive else "non-negative"
-                raise ConfigError(f"reliability.{name} must be a {kind} number (got {v!r}); "
-                                  f"e.g. reliability.{name} = 300")
-        if not 0 <= self.throttle_slowdown < 1:
-            raise ConfigError(f"reliability.throttle_slowdown must be in [0, 1) (got "
-                              f"{self.throttle_slowdown!r}); e.g. throttle_slowdown = 0.3")
+    mtbf_h: float = field(help="mean time between failures of one device, hours (any "
+                          "interruption of its job)", gt=0, example=9131.0)
+    throttle_per_h: float = field(help="throttle episodes per device-hour", ge=0,
+                                  example=0.04)
+    throttle_s: float = field(help="length of one throttle episode, seconds", ge=0,
+                              example=3600.0)
+    throttle_slowdown: float = field(help="fraction of throughput lost while any device of "
+                                     "a job throttles", ge=0, lt=1, example=0.3)
+    restart_s: float = field(help="seconds from a failure until the job computes again "
+                             "(restart + checkpoint load)", ge=0, example=300.0)
+    checkpoint_s: float = field(help="seconds one persistent checkpoint stalls the job "
+                                "(Young/Daly's C)", gt=0, example=30.0)
+    sources: dict[str, str] = field({}, help="where each figure comes from")
 
     def with_overrides(self, data: dict[str, Any], where: str) -> ReliabilityProfile:
         """This profile with the figures of ``data`` replaced (source: ``where``)."""
@@ -83,7 +71,10 @@ class ReliabilityProfile:
             changes[k] = float(v)
         srcs = dict(self.sources)
         srcs.update({k: f"override in {where}" for k in changes})
-        return dataclasses.replace(self, sources=srcs, **changes)
+        try:
+            return dataclasses.replace(self, sources=srcs, **changes)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
 
     def job_mtbf_s(self, devices: int) -> float:
         """Mean time between failures of a job on ``devices`` devices, seconds."""

@@ -22,11 +22,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mixfleet.config import apply_overrides, dumps_toml, load_toml
+from mixfleet.config import Section, apply_overrides, dumps_toml, field, load_toml, parse_as
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.model import Fleet, load_fleet
 
-__all__ = ["PoolSpec", "FleetSpec", "JobSpec", "fleet_spec", "parse_job", "load_job",
+__all__ = ["PoolSpec", "FleetSpec", "JobSpec", "JobTable", "fleet_spec", "parse_job", "load_job",
            "VISIBLE_DEVICES", "visible_devices_var"]
 
 #: The variable each vendor's runtime reads to restrict a process to some devices.
@@ -159,59 +159,64 @@ class JobSpec:
         return not (self.mem_gib and pool.mem_gib is not None and self.mem_gib > pool.mem_gib)
 
 
-_JOB_KEYS = ("name", "config", "set", "devices", "pool", "chips", "priority", "max_restarts",
-             "mem_gib")
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class JobTable(Section, section="job"):
+    """The ``[job]`` table of a job file, read by the typed loader of run configs (a field
+    added here is a key job files accept, with its bounds checked the same way)."""
+
+    devices: int = field(help="devices the job runs on (ranks)", ge=1, example=2)
+    name: str = field("", help="a label (default: the job file's stem)")
+    config: str = field("", help="a train config, relative to the job file; empty: the "
+                        "config's own tables ([workload], [train], ...) are in the job file")
+    set: list[str] = field([], help="overrides, validated like `mixfleet train --set`",
+                           example=["train.steps=300"])
+    pool: str | None = field(None, help="only this pool")
+    chips: list[str] = field([], help="only pools of these chips", example=["kunlun-p800"])
+    priority: int = field(0, help="higher goes first")
+    max_restarts: int = field(3, help="re-placements after failures before the job fails",
+                              ge=0)
+    mem_gib: float = field(0.0, help="memory one device needs (0: any)", ge=0)
 
 
-def _int(job: dict[str, Any], key: str, where: str, default: int | None, low: int) -> int:
-    v = job.get(key, default)
-    if v is None:
-        raise ConfigError(f"{where}: [job] field {key!r} is missing; add {key} = <integer>")
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise ConfigError(f"{where}: [job] field {key!r} is {v!r}; use an integer >= {low}")
-    return v
+def _train_config(job: JobTable, inline: dict[str, Any], where: str,
+                  base_dir: Path | None) -> tuple[dict[str, Any], Path | None]:
+    """The job's train config as a dict (the file it names, or its inline tables), and
+    the folder it is relative to."""
+    if not job.config:
+        if not inline:
+            raise ConfigError(f"{where}: no train config; add [job] config = \"<file>.toml\" "
+                              f"or the config's tables ([workload], [train]) to the job file")
+        return inline, base_dir
+    if inline:
+        raise ConfigError(f"{where}: [job] config = {job.config!r} and inline tables "
+                          f"({', '.join(sorted(inline))}) both given; keep one")
+    cpath = Path(job.config)
+    if not cpath.is_absolute() and base_dir is not None:
+        cpath = base_dir / cpath
+    if not cpath.is_file():
+        raise ConfigError(f"{where}: job.config = {job.config!r} is no such file; give a "
+                          f"train config path relative to the job file")
+    return load_toml(cpath), cpath.absolute().parent
 
 
 def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
               base_dir: Path | None = None) -> JobSpec:
-    """A validated JobSpec; every problem raises ConfigError naming the field and the fix."""
+    """A validated JobSpec; every problem raises ConfigError naming the field and the fix.
+    ``[job]`` is read by the typed loader into :class:`JobTable`; the checks here need the
+    train config or the fleet."""
     from mixfleet.train.launch import resolve_config
     from mixfleet.workloads import check_workload_name
 
-    job = data.get("job")
-    if not isinstance(job, dict):
+    raw_job = data.get("job")
+    if not isinstance(raw_job, dict):
         raise ConfigError(f"{where}: no [job] table; add [job] with devices = N and "
                           f"config = \"<train config>.toml\" (or the config's tables inline)")
-    bad = set(job) - set(_JOB_KEYS)
-    if bad:
-        raise ConfigError(f"{where}: unknown [job] field(s) {', '.join(sorted(bad))}; known: "
-                          f"{', '.join(_JOB_KEYS)}")
-    inline = {k: v for k, v in data.items() if k != "job"}
-    if "config" in job:
-        if inline:
-            raise ConfigError(f"{where}: [job] config = {job['config']!r} and inline tables "
-                              f"({', '.join(sorted(inline))}) both given; keep one")
-        if not isinstance(job["config"], str):
-            raise ConfigError(f"{where}: [job] field 'config' is {job['config']!r}; use the "
-                              f"path of a train config TOML")
-        cpath = Path(job["config"])
-        if not cpath.is_absolute() and base_dir is not None:
-            cpath = base_dir / cpath
-        if not cpath.is_file():
-            raise ConfigError(f"{where}: [job] field 'config' is {job['config']!r}, no such "
-                              f"file; give a train config path relative to the job file")
-        cfg_data = load_toml(cpath)
-    elif inline:
-        cfg_data = inline
-    else:
-        raise ConfigError(f"{where}: no train config; add [job] config = \"<file>.toml\" or "
-                          f"the config's tables ([workload], [train]) to the job file")
-    overrides = job.get("set", [])
-    if not isinstance(overrides, list) or not all(isinstance(s, str) for s in overrides):
-        raise ConfigError(f"{where}: [job] field 'set' is {overrides!r}; use a list of "
-                          f"strings like [\"train.steps=300\"]")
-    raw = apply_overrides(cfg_data, overrides)
-    cfg_dir = cpath.absolute().parent if "config" in job else base_dir
+    if isinstance(raw_job.get("chips"), str):  # chips = "kunlun-p800" means one chip
+        raw_job = {**raw_job, "chips": [raw_job["chips"]]}
+    job = parse_as(JobTable, raw_job, where, prefix="job")
+    cfg_data, cfg_dir = _train_config(job, {k: v for k, v in data.items() if k != "job"},
+                                      where, base_dir)
+    raw = apply_overrides(cfg_data, job.set)
     cfg = resolve_config(None, [], data=json.loads(json.dumps(raw)), config_dir=cfg_dir)
     if cfg.workload.path:  # the job's mixfleet train finds a user workload where this did
         raw = {**raw, "workload": {**raw["workload"], "path": cfg.workload.path}}
@@ -219,45 +224,29 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
     if cfg.ranks:
         raise ConfigError(f"{where}: the train config lists [[ranks]]; the fleet places a job "
                           f"on one pool's chips, so drop [[ranks]] and set [job] devices")
-    devices = _int(job, "devices", where, None, 1)
-    prio = job.get("priority", 0)
-    if isinstance(prio, bool) or not isinstance(prio, int):
-        raise ConfigError(f"{where}: [job] field 'priority' is {prio!r}; use an integer")
-    max_restarts = _int(job, "max_restarts", where, 3, 0)
-    mem = job.get("mem_gib", 0)
-    if isinstance(mem, bool) or not isinstance(mem, (int, float)) or mem < 0:
-        raise ConfigError(f"{where}: [job] field 'mem_gib' is {mem!r}; use a number >= 0")
-    pool = job.get("pool")
-    if pool is not None:
-        if pool not in {p.id for p in fleet.pools}:
-            raise ConfigError(f"{where}: [job] field 'pool' is {pool!r}, not a pool of fleet "
-                              f"{fleet.name!r}; use one of "
-                              f"{', '.join(p.id for p in fleet.pools)} or drop it")
-    chips = job.get("chips", [])
-    if isinstance(chips, str):
-        chips = [chips]
-    if not isinstance(chips, list) or not all(isinstance(c, str) for c in chips):
-        raise ConfigError(f"{where}: [job] field 'chips' is {chips!r}; use a list of chip "
-                          f"ids, e.g. [\"kunlun-p800\"]")
+    if job.pool is not None and job.pool not in {p.id for p in fleet.pools}:
+        raise ConfigError(f"{where}: job.pool = {job.pool!r} is not a pool of fleet "
+                          f"{fleet.name!r}; use one of {', '.join(p.id for p in fleet.pools)} "
+                          f"or drop it")
     have = {p.chip for p in fleet.pools}
-    missing = [c for c in chips if c not in have]
+    missing = [c for c in job.chips if c not in have]
     if missing:
-        raise ConfigError(f"{where}: [job] field 'chips' names {', '.join(missing)}, which no "
-                          f"pool of fleet {fleet.name!r} has; use some of "
+        raise ConfigError(f"{where}: job.chips = {job.chips!r} names {', '.join(missing)}, "
+                          f"which no pool of fleet {fleet.name!r} has; use some of "
                           f"{', '.join(sorted(have))}")
-    name = job.get("name", Path(where).stem)
-    spec = JobSpec(name=str(name), config_toml=dumps_toml(raw), workload=cfg.workload.name,
-                   steps=cfg.train.steps, global_batch=cfg.train.global_batch,
-                   devices=devices, pool=pool, chips=tuple(chips), priority=prio,
-                   max_restarts=max_restarts, mem_gib=float(mem))
+    spec = JobSpec(name=job.name or Path(where).stem, config_toml=dumps_toml(raw),
+                   workload=cfg.workload.name, steps=cfg.train.steps,
+                   global_batch=cfg.train.global_batch, devices=job.devices, pool=job.pool,
+                   chips=tuple(job.chips), priority=job.priority,
+                   max_restarts=job.max_restarts, mem_gib=job.mem_gib)
     fit = [p for p in fleet.pools if spec.fits(p)]
     if not fit:
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
                           f"chips and mem_gib constraints; relax them")
     most = max(p.capacity for p in fit)
-    if devices > most:
-        raise ConfigError(f"{where}: [job] field 'devices' is {devices}, more than the "
-                          f"largest pool it may use has ({most}: "
+    if job.devices > most:
+        raise ConfigError(f"{where}: job.devices = {job.devices} is more than the largest "
+                          f"pool it may use has ({most}: "
                           f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower devices")
     return spec
 

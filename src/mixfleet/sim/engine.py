@@ -16,6 +16,7 @@ import math
 import random
 from collections.abc import Callable, Sequence
 
+from mixfleet.config import Section, field
 from mixfleet.errors import ConfigError, MixfleetError
 from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
@@ -31,28 +32,19 @@ Progress = Callable[[int, int, float], None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class SimConfig:
-    """Settings of one simulation run."""
+class SimConfig(Section):
+    """Settings of one simulation run (``mixfleet simulate`` flags)."""
 
-    seed: int = 0
-    """Seed of the failure and throttle draws."""
-    failures: bool = True
-    """Sample failures (and checkpoint at the Young/Daly interval)."""
-    throttles: bool = True
-    """Sample throttle episodes."""
-    migration_s: float = 60.0
-    """Stall when a job starts again after a preemption or a move, seconds."""
-    estimates: str = "history"
-    """What policies know of job lengths: ``history`` (learned from finished jobs),
-    ``declared`` (the jobs' stated limits) or ``oracle`` (the truth; an upper bound only);
-    see :mod:`mixfleet.fleet.estimates`."""
-
-    def __post_init__(self) -> None:
-        if not self.migration_s >= 0:
-            raise ConfigError(f"migration_s must be >= 0 (got {self.migration_s}); e.g. 60")
-        if self.estimates not in ESTIMATORS:
-            raise ConfigError(f"estimates {self.estimates!r} is not an estimator; use one of "
-                              f"{', '.join(ESTIMATORS)}")
+    seed: int = field(0, help="seed of the failure and throttle draws")
+    failures: bool = field(True, help="sample failures (and checkpoint at the Young/Daly "
+                           "interval)")
+    throttles: bool = field(True, help="sample throttle episodes")
+    migration_s: float = field(60.0, help="stall when a job starts again after a preemption "
+                               "or a move, seconds", ge=0, flag="--migration-s")
+    estimates: str = field("history", help="what policies know of job lengths: history "
+                           "(learned from finished jobs), declared (the jobs' stated limits) "
+                           "or oracle (the truth; an upper bound only); see "
+                           "mixfleet.fleet.estimates", choices=ESTIMATORS, flag="--estimates")
 
 
 class Simulator:

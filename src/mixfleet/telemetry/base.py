@@ -14,10 +14,9 @@ import abc
 import dataclasses
 from typing import Any
 
-from mixfleet.config import field
-from mixfleet.errors import ConfigError
+from mixfleet.config import Section, field
 
-__all__ = ["Sample", "TelemetryReader", "NullReader", "TelemetryConfig"]
+__all__ = ["Sample", "TelemetryReader", "NullReader", "TelemetryConfig", "READERS"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -68,20 +67,15 @@ class NullReader(TelemetryReader):
         return []
 
 
+#: The names ``[telemetry] reader`` accepts.
+READERS = ("auto", "nvml", "npu-smi", "xpu_smi", "ppu-smi", "cnmon", "amd-smi", "rocm-smi",
+           "hl-smi", "nvidia-smi", "emulated", "none")
+
+
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class TelemetryConfig:
+class TelemetryConfig(Section, section="telemetry"):
     """The ``[telemetry]`` table: how often to sample and with which reader."""
 
-    hz: float = field(1.0, help="samples per second; 0 turns sampling off")
-    reader: str = field("auto", help="auto, nvml, npu-smi, xpu_smi, ppu-smi, cnmon, "
-                        "amd-smi, rocm-smi, hl-smi, nvidia-smi, emulated or none")
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.hz <= 100:
-            raise ConfigError(f"telemetry.hz = {self.hz!r} is out of range; set [telemetry] "
-                              f"hz to a rate in 0..100 (0 = off), e.g. 1.0")
-        known = ("auto", "nvml", "npu-smi", "xpu_smi", "ppu-smi", "cnmon", "amd-smi",
-                 "rocm-smi", "hl-smi", "nvidia-smi", "emulated", "none")
-        if self.reader not in known:
-            raise ConfigError(f"telemetry.reader = {self.reader!r} is unknown; set [telemetry] "
-                              f"reader to one of {', '.join(known)}")
+    hz: float = field(1.0, help="samples per second; 0 turns sampling off", ge=0, le=100)
+    reader: str = field("auto", help="which reader samples the devices (auto: the first "
+                        "that works here)", choices=READERS)

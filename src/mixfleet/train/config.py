@@ -1,192 +1,87 @@
-"""The training run's config: one typed dataclass per section, filled from TOML and
-``--set section.key=value``; validation raises ConfigError with the fix."""
+"""The training run's config, :class:`RunConfig`: one typed section per component, filled
+from TOML and ``--set section.key=value`` by :func:`mixfleet.config.from_dict`.
+
+Each section lives next to what it configures: ``[workload]`` in
+:mod:`mixfleet.workloads.base`, ``[checkpoint]`` in :mod:`mixfleet.train.checkpoint.manager`,
+``[faults]`` in :mod:`mixfleet.train.health.faults`, ``[health]`` in
+:mod:`mixfleet.train.health.detectors`, ``[shares]`` in :mod:`mixfleet.train.mixed.shares`,
+``[emulate]`` in :mod:`mixfleet.emulate.pricing`, ``[telemetry]`` in
+:mod:`mixfleet.telemetry.base`, ``[parallel]`` in :mod:`mixfleet.train.parallel.strategy`;
+the core's own (``[train]``, ``[launch]``, ``[[ranks]]``) are here. Bounds are declared on
+the fields (:func:`mixfleet.config.field`); ``__post_init__`` keeps the checks that relate
+several fields."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from pathlib import Path
 from typing import Any, Literal
 
-from mixfleet.config import field
+from mixfleet.config import Section, field
 from mixfleet.config import require as _require
-from mixfleet.emulate.pricing import LinkPrices
-from mixfleet.errors import ConfigError
+from mixfleet.emulate.pricing import EmulateConfig
 from mixfleet.telemetry.base import TelemetryConfig
+from mixfleet.train.checkpoint.manager import CheckpointConfig
 from mixfleet.train.health.detectors import HealthConfig
+from mixfleet.train.health.faults import FaultsConfig
+from mixfleet.train.mixed.shares import SharesConfig
 from mixfleet.train.parallel.strategy import ParallelConfig
+from mixfleet.workloads.base import WorkloadConfig
 
-__all__ = ["WorkloadConfig", "TrainConfig", "CheckpointConfig", "LaunchConfig",
-           "FaultsConfig", "RankConfig", "SharesConfig", "EmulateConfig", "RunConfig",
-           "shares_table"]
-
-
-@dataclasses.dataclass(kw_only=True, frozen=True)
-class WorkloadConfig:
-    name: str = field(help="built-in workload (digits-cnn, char-gpt, llama), hf:<dir> (a "
-                           "transformers causal LM from a local directory), or "
-                           "'package.module:function' returning model, dataset and loss")
-    options: dict[str, Any] = field({}, help="keyword arguments for the workload")
-    path: str = field("", help="folder to import a 'package.module:function' workload from "
-                               "(after installed packages; relative: to the config file); "
-                               "default: the config file's folder when it is yours and not "
-                               "writable by group or others; never the working directory")
-
-    def __post_init__(self) -> None:
-        from mixfleet.workloads import check_workload_name
-
-        check_workload_name(self.name)
-        if self.path and not Path(self.path).is_dir():
-            raise ConfigError(f"workload.path {self.path!r} is not a directory; set [workload] "
-                              f"path to the folder holding your workload's module")
+__all__ = ["TrainConfig", "LaunchConfig", "RankConfig", "RunConfig", "shares_table"]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class TrainConfig:
-    steps: int = field(help="global steps to train")
-    global_batch: int = field(64, help="samples per global step (B), split across ranks")
-    lr: float = field(0.05, help="peak learning rate")
+class TrainConfig(Section, section="train"):
+    steps: int = field(help="global steps to train", ge=1, example=1000)
+    global_batch: int = field(64, help="samples per global step (B), split across ranks",
+                              ge=1)
+    lr: float = field(0.05, help="peak learning rate", gt=0)
     optimizer: Literal["sgd", "adamw"] = field("sgd", help="sgd (with momentum) or adamw")
-    momentum: float = field(0.9, help="SGD momentum")
-    weight_decay: float = field(0.0, help="weight decay")
+    momentum: float = field(0.9, help="SGD momentum", ge=0, lt=1)
+    weight_decay: float = field(0.0, help="weight decay", ge=0)
     schedule: Literal["constant", "cosine"] = field("cosine", help="LR schedule after warmup")
-    warmup_steps: int = field(0, help="linear warmup steps")
+    warmup_steps: int = field(0, help="linear warmup steps (fewer than steps)", ge=0)
     seed: int = field(0, help="seed of the model init and the data order")
-    log_every: int = field(50, help="steps between plain progress lines (non-terminal output)")
-    eval_every: int = field(0, help="steps between evaluations on held-out data (0: at the end)")
+    log_every: int = field(50, help="steps between plain progress lines (non-terminal output)",
+                           ge=1)
+    eval_every: int = field(0, help="steps between evaluations on held-out data (0: at the end)",
+                            ge=0)
     deterministic: bool = field(True, help="torch deterministic algorithms (bit-exact resume)")
     skip_batches: list[int] = field([], help="steps (1-based) whose global batch is skipped")
-    grad_clip: float = field(0.0, help="clip the global gradient norm to this (0: off)")
+    grad_clip: float = field(0.0, help="clip the global gradient norm to this (0: off)", ge=0)
 
     def __post_init__(self) -> None:
-        _require(self.steps >= 1, f"train.steps must be >= 1 (got {self.steps}); set "
-                                  f"[train] steps = 1000")
-        _require(self.global_batch >= 1, f"train.global_batch must be >= 1 (got "
-                 f"{self.global_batch}); set [train] global_batch = 64")
-        _require(self.lr > 0, f"train.lr must be > 0 (got {self.lr}); set [train] lr = 0.05")
-        _require(0 <= self.momentum < 1, f"train.momentum must be in [0, 1) (got "
-                 f"{self.momentum}); set [train] momentum = 0.9")
-        _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0 (got "
-                 f"{self.weight_decay})")
-        _require(0 <= self.warmup_steps < self.steps, f"train.warmup_steps must be in "
+        _require(self.warmup_steps < self.steps, f"train.warmup_steps must be in "
                  f"[0, train.steps) (got {self.warmup_steps}); set [train] warmup_steps = 0")
-        _require(self.grad_clip >= 0, f"train.grad_clip must be >= 0 (got {self.grad_clip}); "
-                 f"set [train] grad_clip = 1.0, or 0 for no clipping")
-        _require(self.log_every >= 1, f"train.log_every must be >= 1 (got {self.log_every})")
-        _require(self.eval_every >= 0, f"train.eval_every must be >= 0 (got "
-                 f"{self.eval_every}); 0 evaluates only at the end")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class CheckpointConfig:
-    interval: int = field(100, help="steps between persistent checkpoints")
-    keep: int = field(3, help="committed checkpoints to keep (older ones are deleted only "
-                              "after a newer one is committed)")
-    asynchronous: bool = field(True, help="write in the background; the step loop only "
-                                          "waits for the copy to host memory")
-    snapshot_interval: int = field(1, help="steps between in-memory snapshots in host "
-                                           "shared memory (a crash loses at most this many "
-                                           "steps, or the sparser interval that "
-                                           "snapshot_max_cost sets); 0 turns them off")
-    snapshot_max_cost: float = field(0.005, help="the most a snapshot may cost as a fraction "
-                                                "of the steps it covers: measured over the "
-                                                "first snapshots, the interval grows until "
-                                                "it is under (at most 64 steps; every rank "
-                                                "alike); 0 keeps snapshot_interval as set")
-    snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
-                                                "(for workloads that draw from them)")
-    snapshot_memory_gib: float = field(0.0, help="host memory for in-memory snapshots on "
-                                                 "this node, shared by its ranks (0: half "
-                                                 "of what is available at start); snapshots "
-                                                 "that do not fit are turned off, and said so")
-    snapshot_overlap: Literal["auto", "on", "off"] = field(
-        "auto", help="copy a snapshot on a side thread while the next step computes (it "
-                     "completes before the next update): on, off, or auto (on for snapshots "
-                     "of 64 MiB and more, where the copy costs more than the thread)")
-    share_with_group: bool = field(False, help="let the group read this run directory (0750 "
-                                               "directories, 0640 files) for teams who read "
-                                               "each other's runs; default private (0700/0600)")
-
-    def __post_init__(self) -> None:
-        _require(self.interval >= 1, f"checkpoint.interval must be >= 1 (got "
-                 f"{self.interval}); set [checkpoint] interval = 100")
-        _require(self.keep >= 1, f"checkpoint.keep must be >= 1 (got {self.keep}); set "
-                                 f"[checkpoint] keep = 3")
-        _require(self.snapshot_memory_gib >= 0, f"checkpoint.snapshot_memory_gib must be >= 0 "
-                 f"(got {self.snapshot_memory_gib}); 0 means half of the available memory")
-        _require(0 <= self.snapshot_max_cost < 1, f"checkpoint.snapshot_max_cost must be in "
-                 f"[0, 1) (got {self.snapshot_max_cost}); set [checkpoint] snapshot_max_cost "
-                 f"= 0.005 (0: never sparser)")
-        _require(self.snapshot_interval >= 0, f"checkpoint.snapshot_interval must be >= 0 "
-                 f"(got {self.snapshot_interval}); set [checkpoint] snapshot_interval = 1")
-
-
-@dataclasses.dataclass(kw_only=True, frozen=True)
-class LaunchConfig:
-    nproc: int = field(1, help="ranks on this machine (torchrun --nproc-per-node)")
+class LaunchConfig(Section, section="launch"):
+    nproc: int = field(1, help="ranks on this machine (torchrun --nproc-per-node)", ge=1,
+                       flag="--nproc")
     device: str = field("auto", help="auto, cpu, cuda, npu, xpu, mlu, ... (auto: the "
                                      "machine's accelerator, else CPU), or emu:<chip-id>")
-    backend: str = field("auto", help="collective backend; auto follows the device "
-                                      "(gloo, nccl, hccl, ...)")
-    max_restarts: int = field(3, help="restarts of the whole group after a failure")
+    backend: str = field("auto", help="collective backend; auto follows the device",
+                         choices=("auto", "gloo", "nccl", "hccl", "xccl", "cncl", "mpi"))
+    max_restarts: int = field(3, help="restarts of the whole group after a failure", ge=0)
     init_timeout_s: float = field(60.0, help="timeout of process-group set-up and of "
-                                             "collectives, so a hang becomes a failure")
+                                             "collectives, so a hang becomes a failure", gt=0)
 
     def __post_init__(self) -> None:
         from mixfleet.train.device import check_device_spec
 
-        _require(self.nproc >= 1, f"launch.nproc must be >= 1 (got {self.nproc}); pass "
-                                  f"--nproc 2")
-        _require(self.max_restarts >= 0, f"launch.max_restarts must be >= 0 (got "
-                 f"{self.max_restarts}); set [launch] max_restarts = 3")
-        _require(self.init_timeout_s > 0, f"launch.init_timeout_s must be > 0 (got "
-                 f"{self.init_timeout_s})")
         check_device_spec(self.device)
-        _require(self.backend in ("auto", "gloo", "nccl", "hccl", "xccl", "cncl", "mpi"),
-                 f"launch.backend {self.backend!r} is unknown; use auto, gloo, nccl, hccl, "
-                 f"xccl, cncl or mpi")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class FaultsConfig:
-    inject: list[str] = field([], help="exact faults, e.g. 'kill@rank=1,step=40', "
-                                       "'hang@rank=0,step=60,seconds=300', 'nan@step=70' "
-                                       "(see mixfleet.train.health.faults)")
-    mtbf_steps: float = field(0.0, help="chaos mode: mean steps between random faults per "
-                                        "rank (0: off)")
-    seed: int = field(0, help="seed of the chaos schedule")
-    random_kinds: list[str] = field(["kill", "hang", "nan", "slow", "overheat"],
-                                    help="fault kinds the chaos mode draws from")
-
-    def __post_init__(self) -> None:
-        from mixfleet.train.health.faults import RANDOM_KINDS, parse_fault
-
-        for i, spec in enumerate(self.inject):
-            parse_fault(spec, f"faults.inject[{i}]")
-        _require(self.mtbf_steps >= 0, f"faults.mtbf_steps must be >= 0 (got "
-                 f"{self.mtbf_steps}); set [faults] mtbf_steps = 60, or 0 for no chaos")
-        for k in self.random_kinds:
-            _require(k in RANDOM_KINDS, f"faults.random_kinds has {k!r}; use some of "
-                     f"{', '.join(RANDOM_KINDS)}")
-
-    def specs(self, ranks: int, steps: int) -> list[str]:
-        """The exact faults plus the chaos schedule (if any)."""
-        from mixfleet.train.health.faults import random_faults
-
-        extra = (random_faults(mtbf_steps=self.mtbf_steps, seed=self.seed, ranks=ranks,
-                               steps=steps, kinds=tuple(self.random_kinds))
-                 if self.mtbf_steps > 0 else [])
-        return [*self.inject, *extra]
-
-
-@dataclasses.dataclass(kw_only=True, frozen=True)
-class RankConfig:
+class RankConfig(Section, section="ranks"):
     device: str = field(help="this rank's device: cpu, cuda, npu, ... or emu:<chip-id>")
     speed: float | None = field(None, help="relative speed in (0, 1] (1.0 = the fastest); "
                                 "for [shares] mode = \"speed\", and the pace of an emulated "
-                                "chip; none: from the throughput table or the catalog")
+                                "chip; none: from the throughput table or the catalog",
+                                gt=0, le=1, example=0.6)
     max_micro_batch: int = field(0, help="samples this chip holds at once (gradient "
-                                 "accumulation above it); 0: [shares] max_micro_batch")
+                                 "accumulation above it); 0: [shares] max_micro_batch", ge=0)
     chip: str | None = field(None, help="catalog id of this rank's chip (e.g. kunlun-p800): "
                              "overrides detection for the vendor-aware groups; none: detected")
 
@@ -205,95 +100,10 @@ class RankConfig:
             _require(emu is not None or kind in ("auto", rec.torch_device), f"ranks.chip = "
                      f"{self.chip!r} is a {rec.torch_device!r} device but device = "
                      f"{self.device!r}; set device = \"{rec.torch_device}\" or fix chip")
-        _require(self.speed is None or 0 < self.speed <= 1, f"ranks.speed must be in (0, 1] "
-                 f"(got {self.speed}); set speed = 0.6 in that [[ranks]] entry, or remove it")
-        _require(self.max_micro_batch >= 0, f"ranks.max_micro_batch must be >= 0 (got "
-                 f"{self.max_micro_batch}); set it to 0 (no limit) or the samples that fit")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class SharesConfig:
-    mode: Literal["equal", "speed", "measured"] = field(
-        "equal", help="initial shares of the global batch: equal; speed (from the chips' "
-                      "relative speeds); measured (equal, then from the compute times of "
-                      "the first rebalance_every steps)")
-    rebalance_every: int = field(0, help="steps between rebalances from the measured "
-                                 "compute times (0: never; mode = measured needs >= 1)")
-    hysteresis: float = field(0.05, help="apply new shares only when they shorten the "
-                              "predicted step time by more than this fraction")
-    max_micro_batch: int = field(0, help="samples any rank holds at once (0: no limit)")
-    max_accum: int = field(8, help="micro-batches a rank may accumulate per step; a share "
-                           "is capped at micro-batch x max_accum")
-    sample_mib: float = field(0.0, help="memory per sample (MiB); with the catalog's HBM "
-                              "it caps each chip's micro-batch (0: unknown, no cap)")
-    table: str | None = field(None, help="throughput table (JSON from `mixfleet bench`) "
-                              "for mode = speed")
-
-    def __post_init__(self) -> None:
-        _require(self.rebalance_every >= 0, f"shares.rebalance_every must be >= 0 (got "
-                 f"{self.rebalance_every}); set [shares] rebalance_every = 20")
-        _require(self.mode != "measured" or self.rebalance_every >= 1, "shares.mode "
-                 "\"measured\" needs shares.rebalance_every >= 1 (got 0); set [shares] "
-                 "rebalance_every = 20")
-        _require(0 <= self.hysteresis < 1, f"shares.hysteresis must be in [0, 1) (got "
-                 f"{self.hysteresis}); set [shares] hysteresis = 0.05")
-        _require(self.max_micro_batch >= 0, f"shares.max_micro_batch must be >= 0 (got "
-                 f"{self.max_micro_batch}); set [shares] max_micro_batch = 0 (no limit)")
-        _require(self.max_accum >= 1, f"shares.max_accum must be >= 1 (got "
-                 f"{self.max_accum}); set [shares] max_accum = 8")
-        _require(self.sample_mib >= 0, f"shares.sample_mib must be >= 0 (got "
-                 f"{self.sample_mib}); set [shares] sample_mib = 0 (unknown)")
-
-
-@dataclasses.dataclass(kw_only=True, frozen=True)
-class EmulateConfig:
-    sample_s: float | None = field(None, help="emulated chips: step time per sample at "
-                                   "relative speed 1.0 (s), the same on every rank so the "
-                                   "relative speeds are exact; none: calibrated per rank")
-
-    bridge_gbps: float = field(32.0, help="GB/s between chip kinds on one node (host memory, "
-                               "PCIe); default assumed: one PCIe Gen4 x16 direction")
-    nic_gbps: float = field(25.0, help="GB/s between nodes; default assumed: one 200 Gb/s port")
-    as_model: str | None = field(None, help="pace every emulated rank as if it trained this "
-                                 "model (a llama preset or hf: config) while the configured "
-                                 "small model does the real math")
-    as_model_seq_len: int = field(0, help="tokens per sequence of the as_model model (0: "
-                                  "its own, e.g. 8192 for llama3-8b)")
-    time_scale: float | None = field(None, help="emulated wall seconds per second of the "
-                                     "emulated chip under as_model, in (0, 1]; none = chosen "
-                                     "so a step takes well under a second")
-    headroom: float | None = field(None, help="emulated chips: step budget = calibrated step "
-                                   "time x headroom / relative speed, >= 1 (1: no spare time, "
-                                   "a slower computation shows in the step time); none = 1.5 "
-                                   "x max(1, local ranks / CPU cores)")
-
-    def __post_init__(self) -> None:
-        _require(self.sample_s is None or self.sample_s > 0, f"emulate.sample_s must be > 0 "
-                 f"(got {self.sample_s}); set [emulate] sample_s = 0.001 or remove it")
-        for name in ("bridge_gbps", "nic_gbps"):
-            v = getattr(self, name)
-            _require(math.isfinite(v) and v > 0, f"emulate.{name} must be a bandwidth in GB/s "
-                     f"> 0 (got {v}); set [emulate] {name} = 32 or remove it")
-        _require(self.as_model_seq_len >= 0, f"emulate.as_model_seq_len must be >= 0 (got "
-                 f"{self.as_model_seq_len}); set it to 4096, or 0 for the model's own")
-        _require(self.time_scale is None or (math.isfinite(self.time_scale)
-                                             and 0 < self.time_scale <= 1),
-                 f"emulate.time_scale must be in (0, 1] (got {self.time_scale}); set "
-                 f"[emulate] time_scale = 0.001 or remove it")
-        _require(self.headroom is None or self.headroom >= 1, f"emulate.headroom must be "
-                 f">= 1 (got {self.headroom}); set [emulate] headroom = 1.5 or remove it")
-
-    def link_prices(self) -> LinkPrices:
-        """The link classes' prices, the two set here labelled config when not default."""
-        d = EmulateConfig()
-        return LinkPrices(bridge_gbps=self.bridge_gbps, nic_gbps=self.nic_gbps,
-                          bridge_origin="config" if self.bridge_gbps != d.bridge_gbps
-                          else "assumed",
-                          nic_origin="config" if self.nic_gbps != d.nic_gbps else "assumed")
-
-
-@dataclasses.dataclass(kw_only=True, frozen=True)
-class RunConfig:
+class RunConfig(Section):
     workload: WorkloadConfig = field(help="what to train")
     train: TrainConfig = field(help="the optimization")
     checkpoint: CheckpointConfig = field(CheckpointConfig(), help="persistent checkpoints")

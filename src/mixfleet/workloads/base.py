@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["Dataset", "Workload", "count_train_flops"]
+from mixfleet.config import Section, field
+from mixfleet.errors import ConfigError
+
+__all__ = ["WorkloadConfig", "Dataset", "Workload", "count_train_flops"]
 
 # A batch as the trainer hands it to ``loss``: a tuple of tensors (inputs..., targets).
 Batch = tuple[torch.Tensor, ...]
@@ -86,3 +90,25 @@ def count_train_flops(model: nn.Module, loss: Callable[[nn.Module, Batch], torch
         loss(model, batch).backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / n
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class WorkloadConfig(Section, section="workload"):
+    """The ``[workload]`` table of a run config: what to train."""
+
+    name: str = field(help="built-in workload (digits-cnn, char-gpt, llama), hf:<dir> (a "
+                           "transformers causal LM from a local directory), or "
+                           "'package.module:function' returning model, dataset and loss")
+    options: dict[str, Any] = field({}, help="keyword arguments for the workload")
+    path: str = field("", help="folder to import a 'package.module:function' workload from "
+                               "(after installed packages; relative: to the config file); "
+                               "default: the config file's folder when it is yours and not "
+                               "writable by group or others; never the working directory")
+
+    def __post_init__(self) -> None:
+        from mixfleet.workloads import check_workload_name
+
+        check_workload_name(self.name)
+        if self.path and not Path(self.path).is_dir():
+            raise ConfigError(f"workload.path {self.path!r} is not a directory; set [workload] "
+                              f"path to the folder holding your workload's module")

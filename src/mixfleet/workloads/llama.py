@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mixfleet.config import field
-from mixfleet.errors import WorkloadError
+from mixfleet.config import Section, field, from_dict
+from mixfleet.errors import ConfigError, WorkloadError
 from mixfleet.workloads.base import Workload, count_train_flops
 from mixfleet.workloads.lm import check_common, lm_evaluate, lm_loss, load_lm_data
 
@@ -42,27 +42,23 @@ def _check(cond: bool, msg: str) -> None:
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class LlamaConfig:
+class LlamaConfig(Section, section="workload.options"):
     """The shape of a decoder (``[workload.options]`` of ``llama`` fill it in)."""
 
-    dim: int = field(help="model width (hidden size)")
-    layers: int = field(help="transformer blocks")
-    heads: int = field(help="query heads; dim must be a multiple of heads")
-    kv_heads: int = field(help="key/value heads (grouped-query attention); divides heads")
-    ffn_dim: int = field(help="SwiGLU hidden width")
-    vocab: int = field(help="vocabulary size (embedding rows)")
-    seq_len: int = field(help="tokens per training sequence")
-    rope_theta: float = field(10000.0, help="rotary embedding base")
-    norm_eps: float = field(1e-5, help="RMSNorm epsilon")
+    dim: int = field(help="model width (hidden size)", ge=1, example=256)
+    layers: int = field(help="transformer blocks", ge=1, example=4)
+    heads: int = field(help="query heads; dim must be a multiple of heads", ge=1, example=4)
+    kv_heads: int = field(help="key/value heads (grouped-query attention); divides heads",
+                          ge=1, example=4)
+    ffn_dim: int = field(help="SwiGLU hidden width", ge=1, example=768)
+    vocab: int = field(help="vocabulary size (embedding rows)", ge=1, example=8192)
+    seq_len: int = field(help="tokens per training sequence", ge=1, example=256)
+    rope_theta: float = field(10000.0, help="rotary embedding base", gt=0)
+    norm_eps: float = field(1e-5, help="RMSNorm epsilon", gt=0)
     tie_embeddings: bool = field(False, help="output head shares the input embedding")
     qkv_bias: bool = field(False, help="biases on the q, k, v projections (Qwen2)")
 
     def __post_init__(self) -> None:
-        for name in ("dim", "layers", "heads", "kv_heads", "ffn_dim", "vocab", "seq_len"):
-            v = getattr(self, name)
-            _check(isinstance(v, int) and not isinstance(v, bool) and v >= 1,
-                   f"workload.options.{name} must be an integer >= 1 (got {v!r}); e.g. "
-                   f"{name} = {getattr(PRESETS['debug'], name) or 8192}")
         _check(self.dim % self.heads == 0, f"workload.options.dim ({self.dim}) must be a "
                f"multiple of heads ({self.heads}); e.g. dim = {self.heads * 64}")
         _check((self.dim // self.heads) % 2 == 0, f"workload.options.dim / heads "
@@ -71,10 +67,6 @@ class LlamaConfig:
         _check(self.heads % self.kv_heads == 0, f"workload.options.kv_heads "
                f"({self.kv_heads}) must divide heads ({self.heads}); e.g. kv_heads = "
                f"{self.heads}")
-        _check(self.rope_theta > 0, f"workload.options.rope_theta must be > 0 (got "
-               f"{self.rope_theta}); e.g. rope_theta = 10000")
-        _check(self.norm_eps > 0, f"workload.options.norm_eps must be > 0 (got "
-               f"{self.norm_eps}); e.g. norm_eps = 1e-5")
 
     @property
     def head_dim(self) -> int:
@@ -140,7 +132,10 @@ def preset_config(preset: str = "debug", *, data_vocab: int | None = None,
         raise WorkloadError(f"workload.options.vocab ({vocab}) is smaller than the data's "
                             f"vocabulary ({data_vocab}); set vocab >= {data_vocab} or leave "
                             f"it out")
-    return LlamaConfig(**vals)
+    try:  # the typed loader: types and the bounds declared on LlamaConfig's fields
+        return from_dict(LlamaConfig, vals, prefix="workload.options")
+    except ConfigError as e:
+        raise e if isinstance(e, WorkloadError) else WorkloadError(str(e)) from None
 
 
 def parameter_count(cfg: LlamaConfig) -> int:

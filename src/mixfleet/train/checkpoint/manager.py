@@ -14,16 +14,18 @@ Resume (from memory or disk) and rollback (from disk) go through one restore pat
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
 
 from mixfleet import __version__
+from mixfleet.config import Section, field
 from mixfleet.errors import CheckpointError
 from mixfleet.runs import Event
 from mixfleet.train.checkpoint.dcp import (
@@ -39,7 +41,7 @@ from mixfleet.train.exchange import all_gather_json, broadcast_json
 from mixfleet.train.parallel.strategy import ReductionStrategy
 from mixfleet.train.rundir import RunDir
 
-__all__ = ["CheckpointManager"]
+__all__ = ["CheckpointConfig", "CheckpointManager"]
 
 
 class CheckpointManager:
@@ -236,3 +238,40 @@ class CheckpointManager:
         self.ckpt.wait()
         valid, _ = committed_steps(self.run.checkpoints)
         return next(((s, d) for s, d in valid if s < step), None)
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class CheckpointConfig(Section, section="checkpoint"):
+    """The ``[checkpoint]`` table of a run config: persistent checkpoints and in-memory
+    snapshots, as :class:`CheckpointManager` takes them."""
+
+    interval: int = field(100, help="steps between persistent checkpoints", ge=1)
+    keep: int = field(3, help="committed checkpoints to keep (older ones are deleted only "
+                              "after a newer one is committed)", ge=1)
+    asynchronous: bool = field(True, help="write in the background; the step loop only "
+                                          "waits for the copy to host memory")
+    snapshot_interval: int = field(1, help="steps between in-memory snapshots in host "
+                                           "shared memory (a crash loses at most this many "
+                                           "steps, or the sparser interval that "
+                                           "snapshot_max_cost sets); 0 turns them off",
+                                      ge=0)
+    snapshot_max_cost: float = field(0.005, help="the most a snapshot may cost as a fraction "
+                                                "of the steps it covers: measured over the "
+                                                "first snapshots, the interval grows until "
+                                                "it is under (at most 64 steps; every rank "
+                                                "alike); 0 keeps snapshot_interval as set",
+                                       ge=0, lt=1)
+    snapshot_host_rng: bool = field(False, help="also snapshot python's and numpy's RNG "
+                                                "(for workloads that draw from them)")
+    snapshot_memory_gib: float = field(0.0, help="host memory for in-memory snapshots on "
+                                                 "this node, shared by its ranks (0: half "
+                                                 "of what is available at start); snapshots "
+                                                 "that do not fit are turned off, and said so",
+                                         ge=0)
+    snapshot_overlap: Literal["auto", "on", "off"] = field(
+        "auto", help="copy a snapshot on a side thread while the next step computes (it "
+                     "completes before the next update): on, off, or auto (on for snapshots "
+                     "of 64 MiB and more, where the copy costs more than the thread)")
+    share_with_group: bool = field(False, help="let the group read this run directory (0750 "
+                                               "directories, 0640 files) for teams who read "
+                                               "each other's runs; default private (0700/0600)")

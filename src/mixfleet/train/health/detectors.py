@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mixfleet import safefs
-from mixfleet.config import field
+from mixfleet.config import Section, field
 from mixfleet.config import require as _require
 from mixfleet.train.clock import Clock
 
@@ -51,21 +51,23 @@ def thermal_thresholds(warn_c: float | None, critical_c: float | None,
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class HealthConfig:
+class HealthConfig(Section, section="health"):
     """The ``[health]`` table."""
 
     hang_factor: float = field(20.0, help="a rank hangs when no step completes within "
-                                          "hang_factor x the median step time ...")
-    hang_floor_s: float = field(30.0, help="... or this many seconds, whichever is larger")
+                                          "hang_factor x the median step time ...", ge=1)
+    hang_floor_s: float = field(30.0, help="... or this many seconds, whichever is larger",
+                                gt=0)
     nan_guard: bool = field(True, help="skip steps with a non-finite loss or gradient")
     spike_factor: float = field(0.0, help="skip steps whose gradient norm exceeds this x the "
-                                          "running median (0: off)")
+                                          "running median (0: off; else > 1)", ge=0)
     rollback_after: int = field(3, help="skipped steps in a row before rolling back to the "
-                                        "last snapshot/checkpoint and skipping those batches")
-    straggler_window: int = field(20, help="steps per straggler window")
+                                        "last snapshot/checkpoint and skipping those batches",
+                                ge=1)
+    straggler_window: int = field(20, help="steps per straggler window", ge=2)
     straggler_factor: float = field(2.0, help="a rank slower than the others' median by "
-                                              "this factor in a window is slow")
-    straggler_windows: int = field(5, help="slow windows in a row before acting")
+                                              "this factor in a window is slow", gt=1)
+    straggler_windows: int = field(5, help="slow windows in a row before acting", ge=1)
     straggler_action: Literal["report", "exclude"] = field(
         "report", help="report (an event), or exclude (drain the rank and block its device)")
     thermal_action: Literal["cool", "shed", "drain"] = field(
@@ -79,22 +81,12 @@ class HealthConfig:
     resume_margin_c: float = field(8.0, help="a paused rank resumes below warn_c - this")
 
     def __post_init__(self) -> None:
-        _require(self.hang_factor >= 1, f"health.hang_factor must be >= 1 (got "
-                 f"{self.hang_factor}); set [health] hang_factor = 20")
-        _require(self.hang_floor_s > 0, f"health.hang_floor_s must be > 0 (got "
-                 f"{self.hang_floor_s}); set [health] hang_floor_s = 30")
         _require(self.spike_factor == 0 or self.spike_factor > 1, f"health.spike_factor "
-                 f"must be 0 (off) or > 1 (got {self.spike_factor})")
-        _require(self.rollback_after >= 1, f"health.rollback_after must be >= 1 (got "
-                 f"{self.rollback_after})")
-        _require(self.straggler_window >= 2, f"health.straggler_window must be >= 2 (got "
-                 f"{self.straggler_window})")
-        _require(self.straggler_factor > 1, f"health.straggler_factor must be > 1 (got "
-                 f"{self.straggler_factor})")
-        _require(self.straggler_windows >= 1, "health.straggler_windows must be >= 1")
+                 f"must be 0 (off) or > 1 (got {self.spike_factor}); set [health] "
+                 f"spike_factor = 0")
         if self.warn_c is not None and self.critical_c is not None:
             _require(self.warn_c < self.critical_c, f"health.warn_c ({self.warn_c}) must be "
-                     f"below health.critical_c ({self.critical_c})")
+                     f"below health.critical_c ({self.critical_c}); lower warn_c or remove it")
 
 
 class Watchdog:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mixfleet import safefs
+from mixfleet.config import Section, field
 from mixfleet.errors import ConfigError
 from mixfleet.runs import Event
 from mixfleet.train.clock import Clock, SystemClock
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
     from mixfleet.train.health.detectors import ThermalGuard
     from mixfleet.train.parallel.strategy import ReductionStrategy
 
-__all__ = ["Fault", "parse_fault", "FaultPlan", "FaultInjector", "KINDS",
+__all__ = ["FaultsConfig", "Fault", "parse_fault", "FaultPlan", "FaultInjector", "KINDS",
            "random_faults"]
 
 # kind: (required keys, optional keys with defaults)
@@ -248,3 +249,28 @@ class FaultInjector:
             tear()
             self._fired("torn-checkpoint", step)
 
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class FaultsConfig(Section, section="faults"):
+    """The ``[faults]`` table of a run config: exact faults and the chaos mode."""
+
+    inject: list[str] = field([], help="exact faults, e.g. 'kill@rank=1,step=40', "
+                                       "'hang@rank=0,step=60,seconds=300', 'nan@step=70' "
+                                       "(see mixfleet.train.health.faults)")
+    mtbf_steps: float = field(0.0, help="chaos mode: mean steps between random faults per "
+                                        "rank (0: off)", ge=0)
+    seed: int = field(0, help="seed of the chaos schedule")
+    random_kinds: list[str] = field(["kill", "hang", "nan", "slow", "overheat"],
+                                    help="fault kinds the chaos mode draws from",
+                                    choices=RANDOM_KINDS)
+
+    def __post_init__(self) -> None:
+        for i, spec in enumerate(self.inject):
+            parse_fault(spec, f"faults.inject[{i}]")
+
+    def specs(self, ranks: int, steps: int) -> list[str]:
+        """The exact faults plus the chaos schedule (if any)."""
+        extra = (random_faults(mtbf_steps=self.mtbf_steps, seed=self.seed, ranks=ranks,
+                               steps=steps, kinds=tuple(self.random_kinds))
+                 if self.mtbf_steps > 0 else [])
+        return [*self.inject, *extra]

@@ -237,7 +237,8 @@ class MixedFleet:
 
 def hetero_enabled(cfg: RunConfig) -> bool:
     """Whether the job uses the mixed-fleet path (else the trainer's plain one)."""
-    from mixfleet.train.config import EmulateConfig, SharesConfig
+    from mixfleet.emulate.pricing import EmulateConfig
+    from mixfleet.train.mixed.shares import SharesConfig
 
     if cfg.parallel.mode == "pipeline":  # stages, not shares: every rank runs the schedule
         return False

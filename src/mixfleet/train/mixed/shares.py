@@ -14,14 +14,17 @@ Everything here is a pure function of its arguments (no collectives, no clocks).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
+from mixfleet.config import Section, field, require
 from mixfleet.errors import ConfigError
 
-__all__ = ["largest_remainder", "shares_from_speeds", "step_time",
+__all__ = ["SharesConfig", "largest_remainder", "shares_from_speeds", "step_time",
            "memory_micro_cap", "micro_cap", "share_cap", "micro_batches", "rank_speeds",
            "shed_shares"]
 
@@ -159,3 +162,29 @@ def shed_shares(shares: Sequence[int], rank: int) -> list[int] | None:
     for r in sorted(others, key=lambda q: -(give * old[q] % total))[: give - sum(add.values())]:
         add[r] += 1
     return [old[r] - give if r == rank else old[r] + add[r] for r in range(len(old))]
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class SharesConfig(Section, section="shares"):
+    """The ``[shares]`` table of a run config: each rank's share of the global batch."""
+
+    mode: Literal["equal", "speed", "measured"] = field(
+        "equal", help="initial shares of the global batch: equal; speed (from the chips' "
+                      "relative speeds); measured (equal, then from the compute times of "
+                      "the first rebalance_every steps)")
+    rebalance_every: int = field(0, help="steps between rebalances from the measured "
+                                 "compute times (0: never; mode = measured needs >= 1)", ge=0)
+    hysteresis: float = field(0.05, help="apply new shares only when they shorten the "
+                              "predicted step time by more than this fraction", ge=0, lt=1)
+    max_micro_batch: int = field(0, help="samples any rank holds at once (0: no limit)", ge=0)
+    max_accum: int = field(8, help="micro-batches a rank may accumulate per step; a share "
+                           "is capped at micro-batch x max_accum", ge=1)
+    sample_mib: float = field(0.0, help="memory per sample (MiB); with the catalog's HBM "
+                              "it caps each chip's micro-batch (0: unknown, no cap)", ge=0)
+    table: str | None = field(None, help="throughput table (JSON from `mixfleet bench`) "
+                              "for mode = speed")
+
+    def __post_init__(self) -> None:
+        require(self.mode != "measured" or self.rebalance_every >= 1, "shares.mode "
+                 "\"measured\" needs shares.rebalance_every >= 1 (got 0); set [shares] "
+                 "rebalance_every = 20")
