@@ -63,7 +63,7 @@ def _pipeline_lines(p: dict[str, Any]) -> list[str]:
     stages = " > ".join(
         f"{s['chip']} x{s['ranks']} ({s['blocks']} blocks, slot {_ms(s['slot_s'])} ms, "
         f"{s['memory_bytes'] / gib:.1f} of "
-        f"{(s['hbm_bytes'] or 0) / gib if s['hbm_bytes'] else float('inf'):.1f} GiB)"
+        + (f"{s['hbm_bytes'] / gib:.1f} GiB)" if s["hbm_bytes"] else "unknown GiB)")
         for s in d["stages"])
     out = [f"  pipeline: {stages}",
            f"  pipeline: {d['stage_mode']} inside stages, {d['schedule']}, "
@@ -97,6 +97,9 @@ def render(doc: dict[str, Any], source: str) -> list[str]:
            f"{'bridge':>10}{'nic':>10}{'samples/s':>12}{'tokens/s':>12}  memory"]
     for p in doc["plans"]:
         c = p["comm_s"]
+        if not p["step_s"]:  # no layout at all (the reason is below)
+            out.append(f"  {p['mode']:<9}{'-':>12}  {p['refusal']}")
+            continue
         tok = f"{p['tokens_per_s']:,.0f}" if p["tokens_per_s"] else "-"
         worst = max(p["ranks"], key=lambda r: (r["need_bytes"] / (r["hbm_bytes"] or 1e30),
                                                -r["rank"]))
