@@ -85,6 +85,7 @@ def test_auto_picks_pipeline_and_the_run_gets_its_stages(tmp_path: Path) -> None
     from mixfleet.config import load_toml
     from mixfleet.train.autoplan import job_of, resolve_auto
     from mixfleet.train.launch import prepare_run, resolve_config
+    from mixfleet.train.mixed.pacing import as_model_plan
 
     text = EXAMPLE.read_text().split("[[ranks]]")[0]
     text = text.replace("global_batch = 24", "global_batch = 64")
@@ -105,6 +106,8 @@ def test_auto_picks_pipeline_and_the_run_gets_its_stages(tmp_path: Path) -> None
     kinds = [r.device.removeprefix("emu:") for r in cfg.ranks]
     res = resolve_stages(par, kinds, 8)
     assert [kinds[i] for i in res.order] == [c for c in d["order"] for _ in range(2)]
+    # the emulator's whole-model memory check leaves a pipeline's stages to the cost model
+    assert as_model_plan(resolved) is not None
     run = prepare_run(cfg, tmp_path / "run")
     saved = load_toml(run.config)["parallel"]
     assert saved["mode"] == "pipeline" and saved["microbatches"] == d["microbatches"]
