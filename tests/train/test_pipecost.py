@@ -3,6 +3,7 @@ job where pipeline beats fsdp, and mode = "auto" resolving to the predicted stag
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,11 @@ def test_two_kinds_match_the_hand_computed_split_and_step() -> None:
     acts = 3 * 1000 * (2 if first else 1)
     assert h20.need_bytes == pytest.approx(16 * params + acts)
     assert plan.comm == {"bridge": pytest.approx(4 * send)}
+    # given stages and blocks ([[parallel.stages]]) are priced as they are: 2 + 2 blocks
+    given = predict_pipeline("pipeline", dataclasses.replace(ctx, job=dataclasses.replace(
+        job, stages=(("nvidia-h20", 1, 2), ("kunlun-p800", 1, 2)))))
+    assert [r["blocks"] for r in given.detail["stages"]] == [2, 2]
+    assert given.step_s == pytest.approx(5 * (2 * 0.5e-3 * 2 + 0.001 + send) + 0.01, rel=1e-12)
 
 
 def test_pipeline_beats_fsdp_across_kinds_and_fits_where_dp_does_not() -> None:

@@ -62,6 +62,7 @@ class JobSpec:
     schedule: str = "1f1b"  # pipeline: the schedule (1f1b or gpipe are modelled)
     stage_modes: tuple[str, ...] = ("dp", "fsdp")  # pipeline: inside-stage modes the run
     # can take (none: the workload cannot be cut into stages)
+    stages: tuple[tuple[str, int, int], ...] = ()  # pipeline: given (chip, ranks, blocks)
 
     def __post_init__(self) -> None:
         if self.global_batch < 1:

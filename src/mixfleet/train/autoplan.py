@@ -108,8 +108,19 @@ def job_of(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
                   activation_checkpointing=par.activation_checkpointing,
                   max_micro_batch=cfg.shares.max_micro_batch, max_accum=cfg.shares.max_accum,
                   sample_s=cfg.emulate.sample_s, shares=shares, microbatches=par.microbatches,
-                  schedule=par.schedule, stage_modes=_stage_modes(cfg))
+                  schedule=par.schedule, **_pipeline_fields(cfg))
     return job, ranks
+
+
+def _pipeline_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The job's pipeline fields: under ``mode = "pipeline"`` its stage mode and given
+    stages; else the stage modes the trained workload allows."""
+    modes = _stage_modes(cfg)
+    par = cfg.parallel
+    if par.mode != "pipeline":
+        return {"stage_modes": modes}
+    return {"stage_modes": tuple(m for m in modes if m == par.stage_mode),
+            "stages": tuple((s.chip, s.ranks, s.blocks) for s in par.stages)}
 
 
 def _stage_modes(cfg: RunConfig) -> tuple[str, ...]:

@@ -27,6 +27,7 @@ from mixfleet.emulate.pricing import Link, transfer_s
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.costmodel import Context, ModePlan, RankPlan, refusal_text, register_mode
 from mixfleet.fleet.costterms import GRAD_BYTES, HBM_USABLE, MASTER_BYTES, OPT_BYTES
+from mixfleet.train.parallel.pipeconfig import resolve_stages
 from mixfleet.train.parallel.pipeplan import pick_microbatches
 from mixfleet.train.parallel.split import (
     ModelBytes,
@@ -53,6 +54,22 @@ _HOST = 1e15  # bytes: a chip without a catalog HBM is not limited
 class _Stage:
     chip: str
     ranks: tuple[int, ...]  # job ranks
+    blocks: int = 0  # given ([[parallel.stages]] blocks); 0: the split picks
+
+
+@dataclasses.dataclass(frozen=True)
+class _Figs:
+    """A stage's per-micro-batch figures before the split: its slowest rank, the whole
+    model's work on it, its own link, its all-gathers (per block, embedding, head; 0
+    without fsdp) and its sends per slot."""
+
+    rank: int
+    work: float
+    own: Link
+    block_g: float
+    embed_g: float
+    head_g: float
+    sends: float
 
 
 def _parts(ctx: Context) -> tuple[float, float, float, float]:
@@ -108,30 +125,54 @@ def _option(ctx: Context, stages: Sequence[_Stage], stage_mode: str, m: int, b: 
         own = ctx.prices.group_link([ctx.ranks[r].chip for r in st.ranks],
                                     [ctx.ranks[r].node for r in st.ranks], catalog=ctx.catalog)
         gather = n > 1 and sharded
-        twice = 2 if job.reshard_after_forward else 1
 
         def ag(params: float, own: Link = own, n: int = n, gather: bool = gather) -> float:
             return transfer_s("all_gather", params * ACT_BYTES, n, own) if gather else 0.0
 
-        sends = (hop_s[s] if s < p - 1 else 0.0) + (hop_s[s - 1] if s > 0 else 0.0)
+        f = _Figs(rank=i, work=work, own=own,
+                  block_g=(2 if job.reshard_after_forward else 1) * ag(mdl.block_params),
+                  embed_g=ag(emb), head_g=ag(head),
+                  sends=(hop_s[s] if s < p - 1 else 0.0) + (hop_s[s - 1] if s > 0 else 0.0))
         root = (emb if s == 0 else 0.0) + (head if s == p - 1 else 0.0)
         chips.append(StageChip(
-            chip=st.chip, ranks=n, block_s=(block_f * work + twice * ag(mdl.block_params),)
-            * n_blocks, embed_s=ag(emb), head_s=head_f * work + ag(head),
-            slot_fixed_s=cost.microbatch_fixed_s + sends,
+            chip=st.chip, ranks=n, block_s=(block_f * work + f.block_g,) * n_blocks,
+            embed_s=f.embed_g, head_s=head_f * work + f.head_g,
+            slot_fixed_s=cost.microbatch_fixed_s + f.sends,
             memory_bytes=_hbm(ctx, st.chip) or _HOST,
             fixed_bytes=(2 * mdl.block_params + root) * ACT_BYTES if gather else 0.0))
-        figs.append((i, work, twice, own, ag, sends))
-    try:
-        split, refusal = split_blocks(chips, model, microbatches=m, schedule=schedule,
-                                      sharded=sharded), ""
-    except ConfigError as e:  # the fastest split as if memory were no limit, refused
-        refusal = str(e)
-        split = split_blocks([dataclasses.replace(c, memory_bytes=float("inf"))
-                              for c in chips], model, microbatches=m, schedule=schedule,
-                             sharded=sharded)
+        figs.append(f)
+    if stages[0].blocks:  # given: priced as they are
+        split = _given(chips, model, [st.blocks for st in stages], m, schedule, sharded)
+        over = [(c.chip, mem) for c, mem in zip(chips, split.stage_bytes, strict=True)
+                if mem > c.memory_bytes]
+        refusal = (f"the given blocks {[st.blocks for st in stages]} do not fit: "
+                   f"{over[0][0]} needs {over[0][1] / 2**30:.2f} GiB per chip" if over else "")
+    else:
+        try:
+            split, refusal = split_blocks(chips, model, microbatches=m, schedule=schedule,
+                                          sharded=sharded), ""
+        except ConfigError as e:  # the fastest split as if memory were no limit, refused
+            refusal = str(e)
+            split = split_blocks([dataclasses.replace(c, memory_bytes=float("inf"))
+                                  for c in chips], model, microbatches=m, schedule=schedule,
+                                 sharded=sharded)
     return _priced(ctx, stages, stage_mode, schedule, m, b, lanes, chips, model, split, figs,
                    (block_f, head_f, emb, head), hops, hop_s, send_bytes, refusal)
+
+
+def _given(chips: Sequence[StageChip], model: ModelBytes, blocks: Sequence[int], m: int,
+           schedule: Literal["1f1b", "gpipe"], sharded: bool) -> SplitPlan:
+    """A given split, priced by ``stage_cost`` as ``split_blocks`` prices its own."""
+    times, mems, lo = [], [], 0
+    for s, k in enumerate(blocks):
+        t, mem = stage_cost(chips, model, s, lo, lo + k, microbatches=m, schedule=schedule,
+                            sharded=sharded)
+        times.append(t)
+        mems.append(mem)
+        lo += k
+    p = len(blocks)
+    return SplitPlan(blocks=tuple(blocks), stage_s=tuple(times), stage_bytes=tuple(mems),
+                     step_s=(m + p - 1) * max(times), bubble=(p - 1) / (m + p - 1))
 
 
 def _hbm(ctx: Context, chip: str) -> float | None:
@@ -142,24 +183,26 @@ def _hbm(ctx: Context, chip: str) -> float | None:
 
 def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: str, m: int,
             b: int, lanes: int, chips: list[StageChip], model: ModelBytes, split: SplitPlan,
-            figs: list[Any], parts: tuple[float, float, float, float], hops: list[Link],
+            figs: list[_Figs], parts: tuple[float, float, float, float], hops: list[Link],
             hop_s: list[float], send_bytes: float, refusal: str) -> ModePlan:
     """The split's stages as rank plans, the step's breakdown and the option's detail."""
     job, p = ctx.job, len(stages)
     block_f, head_f, emb, head = parts
     sharded = stage_mode == "fsdp"
     rps: list[RankPlan] = []
-    rows, tails = [], []
+    rows: list[dict[str, Any]] = []
+    tails: list[tuple[float, int]] = []
     lo = 0
     for s, (st, k) in enumerate(zip(stages, split.blocks, strict=True)):
-        i, work, twice, own, ag, sends = figs[s]
+        f = figs[s]
+        i, work, own = f.rank, f.work, f.own
         n, first, last = len(st.ranks), s == 0, s == p - 1
         per = lanes / n
         slot, mem = stage_cost(chips, model, s, lo, lo + k, microbatches=m,
                                schedule=schedule, sharded=sharded)
         compute = (k * block_f + (head_f if last else 0.0)) * work * per
-        gather = (k * twice * ag(job.model.block_params) + (ag(emb) if first else 0.0)
-                  + (ag(head) if last else 0.0)) * per
+        gather = (k * f.block_g + (f.embed_g if first else 0.0)
+                  + (f.head_g if last else 0.0)) * per
         params = k * job.model.block_params + (emb if first else 0.0) + (head if last else 0.0)
         units = [job.model.block_params] * k + ([emb] if first else []) + ([head] if last else [])
         if n == 1:
@@ -185,7 +228,7 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
                                 unit_s=ctx.units[r], memory=memory, hbm_bytes=hbm,
                                 fits=hbm is None or mem <= hbm))
         rows.append({"chip": st.chip, "ranks": n, "job_ranks": list(st.ranks), "blocks": k,
-                     "slot_s": slot, "compute_s": compute, "send_s": sends * per,
+                     "slot_s": slot, "compute_s": compute, "send_s": f.sends * per,
                      "gather_s": gather, "fixed_s": cost.microbatch_fixed_s * per,
                      "reduce_s": reduce, "step_fixed_s": cost.step_fixed_s,
                      "link": own.describe() if n > 1 else None, "memory_bytes": mem,
@@ -199,7 +242,7 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
         if lk is not None:
             comm[lk.cls] = comm.get(lk.cls, 0.0) + m * hop_s[s] * lanes / cr["ranks"]
     if cr["ranks"] > 1:
-        cls = figs[crit][3].cls
+        cls = figs[crit].own.cls
         comm[cls] = comm.get(cls, 0.0) + m * cr["gather_s"] + cr["reduce_s"]
     tail = max(tails)[0]
     idle = (p - 1) * cr["slot_s"] + tail - cr["step_fixed_s"] - cr["reduce_s"]
@@ -230,23 +273,38 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
                     detail=detail)
 
 
-def _stages(ctx: Context) -> list[list[_Stage]]:
-    """The stage orders to try: one stage per chip kind in every order (the default
-    order of ``default_stages`` first), or a stage per rank when all ranks are one kind."""
-    from mixfleet.train.parallel.pipeconfig import default_stages
+def _stages(ctx: Context) -> tuple[list[list[_Stage]], str]:
+    """The stage orders to try (and a note): the job's given stages (their blocks when they
+    add up to the model's), else one stage per chip kind in every order (the default order
+    of ``default_stages`` first), or a stage per rank when all ranks are one kind."""
+    from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, default_stages
 
-    chips = [r.chip for r in ctx.ranks]
+    job, chips = ctx.job, [r.chip for r in ctx.ranks]
+    if job.stages:
+        given = [StageConfig(chip=c, ranks=n, blocks=k) for c, n, k in job.stages]
+        fits = sum(k for _, _, k in job.stages) == job.model.blocks
+        cfg = PipelineConfig(stages=given if fits else
+                             [dataclasses.replace(g, blocks=0) for g in given])
+        res = resolve_stages(cfg, chips, job.model.blocks)
+        out, at = [], 0
+        for st in res.stages:
+            out.append(_Stage(st.chip, tuple(res.order[at:at + st.ranks]), st.blocks))
+            at += st.ranks
+        note = "" if fits or not given[0].blocks else (
+            f"the given blocks {[g.blocks for g in given]} are the trained model's; the "
+            f"split of {job.model.name}'s {job.model.blocks} is predicted")
+        return [out], note
     by_kind: dict[str, tuple[int, ...]] = {}
     for i, c in enumerate(chips):
         by_kind[c] = (*by_kind.get(c, ()), i)
     if len(by_kind) == 1:
-        return [[_Stage(chips[0], (i,)) for i in range(len(chips))]]
+        return [[_Stage(chips[0], (i,)) for i in range(len(chips))]], ""
     mem = {c: (ctx.catalog[c].hbm_gib.value if c in ctx.catalog else None) for c in by_kind}
     first = tuple(s.chip for s in default_stages(chips, mem))
     orders = [first]
     if len(by_kind) <= MAX_KINDS_PERMUTED:
         orders += [o for o in itertools.permutations(first) if o != first]
-    return [[_Stage(c, by_kind[c]) for c in o] for o in orders]
+    return [[_Stage(c, by_kind[c]) for c in o] for o in orders], ""
 
 
 def _refused(ctx: Context, why: str) -> ModePlan:
@@ -267,9 +325,13 @@ def predict_pipeline(mode: str, ctx: Context) -> ModePlan:
     if len(ctx.ranks) < 2:
         return _refused(ctx, "it needs at least 2 ranks")
     if not job.stage_modes:
-        return _refused(ctx, f"the workload trained ({job.model.name} or the model it is "
-                             f"paced as) cannot be cut into stages (llama and char-gpt can)")
-    orders = _stages(ctx)
+        return _refused(ctx, "the workload trained cannot run it: it cannot be cut into "
+                             "stages (llama and char-gpt can), or its head is tied to its "
+                             "embedding and stage_mode = 'fsdp' (use 'dp')")
+    try:
+        orders, note = _stages(ctx)
+    except ConfigError as e:
+        return _refused(ctx, str(e))
     p, n_blocks, b_total = len(orders[0]), job.model.blocks, job.global_batch
     sizes = [len(s.ranks) for s in orders[0]]
     lanes = max(sizes)
@@ -298,9 +360,10 @@ def predict_pipeline(mode: str, ctx: Context) -> ModePlan:
     listed = [{"order": o.detail["order"], "stage_mode": o.detail["stage_mode"],
                "blocks": [r["blocks"] for r in o.detail["stages"]], "step_s": o.step_s,
                "fits": o.fits, "refusal": o.refusal or None} for o in options]
-    detail = {**best.detail, "options": listed,
-              "note": "interleaved-1f1b is predicted as 1f1b"
-              if job.schedule == "interleaved-1f1b" else None}
+    notes = [note] if note else []
+    if job.schedule == "interleaved-1f1b":
+        notes.append("interleaved-1f1b is predicted as 1f1b")
+    detail = {**best.detail, "options": listed, "note": "; ".join(notes) or None}
     return dataclasses.replace(best, mode=mode, detail=detail)
 
 
