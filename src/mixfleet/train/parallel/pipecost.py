@@ -27,7 +27,13 @@ from mixfleet.emulate.pricing import Link, transfer_s
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.costmodel import Context, ModePlan, RankPlan, refusal_text, register_mode
 from mixfleet.fleet.costterms import GRAD_BYTES, HBM_USABLE, MASTER_BYTES, OPT_BYTES
-from mixfleet.train.parallel.pipeconfig import resolve_stages
+from mixfleet.train.mixed.shares import largest_remainder
+from mixfleet.train.parallel.pipeconfig import (
+    PipelineConfig,
+    StageConfig,
+    default_stages,
+    resolve_stages,
+)
 from mixfleet.train.parallel.pipeplan import pick_microbatches
 from mixfleet.train.parallel.split import (
     ModelBytes,
@@ -277,8 +283,6 @@ def _stages(ctx: Context) -> tuple[list[list[_Stage]], str]:
     """The stage orders to try (and a note): the job's given stages (their blocks when they
     add up to the model's), else one stage per chip kind in every order (the default order
     of ``default_stages`` first), or a stage per rank when all ranks are one kind."""
-    from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, default_stages
-
     job, chips = ctx.job, [r.chip for r in ctx.ranks]
     if job.stages:
         given = [StageConfig(chip=c, ranks=n, blocks=k) for c, n, k in job.stages]
@@ -373,9 +377,6 @@ def stage_fields(plan: ModePlan, n_blocks: int) -> dict[str, Any]:
     ``blocks``). ``n_blocks``: the blocks of the model that really trains (under
     ``[emulate] as_model`` it differs from the predicted one's: the predicted split is
     scaled to it, each stage keeping at least one block)."""
-    from mixfleet.train.mixed.shares import largest_remainder
-    from mixfleet.train.parallel.pipeconfig import StageConfig
-
     d = plan.detail
     given = [r["blocks"] for r in d["stages"]]
     if n_blocks < len(given):
