@@ -167,7 +167,8 @@ def resolve_auto(cfg: RunConfig) -> tuple[RunConfig, RunPlan | None]:
     fields: dict[str, Any] = {}
     if plan.pick.mode == PIPELINE:  # the run executes the predicted stages and split
         try:
-            fields = stage_fields(plan.pick, _trained_blocks(cfg, plan))
+            fields = stage_fields(plan.pick, _trained_blocks(cfg, plan),
+                                  cfg.parallel.virtual_stages)
         except ConfigError as e:  # the model trained has fewer blocks than stages
             pick, why = choose([p for p in plan.plans if p.mode != PIPELINE])
             if pick is None:

@@ -34,6 +34,7 @@ from mixfleet.train.parallel.pipeconfig import (
     default_stages,
     resolve_stages,
 )
+from mixfleet.train.parallel.pipeline import check_schedule
 from mixfleet.train.parallel.pipeplan import pick_microbatches
 from mixfleet.train.parallel.split import (
     ModelBytes,
@@ -92,16 +93,13 @@ def _parts(ctx: Context) -> tuple[float, float, float, float]:
     return block_f, head_f / m.flops_per_sample, emb, head
 
 
-def _link(ctx: Context, a: int, b: int) -> Link:
-    ra, rb = ctx.ranks[a], ctx.ranks[b]
-    return ctx.prices.link(ra.chip, rb.chip, same_node=ra.node == rb.node, catalog=ctx.catalog)
-
-
 def _between(ctx: Context, s: _Stage, t: _Stage, lanes: int) -> Link:
     """The slowest link between neighbouring stages over the lanes (lane r: rank
     ``r % ranks`` of each)."""
-    links = [_link(ctx, s.ranks[r % len(s.ranks)], t.ranks[r % len(t.ranks)])
+    pairs = [(ctx.ranks[s.ranks[r % len(s.ranks)]], ctx.ranks[t.ranks[r % len(t.ranks)]])
              for r in range(lanes)]
+    links = [ctx.prices.link(a.chip, b.chip, same_node=a.node == b.node, catalog=ctx.catalog)
+             for a, b in pairs]
     return min(links, key=lambda lk: (lk.gbps, -lk.latency_s))
 
 
@@ -352,6 +350,10 @@ def predict_pipeline(mode: str, ctx: Context) -> ModePlan:
     if b_total % (lanes * m) or (schedule == "1f1b" and m < p):
         return _refused(ctx, f"{m} micro-batches per lane do not suit a global batch of "
                              f"{b_total} over {lanes} lane(s) and {p} stages under {schedule}")
+    try:  # the run's own schedule (interleaved: m a multiple of its rounds)
+        check_schedule(job.schedule, p, m)
+    except ConfigError as e:
+        return _refused(ctx, str(e))
     b = b_total // (lanes * m)
     modes = [sm for sm in job.stage_modes  # fsdp over one rank is dp
              if sm == "dp" or (lanes > 1 and all(n in (1, lanes) for n in sizes))]
@@ -371,22 +373,24 @@ def predict_pipeline(mode: str, ctx: Context) -> ModePlan:
     return dataclasses.replace(best, mode=mode, detail=detail)
 
 
-def stage_fields(plan: ModePlan, n_blocks: int) -> dict[str, Any]:
-    """The ``[parallel]`` fields that run exactly ``plan`` (a pipeline ModePlan):
-    ``stage_mode``, ``schedule``, ``microbatches`` and ``stages`` (``chip``, ``ranks``,
-    ``blocks``). ``n_blocks``: the blocks of the model that really trains (under
+def stage_fields(plan: ModePlan, n_blocks: int, virtual_stages: int = 1) -> dict[str, Any]:
+    """The ``[parallel]`` fields that run ``plan`` (a pipeline ModePlan): ``stage_mode``,
+    ``microbatches`` and ``stages`` (``chip``, ``ranks``, ``blocks``; the configured
+    schedule is kept). ``n_blocks``: the blocks of the model that really trains (under
     ``[emulate] as_model`` it differs from the predicted one's: the predicted split is
-    scaled to it, each stage keeping at least one block)."""
+    scaled to it, each stage keeping at least one block). With ``virtual_stages > 1`` the
+    blocks are left to the run's split (it assigns the virtual stages)."""
     d = plan.detail
     given = [r["blocks"] for r in d["stages"]]
-    if n_blocks < len(given):
-        raise ConfigError(f"the pipeline plan has {len(given)} stages but the model trained "
-                          f"has {n_blocks} blocks; set [parallel] mode = 'fsdp' or 'dp'")
+    if n_blocks < len(given) * virtual_stages:
+        raise ConfigError(f"the pipeline plan has {len(given)} stages x {virtual_stages} "
+                          f"virtual but the model trained has {n_blocks} blocks; set "
+                          f"[parallel] mode = 'fsdp' or 'dp'")
     blocks = given if sum(given) == n_blocks else largest_remainder(
         [float(x) for x in given], n_blocks)
-    return {"stage_mode": d["stage_mode"], "schedule": d["schedule"],
-            "microbatches": d["microbatches"],
-            "stages": [StageConfig(chip=r["chip"], ranks=r["ranks"], blocks=k)
+    return {"stage_mode": d["stage_mode"], "microbatches": d["microbatches"],
+            "stages": [StageConfig(chip=r["chip"], ranks=r["ranks"],
+                                   blocks=k if virtual_stages == 1 else 0)
                        for r, k in zip(d["stages"], blocks, strict=True)]}
 
 
