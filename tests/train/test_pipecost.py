@@ -10,11 +10,12 @@ import pytest
 
 from mixfleet.catalog.base import load_catalog
 from mixfleet.emulate.pricing import LinkPrices, StepCost, transfer_s
+from mixfleet.errors import ConfigError
 from mixfleet.fleet.costmodel import Context, JobSpec, choose, predict
 from mixfleet.fleet.costterms import Fig
 from mixfleet.fleet.jobshape import ModelShape, RankSpec, parse_rank_specs, preset_shape
 from mixfleet.train.parallel.pipeconfig import resolve_stages
-from mixfleet.train.parallel.pipecost import predict_pipeline
+from mixfleet.train.parallel.pipecost import predict_pipeline, stage_fields
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plan-mixed.toml"
 SIX = ",".join(f"emu:{c}" for c in ("nvidia-h20", "kunlun-p800", "ascend-910b")
@@ -82,6 +83,16 @@ def test_pipeline_beats_fsdp_across_kinds_and_fits_where_dp_does_not() -> None:
     assert pipe.step_s == pytest.approx((32 + 2) * slot + tail, rel=1e-9)
     best, why = choose(list(plans.values()))
     assert best is pipe and "fsdp is" in why["fsdp"]
+    # the fields that run it: its split scaled to a smaller trained model, at least one
+    # block each; none when that model has fewer blocks than stages
+    fields = stage_fields(pipe, 8)
+    assert [s.chip for s in fields["stages"]] == d["order"]
+    assert sum(s.blocks for s in fields["stages"]) == 8
+    assert all(s.blocks >= 1 for s in fields["stages"])
+    assert stage_fields(pipe, 32)["stages"][0].blocks == d["stages"][0]["blocks"]
+    assert all(s.blocks == 0 for s in stage_fields(pipe, 8, virtual_stages=2)["stages"])
+    with pytest.raises(ConfigError, match="has 2 blocks"):
+        stage_fields(pipe, 2)
 
 
 def test_auto_picks_pipeline_and_the_run_gets_its_stages(tmp_path: Path) -> None:
