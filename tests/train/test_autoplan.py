@@ -27,7 +27,7 @@ def test_plan_job_prints_the_same_plan_every_time(capsys: pytest.CaptureFixture[
     assert main(["plan-job", str(EXAMPLE), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["pick"] == "fsdp" and doc["emulated"] is True
-    assert {p["mode"] for p in doc["plans"]} == {"dp", "fsdp"}
+    assert {p["mode"] for p in doc["plans"]} == {"dp", "fsdp", "pipeline"}
 
 
 @pytest.mark.parametrize(("argv", "named", "fix"), [

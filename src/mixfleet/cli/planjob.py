@@ -54,6 +54,32 @@ def _ms(s: float) -> str:
     return f"{s * 1e3:,.1f}"
 
 
+def _pipeline_lines(p: dict[str, Any]) -> list[str]:
+    """The pipeline plan's stages, transfers and the other stage orders tried."""
+    d = p.get("pipeline")
+    if not d:
+        return [f"  pipeline: {p['refusal']}"]
+    gib = 2**30
+    stages = " > ".join(
+        f"{s['chip']} x{s['ranks']} ({s['blocks']} blocks, slot {_ms(s['slot_s'])} ms, "
+        f"{s['memory_bytes'] / gib:.1f} of "
+        + (f"{s['hbm_bytes'] / gib:.1f} GiB)" if s["hbm_bytes"] else "unknown GiB)")
+        for s in d["stages"])
+    out = [f"  pipeline: {stages}",
+           f"  pipeline: {d['stage_mode']} inside stages, {d['schedule']}, "
+           f"{d['microbatches']} micro-batches of {d['micro_batch']} x {d['lanes']} lane(s); "
+           f"bubble {d['bubble']:.1%} ({_ms(d['bubble_s'])} ms)"
+           + (f"; {d['note']}" if d.get("note") else "")]
+    out += [f"  pipeline transfer {t['from']} > {t['to']} on {t['link']}: "
+            f"{t['bytes'] / 2**20:,.1f} MiB, {_ms(t['send_s'])} ms per micro-batch each way"
+            for t in d["transfers"]]
+    for o in sorted(d["options"], key=lambda o: (not o["fits"], o["step_s"])):
+        fit = "fits" if o["fits"] else "DOES NOT FIT"
+        out.append(f"  pipeline option {' > '.join(o['order'])}, {o['stage_mode']}: blocks "
+                   f"{o['blocks']}, {_ms(o['step_s'])} ms per step, {fit}")
+    return out
+
+
 def render(doc: dict[str, Any], source: str) -> list[str]:
     """The plan as lines a person reads (deterministic: the same plan, the same lines)."""
     gib = 2**30
@@ -67,22 +93,29 @@ def render(doc: dict[str, Any], source: str) -> list[str]:
            f"{ranks}",
            f"  links: bridge {lk['bridge_gbps']:g} GB/s ({lk['bridge_origin']}), nic "
            f"{lk['nic_gbps']:g} GB/s ({lk['nic_origin']}), intra from the catalog",
-           f"  {'mode':<6}{'step ms':>12}{'compute':>12}{'fixed':>9}{'intra':>10}"
+           f"  {'mode':<9}{'step ms':>12}{'compute':>12}{'fixed':>9}{'intra':>10}"
            f"{'bridge':>10}{'nic':>10}{'samples/s':>12}{'tokens/s':>12}  memory"]
     for p in doc["plans"]:
         c = p["comm_s"]
+        if not p["step_s"]:  # no layout at all (the reason is below)
+            out.append(f"  {p['mode']:<9}{'-':>12}  {p['refusal']}")
+            continue
         tok = f"{p['tokens_per_s']:,.0f}" if p["tokens_per_s"] else "-"
         worst = max(p["ranks"], key=lambda r: (r["need_bytes"] / (r["hbm_bytes"] or 1e30),
                                                -r["rank"]))
         hbm = f"{worst['hbm_bytes'] / gib:.1f}" if worst["hbm_bytes"] else "unknown"
         mem = (f"{'fits' if p['fits'] else 'DOES NOT FIT'} (max {worst['need_bytes'] / gib:.1f}"
                f" GiB of {hbm} usable on {worst['chip']})")
-        out.append(f"  {p['mode']:<6}{_ms(p['step_s']):>12}{_ms(p['compute_s']):>12}"
+        out.append(f"  {p['mode']:<9}{_ms(p['step_s']):>12}{_ms(p['compute_s']):>12}"
                    f"{_ms(p['fixed_s']):>9}{_ms(c.get('intra', 0.0)):>10}"
                    f"{_ms(c.get('bridge', 0.0)):>10}{_ms(c.get('nic', 0.0)):>10}"
                    f"{p['samples_per_s']:>12,.2f}{tok:>12}  {mem}")
     for p in doc["plans"]:
         o = p["origins"]
+        if p["mode"] == "pipeline":
+            out += _pipeline_lines(p)
+            if not o:
+                continue
         out.append(f"  {p['mode']}: shares {[r['share'] for r in p['ranks']]}, micro-batches "
                    f"{[len(r['micro_batches']) for r in p['ranks']]}; origins: compute "
                    f"{o['compute']}, fixed {o['fixed']}, communication {o['comm']}, memory "

@@ -43,7 +43,7 @@ from mixfleet.fleet.costterms import (
 from mixfleet.fleet.jobshape import RankSpec
 
 __all__ = ["JobSpec", "Fig", "RankPlan", "ModePlan", "Context", "ModeFn", "MODES",
-           "data_parallel", "predict", "choose"]
+           "data_parallel", "predict", "choose", "register_mode", "refusal_text"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -82,9 +82,14 @@ class ModePlan:
     units_per_sample: int
     origins: dict[str, str]
     refusal: str = ""  # why it does not fit (names the chip, the need and the HBM)
+    idle_s: float = 0.0  # seconds the critical rank waits (a pipeline's bubble)
+    critical_rank: int | None = None  # the rank that sets the step (None: the busiest)
+    detail: dict[str, Any] = dataclasses.field(default_factory=dict)  # a mode's own figures
 
     @property
     def critical(self) -> RankPlan:
+        if self.critical_rank is not None:
+            return next(r for r in self.ranks if r.rank == self.critical_rank)
         return max(self.ranks, key=lambda r: (r.busy_s, -r.rank))
 
     @property
@@ -97,7 +102,7 @@ class ModePlan:
 
     @property
     def step_s(self) -> float:
-        return self.critical.busy_s + sum(self.comm.values())
+        return self.critical.busy_s + self.idle_s + sum(self.comm.values())
 
     @property
     def fits(self) -> bool:
@@ -105,7 +110,7 @@ class ModePlan:
 
     @property
     def samples_per_s(self) -> float:
-        return self.samples_per_step / self.step_s
+        return self.samples_per_step / self.step_s if self.step_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
         """A stable JSON shape (plan-job --json, the ``plan`` event)."""
@@ -122,10 +127,12 @@ class ModePlan:
                        "unit_origin": r.unit_s.origin, "memory_bytes": dict(r.memory),
                        "need_bytes": r.need_bytes, "hbm_bytes": r.hbm_bytes, "fits": r.fits}
                       for r in self.ranks],
+            "idle_s": self.idle_s, **({self.mode: self.detail} if self.detail else {}),
         }
 
 
-def _refusal(rp: RankPlan, mode: str) -> str:
+def refusal_text(rp: RankPlan, mode: str) -> str:
+    """Why ``rp`` does not fit under ``mode``: the chip, the rank, the need and the HBM."""
     gib = 2**30
     parts = ", ".join(f"{k} {v / gib:.1f}" for k, v in rp.memory.items())
     return (f"{mode} does not fit: {rp.chip} (rank {rp.rank}) needs "
@@ -198,15 +205,22 @@ def data_parallel(mode: str, ctx: Context) -> ModePlan:
                or "none", "memory": f"catalog HBM; activations {act_origin}"}
     refusal = ""
     if worst is not None:
-        refusal = _refusal(worst, mode) + ("; it fits none of the job's chips"
+        refusal = refusal_text(worst, mode) + ("; it fits none of the job's chips"
                                            if len(bad) == len(rps) > 1 else "")
     return ModePlan(mode=mode, ranks=tuple(rps), comm=comm, links=tuple(links),
                     samples_per_step=job.global_batch,
                     units_per_sample=job.model.seq_len or 1, origins=origins, refusal=refusal)
 
 
-#: The parallel modes the model predicts, by name (the pipeline mode adds itself here).
+#: The parallel modes the model predicts, by name (the pipeline mode adds itself here:
+#: :mod:`mixfleet.train.parallel.pipecost`, through :func:`register_mode`).
 MODES: dict[str, ModeFn] = {"dp": data_parallel, "fsdp": data_parallel}
+
+
+def register_mode(name: str, fn: ModeFn) -> None:
+    """Make ``fn`` the predictor of parallel mode ``name`` (a mode that lives above this
+    package, as the pipeline does in :mod:`mixfleet.train.parallel`)."""
+    MODES[name] = fn
 
 
 def predict(job: JobSpec, ranks: Sequence[RankSpec], *, modes: Sequence[str] = ("dp", "fsdp"),
@@ -256,6 +270,7 @@ def choose(plans: Sequence[ModePlan]) -> tuple[ModePlan | None, dict[str, str]]:
             continue
         assert best is not None
         parts = {"compute": p.compute_s - best.compute_s, "fixed costs": p.fixed_s - best.fixed_s,
+                 "pipeline bubble": p.idle_s - best.idle_s,
                  **{f"{k} communication": p.comm.get(k, 0.0) - best.comm.get(k, 0.0)
                     for k in sorted(set(p.comm) | set(best.comm))}}
         k, v = max(parts.items(), key=lambda kv: (kv[1], kv[0]))

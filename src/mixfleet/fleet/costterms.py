@@ -58,6 +58,11 @@ class JobSpec:
     max_accum: int = 8
     sample_s: float | None = None  # the emulated pace (no as_model): s per sample at speed 1
     shares: tuple[int, ...] | None = None  # pinned shares; None: balanced by the model
+    microbatches: int = 0  # pipeline: micro-batches per lane and step (0: the plan picks)
+    schedule: str = "1f1b"  # pipeline: the schedule (1f1b or gpipe are modelled)
+    stage_modes: tuple[str, ...] = ("dp", "fsdp")  # pipeline: inside-stage modes the run
+    # can take (none: the workload cannot be cut into stages)
+    stages: tuple[tuple[str, int, int], ...] = ()  # pipeline: given (chip, ranks, blocks)
 
     def __post_init__(self) -> None:
         if self.global_batch < 1:

@@ -66,11 +66,12 @@ class ModelShape:
         per = self.act_bytes_per_sample
         if checkpointing and self.blocks and self.dim and self.seq_len:
             # each block keeps only its input (dim per token); one block is recomputed
-            block = (per - self._logits_bytes()) / self.blocks
-            per = self.blocks * self.seq_len * self.dim * 2 + block + self._logits_bytes()
+            block = (per - self.logits_bytes()) / self.blocks
+            per = self.blocks * self.seq_len * self.dim * 2 + block + self.logits_bytes()
         return samples * per * act_bytes / 2.0
 
-    def _logits_bytes(self) -> float:
+    def logits_bytes(self) -> float:
+        """Bytes of one sample's fp32 logits (kept for the loss); 0 when unknown."""
         if self.seq_len and self.vocab:
             return float(self.seq_len * self.vocab * 4)  # fp32 logits for the loss
         return 0.0

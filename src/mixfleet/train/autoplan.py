@@ -27,6 +27,7 @@ from mixfleet.fleet.jobshape import (
 )
 from mixfleet.train.config import RunConfig
 from mixfleet.train.mixed.shares import largest_remainder
+from mixfleet.train.parallel.pipecost import PIPELINE, stage_fields  # registers the mode
 
 __all__ = ["RunPlan", "job_of", "plan_run", "resolve_auto", "plan_event"]
 
@@ -106,8 +107,36 @@ def job_of(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
                   reshard_after_forward=par.reshard_after_forward,
                   activation_checkpointing=par.activation_checkpointing,
                   max_micro_batch=cfg.shares.max_micro_batch, max_accum=cfg.shares.max_accum,
-                  sample_s=cfg.emulate.sample_s, shares=shares)
+                  sample_s=cfg.emulate.sample_s, shares=shares, microbatches=par.microbatches,
+                  schedule=par.schedule, **_pipeline_fields(cfg))
     return job, ranks
+
+
+def _pipeline_fields(cfg: RunConfig) -> dict[str, Any]:
+    """The job's pipeline fields: under ``mode = "pipeline"`` its stage mode and given
+    stages; else the stage modes the trained workload allows."""
+    modes = _stage_modes(cfg)
+    par = cfg.parallel
+    if par.mode != "pipeline":
+        return {"stage_modes": modes}
+    return {"stage_modes": tuple(m for m in modes if m == par.stage_mode),
+            "stages": tuple((s.chip, s.ranks, s.blocks) for s in par.stages)}
+
+
+def _stage_modes(cfg: RunConfig) -> tuple[str, ...]:
+    """What a pipeline of the trained workload may run inside its stages: none when it
+    cannot be cut into stages, dp only when its head is tied to its embedding (fsdp inside
+    stages refuses tied weights, docs/pipeline.md)."""
+    from mixfleet.train.parallel.pipeplan import meta_model
+    from mixfleet.train.parallel.stages import tied_parameters
+    from mixfleet.workloads import get_workload
+
+    w = get_workload(cfg.workload.name, **dict(cfg.workload.options))
+    try:
+        tied = tied_parameters(meta_model(w.build_model))
+    except ConfigError:
+        return ()
+    return ("dp",) if tied else ("dp", "fsdp")
 
 
 def plan_run(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
@@ -135,8 +164,28 @@ def resolve_auto(cfg: RunConfig) -> tuple[RunConfig, RunPlan | None]:
                           + "; ".join(plan.why.values())
                           + "; add ranks, set [parallel] activation_checkpointing = true or "
                             "lower [shares] max_micro_batch")
-    par = dataclasses.replace(cfg.parallel, mode=plan.pick.mode)  # type: ignore[arg-type]
+    fields: dict[str, Any] = {}
+    if plan.pick.mode == PIPELINE:  # the run executes the predicted stages and split
+        try:
+            fields = stage_fields(plan.pick, _trained_blocks(cfg, plan),
+                                  cfg.parallel.virtual_stages)
+        except ConfigError as e:  # the model trained has fewer blocks than stages
+            pick, why = choose([p for p in plan.plans if p.mode != PIPELINE])
+            if pick is None:
+                raise
+            plan = dataclasses.replace(plan, pick=pick, why={**why, PIPELINE: str(e)})
+    assert plan.pick is not None
+    par = dataclasses.replace(cfg.parallel, mode=plan.pick.mode,  # type: ignore[arg-type]
+                              **fields)
     return dataclasses.replace(cfg, parallel=par), plan
+
+
+def _trained_blocks(cfg: RunConfig, plan: RunPlan) -> int:
+    """Blocks of the model the run trains: the predicted model's, unless it is paced as
+    another (``as_model``); then the workload's own."""
+    if plan.as_model is None:
+        return plan.job.model.blocks
+    return workload_shape(cfg.workload.name, dict(cfg.workload.options)).blocks
 
 
 def plan_event(plan: RunPlan) -> dict[str, Any]:

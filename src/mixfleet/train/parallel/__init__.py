@@ -7,6 +7,7 @@
     stages.py     pipeline: a model's stages under the model's own names, the stage loss
     pipeline.py   pipeline: layout (stages x ranks, lanes), PipelineRank on torch schedules
     split.py      pipeline: blocks per stage from per-block times and memory (exact DP)
+    pipecost.py   pipeline: its prediction in the cost model (plan-job, mode = "auto")
     pipeconfig.py pipeline: the [parallel] mode = "pipeline" draft and [[stages]] checks
 """
 

@@ -13,11 +13,12 @@ The model of a stage ``s`` holding blocks ``i..j-1`` (``L`` lanes, see
 ``L / n`` of them at once):
 
 - time per micro-batch slot: ``(sum of block_s[i:j] (+ embed_s on the first, + head_s on
-  the last)) x L / n``;
+  the last) + slot_fixed_s) x L / n``;
 - memory per chip: parameter bytes x ``state_factor`` (parameters, gradients, optimizer
   state; divided by ``n`` under fsdp inside the stage) + activation bytes per micro-batch
   x the micro-batches in flight per lane (1F1B keeps ``min(m, P - s)``, GPipe all ``m``)
-  x its ``L / n`` lanes (a shared rank's extra lanes' gradients are not counted);
+  x its ``L / n`` lanes (a shared rank's extra lanes' gradients are not counted)
+  + ``fixed_bytes``;
 - the step: ``(m + P - 1)`` slots of the slowest stage; the bubble
   ``(P - 1) / (m + P - 1)``.
 
@@ -52,6 +53,8 @@ class StageChip:
     block_s: tuple[float, ...]
     embed_s: float = 0.0
     head_s: float = 0.0  # final norm, head and loss
+    slot_fixed_s: float = 0.0  # per micro-batch whatever its blocks (launches, sends)
+    fixed_bytes: float = 0.0  # per chip whatever its blocks (gathered buffers)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,12 +93,14 @@ def stage_cost(stages: Sequence[StageChip], model: ModelBytes, s: int, lo: int, 
     st, p = stages[s], len(stages)
     lanes = max(x.ranks for x in stages)
     first, last = s == 0, s == p - 1
-    t = sum(st.block_s[lo:hi]) + (st.embed_s if first else 0.0) + (st.head_s if last else 0.0)
+    t = (sum(st.block_s[lo:hi]) + (st.embed_s if first else 0.0) + (st.head_s if last else 0.0)
+         + st.slot_fixed_s)
     params = (sum(model.block_params[lo:hi]) + (model.embed_params if first else 0.0)
               + (model.head_params if last else 0.0))
     acts = sum(model.block_acts[lo:hi]) + (model.head_acts if last else 0.0)
     state = params * model.state_factor / (st.ranks if sharded else 1)
-    mem = state + acts * in_flight(schedule, p, s, microbatches) * lanes / st.ranks
+    mem = state + acts * in_flight(schedule, p, s, microbatches) * lanes / st.ranks \
+        + st.fixed_bytes
     return t * lanes / st.ranks, mem
 
 
