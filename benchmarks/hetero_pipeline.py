@@ -75,12 +75,14 @@ def config(overrides: list[str]) -> object:
     return resolve_config(ROOT / "examples" / "llama-debug.toml", [*COMMON, *overrides])
 
 
-def predicted(model: str, kinds: list[str], per: int, mode: str) -> tuple[float | None, str]:
+def predicted(model: str, kinds: list[str], per: int, mode: str,
+              extra: tuple[str, ...] = ()) -> tuple[float | None, str]:
     """The cost model's step (chip seconds) of ``mode`` on ``per`` chips of each kind."""
     from mixfleet.fleet.costmodel import predict
     from mixfleet.train.autoplan import job_of
 
-    cfg = config([f'emulate.as_model="{model}"', *ranks(kinds, per), f"parallel.mode='{mode}'"])
+    cfg = config([f'emulate.as_model="{model}"', *ranks(kinds, per), f"parallel.mode='{mode}'",
+                  *extra])
     job, rs = job_of(cfg)  # type: ignore[arg-type]
     p = predict(job, rs, modes=(mode,), prices=cfg.emulate.link_prices())[0]  # type: ignore[attr-defined]
     return (p.step_s if p.fits else None), p.refusal
@@ -233,6 +235,18 @@ def main() -> int:
               f"{pipe / (B / pstep):.3f})", flush=True)
         print(f"[emulated as {m}] pipeline / fsdp across kinds = {pipe / fsdp:.2f} "
               f"(target >= 1.5)")
+        given = "parallel.stages=[" + ", ".join(
+            f"{{chip='{x['chip']}', ranks={x['ranks']}, blocks={x['blocks']}}}"
+            for x in fields["stages"]) + "]"
+        cm, why = predicted(m, KINDS, 2, "pipeline", ("parallel.stage_mode='fsdp'", given))
+        print(f"[emulated as {m}] the cost model (plan-job) for this pipeline: "
+              + (f"{B / cm:.4f} samples/s; predicted / measured = {B / cm / pipe:.3f} "
+                 f"(target 0.90-1.10)" if cm else f"refused: {why}"), flush=True)
+        pick = max((("fsdp", ps), ("pipeline", cm)), key=lambda x: B / x[1] if x[1] else 0)
+        best = max(("fsdp", fsdp), ("pipeline", pipe), key=lambda x: x[1])
+        print(f"[emulated as {m}] plan-job's pick of the two: {pick[0]}; the best measured: "
+              f"{best[0]}; pick's measured / best measured = "
+              f"{(fsdp if pick[0] == 'fsdp' else pipe) / best[1]:.3f} (target >= 0.95)")
     print(f"hetero pipeline [emulated as {m}]: pipeline = {pipe / total:.3f} of the sum "
           f"(target >= 0.85)")
     return 0
