@@ -50,6 +50,7 @@ Modules (step costs, links and ``as_model``: ``docs/emulation.md``)::
     pricing.py  pure prices: StepCost, link classes, transfer times
     links.py    LinkPacer: paces transfers between emulated ranks to their price
     asmodel.py  as_model: a named model's shape, memory need and per-chip pace
+    stagepace.py a pipeline's chunks paced at their chip's time
 
 Modules:
 

@@ -8,7 +8,10 @@
     pipeline.py   pipeline: layout (stages x ranks, lanes), PipelineRank on torch schedules
     split.py      pipeline: blocks per stage from per-block times and memory (exact DP)
     pipecost.py   pipeline: its prediction in the cost model (plan-job, mode = "auto")
-    pipeconfig.py pipeline: the [parallel] mode = "pipeline" draft and [[stages]] checks
+    pipeconfig.py pipeline: the [parallel] pipeline fields and [[stages]] checks
+    pipeplan.py   pipeline: a job's plan (stages, rank order, micro-batches, split)
+    pipestrategy.py pipeline: the strategy the trainer runs (schedule, control sum, state)
+    resplit.py    pipeline: re-split on measured stage times (a health check)
 """
 
 __all__: list[str] = []
