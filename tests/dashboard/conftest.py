@@ -118,8 +118,8 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def site(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
     """A RUNS_DIR as a user has it: the trained run, a small synthetic run that the tests
-    append to (the 'live' run), a run with a corrupt line, a bench table and a
-    simulation's results.json."""
+    append to (the 'live' run), a run with a corrupt line, a pipeline run's stages, a bench
+    table and a simulation's results.json."""
     root = tmp_path_factory.mktemp("site")
     shutil.copytree(trained_run, root / "runs" / trained_run.name)
     make_synthetic_run(root / "runs" / "live")
@@ -127,6 +127,15 @@ def site(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
     with (bad / "metrics.jsonl").open("a") as f:
         f.write('{"step": 41, "loss": \n')
         f.write(json.dumps(step_record(42, 1001.5)) + "\n")
+    pipe = make_synthetic_run(root / "runs" / "pipeline")
+    write_jsonl(pipe / "events.jsonl", [{
+        "t": 1001.0, "event": "stages", "attempt": 0, "microbatches": 32, "lanes": 2,
+        "schedule": "1f1b", "virtual_stages": 1, "stage_mode": "fsdp", "bubble": 0.0303,
+        "basis": "predicted", "order": [0, 1],
+        "stages": [{"chip": "kunlun-p800", "ranks": 1, "blocks": 7, "predicted_s": 0.84,
+                    "predicted_gib": 49.0},
+                   {"chip": "nvidia-h20", "ranks": 1, "blocks": 9, "predicted_s": 0.85,
+                    "predicted_gib": 60.1}]}], mode="a")
     write_bench_table(root / "bench" / "throughput.json")
     (root / "sim").mkdir()
     (root / "sim" / "results.json").write_text(json.dumps(results_doc()))

@@ -208,3 +208,15 @@ def test_a_loss_spanning_decades_is_drawn_on_a_log_axis(page: Page, cli_server: 
     p.wait_for_selector("#run-loss .mf-chart[data-points]")
     assert p.get_attribute("#run-loss .mf-chart", "data-log") == ""
     assert page.errors == []
+
+
+def test_a_pipeline_runs_page_shows_its_stages(page: Page, cli_server: CliServer) -> None:
+    """A pipeline run's page lists its stages (chip, ranks, blocks, predicted time and
+    memory per micro-batch) and the bubble, where other runs show their shares."""
+    p = page.open(f"#/run/{_run_id(cli_server, 'pipeline')}")
+    p.wait_for_selector("#stages-table")
+    rows = p.locator("#stages-table tbody tr").all_inner_texts()
+    assert len(rows) == 2 and "kunlun-p800" in rows[0] and "7" in rows[0]
+    assert "0.85 s" in rows[1] and "60.1 GiB" in rows[1]
+    assert "bubble 3.0%" in p.locator("#run-shares h3").inner_text()
+    assert page.errors == []

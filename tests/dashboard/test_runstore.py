@@ -180,3 +180,24 @@ def test_the_cooling_pause_is_lost_time_not_productive(tmp_path: Path) -> None:
     assert lost["cooling"] == 0.7 and lost["startup"] == 1.0
     assert rep["productive_s"] == 0.11 and rep["wall_s"] == 1.81
     assert abs(sum(lost.values()) - (rep["wall_s"] - rep["productive_s"])) <= 0.004
+
+
+def test_a_pipeline_runs_stages_are_on_the_run_page(tmp_path: Path) -> None:
+    """A pipeline run's page data holds the stages of its newest attempt (chip, ranks,
+    blocks, predicted time and memory, bubble), and a re-split is marked on the axis."""
+    run = make_synthetic_run(tmp_path / "r", n_steps=10)
+    first = [{"chip": "kunlun-p800", "ranks": 2, "blocks": 7, "predicted_s": 0.84,
+              "predicted_gib": 49.0},
+             {"chip": "nvidia-h20", "ranks": 2, "blocks": 9, "predicted_s": 0.85,
+              "predicted_gib": 60.1}]
+    second = [dict(first[0], blocks=6), dict(first[1], blocks=10)]
+    common = {"microbatches": 32, "lanes": 2, "schedule": "1f1b", "virtual_stages": 1,
+              "stage_mode": "fsdp", "bubble": 0.0303, "basis": "predicted", "order": [0, 1]}
+    write_jsonl(run / "events.jsonl", [
+        {"t": 1001.0, "event": "stages", "attempt": 0, "stages": first, **common},
+        {"t": 1001.1, "event": "stages_changed", "old": first, "new": second, "step": 5},
+        {"t": 1001.2, "event": "stages", "attempt": 0, "stages": second, **common}], mode="a")
+    d = RunStore(run).data()
+    assert d["stages"]["stages"] == second and d["stages"]["bubble"] == 0.0303
+    assert [e["event"] for e in d["events"]].count("stages_changed") == 1
+    assert RunStore(make_synthetic_run(tmp_path / "dp", n_steps=3)).data()["stages"] is None

@@ -23,6 +23,7 @@ from mixfleet.dashboard.runinfo import run_devices, run_state, run_thresholds, s
 from mixfleet.dashboard.series import Column, envelope, to_json_floats
 from mixfleet.dashboard.tail import JsonlTail
 from mixfleet.dashboard.temps import TempLines, break_at, restart_breaks
+from mixfleet.report.predicted import pipeline_stages
 from mixfleet.report.timeline import report_fields
 from mixfleet.report.times import StepLedger, run_start_time
 from mixfleet.runs import Event
@@ -48,7 +49,8 @@ MARKED_EVENTS = (Event.FAULT_INJECTED, Event.HANG_DETECTED, Event.RUN_START,
                  Event.THERMAL_WARNING, Event.THERMAL_CRITICAL, Event.THERMAL_RESUMED,
                  Event.DRAIN, Event.ROLLBACK, Event.STEP_SKIPPED, Event.STRAGGLER,
                  Event.SHARES_CHANGED, Event.CHECKPOINT_FAILED, Event.RELAUNCH,
-                 Event.LAUNCH_FAILED, Event.PEER_LOST, Event.DEVICE_FAULT, Event.FINISH)
+                 Event.LAUNCH_FAILED, Event.PEER_LOST, Event.DEVICE_FAULT, Event.FINISH,
+                 Event.STAGES_CHANGED)
 """Events drawn on the time axis (checkpoint commits and worker starts are too many)."""
 
 
@@ -292,6 +294,7 @@ class RunStore:
                 "events": events,
                 "events_left_out": max(0, len(marked) - MAX_MARKERS),
                 "shares": shares,
+                "stages": pipeline_stages(self.events),
                 "report": self.report(),
                 "devices": self.devices(),
                 "emulated": self.emulated_records or any(d["emulated"]

@@ -134,7 +134,21 @@
                                             h("td", {class: "num"}, v.toFixed(3) + " s"))),
       h("tr", {class: "total"}, h("td", {}, "not in productive steps (wall − productive)"),
         h("td", {class: "num"}, lost.toFixed(3) + " s")))));
-    if (d.shares.length) {
+    if (d.stages) {  // a pipeline: its stages instead of shares
+      const st = d.stages;
+      put(els.shares, h("h3", {}, `pipeline stages (${st.schedule}, ${st.microbatches} micro-batches x ${st.lanes} lane(s), bubble ${(100 * st.bubble).toFixed(1)}%)`),
+        h("table", {id: "stages-table"},
+          h("thead", {}, h("tr", {}, h("th", {}, "stage"), h("th", {}, "chip"), h("th", {class: "num"}, "ranks"),
+            h("th", {class: "num"}, "blocks"), h("th", {class: "num"}, "predicted per micro-batch"),
+            h("th", {class: "num"}, "predicted memory"))),
+          h("tbody", {}, st.stages.map((s, i) => h("tr", {"data-stage": String(i)},
+            h("td", {}, String(i)), h("td", {}, s.chip), h("td", {class: "num"}, String(s.ranks)),
+            h("td", {class: "num"}, String(s.blocks)),
+            h("td", {class: "num"}, s.predicted_s !== undefined ? `${s.predicted_s} s` :
+              s.predicted_relative_time !== undefined ? `${s.predicted_relative_time} (relative)` : "—"),
+            h("td", {class: "num"}, s.predicted_gib !== undefined ? `${s.predicted_gib} GiB` : "—"))))),
+        h("p", {class: "muted"}, `blocks: ${st.basis}`));
+    } else if (d.shares.length) {
       const n = Math.max(...d.shares.map(s => s.shares.length));
       const ser = [];
       for (let r = 0; r < n; r++) {
