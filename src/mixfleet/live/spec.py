@@ -8,6 +8,9 @@ Job file (``mixfleet submit JOB.toml``)::
                                  # config's own tables ([workload], [train], ...) here
     set = ["train.steps=300"]    # optional overrides, validated like `mixfleet train --set`
     devices = 2                  # devices the job runs on (ranks)
+    min_devices = 1              # optional, elastic: the scheduler may shrink it this far
+    max_devices = 2              # optional, elastic: ... and grow it this far
+    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on
     pool = "p800"                # optional: only this pool
     chips = ["kunlun-p800"]      # optional: only pools of these chips
     priority = 0                 # higher goes first
@@ -140,6 +143,26 @@ class JobSpec:
     priority: int = 0
     max_restarts: int = 3
     mem_gib: float = 0.0
+    min_devices: int = 0
+    """Fewest devices it may be shrunk to (0: ``devices``, not elastic)."""
+    max_devices: int = 0
+    """Most devices it may be grown to (0: ``devices``)."""
+    kinds: tuple[str, ...] = ()
+    """Catalog chip kinds it may run on (empty: any)."""
+
+    @property
+    def elastic(self) -> bool:
+        """Whether it declared a size range: the scheduler then owns its size
+        (docs/fleet-elastic.md); else a drain is left to the run's own launcher."""
+        return bool(self.min_devices or self.max_devices)
+
+    @property
+    def lo(self) -> int:
+        return self.min_devices or self.devices
+
+    @property
+    def hi(self) -> int:
+        return self.max_devices or self.devices
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -148,6 +171,7 @@ class JobSpec:
     def from_json(text: str) -> JobSpec:
         d = json.loads(text)
         d["chips"] = tuple(d.get("chips", ()))
+        d["kinds"] = tuple(d.get("kinds", ()))
         return JobSpec(**d)
 
     def fits(self, pool: PoolSpec) -> bool:
@@ -156,11 +180,13 @@ class JobSpec:
             return False
         if self.chips and pool.chip not in self.chips:
             return False
+        if self.kinds and pool.chip not in self.kinds:
+            return False
         return not (self.mem_gib and pool.mem_gib is not None and self.mem_gib > pool.mem_gib)
 
 
-_JOB_KEYS = ("name", "config", "set", "devices", "pool", "chips", "priority", "max_restarts",
-             "mem_gib")
+_JOB_KEYS = ("name", "config", "set", "devices", "min_devices", "max_devices", "kinds", "pool",
+             "chips", "priority", "max_restarts", "mem_gib")
 
 
 def _int(job: dict[str, Any], key: str, where: str, default: int | None, low: int) -> int:
@@ -219,7 +245,7 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
     if cfg.ranks:
         raise ConfigError(f"{where}: the train config lists [[ranks]]; the fleet places a job "
                           f"on one pool's chips, so drop [[ranks]] and set [job] devices")
-    devices = _int(job, "devices", where, None, 1)
+    devices, lo, hi = _sizes(job, where)
     prio = job.get("priority", 0)
     if isinstance(prio, bool) or not isinstance(prio, int):
         raise ConfigError(f"{where}: [job] field 'priority' is {prio!r}; use an integer")
@@ -245,21 +271,70 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
         raise ConfigError(f"{where}: [job] field 'chips' names {', '.join(missing)}, which no "
                           f"pool of fleet {fleet.name!r} has; use some of "
                           f"{', '.join(sorted(have))}")
+    kinds = _kinds(job, where, fleet)
     name = job.get("name", Path(where).stem)
     spec = JobSpec(name=str(name), config_toml=dumps_toml(raw), workload=cfg.workload.name,
                    steps=cfg.train.steps, global_batch=cfg.train.global_batch,
                    devices=devices, pool=pool, chips=tuple(chips), priority=prio,
-                   max_restarts=max_restarts, mem_gib=float(mem))
+                   max_restarts=max_restarts, mem_gib=float(mem), min_devices=lo,
+                   max_devices=hi, kinds=kinds)
     fit = [p for p in fleet.pools if spec.fits(p)]
     if not fit:
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
                           f"chips and mem_gib constraints; relax them")
     most = max(p.capacity for p in fit)
-    if devices > most:
-        raise ConfigError(f"{where}: [job] field 'devices' is {devices}, more than the "
-                          f"largest pool it may use has ({most}: "
-                          f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower devices")
+    for key, n in (("max_devices", hi), ("devices", devices)):
+        if n > most:
+            raise ConfigError(f"{where}: [job] field {key!r} is {n}, more than the "
+                              f"largest pool it may use has ({most}: "
+                              f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower {key}")
     return spec
+
+
+def _sizes(job: dict[str, Any], where: str) -> tuple[int, int, int]:
+    """``devices`` and the elastic range (0, 0 when none is declared); ``devices`` defaults
+    to ``max_devices`` when a range is given."""
+    lo = _int(job, "min_devices", where, 0, 1) if "min_devices" in job else 0
+    hi = _int(job, "max_devices", where, 0, 1) if "max_devices" in job else 0
+    if not (lo or hi) or "devices" in job:
+        devices = _int(job, "devices", where, None, 1)
+    else:
+        devices = hi or lo
+    if not (lo or hi):
+        return devices, 0, 0
+    lo, hi = lo or min(devices, hi), hi or max(devices, lo)
+    if lo > hi:
+        raise ConfigError(f"{where}: [job] field 'min_devices' is {lo}, more than "
+                          f"max_devices = {hi}; set min_devices <= max_devices")
+    if not lo <= devices <= hi:
+        raise ConfigError(f"{where}: [job] field 'devices' is {devices}, outside "
+                          f"min_devices..max_devices = {lo}..{hi}; set devices in that range "
+                          f"(or drop it: it defaults to max_devices)")
+    return devices, lo, hi
+
+
+def _kinds(job: dict[str, Any], where: str, fleet: FleetSpec) -> tuple[str, ...]:
+    """``kinds``: catalog chip ids, each one a pool of the fleet has."""
+    from mixfleet.catalog.base import load_catalog
+
+    kinds = job.get("kinds", [])
+    if not isinstance(kinds, list) or not kinds and "kinds" in job or \
+            not all(isinstance(k, str) for k in kinds):
+        raise ConfigError(f"{where}: [job] field 'kinds' is {kinds!r}; use a non-empty list "
+                          f"of chip ids, e.g. [\"nvidia-h20\", \"kunlun-p800\"]")
+    cat = load_catalog()
+    unknown = [k for k in kinds if k not in cat]
+    if unknown:
+        raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(unknown)}, not a "
+                          f"chip of the catalog; use catalog ids (`mixfleet catalog`), e.g. "
+                          f"{', '.join(sorted({p.chip for p in fleet.pools}))}")
+    have = {p.chip for p in fleet.pools}
+    lacking = [k for k in kinds if k not in have]
+    if lacking:
+        raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(lacking)}, which "
+                          f"no pool of fleet {fleet.name!r} has; use some of "
+                          f"{', '.join(sorted(have))}")
+    return tuple(kinds)
 
 
 def load_job(path: str | Path, fleet: FleetSpec) -> JobSpec:
