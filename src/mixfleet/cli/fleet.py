@@ -144,7 +144,14 @@ def _job_or_fail(store: Any, jid: str) -> Any:
 def _job_doc(store: Any, job: Any, fleet: Any) -> dict[str, Any]:
     atts = store.attempts(job.id)
     emulated = {p.id: p.emulated for p in fleet.pools}
+    run = [a for a in atts if a.state == "running"]
+    size = len(run[0].slots) - run[0].drains_seen if run else 0
+    rs = [{"action": r.action, "from": r.old, "to": r.new, "reason": r.reason,
+           "gain_s": None if r.gain_s == float("inf") else r.gain_s, "state": r.state,
+           "t": r.t} for r in store.resizes(job.id)]
     return {"job": job.id, "name": job.name, "state": job.state, "devices": job.devices,
+            "size": size, "min_devices": job.spec.lo, "max_devices": job.spec.hi,
+            "resizes": rs,
             "priority": job.priority, "restarts": job.restarts, "reason": job.reason,
             "submitted": job.submitted, "started": job.started, "finished": job.finished,
             "attempts": [{"id": a.id, "pool": a.pool, "emulated": emulated.get(a.pool),
@@ -164,14 +171,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"fleet {state.fleet.name} ({args.dir})")
-    for c in ("job", "name", "state", "devices", "pool", "attempts", "age s", "reason"):
+    for c in ("job", "name", "state", "devices", "size", "pool", "attempts", "age s",
+              "reason"):
         t.add_column(c)
     now = time.time()
     for d in docs:
         last = d["attempts"][-1] if d["attempts"] else None
         pool = "-" if last is None else last["pool"] + (" (emulated)" if last["emulated"]
                                                          else "")
-        t.add_row(d["job"], d["name"], d["state"], str(d["devices"]), pool,
+        rng = (f" ({d['min_devices']}-{d['max_devices']})"
+               if d["min_devices"] != d["max_devices"] else "")
+        size = str(d["size"]) if d["state"] == "running" else "-"
+        if d["resizes"]:
+            size += f", {len(d['resizes'])} resize(s)"
+        t.add_row(d["job"], d["name"], d["state"], str(d["devices"]) + rng, size, pool,
                   str(len(d["attempts"])), f"{(d['finished'] or now) - d['submitted']:.0f}",
                   d["reason"][:60])
     Console().print(t)
