@@ -62,6 +62,8 @@ def test_elastic_job_file_reads_its_size_range_and_kinds(tmp_path: Path) -> None
     assert [p.id for p in fleet3().pools if s.fits(p)] == ["p800", "910b"]
     plain = load_job(write_job(tmp_path / "p.toml", devices=2), fleet3())
     assert (plain.lo, plain.hi, plain.elastic) == (2, 2, False)
+    ex = load_job(DIGITS.parent / "job-llama-elastic.toml", fleet3())
+    assert (ex.workload, ex.lo, ex.hi, ex.devices) == ("llama", 1, 2, 2)
 
 
 def test_submit_prints_an_id_and_status_shows_the_job(
