@@ -196,14 +196,15 @@ class Scheduler(ElasticScheduling):
             left = max(s.steps - last_step(run_dir(self.dir, j.id)), 0) * s.global_batch
             opts = tuple(i for i, p in enumerate(self.fleet.pools)
                          if s.fits(p) and cap[p.id] >= s.devices)
-            v = _View(id=j.id, workload=s.workload, devices=s.devices, mem_gib=s.mem_gib,
+            a = running.get(j.id)
+            size = s.devices if a is None else len(a.slots) - a.drains_seen  # resized
+            v = _View(id=j.id, workload=s.workload, devices=size, mem_gib=s.mem_gib,
                       priority=j.priority, arrival_s=j.submitted, remaining=left / ref,
                       options=opts, run_s=[0.0] * len(pools))
-            a = running.get(j.id)
             if a is not None:
                 v.pool = self._index[a.pool]
                 per = self.est.per_device(s.workload, v.pool)[0]
-                v.eta = now + left / max(per * len(a.slots), 1e-9)
+                v.eta = now + left / max(per * max(size, 1), 1e-9)
             views.append(v)
         # a pool whose running jobs hold more than its capacity (a chip was drained under a
         # running job) has no room, not negative room
