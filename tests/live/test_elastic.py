@@ -167,6 +167,33 @@ def test_a_scheduler_killed_mid_resize_finishes_it_from_sqlite(
     assert job is not None and job.state == "running" and job.restarts == 0
 
 
+def test_a_scheduler_killed_while_requeuing_after_a_drain_finishes_the_requeue(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """Killed while stopping the attempt of a drained rigid job: the new scheduler stops
+    it, requeues the job once (one requeue decision, drains counted once)."""
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    spec = load_job(write_job(tmp_path / "r.toml", steps=STEPS, devices=2,
+                              extra='pool = "h20"\nmin_devices = 2'), fleet)
+    jid = store.submit(spec)
+    fake = CrashingBackend(fleet, "stop", 1)
+    sched = Scheduler(fleet, store, fake, make_policy("goodput"), fleet_dir=fleet_dir,
+                      mark="t")
+    sched.tick()
+    _drain_rank1(fleet_dir, store, jid)
+    with pytest.raises(Crash):
+        sched.tick()
+    assert [r.state for r in store.resizes(jid)] == ["planned"]
+    fake.where = ""
+    Scheduler(fleet, Store(fleet_dir), fake, make_policy("goodput"), fleet_dir=fleet_dir,
+              mark="t").tick()
+    (a,) = store.attempts(jid)
+    assert a.state == "lost" and a.drains_seen == 1 and "requeued" in a.reason
+    assert [(r.action, r.state) for r in store.resizes(jid)] == [("requeue", "done")]
+    j = store.job(jid)
+    assert j is not None and j.state == "queued" and j.restarts == 1
+
+
 def test_a_lost_node_shrinks_an_elastic_job_onto_the_devices_left(
         fleet_dir: Path, tmp_path: Path) -> None:
     """A 2-device elastic job over two nodes, one node lost: a new attempt on the node

@@ -18,6 +18,7 @@ that a killed scheduler left half done, before anything else is looked at.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -107,37 +108,32 @@ class ElasticScheduling:
                              self._ends(job.id), opts, why)
 
     def _record(self, a: AttemptRow, job: JobRow, d: Resize, slots: list[tuple[str, int]],
-                pool: str | None = None, done: bool = True) -> int:
-        return self.store.plan_resize(job.id, a.id, pool or a.pool, slots, action=d.action,
+                done: bool, drains: int | None = None) -> int:
+        return self.store.plan_resize(job.id, a.id, a.pool, slots, action=d.action,
                                       old=d.old, new=d.new, reason=d.reason,
-                                      gain_s=d.gain_s, done=done)
+                                      gain_s=d.gain_s, done=done, drains=drains)
 
     # -- losses -----------------------------------------------------------------------------
     def _after_drain(self, a: AttemptRow, job: JobRow, new: int) -> bool:
-        """``new`` devices of ``a`` were just drained; True when the job was requeued."""
+        """``new`` devices of ``a`` were just drained (not yet counted as seen: the
+        decision counts them in its own transaction); True when the job was requeued."""
         d = self._loss(a, job, new, f"{new} device(s) drained")
-        after = self.store.attempts(job.id, ("running",))
-        left = live_slots(after[0], self._rd(job.id)) if after else []
-        self._record(a, job, d, left)
+        seen = a.drains_seen + new
+        left = live_slots(dataclasses.replace(a, drains_seen=seen), self._rd(job.id))
+        # a shrink is done at once: the run's own launcher relaunches on the devices left
+        rid = self._record(a, job, d, left, done=d.action == "shrink", drains=seen)
         if d.action == "shrink":
-            return False  # the run's own launcher relaunches on the devices left
-        self.backend.stop(a.handle)
-        self.store.end_attempt(a.id, state="lost", rc=None, reason=f"requeued: {d.reason}",
-                               job_state="queued", max_restarts=job.spec.max_restarts)
+            return False
+        self._carry_out(rid)
         return True
 
-    def _after_node_loss(self, a: AttemptRow, job: JobRow, dead: list[str]) -> bool:
-        """Nodes ``dead`` left under ``a``: True when it was resized onto the devices left
-        (else the scheduler requeues it as usual)."""
+    def _after_node_loss(self, a: AttemptRow, job: JobRow, dead: list[str]) -> None:
+        """Nodes ``dead`` left under ``a``: resize it onto the devices left, or requeue."""
         slots = live_slots(a, self._rd(job.id))
         left = [s for s in slots if s[0] not in dead]
         d = self._loss(a, job, len(slots) - len(left),
                        f"node(s) {', '.join(dead)} left the cluster")
-        rid = self._record(a, job, d, left, done=d.action != "shrink")
-        if d.action != "shrink":
-            return False
-        self._carry_out(rid)
-        return True
+        self._carry_out(self._record(a, job, d, left, done=False))
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, inv: list[NodeInfo]) -> None:
@@ -179,6 +175,15 @@ class ElasticScheduling:
         (r,) = [x for x in self.store.resizes(states=("planned", "launching")) if x.id == rid]
         job = self.store.job(r.job_id)
         assert job is not None
+        if r.action == "requeue":  # stop the attempt, the job waits for its full count
+            old = [a for a in self.store.attempts(job.id) if a.id == r.old_aid]
+            if old and old[0].state == "running":
+                self.backend.stop(old[0].handle)
+                self.store.end_attempt(old[0].id, state="lost", rc=None,
+                                       reason=f"requeued: {r.reason}", job_state="queued",
+                                       max_restarts=job.spec.max_restarts)
+            self.store.finish_resize(rid)
+            return
         if r.state == "planned":
             old = [a for a in self.store.attempts(job.id) if a.id == r.old_aid]
             if old and old[0].state == "running":

@@ -79,10 +79,13 @@ class ResizeStore:
     # -- resizes (docs/fleet-elastic.md) ----------------------------------------------
     def plan_resize(self, jid: str, aid: int, pool: str, slots: list[tuple[str, int]], *,
                     action: str, old: int, new: int, reason: str, gain_s: float,
-                    done: bool = False) -> int:
+                    done: bool = False, drains: int | None = None) -> int:
         """Record a resize of attempt ``aid`` onto ``slots``: ``planned``, or ``done`` at
-        once for a shrink the run's own launcher carries out inside the attempt."""
+        once for a shrink the run's own launcher carries out inside the attempt;
+        ``drains``: the attempt's drains seen, set in the same transaction."""
         with self.tx() as db:
+            if drains is not None:
+                db.execute("UPDATE attempts SET drains_seen = ? WHERE id = ?", (drains, aid))
             cur = db.execute("INSERT INTO resizes (t, job_id, old_aid, new_aid, pool, slots, "
                              "action, old, new, reason, gain_s, state) VALUES "
                              "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -92,9 +92,9 @@ class Scheduler(ElasticScheduling):
         job = self.store.job(a.job_id)
         assert job is not None
         rd = run_dir(self.dir, job.id)
-        new = self._check_drains(a, job, rd)
-        if new and job.spec.elastic and not a.handle.get("pending") and \
-                self._after_drain(a, job, new):
+        elastic = job.spec.elastic and not a.handle.get("pending")
+        new = self._check_drains(a, job, rd, count=not elastic)
+        if new and elastic and self._after_drain(a, job, new):
             return
         if a.handle.get("pending"):
             st_state, rc, reason = "lost", None, "the scheduler stopped while placing it"
@@ -102,8 +102,8 @@ class Scheduler(ElasticScheduling):
             st = self.backend.poll(a.handle)
             st_state, rc, reason = st.state, st.rc, st.reason
             dead = sorted({n for n, _ in a.slots if n not in alive_nodes})
-            if st_state == "running" and dead and job.spec.elastic and \
-                    self._after_node_loss(a, job, dead):
+            if st_state == "running" and dead and job.spec.elastic:
+                self._after_node_loss(a, job, dead)
                 return
             if st_state == "running" and dead:
                 st_state, reason = "lost", f"node(s) {', '.join(dead)} left the cluster"
@@ -133,10 +133,11 @@ class Scheduler(ElasticScheduling):
         if sps and a.pool in self._index:
             self.est.observe(job.spec.workload, self._index[a.pool], sps / len(a.slots))
 
-    def _check_drains(self, a: AttemptRow, job: JobRow, rd: Path) -> int:
+    def _check_drains(self, a: AttemptRow, job: JobRow, rd: Path, count: bool = True) -> int:
         """Put chips drained in this attempt on the fleet's block list; returns how many
-        are new. Each block-list entry's rank indexes the ranks left after the drains
-        before it."""
+        are new (counted as seen unless ``count`` is False: an elastic job's resize counts
+        them in its own transaction). Each block-list entry's rank indexes the ranks left
+        after the drains before it."""
         try:
             entries = read_entries(rd)
         except (OSError, MixfleetError):  # damaged or a link: the run's own launch says so
@@ -153,7 +154,8 @@ class Scheduler(ElasticScheduling):
             if i >= a.drains_seen:
                 self.store.block(a.pool, node, dev, job.id,
                                  f"drained by the thermal guard at step {e.get('step')}")
-        self.store.count_drains(a.id, len(mine))
+        if count:
+            self.store.count_drains(a.id, len(mine))
         return len(mine) - a.drains_seen
 
     # -- placement ----------------------------------------------------------------------
