@@ -63,6 +63,32 @@ def test_grow_gives_free_devices_to_the_job_that_gains_most() -> None:
     assert grow([_job("full", 2, 5000.0)], {0: 4}) == []
 
 
+def test_grow_by_moving_when_its_own_pool_has_nothing_to_give() -> None:
+    """A job shrunk to 1 on pool 0 (nothing free there) grows by moving to pool 1 where 2
+    devices are free, when that pays the restart."""
+    j = ElasticJob(id="a", pool=0, size=1, lo=1, hi=2, remaining=1000.0, per_device=1.0,
+                   moves={1: 1.0})
+    (d,) = grow([j], {0: 0, 1: 2})
+    assert (d.action, d.old, d.new, d.pool) == ("grow", 1, 2, 1) and "move" in d.reason
+    assert d.gain_s == pytest.approx(1000 - 30 - 500)
+    slow = ElasticJob(id="s", pool=0, size=1, lo=1, hi=2, remaining=1000.0, per_device=1.0,
+                      moves={1: 0.4})
+    assert grow([slow], {1: 2}) == []  # 2 x 0.4 < 1 device of its own pool
+
+
+def test_replay_grows_a_shrunk_job_by_moving_it_when_a_pool_frees() -> None:
+    """The drained pool never gets its device back; when the other job ends, the shrunk
+    job moves to its 2 free devices (grow 1 -> 2 on pool 1), by hand: ends at 1495 s."""
+    jobs = [TraceJob(id="a", size=2, lo=1, hi=2, work=2000.0, per_device=(1.0, 1.0),
+                     options=(0, 1)),
+            TraceJob(id="b", size=2, lo=2, hi=2, work=2400.0, per_device=(1.0, 1.0),
+                     options=(1,), elastic=False)]
+    res = replay([2, 2], jobs, [TraceEvent(t=300.0, kind="drain", job="a")])
+    assert [(t, d.key(), d.pool) for t, d in res.decisions] == [
+        (300.0, ("a", "shrink", 2, 1), None), (1200.0, ("a", "grow", 1, 2), 1)]
+    assert res.jct["a"] == pytest.approx(1200 + 30 + 265)
+
+
 def _trace(elastic: bool) -> tuple[list[TraceJob], list[TraceEvent]]:
     jobs = [TraceJob(id="a", size=2, lo=1, hi=2, work=2000.0, per_device=(1.0, 1.0),
                      options=(0,), elastic=elastic),

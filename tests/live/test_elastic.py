@@ -20,7 +20,7 @@ from mixfleet.sim.elastic import TraceEvent, TraceJob, replay
 from mixfleet.train.mixed.blocklist import add_drained
 
 from .conftest import fleet3, write_job
-from .test_scheduler import FakeBackend
+from .test_scheduler import FakeBackend, _finish
 
 
 class Crash(BaseException):
@@ -192,6 +192,37 @@ def test_a_scheduler_killed_while_requeuing_after_a_drain_finishes_the_requeue(
     assert [(r.action, r.state) for r in store.resizes(jid)] == [("requeue", "done")]
     j = store.job(jid)
     assert j is not None and j.state == "queued" and j.restarts == 1
+
+
+def test_a_shrunk_job_grows_back_by_moving_when_another_pool_frees(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """An elastic job (h20 or p800) shrunk by a drain on h20, whose drained device stays
+    blocked: when the p800 job ends and nothing waits, it is relaunched on p800's 2
+    devices (grow 1 -> 2, a move), without a requeue."""
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    b = load_job(write_job(tmp_path / "b.toml", steps=2 * STEPS, devices=2,
+                           extra='pool = "p800"'), fleet)
+    a = load_job(write_job(tmp_path / "a.toml", steps=STEPS, devices=2,
+                           extra='kinds = ["nvidia-h20", "kunlun-p800"]\nmin_devices = 1'),
+                 fleet)
+    jb, ja = store.submit(b), store.submit(a)
+    fake = FakeBackend(fleet)
+    sched = Scheduler(fleet, store, fake, make_policy("goodput"), fleet_dir=fleet_dir,
+                      mark="t")
+    sched.tick()
+    assert store.attempts(ja)[0].pool == "h20"
+    _drain_rank1(fleet_dir, store, ja)
+    sched.tick()
+    assert [r.action for r in store.resizes(ja)] == ["shrink"]
+    _finish(fleet_dir, fake, store, jb)
+    sched.tick()
+    old, new = store.attempts(ja)
+    assert old.state == "resized" and (new.state, new.pool, len(new.slots)) == (
+        "running", "p800", 2)
+    grow_ = store.resizes(ja)[-1]
+    assert (grow_.action, grow_.old, grow_.new, grow_.state) == ("grow", 1, 2, "done")
+    assert "move" in grow_.reason and store.job(ja).restarts == 0  # type: ignore[union-attr]
 
 
 def test_a_lost_node_shrinks_an_elastic_job_onto_the_devices_left(

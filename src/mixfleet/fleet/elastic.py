@@ -12,7 +12,9 @@ any rank count). Two decisions, both pure functions of what the scheduler knows:
   remaining / rate(size)``, where ``wait_s`` comes from :func:`expected_wait`.
 - :func:`grow`: devices are free that no waiting job can use. Each goes to the job whose
   predicted completion moves earliest (``remaining / rate(n) - restart_s - remaining /
-  rate(n + k)``), a whole job's share at a time, while that gain is above ``min_gain_s``.
+  rate(n + k)``), a whole job's share at a time, while that gain is above ``min_gain_s``;
+  a job may also grow by moving to another pool it may use whose free devices alone are
+  more than it has (a job shrunk by a drain whose own pool has nothing left to give).
 
 The rate of a job on ``n`` devices is ``n * per_device * scaling ** (n - 1)`` with
 ``scaling`` an *assumed* per-added-device efficiency (1.0: linear) until the per-job cost
@@ -49,13 +51,16 @@ class ElasticJob:
     """Throughput of one device of its pool, work per second."""
     scaling: float = 1.0
     """Efficiency kept per added device (assumed; 1.0 is linear)."""
+    moves: Mapping[int, float] = dataclasses.field(default_factory=dict)
+    """Other pools it may grow onto by moving there: pool -> per-device throughput."""
 
-    def rate(self, n: int) -> float:
-        return n * self.per_device * self.scaling ** max(n - 1, 0)
+    def rate(self, n: int, pool: int | None = None) -> float:
+        per = self.per_device if pool is None or pool == self.pool else self.moves[pool]
+        return n * per * self.scaling ** max(n - 1, 0)
 
-    def time_on(self, n: int) -> float:
-        """Seconds to finish on ``n`` devices (inf on none)."""
-        r = self.rate(n)
+    def time_on(self, n: int, pool: int | None = None) -> float:
+        """Seconds to finish on ``n`` devices of its pool (or ``pool``); inf on none."""
+        r = self.rate(n, pool)
         return self.remaining / r if r > 0 else math.inf
 
 
@@ -129,27 +134,42 @@ def loss_decision(job: ElasticJob, lost: int, now: float, free: Mapping[int, int
 
 def grow(jobs: Sequence[ElasticJob], free: Mapping[int, int], *,
          restart_s: float = RESTART_S, min_gain_s: float = 0.0) -> list[Resize]:
-    """Free devices per pool -> the grows that gain most (at most one per job)."""
+    """Free devices per pool -> the grows that gain most (at most one per job). A job
+    grows on its own pool (its devices plus free ones) or, when it lists other pools in
+    ``moves``, by moving to one whose free devices alone exceed its size (a shrunk job
+    whose own pool has no device left to give)."""
     left = dict(free)
     out: list[Resize] = []
-    todo = [j for j in jobs if j.size < j.hi and left.get(j.pool, 0) > 0]
+    todo = [j for j in jobs if j.size < j.hi]
     while todo:
-        best: tuple[float, str, ElasticJob, int] | None = None
+        best: tuple[float, str, ElasticJob, int, int] | None = None
         for j in todo:
-            k = min(left.get(j.pool, 0), j.hi - j.size)
-            if k <= 0:
-                continue
-            gain = j.time_on(j.size) - restart_s - j.time_on(j.size + k)
-            if gain > min_gain_s and (best is None or (gain, j.id) > (best[0], best[1])):
-                best = (gain, j.id, j, k)
+            for q, n in _targets(j, left):
+                gain = j.time_on(j.size) - restart_s - j.time_on(n, q)
+                if gain > min_gain_s and (best is None or (gain, j.id) > (best[0], best[1])):
+                    best = (gain, j.id, j, q, n)
         if best is None:
             break
-        gain, _, j, k = best
-        left[j.pool] -= k
-        out.append(Resize(job=j.id, action="grow", old=j.size, new=j.size + k, pool=j.pool,
-                          reason=f"{k} device(s) free; predicted to end {_s(gain)} sooner",
-                          gain_s=gain))
+        gain, _, j, q, n = best
+        left[q] -= n - (j.size if q == j.pool else 0)
+        where = "" if q == j.pool else f" on pool {q} (a move)"
+        out.append(Resize(job=j.id, action="grow", old=j.size, new=n, pool=q,
+                          reason=f"{n - j.size if q == j.pool else n} device(s) free{where}; "
+                          f"predicted to end {_s(gain)} sooner", gain_s=gain))
         todo = [x for x in todo if x.id != j.id]
+    return out
+
+
+def _targets(j: ElasticJob, left: Mapping[int, int]) -> list[tuple[int, int]]:
+    """(pool, devices) a job could grow to with the free devices ``left``."""
+    out = []
+    k = min(left.get(j.pool, 0), j.hi - j.size)
+    if k > 0:
+        out.append((j.pool, j.size + k))
+    for q in j.moves:
+        n = min(left.get(q, 0), j.hi)
+        if q != j.pool and n > j.size:
+            out.append((q, n))
     return out
 
 

@@ -82,8 +82,10 @@ class ElasticScheduling:
     def _view(self, job: JobRow, pool: str, size: int) -> ElasticJob:
         p = self._index[pool]
         per = self.est.per_device(job.spec.workload, p)[0]
+        moves = {i: self.est.per_device(job.spec.workload, i)[0]
+                 for i, q in enumerate(self.fleet.pools) if i != p and job.spec.fits(q)}
         return ElasticJob(id=job.id, pool=p, size=size, lo=job.spec.lo, hi=job.spec.hi,
-                          remaining=self._left(job), per_device=per)
+                          remaining=self._left(job), per_device=per, moves=moves)
 
     def _ends(self, but: str) -> list[tuple[int, float, int]]:
         """(pool, ETA, devices) of every other running job."""
@@ -108,8 +110,8 @@ class ElasticScheduling:
                              self._ends(job.id), opts, why)
 
     def _record(self, a: AttemptRow, job: JobRow, d: Resize, slots: list[tuple[str, int]],
-                done: bool, drains: int | None = None) -> int:
-        return self.store.plan_resize(job.id, a.id, a.pool, slots, action=d.action,
+                done: bool, drains: int | None = None, pool: str | None = None) -> int:
+        return self.store.plan_resize(job.id, a.id, pool or a.pool, slots, action=d.action,
                                       old=d.old, new=d.new, reason=d.reason,
                                       gain_s=d.gain_s, done=done, drains=drains)
 
@@ -159,11 +161,15 @@ class ElasticScheduling:
         byid = {j.id: (a, j) for a, j in cands}
         for d in grow(views, room):
             a, j = byid[d.job]
-            got = _pick(free[a.pool], d.new - d.old)
-            if got is None:
+            pid = a.pool if d.pool is None else self.fleet.pools[d.pool].id
+            if pid == a.pool:
+                got = _pick(free[pid], d.new - d.old)
+                slots = None if got is None else live_slots(a, self._rd(j.id)) + got
+            else:  # a move: all its devices on the other pool
+                slots = _pick(free[pid], d.new)
+            if slots is None:
                 continue
-            rid = self._record(a, j, d, live_slots(a, self._rd(j.id)) + got, done=False)
-            self._carry_out(rid)
+            self._carry_out(self._record(a, j, d, slots, done=False, pool=pid))
 
     # -- carrying a resize out (and on, after a restart) ------------------------------------
     def resume_resizes(self) -> None:

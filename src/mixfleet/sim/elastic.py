@@ -82,7 +82,9 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
     def view(r: _Run) -> ElasticJob:
         assert r.pool is not None
         return ElasticJob(id=r.job.id, pool=r.pool, size=r.size, lo=r.job.lo, hi=r.job.hi,
-                          remaining=r.left, per_device=r.job.per_device[r.pool])
+                          remaining=r.left, per_device=r.job.per_device[r.pool],
+                          moves={q: r.job.per_device[q] for q in r.job.options
+                                 if q != r.pool})
 
     def settle(t: float) -> None:
         for w in list(waiting):
@@ -99,8 +101,10 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 and r.job.elastic]
         for d in grow(live, room, restart_s=restart_s):
             r = runs[d.job]
-            free[r.pool or 0] -= d.new - d.old
-            r.size, r.stall_until = d.new, t + restart_s
+            q = (r.pool or 0) if d.pool is None else d.pool
+            free[r.pool or 0] += r.size
+            free[q] -= d.new
+            r.pool, r.size, r.stall_until = q, d.new, t + restart_s
             out.append((t, d))
 
     def finish_at(r: _Run) -> float:
