@@ -114,6 +114,20 @@ def test_a_drain_shrinks_an_elastic_job_and_a_freed_device_grows_it_back(
     assert json.loads(capsys.readouterr().out)["size"] == 2
 
 
+def test_fleet_unblock_puts_a_blocked_device_back_and_refuses_others(
+        fleet_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fleet unblock POOL:NODE:INDEX` takes a listed device off the block list; a device
+    not on it exits 2 naming the ones that are, nothing changed."""
+    store = Store(fleet_dir)
+    store.block("h20", "h20/0", 1, None, "drained")
+    assert main(["fleet", "unblock", "h20:h20/0:0", "--dir", str(fleet_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "h20:h20/0:0" in err and "h20:h20/0:1" in err and err.count("\n") == 1
+    assert store.blocked() == {("h20", "h20/0", 1)}
+    assert main(["fleet", "unblock", "h20:h20/0:1", "--dir", str(fleet_dir)]) == 0
+    assert store.blocked() == set()
+
+
 def test_a_drain_requeues_a_job_whose_min_devices_it_breaks(fleet_dir: Path,
                                                             tmp_path: Path) -> None:
     """min_devices = max_devices = 2 (rigid, declared): a drain requeues it."""

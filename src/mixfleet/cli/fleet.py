@@ -53,6 +53,12 @@ def add_parser(sub: Any) -> None:
     _dir_arg(r)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_report)
+    ub = fs.add_parser("unblock", help="put a device on the fleet's block list (a drained "
+                       "chip) back into service, once it has cooled or been repaired")
+    ub.add_argument("device", metavar="POOL:NODE:INDEX",
+                    help="as `fleet report` lists it (blocked: ...), e.g. h20:h20/0:1")
+    _dir_arg(ub)
+    ub.set_defaults(func=cmd_unblock)
     f.set_defaults(func=lambda a: (f.print_help(), 2)[1])
 
     s = sub.add_parser("submit", help="submit a job file to the live fleet; prints its id")
@@ -191,6 +197,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unblock(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    have = [f"{b['pool']}:{b['node']}:{b['device']}" for b in store.blocklist()]
+    if args.device not in have:
+        raise ConfigError(f"device {args.device!r} is not on the fleet's block list; give "
+                          f"one of {', '.join(have) or '(none: nothing is blocked)'}")
+    pool, rest = args.device.split(":", 1)
+    node, index = rest.rsplit(":", 1)
+    store.unblock(pool, node, int(index), "unblocked by the user")
+    print(f"{args.device} is back in service; the scheduler may place or grow jobs on it")
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     _, store = _store(args)
     job = _job_or_fail(store, args.job_id)
@@ -249,6 +268,12 @@ def cmd_report(args: argparse.Namespace) -> int:
                   "-" if r["jct_s"] is None else f"{r['jct_s']:.0f}",
                   f"{r['nvidia_device_hours_replaced']:.4f}")
     con.print(j)
+    for b in rep["blocklist"]:
+        con.print(f"blocked: {b['pool']}:{b['node']}:{b['device']} ({b['reason']}; "
+                  f"`mixfleet fleet unblock` puts it back)", highlight=False)
+    for r in rep["jobs"]:
+        if r["resizes"]:
+            con.print(f"{r['job']} resized: {', '.join(r['resizes'])}", highlight=False)
     if rep["has_nvidia_pool"]:
         origin = ", ".join(rep["nvidia_speed_origin"] or ["-"])
         con.print(f"Nvidia device-hours replaced by non-Nvidia pools: "
