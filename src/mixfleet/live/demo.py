@@ -67,7 +67,7 @@ def main() -> int:
             victim = None
             while victim is None:
                 for a in store.attempts(states=("running",)):
-                    if a.handle.get("worker_pids"):
+                    if a.handle.get("worker_pids") and a.job_id != lid:  # a digits job
                         log = d / "jobs" / a.job_id / "run" / "metrics.jsonl"
                         if log.exists() and log.stat().st_size > 0:
                             victim = a
