@@ -1,7 +1,8 @@
 """``make demo-fleet``: the 3-pool emulated fleet end to end on a local Ray head.
 
-fleet up (127.0.0.1 only) -> an elastic llama job (fsdp, 1-2 devices) and 6 digits-cnn
-jobs submitted -> the Ray worker of one running digits job killed with SIGKILL (the job is
+fleet up (127.0.0.1 only) -> an elastic llama job (fsdp, 1-2 devices, on pool h20, so
+that waiting for 2 devices there is waiting for its drained chip) and 6 digits-cnn jobs
+submitted -> the Ray worker of one running digits job killed with SIGKILL (the job is
 placed again and resumes) -> critical heat drains a chip under the llama job, which goes
 on with 1 rank; the chip, cooled, is put back (`fleet unblock`) and the llama job grows
 back to 2 when no queued job needs it (docs/fleet-elastic.md) -> all jobs done -> the live
@@ -51,7 +52,7 @@ def main() -> int:
             llama.write_text(f'[job]\nname = "llama-elastic"\nconfig = '
                              f'"{root / "examples" / "llama-debug.toml"}"\n'
                              f"set = {json.dumps(list(LLAMA))}\nmin_devices = 1\n"
-                             f"max_devices = 2\npriority = 1\n")
+                             f'max_devices = 2\npriority = 1\npool = "h20"\n')
             lid = _mixfleet("submit", str(llama), "--dir", str(d)).strip()
             ids = [lid]
             for i, (n, steps) in enumerate(JOBS):
