@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision
+from mixfleet.live.backend import pick_devices
 from mixfleet.live.estimate import last_step
 from mixfleet.live.store import AttemptRow, JobRow
 from mixfleet.train.mixed.blocklist import read_entries
@@ -139,8 +140,6 @@ class ElasticScheduling:
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, inv: list[NodeInfo]) -> None:
-        from mixfleet.live.scheduler import _pick
-
         running = [a for a in self.store.attempts(states=("running",))
                    if not a.handle.get("pending")]
         jobs = {a.job_id: self.store.job(a.job_id) for a in running}
@@ -163,10 +162,10 @@ class ElasticScheduling:
             a, j = byid[d.job]
             pid = a.pool if d.pool is None else self.fleet.pools[d.pool].id
             if pid == a.pool:
-                got = _pick(free[pid], d.new - d.old)
+                got = pick_devices(free[pid], d.new - d.old)
                 slots = None if got is None else live_slots(a, self._rd(j.id)) + got
             else:  # a move: all its devices on the other pool
-                slots = _pick(free[pid], d.new)
+                slots = pick_devices(free[pid], d.new)
             if slots is None:
                 continue
             self._carry_out(self._record(a, j, d, slots, done=False, pool=pid))

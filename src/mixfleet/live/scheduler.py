@@ -27,7 +27,7 @@ from typing import Any
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
-from mixfleet.live.backend import Backend, Bundle, NodeInfo
+from mixfleet.live.backend import Backend, Bundle, NodeInfo, pick_devices
 from mixfleet.live.elastic import ElasticScheduling, live_slots
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
@@ -238,7 +238,7 @@ class Scheduler(ElasticScheduling):
             if job is None or job.state != "queued":
                 continue  # running jobs keep running (no live preemption)
             pool = self.fleet.pools[p]
-            slots = _pick(free[pool.id], job.devices)
+            slots = pick_devices(free[pool.id], job.devices)
             if slots is None:
                 continue
             self._start(job, pool, slots)
@@ -276,27 +276,6 @@ class Scheduler(ElasticScheduling):
                                    max_restarts=job.spec.max_restarts)
             return
         self.store.set_handle(aid, handle)
-
-
-def _pick(nodes: dict[str, list[int]], n: int) -> list[tuple[str, int]] | None:
-    """``n`` free devices: on one node when one has room (the fullest that fits), else
-    spread over the nodes with the most free devices. Taken devices leave ``nodes``."""
-    if sum(len(v) for v in nodes.values()) < n:
-        return None
-    fits = [k for k, v in nodes.items() if len(v) >= n]
-    if fits:
-        k = min(fits, key=lambda x: (len(nodes[x]), x))
-        got = [(k, d) for d in nodes[k][:n]]
-        nodes[k] = nodes[k][n:]
-        return got
-    got = []
-    for k in sorted(nodes, key=lambda x: (-len(nodes[x]), x)):
-        take = min(n - len(got), len(nodes[k]))
-        got += [(k, d) for d in nodes[k][:take]]
-        nodes[k] = nodes[k][take:]
-        if len(got) == n:
-            break
-    return got
 
 
 def build_bundles(spec: JobSpec, pool: PoolSpec, slots: list[tuple[str, int]], cfg: Path,
