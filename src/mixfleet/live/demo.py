@@ -2,10 +2,10 @@
 
 fleet up (127.0.0.1 only) -> an elastic llama job (fsdp, 1-2 devices, on pool h20, so
 that waiting for 2 devices there is waiting for its drained chip) and 6 digits-cnn jobs
-submitted -> the Ray worker of one running digits job killed with SIGKILL (the job is
-placed again and resumes) -> critical heat drains a chip under the llama job, which goes
-on with 1 rank; the chip, cooled, is put back (`fleet unblock`) and the llama job grows
-back to 2 when no queued job needs it (docs/fleet-elastic.md) -> all jobs done -> the live
+(on the two other pools) submitted -> the Ray worker of one running digits job killed
+with SIGKILL (the job is placed again and resumes) -> critical heat drains a chip under
+the llama job, which goes on with 1 rank; the chip, cooled, is put back (`fleet unblock`)
+and the llama job grows back to 2 (docs/fleet-elastic.md) -> all jobs done -> the live
 report (with the Nvidia device-hours replaced) -> fleet down -> a check that no process of
 the fleet is left. Uses the CLI commands a user would type, from the repository root.
 """
@@ -61,7 +61,8 @@ def main() -> int:
                         "checkpoint.interval=50"]
                 job.write_text(f'[job]\nname = "demo{i}"\nconfig = '
                                f'"{root / "examples" / "digits-cnn.toml"}"\n'
-                               f"set = {json.dumps(sets)}\ndevices = {n}\n")
+                               f"set = {json.dumps(sets)}\ndevices = {n}\n"
+                               f'chips = ["kunlun-p800", "ascend-910b"]\n')
                 ids.append(_mixfleet("submit", str(job), "--dir", str(d)).strip())
             print(f"submitted {len(ids)} jobs: {', '.join(ids)}")
             store = Store(d)
