@@ -26,6 +26,13 @@ BAD = [
     ('[job]\nconfig = "missing.toml"\ndevices = 1\n', "config"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nmax_restarts = -1\n', "max_restarts"),
     ("[job\n", "TOML"),
+    (f'[job]\nconfig = "{DIGITS}"\nmin_devices = 2\nmax_devices = 1\n', "min_devices"),
+    (f'[job]\nconfig = "{DIGITS}"\nmin_devices = 0\nmax_devices = 2\n', "min_devices"),
+    (f'[job]\nconfig = "{DIGITS}"\nmax_devices = 3\n', "max_devices"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nmin_devices = 2\n', "devices"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-h999"]\n', "kinds"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-a100"]\n', "kinds"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = []\n', "kinds"),
 ]
 
 
@@ -41,6 +48,22 @@ def test_bad_job_file_exits_2_naming_the_field_and_enqueues_nothing(
     err = capsys.readouterr().err
     assert field in err and err.count("\n") == 1, err
     assert Store(fleet_dir).jobs() == []
+
+
+def test_elastic_job_file_reads_its_size_range_and_kinds(tmp_path: Path) -> None:
+    """min_devices/max_devices/kinds are read; devices defaults to max_devices; a job
+    without a range is not elastic."""
+    job = tmp_path / "e.toml"
+    job.write_text(f'[job]\nconfig = "{DIGITS}"\nmin_devices = 1\nmax_devices = 2\n'
+                   f'kinds = ["kunlun-p800", "ascend-910b"]\n')
+    s = load_job(job, fleet3())
+    assert (s.devices, s.lo, s.hi, s.elastic) == (2, 1, 2, True)
+    assert s.kinds == ("kunlun-p800", "ascend-910b")
+    assert [p.id for p in fleet3().pools if s.fits(p)] == ["p800", "910b"]
+    plain = load_job(write_job(tmp_path / "p.toml", devices=2), fleet3())
+    assert (plain.lo, plain.hi, plain.elastic) == (2, 2, False)
+    ex = load_job(DIGITS.parent / "job-llama-elastic.toml", fleet3())
+    assert (ex.workload, ex.lo, ex.hi, ex.devices) == ("llama", 1, 2, 2)
 
 
 def test_submit_prints_an_id_and_status_shows_the_job(

@@ -53,6 +53,12 @@ def add_parser(sub: Any) -> None:
     _dir_arg(r)
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_report)
+    ub = fs.add_parser("unblock", help="put a device on the fleet's block list (a drained "
+                       "chip) back into service, once it has cooled or been repaired")
+    ub.add_argument("device", metavar="POOL:NODE:INDEX",
+                    help="as `fleet report` lists it (blocked: ...), e.g. h20:h20/0:1")
+    _dir_arg(ub)
+    ub.set_defaults(func=cmd_unblock)
     f.set_defaults(func=lambda a: (f.print_help(), 2)[1])
 
     s = sub.add_parser("submit", help="submit a job file to the live fleet; prints its id")
@@ -144,7 +150,14 @@ def _job_or_fail(store: Any, jid: str) -> Any:
 def _job_doc(store: Any, job: Any, fleet: Any) -> dict[str, Any]:
     atts = store.attempts(job.id)
     emulated = {p.id: p.emulated for p in fleet.pools}
+    run = [a for a in atts if a.state == "running"]
+    size = len(run[0].slots) - run[0].drains_seen if run else 0
+    rs = [{"action": r.action, "from": r.old, "to": r.new, "reason": r.reason,
+           "gain_s": None if r.gain_s == float("inf") else r.gain_s, "state": r.state,
+           "t": r.t} for r in store.resizes(job.id)]
     return {"job": job.id, "name": job.name, "state": job.state, "devices": job.devices,
+            "size": size, "min_devices": job.spec.lo, "max_devices": job.spec.hi,
+            "resizes": rs,
             "priority": job.priority, "restarts": job.restarts, "reason": job.reason,
             "submitted": job.submitted, "started": job.started, "finished": job.finished,
             "attempts": [{"id": a.id, "pool": a.pool, "emulated": emulated.get(a.pool),
@@ -164,17 +177,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     t = Table(title=f"fleet {state.fleet.name} ({args.dir})")
-    for c in ("job", "name", "state", "devices", "pool", "attempts", "age s", "reason"):
+    for c in ("job", "name", "state", "devices", "size", "pool", "attempts", "age s",
+              "reason"):
         t.add_column(c)
     now = time.time()
     for d in docs:
         last = d["attempts"][-1] if d["attempts"] else None
         pool = "-" if last is None else last["pool"] + (" (emulated)" if last["emulated"]
                                                          else "")
-        t.add_row(d["job"], d["name"], d["state"], str(d["devices"]), pool,
+        rng = (f" ({d['min_devices']}-{d['max_devices']})"
+               if d["min_devices"] != d["max_devices"] else "")
+        size = str(d["size"]) if d["state"] == "running" else "-"
+        if d["resizes"]:
+            size += f", {len(d['resizes'])} resize(s)"
+        t.add_row(d["job"], d["name"], d["state"], str(d["devices"]) + rng, size, pool,
                   str(len(d["attempts"])), f"{(d['finished'] or now) - d['submitted']:.0f}",
                   d["reason"][:60])
     Console().print(t)
+    return 0
+
+
+def cmd_unblock(args: argparse.Namespace) -> int:
+    _, store = _store(args)
+    have = [f"{b['pool']}:{b['node']}:{b['device']}" for b in store.blocklist()]
+    if args.device not in have:
+        raise ConfigError(f"device {args.device!r} is not on the fleet's block list; give "
+                          f"one of {', '.join(have) or '(none: nothing is blocked)'}")
+    pool, rest = args.device.split(":", 1)
+    node, index = rest.rsplit(":", 1)
+    store.unblock(pool, node, int(index), "unblocked by the user")
+    print(f"{args.device} is back in service; the scheduler may place or grow jobs on it")
     return 0
 
 
@@ -236,6 +268,12 @@ def cmd_report(args: argparse.Namespace) -> int:
                   "-" if r["jct_s"] is None else f"{r['jct_s']:.0f}",
                   f"{r['nvidia_device_hours_replaced']:.4f}")
     con.print(j)
+    for b in rep["blocklist"]:
+        con.print(f"blocked: {b['pool']}:{b['node']}:{b['device']} ({b['reason']}; "
+                  f"`mixfleet fleet unblock` puts it back)", highlight=False)
+    for r in rep["jobs"]:
+        if r["resizes"]:
+            con.print(f"{r['job']} resized: {', '.join(r['resizes'])}", highlight=False)
     if rep["has_nvidia_pool"]:
         origin = ", ".join(rep["nvidia_speed_origin"] or ["-"])
         con.print(f"Nvidia device-hours replaced by non-Nvidia pools: "

@@ -7,6 +7,7 @@
     speeds.py       each pool's speed relative to the reference chip, and its origin
     reliability.py  ReliabilityProfile per chip, the documented defaults and their sources
     estimates.py    what a scheduler can know of a job's length
+    elastic.py      resizing elastic jobs: shrink vs requeue on a loss, grow on free devices
     policies/       placement policies (fifo, srtf, gavel, goodput, sparing) and their base
     plan.py         `mixfleet plan`: one placement of a list of jobs
     jobshape.py     a job's model size (meta-device counts) and its ranks (chip, node)

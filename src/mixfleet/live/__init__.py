@@ -4,6 +4,8 @@ own policies (docs/fleet-live.md).
     spec.py       fleet pools and job files (validated), the vendors' visible-devices vars
     store.py      SQLite state: jobs, attempts, events, the fleet block list
     scheduler.py  the decision loop (Snapshot -> Policy.allocate -> placements, failures)
+    elastic.py    elastic jobs: shrink on a drain or lost node, grow on free devices
+    resizes.py    the resizes table (planned -> launching -> done), resumed after a kill
     estimate.py   throughput learnt from the attempts that ran (durations never known)
     backend.py    the backend interface, and local processes (the fake without Ray)
     raybackend.py placement groups and detached runner actors on Ray

@@ -19,7 +19,7 @@ from mixfleet.live.procs import ATTEMPT_MARK, alive, kill_pids, pids_with_env, r
 from mixfleet.live.spec import FleetSpec, PoolSpec
 
 __all__ = ["NodeInfo", "Bundle", "Status", "Backend", "LocalBackend", "virtual_nodes",
-           "has_env"]
+           "has_env", "pick_devices"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -64,6 +64,27 @@ class Backend(Protocol):
     def stop(self, handle: dict[str, Any]) -> None:
         """End every process of the attempt and release its resources (idempotent)."""
         ...
+
+
+def pick_devices(nodes: dict[str, list[int]], n: int) -> list[tuple[str, int]] | None:
+    """``n`` free devices: on one node when one has room (the fullest that fits), else
+    spread over the nodes with the most free devices. Taken devices leave ``nodes``."""
+    if sum(len(v) for v in nodes.values()) < n:
+        return None
+    fits = [k for k, v in nodes.items() if len(v) >= n]
+    if fits:
+        k = min(fits, key=lambda x: (len(nodes[x]), x))
+        got = [(k, d) for d in nodes[k][:n]]
+        nodes[k] = nodes[k][n:]
+        return got
+    got = []
+    for k in sorted(nodes, key=lambda x: (-len(nodes[x]), x)):
+        take = min(n - len(got), len(nodes[k]))
+        got += [(k, d) for d in nodes[k][:take]]
+        nodes[k] = nodes[k][take:]
+        if len(got) == n:
+            break
+    return got
 
 
 def virtual_nodes(fleet: FleetSpec) -> list[NodeInfo]:

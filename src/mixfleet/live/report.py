@@ -93,6 +93,8 @@ def fleet_report(fleet: FleetSpec, store: Store, fleet_dir: Path) -> dict[str, A
             "job": j.id, "name": j.name, "state": j.state, "devices": j.devices,
             "pools": list(dict.fromkeys(a.pool for a in mine)), "attempts": len(mine),
             "restarts": j.restarts, "ettr": summary.get("ettr"),
+            "resizes": [f"{r.action} {r.old}->{r.new}" for r in store.resizes(j.id)
+                        if r.state == "done"],
             "queue_s": None if j.started is None else j.started - j.submitted,
             "jct_s": None if j.finished is None or j.state != "done"
             else j.finished - j.submitted,

@@ -27,7 +27,8 @@ from typing import Any
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
-from mixfleet.live.backend import Backend, Bundle, NodeInfo
+from mixfleet.live.backend import Backend, Bundle, NodeInfo, pick_devices
+from mixfleet.live.elastic import ElasticScheduling, live_slots
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow, Store
@@ -48,8 +49,9 @@ def run_dir(fleet_dir: Path, jid: str) -> Path:
 _View = PlanJob  # a job as the policy sees it (JobView)
 
 
-class Scheduler:
-    """Places the fleet's jobs; see the module docstring."""
+class Scheduler(ElasticScheduling):
+    """Places the fleet's jobs; see the module docstring (and :mod:`mixfleet.live.elastic`
+    for jobs that declare a size range)."""
 
     def __init__(self, fleet: FleetSpec, store: Store, backend: Backend, policy: Policy, *,
                  fleet_dir: str | Path, mark: str, clock: Callable[[], float] = time.time,
@@ -66,34 +68,43 @@ class Scheduler:
         self._index = {p.id: i for i, p in enumerate(fleet.pools)}
         self._last_sig: Any = None
         self.decisions = 0
-        for a in store.attempts(states=("done", "failed", "lost")):
+        self._inv: list[NodeInfo] = []
+        for a in store.attempts(states=("done", "failed", "lost", "resized")):
             self._observe(a, store.job(a.job_id))
 
     # -- one round ----------------------------------------------------------------------
     def tick(self) -> None:
-        inv = self.backend.inventory()
+        inv = self._inv = self.backend.inventory()
         for job in self.store.jobs(("running",)):
             if job.cancel:
                 for a in self.store.attempts(job.id, ("running",)):
                     self.backend.stop(a.handle)
                     self.store.end_attempt(a.id, state="cancelled", rc=None,
                                            reason="cancelled by user", job_state="cancelled")
+        self.resume_resizes()
         alive = {n.node for n in inv if n.alive}
         for a in self.store.attempts(states=("running",)):
             self._poll(a, alive)
         self._place(inv)
+        self._grow(inv)
 
     def _poll(self, a: AttemptRow, alive_nodes: set[str]) -> None:
         job = self.store.job(a.job_id)
         assert job is not None
         rd = run_dir(self.dir, job.id)
-        self._check_drains(a, job, rd)
+        elastic = job.spec.elastic and not a.handle.get("pending")
+        new = self._check_drains(a, job, rd, count=not elastic)
+        if new and elastic and self._after_drain(a, job, new):
+            return
         if a.handle.get("pending"):
             st_state, rc, reason = "lost", None, "the scheduler stopped while placing it"
         else:
             st = self.backend.poll(a.handle)
             st_state, rc, reason = st.state, st.rc, st.reason
             dead = sorted({n for n, _ in a.slots if n not in alive_nodes})
+            if st_state == "running" and dead and job.spec.elastic:
+                self._after_node_loss(a, job, dead)
+                return
             if st_state == "running" and dead:
                 st_state, reason = "lost", f"node(s) {', '.join(dead)} left the cluster"
         if st_state == "running":
@@ -122,16 +133,18 @@ class Scheduler:
         if sps and a.pool in self._index:
             self.est.observe(job.spec.workload, self._index[a.pool], sps / len(a.slots))
 
-    def _check_drains(self, a: AttemptRow, job: JobRow, rd: Path) -> None:
-        """Put chips drained in this attempt on the fleet's block list. Each block-list
-        entry's rank indexes the ranks left after the drains before it."""
+    def _check_drains(self, a: AttemptRow, job: JobRow, rd: Path, count: bool = True) -> int:
+        """Put chips drained in this attempt on the fleet's block list; returns how many
+        are new (counted as seen unless ``count`` is False: an elastic job's resize counts
+        them in its own transaction). Each block-list entry's rank indexes the ranks left
+        after the drains before it."""
         try:
             entries = read_entries(rd)
         except (OSError, MixfleetError):  # damaged or a link: the run's own launch says so
-            return
+            return 0
         mine = [e for e in entries if e.get("t", 0) >= a.started]
         if len(mine) <= a.drains_seen:
-            return
+            return 0
         slots = list(a.slots)
         for i, e in enumerate(mine):
             r = int(e.get("rank", -1))
@@ -141,14 +154,17 @@ class Scheduler:
             if i >= a.drains_seen:
                 self.store.block(a.pool, node, dev, job.id,
                                  f"drained by the thermal guard at step {e.get('step')}")
-        self.store.count_drains(a.id, len(mine))
+        if count:
+            self.store.count_drains(a.id, len(mine))
+        return len(mine) - a.drains_seen
 
     # -- placement ----------------------------------------------------------------------
     def _free_slots(self, inv: list[NodeInfo]) -> dict[str, dict[str, list[int]]]:
         """Per pool, per alive node, the free unblocked device indices."""
         blocked = self.store.blocked()
         held = {(a.pool, n, d) for a in self.store.attempts(states=("running",))
-                for n, d in a.slots}
+                for n, d in (live_slots(a, run_dir(self.dir, a.job_id)) if a.drains_seen
+                             else a.slots)}
         out: dict[str, dict[str, list[int]]] = {p.id: {} for p in self.fleet.pools}
         for n in inv:
             if not n.alive or n.pool not in out:
@@ -182,14 +198,15 @@ class Scheduler:
             left = max(s.steps - last_step(run_dir(self.dir, j.id)), 0) * s.global_batch
             opts = tuple(i for i, p in enumerate(self.fleet.pools)
                          if s.fits(p) and cap[p.id] >= s.devices)
-            v = _View(id=j.id, workload=s.workload, devices=s.devices, mem_gib=s.mem_gib,
+            a = running.get(j.id)
+            size = s.devices if a is None else len(a.slots) - a.drains_seen  # resized
+            v = _View(id=j.id, workload=s.workload, devices=size, mem_gib=s.mem_gib,
                       priority=j.priority, arrival_s=j.submitted, remaining=left / ref,
                       options=opts, run_s=[0.0] * len(pools))
-            a = running.get(j.id)
             if a is not None:
                 v.pool = self._index[a.pool]
                 per = self.est.per_device(s.workload, v.pool)[0]
-                v.eta = now + left / max(per * len(a.slots), 1e-9)
+                v.eta = now + left / max(per * max(size, 1), 1e-9)
             views.append(v)
         # a pool whose running jobs hold more than its capacity (a chip was drained under a
         # running job) has no room, not negative room
@@ -221,12 +238,18 @@ class Scheduler:
             if job is None or job.state != "queued":
                 continue  # running jobs keep running (no live preemption)
             pool = self.fleet.pools[p]
-            slots = _pick(free[pool.id], job.devices)
+            slots = pick_devices(free[pool.id], job.devices)
             if slots is None:
                 continue
             self._start(job, pool, slots)
 
     def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]]) -> None:
+        aid = self.store.start_attempt(job.id, pool.id, slots, {"pending": True})
+        self._launch(job, pool, slots, aid)
+
+    def _launch(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
+                aid: int) -> None:
+        """Start recorded attempt ``aid`` (its handle pending) on ``slots``."""
         jd = job_dir(self.dir, job.id)
         jd.mkdir(parents=True, exist_ok=True)
         cfg = jd / "config.toml"
@@ -234,8 +257,7 @@ class Scheduler:
             tmp = jd / "config.toml.tmp"
             tmp.write_text(job.spec.config_toml)
             tmp.replace(cfg)
-        n = len(self.store.attempts(job.id)) + 1
-        aid = self.store.start_attempt(job.id, pool.id, slots, {"pending": True})
+        n = [a.id for a in self.store.attempts(job.id)].index(aid) + 1
         marker = f"{self.mark}:{aid}"
         bundles = build_bundles(job.spec, pool, slots, cfg, run_dir(self.dir, job.id), aid,
                                 self.extra_env)
@@ -247,33 +269,13 @@ class Scheduler:
         try:
             handle = self.backend.start(aid, pool, bundles, jd / f"attempt-{n}.log", marker)
         except Exception as e:  # noqa: BLE001 - any start failure re-queues the job
-            self.backend.stop({**self.store.attempts(job.id)[-1].handle, "pending": True})
+            self.backend.stop({**[a for a in self.store.attempts(job.id)
+                                  if a.id == aid][0].handle, "pending": True})
             self.store.end_attempt(aid, state="failed", rc=None,
                                    reason=f"could not start: {e}", job_state="queued",
                                    max_restarts=job.spec.max_restarts)
             return
         self.store.set_handle(aid, handle)
-
-
-def _pick(nodes: dict[str, list[int]], n: int) -> list[tuple[str, int]] | None:
-    """``n`` free devices: on one node when one has room (the fullest that fits), else
-    spread over the nodes with the most free devices. Taken devices leave ``nodes``."""
-    if sum(len(v) for v in nodes.values()) < n:
-        return None
-    fits = [k for k, v in nodes.items() if len(v) >= n]
-    if fits:
-        k = min(fits, key=lambda x: (len(nodes[x]), x))
-        got = [(k, d) for d in nodes[k][:n]]
-        nodes[k] = nodes[k][n:]
-        return got
-    got = []
-    for k in sorted(nodes, key=lambda x: (-len(nodes[x]), x)):
-        take = min(n - len(got), len(nodes[k]))
-        got += [(k, d) for d in nodes[k][:take]]
-        nodes[k] = nodes[k][take:]
-        if len(got) == n:
-            break
-    return got
 
 
 def build_bundles(spec: JobSpec, pool: PoolSpec, slots: list[tuple[str, int]], cfg: Path,

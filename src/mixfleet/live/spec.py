@@ -8,6 +8,9 @@ Job file (``mixfleet submit JOB.toml``)::
                                  # config's own tables ([workload], [train], ...) here
     set = ["train.steps=300"]    # optional overrides, validated like `mixfleet train --set`
     devices = 2                  # devices the job runs on (ranks)
+    min_devices = 1              # optional, elastic: the scheduler may shrink it this far
+    max_devices = 2              # optional, elastic: ... and grow it this far
+    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on
     pool = "p800"                # optional: only this pool
     chips = ["kunlun-p800"]      # optional: only pools of these chips
     priority = 0                 # higher goes first
@@ -140,6 +143,26 @@ class JobSpec:
     priority: int = 0
     max_restarts: int = 3
     mem_gib: float = 0.0
+    min_devices: int = 0
+    """Fewest devices it may be shrunk to (0: ``devices``, not elastic)."""
+    max_devices: int = 0
+    """Most devices it may be grown to (0: ``devices``)."""
+    kinds: tuple[str, ...] = ()
+    """Catalog chip kinds it may run on (empty: any)."""
+
+    @property
+    def elastic(self) -> bool:
+        """Whether it declared a size range: the scheduler then owns its size
+        (docs/fleet-elastic.md); else a drain is left to the run's own launcher."""
+        return bool(self.min_devices or self.max_devices)
+
+    @property
+    def lo(self) -> int:
+        return self.min_devices or self.devices
+
+    @property
+    def hi(self) -> int:
+        return self.max_devices or self.devices
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -148,6 +171,7 @@ class JobSpec:
     def from_json(text: str) -> JobSpec:
         d = json.loads(text)
         d["chips"] = tuple(d.get("chips", ()))
+        d["kinds"] = tuple(d.get("kinds", ()))
         return JobSpec(**d)
 
     def fits(self, pool: PoolSpec) -> bool:
@@ -155,6 +179,8 @@ class JobSpec:
         if self.pool is not None and pool.id != self.pool:
             return False
         if self.chips and pool.chip not in self.chips:
+            return False
+        if self.kinds and pool.chip not in self.kinds:
             return False
         return not (self.mem_gib and pool.mem_gib is not None and self.mem_gib > pool.mem_gib)
 
@@ -164,7 +190,14 @@ class JobTable(Section, section="job"):
     """The ``[job]`` table of a job file, read by the typed loader of run configs (a field
     added here is a key job files accept, with its bounds checked the same way)."""
 
-    devices: int = field(help="devices the job runs on (ranks)", ge=1, example=2)
+    devices: int = field(0, help="devices the job runs on (ranks); 0: max_devices of its "
+                         "elastic range (required without a range)", ge=0, example=2)
+    min_devices: int = field(0, help="elastic: the fewest devices the job may shrink to "
+                             "(0: no range)", ge=0, example=1)
+    max_devices: int = field(0, help="elastic: the most devices the job may grow to "
+                             "(0: no range)", ge=0, example=2)
+    kinds: list[str] = field([], help="chip kinds the job may run on (catalog ids)",
+                             example=["nvidia-h20", "kunlun-p800"])
     name: str = field("", help="a label (default: the job file's stem)")
     config: str = field("", help="a train config, relative to the job file; empty: the "
                         "config's own tables ([workload], [train], ...) are in the job file")
@@ -224,6 +257,7 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
     if cfg.ranks:
         raise ConfigError(f"{where}: the train config lists [[ranks]]; the fleet places a job "
                           f"on one pool's chips, so drop [[ranks]] and set [job] devices")
+    devices, lo, hi = _sizes(job, raw_job, where)
     if job.pool is not None and job.pool not in {p.id for p in fleet.pools}:
         raise ConfigError(f"{where}: job.pool = {job.pool!r} is not a pool of fleet "
                           f"{fleet.name!r}; use one of {', '.join(p.id for p in fleet.pools)} "
@@ -234,21 +268,73 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
         raise ConfigError(f"{where}: job.chips = {job.chips!r} names {', '.join(missing)}, "
                           f"which no pool of fleet {fleet.name!r} has; use some of "
                           f"{', '.join(sorted(have))}")
+    kinds = _kinds(job, raw_job, where, fleet)
     spec = JobSpec(name=job.name or Path(where).stem, config_toml=dumps_toml(raw),
                    workload=cfg.workload.name, steps=cfg.train.steps,
-                   global_batch=cfg.train.global_batch, devices=job.devices, pool=job.pool,
+                   global_batch=cfg.train.global_batch, devices=devices, pool=job.pool,
                    chips=tuple(job.chips), priority=job.priority,
-                   max_restarts=job.max_restarts, mem_gib=job.mem_gib)
+                   max_restarts=job.max_restarts, mem_gib=job.mem_gib, min_devices=lo,
+                   max_devices=hi, kinds=kinds)
     fit = [p for p in fleet.pools if spec.fits(p)]
     if not fit:
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
                           f"chips and mem_gib constraints; relax them")
     most = max(p.capacity for p in fit)
-    if job.devices > most:
-        raise ConfigError(f"{where}: job.devices = {job.devices} is more than the largest "
-                          f"pool it may use has ({most}: "
-                          f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower devices")
+    for key, n in (("max_devices", hi), ("devices", devices)):
+        if n > most:
+            raise ConfigError(f"{where}: [job] field {key!r} is {n}, more than the "
+                              f"largest pool it may use has ({most}: "
+                              f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower {key}")
     return spec
+
+
+def _sizes(job: JobTable, raw: dict[str, Any], where: str) -> tuple[int, int, int]:
+    """``devices`` and the elastic range (0, 0 when none is declared); ``devices`` defaults
+    to ``max_devices`` when a range is given."""
+    lo, hi = job.min_devices, job.max_devices
+    for key in ("devices", "min_devices", "max_devices"):
+        if key in raw and getattr(job, key) < 1:
+            raise ConfigError(f"{where}: job.{key} must be >= 1 (got {getattr(job, key)}); "
+                              f"set [job] {key} = 1 or more, or leave it out")
+    devices = job.devices or hi or lo
+    if devices < 1:
+        raise ConfigError(f"{where}: job.devices must be >= 1 (got {job.devices}); set [job] "
+                          f"devices = 2, or min_devices and max_devices")
+    if not (lo or hi):
+        return devices, 0, 0
+    lo, hi = lo or min(devices, hi), hi or max(devices, lo)
+    if lo > hi:
+        raise ConfigError(f"{where}: [job] field 'min_devices' is {lo}, more than "
+                          f"max_devices = {hi}; set min_devices <= max_devices")
+    if not lo <= devices <= hi:
+        raise ConfigError(f"{where}: [job] field 'devices' is {devices}, outside "
+                          f"min_devices..max_devices = {lo}..{hi}; set devices in that range "
+                          f"(or drop it: it defaults to max_devices)")
+    return devices, lo, hi
+
+
+def _kinds(job: JobTable, raw: dict[str, Any], where: str, fleet: FleetSpec
+           ) -> tuple[str, ...]:
+    """``kinds``: catalog chip ids, each one a pool of the fleet has."""
+    from mixfleet.catalog.base import load_catalog
+
+    kinds = job.kinds
+    if not kinds and "kinds" in raw:
+        raise ConfigError(f"{where}: [job] field 'kinds' is {kinds!r}; use a non-empty list "
+                          f"of chip ids, e.g. [\"nvidia-h20\", \"kunlun-p800\"]")
+    cat = load_catalog()
+    unknown = [k for k in kinds if k not in cat]
+    if unknown:
+        raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(unknown)}, not a "
+                          f"chip of the catalog; use catalog ids (`mixfleet catalog`), e.g. "
+                          f"{', '.join(sorted({p.chip for p in fleet.pools}))}")
+    have = {p.chip for p in fleet.pools}
+    lacking = [k for k in kinds if k not in have]
+    if lacking:
+        raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(lacking)}, which "
+                          f"no pool of fleet {fleet.name!r} has; use some of "
+                          f"{', '.join(sorted(have))}")
+    return tuple(kinds)
 
 
 def load_job(path: str | Path, fleet: FleetSpec) -> JobSpec:

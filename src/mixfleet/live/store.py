@@ -7,7 +7,10 @@ waits up to ``busy_timeout``) and each gets its own id.
 
 Job states: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled`` (a failed
 attempt puts a job back to ``queued`` until ``max_restarts``). Attempt states:
-``running`` -> ``done`` | ``failed`` | ``lost`` | ``cancelled``.
+``running`` -> ``done`` | ``failed`` | ``lost`` | ``cancelled`` | ``resized`` (ended by a
+resize of its job, which goes on in the next attempt at once). A resize
+(docs/fleet-elastic.md) is a row of ``resizes``: ``planned`` -> ``launching`` -> ``done``,
+each step one transaction, so a scheduler killed mid-resize finishes it on restart.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.errors import ConfigError
+from mixfleet.live.resizes import RESIZE_SCHEMA, ResizeStore
 from mixfleet.live.spec import JobSpec
 
 __all__ = ["Store", "JobRow", "AttemptRow", "DB_NAME"]
@@ -144,7 +148,7 @@ def _private_file(path: Path) -> None:
         os.close(fd)
 
 
-class Store:
+class Store(ResizeStore):
     """One connection to ``DIR/fleet.db``; open one per process or thread."""
 
     def __init__(self, fleet_dir: str | Path, *, clock: Any = time.time) -> None:
@@ -157,7 +161,7 @@ class Store:
         self.db.execute("PRAGMA busy_timeout = 60000")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(_SCHEMA)
+        self.db.executescript(_SCHEMA + RESIZE_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
@@ -300,6 +304,16 @@ class Store:
                        (pool, node, device, self.clock(), jid, reason))
             self._event(db, "blocked", jid, None, {"pool": pool, "node": node,
                                                    "device": device, "reason": reason})
+
+    def unblock(self, pool: str, node: str, device: int, reason: str) -> bool:
+        """Take a device off the block list (repaired, cooled); False when it was not on."""
+        with self.tx() as db:
+            n = db.execute("DELETE FROM blocklist WHERE pool = ? AND node = ? AND device = ?",
+                           (pool, node, device)).rowcount
+            if n:
+                self._event(db, "unblocked", None, None, {"pool": pool, "node": node,
+                                                          "device": device, "reason": reason})
+        return bool(n)
 
     def blocked(self) -> set[tuple[str, str, int]]:
         return {(r[0], r[1], int(r[2])) for r in

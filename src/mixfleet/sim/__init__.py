@@ -9,6 +9,7 @@ throttling (docs/fleet.md).
     plots.py        JCT CDF and utilization plots
     sensitivity.py  reruns with each reliability figure halved and doubled
     traces.py       trace readers (Philly, openb, synthetic); gavel.py Gavel's formats
+    elastic.py      elastic jobs: drains and freed devices replayed under fleet/elastic.py
 """
 
 from mixfleet.sim.engine import SimConfig, Simulator, simulate

@@ -1,0 +1,206 @@
+"""Elastic jobs in the live scheduler: shrink on a drained chip or a lost node, grow on
+free devices, with the decisions of :mod:`mixfleet.fleet.elastic` (the simulator's own) and
+every resize persisted step by step in SQLite (docs/fleet-elastic.md).
+
+- A drain under an elastic job: the decision is taken when the run's block list shows it.
+  ``shrink``: the attempt goes on, its launcher relaunching the ranks left from the newest
+  snapshot with the same global batches (mixfleet train's own relaunch); recorded as a
+  resize, done at once. ``requeue``: the attempt is stopped and the job waits for its count.
+- A lost node under an elastic job: ``shrink`` starts a new attempt on the devices left;
+  ``requeue`` is the scheduler's usual path.
+- Free devices that no queued job may use: :func:`~mixfleet.fleet.elastic.grow` picks the
+  jobs that gain most; each is stopped and relaunched on its devices plus the new ones.
+
+A relaunching resize is ``planned`` -> ``launching`` -> ``done`` in the ``resizes`` table
+(:mod:`mixfleet.live.resizes`); :meth:`ElasticScheduling.resume_resizes` carries on any
+that a killed scheduler left half done, before anything else is looked at.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mixfleet.errors import MixfleetError
+from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision
+from mixfleet.live.backend import pick_devices
+from mixfleet.live.estimate import last_step
+from mixfleet.live.store import AttemptRow, JobRow
+from mixfleet.train.mixed.blocklist import read_entries
+
+if TYPE_CHECKING:
+    from mixfleet.live.backend import Backend, NodeInfo
+    from mixfleet.live.estimate import Estimates
+    from mixfleet.live.spec import FleetSpec, PoolSpec
+    from mixfleet.live.store import Store
+
+__all__ = ["ElasticScheduling", "live_slots"]
+
+
+def live_slots(a: AttemptRow, run_root: Path) -> list[tuple[str, int]]:
+    """The attempt's devices still in use: its slots less those drained in it (each
+    block-list entry's rank indexes the ranks left after the drains before it)."""
+    slots = list(a.slots)
+    try:
+        entries = read_entries(run_root)
+    except (OSError, MixfleetError):
+        return slots
+    for e in [e for e in entries if e.get("t", 0) >= a.started][:a.drains_seen]:
+        r = int(e.get("rank", -1))
+        if 0 <= r < len(slots):
+            slots.pop(r)
+    return slots
+
+
+class ElasticScheduling:
+    """The elastic part of :class:`mixfleet.live.scheduler.Scheduler` (a mixin)."""
+
+    store: Store
+    backend: Backend
+    fleet: FleetSpec
+    est: Estimates
+    dir: Path
+    clock: Callable[[], float]
+    _index: dict[str, int]
+    _inv: list[NodeInfo]
+
+    if TYPE_CHECKING:
+        def _free_slots(self, inv: list[NodeInfo]) -> dict[str, dict[str, list[int]]]: ...
+        def _capacity(self, inv: list[NodeInfo]) -> dict[str, int]: ...
+        def _launch(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
+                    aid: int) -> None: ...
+
+    # -- what the decisions see -----------------------------------------------------------
+    def _rd(self, jid: str) -> Path:
+        return self.dir / "jobs" / jid / "run"
+
+    def _left(self, job: JobRow) -> float:
+        s = job.spec
+        return max(s.steps - last_step(self._rd(job.id)), 0) * s.global_batch
+
+    def _view(self, job: JobRow, pool: str, size: int) -> ElasticJob:
+        p = self._index[pool]
+        per = self.est.per_device(job.spec.workload, p)[0]
+        moves = {i: self.est.per_device(job.spec.workload, i)[0]
+                 for i, q in enumerate(self.fleet.pools) if i != p and job.spec.fits(q)}
+        return ElasticJob(id=job.id, pool=p, size=size, lo=job.spec.lo, hi=job.spec.hi,
+                          remaining=self._left(job), per_device=per, moves=moves)
+
+    def _ends(self, but: str) -> list[tuple[int, float, int]]:
+        """(pool, ETA, devices) of every other running job."""
+        now, out = self.clock(), []
+        for a in self.store.attempts(states=("running",)):
+            job = self.store.job(a.job_id)
+            if a.job_id == but or job is None:
+                continue
+            size = len(a.slots) - a.drains_seen
+            v = self._view(job, a.pool, size)
+            out.append((v.pool, now + v.time_on(size), size))
+        return out
+
+    def _loss(self, a: AttemptRow, job: JobRow, lost: int, why: str) -> Resize:
+        size = len(a.slots) - a.drains_seen
+        free = {self._index[p]: sum(len(v) for v in nodes.values())
+                for p, nodes in self._free_slots(self._inv).items()}
+        cap = self._capacity(self._inv)
+        opts = [i for i, p in enumerate(self.fleet.pools)
+                if job.spec.fits(p) and cap[p.id] >= size]
+        return loss_decision(self._view(job, a.pool, size), lost, self.clock(), free,
+                             self._ends(job.id), opts, why)
+
+    def _record(self, a: AttemptRow, job: JobRow, d: Resize, slots: list[tuple[str, int]],
+                done: bool, drains: int | None = None, pool: str | None = None) -> int:
+        return self.store.plan_resize(job.id, a.id, pool or a.pool, slots, action=d.action,
+                                      old=d.old, new=d.new, reason=d.reason,
+                                      gain_s=d.gain_s, done=done, drains=drains)
+
+    # -- losses -----------------------------------------------------------------------------
+    def _after_drain(self, a: AttemptRow, job: JobRow, new: int) -> bool:
+        """``new`` devices of ``a`` were just drained (not yet counted as seen: the
+        decision counts them in its own transaction); True when the job was requeued."""
+        d = self._loss(a, job, new, f"{new} device(s) drained")
+        seen = a.drains_seen + new
+        left = live_slots(dataclasses.replace(a, drains_seen=seen), self._rd(job.id))
+        # a shrink is done at once: the run's own launcher relaunches on the devices left
+        rid = self._record(a, job, d, left, done=d.action == "shrink", drains=seen)
+        if d.action == "shrink":
+            return False
+        self._carry_out(rid)
+        return True
+
+    def _after_node_loss(self, a: AttemptRow, job: JobRow, dead: list[str]) -> None:
+        """Nodes ``dead`` left under ``a``: resize it onto the devices left, or requeue."""
+        slots = live_slots(a, self._rd(job.id))
+        left = [s for s in slots if s[0] not in dead]
+        d = self._loss(a, job, len(slots) - len(left),
+                       f"node(s) {', '.join(dead)} left the cluster")
+        self._carry_out(self._record(a, job, d, left, done=False))
+
+    # -- growth -----------------------------------------------------------------------------
+    def _grow(self, inv: list[NodeInfo]) -> None:
+        running = [a for a in self.store.attempts(states=("running",))
+                   if not a.handle.get("pending")]
+        jobs = {a.job_id: self.store.job(a.job_id) for a in running}
+        cands = [(a, j) for a in running if (j := jobs[a.job_id]) is not None
+                 and j.spec.elastic and not j.cancel
+                 and len(a.slots) - a.drains_seen < j.spec.hi]
+        if not cands:
+            return
+        free = self._free_slots(inv)
+        cap = self._capacity(inv)
+        busy = {p.id for j in self.store.jobs(("queued",)) if not j.cancel
+                for p in self.fleet.pools if j.spec.fits(p) and cap[p.id] >= j.devices}
+        room = {self._index[p]: n for p, nodes in free.items()
+                if p not in busy and (n := sum(len(v) for v in nodes.values())) > 0}
+        if not room:
+            return
+        views = [self._view(j, a.pool, len(a.slots) - a.drains_seen) for a, j in cands]
+        byid = {j.id: (a, j) for a, j in cands}
+        for d in grow(views, room):
+            a, j = byid[d.job]
+            pid = a.pool if d.pool is None else self.fleet.pools[d.pool].id
+            if pid == a.pool:
+                got = pick_devices(free[pid], d.new - d.old)
+                slots = None if got is None else live_slots(a, self._rd(j.id)) + got
+            else:  # a move: all its devices on the other pool
+                slots = pick_devices(free[pid], d.new)
+            if slots is None:
+                continue
+            self._carry_out(self._record(a, j, d, slots, done=False, pool=pid))
+
+    # -- carrying a resize out (and on, after a restart) ------------------------------------
+    def resume_resizes(self) -> None:
+        """Finish every resize a killed scheduler left ``planned`` or ``launching``."""
+        for r in self.store.resizes(states=("planned", "launching")):
+            self._carry_out(r.id)
+
+    def _carry_out(self, rid: int) -> None:
+        (r,) = [x for x in self.store.resizes(states=("planned", "launching")) if x.id == rid]
+        job = self.store.job(r.job_id)
+        assert job is not None
+        if r.action == "requeue":  # stop the attempt, the job waits for its full count
+            old = [a for a in self.store.attempts(job.id) if a.id == r.old_aid]
+            if old and old[0].state == "running":
+                self.backend.stop(old[0].handle)
+                self.store.end_attempt(old[0].id, state="lost", rc=None,
+                                       reason=f"requeued: {r.reason}", job_state="queued",
+                                       max_restarts=job.spec.max_restarts)
+            self.store.finish_resize(rid)
+            return
+        if r.state == "planned":
+            old = [a for a in self.store.attempts(job.id) if a.id == r.old_aid]
+            if old and old[0].state == "running":
+                self.backend.stop(old[0].handle)
+            self.store.switch_attempt(rid)
+            (r,) = [x for x in self.store.resizes(job.id) if x.id == rid]
+        new = [a for a in self.store.attempts(job.id) if a.id == r.new_aid]
+        if not new or new[0].state != "running":
+            self.store.finish_resize(rid, "abandoned")
+            return
+        h: dict[str, Any] = new[0].handle
+        if h.get("pending"):
+            self.backend.stop(h)  # whatever a start cut short left behind
+            self._launch(job, self.fleet.pool(r.pool), r.slots, new[0].id)
+        self.store.finish_resize(rid)

@@ -1,0 +1,150 @@
+"""Elastic jobs in the simulator: a replay of drains and freed devices under the resize
+decisions of :mod:`mixfleet.fleet.elastic` (the live scheduler's own), so simulation and
+live stay one policy (docs/fleet-elastic.md).
+
+The model is the live fleet's: a job runs on ``size`` devices of one pool at
+``rate(size)``; a drain takes one of its devices out of the pool for good and asks
+:func:`~mixfleet.fleet.elastic.loss_decision` (shrink, or requeue for the full count); a
+freed device (``free`` event) and a job's end free devices, which go first to waiting
+jobs (first come, at their full count, on the first pool that has room) and then to
+:func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job ``restart_s``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from mixfleet.errors import ConfigError
+from mixfleet.fleet.elastic import RESTART_S, ElasticJob, Resize, grow, loss_decision
+
+__all__ = ["TraceJob", "TraceEvent", "ElasticResult", "replay"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TraceJob:
+    id: str
+    size: int
+    lo: int
+    hi: int
+    work: float
+    """Work, samples."""
+    per_device: tuple[float, ...]
+    """Samples/s of one device, per pool."""
+    options: tuple[int, ...]
+    """Pools it may run on, in order of preference."""
+    elastic: bool = True
+    """False: a drain always requeues it (today's behaviour, the baseline)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TraceEvent:
+    t: float
+    kind: str
+    """``drain`` (one device of ``job``) or ``free`` (``n`` devices of ``pool``)."""
+    job: str = ""
+    pool: int = 0
+    n: int = 1
+
+
+@dataclasses.dataclass
+class _Run:
+    job: TraceJob
+    left: float
+    pool: int | None = None
+    size: int = 0
+    stall_until: float = 0.0
+    end: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ElasticResult:
+    decisions: list[tuple[float, Resize]]
+    jct: dict[str, float]
+    """Completion time of each job (all arrive at 0)."""
+
+
+def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[TraceEvent],
+           *, restart_s: float = RESTART_S, blocked: Sequence[int] | None = None
+           ) -> ElasticResult:
+    """Run ``jobs`` (all submitted at 0, placed first come) through ``events``."""
+    free = [c - b for c, b in zip(capacity, blocked or [0] * len(capacity), strict=True)]
+    runs = {j.id: _Run(job=j, left=j.work) for j in jobs}
+    waiting = [j.id for j in jobs]
+    out: list[tuple[float, Resize]] = []
+    todo = sorted(events, key=lambda e: e.t)
+    for e in todo:
+        if e.kind not in ("drain", "free") or e.kind == "drain" and e.job not in runs:
+            raise ConfigError(f"trace event {e!r}: kind must be drain (of a job) or free")
+    now = 0.0
+
+    def view(r: _Run) -> ElasticJob:
+        assert r.pool is not None
+        return ElasticJob(id=r.job.id, pool=r.pool, size=r.size, lo=r.job.lo, hi=r.job.hi,
+                          remaining=r.left, per_device=r.job.per_device[r.pool],
+                          moves={q: r.job.per_device[q] for q in r.job.options
+                                 if q != r.pool})
+
+    def settle(t: float) -> None:
+        for w in list(waiting):
+            r = runs[w]
+            p = next((q for q in r.job.options if free[q] >= r.job.size), None)
+            if p is not None:
+                waiting.remove(w)
+                r.pool, r.size, r.stall_until = p, r.job.size, t + (restart_s if r.left <
+                                                                      r.job.work else 0.0)
+                free[p] -= r.size
+        busy = {q for w in waiting for q in runs[w].job.options}
+        room = {q: n for q, n in enumerate(free) if n > 0 and q not in busy}
+        live = [view(r) for r in runs.values() if r.pool is not None and r.end is None
+                and r.job.elastic]
+        for d in grow(live, room, restart_s=restart_s):
+            r = runs[d.job]
+            q = (r.pool or 0) if d.pool is None else d.pool
+            free[r.pool or 0] += r.size
+            free[q] -= d.new
+            r.pool, r.size, r.stall_until = q, d.new, t + restart_s
+            out.append((t, d))
+
+    def finish_at(r: _Run) -> float:
+        return max(r.stall_until, now) + r.left / max(view(r).rate(r.size), 1e-12)
+
+    settle(0.0)
+    while any(r.end is None for r in runs.values()):
+        running = [r for r in runs.values() if r.pool is not None and r.end is None]
+        nxt = min((finish_at(r) for r in running), default=math.inf)
+        t = min(nxt, todo[0].t if todo else math.inf)
+        if math.isinf(t):
+            raise ConfigError(f"jobs {waiting} can never run on capacity {list(capacity)}")
+        for r in running:
+            r.left = max(r.left - max(t - max(r.stall_until, now), 0.0) * view(r).rate(r.size),
+                         0.0)
+        now = t
+        for r in running:
+            if r.left <= 1e-9 * r.job.work:
+                r.end, free[r.pool or 0] = t, free[r.pool or 0] + r.size
+        while todo and todo[0].t <= t:
+            e = todo.pop(0)
+            if e.kind == "free":
+                free[e.pool] += e.n
+                continue
+            r = runs[e.job]
+            if r.pool is None or r.end is not None:
+                continue
+            ends = [(x.pool or 0, finish_at(x), x.size) for x in runs.values()
+                    if x.pool is not None and x.end is None and x is not r]
+            why = "a device was drained"
+            d = (loss_decision(view(r), 1, t, dict(enumerate(free)), ends, r.job.options,
+                               why, restart_s) if r.job.elastic else
+                 Resize(job=r.job.id, action="requeue", old=r.size, new=0, reason=why,
+                        gain_s=0.0))
+            out.append((t, d))
+            if d.action == "shrink":
+                r.size, r.stall_until = d.new, t + restart_s
+            else:
+                free[r.pool] += r.size - 1
+                r.pool, r.size = None, 0
+                waiting.append(r.job.id)
+        settle(t)
+    return ElasticResult(decisions=out, jct={k: r.end or 0.0 for k, r in runs.items()})
