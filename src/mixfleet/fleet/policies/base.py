@@ -77,6 +77,8 @@ class PoolView:
     capacity: int
     mem_gib: float | None
     reliability: ReliabilityProfile
+    """As the fleet knows it: the profile, in a simulation estimated from the failures and
+    throttles seen so far (:mod:`mixfleet.sim.knowledge`)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -90,7 +92,8 @@ class Snapshot:
     pools: tuple[PoolView, ...]
     jobs: Collection[JobView]
     speed: dict[str, tuple[float | None, ...]]
-    """workload -> per pool, throughput of one device relative to the reference chip."""
+    """workload -> per pool, throughput of one device relative to the reference chip, as
+    the fleet's throughput table says (never the simulator's truth; docs/fleet.md)."""
     failures: bool = True
     """Whether failures and throttling are in play (goodput counts them only then)."""
     waiting: Collection[JobView] = ()
