@@ -17,15 +17,30 @@ def data_dir() -> Path:
     return Path(env) if env else ROOT / ".." / "shared" / "data"
 
 
-def philly_or_synthetic(seed: int = 0):  # type: ignore[no-untyped-def]
-    """The Philly Sep-Oct 2017 trace, or (with a note) a synthetic one of the same size."""
+PHILLY = "philly_jobs_sep_oct_2017.csv"
+
+
+def named_trace(spec: str = "philly", seed: int = 0):  # type: ignore[no-untyped-def]
+    """(jobs, info, name) of the trace a benchmark names: ``philly`` (the Sep-Oct 2017 file
+    under the data directory, $MIXFLEET_DATA or ../shared/data), ``synthetic:N`` or a path.
+    A named trace that is missing exits 2 with the fix, never a synthetic stand-in."""
+    from mixfleet.errors import ConfigError
     from mixfleet.sim.traces import read_trace
 
-    p = data_dir() / "traces" / "philly" / "philly_jobs_sep_oct_2017.csv"
-    if p.is_file():
-        return read_trace(p, seed=seed)
-    print(f"note: {p} not found; using synthetic:52849", file=sys.stderr)
-    return read_trace("synthetic:52849", seed=seed)
+    path = data_dir() / "traces" / "philly" / PHILLY if spec == "philly" else spec
+    if spec == "philly" and not Path(path).is_file():
+        print(f"error: trace philly: {path} not found; set MIXFLEET_DATA to the directory "
+              f"holding traces/philly/{PHILLY}, or pass --trace synthetic:52849 (a synthetic "
+              f"trace, labelled so)", file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        jobs, info = read_trace(path, seed=seed)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    name = "philly-sep-oct-2017" if spec == "philly" else (
+        spec if info.format == "synthetic" else Path(spec).name)
+    return jobs, info, f"{name} ({info.format}, {len(jobs)} jobs)"
 
 
 def mixed_fleet():  # type: ignore[no-untyped-def]

@@ -58,6 +58,23 @@ def test_srtf_preempts_for_a_short_job_and_pays_migration():
     assert r.metrics["migrations"] == 1
 
 
+def test_goodput_stops_a_long_job_only_when_the_gain_beats_its_migration_stall():
+    """goodput: a 5 s job arriving at 1 s stops the 100 s job (99 s left > 5 s + the 2 s
+    stall): short ends at 6 s, long at 6 + 2 + 99 = 107 s. A 98 s arrival does not stop a
+    job with 99 s left (99 < 98 + 2): it waits and ends at 100 + 98 = 198 s."""
+    cfg = SimConfig(failures=False, throttles=False, migration_s=2.0, estimates="oracle")
+
+    def two(short):
+        return [Job(id="long", workload="a", arrival_s=0.0, devices=1, work=100, mem_gib=8),
+                Job(id="short", workload="a", arrival_s=1.0, devices=1, work=short,
+                    mem_gib=8)]
+
+    r = simulate(fleet([(1, 80, True)]), two(5), make_policy("goodput"), {"a": (1.0,)}, cfg)
+    assert ends(r) == {"short": 6.0, "long": 107.0} and r.metrics["migrations"] == 1
+    r = simulate(fleet([(1, 80, True)]), two(98), make_policy("goodput"), {"a": (1.0,)}, cfg)
+    assert ends(r) == {"long": 100.0, "short": 198.0} and r.metrics["migrations"] == 0
+
+
 def test_failures_off_lose_nothing():
     """With failures off no goodput is lost, even with throttling on."""
     r = simulate(fleet([(4, 80, False)]), jobs(*[3600.0 * k for k in range(1, 9)]),

@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 from sim_helpers import fleet
@@ -12,6 +13,12 @@ from mixfleet.fleet.policies.goodput import GoodputPolicy
 from mixfleet.sim import SimConfig, simulate
 from mixfleet.sim.gavel import gavel_style_jobs, read_gavel_throughputs, read_gavel_trace
 
+
+def res(n):
+    """goodput with ``n`` reservations and stops off (the reservation tests' subject)."""
+    return GoodputPolicy(reservations=n, preempt_gain=math.inf)
+
+
 ORACLE = SimConfig(failures=False, throttles=False, migration_s=60.0, estimates="oracle")
 
 
@@ -24,13 +31,14 @@ def runs(result):
 
 
 def test_fitting_job_backfills_ahead_of_a_reservation_it_does_not_delay():
-    """goodput with a reservation: R (4 devices) holds the fast pool from t=1000; S (done by
-    t=102 there) starts at once on the reserved devices, L (which would run past t=1000)
-    does not take them and starts on the slow pool; R still starts at 1000."""
+    """goodput with a reservation (stops off): R (4 devices) holds the fast pool from
+    t=1000; S (done by t=102 there) starts at once on the reserved devices, L (which would
+    run past t=1000) does not take them and starts on the slow pool; R still starts at
+    1000."""
     f = fleet([(4, 80, True), (4, 80, False)])
     js = [J("X", 0.0, 2, 6000.0), J("R", 1.0, 4, 4000.0), J("S", 2.0, 1, 300.0),
           J("L", 3.0, 1, 30000.0)]
-    r = runs(simulate(f, js, GoodputPolicy(reservations=1), {"a": (3.0, 0.1)}, ORACLE))
+    r = runs(simulate(f, js, res(1), {"a": (3.0, 0.1)}, ORACLE))
     assert r["S"][:2] == (2.0, 2.0 + 100.0) and r["S"][2] == (0,)
     assert r["L"][0] == 3.0 and 1 in r["L"][2]
     assert r["R"][0] == pytest.approx(1000.0) and r["R"][2] == (0,)
@@ -41,8 +49,8 @@ def test_strict_reservation_would_have_left_devices_idle():
     S could only start on the slow pool or wait; with it, S uses idle reserved devices."""
     f = fleet([(4, 80, True), (4, 80, False)])
     js = [J("X", 0.0, 2, 6000.0), J("R", 1.0, 4, 4000.0), J("S", 2.0, 1, 300.0)]
-    with_bf = runs(simulate(f, js, GoodputPolicy(reservations=1), {"a": (3.0, 0.1)}, ORACLE))
-    no_res = runs(simulate(f, js, GoodputPolicy(reservations=0), {"a": (3.0, 0.1)}, ORACLE))
+    with_bf = runs(simulate(f, js, res(1), {"a": (3.0, 0.1)}, ORACLE))
+    no_res = runs(simulate(f, js, res(0), {"a": (3.0, 0.1)}, ORACLE))
     assert with_bf["S"][1] <= no_res["S"][1]
     assert with_bf["R"][1] < no_res["R"][1]  # the reservation pays for R
 

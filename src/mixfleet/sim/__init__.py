@@ -4,6 +4,7 @@ throttling (docs/fleet.md).
     engine.py       Simulator: the event loop, one method per event, and the scheduling rounds
     events.py       the deterministic event queue (time, priority, seq) and the event kinds
     cluster.py      the state of pools and jobs during a run
+    knowledge.py    what the fleet knows (table, estimated reliability) vs the truth drawn
     metrics.py      JCT, queueing, device-hours, goodput lost: SimResult
     report.py       results.json and the policy comparison table
     plots.py        JCT CDF and utilization plots

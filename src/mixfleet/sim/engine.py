@@ -7,6 +7,8 @@ checkpoint and costs ``restart_s`` of stall; jobs checkpoint at the Young/Daly i
 sqrt(2 C M) of their pool and size, each checkpoint stalling ``checkpoint_s``. A job that a
 policy moves or preempts saves its state on the way out and pays ``migration_s`` when it
 starts again. With failures off there are no failures and no checkpoints.
+Policies see what the fleet knows, the run draws the truth (:mod:`mixfleet.sim.knowledge`);
+checkpoint intervals follow the fleet's prior profiles.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from mixfleet.config import Section, field
 from mixfleet.errors import ConfigError, MixfleetError
 from mixfleet.fleet.estimates import ESTIMATORS, make_estimator, relative_errors
 from mixfleet.fleet.model import Fleet, Job
-from mixfleet.fleet.policies.base import Policy, Snapshot, fit_options, pool_views
+from mixfleet.fleet.policies.base import STOP, Policy, Snapshot, fit_options, pool_views
 from mixfleet.fleet.reliability import young_daly_interval
 from mixfleet.sim import events as ev
 from mixfleet.sim.cluster import STALL_CKPT, STALL_MIGRATE, STALL_RESTART, JobState, PoolState
+from mixfleet.sim.knowledge import FleetKnowledge, Truth
 from mixfleet.sim.metrics import SimResult, collect
 
 __all__ = ["SimConfig", "Simulator", "simulate"]
@@ -48,17 +51,21 @@ class SimConfig(Section):
 
 
 class Simulator:
-    """One run of ``jobs`` on ``fleet`` under ``policy``."""
+    """One run of ``jobs`` on ``fleet`` under ``policy``; ``speeds`` is the throughput table
+    policies see, ``truth`` what the run draws from (default: the table and profiles)."""
 
     def __init__(self, fleet: Fleet, jobs: Sequence[Job], policy: Policy,
                  speeds: dict[str, tuple[float | None, ...]],
-                 config: SimConfig | None = None, progress: Progress | None = None):
-        self.fleet, self.policy, self.speeds = fleet, policy, speeds
+                 config: SimConfig | None = None, progress: Progress | None = None,
+                 truth: Truth | None = None):
+        self.fleet, self.policy, self.speeds, self.progress = fleet, policy, speeds, progress
         self.cfg = config or SimConfig()
-        self.progress = progress
         order = sorted(range(len(jobs)), key=lambda i: jobs[i].arrival_s)
         self.jobs = [jobs[i] for i in order]
         self.pools = pool_views(fleet)
+        self.known = FleetKnowledge(self.pools, speeds)
+        self.truth = Truth.or_table(truth, speeds, self.pools)
+        self.true_rel = self.truth.reliability
         self.rng = random.Random(self.cfg.seed)
         self.q = ev.EventQueue()
         self._on_placed_event = {ev.FAIL: self._on_fail, ev.THROTTLE_START: self._on_throttle_start,
@@ -79,7 +86,7 @@ class Simulator:
         self._fit: dict[tuple[str, int, float], tuple[tuple[int, ...], str]] = {}
         self.needs_remaining = getattr(policy, "needs_remaining", True)
         self.moves = bool(getattr(policy, "moves", False))
-        """A non-preemptive policy that may move running jobs (asked at completions too)."""
+        """A non-preemptive policy that may move or STOP running jobs (asked always)."""
         self.estimator = make_estimator(self.cfg.estimates)
         self.est_pairs: list[tuple[float, float]] = []
         """(estimate at arrival, true work) of each completed job."""
@@ -107,10 +114,10 @@ class Simulator:
             js.stall_until = t
             js.start_s = t
         js.ran = True
-        js.base_rate = js.rate = js.devices * (self.speeds[js.workload][p] or 0.0)
+        js.base_rate = js.rate = js.devices * (self.truth.speed[js.workload][p] or 0.0)
         js.place_ver += 1
         js.ckpt_ver += 1
-        rel = self.pools[p].reliability
+        rel = self.true_rel[p]
         if self.cfg.failures:
             self.q.push(t + self.rng.expovariate(1.0 / rel.job_mtbf_s(js.devices)), ev.FAIL,
                         js.index, js.place_ver)
@@ -123,25 +130,19 @@ class Simulator:
         self.pfree[p] -= js.devices
         self.waiting -= 1
         del self.wait[js.id]
-        self._unwait_size(js.devices)
+        self._wait_size(js.devices, -1)
         self.run_by_pool[p][js.id] = js
         self._resched(js, t)
 
-    def _wait_size(self, n: int) -> None:
-        self.wait_sizes[n] = self.wait_sizes.get(n, 0) + 1
-
-    def _unwait_size(self, n: int) -> None:
-        c = self.wait_sizes[n] - 1
-        if c:
-            self.wait_sizes[n] = c
-        else:
+    def _wait_size(self, n: int, d: int = 1) -> None:
+        c = self.wait_sizes[n] = self.wait_sizes.get(n, 0) + d
+        if not c:
             del self.wait_sizes[n]
 
     def _could_start(self) -> bool:
-        """Whether a waiting job could start now: a non-preemptive policy only starts a
-        job in a pool with that many free devices, so when no pool has room for the
-        smallest waiting job, asking it is pointless (the answer is empty)."""
-        if self.policy.preemptive:
+        """Whether asking the policy can start a job: a non-preemptive one that neither
+        moves nor stops jobs starts none unless a pool has room for the smallest."""
+        if self.policy.preemptive or self.moves:
             return True
         return self.free > 0 and max(self.pfree) >= min(self.wait_sizes)
 
@@ -226,7 +227,7 @@ class Simulator:
 
     def _on_checkpoint(self, js: JobState, ji: int, t: float) -> None:
         assert js.pool is not None
-        rel = self.pools[js.pool].reliability
+        rel = self.true_rel[js.pool]
         js.advance(t)
         js.ckpt_done, js.compute_since_ckpt = js.done, 0.0
         js.stall_until, js.stall_kind = t + rel.checkpoint_s, STALL_CKPT
@@ -238,7 +239,8 @@ class Simulator:
     def _on_fail(self, js: JobState, ji: int, t: float) -> None:
         """The work since the last checkpoint is lost; restart stall; the next failure."""
         assert js.pool is not None
-        rel = self.pools[js.pool].reliability
+        rel = self.true_rel[js.pool]
+        self.known.observe_failure(js.pool)
         lost = js.done - js.ckpt_done
         js.work_by_pool[js.pool] -= lost
         js.done = js.ckpt_done
@@ -254,7 +256,8 @@ class Simulator:
 
     def _on_throttle_start(self, js: JobState, ji: int, t: float) -> None:
         assert js.pool is not None
-        rel = self.pools[js.pool].reliability
+        rel = self.true_rel[js.pool]
+        self.known.observe_throttle(js.pool)
         js.throttled += 1
         js.throttles += 1
         js.rate = js.base_rate * (1.0 - rel.throttle_slowdown)
@@ -274,8 +277,9 @@ class Simulator:
                     js.run_s[js.pool] += t - js.placed_at
                     js.placed_at = t
                     js.advance(t)
-        snap = Snapshot(time=t, pools=self.pools, jobs=self.active.values(),
-                        speed=self.speeds, failures=self.cfg.failures,
+        pools = self.known.pools(t, [s.busy_s + s.busy * (t - s.last) for s in self.pstate])
+        snap = Snapshot(time=t, pools=pools, jobs=self.active.values(),
+                        speed=self.known.speed, failures=self.cfg.failures,
                         waiting=self.wait.values(),
                         running=tuple(r.values() for r in self.run_by_pool),
                         free=tuple(self.pfree), migration_s=self.cfg.migration_s)
@@ -286,7 +290,8 @@ class Simulator:
         moved: list[JobState] = []
         for jid, p in alloc.items():
             cand = self.active.get(jid)
-            if cand is None or p not in cand.options or \
+            stop = p == STOP and keep and cand is not None and cand.pool is not None
+            if cand is None or (p not in cand.options and not stop) or \
                     (keep and cand.pool is not None and not self.moves):
                 raise MixfleetError(f"policy {self.policy.name!r} placed job {jid!r} on pool "
                                     f"{p} where it is not active, not waiting or does not fit")
@@ -295,6 +300,8 @@ class Simulator:
                     continue
                 used[cand.pool] -= cand.devices
                 moved.append(cand)
+                if stop:
+                    continue
             used[p] += cand.devices
         for p, u in enumerate(used):
             if u > self.pools[p].capacity:
@@ -308,7 +315,7 @@ class Simulator:
             self._stop(js, t)
         for jid, p in alloc.items():
             st = self.active[jid]
-            if st.pool is None:
+            if st.pool is None and p != STOP:
                 self._start(st, p, t)
 
     def run(self) -> SimResult:
@@ -372,14 +379,14 @@ class Simulator:
         res = collect(self.policy.name, self.fleet, self.states, self.pstate,
                       self.unplaceable, q.popped)
         err = relative_errors(self.est_pairs)
-        res.metrics["estimates"] = self.cfg.estimates
-        res.metrics["estimate_error_p50"] = err["p50"]
-        res.metrics["estimate_error_p90"] = err["p90"]
+        res.metrics.update(estimates=self.cfg.estimates, estimate_error_p50=err["p50"],
+                           estimate_error_p90=err["p90"])
         return res
 
 
 def simulate(fleet: Fleet, jobs: Sequence[Job], policy: Policy,
              speeds: dict[str, tuple[float | None, ...]], config: SimConfig | None = None,
-             progress: Progress | None = None) -> SimResult:
-    """Run one simulation and return its metrics (see :class:`SimResult`)."""
-    return Simulator(fleet, jobs, policy, speeds, config, progress).run()
+             progress: Progress | None = None, truth: Truth | None = None) -> SimResult:
+    """Run one simulation and return its metrics (see :class:`SimResult`); policies see
+    ``speeds``, the run draws from ``truth`` (default: the same)."""
+    return Simulator(fleet, jobs, policy, speeds, config, progress, truth).run()

@@ -44,7 +44,7 @@ from mixfleet.fleet.model import Fleet, Job
 
 __all__ = ["GAVEL_CHIPS", "GAVEL_PLACEMENTS", "read_gavel_file", "read_gavel_throughputs",
            "gavel_usage", "select_placement", "gavel_speeds", "read_gavel_trace",
-           "gavel_class", "gavel_style_jobs", "GAVEL_MEM_GIB"]
+           "gavel_class", "gavel_style_jobs", "gavel_table_jobs", "GAVEL_MEM_GIB"]
 
 #: Gavel's accelerator names -> catalog chip ids.
 GAVEL_CHIPS = {"v100": "nvidia-v100", "p100": "nvidia-p100", "k80": "nvidia-k80"}
@@ -234,4 +234,39 @@ def gavel_style_jobs(n: int, jobs_per_h: float, seed: int,
         jt = types[int(rng.integers(len(types)))]
         out.append(Job(id=f"g{i}", workload=jt, arrival_s=float(arrivals[i]), devices=sf,
                        work=minutes * 60.0 * sf, mem_gib=GAVEL_MEM_GIB))
+    return out
+
+
+def gavel_table_jobs(n: int, jobs_per_h: float, seed: int, tputs: Throughputs,
+                     reference: str = "v100") -> list[Job]:
+    """``n`` jobs as Gavel's generator draws them from its throughput file: Poisson
+    arrivals, job type uniform over the reference accelerator's types, scale factor and
+    duration as :func:`gavel_style_jobs` (a type the file lists only at scale factor 1 stays
+    at 1, as Gavel's generator keeps A3C and CycleGAN on one worker). Each job is class
+    ``"<type> x<scale factor>"`` (:func:`gavel_class`) and *declares its steps*, as a Gavel
+    job does: ``declared_work`` is its work (steps / the reference chip's measured steps/s at
+    its scale factor x devices), what ``--estimates declared`` hands policies."""
+    if n < 1 or not jobs_per_h > 0:
+        raise ConfigError(f"gavel_table_jobs: n ({n}) must be >= 1 and jobs_per_h "
+                          f"({jobs_per_h}) > 0")
+    if reference not in tputs:
+        raise ConfigError(f"gavel_table_jobs: no {reference!r} column (has: "
+                          f"{', '.join(tputs)})")
+    table = tputs[reference]
+    types = sorted({jt for jt, _ in table})
+    rng = np.random.default_rng(seed)
+    gaps = rng.exponential(3600.0 / jobs_per_h, n)
+    gaps[0] = 0.0
+    arrivals = np.cumsum(gaps)
+    out = []
+    for i in range(n):
+        jt = types[int(rng.integers(len(types)))]
+        r = rng.uniform()
+        sf = 1 if r < 0.7 else 2 if r < 0.8 else 4 if r < 0.95 else 8
+        if (jt, sf) not in table:
+            sf = 1
+        x = rng.uniform(1.5, 3) if rng.uniform() < 0.8 else rng.uniform(3, 4)
+        work = 10 ** x * 60.0 * sf
+        out.append(Job(id=f"g{i}", workload=gavel_class(jt, sf), arrival_s=float(arrivals[i]),
+                       devices=sf, work=work, mem_gib=GAVEL_MEM_GIB, declared_work=work))
     return out

@@ -18,10 +18,13 @@ from mixfleet.errors import ConfigError
 from mixfleet.fleet.reliability import ReliabilityProfile, availability, default_profile
 
 __all__ = ["JobView", "PoolView", "Snapshot", "Policy", "Allocation", "register", "first_fit",
-           "pool_views",
+           "pool_views", "STOP",
            "make_policy", "POLICY_NAMES", "fit_options"]
 
 Allocation = dict[str, int]
+#: Where a non-preemptive policy that moves jobs (``moves = True``) sends a running job it
+#: stops: the job saves its state and waits (to make room for a shorter one).
+STOP = -1
 
 
 class JobView(Protocol):
@@ -74,6 +77,8 @@ class PoolView:
     capacity: int
     mem_gib: float | None
     reliability: ReliabilityProfile
+    """As the fleet knows it: the profile, in a simulation estimated from the failures and
+    throttles seen so far (:mod:`mixfleet.sim.knowledge`)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,7 +92,8 @@ class Snapshot:
     pools: tuple[PoolView, ...]
     jobs: Collection[JobView]
     speed: dict[str, tuple[float | None, ...]]
-    """workload -> per pool, throughput of one device relative to the reference chip."""
+    """workload -> per pool, throughput of one device relative to the reference chip, as
+    the fleet's throughput table says (never the simulator's truth; docs/fleet.md)."""
     failures: bool = True
     """Whether failures and throttling are in play (goodput counts them only then)."""
     waiting: Collection[JobView] = ()
@@ -172,8 +178,9 @@ class Policy(Protocol):
         running job left out is preempted); a non-preemptive one lists only the waiting jobs
         it starts now (running jobs keep running) and, if its class sets ``moves = True``,
         running jobs it moves to another pool (they save their state and restart there,
-        paying ``Snapshot.migration_s``; such a policy is also asked when devices free up
-        with no job waiting)."""
+        paying ``Snapshot.migration_s``) or stops (``STOP``: it saves its state and waits);
+        such a policy is asked at every arrival and completion. The live fleet carries out
+        starts only (no live preemption or moves)."""
         ...
 
 

@@ -115,6 +115,9 @@ class GavelPolicy:
         self.weight_by_devices = bool(weight_by_devices)
         """Weight each job's fairness term by its device count, as Gavel does."""
         self._cache: dict[tuple[object, ...], list[dict[int, float]]] = {}
+        self._sig_owner: object = None
+        self._sigs: dict[tuple[str, int, tuple[int, ...]],
+                         tuple[int, tuple[tuple[int, float], ...]]] = {}
         self.solves = 0
         """LPs solved (the rest of the rounds reused a cached solution)."""
 
@@ -122,11 +125,17 @@ class GavelPolicy:
         """The LP's time shares per job id (solved over job classes; POP partitions above
         ``max_lp_jobs`` classes)."""
         classes: dict[tuple[int, tuple[tuple[int, float], ...]], list[JobView]] = {}
+        if self._sig_owner is not snap.speed:  # class signatures hold for one speed table
+            self._sig_owner, self._sigs = snap.speed, {}
+        sigs_of = self._sigs
         for j in snap.jobs:
             if not j.options:
                 continue
-            sp = snap.speed[j.workload]
-            sig = (j.devices, tuple((p, sp[p] or 0.0) for p in j.options))
+            k = (j.workload, j.devices, j.options)
+            sig = sigs_of.get(k)
+            if sig is None:
+                sp = snap.speed[j.workload]
+                sig = sigs_of[k] = (j.devices, tuple((p, sp[p] or 0.0) for p in j.options))
             members = classes.get(sig)
             if members is None:
                 classes[sig] = [j]
