@@ -63,6 +63,20 @@ class ResizeRow:
 
 
 
+def select_rows(db: sqlite3.Connection, table: str, jid: str | None,
+                states: tuple[str, ...] | None) -> list[sqlite3.Row]:
+    """The rows of ``table`` (``attempts`` or ``resizes``) of job ``jid`` (all: None) in
+    ``states`` (all: None), oldest first."""
+    q, args = f"SELECT * FROM {table} WHERE 1", []
+    if jid is not None:
+        q += " AND job_id = ?"
+        args.append(jid)
+    if states is not None:
+        q += f" AND state IN ({','.join('?' * len(states))})"
+        args += list(states)
+    return list(db.execute(q + " ORDER BY id", args).fetchall())
+
+
 class ResizeStore:
     """The resize methods of :class:`mixfleet.live.store.Store`."""
 
@@ -133,14 +147,7 @@ class ResizeStore:
 
     def resizes(self, jid: str | None = None, states: tuple[str, ...] | None = None
                 ) -> list[ResizeRow]:
-        q, args = "SELECT * FROM resizes WHERE 1", []
-        if jid is not None:
-            q += " AND job_id = ?"
-            args.append(jid)
-        if states is not None:
-            q += f" AND state IN ({','.join('?' * len(states))})"
-            args += list(states)
-        return [ResizeRow.of(r) for r in self.db.execute(q + " ORDER BY id", args)]
+        return [ResizeRow.of(r) for r in select_rows(self.db, "resizes", jid, states)]
 
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.errors import ConfigError
-from mixfleet.live.resizes import RESIZE_SCHEMA, ResizeStore
+from mixfleet.live.resizes import RESIZE_SCHEMA, ResizeStore, select_rows
 from mixfleet.live.spec import JobSpec
 
 __all__ = ["Store", "JobRow", "AttemptRow", "DB_NAME"]
@@ -254,14 +254,7 @@ class Store(ResizeStore):
 
     def attempts(self, jid: str | None = None, states: tuple[str, ...] | None = None
                  ) -> list[AttemptRow]:
-        q, args = "SELECT * FROM attempts WHERE 1", []
-        if jid is not None:
-            q += " AND job_id = ?"
-            args.append(jid)
-        if states is not None:
-            q += f" AND state IN ({','.join('?' * len(states))})"
-            args += list(states)
-        return [_attempt(r) for r in self.db.execute(q + " ORDER BY id", args).fetchall()]
+        return [_attempt(r) for r in select_rows(self.db, "attempts", jid, states)]
 
     def end_attempt(self, aid: int, *, state: str, rc: int | None, reason: str,
                     job_state: str, max_restarts: int | None = None) -> str:
