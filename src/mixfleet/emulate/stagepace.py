@@ -37,6 +37,8 @@ class ChunkPace:
     bwd_s: float  # computation of the backward
     send_fwd_s: float = 0.0  # activations to the next stage (0 on the last)
     send_bwd_s: float = 0.0  # their gradient to the previous stage (0 on the first)
+    pre_step_s: float = 0.0  # once per step, before the first forward (fixed cost, gather)
+    post_step_s: float = 0.0  # once per step, after the last backward (gradient sum)
 
 
 class ChunkPacer:
@@ -52,6 +54,8 @@ class ChunkPacer:
         self._clock, self._sleep = clock, sleep
         self._chip = threading.Lock()  # one chip: the lanes' chunks take turns
         self.busy_s = 0.0  # paced seconds so far (compute and sends)
+        self.per_step = 0  # chunks of each kind per virtual stage and step (0: no step costs)
+        self._seen: dict[tuple[int, bool], int] = {}
 
     def wrap(self, stage: Any, virtual: int) -> None:
         """Pace ``stage`` (a ``PipelineStage`` of virtual stage ``virtual``)."""
@@ -63,9 +67,15 @@ class ChunkPacer:
         """Seconds the chunk takes on this chip (``real``: its computation here)."""
         p = self.paces.get(virtual) if self.paces is not None else None
         if p is None:
-            t = real / self.speed
-        else:
-            t = (p.fwd_s + p.send_fwd_s) if forward else (p.bwd_s + p.send_bwd_s)
+            return real / self.speed / max(1e-6, self.factor())
+        t = (p.fwd_s + p.send_fwd_s) if forward else (p.bwd_s + p.send_bwd_s)
+        i = self._seen.get((virtual, forward), 0)
+        self._seen[(virtual, forward)] = i + 1
+        if self.per_step:  # the step's own costs: before its first chunk, after its last
+            if forward and i % self.per_step == 0:
+                t += p.pre_step_s
+            if not forward and i % self.per_step == self.per_step - 1:
+                t += p.post_step_s
         return t / max(1e-6, self.factor())
 
     def _run(self, fn: Callable[..., Any], a: tuple[Any, ...], k: dict[str, Any], virtual: int,
