@@ -368,12 +368,17 @@ class EmulatedDevice:
         return out
 
     def state_dict(self) -> dict[str, Any]:
+        """Heat, calibration, step count and an injected throttle episode in progress (a
+        resumed chip is as hot and as throttled as when it was saved)."""
         return {"model": self.model.state_dict(), "base_s": self._base_s,
-                "calib": list(self._calib), "step": self.step_count}
+                "calib": list(self._calib), "step": self.step_count,
+                "forced": list(self._forced) if self._forced is not None else None}
 
     def load_state_dict(self, d: dict[str, Any]) -> None:
         self.model.load_state_dict(d["model"])
         self._base_s, self._calib = d["base_s"], list(d["calib"])
         self.step_count = d["step"]
+        forced = d.get("forced")
+        self._forced = (int(forced[0]), float(forced[1])) if forced else None
         with self._lock:
             self._snap = self._make_snapshot(load=0.0)

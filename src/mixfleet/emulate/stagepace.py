@@ -53,7 +53,7 @@ class ChunkPacer:
         self.paces, self.speed, self.factor = paces, speed, clock_factor
         self._clock, self._sleep = clock, sleep
         self._chip = threading.Lock()  # one chip: the lanes' chunks take turns
-        self.busy_s = 0.0  # paced seconds so far (compute and sends)
+        self.busy_s = 0.0  # the chip's seconds in chunks so far (see _run)
         self.per_step = 0  # chunks of each kind per virtual stage and step (0: no step costs)
         self._seen: dict[tuple[int, bool], int] = {}
 
@@ -84,8 +84,11 @@ class ChunkPacer:
             t0 = self._clock()
             out = fn(*a, **k)
             real = self._clock() - t0
-            end = t0 + max(real, self.target(virtual, forward, real))
+            target = self.target(virtual, forward, real)
+            end = t0 + max(real, target)
             while (now := self._clock()) < end - 1e-4:
                 self._sleep(end - now)
-            self.busy_s += max(real, end - t0)
+            # the chip's time: an emulated chip's modeled one (waits inside the chunk, as
+            # fsdp's collectives with a late partner, are not its work), else the real one
+            self.busy_s += target if self.paces is not None or self.speed < 1 else real
         return out
