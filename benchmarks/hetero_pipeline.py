@@ -60,6 +60,7 @@ COMMON = ["workload.name='llama'", SMALL, f"train.global_batch={B}", "train.opti
           "train.lr=0.002", "train.schedule='constant'", "train.warmup_steps=0",
           "checkpoint.interval=100000", "train.log_every=100000", "telemetry.hz=0",
           "health.straggler_action='report'", "launch.max_restarts=0",
+          "health.hang_floor_s=600",
           "shares.max_micro_batch=1", "shares.max_accum=64",
           f"emulate.as_model_seq_len={SEQ}"]
 
@@ -225,10 +226,11 @@ def main() -> int:
         root = Path(tmp)
         if not args.predicted_sum:  # the kinds' homogeneous plans, run on the same emulator
             meas = {}
-            for k, (_, n, md) in homo.items():
+            for k, (tput, n, md) in homo.items():  # each at the time scale of its own step
+                ks = min(1.0, args.target_step_s / (B / tput / n))
                 meas[k] = measured(root, f"homo-{k}", [f'emulate.as_model="{m}"',
                                                        *ranks([k], n), f"parallel.mode='{md}'"],
-                                   args.steps, args.warmup, scale) / n
+                                   args.steps, args.warmup, ks) / n
                 print(f"[emulated as {m}] {k}: {md} on {n} chip(s): {meas[k]:.4f} samples/s "
                       f"per chip (predicted {homo[k][0]:.4f})", flush=True)
             total = sum(2 * meas[k] for k in KINDS if k in meas)

@@ -330,10 +330,11 @@ def chunk_paces(plan: PipelinePlan, costs: AsModelCosts, kinds: Sequence[str], *
       the profile's per-step fixed cost (its share) once per step, before the first chunk;
     - the activations of a micro-batch (bf16) to the next stage and their gradient back,
       over the priced link between the two stages' first ranks;
-    - the stage's own collectives once per step, over its ranks' link: under fsdp the
-      all-gather of its parameters (bf16) before the first chunk and the reduce-scatter of
-      their gradients (fp32) after the last; under dp the all-reduce of the gradients
-      (fp32) after the last."""
+    - the stage's own collectives over its ranks' link: under fsdp the all-gather of its
+      parameters (bf16) before each forward and each backward of a micro-batch (FSDP2
+      reshards after the forward, as the cost model prices it) and the reduce-scatter of
+      their gradients (fp32) once after the last; under dp the all-reduce of the
+      gradients (fp32) once after the last."""
     from mixfleet.emulate import load_profiles
     from mixfleet.emulate.pricing import transfer_s
     from mixfleet.emulate.stagepace import ChunkPace
@@ -368,13 +369,15 @@ def chunk_paces(plan: PipelinePlan, costs: AsModelCosts, kinds: Sequence[str], *
         n = lay.ranks[s]
         rs = list(range(first[s], first[s] + n))
         link = prices.group_link([kinds[r] for r in rs], [nodes[r] for r in rs])
-        pre, post = share * cost.step_fixed_s, 0.0
-        if n > 1 and plan.stage_mode == "fsdp":
-            pre += transfer_s("all_gather", 2.0 * params, n, link)
+        pre, post, gather = share * cost.step_fixed_s, 0.0, 0.0
+        if n > 1 and plan.stage_mode == "fsdp":  # FSDP2 reshards after each forward: a
+            # gather before each micro-batch's forward and again before its backward
+            gather = transfer_s("all_gather", 2.0 * params, n, link)
             post += transfer_s("reduce_scatter", 4.0 * params, n, link)
         elif n > 1:
             post += transfer_s("all_reduce", 4.0 * params, n, link)
-        out[j] = ChunkPace(fwd_s=t / 3 * time_scale, bwd_s=2 * t / 3 * time_scale,
+        out[j] = ChunkPace(fwd_s=(t / 3 + gather) * time_scale,
+                           bwd_s=(2 * t / 3 + gather) * time_scale,
                            send_fwd_s=send(j, j + 1) * time_scale if j < total - 1 else 0.0,
                            send_bwd_s=send(j, j - 1) * time_scale if j > 0 else 0.0,
                            pre_step_s=pre * time_scale, post_step_s=post * time_scale)
