@@ -128,7 +128,7 @@ def run_plain(cfg: Any, wl: Any, rank: int) -> tuple[float, dict[str, torch.Tens
             sched.step(x)
         else:
             sched.step(target=y, losses=losses, return_outputs=False)
-            float(torch.stack(losses).sum())  # the loss, as a training loop logs it
+            float(torch.stack(losses).detach().sum())  # the loss, as a loop logs it
         opt.step()
         lrs.step()
         opt.zero_grad(set_to_none=True)
