@@ -43,7 +43,8 @@ from mixfleet.train.mixed.collectives import default_backend, rank_chips
 from mixfleet.train.mixed.pacing import as_model_plan, emulated_job, link_pacer, model_bytes
 from mixfleet.train.mixed.placement import RankDevice, rank_placements
 from mixfleet.train.mixed.rebalance import plan_fleet, rank_devices
-from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline, pace_stages
+from mixfleet.train.parallel.pipepace import pace_stages
+from mixfleet.train.parallel.pipeplan import PipelinePlan, job_pipeline
 from mixfleet.train.rendezvous import process_group_store
 from mixfleet.train.rundir import RunDir, read_jsonl
 from mixfleet.train.trainer import Trainer
@@ -262,8 +263,7 @@ def _build_rank(s: RankSetup) -> RankParts:
         if progress is not None:
             progress.label = f"train [{emu.device_string}, emulated]"
     pipe = s.pipeline  # as_model: the same on every rank
-    as_model = as_model_plan(cfg, devices, workload.name,
-                             pipeline_step_s=pipe.step_s if pipe is not None else None)
+    as_model = as_model_plan(cfg, devices, workload.name, pipeline=pipe)
     pacer = None
     if emulated_job(devices):  # every rank: the transfers' arrival exchange is collective
         pacer = link_pacer(cfg, [p.kind for p in places], local_world=s.local_world,

@@ -33,12 +33,12 @@ def emulated_job(devices: Sequence[str]) -> bool:
 
 
 def as_model_plan(cfg: RunConfig, devices: Sequence[str] | None = None,
-                  workload: str | None = None, *, pipeline_step_s: float | None = None
+                  workload: str | None = None, *, pipeline: Any = None
                   ) -> AsModelPlan | None:
     """The ``as_model`` plan of ``cfg`` (None without ``as_model``): pace per chip, time
     scale, memory checked against each chip's HBM (ConfigError when it does not fit;
     under pipeline the split checks each stage's memory, and the default time scale maps
-    the pipeline's predicted step, ``pipeline_step_s`` chip seconds)."""
+    the predicted step of the ``pipeline``'s plan)."""
     if cfg.emulate.as_model is None:
         return None
     from mixfleet.emulate import load_profiles, parse_emu_device
@@ -57,7 +57,7 @@ def as_model_plan(cfg: RunConfig, devices: Sequence[str] | None = None,
                          activation_checkpointing=cfg.parallel.activation_checkpointing,
                          time_scale=cfg.emulate.time_scale,
                          check_memory=cfg.parallel.mode != "pipeline",
-                         target_step_s=pipeline_step_s,
+                         target_step_s=pipeline.step_s if pipeline is not None else None,
                          seq_len=cfg.emulate.as_model_seq_len or None)
 
 

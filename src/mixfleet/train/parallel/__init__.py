@@ -11,6 +11,7 @@
     pipeconfig.py pipeline: the [parallel] pipeline fields and [[stages]] checks
     pipeplan.py   pipeline: a job's plan (stages, rank order, micro-batches, split)
     pipestrategy.py pipeline: the strategy the trainer runs (schedule, control sum, state)
+    pipepace.py   pipeline: emulated chips' stage times (as_model figures, links)
     resplit.py    pipeline: re-split on measured stage times (a health check)
 """
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -36,11 +36,8 @@ from mixfleet.train.parallel.split import (
 )
 from mixfleet.train.parallel.stages import parts_for
 
-if TYPE_CHECKING:
-    from mixfleet.emulate.stagepace import ChunkPace
-
 __all__ = ["PipelinePlan", "plan_pipeline", "chip_memory_gib", "pick_microbatches",
-           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs", "chunk_paces"]
+           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs"]
 
 _GIB = 2**30
 _HOST = 1e15  # bytes: a host stage is not limited by the split (the OS is)
@@ -316,91 +313,3 @@ def as_model_costs(name: str, kinds: Sequence[str], optimizer: str,
     return AsModelCosts(params=shape.params, layers=shape.layers, dim=shape.dim,
                         vocab=shape.vocab, flops_per_token=shape.flops_per_token,
                         seq_len=shape.seq_len, token_s=token_s, optimizer=optimizer)
-
-
-def chunk_paces(plan: PipelinePlan, costs: AsModelCosts, kinds: Sequence[str], *,
-                global_batch: int, time_scale: float, prices: Any,
-                nodes: Sequence[int]) -> dict[int, ChunkPace]:
-    """Each virtual stage's wall seconds per micro-batch under ``as_model``, x
-    ``time_scale`` (``kinds``/``nodes``: each pipeline rank's chip kind and node):
-
-    - compute: its share of the model's training FLOPs (its blocks, the head on the last)
-      of one micro-batch at the profile's cost shape in tokens (micro-batch fixed cost and
-      efficiency curve, as the dp/fsdp emulation pays them), forward 1/3, backward 2/3;
-      the profile's per-step fixed cost (its share) once per step, before the first chunk;
-    - the activations of a micro-batch (bf16) to the next stage and their gradient back,
-      over the priced link between the two stages' first ranks;
-    - the stage's own collectives over its ranks' link: under fsdp the all-gather of its
-      parameters (bf16) before each forward and each backward of a micro-batch (FSDP2
-      reshards after the forward, as the cost model prices it) and the reduce-scatter of
-      their gradients (fp32) once after the last; under dp the all-reduce of the
-      gradients (fp32) once after the last."""
-    from mixfleet.emulate import load_profiles
-    from mixfleet.emulate.pricing import transfer_s
-    from mixfleet.emulate.stagepace import ChunkPace
-
-    lay = plan.layout
-    profiles = load_profiles()
-    p, n_blocks = lay.stages, sum(lay.blocks)
-    tokens = float(global_batch // lay.lanes // plan.microbatches * costs.seq_len)
-    act_bytes = tokens * costs.dim * 2.0
-    first = [lay.first_rank(s) for s in range(p)]
-
-    def send(a: int, b: int) -> float:
-        ra, rb = first[a % p], first[b % p]
-        link = prices.link(kinds[ra], kinds[rb], same_node=nodes[ra] == nodes[rb])
-        return float(link.latency_s + act_bytes / (link.gbps * 1e9))
-
-    emb = float(costs.dim * costs.vocab)
-    per_block = max(0.0, (costs.params - 2 * emb) / costs.layers) * costs.layers / n_blocks
-    out: dict[int, ChunkPace] = {}
-    total = p * lay.virtual
-    for j, k in enumerate(lay.blocks):
-        s = j % p
-        kind = kinds[first[s]]
-        t = k * costs.block_s(kind, n_blocks, tokens)
-        if j == total - 1:
-            t += costs.head_s(kind, tokens)
-        full = costs.token_s[kind] * tokens  # the whole model's micro-batch at full speed
-        cost = profiles[kind].step_cost("tokens")
-        t *= cost.microbatch_s(tokens, costs.token_s[kind]) / full  # fixed cost, efficiency
-        share = t / full
-        params = k * per_block + (emb if j == 0 else 0.0) + (emb if j == total - 1 else 0.0)
-        n = lay.ranks[s]
-        rs = list(range(first[s], first[s] + n))
-        link = prices.group_link([kinds[r] for r in rs], [nodes[r] for r in rs])
-        pre, post, gather = share * cost.step_fixed_s, 0.0, 0.0
-        if n > 1 and plan.stage_mode == "fsdp":  # FSDP2 reshards after each forward: a
-            # gather before each micro-batch's forward and again before its backward
-            gather = transfer_s("all_gather", 2.0 * params, n, link)
-            post += transfer_s("reduce_scatter", 4.0 * params, n, link)
-        elif n > 1:
-            post += transfer_s("all_reduce", 4.0 * params, n, link)
-        out[j] = ChunkPace(fwd_s=(t / 3 + gather) * time_scale,
-                           bwd_s=(2 * t / 3 + gather) * time_scale,
-                           send_fwd_s=send(j, j + 1) * time_scale if j < total - 1 else 0.0,
-                           send_bwd_s=send(j, j - 1) * time_scale if j > 0 else 0.0,
-                           pre_step_s=pre * time_scale, post_step_s=post * time_scale)
-    return out
-
-
-def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: Any,
-                places: Sequence[Any], local_world: int) -> None:
-    """An emulated rank of a pipeline: its stages' chunks take its chip's time
-    (:class:`~mixfleet.emulate.stagepace.ChunkPacer`; under ``as_model`` the named model's
-    per-stage times and activation transfers, else the real time / the chip's relative
-    speed), and the emulated device no longer pads whole steps."""
-    from mixfleet.emulate.stagepace import ChunkPacer
-
-    kinds = [p.kind for p in places]
-    paces = None
-    if as_model is not None:
-        costs = as_model_costs(cfg.emulate.as_model, kinds, cfg.train.optimizer,
-                               cfg.emulate.as_model_seq_len or None)
-        paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
-                            time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
-                            nodes=[r // max(1, local_world) for r in range(len(kinds))])
-    pacer: ChunkPacer = trainer.strategy.chunks
-    pacer.paces, pacer.speed, pacer.factor = paces, emu.speed, emu.clock_factor
-    pacer.per_step = plan.microbatches * len(plan.layout.lanes_of(trainer.rank))
-    emu.pace_externally()
