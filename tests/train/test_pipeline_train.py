@@ -6,6 +6,7 @@ receive detected), and bad stage layouts exit 2 with nothing written."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -238,3 +239,27 @@ def test_pipeline_drain_restages_over_the_chips_left(tmp_path: Path, reference: 
     assert [x["blocks"] for x in ch["new"]] == [2, 2]
     a, ref = losses(d), losses(reference)
     assert max(abs(a[k] - ref[k]) for k in a) <= 1e-5
+
+
+def test_an_emulated_pipeline_paces_its_stages_as_the_named_model(tmp_path: Path) -> None:
+    """H20 + P800 emulated as llama3-8b (2 stages, a stage per kind): the split is the
+    named model's (labelled so), every step record says emulated and emulated_as, and the
+    run ends with dp's losses of the small model (the pacing does not touch the math)."""
+    d, ref = tmp_path / "emu", tmp_path / "dp"
+    small = ("workload.name='llama'", "train.schedule='constant'", "telemetry.hz=0",
+             "train.log_every=100", "checkpoint.interval=10", "train.steps=4",
+             "train.global_batch=8", "workload.options={preset='debug', dim=32, layers=4, "
+             "heads=2, kv_heads=1, ffn_dim=64, seq_len=16, tie_embeddings=false, "
+             "eval_samples=2}")
+    ranks = "ranks=[{device='emu:nvidia-h20'}, {device='emu:kunlun-p800'}]"
+    train_cli(d, *small, ranks, "parallel.mode='pipeline'", "emulate.as_model='llama3-8b'",
+              "emulate.as_model_seq_len=4096", "emulate.time_scale=0.0005")
+    train_cli(ref, *small)
+    (st,) = events(d, "stages")
+    assert {s["chip"] for s in st["stages"]} == {"nvidia-h20", "kunlun-p800"}
+    assert st["basis"].startswith("predicted for the emulated model")
+    recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss" in r]
+    assert steps and all(r["emulated"] and r["emulated_as"] == "llama3-8b" for r in steps)
+    a, b = losses(d), losses(ref)
+    assert max(abs(a[k] - b[k]) for k in b) <= 1e-5

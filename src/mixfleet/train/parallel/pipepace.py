@@ -93,6 +93,8 @@ def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: 
         paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
                             time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
                             nodes=[r // max(1, local_world) for r in range(len(kinds))])
+    if as_model is not None:  # every step record says what it is paced as
+        emu.labels = dict(as_model.fields())
     pacer: ChunkPacer = trainer.strategy.chunks
     pacer.paces, pacer.speed, pacer.factor = paces, emu.speed, emu.clock_factor
     pacer.per_step = plan.microbatches * len(plan.layout.lanes_of(trainer.rank))
