@@ -118,12 +118,16 @@ def job_state(d: Path, jid: str) -> str:
 
 
 def solo_weights(config: Path, out: Path, nproc: int = 1, device: str = "cpu") -> Any:
-    """Final weights of a plain `mixfleet train` of ``config``."""
+    """Final weights of a plain `mixfleet train` of ``config``, with one CPU thread per rank
+    as the fleet runs a job on an emulated pool (another thread count sums in another
+    order: not bit-identical)."""
+    import os
+
     import torch
 
     subprocess.run([sys.executable, "-m", "mixfleet", "train", str(config), "--nproc",
                     str(nproc), "--device", device, "--run-dir", str(out)], check=True,
-                   capture_output=True)
+                   capture_output=True, env={**os.environ, "MIXFLEET_CPU_THREADS": "1"})
     return torch.load(out / "final" / "model.pt", weights_only=True)
 
 
