@@ -10,17 +10,7 @@ import pytest
 
 from mixfleet.emulate.device import EmulatedDevice
 from mixfleet.emulate.stagepace import ChunkPace, ChunkPacer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += max(0.0, s)
+from tests.emulate.fakeclock import FakeClock
 
 
 class Stage:
@@ -30,21 +20,21 @@ class Stage:
         self.clock, self.real = clock, real
 
     def forward_one_chunk(self, *a: Any, **k: Any) -> str:
-        self.clock.t += self.real
+        self.clock.now += self.real
         return "fwd"
 
     def backward_one_chunk(self, *a: Any, **k: Any) -> str:
-        self.clock.t += 2 * self.real
+        self.clock.now += 2 * self.real
         return "bwd"
 
 
 def _run(pacer: ChunkPacer, stage: Stage, clock: FakeClock, micro: int) -> float:
-    t0 = clock.t
+    t0 = clock.now
     for _ in range(micro):
         assert stage.forward_one_chunk() == "fwd"
     for _ in range(micro):
         assert stage.backward_one_chunk() == "bwd"
-    return clock.t - t0
+    return clock.now - t0
 
 
 def test_chunks_last_their_paced_time_and_the_step_costs_come_once_per_step() -> None:

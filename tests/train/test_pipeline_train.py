@@ -208,17 +208,17 @@ def test_fsdp_inside_two_stages_matches_dp_and_resumes(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_pipeline_resplits_on_measured_stage_times(tmp_path: Path, reference: Path) -> None:
-    """Blocks [1, 3] on two equal CPU ranks: after 5 steps the measured stage times call
-    for [2, 2]; the run checkpoints, records ``stages_changed`` with the predicted gain,
-    relaunches with the new split and continues the same batches (every loss within
-    1e-5 of the uninterrupted 2 + 2 run, whatever later windows decide)."""
+    """Blocks [1, 3] on two equal CPU ranks: at the end of a 5-step window the measured
+    stage times call for [2, 2]; the run checkpoints, records ``stages_changed`` with the
+    predicted gain, relaunches with the new split and continues the same batches (every
+    loss within 1e-5 of the uninterrupted 2 + 2 run, whatever later windows decide)."""
     d = tmp_path / "run"
     train_cli(d, *PIPE, _stages(1, 3), "parallel.resplit_every=5", "train.steps=20",
               "checkpoint.interval=10")
     ch = events(d, "stages_changed")[0]  # (a later window may re-split again)
     assert ch["old_blocks"] == [1, 3] and [s["blocks"] for s in ch["new"]] == [2, 2]
-    assert ch["step"] == 5 and ch["predicted_gain"] > 1.1
-    assert events(d, "run_start")[1]["resumed_from"] == 5
+    assert ch["step"] % 5 == 0 and ch["predicted_gain"] > 1.1  # at the end of a window
+    assert events(d, "run_start")[1]["resumed_from"] == ch["step"]
     a, ref = losses(d), losses(reference)
     assert sorted(a) == list(range(1, 21))
     assert max(abs(a[k] - ref[k]) for k in a) <= 1e-5
