@@ -29,6 +29,14 @@ GPT = ("workload.name='char-gpt'", "train.schedule='constant'", "telemetry.hz=0"
 PIPE = ("parallel.mode='pipeline'", *GPT)
 ADAMW = ("train.optimizer='adamw'", "train.lr=0.002")
 GT_ADAMW = (*GPT, *ADAMW)
+# a small untied llama (4 blocks), and the same on an emulated H20 + P800 paced as llama3-8b
+SMALL_LLAMA = ("workload.name='llama'", "train.schedule='constant'", "telemetry.hz=0",
+               "train.log_every=100", "train.global_batch=8",
+               "workload.options={preset='debug', dim=32, layers=4, heads=2, kv_heads=1, "
+               "ffn_dim=64, seq_len=16, tie_embeddings=false, eval_samples=2}")
+EMULATED_8B = ("ranks=[{device='emu:nvidia-h20'}, {device='emu:kunlun-p800'}]",
+               "parallel.mode='pipeline'", "emulate.as_model='llama3-8b'",
+               "emulate.as_model_seq_len=4096", "emulate.time_scale=0.0005")
 
 
 def _stages(*blocks: int) -> str:
@@ -214,14 +222,8 @@ def test_pipeline_resplits_on_measured_stage_times(tmp_path: Path) -> None:
     checkpoints, records ``stages_changed`` with the predicted gain, relaunches with the new
     blocks and continues the same batches (losses within 1e-5 of dp's)."""
     d, ref = tmp_path / "run", tmp_path / "dp"
-    small = ("workload.name='llama'", "train.schedule='constant'", "telemetry.hz=0",
-             "train.log_every=100", "checkpoint.interval=100", "train.steps=12",
-             "train.global_batch=8", "workload.options={preset='debug', dim=32, layers=4, "
-             "heads=2, kv_heads=1, ffn_dim=64, seq_len=16, tie_embeddings=false, "
-             "eval_samples=2}")
-    train_cli(d, *small, "ranks=[{device='emu:nvidia-h20'}, {device='emu:kunlun-p800'}]",
-              "parallel.mode='pipeline'", "emulate.as_model='llama3-8b'",
-              "emulate.as_model_seq_len=4096", "emulate.time_scale=0.0005",
+    small = (*SMALL_LLAMA, "checkpoint.interval=100", "train.steps=12")
+    train_cli(d, *small, *EMULATED_8B,
               "parallel.stages=[{chip='nvidia-h20', ranks=1, blocks=3}, "
               "{chip='kunlun-p800', ranks=1, blocks=1}]", "parallel.resplit_every=4")
     train_cli(ref, *small)
@@ -256,14 +258,8 @@ def test_an_emulated_pipeline_paces_its_stages_as_the_named_model(tmp_path: Path
     named model's (labelled so), every step record says emulated and emulated_as, and the
     run ends with dp's losses of the small model (the pacing does not touch the math)."""
     d, ref = tmp_path / "emu", tmp_path / "dp"
-    small = ("workload.name='llama'", "train.schedule='constant'", "telemetry.hz=0",
-             "train.log_every=100", "checkpoint.interval=10", "train.steps=4",
-             "train.global_batch=8", "workload.options={preset='debug', dim=32, layers=4, "
-             "heads=2, kv_heads=1, ffn_dim=64, seq_len=16, tie_embeddings=false, "
-             "eval_samples=2}")
-    ranks = "ranks=[{device='emu:nvidia-h20'}, {device='emu:kunlun-p800'}]"
-    train_cli(d, *small, ranks, "parallel.mode='pipeline'", "emulate.as_model='llama3-8b'",
-              "emulate.as_model_seq_len=4096", "emulate.time_scale=0.0005")
+    small = (*SMALL_LLAMA, "checkpoint.interval=10", "train.steps=4")
+    train_cli(d, *small, *EMULATED_8B)
     train_cli(ref, *small)
     (st,) = events(d, "stages")
     assert {s["chip"] for s in st["stages"]} == {"nvidia-h20", "kunlun-p800"}

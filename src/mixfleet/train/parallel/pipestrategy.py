@@ -116,15 +116,13 @@ class PipelineStrategy(ReductionStrategy):
         return g.to_local() if hasattr(g, "to_local") else g
 
     def reduce(self) -> None:
-        sq = torch.zeros((), dtype=torch.float64)
-        total = torch.zeros((), dtype=torch.float64)
+        acc = torch.zeros(2, dtype=torch.float64, device=self.device)  # one copy to host
         for q in self._counted:
             if q.grad is not None:
                 g = self._local(q).detach().to(torch.float64)
-                sq += g.pow(2).sum().cpu()
-                total += g.sum().cpu()
-        self.buf[-2] = sq
-        self.buf[-1] = total
+                acc[0] += g.pow(2).sum()
+                acc[1] += g.sum()
+        self.buf[-2:] = acc.cpu()
         if self.world > 1:
             dist.all_reduce(self.buf, group=self._ctl_group)
 
