@@ -102,12 +102,29 @@ def pipe(w: Workload, spec: dict[str, Any], rank: int) -> dict[str, Any]:
     layout = Layout(tuple(spec["ranks"]), tuple(spec["blocks"]), spec["virtual"])
     pr = PipelineRank(model, layout, rank=rank, loss=w.loss, global_batch=spec["B"],
                       microbatches=spec["microbatches"], schedule=spec["schedule"],
-                      stage_mode=spec.get("stage_mode", "dp"))
+                      stage_mode=spec.get("stage_mode", "dp"),
+                      param_dtype=getattr(torch, spec.get("dtype", "float32")))
     evaluated = pr.eval_loss(batch(w, spec["B"]))  # first: it must leave no gradient
-    loss = pr.forward_backward(batch(w, spec["B"]))
+    if spec.get("warm"):  # the first step after an evaluation infers the stages' shapes
+        pr.forward_backward(batch(w, spec["B"]))  # (a forward of its own): count the next
+        for q in pr.parameters():
+            q.grad = None
+    # FSDP2's all-gathers during the training step (``dist.all_gather_single`` in torch 2.13)
+    name = "all_gather_single" if hasattr(dist, "all_gather_single") else "all_gather_into_tensor"
+    gather, gathers = getattr(dist, name), [0]
+
+    def counted(*a: Any, **k: Any) -> Any:
+        gathers[0] += 1
+        return gather(*a, **k)
+
+    setattr(dist, name, counted)
+    try:
+        loss = pr.forward_backward(batch(w, spec["B"]))
+    finally:
+        setattr(dist, name, gather)
     named = pr.named_parameters()
     return {"grads": grads(named), "loss": loss, "stage": pr.stage, "lanes": pr.lanes,
-            "stepped": sgd(named), "eval": evaluated}
+            "stepped": sgd(named), "eval": evaluated, "gathers": gathers[0]}
 
 
 def train(w: Workload, spec: dict[str, Any], rank: int | None) -> dict[str, Any]:

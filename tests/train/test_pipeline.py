@@ -227,6 +227,31 @@ def test_fsdp_inside_stages_equals_one_process(tmp_path: Path, ranks: list[int])
     _check(tmp_path, 0, specs[0])
 
 
+@pytest.mark.slow
+def test_fsdp_stages_gather_once_per_step_and_compute_in_bf16(tmp_path: Path) -> None:
+    """A stage under fsdp gathers its parameters once per step, whatever the number of
+    micro-batches (2 and 4 give the same count of all-gathers, as many as its FSDP
+    modules; counted on the second step after an evaluation: the first infers the stages'
+    shapes with a forward of its own); with bf16 parameters in the sharded stage beside an
+    fp32 stage of one rank, the step stays within bf16 precision of one fp32 process."""
+    base = {**LLAMA2, "ranks": [2, 1], "blocks": [2, 2], "stage_mode": "fsdp", "warm": True}
+    specs = [{**base, "microbatches": 2}, {**base, "microbatches": 4, "B": 8},
+             {**base, "microbatches": 2, "dtype": "bfloat16"}]
+    _spawn(tmp_path, specs)
+    for r in (0, 1):  # the sharded stage's ranks
+        two, four = (_load(tmp_path / f"rank{r}-{i}.pt")["gathers"] for i in (0, 1))
+        assert two == four == 2 + 1, (two, four)  # 2 blocks and the stage module
+    ref = _load(tmp_path / "ref-2.pt")
+    got = _load(tmp_path / "rank2-2.pt")  # the last stage (fp32) holds the loss
+    assert got["loss"] is not None
+    assert got["loss"].dtype == torch.float32
+    assert abs(float(got["loss"]) / float(ref["full_loss"]) - 1) <= 2e-2
+    first = _load(tmp_path / "rank0-2.pt")["grads"]
+    for k, g in first.items():
+        want = ref["full"][k]
+        assert float((g.float() - want).norm()) <= 5e-2 * float(want.norm()) + 1e-6, k
+
+
 MANY_STEPS_ATOL = 1e-5
 
 

@@ -6,6 +6,7 @@
     fsdp.py       fsdp: FSDP2 (fully_shard per block), bf16 params with fp32 reduction
     stages.py     pipeline: a model's stages under the model's own names, the stage loss
     pipeline.py   pipeline: layout (stages x ranks, lanes), PipelineRank on torch schedules
+    stagefsdp.py  pipeline: FSDP2 inside a stage, gathered once per step (prefetched)
     split.py      pipeline: blocks per stage from per-block times and memory (exact DP)
     pipecost.py   pipeline: its prediction in the cost model (plan-job, mode = "auto")
     pipeconfig.py pipeline: the [parallel] pipeline fields and [[stages]] checks

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mixfleet.errors import ConfigError
-from mixfleet.train.parallel.fsdp import FullyShardedDP
+from mixfleet.train.parallel.fsdp import FullyShardedDP, param_dtype_for
 from mixfleet.train.parallel.strategy import (
     AllReduce,
     DataParallel,
@@ -48,7 +48,8 @@ def make_strategy(cfg: ParallelConfig, model: nn.Module, *, device: torch.device
             raise ConfigError("parallel.mode = \"pipeline\" needs the job's plan; start the run "
                               "with `mixfleet train`")
         return PipelineStrategy(model, plan=pipeline, rank=rank, device=device, world=world,
-                                group=group, loss=loss, global_batch=global_batch, pacer=pacer)
+                                group=group, loss=loss, global_batch=global_batch, pacer=pacer,
+                                param_dtype=param_dtype_for(cfg.param_dtype, device))
     if cfg.mode == "dp":
         return DataParallel(model, device=device, world=world, group=group,
                             all_reduce=all_reduce, control_reduce=control_reduce, pacer=pacer)

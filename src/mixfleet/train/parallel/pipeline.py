@@ -39,6 +39,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mixfleet.errors import ConfigError
+from mixfleet.train.parallel.stagefsdp import prefetch, reshard, shard_stage
 from mixfleet.train.parallel.stages import StageModule, split_bounds, stage_loss, tied_parameters
 from mixfleet.workloads.base import Batch
 
@@ -163,7 +164,8 @@ class PipelineRank:
     def __init__(self, model: nn.Module, layout: Layout, *, rank: int,
                  loss: Callable[[nn.Module, Batch], torch.Tensor], global_batch: int,
                  microbatches: int, schedule: str = "1f1b", stage_mode: str = "dp",
-                 device: torch.device | None = None) -> None:
+                 device: torch.device | None = None,
+                 param_dtype: torch.dtype = torch.float32) -> None:
         from torch.distributed.pipelining import PipelineStage
 
         check_schedule(schedule, layout.stages, microbatches)
@@ -210,8 +212,10 @@ class PipelineRank:
                        *range(layout.first_rank(p - 1), layout.world)})
         self.tie_group = dist.new_group(ends) if tied else None
         self.sharded = stage_mode == "fsdp" and layout.ranks[self.stage] > 1
+        self._fsdp: list[Any] = []  # gathered once per step (stagefsdp)
         if self.sharded:
-            self._shard()
+            self._fsdp = shard_stage(self.modules, self.modules[0].blocks_attr,
+                                     self.stage_group, self.device, param_dtype)
         self.params = [q for m in self.modules for q in m.parameters()]
         self._tied = [q for q in self.params if id(q) in tied]
         self._untied = [q for q in self.params if id(q) not in tied]
@@ -232,23 +236,6 @@ class PipelineRank:
                 self._schedules.append(make_schedule(schedule, stages, microbatches, loss_fn))
                 self._stages += list(zip(stages, mine, strict=True))
         self.is_first, self.is_last = self.stage == 0, self.stage == p - 1
-
-    def _shard(self) -> None:
-        """FSDP2 over the stage's ranks: each block, then each stage module; gradients
-        summed (divide factor 1), reduce-scattered once per schedule step by the
-        schedule's own end-of-backward hook (``perform_reduce_grad``)."""
-        from torch.distributed.device_mesh import DeviceMesh
-        from torch.distributed.fsdp import FSDPModule, fully_shard
-
-        mesh = DeviceMesh.from_group(self.stage_group, device_type=self.device.type)
-        for m in self.modules:
-            for blk in getattr(m, m.blocks_attr).values():
-                fully_shard(blk, mesh=mesh)
-            fully_shard(m, mesh=mesh)
-            for sub in m.modules():
-                if isinstance(sub, FSDPModule):
-                    sub.set_gradient_divide_factor(1.0)
-                    sub.set_force_sum_reduction_for_comms(True)
 
     def pace(self, pacer: Any) -> None:
         """Let ``pacer`` (an emulated chip's
@@ -312,6 +299,7 @@ class PipelineRank:
         (over its lanes in lane order, then across its ranks). Returns the loss of the
         step (summed over this rank's lanes' micro-batches, already / B) on the last
         stage, else None. Gradients accumulate into ``.grad``: zero them before."""
+        prefetch(self._fsdp)
         total = self._run_lanes(batch, train=True)
         self._sum_replicas()
         self._reduce()
@@ -321,7 +309,9 @@ class PipelineRank:
         """The loss of ``batch`` (summed, / B) through the pipeline without gradients (the
         schedules' ``eval``; every rank must call it, as for a training step). Returns it
         on the last stage, else None."""
-        return self._run_lanes(batch, train=False)
+        total = self._run_lanes(batch, train=False)
+        reshard(self._fsdp)  # a forward-only pass keeps the stage's parameters gathered
+        return total
 
     def _sum_replicas(self) -> None:
         """Add the other lanes' replica gradients to the weights' own, in lane order."""

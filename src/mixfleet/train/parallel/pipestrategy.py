@@ -62,12 +62,13 @@ class PipelineStrategy(ReductionStrategy):
 
     def __init__(self, model: nn.Module, *, plan: PipelinePlan, rank: int, device: torch.device,
                  world: int, group: Any, loss: Any, global_batch: int,
-                 pacer: LinkPacer | None = None) -> None:
+                 pacer: LinkPacer | None = None, param_dtype: torch.dtype = torch.float32
+                 ) -> None:
         self.plan = plan
         self.pipe = PipelineRank(model, plan.layout, rank=rank, loss=loss,
                                  global_batch=global_batch, microbatches=plan.microbatches,
                                  schedule=plan.schedule, stage_mode=plan.stage_mode,
-                                 device=device)
+                                 device=device, param_dtype=param_dtype)
         self.chunks = ChunkPacer()  # times every chunk (an emulated chip: paces it too)
         self.pipe.pace(self.chunks)
         mods = self.pipe.modules

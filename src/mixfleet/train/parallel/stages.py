@@ -120,6 +120,9 @@ class StageModule(nn.Module):
         p = self._parts
         if self.first:
             h = p.embed(self, h)
+        elif h.is_floating_point():  # from a stage computing in another dtype (fsdp's bf16)
+            dt = next(self.parameters()).dtype
+            h = h if h.dtype == dt else h.to(dt)
         for blk in getattr(self, p.blocks).values():
             h = p.block(self, blk, h)
         return p.head(self, h) if self.last else h
