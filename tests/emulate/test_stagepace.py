@@ -56,6 +56,29 @@ def test_chunks_last_their_paced_time_and_the_step_costs_come_once_per_step() ->
     assert pacer.busy_s == pytest.approx(69.0)
 
 
+def test_the_first_forward_of_a_step_waits_for_the_gathers_issued_at_its_start() -> None:
+    """fsdp's gathers (6 s) start with the step: a first forward reached 2 s in (the stage
+    waited for its input) starts at 6 s, so the step's first forward ends at 7 s; one
+    reached 8 s in does not wait; later forwards never do; the wait is not chip work."""
+    clock = FakeClock()
+    pacer = ChunkPacer({0: ChunkPace(fwd_s=1.0, bwd_s=2.0, gather_s=6.0)}, clock=clock,
+                       sleep=clock.sleep)
+    pacer.per_step = 2
+    stage = Stage(clock, real=0.01)
+    pacer.wrap(stage, 0)
+    for late, first_end in ((2.0, 7.0), (8.0, 9.0)):
+        t0 = clock.now
+        pacer.begin_step()
+        clock.now += late
+        stage.forward_one_chunk()
+        assert clock.now - t0 == pytest.approx(first_end)
+        stage.forward_one_chunk()
+        assert clock.now - t0 == pytest.approx(first_end + 1.0)
+        stage.backward_one_chunk()
+        stage.backward_one_chunk()
+    assert pacer.busy_s == pytest.approx(2 * (2 * 1.0 + 2 * 2.0))
+
+
 def test_without_a_pace_a_chip_stretches_the_real_time_by_its_speed() -> None:
     """No as_model: a chip of relative speed 0.5 takes twice the real computation; a real
     device (speed 1, no pace) is only timed."""

@@ -37,8 +37,12 @@ class ChunkPace:
     bwd_s: float  # computation of the backward
     send_fwd_s: float = 0.0  # activations to the next stage (0 on the last)
     send_bwd_s: float = 0.0  # their gradient to the previous stage (0 on the first)
-    pre_step_s: float = 0.0  # once per step, before the first forward (fixed cost, gather)
+    pre_step_s: float = 0.0  # once per step, before the first forward (fixed cost)
     post_step_s: float = 0.0  # once per step, after the last backward (gradient sum)
+    # fsdp: the stage's parameters are gathered this long after the step starts (the
+    # gathers are issued at its start, :meth:`ChunkPacer.begin_step`); the step's first
+    # forward of this virtual stage cannot start before
+    gather_s: float = 0.0
 
 
 class ChunkPacer:
@@ -56,6 +60,12 @@ class ChunkPacer:
         self.busy_s = 0.0  # the chip's seconds in chunks so far (see _run)
         self.per_step = 0  # chunks of each kind per virtual stage and step (0: no step costs)
         self._seen: dict[tuple[int, bool], int] = {}
+        self._step_t0: float | None = None
+        self._gate: float | None = None  # the chunk being paced starts no earlier
+
+    def begin_step(self) -> None:
+        """The step starts now (its gathers are issued now; see ``ChunkPace.gather_s``)."""
+        self._step_t0 = self._clock()
 
     def wrap(self, stage: Any, virtual: int) -> None:
         """Pace ``stage`` (a ``PipelineStage`` of virtual stage ``virtual``)."""
@@ -74,6 +84,8 @@ class ChunkPacer:
         if self.per_step:  # the step's own costs: before its first chunk, after its last
             if forward and i % self.per_step == 0:
                 t += p.pre_step_s
+                if p.gather_s and self._step_t0 is not None:
+                    self._gate = self._step_t0 + p.gather_s / max(1e-6, self.factor())
             if not forward and i % self.per_step == self.per_step - 1:
                 t += p.post_step_s
         return t / max(1e-6, self.factor())
@@ -85,7 +97,8 @@ class ChunkPacer:
             out = fn(*a, **k)
             real = self._clock() - t0
             target = self.target(virtual, forward, real)
-            end = t0 + max(real, target)
+            gate, self._gate = self._gate, None
+            end = max(t0 + real, max(t0, gate or t0) + target)
             while (now := self._clock()) < end - 1e-4:
                 self._sleep(end - now)
             # the chip's time: an emulated chip's modeled one (waits inside the chunk, as

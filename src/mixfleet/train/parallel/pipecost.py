@@ -48,8 +48,9 @@ from mixfleet.train.parallel.split import (
 __all__ = ["PIPELINE", "ACT_BYTES", "predict_pipeline", "stage_fields"]
 
 PIPELINE = "pipeline"
-#: Bytes per activation value: pipeline stages compute in fp32 (no mixed precision in
-#: ``pipeline.py``, dp or fsdp inside a stage), and so do their gathers and sends.
+#: Bytes per activation value of a stage under dp (or of one rank): it computes and sends in
+#: fp32; a stage under fsdp of several ranks computes, gathers and sends in the
+#: parameters' dtype (``job.param_bytes``; stagefsdp.py).
 ACT_BYTES = 4
 #: Every stage order is tried up to this many chip kinds (4! = 24 orders); above, the
 #: default order of :func:`~.pipeconfig.default_stages` only.
@@ -110,17 +111,23 @@ def _option(ctx: Context, stages: Sequence[_Stage], stage_mode: str, m: int, b: 
     p, n_blocks, upb = len(stages), mdl.blocks, job.units_per_sample
     sharded = stage_mode == "fsdp"
     block_f, head_f, emb, head = _parts(ctx)
-    act = mdl.act_bytes(b, act_bytes=ACT_BYTES)
+    # activations in the compute dtype: the parameters' under fsdp in every stage
+    act_dtype = job.param_bytes if sharded and all(len(st.ranks) > 1 for st in stages) \
+        else ACT_BYTES
+    act = mdl.act_bytes(b, act_bytes=act_dtype)
     logits = mdl.logits_bytes() * b * ACT_BYTES / 2.0 if act is not None else 0.0
     model = ModelBytes(block_params=(mdl.block_params * MASTER_BYTES,) * n_blocks,
                        block_acts=(((act or 0.0) - logits) / n_blocks,) * n_blocks,
                        embed_params=emb * MASTER_BYTES, head_params=head * MASTER_BYTES,
                        head_acts=logits,
                        state_factor=(MASTER_BYTES + GRAD_BYTES + OPT_BYTES[job.optimizer])
-                       / MASTER_BYTES)
-    send_bytes = b * (mdl.seq_len or 1) * (mdl.dim or 0) * ACT_BYTES
+                       / MASTER_BYTES,
+                       gathered_factor=(job.param_bytes + GRAD_BYTES) / MASTER_BYTES)
+    # a stage under fsdp computes (and sends) in the parameters' dtype, else in fp32
+    dtype = [job.param_bytes if sharded and len(st.ranks) > 1 else ACT_BYTES for st in stages]
+    send_bytes = [b * (mdl.seq_len or 1) * (mdl.dim or 0) * dtype[s] for s in range(p - 1)]
     hops = [_between(ctx, stages[s], stages[s + 1], lanes) for s in range(p - 1)]
-    hop_s = [transfer_s("send", send_bytes, 2, lk) for lk in hops]
+    hop_s = [transfer_s("send", send_bytes[s], 2, lk) for s, lk in enumerate(hops)]
     chips, figs = [], []
     for s, st in enumerate(stages):
         i = max(st.ranks, key=lambda r: (ctx.units[r].value, -r))  # the slowest rank
@@ -131,19 +138,16 @@ def _option(ctx: Context, stages: Sequence[_Stage], stage_mode: str, m: int, b: 
         gather = n > 1 and sharded
 
         def ag(params: float, own: Link = own, n: int = n, gather: bool = gather) -> float:
-            return transfer_s("all_gather", params * ACT_BYTES, n, own) if gather else 0.0
+            return transfer_s("all_gather", params * job.param_bytes, n, own) if gather else 0.0
 
-        f = _Figs(rank=i, work=work, own=own,
-                  block_g=(2 if job.reshard_after_forward else 1) * ag(mdl.block_params),
+        # fsdp gathers a stage's parameters once per step (stagefsdp.py), not per slot
+        f = _Figs(rank=i, work=work, own=own, block_g=ag(mdl.block_params),
                   embed_g=ag(emb), head_g=ag(head),
                   sends=(hop_s[s] if s < p - 1 else 0.0) + (hop_s[s - 1] if s > 0 else 0.0))
-        root = (emb if s == 0 else 0.0) + (head if s == p - 1 else 0.0)
         chips.append(StageChip(
-            chip=st.chip, ranks=n, block_s=(block_f * work + f.block_g,) * n_blocks,
-            embed_s=f.embed_g, head_s=head_f * work + f.head_g,
-            slot_fixed_s=cost.microbatch_fixed_s + f.sends,
-            memory_bytes=_hbm(ctx, st.chip) or _HOST,
-            fixed_bytes=(2 * mdl.block_params + root) * ACT_BYTES if gather else 0.0))
+            chip=st.chip, ranks=n, block_s=(block_f * work,) * n_blocks,
+            head_s=head_f * work, slot_fixed_s=cost.microbatch_fixed_s + f.sends,
+            memory_bytes=_hbm(ctx, st.chip) or _HOST))
         figs.append(f)
     if stages[0].blocks:  # given: priced as they are
         split = _given(chips, model, [st.blocks for st in stages], m, schedule, sharded)
@@ -188,7 +192,7 @@ def _hbm(ctx: Context, chip: str) -> float | None:
 def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: str, m: int,
             b: int, lanes: int, chips: list[StageChip], model: ModelBytes, split: SplitPlan,
             figs: list[_Figs], parts: tuple[float, float, float, float], hops: list[Link],
-            hop_s: list[float], send_bytes: float, refusal: str) -> ModePlan:
+            hop_s: list[float], send_bytes: Sequence[float], refusal: str) -> ModePlan:
     """The split's stages as rank plans, the step's breakdown and the option's detail."""
     job, p = ctx.job, len(stages)
     block_f, head_f, emb, head = parts
@@ -205,8 +209,8 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
         slot, mem = stage_cost(chips, model, s, lo, lo + k, microbatches=m,
                                schedule=schedule, sharded=sharded)
         compute = (k * block_f + (head_f if last else 0.0)) * work * per
-        gather = (k * f.block_g + (f.embed_g if first else 0.0)
-                  + (f.head_g if last else 0.0)) * per
+        gather = (k * f.block_g + (f.embed_g if first else 0.0)  # once per step
+                  + (f.head_g if last else 0.0))
         params = k * job.model.block_params + (emb if first else 0.0) + (head if last else 0.0)
         units = [job.model.block_params] * k + ([emb] if first else []) + ([head] if last else [])
         if n == 1:
@@ -220,8 +224,8 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
         memory = {"params": params * MASTER_BYTES / shard, "grads": params * GRAD_BYTES / shard,
                   "optimizer": params * OPT_BYTES[job.optimizer] / shard,
                   "activations": acts * in_flight(schedule, p, s, m) * per}
-        if chips[s].fixed_bytes:
-            memory["gathered"] = chips[s].fixed_bytes
+        if sharded and n > 1:  # gathered parameters and unsharded gradients, all step
+            memory["gathered"] = params * (job.param_bytes + GRAD_BYTES)
         hbm = _hbm(ctx, st.chip)
         cost = ctx.costs[i]
         tails.append((cost.step_fixed_s + reduce, s))
@@ -247,7 +251,15 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
             comm[lk.cls] = comm.get(lk.cls, 0.0) + m * hop_s[s] * lanes / cr["ranks"]
     if cr["ranks"] > 1:
         cls = figs[crit].own.cls
-        comm[cls] = comm.get(cls, 0.0) + m * cr["gather_s"] + cr["reduce_s"]
+        comm[cls] = comm.get(cls, 0.0) + cr["reduce_s"]
+    # The gathers start with the step (prefetched): stage s waits for its own only past
+    # the forwards of the stages before it (a third of their slots)
+    waits = [(rows[s]["gather_s"] - sum(rows[j]["slot_s"] for j in range(s)) / 3, s)
+             for s in range(p)]
+    wait, ws = max(waits)
+    if wait > 0:
+        cls = figs[ws].own.cls
+        comm[cls] = comm.get(cls, 0.0) + wait
     tail = max(tails)[0]
     idle = (p - 1) * cr["slot_s"] + tail - cr["step_fixed_s"] - cr["reduce_s"]
     links = sorted({lk.describe() for lk in hops}
@@ -265,7 +277,8 @@ def _priced(ctx: Context, stages: Sequence[_Stage], stage_mode: str, schedule: s
               "microbatches": m, "micro_batch": b, "lanes": lanes,
               "bubble": split.bubble, "bubble_s": (p - 1) * cr["slot_s"], "stages": rows,
               "transfers": [{"from": order[s], "to": order[s + 1], "link": hops[s].describe(),
-                             "bytes": send_bytes, "send_s": hop_s[s]} for s in range(p - 1)]}
+                             "bytes": send_bytes[s], "send_s": hop_s[s]}
+                            for s in range(p - 1)]}
     origins = {"compute": "+".join(sorted({u.origin for u in ctx.units})),
                "fixed": "+".join(sorted({c.origin.split(" ")[0] for c in ctx.costs})),
                "comm": "+".join(sorted({d.rsplit("(", 1)[-1].rstrip(")") for d in links}))

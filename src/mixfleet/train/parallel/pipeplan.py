@@ -138,7 +138,8 @@ def _model_bytes(model: nn.Module, sample_tokens: int, micro: int) -> tuple[Mode
     last = sum(q.numel() for n in parts.last for q in getattr(model, n).parameters())
     mb = ModelBytes(block_params=tuple(4.0 * c for c in counts),
                     block_acts=tuple(act for _ in counts), embed_params=4.0 * first,
-                    head_params=4.0 * last, head_acts=act)
+                    head_params=4.0 * last, head_acts=act,
+                    gathered_factor=2.0)  # fsdp: fp32 gathered weights and gradients
     return mb, counts
 
 
@@ -181,7 +182,8 @@ class AsModelCosts:
                                            for _ in range(n_blocks)),
                           embed_params=4.0 * emb, head_params=4.0 * emb,
                           head_acts=4.0 * self.vocab * tokens,
-                          state_factor=4.0 if self.optimizer == "adamw" else 3.0)
+                          state_factor=4.0 if self.optimizer == "adamw" else 3.0,
+                          gathered_factor=1.5)  # fsdp: bf16 weights, fp32 gradients
 
 
 def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *,

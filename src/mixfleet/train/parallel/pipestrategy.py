@@ -104,6 +104,7 @@ class PipelineStrategy(ReductionStrategy):
         """Forward and backward of the whole global ``batch`` through the schedule (only
         the first and last stages read it; others may pass None), gradients summed in the
         stage; the step's loss (already / B) into the loss slot on the last stage."""
+        self.chunks.begin_step()
         loss = self.pipe.forward_backward(batch)
         if loss is not None:
             self._loss_slot.add_(loss.detach().to("cpu", torch.float64))

@@ -15,7 +15,8 @@ The model of a stage ``s`` holding blocks ``i..j-1`` (``L`` lanes, see
 - time per micro-batch slot: ``(sum of block_s[i:j] (+ embed_s on the first, + head_s on
   the last) + slot_fixed_s) x L / n``;
 - memory per chip: parameter bytes x ``state_factor`` (parameters, gradients, optimizer
-  state; divided by ``n`` under fsdp inside the stage) + activation bytes per micro-batch
+  state; divided by ``n`` under fsdp inside the stage, where the gathered parameters and
+  gradients add ``gathered_factor`` whole) + activation bytes per micro-batch
   x the micro-batches in flight per lane (1F1B keeps ``min(m, P - s)``, GPipe all ``m``)
   x its ``L / n`` lanes (a shared rank's extra lanes' gradients are not counted)
   + ``fixed_bytes``;
@@ -68,6 +69,9 @@ class ModelBytes:
     head_params: float = 0.0
     head_acts: float = 0.0
     state_factor: float = 4.0  # fp32 AdamW: weights + gradients + two moments
+    # fsdp inside a stage of several ranks: bytes held per parameter byte through the
+    # step, whatever the sharding (the gathered parameters and the unsharded gradients)
+    gathered_factor: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +103,8 @@ def stage_cost(stages: Sequence[StageChip], model: ModelBytes, s: int, lo: int, 
               + (model.head_params if last else 0.0))
     acts = sum(model.block_acts[lo:hi]) + (model.head_acts if last else 0.0)
     state = params * model.state_factor / (st.ranks if sharded else 1)
+    if sharded and st.ranks > 1:
+        state += params * model.gathered_factor
     mem = state + acts * in_flight(schedule, p, s, microbatches) * lanes / st.ranks \
         + st.fixed_bytes
     return t * lanes / st.ranks, mem
