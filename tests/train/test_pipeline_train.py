@@ -178,8 +178,10 @@ def _train_rc(tmp_path: Path, *sets: str, nproc: int = 2) -> tuple[int, str]:
     ((*PIPE, _stages(1, 1)), 2, ["add up to 2", "4 blocks"]),
     (("parallel.mode='pipeline'", "telemetry.hz=0"), 2, ["does not know how to cut", "'dp'"]),
     ((*GPT, _stages(2, 2)), 2, ["parallel.mode = 'dp'", "set mode = 'pipeline'"]),
+    ((*PIPE, "parallel.stages=[{chip='cpu', ranks=0}, {chip='cpu', ranks=2}]"), 2,
+     ["parallel.stages[0].ranks must be >= 1 (got 0); set ranks = 1 in parallel.stages[0]"]),
 ], ids=["stage-chip-not-in-ranks", "too-few-microbatches", "blocks-do-not-add-up",
-        "no-blocks", "stages-without-pipeline"])
+        "no-blocks", "stages-without-pipeline", "zero-ranks"])
 def test_bad_stage_layouts_exit_2_and_write_nothing(tmp_path: Path, sets: tuple[str, ...],
                                                     nproc: int, words: list[str]) -> None:
     """Each bad layout exits 2 with one message naming the field and the fix; no run
