@@ -102,3 +102,32 @@ def test_a_run_config_a_fleet_file_and_a_jobs_file_refuse_alike(
     assert got == (f"{jobs}: job[0].ref_hours must be > 0 (got -2.0); set ref_hours = 12.0 "
                    f"in job[0]")
     assert not (tmp_path / "r").exists()
+
+
+@dataclasses.dataclass(kw_only=True, frozen=True)
+class _MoreKnobs(_Knobs):
+    extra: int = field(1, help="one more", ge=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.extra <= self.count, f"knobs.extra must be <= knobs.count (got "
+                f"{self.extra})")
+
+
+def test_a_subclass_calling_super_checks_every_bound_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A section extending another (``[parallel]`` over the pipeline fields) holds its own
+    and its base's bounds and both classes' relations, each field checked once."""
+    import mixfleet.fields as F
+
+    calls: list[str] = []
+    real = F.check_fields
+    monkeypatch.setattr(F, "check_fields", lambda obj, prefix=None: (
+        calls.append(type(obj).__name__), real(obj, prefix))[1])
+    _MoreKnobs(extra=2)
+    assert calls == ["_MoreKnobs"]
+    for kw, match in (({"count": 0}, r"knobs\.count must be >= 1"),
+                      ({"extra": -1}, r"knobs\.extra must be >= 0"),
+                      ({"count": 3}, "divide 100"), ({"extra": 5}, "extra must be <=")):
+        with pytest.raises(ConfigError, match=match):
+            _MoreKnobs(**kw)

@@ -116,7 +116,8 @@ class Section:
     bounds declared on the fields hold for every instance, checked before the class's own
     ``__post_init__`` (which keeps the checks that relate several fields). ``section``
     names the fields in messages (``train.steps``) when the class is built in code; the
-    loader names them by where they are in the file."""
+    loader names them by where they are in the file. A subclass's ``__post_init__`` may
+    call ``super().__post_init__()``: the fields are checked once, by the outermost."""
 
     _section: ClassVar[str] = ""
 
@@ -128,7 +129,8 @@ class Section:
         if own is not None and not getattr(own, "checks_fields", False):
             @functools.wraps(own)
             def post_init(self: Any) -> None:
-                check_fields(self)
+                if type(self).__post_init__ is post_init:  # not a subclass's super() call
+                    check_fields(self)
                 own(self)
             post_init.checks_fields = True  # type: ignore[attr-defined]
             cls.__post_init__ = post_init  # type: ignore[method-assign]

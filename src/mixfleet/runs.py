@@ -42,6 +42,7 @@ class Event:
     PLAN = "plan"
     STAGES = "stages"  # a pipeline's plan (train/parallel/pipeplan.py), each attempt
     STAGES_CHANGED = "stages_changed"  # a pipeline re-split (drain: train/launch.py)
+    STAGE_TIMES = "stage_times"  # a pipeline's measured stage times (parallel/stagetimes.py)
     CONFIG_CHANGED = "config_changed"
     RELAUNCH = "relaunch"
     LAUNCH_FAILED = "launch_failed"

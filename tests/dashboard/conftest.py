@@ -135,7 +135,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, trained_run: Path) -> Path:
         "stages": [{"chip": "kunlun-p800", "ranks": 1, "blocks": 7, "predicted_s": 0.84,
                     "predicted_gib": 49.0},
                    {"chip": "nvidia-h20", "ranks": 1, "blocks": 9, "predicted_s": 0.85,
-                    "predicted_gib": 60.1}]}], mode="a")
+                    "predicted_gib": 60.1}]},
+        {"t": 1002.0, "event": "stage_times", "step": 10, "steps": 10,
+         "measured_s": [0.91, 0.875], "bubble": 0.052, "emulated": True}], mode="a")
     write_bench_table(root / "bench" / "throughput.json")
     (root / "sim").mkdir()
     (root / "sim" / "results.json").write_text(json.dumps(results_doc()))

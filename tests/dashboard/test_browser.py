@@ -211,12 +211,18 @@ def test_a_loss_spanning_decades_is_drawn_on_a_log_axis(page: Page, cli_server: 
 
 
 def test_a_pipeline_runs_page_shows_its_stages(page: Page, cli_server: CliServer) -> None:
-    """A pipeline run's page lists its stages (chip, ranks, blocks, predicted time and
-    memory per micro-batch) and the bubble, where other runs show their shares."""
+    """A pipeline run's page lists its stages (chip, ranks, blocks, predicted and measured
+    time per micro-batch, predicted memory) and the bubble predicted and measured, the
+    measured figures labelled emulated, where other runs show their shares."""
     p = page.open(f"#/run/{_run_id(cli_server, 'pipeline')}")
     p.wait_for_selector("#stages-table")
     rows = p.locator("#stages-table tbody tr").all_inner_texts()
     assert len(rows) == 2 and "kunlun-p800" in rows[0] and "7" in rows[0]
     assert "0.85 s" in rows[1] and "60.1 GiB" in rows[1]
-    assert "bubble 3.0%" in p.locator("#run-shares h3").inner_text()
+    measured = p.locator('#stages-table td[data-col="measured"]').all_inner_texts()
+    assert measured == ["0.91 s", "0.875 s"]
+    head = p.locator('#stages-table th[data-col="measured"]').inner_text()
+    assert "measured per micro-batch" in head and "emulated" in head
+    h3 = p.locator("#run-shares h3").inner_text()
+    assert "bubble 3.0% predicted" in h3 and "5.2% measured [emulated]" in h3
     assert page.errors == []

@@ -202,3 +202,30 @@ def test_a_pipeline_runs_stages_are_on_the_run_page(tmp_path: Path) -> None:
     assert d["stages"]["stages"] == second and d["stages"]["bubble"] == 0.0303
     assert [e["event"] for e in d["events"]].count("stages_changed") == 1
     assert RunStore(make_synthetic_run(tmp_path / "dp", n_steps=3)).data()["stages"] is None
+
+
+def test_a_pipeline_runs_measured_stage_times_are_those_of_its_last_split(
+        tmp_path: Path) -> None:
+    """The measured time per micro-batch shown beside each stage is the newest
+    ``stage_times`` after the newest ``stages`` event (a re-split's old measurements are
+    not shown under the new split), divided by an emulated run's time scale and labelled
+    emulated."""
+    run = make_synthetic_run(tmp_path / "r", n_steps=10)
+    st = [{"chip": "kunlun-p800", "ranks": 1, "blocks": 2, "predicted_s": 0.8},
+          {"chip": "nvidia-h20", "ranks": 1, "blocks": 2, "predicted_s": 0.7}]
+    common = {"microbatches": 8, "lanes": 1, "schedule": "1f1b", "virtual_stages": 1,
+              "stage_mode": "dp", "bubble": 0.1111, "basis": "predicted", "order": [0, 1]}
+    times = {"event": "stage_times", "steps": 4, "bubble": 0.2, "emulated": True}
+    write_jsonl(run / "events.jsonl", [
+        {"t": 1000.5, "event": "emulated_as", "emulated_as": "llama3-8b", "time_scale": 0.001},
+        {"t": 1001.0, "event": "stages", "attempt": 0, "stages": st, **common},
+        {"t": 1001.1, "event": "stage_times", "step": 4, "measured_s": [0.002, 0.0007],
+         **times}], mode="a")
+    d = RunStore(run).data()["stages"]
+    assert [s["measured_s"] for s in d["stages"]] == [2.0, 0.7]
+    assert d["measured_bubble"] == 0.2 and d["measured_step"] == 4
+    assert d["measured_label"].startswith("emulated")
+    write_jsonl(run / "events.jsonl", [
+        {"t": 1001.2, "event": "stages", "attempt": 1, "stages": st, **common}], mode="a")
+    d = RunStore(run).data()["stages"]
+    assert "measured_bubble" not in d and all("measured_s" not in s for s in d["stages"])

@@ -6,13 +6,16 @@ fix."""
 from __future__ import annotations
 
 import tomllib
+from typing import Any
 
 import pytest
 
-from mixfleet.config import from_dict
+from mixfleet.config import from_dict, reference
 from mixfleet.errors import ConfigError
+from mixfleet.train.config import RunConfig
 from mixfleet.train.parallel import pipeconfig as pc
 from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig
+from mixfleet.train.parallel.strategy import ParallelConfig
 
 TOML = """
 stage_mode = "dp"
@@ -72,20 +75,62 @@ def test_stages_that_do_not_fit_the_job_are_refused(text: str, blocks: int,
 
 @pytest.mark.parametrize(("text", "match"), [
     ('[[stages]]\nchip = "no-such-chip"\nranks = 1', "no-such-chip"),
-    ('[[stages]]\nchip = "nvidia-h20"\nranks = 0', r"stages.ranks must be >= 1 \(got 0\)"),
-    ('schedule = "zigzag"', "parallel.schedule"),
+    ('[[stages]]\nchip = "nvidia-h20"\nranks = 0',
+     r"parallel.stages\[0\].ranks must be >= 1 \(got 0\); set ranks = 1 in parallel.stages\[0\]"),
+    ('[[stages]]\nchip = "nvidia-h20"\nranks = 1\nblocks = -2',
+     r"parallel.stages\[0\].blocks must be >= 0 \(got -2\); set blocks = 0 in"),
+    ('[[stages]]\nranks = 1', r"'parallel.stages\[0\].chip'; set chip = \"nvidia-h20\""),
+    ('schedule = "zigzag"', "parallel.schedule must be one of '1f1b', 'gpipe', "),
+    ('stage_mode = "tp"', r"parallel.stage_mode must be one of 'dp', 'fsdp' \(got 'tp'\)"),
     ('schedule = "interleaved-1f1b"', "virtual_stages >= 2"),
     ("virtual_stages = 2", "virtual_stages >= 2"),
-    ("microbatches = -1", r"microbatches must be >= 0 \(got -1\)"),
+    ("virtual_stages = 0", r"parallel.virtual_stages must be >= 1 \(got 0\); set \[parallel\] "
+                           "virtual_stages = 1"),
+    ("microbatches = -1", r"microbatches must be >= 0 \(got -1\); set \[parallel\] "
+                          "microbatches = 0"),
+    ("resplit_every = -5", r"parallel.resplit_every must be >= 0 \(got -5\); set \[parallel\] "
+                           "resplit_every = 0"),
+    ("resplit_hysteresis = 1.0", r"parallel.resplit_hysteresis must be in \[0, 1\) \(got 1.0\); "
+                                 r"set \[parallel\] resplit_hysteresis = 0.1"),
     (TOML.replace("blocks = 3", "blocks = 0"), "blocks for every stage or for none"),
     ("pipeline_depth = 2", "unknown config key 'parallel.pipeline_depth'"),
 ])
 def test_bad_fields_are_refused_naming_the_field(text: str, match: str) -> None:
-    """An unknown chip, zero ranks, an unknown schedule, virtual stages without the
-    interleaved schedule (and back), negative micro-batches, blocks for some stages only,
-    an unknown key: ConfigError naming the field."""
+    """An unknown chip, zero ranks, negative blocks, a stage without a chip, an unknown
+    schedule or stage mode, virtual stages without the interleaved schedule (and back),
+    zero virtual stages, negative micro-batches or re-split interval, a hysteresis of 1,
+    blocks for some stages only, an unknown key: ConfigError naming the field, the value
+    and the fix."""
     with pytest.raises(ConfigError, match=match):
         _cfg(text)
+
+
+@pytest.mark.parametrize(("build", "match"), [
+    (lambda: StageConfig(chip="cpu", ranks=0),
+     r"parallel.stages.ranks must be >= 1 \(got 0\)"),
+    (lambda: PipelineConfig(schedule="zigzag"),  # type: ignore[arg-type]
+     r'parallel.schedule must be one of "1f1b", "gpipe", "interleaved-1f1b" \(got \'zigzag\'\)'),
+    (lambda: ParallelConfig(mode="pipeline", resplit_hysteresis=-0.1),
+     r"parallel.resplit_hysteresis must be in \[0, 1\) \(got -0.1\)"),
+    (lambda: ParallelConfig(stages=[StageConfig(chip="cpu", ranks=1)]),
+     "parallel.stages are given but parallel.mode = 'dp'"),
+])
+def test_configs_built_in_code_are_held_to_the_same_bounds(build: Any, match: str) -> None:
+    """The bounds declared on the fields hold for configs built in code too (the stages,
+    the pipeline fields, and ``[parallel]`` which adds the mode to them)."""
+    with pytest.raises(ConfigError, match=match):
+        build()
+
+
+def test_help_config_lists_the_pipeline_bounds() -> None:
+    """`mixfleet train --help-config` shows the bounds declared on the pipeline fields."""
+    bounds = {key: b for key, _, b, _ in reference(RunConfig)}
+    assert bounds["parallel.microbatches"] == ">= 0"
+    assert bounds["parallel.virtual_stages"] == ">= 1"
+    assert bounds["parallel.resplit_hysteresis"] == "in [0, 1)"
+    assert bounds["parallel.schedule"] == 'one of "1f1b", "gpipe", "interleaved-1f1b"'
+    assert bounds["[[parallel.stages]].ranks"] == ">= 1"
+    assert bounds["[[parallel.stages]].blocks"] == ">= 0"
 
 
 def test_stage_ranks_that_do_not_divide_the_largest_are_refused() -> None:

@@ -71,7 +71,28 @@ def test_pipeline_and_dp_give_the_same_losses(tmp_path: Path, reference: Path) -
     (st,) = events(reference, "stages")
     assert [s["blocks"] for s in st["stages"]] == [2, 2] and st["microbatches"] == 16
     assert st["bubble"] == pytest.approx(1 / 17, abs=1e-4)
-    assert run_report(reference)["stages"]["stages"] == st["stages"]  # `mixfleet report`
+    rep = run_report(reference)["stages"]["stages"]  # `mixfleet report`: the plan's figures
+    assert [{k: v for k, v in s.items() if k != "measured_s"} for s in rep] == st["stages"]
+
+
+def test_pipeline_records_and_reports_measured_stage_times(
+        reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A pipeline run records each stage's measured time per micro-batch and the bubble at
+    each checkpoint interval (``stage_times`` at steps 10, 20, 30: positive times, one per
+    stage; a bubble in [0, 1)), and `mixfleet report` prints them beside the predicted
+    figures."""
+    from mixfleet.cli import main
+
+    got = events(reference, "stage_times")
+    assert [e["step"] for e in got] == [10, 20, 30] and all(e["steps"] == 10 for e in got)
+    assert all(len(e["measured_s"]) == 2 and min(e["measured_s"]) > 0 for e in got)
+    assert all(0 <= e["bubble"] < 1 and "emulated" not in e for e in got)
+    assert main(["report", str(reference), "--out", str(tmp_path / "t.png")]) == 0
+    out = capsys.readouterr().out
+    lines = [x for x in out.splitlines() if x.strip().startswith("stage ")]
+    assert len(lines) == 2 and all("predicted" in x and "measured" in x for x in lines)
+    shown = [float(x.split("measured ")[1].split(" s")[0]) for x in lines]
+    assert min(shown) > 0 and "% measured" in out
 
 
 @pytest.mark.parametrize("rank", [pytest.param(0, marks=pytest.mark.slow), 1],
@@ -157,8 +178,10 @@ def _train_rc(tmp_path: Path, *sets: str, nproc: int = 2) -> tuple[int, str]:
     ((*PIPE, _stages(1, 1)), 2, ["add up to 2", "4 blocks"]),
     (("parallel.mode='pipeline'", "telemetry.hz=0"), 2, ["does not know how to cut", "'dp'"]),
     ((*GPT, _stages(2, 2)), 2, ["parallel.mode = 'dp'", "set mode = 'pipeline'"]),
+    ((*PIPE, "parallel.stages=[{chip='cpu', ranks=0}, {chip='cpu', ranks=2}]"), 2,
+     ["parallel.stages[0].ranks must be >= 1 (got 0); set ranks = 1 in parallel.stages[0]"]),
 ], ids=["stage-chip-not-in-ranks", "too-few-microbatches", "blocks-do-not-add-up",
-        "no-blocks", "stages-without-pipeline"])
+        "no-blocks", "stages-without-pipeline", "zero-ranks"])
 def test_bad_stage_layouts_exit_2_and_write_nothing(tmp_path: Path, sets: tuple[str, ...],
                                                     nproc: int, words: list[str]) -> None:
     """Each bad layout exits 2 with one message naming the field and the fix; no run
@@ -267,5 +290,9 @@ def test_an_emulated_pipeline_paces_its_stages_as_the_named_model(tmp_path: Path
     recs = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in recs if "loss" in r]
     assert steps and all(r["emulated"] and r["emulated_as"] == "llama3-8b" for r in steps)
+    (times,) = events(d, "stage_times")  # the last step's, labelled emulated
+    assert times["step"] == 4 and times["emulated"] and min(times["measured_s"]) > 0
+    shown = run_report(d)["stages"]
+    assert shown["measured_label"].startswith("emulated")
     a, b = losses(d), losses(ref)
     assert max(abs(a[k] - b[k]) for k in b) <= 1e-5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from mixfleet.errors import ConfigError
 
@@ -51,14 +52,28 @@ def cmd_report(args: argparse.Namespace) -> int:
               + (f", predicted/measured = {r:.2f}" if r is not None else ""))
     st = rep.get("stages")
     if st is not None:
-        print(f"  pipeline: {st['schedule']}, {st['microbatches']} micro-batches x "
-              f"{st['lanes']} lane(s), bubble {st['bubble']:.1%}, blocks {st['basis']}")
-        for i, s in enumerate(st["stages"]):
-            pred = (f"{s['predicted_s']:.3g} s" if "predicted_s" in s else
-                    f"{s['predicted_relative_time']:.3g} (relative: no catalog peak)"
-                    if "predicted_relative_time" in s else "")
-            mem = f", {s['predicted_gib']} GiB" if "predicted_gib" in s else ""
-            print(f"    stage {i}: {s['chip']} x{s['ranks']}, {s['blocks']} blocks"
-                  + (f" (predicted per micro-batch: {pred}{mem})" if pred else ""))
+        _print_stages(st)
     print(f"  timeline: {png}")
     return 0
+
+
+def _print_stages(st: dict[str, Any]) -> None:
+    """A pipeline's stages: predicted and measured time per micro-batch, and the bubble."""
+    label = f" [{st['measured_label']}]" if st.get("measured_label") else ""
+    mb = st.get("measured_bubble")
+    bubble = f"bubble {st['bubble']:.1%} predicted" + (
+        f", {mb:.1%} measured{label}" if isinstance(mb, (int, float)) else "")
+    print(f"  pipeline: {st['schedule']}, {st['microbatches']} micro-batches x "
+          f"{st['lanes']} lane(s), {bubble}, blocks {st['basis']}")
+    if "measured_steps" in st:
+        print(f"    measured: median of {st['measured_steps']} step(s) up to step "
+              f"{st['measured_step']}{label}")
+    for i, s in enumerate(st["stages"]):
+        pred = (f"{s['predicted_s']:.3g} s" if "predicted_s" in s else
+                f"{s['predicted_relative_time']:.3g} (relative: no catalog peak)"
+                if "predicted_relative_time" in s else "")
+        parts = ([f"predicted {pred}"] if pred else []) + (
+            [f"measured {s['measured_s']:.3g} s"] if "measured_s" in s else [])
+        mem = f"; predicted memory {s['predicted_gib']} GiB" if "predicted_gib" in s else ""
+        print(f"    stage {i}: {s['chip']} x{s['ranks']}, {s['blocks']} blocks"
+              + (f"; per micro-batch: {', '.join(parts)}" if parts else "") + mem)

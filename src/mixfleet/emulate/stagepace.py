@@ -58,6 +58,7 @@ class ChunkPacer:
         self._clock, self._sleep = clock, sleep
         self._chip = threading.Lock()  # one chip: the lanes' chunks take turns
         self.busy_s = 0.0  # the chip's seconds in chunks so far (see _run)
+        self.wall_s = 0.0  # the wall seconds spent in chunks so far (paced: real or target)
         self.per_step = 0  # chunks of each kind per virtual stage and step (0: no step costs)
         self._seen: dict[tuple[int, bool], int] = {}
         self._step_t0: float | None = None
@@ -101,6 +102,7 @@ class ChunkPacer:
             end = max(t0 + real, max(t0, gate or t0) + target)
             while (now := self._clock()) < end - 1e-4:
                 self._sleep(end - now)
+            self.wall_s += now - t0
             # the chip's time: an emulated chip's modeled one (waits inside the chunk, as
             # fsdp's collectives with a late partner, are not its work), else the real one
             self.busy_s += target if self.paces is not None or self.speed < 1 else real

@@ -105,13 +105,19 @@ class Trainer:
             watchdog=watchdog, thermal=thermal,
             rebalancer=fleet.rebalancer if fleet is not None else None, shares=lambda: self.shares,
             total_steps=t.steps) + list(checks)
-        if pipeline is not None and cfg.parallel.resplit_every:
+        if pipeline is not None:  # measured stage times (each checkpoint interval), re-split
             from mixfleet.train.parallel.resplit import StageBalance
+            from mixfleet.train.parallel.stagetimes import StageTimes
 
             chunks = self.strategy.chunks  # type: ignore[attr-defined]
-            self.checks.append(StageBalance(
-                pipeline, lambda: chunks.busy_s, every=cfg.parallel.resplit_every,
-                hysteresis=cfg.parallel.resplit_hysteresis, world=world))
+            self.checks.append(StageTimes(
+                pipeline, chunks, every=cfg.checkpoint.interval,
+                total_steps=t.steps, emit=run.emit if rank == 0 else None,
+                emulated=emu is not None))
+            if cfg.parallel.resplit_every:
+                self.checks.append(StageBalance(
+                    pipeline, lambda: chunks.busy_s, every=cfg.parallel.resplit_every,
+                    hysteresis=cfg.parallel.resplit_hysteresis, world=world))
         self.manager.bind(self.checks)
         self._loss = functools.partial(workload.loss, self.model)  # loss(batch)
         take = workload.train_set.take  # samples -> a batch on this rank's device

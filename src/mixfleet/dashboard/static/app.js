@@ -136,18 +136,25 @@
         h("td", {class: "num"}, lost.toFixed(3) + " s")))));
     if (d.stages) {  // a pipeline: its stages instead of shares
       const st = d.stages;
-      put(els.shares, h("h3", {}, `pipeline stages (${st.schedule}, ${st.microbatches} micro-batches x ${st.lanes} lane(s), bubble ${(100 * st.bubble).toFixed(1)}%)`),
+      const ml = st.measured_label ? ` [${st.measured_label}]` : "";
+      const mb = typeof st.measured_bubble === "number" ? `, ${(100 * st.measured_bubble).toFixed(1)}% measured${ml}` : "";
+      const per = (s) => s.predicted_s !== undefined ? `${s.predicted_s} s` :
+        s.predicted_relative_time !== undefined ? `${s.predicted_relative_time} (relative)` : "—";
+      put(els.shares, h("h3", {}, `pipeline stages (${st.schedule}, ${st.microbatches} micro-batches x ${st.lanes} lane(s), bubble ${(100 * st.bubble).toFixed(1)}% predicted${mb})`),
         h("table", {id: "stages-table"},
           h("thead", {}, h("tr", {}, h("th", {}, "stage"), h("th", {}, "chip"), h("th", {class: "num"}, "ranks"),
             h("th", {class: "num"}, "blocks"), h("th", {class: "num"}, "predicted per micro-batch"),
+            h("th", {class: "num", "data-col": "measured"}, `measured per micro-batch${ml}`),
             h("th", {class: "num"}, "predicted memory"))),
           h("tbody", {}, st.stages.map((s, i) => h("tr", {"data-stage": String(i)},
             h("td", {}, String(i)), h("td", {}, s.chip), h("td", {class: "num"}, String(s.ranks)),
             h("td", {class: "num"}, String(s.blocks)),
-            h("td", {class: "num"}, s.predicted_s !== undefined ? `${s.predicted_s} s` :
-              s.predicted_relative_time !== undefined ? `${s.predicted_relative_time} (relative)` : "—"),
+            h("td", {class: "num"}, per(s)),
+            h("td", {class: "num", "data-col": "measured"}, typeof s.measured_s === "number" ? `${s.measured_s} s` : "—"),
             h("td", {class: "num"}, s.predicted_gib !== undefined ? `${s.predicted_gib} GiB` : "—"))))),
-        h("p", {class: "muted"}, `blocks: ${st.basis}`));
+        h("p", {class: "muted"}, `blocks: ${st.basis}` + (st.measured_steps !== undefined ?
+          `; measured: median of ${st.measured_steps} step(s) up to step ${st.measured_step}${ml}` :
+          "; measured: none yet (recorded at each checkpoint interval)")));
     } else if (d.shares.length) {
       const n = Math.max(...d.shares.map(s => s.shares.length));
       const ser = [];

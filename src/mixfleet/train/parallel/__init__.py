@@ -14,6 +14,7 @@
     pipestrategy.py pipeline: the strategy the trainer runs (schedule, control sum, state)
     pipepace.py   pipeline: emulated chips' stage times (as_model figures, links)
     resplit.py    pipeline: re-split on measured stage times (a health check)
+    stagetimes.py pipeline: measured time per micro-batch per stage, bubble (stage_times)
 """
 
 __all__: list[str] = []

@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Literal
 
-from mixfleet.config import field, require
+from mixfleet.config import Section, field, require
 from mixfleet.errors import ConfigError
 from mixfleet.train.parallel.pipeline import SCHEDULES, Layout, check_schedule
 
@@ -36,58 +36,46 @@ __all__ = ["StageConfig", "PipelineConfig", "ResolvedStages", "resolve_stages",
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class StageConfig:
+class StageConfig(Section, section="parallel.stages"):
     """One ``[[parallel.stages]]`` entry: a stage is one chip kind."""
 
     chip: str = field(help="catalog id of the stage's chips, or cpu (a stage never mixes "
-                           "kinds)")
-    ranks: int = field(help="ranks of the job in this stage (dp or fsdp among them)")
+                           "kinds)", example="nvidia-h20")
+    ranks: int = field(help="ranks of the job in this stage (dp or fsdp among them)", ge=1,
+                       example=1)
     blocks: int = field(0, help="the model's blocks in this stage, in order; 0: the split "
-                                "picks them from measured per-block times and memory")
+                                "picks them from measured per-block times and memory", ge=0)
 
     def __post_init__(self) -> None:
         from mixfleet.catalog.base import get_chip
 
         if self.chip != "cpu":
             get_chip(self.chip)  # an unknown id -> ConfigError naming the known ones
-        require(self.ranks >= 1, f"parallel.stages.ranks must be >= 1 (got {self.ranks}) for "
-                f"chip {self.chip!r}; set ranks = 1")
-        require(self.blocks >= 0, f"parallel.stages.blocks must be >= 0 (got {self.blocks}) "
-                f"for chip {self.chip!r}; set blocks = 0 to let the split choose")
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class PipelineConfig:
+class PipelineConfig(Section, section="parallel"):
     """The pipeline fields of ``[parallel]``."""
 
     stage_mode: Literal["dp", "fsdp"] = field(
-        "dp", help="inside a stage: dp (a replica per rank) or fsdp (sharded over the stage)")
+        "dp", help="inside a stage: dp (a replica per rank) or fsdp (sharded over the stage)",
+        choices=("dp", "fsdp"))
     schedule: Literal["1f1b", "gpipe", "interleaved-1f1b"] = field(
-        "1f1b", help="torch.distributed.pipelining schedule")
+        "1f1b", help="torch.distributed.pipelining schedule", choices=SCHEDULES)
     microbatches: int = field(0, help="micro-batches per lane and step (1F1B needs >= the "
-                                      "stages); 0: the plan picks")
-    virtual_stages: int = field(1, help="stage modules per rank (interleaved-1f1b: >= 2)")
+                                      "stages); 0: the plan picks", ge=0)
+    virtual_stages: int = field(1, help="stage modules per rank (interleaved-1f1b: >= 2)",
+                                ge=1)
     stages: list[StageConfig] = field([], help="the stages in order; none: one per chip "
                                                "kind of [[ranks]]")
     resplit_every: int = field(0, help="steps between comparisons of the measured stage "
                                        "times with the split's; a re-split that the "
-                                       "hysteresis lets through relaunches the job (0: off)")
+                                       "hysteresis lets through relaunches the job (0: off)",
+                               ge=0)
     resplit_hysteresis: float = field(0.1, help="re-split only when the predicted step "
-                                                "drops by more than this fraction")
+                                                "drops by more than this fraction", ge=0, lt=1)
 
     def __post_init__(self) -> None:
-        require(self.schedule in SCHEDULES, f"parallel.schedule {self.schedule!r} is unknown; "
-                f"use one of {', '.join(SCHEDULES)}")
-        require(self.stage_mode in ("dp", "fsdp"), f"parallel.stage_mode "
-                f"{self.stage_mode!r} is unknown; use 'dp' or 'fsdp'")
-        require(self.microbatches >= 0, f"parallel.microbatches must be >= 0 (got "
-                f"{self.microbatches}); set microbatches = 0 to let the plan pick")
-        require(self.resplit_every >= 0, f"parallel.resplit_every must be >= 0 (got "
-                f"{self.resplit_every}); set it to 50, or 0 to turn re-splits off")
-        require(0 <= self.resplit_hysteresis < 1, f"parallel.resplit_hysteresis must be in "
-                f"[0, 1) (got {self.resplit_hysteresis}); set it to 0.1")
-        require(self.virtual_stages >= 1, f"parallel.virtual_stages must be >= 1 (got "
-                f"{self.virtual_stages}); set virtual_stages = 1")
         interleaved = self.schedule == "interleaved-1f1b"
         require(interleaved == (self.virtual_stages >= 2), f"parallel.virtual_stages = "
                 f"{self.virtual_stages} with schedule = {self.schedule!r}: interleaved-1f1b "

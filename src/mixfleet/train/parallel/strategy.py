@@ -38,7 +38,7 @@ __all__ = ["ParallelConfig", "ReductionStrategy", "DataParallel", "shard_units",
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)
-class ParallelConfig(PipelineConfig):
+class ParallelConfig(PipelineConfig, section="parallel"):
     """The ``[parallel]`` table (the pipeline fields: :class:`PipelineConfig`)."""
 
     mode: Literal["dp", "fsdp", "pipeline", "auto"] = field(
