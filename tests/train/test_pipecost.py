@@ -15,7 +15,8 @@ from mixfleet.fleet.costmodel import Context, JobSpec, choose, predict
 from mixfleet.fleet.costterms import Fig
 from mixfleet.fleet.jobshape import ModelShape, RankSpec, parse_rank_specs, preset_shape
 from mixfleet.train.parallel.pipeconfig import resolve_stages
-from mixfleet.train.parallel.pipecost import predict_pipeline, stage_fields
+from mixfleet.train.parallel.pipecost import predict_pipeline
+from mixfleet.train.parallel.pipeplan import stage_fields
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "plan-mixed.toml"
 SIX = ",".join(f"emu:{c}" for c in ("nvidia-h20", "kunlun-p800", "ascend-910b")

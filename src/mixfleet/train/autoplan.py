@@ -27,7 +27,8 @@ from mixfleet.fleet.jobshape import (
 )
 from mixfleet.train.config import RunConfig
 from mixfleet.train.mixed.shares import largest_remainder
-from mixfleet.train.parallel.pipecost import PIPELINE, stage_fields  # registers the mode
+from mixfleet.train.parallel.pipecost import PIPELINE  # registers the mode
+from mixfleet.train.parallel.pipeplan import stage_fields
 
 __all__ = ["RunPlan", "job_of", "plan_run", "resolve_auto", "plan_event"]
 

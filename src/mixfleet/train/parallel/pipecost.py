@@ -27,7 +27,6 @@ from mixfleet.emulate.pricing import Link, transfer_s
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.costmodel import Context, ModePlan, RankPlan, refusal_text, register_mode
 from mixfleet.fleet.costterms import GRAD_BYTES, HBM_USABLE, MASTER_BYTES, OPT_BYTES
-from mixfleet.train.mixed.shares import largest_remainder
 from mixfleet.train.parallel.pipeconfig import (
     PipelineConfig,
     StageConfig,
@@ -45,7 +44,7 @@ from mixfleet.train.parallel.split import (
     stage_cost,
 )
 
-__all__ = ["PIPELINE", "ACT_BYTES", "predict_pipeline", "stage_fields"]
+__all__ = ["PIPELINE", "ACT_BYTES", "predict_pipeline"]
 
 PIPELINE = "pipeline"
 #: Bytes per activation value of a stage under dp (or of one rank): it computes and sends in
@@ -384,27 +383,6 @@ def predict_pipeline(mode: str, ctx: Context) -> ModePlan:
         notes.append("interleaved-1f1b is predicted as 1f1b")
     detail = {**best.detail, "options": listed, "note": "; ".join(notes) or None}
     return dataclasses.replace(best, mode=mode, detail=detail)
-
-
-def stage_fields(plan: ModePlan, n_blocks: int, virtual_stages: int = 1) -> dict[str, Any]:
-    """The ``[parallel]`` fields that run ``plan`` (a pipeline ModePlan): ``stage_mode``,
-    ``microbatches`` and ``stages`` (``chip``, ``ranks``, ``blocks``; the configured
-    schedule is kept). ``n_blocks``: the blocks of the model that really trains (under
-    ``[emulate] as_model`` it differs from the predicted one's: the predicted split is
-    scaled to it, each stage keeping at least one block). With ``virtual_stages > 1`` the
-    blocks are left to the run's split (it assigns the virtual stages)."""
-    d = plan.detail
-    given = [r["blocks"] for r in d["stages"]]
-    if n_blocks < len(given) * virtual_stages:
-        raise ConfigError(f"the pipeline plan has {len(given)} stages x {virtual_stages} "
-                          f"virtual but the model trained has {n_blocks} blocks; set "
-                          f"[parallel] mode = 'fsdp' or 'dp'")
-    blocks = given if sum(given) == n_blocks else largest_remainder(
-        [float(x) for x in given], n_blocks)
-    return {"stage_mode": d["stage_mode"], "microbatches": d["microbatches"],
-            "stages": [StageConfig(chip=r["chip"], ranks=r["ranks"],
-                                   blocks=k if virtual_stages == 1 else 0)
-                       for r, k in zip(d["stages"], blocks, strict=True)]}
 
 
 register_mode(PIPELINE, predict_pipeline)

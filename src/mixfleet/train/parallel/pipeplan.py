@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mixfleet.errors import ConfigError
+from mixfleet.train.mixed.shares import largest_remainder
 from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, resolve_stages
 from mixfleet.train.parallel.pipeline import Layout, bubble_fraction, check_schedule
 from mixfleet.train.parallel.split import (
@@ -37,7 +38,7 @@ from mixfleet.train.parallel.split import (
 from mixfleet.train.parallel.stages import parts_for
 
 __all__ = ["PipelinePlan", "plan_pipeline", "chip_memory_gib", "pick_microbatches",
-           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs"]
+           "meta_model", "job_pipeline", "AsModelCosts", "as_model_costs", "stage_fields"]
 
 _GIB = 2**30
 _HOST = 1e15  # bytes: a host stage is not limited by the split (the OS is)
@@ -315,3 +316,24 @@ def as_model_costs(name: str, kinds: Sequence[str], optimizer: str,
     return AsModelCosts(params=shape.params, layers=shape.layers, dim=shape.dim,
                         vocab=shape.vocab, flops_per_token=shape.flops_per_token,
                         seq_len=shape.seq_len, token_s=token_s, optimizer=optimizer)
+
+
+def stage_fields(plan: Any, n_blocks: int, virtual_stages: int = 1) -> dict[str, Any]:
+    """The ``[parallel]`` fields that run ``plan`` (a pipeline ModePlan): ``stage_mode``,
+    ``microbatches`` and ``stages`` (``chip``, ``ranks``, ``blocks``; the configured
+    schedule is kept). ``n_blocks``: the blocks of the model that really trains (under
+    ``[emulate] as_model`` it differs from the predicted one's: the predicted split is
+    scaled to it, each stage keeping at least one block). With ``virtual_stages > 1`` the
+    blocks are left to the run's split (it assigns the virtual stages)."""
+    d = plan.detail
+    given = [r["blocks"] for r in d["stages"]]
+    if n_blocks < len(given) * virtual_stages:
+        raise ConfigError(f"the pipeline plan has {len(given)} stages x {virtual_stages} "
+                          f"virtual but the model trained has {n_blocks} blocks; set "
+                          f"[parallel] mode = 'fsdp' or 'dp'")
+    blocks = given if sum(given) == n_blocks else largest_remainder(
+        [float(x) for x in given], n_blocks)
+    return {"stage_mode": d["stage_mode"], "microbatches": d["microbatches"],
+            "stages": [StageConfig(chip=r["chip"], ranks=r["ranks"],
+                                   blocks=k if virtual_stages == 1 else 0)
+                       for r, k in zip(d["stages"], blocks, strict=True)]}
