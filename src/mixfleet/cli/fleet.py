@@ -190,8 +190,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         last = d["attempts"][-1] if d["attempts"] else None
         pool = "-" if last is None else last["pool"] + (" (emulated)" if last["emulated"]
                                                          else "")
-        if len(d["kinds"]) > 1:  # a mixed-kind job names the kinds it runs on
-            pool += f" mixed: {' + '.join(d['kinds'])}"
+        if len(d["kinds"]) > 1 and last is not None:  # a mixed-kind job: its kinds
+            pool = f"mixed {'+'.join(d['kinds'])}" + (" (emulated)" if last["emulated"]
+                                                      else "")
         rng = (f" ({d['min_devices']}-{d['max_devices']})"
                if d["min_devices"] != d["max_devices"] else "")
         size = str(d["size"]) if d["state"] == "running" else "-"

@@ -119,29 +119,31 @@ def mix_decision(job: MixJob, now: float, free: Mapping[int, int],
     for q in sorted(set(job.options)):
         w = expected_wait(now, job.size, free.get(q, 0), [(t, n) for p, t, n in ends
                                                           if p == q])
-        r = rate(((q, job.size),))
+        r = 0.0 if math.isinf(w) else rate(((q, job.size),))  # never priced in vain
         end = w + _time(job.remaining, r)
-        if best_wait is None or (end, q) < (best_wait[0], best_wait[1]):
+        if not math.isinf(end) and (best_wait is None or (end, q) < best_wait[:2]):
             best_wait = (end, q, w, r)
-    assert best_wait is not None
     priced = [(_time(job.remaining, r), s, r) for s in cands if (r := rate(s)) > 0]
     if not priced:
         return None
     mix_end, split, mrate = min(priced, key=lambda x: (x[0], x[1]))
-    wend, wpool, wait_s, wrate = best_wait
-    gain = math.inf if math.isinf(wend) else wend - mix_end
     what = split_text(split, names)
-    wname = f"pool {wpool}" if names is None else names[wpool]
-    if wrate <= 0 or math.isinf(wait_s):
-        alone = f"no pool it may use ever has {job.size} device(s) free"
+    if best_wait is None:
+        wend, wpool, wait_s, wrate = math.inf, None, math.inf, 0.0
+        alone = (f"no pool it may use ever has {job.size} device(s) free (or a plan that "
+                 f"fits them)")
     else:
+        wend, wpool, wait_s, wrate = best_wait
+        wname = f"pool {wpool}" if names is None else names[wpool]
         alone = (f"waiting {_s(wait_s)} for {job.size} device(s) of {wname} "
-                 f"({wrate:.3g}/s) ends it at +{_s(wend)}")
-    mixed = f"mixed {what} ({mrate:.3g}/s) ends it at +{_s(mix_end)}"
+                 f"({wrate:.3g}/s) ends it in {_s(wend)}")
+    gain = math.inf if math.isinf(wend) else wend - mix_end
+    mixed = f"mixed {what} ({mrate:.3g}/s) ends it in {_s(mix_end)}"
     if gain > min_gain_s:
         return MixDecision(job=job.id, action="mix", split=split, mixed_rate=mrate,
                            wait_pool=wpool, wait_s=wait_s, wait_rate=wrate, gain_s=gain,
-                           reason=f"{mixed}, {_s(gain)} sooner; {alone}")
+                           reason=f"{mixed}" + ("" if math.isinf(gain) else
+                                                f", {_s(gain)} sooner") + f"; {alone}")
     return MixDecision(job=job.id, action="wait", split=split, mixed_rate=mrate,
                        wait_pool=wpool, wait_s=wait_s, wait_rate=wrate, gain_s=gain,
                        reason=f"{alone}; {mixed}, not sooner")

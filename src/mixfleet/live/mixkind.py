@@ -50,7 +50,10 @@ def cost_rate(spec: JobSpec, fleet: FleetSpec) -> RateFn:
     from mixfleet.train.autoplan import plan_run
     from mixfleet.train.launch import resolve_config
 
-    cfg = resolve_config(None, [], data=tomllib.loads(spec.config_toml))
+    try:
+        cfg = resolve_config(None, [], data=tomllib.loads(spec.config_toml))
+    except (MixfleetError, ValueError):  # validated at submit; priced 0: never mixed
+        return lambda split: 0.0
     modes = None if cfg.parallel.mode == "auto" else (cfg.parallel.mode,)
     one_host = all(p.emulated for p in fleet.pools)
     cache: dict[Split, float] = {}
@@ -61,7 +64,7 @@ def cost_rate(spec: JobSpec, fleet: FleetSpec) -> RateFn:
                               node=0 if one_host else q) for q, n in split for _ in range(n)]
             try:
                 pick = plan_run(cfg, ranks=ranks, modes=modes).pick
-            except MixfleetError:
+            except (MixfleetError, ValueError, RuntimeError):  # the model refuses it
                 pick = None
             cache[split] = pick.samples_per_s if pick is not None else 0.0
         return cache[split]

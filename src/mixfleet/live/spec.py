@@ -10,7 +10,8 @@ Job file (``mixfleet submit JOB.toml``)::
     devices = 2                  # devices the job runs on (ranks)
     min_devices = 1              # optional, elastic: the scheduler may shrink it this far
     max_devices = 2              # optional, elastic: ... and grow it this far
-    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on
+    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on (two or
+                                 # more: it may run mixed over them, docs/fleet-elastic.md)
     pool = "p800"                # optional: only this pool
     chips = ["kunlun-p800"]      # optional: only pools of these chips
     priority = 0                 # higher goes first
@@ -196,7 +197,8 @@ class JobTable(Section, section="job"):
                              "(0: no range)", ge=0, example=1)
     max_devices: int = field(0, help="elastic: the most devices the job may grow to "
                              "(0: no range)", ge=0, example=2)
-    kinds: list[str] = field([], help="chip kinds the job may run on (catalog ids)",
+    kinds: list[str] = field([], help="chip kinds the job may run on (catalog ids); two "
+                             "or more: it may run mixed over them",
                              example=["nvidia-h20", "kunlun-p800"])
     name: str = field("", help="a label (default: the job file's stem)")
     config: str = field("", help="a train config, relative to the job file; empty: the "
