@@ -15,6 +15,7 @@ from mixfleet.cli import build_parser, main
 from mixfleet.cli.train import _hetero_flags
 from mixfleet.fleet.policies import make_policy
 from mixfleet.live.mixkind import cost_rate
+from mixfleet.live.report import fleet_report
 from mixfleet.live.scheduler import Scheduler, run_dir
 from mixfleet.live.spec import JobSpec, load_job
 from mixfleet.live.store import Store
@@ -52,8 +53,8 @@ def test_a_job_no_single_kind_can_hold_runs_mixed_as_one_valid_run_config(
     """One free device in each of h20 and p800 and a 2-device job allowing both: it starts
     at once on one of each (a `mixed` event with its reason and predicted throughput vs
     waiting forever), as one `mixfleet train --ranks` whose config resolves to [[ranks]] of
-    both kinds that may form one group; the devices are held in their own pools and
-    `status` shows both kinds."""
+    both kinds that may form one group; the devices are held (and reported busy) in their
+    own pools and `status` shows both kinds."""
     store, fake, sched, jid, _ = _fleet(fleet_dir, tmp_path, 2, blocked=True)
     sched.tick()
     (a,) = store.attempts(jid, ("running",))
@@ -78,6 +79,9 @@ def test_a_job_no_single_kind_can_hold_runs_mixed_as_one_valid_run_config(
     assert main(["status", "--dir", str(fleet_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)[0]["attempts"][0]["pool"] in (
         "h20+p800", "p800+h20")
+    rep = fleet_report(fleet3(), store, fleet_dir)
+    assert {p["pool"]: p["busy"] for p in rep["pools"]} == {"h20": 1, "p800": 1, "910b": 0}
+    assert sorted(rep["jobs"][0]["pools"]) == ["h20", "p800"]
 
 
 def test_a_drain_under_a_mixed_job_blocks_its_own_pools_device_and_keeps_it_running(
