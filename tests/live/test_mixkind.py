@@ -135,6 +135,34 @@ def test_sim_and_live_make_the_same_mix_decision_on_the_same_trace(
     assert sum(n for _, n in live[2]) == 3 and {q for q, _ in live[2]} == {0, 1}
 
 
+
+def test_sim_and_live_both_wait_when_one_kind_frees_soon(fleet_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """A short job holds one h20 device, a p800 device is blocked, and a long 2-device job
+    allows h20 and p800: 2 h20 devices soon beat 1 + 1 now, so both the replay and the live
+    scheduler decline to mix it (its first decision recorded, the same in both)."""
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    store.block("p800", "p800/0", 0, None, "maintenance")
+    short = load_job(write_job(tmp_path / "r.toml", steps=20, devices=1, extra='pool = "h20"'),
+                     fleet)
+    long = load_job(write_job(tmp_path / "m.toml", steps=2000, devices=2, extra=KINDS), fleet)
+    jr, jm = store.submit(short), store.submit(long)
+    sched = Scheduler(fleet, store, FakeBackend(fleet), make_policy("goodput"),
+                      fleet_dir=fleet_dir, mark="t")
+    sched.tick()
+    assert store.attempts(jm) == [] and len(store.attempts(jr)) == 1
+    live = [(e["job_id"], e["detail"]["action"]) for e in store.events(jm)
+            if e["kind"].startswith("mix")]
+    jobs = [TraceJob(id=jr, size=1, lo=1, hi=1, work=20 * 64.0, per_device=(1.0,) * 3,
+                     options=(0,), elastic=False, rate=cost_rate(short, fleet)),
+            TraceJob(id=jm, size=2, lo=2, hi=2, work=2000 * 64.0, per_device=(1.0,) * 3,
+                     options=(0, 1), elastic=False, rate=cost_rate(long, fleet))]
+    sim = replay([2, 2, 2], jobs, [], blocked=[0, 1, 0])
+    assert [(d.job, d.action) for _, d in sim.mixes] == live == [(jm, "wait")]
+    assert sim.mixes[0][1].wait_pool == 0 and sim.mixes[0][1].gain_s < 0
+
+
 @pytest.mark.slow
 def test_a_mixed_job_trains_to_the_end_on_both_kinds(fleet_dir: Path, tmp_path: Path) -> None:
     """For real (local processes, emulated chips): the blocked fleet's 2-device job allowing

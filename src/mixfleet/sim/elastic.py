@@ -9,8 +9,9 @@ freed device (``free`` event) and a job's end free devices, which go first to wa
 jobs (first come, at their full count, on the first pool that has room) and then to
 :func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job ``restart_s``.
 
-A job that allows several pools and carries a ``rate`` (its predicted throughput on any
-split of devices over pools) is a mixed-kind candidate: when it still waits after the
+A job that carries a ``rate`` (its predicted throughput on any split of devices over
+pools, which then also sets its pace and ETA) and allows several pools is a mixed-kind
+candidate: when it still waits after the
 single-pool placements, :func:`~mixfleet.fleet.mixing.mix_decision` (the live scheduler's
 own) may start it at once on free devices of two or more pools. A mixed run is never
 grown; a drain under it takes one device of the drained pool (the run's own launcher
@@ -80,7 +81,8 @@ class ElasticResult:
     jct: dict[str, float]
     """Completion time of each job (all arrive at 0)."""
     mixes: list[tuple[float, MixDecision]] = dataclasses.field(default_factory=list)
-    """Each job started on several kinds, with the decision."""
+    """Each start on several kinds, and each job's first decision to wait instead (the
+    live fleet's ``mixed`` and ``mix_declined`` events)."""
 
 
 def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[TraceEvent],
@@ -92,6 +94,7 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
     waiting = [j.id for j in jobs]
     out: list[tuple[float, Resize]] = []
     mixes: list[tuple[float, MixDecision]] = []
+    declined: set[str] = set()
     todo = sorted(events, key=lambda e: e.t)
     for e in todo:
         if e.kind not in ("drain", "free") or e.kind == "drain" and e.job not in runs:
@@ -123,6 +126,9 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             m = mix_decision(MixJob(id=w, size=r.job.size, remaining=r.left,
                                     options=r.job.options), t, dict(enumerate(free)), ends,
                              r.job.rate)
+            if m is not None and m.action != "mix" and w not in declined:
+                declined.add(w)
+                mixes.append((t, m))
             if m is None or m.action != "mix":
                 continue
             waiting.remove(w)
@@ -144,8 +150,8 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             out.append((t, d))
 
     def speed(r: _Run) -> float:
-        if r.split and r.job.rate is not None:
-            return r.job.rate(r.split)
+        if r.job.rate is not None:  # the job's own prediction, mixed or not
+            return r.job.rate(r.parts())
         return view(r).rate(r.size)
 
     def finish_at(r: _Run) -> float:
