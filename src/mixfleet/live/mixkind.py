@@ -118,6 +118,7 @@ class MixedScheduling:
 
     if TYPE_CHECKING:
         def _left(self, job: JobRow) -> float: ...
+        def _rd(self, jid: str) -> Path: ...
         def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
                    handle: dict[str, Any] | None = None) -> None: ...
 
@@ -127,15 +128,15 @@ class MixedScheduling:
         return self._rates[job.id]
 
     def _mix_ends(self) -> list[tuple[int, float, int]]:
-        """(pool, ETA, devices) of every running attempt, a mixed one per pool it spans
-        (its ETA from the cost model on its split; another from the same model on its
-        devices of its pool)."""
+        """(pool, ETA, devices) of every running attempt, one entry per pool it holds
+        devices of; the ETA from its job's cost-model rate on those devices (the rate the
+        decision prices the waiting job with, as the simulator's replay does)."""
         now, out = self.clock(), []
         for a in self.store.attempts(states=("running",)):
             job = self.store.job(a.job_id)
             if job is None:
                 continue
-            pools = live_items(a, slot_pools(a), self.dir / "jobs" / job.id / "run")
+            pools = live_items(a, slot_pools(a), self._rd(job.id))
             split = tuple(sorted(collections.Counter(self._index[p] for p in pools
                                                      if p in self._index).items()))
             if not split:
