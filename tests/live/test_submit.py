@@ -33,6 +33,12 @@ BAD = [
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-h999"]\n', "kinds"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-a100"]\n', "kinds"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = []\n', "kinds"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\npool = "h20"\n'
+     'kinds = ["nvidia-h20", "kunlun-p800"]\n', "kinds"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nchips = ["nvidia-h20"]\n'
+     'kinds = ["nvidia-h20", "kunlun-p800"]\n', "kinds"),
+    (f'[job]\nconfig = "{DIGITS}"\ndevices = 5\nkinds = ["nvidia-h20", "kunlun-p800"]\n',
+     "devices"),
 ]
 
 

@@ -148,19 +148,24 @@ def _job_or_fail(store: Any, jid: str) -> Any:
 
 
 def _job_doc(store: Any, job: Any, fleet: Any) -> dict[str, Any]:
+    from mixfleet.live.mixkind import slot_pools
+
     atts = store.attempts(job.id)
     emulated = {p.id: p.emulated for p in fleet.pools}
+    chip = {p.id: p.chip for p in fleet.pools}
     run = [a for a in atts if a.state == "running"]
+    kinds = sorted({chip.get(p, p) for p in slot_pools(run[0])}) if run else []
     size = len(run[0].slots) - run[0].drains_seen if run else 0
     rs = [{"action": r.action, "from": r.old, "to": r.new, "reason": r.reason,
            "gain_s": None if r.gain_s == float("inf") else r.gain_s, "state": r.state,
            "t": r.t} for r in store.resizes(job.id)]
     return {"job": job.id, "name": job.name, "state": job.state, "devices": job.devices,
             "size": size, "min_devices": job.spec.lo, "max_devices": job.spec.hi,
-            "resizes": rs,
+            "resizes": rs, "kinds": kinds,
             "priority": job.priority, "restarts": job.restarts, "reason": job.reason,
             "submitted": job.submitted, "started": job.started, "finished": job.finished,
-            "attempts": [{"id": a.id, "pool": a.pool, "emulated": emulated.get(a.pool),
+            "attempts": [{"id": a.id, "pool": "+".join(dict.fromkeys(slot_pools(a))),
+                          "emulated": emulated.get(a.pool),
                           "state": a.state, "devices": a.slots, "rc": a.rc,
                           "reason": a.reason, "started": a.started, "ended": a.ended}
                          for a in atts]}
@@ -185,6 +190,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         last = d["attempts"][-1] if d["attempts"] else None
         pool = "-" if last is None else last["pool"] + (" (emulated)" if last["emulated"]
                                                          else "")
+        if len(d["kinds"]) > 1 and last is not None:  # a mixed-kind job: its kinds
+            pool = f"mixed {'+'.join(d['kinds'])}" + (" (emulated)" if last["emulated"]
+                                                      else "")
         rng = (f" ({d['min_devices']}-{d['max_devices']})"
                if d["min_devices"] != d["max_devices"] else "")
         size = str(d["size"]) if d["state"] == "running" else "-"

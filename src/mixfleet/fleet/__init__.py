@@ -8,6 +8,7 @@
     reliability.py  ReliabilityProfile per chip, the documented defaults and their sources
     estimates.py    what a scheduler can know of a job's length
     elastic.py      resizing elastic jobs: shrink vs requeue on a loss, grow on free devices
+    mixing.py       mixed-kind jobs: start now over several kinds vs wait for one kind
     policies/       placement policies (fifo, srtf, gavel, goodput, sparing) and their base
     plan.py         `mixfleet plan`: one placement of a list of jobs
     jobshape.py     a job's model size (meta-device counts) and its ranks (chip, node)

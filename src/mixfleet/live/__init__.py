@@ -5,6 +5,7 @@ own policies (docs/fleet-live.md).
     store.py      SQLite state: jobs, attempts, events, the fleet block list
     scheduler.py  the decision loop (Snapshot -> Policy.allocate -> placements, failures)
     elastic.py    elastic jobs: shrink on a drain or lost node, grow on free devices
+    mixkind.py    mixed-kind jobs: started over several chip kinds when that beats waiting
     resizes.py    the resizes table (planned -> launching -> done), resumed after a kill
     estimate.py   throughput learnt from the attempts that ran (durations never known)
     backend.py    the backend interface, and local processes (the fake without Ray)

@@ -42,6 +42,9 @@ class Bundle:
     """Arguments after the Python interpreter; ``{rdzv_endpoint}`` is filled in by the
     backend with the first bundle's node address and a free port there."""
     env: dict[str, str]
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)
+    """The Ray resources it holds (empty: its devices of the attempt's pool's chip; a
+    mixed-kind attempt names each kind's, docs/fleet-elastic.md)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

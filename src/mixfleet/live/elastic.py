@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision
@@ -36,22 +36,29 @@ if TYPE_CHECKING:
     from mixfleet.live.spec import FleetSpec, PoolSpec
     from mixfleet.live.store import Store
 
-__all__ = ["ElasticScheduling", "live_slots"]
+__all__ = ["ElasticScheduling", "live_slots", "live_items"]
+
+T = TypeVar("T")
 
 
 def live_slots(a: AttemptRow, run_root: Path) -> list[tuple[str, int]]:
     """The attempt's devices still in use: its slots less those drained in it (each
     block-list entry's rank indexes the ranks left after the drains before it)."""
-    slots = list(a.slots)
+    return live_items(a, list(a.slots), run_root)
+
+
+def live_items(a: AttemptRow, items: list[T], run_root: Path) -> list[T]:
+    """``items``, one per slot of ``a`` (its slots, their pools), less the drained ones."""
+    items = list(items)
     try:
         entries = read_entries(run_root)
     except (OSError, MixfleetError):
-        return slots
+        return items
     for e in [e for e in entries if e.get("t", 0) >= a.started][:a.drains_seen]:
         r = int(e.get("rank", -1))
-        if 0 <= r < len(slots):
-            slots.pop(r)
-    return slots
+        if 0 <= r < len(items):
+            items.pop(r)
+    return items
 
 
 class ElasticScheduling:
@@ -141,7 +148,7 @@ class ElasticScheduling:
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, inv: list[NodeInfo]) -> None:
         running = [a for a in self.store.attempts(states=("running",))
-                   if not a.handle.get("pending")]
+                   if not a.handle.get("pending") and not a.handle.get("pools")]  # not mixed
         jobs = {a.job_id: self.store.job(a.job_id) for a in running}
         cands = [(a, j) for a in running if (j := jobs[a.job_id]) is not None
                  and j.spec.elastic and not j.cancel

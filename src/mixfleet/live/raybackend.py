@@ -118,7 +118,7 @@ class RayBackend:
         return out
 
     def _bundle_resources(self, pool: PoolSpec, b: Bundle) -> dict[str, float]:
-        res: dict[str, float] = {pool.resource: float(len(b.devices))}
+        res: dict[str, float] = dict(b.resources) or {pool.resource: float(len(b.devices))}
         if not self.embedded:
             res[f"node:{b.node.split('/')[0]}"] = 0.001
         return res
@@ -132,7 +132,8 @@ class RayBackend:
                              strategy="PACK", name=handle["pg"], lifetime="detached")
         ray.get(pg.ready(), timeout=60)
         actors = [Runner.options(  # type: ignore[attr-defined]
-            name=n, lifetime="detached", resources={pool.resource: float(len(b.devices))},
+            name=n, lifetime="detached",
+            resources=dict(b.resources) or {pool.resource: float(len(b.devices))},
             scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=pg, placement_group_bundle_index=i)).remote()
             for i, (n, b) in enumerate(zip(names, bundles, strict=True))]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.live.estimate import Estimates, attempt_rate
+from mixfleet.live.mixkind import slot_pools
 from mixfleet.live.scheduler import run_dir
 from mixfleet.live.spec import FleetSpec
 from mixfleet.live.store import AttemptRow, Store
@@ -50,7 +51,7 @@ def fleet_report(fleet: FleetSpec, store: Store, fleet_dir: Path) -> dict[str, A
     est = Estimates(fleet)
     for a in attempts:
         j = store.job(a.job_id)
-        if j is None or a.state == "running":
+        if j is None or a.state == "running" or a.handle.get("pools"):  # mixed: no pool's
             continue
         sps = attempt_rate(run_dir(fleet_dir, j.id), a.started, a.ended)
         if sps:
@@ -65,10 +66,11 @@ def fleet_report(fleet: FleetSpec, store: Store, fleet_dir: Path) -> dict[str, A
                 1 for e in events if e.get("event") in _THERMAL
                 and e.get("t", 0) >= a.started and (a.ended is None or e["t"] <= a.ended))
     for p in fleet.pools:
-        mine = [a for a in attempts if a.pool == p.id]
+        mine = [a for a in attempts if p.id in slot_pools(a)]  # a mixed one spans pools
         pools.append({"pool": p.id, "chip": p.chip, "emulated": p.emulated,
                       "nvidia": p.is_nvidia, "devices": p.capacity,
-                      "busy": sum(len(a.slots) for a in mine if a.state == "running"),
+                      "busy": sum(slot_pools(a).count(p.id) for a in mine
+                                  if a.state == "running"),
                       "blocked": sum(1 for b in blocked if b["pool"] == p.id),
                       "jobs_run": len({a.job_id for a in mine}),
                       "failures": sum(a.state in ("failed", "lost") for a in mine),
@@ -91,7 +93,8 @@ def fleet_report(fleet: FleetSpec, store: Store, fleet_dir: Path) -> dict[str, A
         replaced += rep
         out_jobs.append({
             "job": j.id, "name": j.name, "state": j.state, "devices": j.devices,
-            "pools": list(dict.fromkeys(a.pool for a in mine)), "attempts": len(mine),
+            "pools": list(dict.fromkeys(q for a in mine for q in slot_pools(a))),
+            "attempts": len(mine),
             "restarts": j.restarts, "ettr": summary.get("ettr"),
             "resizes": [f"{r.action} {r.old}->{r.new}" for r in store.resizes(j.id)
                         if r.state == "done"],

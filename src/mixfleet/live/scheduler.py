@@ -28,8 +28,9 @@ from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
 from mixfleet.live.backend import Backend, Bundle, NodeInfo, pick_devices
-from mixfleet.live.elastic import ElasticScheduling, live_slots
+from mixfleet.live.elastic import ElasticScheduling, live_items, live_slots
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
+from mixfleet.live.mixkind import MixedScheduling, mixed_bundles, slot_pools
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow, Store
 from mixfleet.train.mixed.blocklist import read_entries
@@ -49,9 +50,10 @@ def run_dir(fleet_dir: Path, jid: str) -> Path:
 _View = PlanJob  # a job as the policy sees it (JobView)
 
 
-class Scheduler(ElasticScheduling):
-    """Places the fleet's jobs; see the module docstring (and :mod:`mixfleet.live.elastic`
-    for jobs that declare a size range)."""
+class Scheduler(ElasticScheduling, MixedScheduling):
+    """Places the fleet's jobs; see the module docstring (:mod:`mixfleet.live.elastic` for
+    jobs that declare a size range, :mod:`mixfleet.live.mixkind` for jobs mixed over
+    kinds)."""
 
     def __init__(self, fleet: FleetSpec, store: Store, backend: Backend, policy: Policy, *,
                  fleet_dir: str | Path, mark: str, clock: Callable[[], float] = time.time,
@@ -69,6 +71,7 @@ class Scheduler(ElasticScheduling):
         self._last_sig: Any = None
         self.decisions = 0
         self._inv: list[NodeInfo] = []
+        self._rates, self._waited = {}, set()  # mixed-kind jobs: cost-model rates, declined
         for a in store.attempts(states=("done", "failed", "lost", "resized")):
             self._observe(a, store.job(a.job_id))
 
@@ -92,7 +95,8 @@ class Scheduler(ElasticScheduling):
         job = self.store.job(a.job_id)
         assert job is not None
         rd = run_dir(self.dir, job.id)
-        elastic = job.spec.elastic and not a.handle.get("pending")
+        mixed = bool(a.handle.get("pools"))  # never resized: its launcher handles drains
+        elastic = job.spec.elastic and not a.handle.get("pending") and not mixed
         new = self._check_drains(a, job, rd, count=not elastic)
         if new and elastic and self._after_drain(a, job, new):
             return
@@ -102,7 +106,7 @@ class Scheduler(ElasticScheduling):
             st = self.backend.poll(a.handle)
             st_state, rc, reason = st.state, st.rc, st.reason
             dead = sorted({n for n, _ in a.slots if n not in alive_nodes})
-            if st_state == "running" and dead and job.spec.elastic:
+            if st_state == "running" and dead and job.spec.elastic and not mixed:
                 self._after_node_loss(a, job, dead)
                 return
             if st_state == "running" and dead:
@@ -127,7 +131,7 @@ class Scheduler(ElasticScheduling):
         self._observe(next(x for x in ended if x.id == a.id), job)
 
     def _observe(self, a: AttemptRow, job: JobRow | None) -> None:
-        if job is None:
+        if job is None or a.handle.get("pools"):  # a mixed attempt's rate is no pool's
             return
         sps = attempt_rate(run_dir(self.dir, job.id), a.started, a.ended)
         if sps and a.pool in self._index:
@@ -145,14 +149,14 @@ class Scheduler(ElasticScheduling):
         mine = [e for e in entries if e.get("t", 0) >= a.started]
         if len(mine) <= a.drains_seen:
             return 0
-        slots = list(a.slots)
+        slots, pools = list(a.slots), slot_pools(a)
         for i, e in enumerate(mine):
             r = int(e.get("rank", -1))
             if not 0 <= r < len(slots):
                 continue
-            node, dev = slots.pop(r)
+            (node, dev), pool = slots.pop(r), pools.pop(r)
             if i >= a.drains_seen:
-                self.store.block(a.pool, node, dev, job.id,
+                self.store.block(pool, node, dev, job.id,
                                  f"drained by the thermal guard at step {e.get('step')}")
         if count:
             self.store.count_drains(a.id, len(mine))
@@ -162,9 +166,13 @@ class Scheduler(ElasticScheduling):
     def _free_slots(self, inv: list[NodeInfo]) -> dict[str, dict[str, list[int]]]:
         """Per pool, per alive node, the free unblocked device indices."""
         blocked = self.store.blocked()
-        held = {(a.pool, n, d) for a in self.store.attempts(states=("running",))
-                for n, d in (live_slots(a, run_dir(self.dir, a.job_id)) if a.drains_seen
-                             else a.slots)}
+        held: set[tuple[str, str, int]] = set()
+        for a in self.store.attempts(states=("running",)):
+            pools, slots = slot_pools(a), a.slots  # a mixed attempt's span several pools
+            if a.drains_seen:
+                rd = run_dir(self.dir, a.job_id)
+                pools, slots = live_items(a, pools, rd), live_slots(a, rd)
+            held |= {(p, n, d) for p, (n, d) in zip(pools, slots, strict=True)}
         out: dict[str, dict[str, list[int]]] = {p.id: {} for p in self.fleet.pools}
         for n in inv:
             if not n.alive or n.pool not in out:
@@ -208,9 +216,9 @@ class Scheduler(ElasticScheduling):
                 per = self.est.per_device(s.workload, v.pool)[0]
                 v.eta = now + left / max(per * max(size, 1), 1e-9)
             views.append(v)
-        # a pool whose running jobs hold more than its capacity (a chip was drained under a
-        # running job) has no room, not negative room
-        free = tuple(max(0, p.capacity - sum(v.devices for v in views if v.pool == p.index))
+        # the devices no running attempt holds (a mixed one holds some of several pools)
+        fs = self._free_slots(inv)
+        free = tuple(sum(len(v) for v in fs[self.fleet.pools[p.index].id].values())
                      for p in pools)
         run = tuple([v for v in views if v.pool == p.index] for p in pools)
         snap = Snapshot(time=now, pools=pools, jobs=views, speed=speed,
@@ -242,9 +250,13 @@ class Scheduler(ElasticScheduling):
             if slots is None:
                 continue
             self._start(job, pool, slots)
+        placed = {a.job_id for a in self.store.attempts(states=("running",))}
+        self._mix(inv, free, [j for j in queued if j.id not in placed])
 
-    def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]]) -> None:
-        aid = self.store.start_attempt(job.id, pool.id, slots, {"pending": True})
+    def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
+               handle: dict[str, Any] | None = None) -> None:
+        aid = self.store.start_attempt(job.id, pool.id, slots, {"pending": True,
+                                                                 **(handle or {})})
         self._launch(job, pool, slots, aid)
 
     def _launch(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
@@ -257,12 +269,17 @@ class Scheduler(ElasticScheduling):
             tmp = jd / "config.toml.tmp"
             tmp.write_text(job.spec.config_toml)
             tmp.replace(cfg)
-        n = [a.id for a in self.store.attempts(job.id)].index(aid) + 1
+        atts = self.store.attempts(job.id)
+        n = [a.id for a in atts].index(aid) + 1
         marker = f"{self.mark}:{aid}"
-        bundles = build_bundles(job.spec, pool, slots, cfg, run_dir(self.dir, job.id), aid,
-                                self.extra_env)
+        mine = next(a for a in atts if a.id == aid)
+        keep = {"pools": mine.handle["pools"]} if mine.handle.get("pools") else {}
+        bundles = (mixed_bundles(job.spec, self.fleet, slots, keep["pools"], cfg,
+                                 run_dir(self.dir, job.id), self.extra_env) if keep else
+                   build_bundles(job.spec, pool, slots, cfg, run_dir(self.dir, job.id), aid,
+                                 self.extra_env))
         # what a restarted scheduler needs to stop a half-started attempt
-        self.store.set_handle(aid, {"pending": True, "marker": marker, "aid": aid,
+        self.store.set_handle(aid, {**keep, "pending": True, "marker": marker, "aid": aid,
                                     "actors": [f"mixfleet-attempt-{aid}-{i}"
                                                for i in range(len(bundles))],
                                     "pg": f"mixfleet-pg-{aid}", "pids": [], "rcfiles": []})
@@ -275,7 +292,7 @@ class Scheduler(ElasticScheduling):
                                    reason=f"could not start: {e}", job_state="queued",
                                    max_restarts=job.spec.max_restarts)
             return
-        self.store.set_handle(aid, handle)
+        self.store.set_handle(aid, {**keep, **handle})
 
 
 def build_bundles(spec: JobSpec, pool: PoolSpec, slots: list[tuple[str, int]], cfg: Path,

@@ -10,7 +10,8 @@ Job file (``mixfleet submit JOB.toml``)::
     devices = 2                  # devices the job runs on (ranks)
     min_devices = 1              # optional, elastic: the scheduler may shrink it this far
     max_devices = 2              # optional, elastic: ... and grow it this far
-    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on
+    kinds = ["nvidia-h20"]       # optional: catalog chip kinds it may run on (two or
+                                 # more: it may run mixed over them, docs/fleet-elastic.md)
     pool = "p800"                # optional: only this pool
     chips = ["kunlun-p800"]      # optional: only pools of these chips
     priority = 0                 # higher goes first
@@ -196,7 +197,8 @@ class JobTable(Section, section="job"):
                              "(0: no range)", ge=0, example=1)
     max_devices: int = field(0, help="elastic: the most devices the job may grow to "
                              "(0: no range)", ge=0, example=2)
-    kinds: list[str] = field([], help="chip kinds the job may run on (catalog ids)",
+    kinds: list[str] = field([], help="chip kinds the job may run on (catalog ids); two "
+                             "or more: it may run mixed over them",
                              example=["nvidia-h20", "kunlun-p800"])
     name: str = field("", help="a label (default: the job file's stem)")
     config: str = field("", help="a train config, relative to the job file; empty: the "
@@ -279,12 +281,15 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
     if not fit:
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
                           f"chips and mem_gib constraints; relax them")
-    most = max(p.capacity for p in fit)
+    # a job that names several kinds may run mixed over their pools (docs/fleet-elastic.md)
+    mixed = len(kinds) >= 2
+    most = sum(p.capacity for p in fit) if mixed else max(p.capacity for p in fit)
+    which = "the pools of its kinds hold together" if mixed else "the largest pool it may use has"
     for key, n in (("max_devices", hi), ("devices", devices)):
         if n > most:
-            raise ConfigError(f"{where}: [job] field {key!r} is {n}, more than the "
-                              f"largest pool it may use has ({most}: "
-                              f"{', '.join(f'{p.id}={p.capacity}' for p in fit)}); lower {key}")
+            raise ConfigError(f"{where}: [job] field {key!r} is {n}, more than {which} "
+                              f"({most}: {', '.join(f'{p.id}={p.capacity}' for p in fit)}); "
+                              f"lower {key}")
     return spec
 
 
@@ -334,6 +339,12 @@ def _kinds(job: JobTable, raw: dict[str, Any], where: str, fleet: FleetSpec
         raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(lacking)}, which "
                           f"no pool of fleet {fleet.name!r} has; use some of "
                           f"{', '.join(sorted(have))}")
+    barred = [k for k in kinds if (job.chips and k not in job.chips) or (
+        job.pool is not None and all(p.chip != k for p in fleet.pools if p.id == job.pool))]
+    if barred:
+        raise ConfigError(f"{where}: [job] field 'kinds' names {', '.join(barred)}, which "
+                          f"the job's own pool/chips exclude; drop pool and chips (kinds "
+                          f"alone says where it may run) or those kinds")
     return tuple(kinds)
 
 

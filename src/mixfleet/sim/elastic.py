@@ -8,6 +8,14 @@ The model is the live fleet's: a job runs on ``size`` devices of one pool at
 freed device (``free`` event) and a job's end free devices, which go first to waiting
 jobs (first come, at their full count, on the first pool that has room) and then to
 :func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job ``restart_s``.
+
+A job that carries a ``rate`` (its predicted throughput on any split of devices over
+pools, which then also sets its pace and ETA) and allows several pools is a mixed-kind
+candidate: when it still waits after the
+single-pool placements, :func:`~mixfleet.fleet.mixing.mix_decision` (the live scheduler's
+own) may start it at once on free devices of two or more pools. A mixed run is never
+grown; a drain under it takes one device of the drained pool (the run's own launcher
+relaunching on the ranks left), as in the live fleet.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from collections.abc import Sequence
 
 from mixfleet.errors import ConfigError
 from mixfleet.fleet.elastic import RESTART_S, ElasticJob, Resize, grow, loss_decision
+from mixfleet.fleet.mixing import MixDecision, MixJob, RateFn, Split, mix_decision
 
 __all__ = ["TraceJob", "TraceEvent", "ElasticResult", "replay"]
 
@@ -36,6 +45,9 @@ class TraceJob:
     """Pools it may run on, in order of preference."""
     elastic: bool = True
     """False: a drain always requeues it (today's behaviour, the baseline)."""
+    rate: RateFn | None = None
+    """Predicted samples/s on a split ``((pool, devices), ...)``: the job may be mixed
+    over its ``options`` (None: one pool at a time)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -56,6 +68,11 @@ class _Run:
     size: int = 0
     stall_until: float = 0.0
     end: float | None = None
+    split: Split = ()
+    """Its devices per pool when it runs mixed (empty: ``size`` of ``pool``)."""
+
+    def parts(self) -> Split:
+        return self.split or (((self.pool or 0), self.size),)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +80,9 @@ class ElasticResult:
     decisions: list[tuple[float, Resize]]
     jct: dict[str, float]
     """Completion time of each job (all arrive at 0)."""
+    mixes: list[tuple[float, MixDecision]] = dataclasses.field(default_factory=list)
+    """Each start on several kinds, and each job's first decision to wait instead (the
+    live fleet's ``mixed`` and ``mix_declined`` events)."""
 
 
 def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[TraceEvent],
@@ -73,6 +93,8 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
     runs = {j.id: _Run(job=j, left=j.work) for j in jobs}
     waiting = [j.id for j in jobs]
     out: list[tuple[float, Resize]] = []
+    mixes: list[tuple[float, MixDecision]] = []
+    declined: set[str] = set()
     todo = sorted(events, key=lambda e: e.t)
     for e in todo:
         if e.kind not in ("drain", "free") or e.kind == "drain" and e.job not in runs:
@@ -95,10 +117,30 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 r.pool, r.size, r.stall_until = p, r.job.size, t + (restart_s if r.left <
                                                                       r.job.work else 0.0)
                 free[p] -= r.size
+        for w in list(waiting):
+            r = runs[w]
+            if r.job.rate is None or len(r.job.options) < 2:
+                continue
+            ends = [(q, finish_at(x), n) for x in runs.values()
+                    if x.pool is not None and x.end is None for q, n in x.parts()]
+            m = mix_decision(MixJob(id=w, size=r.job.size, remaining=r.left,
+                                    options=r.job.options), t, dict(enumerate(free)), ends,
+                             r.job.rate)
+            if m is not None and m.action != "mix" and w not in declined:
+                declined.add(w)
+                mixes.append((t, m))
+            if m is None or m.action != "mix":
+                continue
+            waiting.remove(w)
+            for q, n in m.split:
+                free[q] -= n
+            r.pool, r.size, r.split = m.split[0][0], r.job.size, m.split
+            r.stall_until = t + (restart_s if r.left < r.job.work else 0.0)
+            mixes.append((t, m))
         busy = {q for w in waiting for q in runs[w].job.options}
         room = {q: n for q, n in enumerate(free) if n > 0 and q not in busy}
         live = [view(r) for r in runs.values() if r.pool is not None and r.end is None
-                and r.job.elastic]
+                and r.job.elastic and not r.split]
         for d in grow(live, room, restart_s=restart_s):
             r = runs[d.job]
             q = (r.pool or 0) if d.pool is None else d.pool
@@ -107,8 +149,13 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             r.pool, r.size, r.stall_until = q, d.new, t + restart_s
             out.append((t, d))
 
+    def speed(r: _Run) -> float:
+        if r.job.rate is not None:  # the job's own prediction, mixed or not
+            return r.job.rate(r.parts())
+        return view(r).rate(r.size)
+
     def finish_at(r: _Run) -> float:
-        return max(r.stall_until, now) + r.left / max(view(r).rate(r.size), 1e-12)
+        return max(r.stall_until, now) + r.left / max(speed(r), 1e-12)
 
     settle(0.0)
     while any(r.end is None for r in runs.values()):
@@ -118,12 +165,13 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
         if math.isinf(t):
             raise ConfigError(f"jobs {waiting} can never run on capacity {list(capacity)}")
         for r in running:
-            r.left = max(r.left - max(t - max(r.stall_until, now), 0.0) * view(r).rate(r.size),
-                         0.0)
+            r.left = max(r.left - max(t - max(r.stall_until, now), 0.0) * speed(r), 0.0)
         now = t
         for r in running:
             if r.left <= 1e-9 * r.job.work:
-                r.end, free[r.pool or 0] = t, free[r.pool or 0] + r.size
+                r.end = t
+                for q, n in r.parts():
+                    free[q] += n
         while todo and todo[0].t <= t:
             e = todo.pop(0)
             if e.kind == "free":
@@ -131,6 +179,12 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 continue
             r = runs[e.job]
             if r.pool is None or r.end is not None:
+                continue
+            if r.split:  # the run's own launcher goes on with the ranks left
+                r.split = _less(r.split, e.pool)
+                r.size, r.stall_until = r.size - 1, t + restart_s
+                if len(r.split) == 1:
+                    r.pool, r.split = r.split[0][0], ()
                 continue
             ends = [(x.pool or 0, finish_at(x), x.size) for x in runs.values()
                     if x.pool is not None and x.end is None and x is not r]
@@ -147,4 +201,11 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 r.pool, r.size = None, 0
                 waiting.append(r.job.id)
         settle(t)
-    return ElasticResult(decisions=out, jct={k: r.end or 0.0 for k, r in runs.items()})
+    return ElasticResult(decisions=out, jct={k: r.end or 0.0 for k, r in runs.items()},
+                         mixes=mixes)
+
+
+def _less(split: Split, pool: int) -> Split:
+    """``split`` less one device of ``pool`` (of its largest part when it has none)."""
+    q = pool if any(p == pool for p, _ in split) else max(split, key=lambda x: (x[1], -x[0]))[0]
+    return tuple((p, n - (p == q)) for p, n in split if n - (p == q) > 0)
