@@ -327,6 +327,9 @@ class Simulator:
             q.push(jobs[0].arrival_s, ev.ARRIVAL, 0)
         round_pending = False
         handled = 0
+
+        def outdated(e: ev.Event) -> bool:  # an event _handle would drop (events.py)
+            return e[1] < ev.ARRIVAL and self.states[e[3]].outdated(e[1], e[4], round_s is not None)
         while len(q):
             t = q.peek_time()
             assert t is not None
@@ -361,6 +364,8 @@ class Simulator:
                                               or freed and self.active and
                                               (self.moves or self.policy.preemptive)):
                 self._schedule(t)
+            if len(q) >= q.next_compact:
+                handled += q.compact(outdated)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),
                               n, t)
