@@ -7,8 +7,7 @@ from sim_helpers import fleet
 
 from mixfleet.fleet.model import Job
 from mixfleet.fleet.policies import make_policy
-from mixfleet.sim import SimConfig, simulate
-from mixfleet.sim import events
+from mixfleet.sim import SimConfig, events, simulate
 from mixfleet.sim.events import EventQueue
 
 
