@@ -1,5 +1,7 @@
 """``gavel``: heterogeneity-aware max-min fairness over normalized throughput (Gavel,
-Narayanan et al. OSDI 2020), as a linear program solved by HiGHS through scipy.
+Narayanan et al. OSDI 2020), as a linear program solved by HiGHS through scipy (called
+directly with ``linprog``'s model and options, the same solution at a fraction of the
+per-call cost; ``linprog`` itself where scipy's binding differs).
 
 Variables X[j, p] = share of time job j spends on pool p. With s[j, p] its relative speed
 there and prop_j = sum_p s[j, p] cap_p / sum_p cap_p its throughput under an equal share of
