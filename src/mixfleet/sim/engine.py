@@ -272,9 +272,9 @@ class Simulator:
     # -- scheduling -----------------------------------------------------------------
     def _schedule(self, t: float) -> None:
         if self.needs_remaining or self.policy.round_s is not None:
-            for js in self.active.values():
-                if js.pool is not None:
-                    js.run_s[js.pool] += t - js.placed_at
+            for running in self.run_by_pool:
+                for js in running.values():
+                    js.run_s[js.pool] += t - js.placed_at  # type: ignore[index]
                     js.placed_at = t
                     js.advance(t)
         pools = self.known.pools(t, [s.busy_s + s.busy * (t - s.last) for s in self.pstate])

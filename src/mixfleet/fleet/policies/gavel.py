@@ -96,10 +96,11 @@ def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
             raise MixfleetError(f"gavel LP failed ({res.message}) for {nj} jobs")
         x = res.x
     out: list[dict[int, float]] = [{} for _ in speeds]
-    for i, (j, p) in enumerate(pairs):
-        if x[i] > 1e-9:
-            out[j][p] = float(x[i])
-    return float(x[n]), out
+    xs = x.tolist()
+    for (j, p), xi in zip(pairs, xs, strict=False):  # xs ends with t
+        if xi > 1e-9:
+            out[j][p] = xi
+    return xs[n], out
 
 
 def _highs_direct(c: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
