@@ -23,11 +23,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("policies", nargs="*", default=POLICY_NAMES)
     ap.add_argument("--trace", default="philly", help="philly, synthetic:N or a trace path")
+    ap.add_argument("--jobs", type=int, default=0, metavar="N",
+                    help="only the first N jobs by arrival (a cut for profiling; 0: all)")
     a = ap.parse_args()
     bad = [n for n in a.policies if n not in POLICY_NAMES]
     if bad:
         ap.error(f"unknown policy {bad[0]!r}; use names of {', '.join(POLICY_NAMES)}")
+    if a.jobs < 0:
+        ap.error(f"--jobs must be >= 0 (got {a.jobs}); 0 runs the whole trace")
     jobs, _, trace = named_trace(a.trace)
+    if a.jobs:
+        jobs = sorted(jobs, key=lambda j: j.arrival_s)[:a.jobs]
+        trace = f"{trace}, first {len(jobs)} jobs"
     fleet, speeds = mixed_fleet()
     print(f"[{trace}] on {fleet.name}: {fleet.capacity} devices")
     walls: dict[str, float] = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from mixfleet.fleet.estimates import Estimator, OracleEstimator
 from mixfleet.fleet.model import Job
+from mixfleet.sim.events import CHECKPOINT, COMPLETE
 
 __all__ = ["JobState", "PoolState"]
 
@@ -110,6 +111,15 @@ class JobState:
             self.work_by_pool[self.pool] += w
             self.compute_since_ckpt += dt
         self.last = t
+
+    def outdated(self, kind: int, version: int, completions: bool) -> bool:
+        """Whether its event of ``kind`` (a job event of :mod:`.events`) made at ``version``
+        is one the simulator drops whenever it comes due: the job has moved on to a later
+        version since (versions only grow). ``completions``: count outdated completions
+        too (under rounds; without rounds their time still prompts a decision)."""
+        if kind == COMPLETE:
+            return completions and version != self.rate_ver
+        return version != (self.ckpt_ver if kind == CHECKPOINT else self.place_ver)
 
     def finish_time(self, now: float) -> float:
         """When the job completes at the current rate (inf if not computing)."""

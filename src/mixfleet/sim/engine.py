@@ -272,9 +272,9 @@ class Simulator:
     # -- scheduling -----------------------------------------------------------------
     def _schedule(self, t: float) -> None:
         if self.needs_remaining or self.policy.round_s is not None:
-            for js in self.active.values():
-                if js.pool is not None:
-                    js.run_s[js.pool] += t - js.placed_at
+            for running in self.run_by_pool:
+                for js in running.values():
+                    js.run_s[js.pool] += t - js.placed_at  # type: ignore[index]
                     js.placed_at = t
                     js.advance(t)
         pools = self.known.pools(t, [s.busy_s + s.busy * (t - s.last) for s in self.pstate])
@@ -327,6 +327,9 @@ class Simulator:
             q.push(jobs[0].arrival_s, ev.ARRIVAL, 0)
         round_pending = False
         handled = 0
+
+        def outdated(e: ev.Event) -> bool:  # an event _handle would drop (events.py)
+            return e[1] < ev.ARRIVAL and self.states[e[3]].outdated(e[1], e[4], round_s is not None)
         while len(q):
             t = q.peek_time()
             assert t is not None
@@ -361,6 +364,8 @@ class Simulator:
                                               or freed and self.active and
                                               (self.moves or self.policy.preemptive)):
                 self._schedule(t)
+            if len(q) >= q.next_compact:
+                handled += q.compact(outdated)
             if self.progress is not None and handled >= 5000:
                 self.progress(len(self.states) - len(self.active) + len(self.unplaceable),
                               n, t)
