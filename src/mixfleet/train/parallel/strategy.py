@@ -115,6 +115,12 @@ class ReductionStrategy(abc.ABC):
     def grad_size(self, norm: bool) -> float:
         """The global gradient's L2 norm (``norm``) or its sum (NaN/inf propagate)."""
 
+    def grad_size_into(self, out: torch.Tensor, norm: bool) -> bool:
+        """Write :meth:`grad_size` into ``out`` (a 0-d slot of the control region, on the
+        device) without reading it, so that it reaches the host with the loss in the
+        region's one copy; False where this strategy does not (then :meth:`grad_size`)."""
+        return False
+
     @abc.abstractmethod
     def poison_grads(self) -> None:
         """Make this rank's gradient NaN (fault injection)."""
@@ -219,6 +225,13 @@ class DataParallel(ReductionStrategy):
 
     def grad_size(self, norm: bool) -> float:
         return float((self.grads.norm() if norm else self.grads.sum()).item())
+
+    def grad_size_into(self, out: torch.Tensor, norm: bool) -> bool:
+        if norm:
+            torch.linalg.vector_norm(self.grads, out=out)
+        else:
+            torch.sum(self.grads, 0, out=out)
+        return True
 
     def poison_grads(self) -> None:
         self.grads.fill_(float("nan"))
