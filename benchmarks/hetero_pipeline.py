@@ -65,6 +65,10 @@ COMMON = ["workload.name='llama'", SMALL, f"train.global_batch={B}", "train.opti
           f"emulate.as_model_seq_len={SEQ}"]
 
 
+#: fsdp across the kinds: shares by the chips' speeds (the run and its prediction alike)
+FSDP_SHARES = ("shares.mode='speed'",)
+
+
 def ranks(kinds: list[str], per: int) -> list[str]:
     devs = [f"emu:{k}" for k in kinds for _ in range(per)]
     return ["ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]",
@@ -237,9 +241,9 @@ def main() -> int:
             print(f"[emulated as {m}] the sum over the six chips, measured on the emulator: "
                   f"{total:.4f} samples/s (the ratios below use it)", flush=True)
         base = [f'emulate.as_model="{m}"', *ranks(KINDS, 2)]
-        fsdp = measured(root, "fsdp", [*base, "parallel.mode='fsdp'", "shares.mode='speed'"],
+        fsdp = measured(root, "fsdp", [*base, "parallel.mode='fsdp'", *FSDP_SHARES],
                         args.steps, args.warmup, scale)
-        ps, pr = predicted(m, KINDS, 2, "fsdp")
+        ps, pr = predicted(m, KINDS, 2, "fsdp", FSDP_SHARES)  # the shares the run takes
         print(f"[emulated as {m}] fsdp across all six ranks: {fsdp:.4f} samples/s = "
               f"{fsdp / total:.3f} of the sum (predicted "
               + (f"{B / ps:.4f} samples/s)" if ps else f"refused: {pr})"), flush=True)

@@ -123,3 +123,34 @@ def test_predicted_step_takes_the_emulators_time_scale_when_chosen_at_run_time()
     assert got is not None and got["predicted_step_s"] == pytest.approx(0.5)
     assert got["predicted_over_measured"] == pytest.approx(1.0)
     assert predicted_vs_measured(events[1:], steps) is None
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_fsdp_prediction_takes_the_shares_and_pace_the_emulated_run_takes(ranks: int) -> None:
+    """Under [shares] mode = "speed" the cost model predicts the shares the run starts with
+    (the trainer's own), not the ones it would balance, and each rank's predicted compute +
+    fixed costs is its emulated chip's step under as_model; with rebalancing it predicts
+    the balanced shares."""
+    from mixfleet.emulate import load_profiles, parse_emu_device
+    from mixfleet.emulate.asmodel import plan_as_model
+    from mixfleet.fleet.costmodel import predict
+    from mixfleet.train.autoplan import job_of
+    from mixfleet.train.mixed.rebalance import initial_plan, rank_devices
+
+    kinds = ["nvidia-h20", "kunlun-p800", "ascend-910b"]
+    devs = [f"emu:{k}" for k in kinds for _ in range(ranks)]
+    over = ["parallel.mode='fsdp'", "train.global_batch=64", "shares.max_accum=64",
+            "ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]"]
+    cfg = resolve_config(EXAMPLE, over)
+    job, rs = job_of(cfg)
+    shares, micros, _ = initial_plan(cfg, rank_devices(cfg, len(devs)), cfg.workload.name)
+    assert job.shares == tuple(shares)
+    plan = predict(job, rs, modes=("fsdp",), prices=cfg.emulate.link_prices())[0]
+    emu = plan_as_model("llama3-8b", [parse_emu_device(d) for d in devs], load_profiles(),
+                        shares=shares, micros=micros, mode="fsdp", optimizer="adamw",
+                        check_memory=False)
+    assert [r.busy_s for r in plan.ranks] == pytest.approx(emu.step_s, rel=1e-9)
+    balanced = job_of(resolve_config(EXAMPLE, [*over, "shares.rebalance_every=5"]))[0]
+    assert balanced.shares is None
+    bal = predict(balanced, rs, modes=("fsdp",), prices=cfg.emulate.link_prices())[0]
+    assert tuple(r.share for r in bal.ranks) != tuple(shares)  # the two differ here
