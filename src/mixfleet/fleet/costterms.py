@@ -215,10 +215,11 @@ def dp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkP
 
 def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkPrices,
               catalog: dict[str, Chip]) -> Comm:
-    """fsdp: per micro-batch an all-gather of each block for the forward and again for the
-    backward (when resharded after the forward) and one of the root (FSDP2 keeps the root
-    gathered from its forward to its backward); per step a reduce-scatter of each one's
-    fp32 gradients (gradient sync is off until the last micro-batch)."""
+    """fsdp: per micro-batch an all-gather of each block and of the root for the forward
+    and again for the backward (when resharded after the forward: FSDP2 keeps the root
+    gathered only when ``reshard_after_forward`` is left unset, and mixfleet sets it on
+    every unit); per step a reduce-scatter of each one's fp32 gradients (gradient sync is
+    off until the last micro-batch)."""
     n = len(ranks)
     acc: dict[str, float] = {}
     links: list[str] = []
@@ -227,8 +228,8 @@ def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: Lin
     lk = prices.group_link([r.chip for r in ranks], [r.node for r in ranks], catalog=catalog)
     m = job.model
     twice = 2 if job.reshard_after_forward else 1
-    units = [(m.block_params, twice)] * m.blocks + ([(m.root_params, 1)] if m.root_params
-                                                     else [])
+    units = [(m.block_params, twice)] * m.blocks + ([(m.root_params, twice)]
+                                                     if m.root_params else [])
     t = sum(n_micro * g * transfer_s("all_gather", u * job.param_bytes, n, lk)
             + transfer_s("reduce_scatter", u * GRAD_BYTES, n, lk) for u, g in units)
     _add(acc, links, lk.cls, t, lk.describe())
