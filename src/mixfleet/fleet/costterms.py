@@ -135,13 +135,21 @@ def rank_time(share: int, micro: int, cost: StepCost, unit_s: float, upb: int,
               n_micro: int = 0) -> tuple[float, float, list[int]]:
     """(compute s, fixed s, micro-batches) of a rank's step: its share cut into
     micro-batches of at most ``micro`` samples, as ``StepCost.step_s`` prices them.
-    Up to ``n_micro`` micro-batches are listed; the extra ones (fsdp's stand-ins, which
-    every rank runs so that the collectives match) are listed as 0 and cost nothing, as
-    in the emulator."""
-    mbs = split_micro(share, micro)
-    compute = sum(b * upb * unit_s / cost.efficiency(b * upb) for b in mbs)
-    fixed = cost.step_fixed_s + len(mbs) * cost.microbatch_fixed_s
-    return compute, fixed, mbs + [0] * max(0, n_micro - len(mbs))
+    ``n_micro`` > 0 (fsdp: every rank runs the same number, so that the collectives
+    match): the share cut into ``n_micro`` near-equal micro-batches as the trainer cuts
+    it (``torch.tensor_split``); the empty ones are listed as 0 and each is a stand-in
+    that computes one sample (its loss x 0), priced as one, as a real chip and the
+    emulator spend it."""
+    if n_micro <= 0:
+        mbs = split_micro(share, micro)
+        sizes = mbs
+    else:
+        q, r = divmod(share, n_micro)
+        mbs = [q + 1] * r + [q] * (n_micro - r)
+        sizes = [b or 1 for b in mbs]
+    compute = sum(b * upb * unit_s / cost.efficiency(b * upb) for b in sizes)
+    fixed = cost.step_fixed_s + len(sizes) * cost.microbatch_fixed_s
+    return compute, fixed, mbs
 
 
 def balanced_shares(times: Sequence[Callable[[int], float]], total: int,
