@@ -60,15 +60,20 @@ def test_balanced_shares_equal_the_brute_force_optimum() -> None:
 
 
 def test_rank_time_is_the_pricing_layers_step_cost() -> None:
-    """A rank's compute + fixed time is StepCost.step_s over its micro-batches; fsdp's
-    stand-in micro-batches are listed as 0 and cost nothing (as in the emulator)."""
+    """A rank's compute + fixed time is StepCost.step_s over its micro-batches; under fsdp
+    (n_micro) the share is cut as the trainer cuts it (torch.tensor_split into n_micro) and
+    each stand-in (listed as 0) is priced as the one sample it computes."""
+    import torch
+
     cost = get_profile("kunlun-p800").step_cost()
     comp, fixed, mbs = rank_time(11, 4, cost, 0.002, 1)
     assert mbs == [4, 4, 3]
     assert comp + fixed == pytest.approx(cost.step_s([4, 4, 3], 0.002))
-    comp1, fixed1, mbs1 = rank_time(3, 4, cost, 0.002, 1, n_micro=3)  # fsdp's stand-ins
-    assert mbs1 == [3, 0, 0] and fixed1 == pytest.approx(cost.step_fixed_s
-                                                         + cost.microbatch_fixed_s)
+    for share, n_micro in ((7, 3), (2, 3)):
+        c, f, m = rank_time(share, 4, cost, 0.002, 1, n_micro=n_micro)
+        assert m == [len(x) for x in torch.tensor_split(torch.arange(share), n_micro)]
+        assert c + f == pytest.approx(cost.step_s([b or 1 for b in m], 0.002))
+    assert rank_time(2, 4, cost, 0.002, 1, n_micro=3)[2] == [1, 1, 0]  # one stand-in
 
 
 def test_dp_gradients_cross_the_bridge_at_the_priced_time() -> None:
@@ -90,15 +95,16 @@ def test_dp_gradients_cross_the_bridge_at_the_priced_time() -> None:
 
 
 def test_fsdp_gathers_every_block_each_micro_batch() -> None:
-    """fsdp: per micro-batch 2 all-gathers (forward, backward) of each block and one of
-    the root, plus one reduce-scatter per unit, on the group's slowest link; none on one
-    rank."""
+    """fsdp: per micro-batch 2 all-gathers (forward, backward) of each block and of the
+    root (mixfleet sets reshard_after_forward on the root too: FSDP2 then regathers it,
+    tests/train/test_fsdp_pacing.py counts it), plus one reduce-scatter per unit, on the
+    group's slowest link; none on one rank."""
     ranks = parse_rank_specs("emu:nvidia-h20,emu:ascend-910b")
     job = _job(global_batch=8, max_micro_batch=2)
     plan = predict(job, ranks, modes=("fsdp",))[0]
     lk = LinkPrices().group_link(["nvidia-h20", "ascend-910b"])
     n_micro = max(len(r.micro_batches) for r in plan.ranks)
-    units = [(SMALL.block_params, 2)] * 4 + [(SMALL.root_params, 1)]
+    units = [(SMALL.block_params, 2)] * 4 + [(SMALL.root_params, 2)]
     want = sum(g * n_micro * transfer_s("all_gather", u * 2, 2, lk)
                + transfer_s("reduce_scatter", u * 4, 2, lk) for u, g in units)
     assert plan.comm["bridge"] == pytest.approx(want)
@@ -167,7 +173,7 @@ def test_a_registered_mode_is_predicted_and_chosen_like_the_others(
     from mixfleet.fleet import costmodel
 
     def fake(mode: str, ctx: costmodel.Context) -> costmodel.ModePlan:
-        p = costmodel.data_parallel("fsdp", ctx)
+        p = costmodel.data_parallel("dp", ctx)  # dp's compute (fsdp runs stand-ins)
         return dataclasses.replace(p, mode=mode, comm={})  # no communication at all
 
     monkeypatch.setitem(costmodel.MODES, "pipeline", fake)

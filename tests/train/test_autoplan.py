@@ -123,3 +123,45 @@ def test_predicted_step_takes_the_emulators_time_scale_when_chosen_at_run_time()
     assert got is not None and got["predicted_step_s"] == pytest.approx(0.5)
     assert got["predicted_over_measured"] == pytest.approx(1.0)
     assert predicted_vs_measured(events[1:], steps) is None
+
+
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_fsdp_prediction_takes_the_shares_and_pace_the_emulated_run_takes(ranks: int) -> None:
+    """Under [shares] mode = "speed" the cost model predicts the shares the run starts with
+    (the trainer's own), not the ones it would balance, and each rank's predicted compute +
+    fixed costs is its emulated chip's budget under as_model for the micro-batches the
+    trainer runs (fsdp: as many on every rank, stand-ins priced as one sample); with
+    rebalancing it predicts the balanced shares."""
+    import torch
+
+    from mixfleet.emulate import load_profiles, parse_emu_device
+    from mixfleet.emulate.asmodel import plan_as_model
+    from mixfleet.fleet.costmodel import predict
+    from mixfleet.train.autoplan import job_of
+    from mixfleet.train.mixed.fleetstep import MixedFleetStep
+    from mixfleet.train.mixed.rebalance import initial_plan, rank_devices
+
+    kinds = ["nvidia-h20", "kunlun-p800", "ascend-910b"]
+    devs = [f"emu:{k}" for k in kinds for _ in range(ranks)]
+    over = ["parallel.mode='fsdp'", "train.global_batch=64", "shares.max_accum=64",
+            "ranks=[" + ", ".join(f'{{device = "{d}"}}' for d in devs) + "]"]
+    cfg = resolve_config(EXAMPLE, over)
+    job, rs = job_of(cfg)
+    shares, micros, _ = initial_plan(cfg, rank_devices(cfg, len(devs)), cfg.workload.name)
+    assert job.shares == tuple(shares)
+    plan = predict(job, rs, modes=("fsdp",), prices=cfg.emulate.link_prices())[0]
+    profiles = load_profiles()
+    emu = plan_as_model("llama3-8b", [parse_emu_device(d) for d in devs], profiles,
+                        shares=shares, micros=micros, mode="fsdp", optimizer="adamw",
+                        check_memory=False)
+    fleet_step = MixedFleetStep(None, world=len(devs), micro=1, micros=micros)  # type: ignore[arg-type]
+    for r, rp in enumerate(plan.ranks):
+        split = fleet_step.split(torch.arange(shares[r]), shares, uniform=True)
+        tokens = [float((len(c) or 1) * emu.shape.seq_len) for c in split]
+        want = profiles[rp.chip].step_cost("tokens").step_s(tokens, emu.token_s[rp.chip])
+        assert rp.busy_s == pytest.approx(want, rel=1e-9)
+    assert len({len(r.micro_batches) for r in plan.ranks}) == 1
+    balanced = job_of(resolve_config(EXAMPLE, [*over, "shares.rebalance_every=5"]))[0]
+    assert balanced.shares is None
+    bal = predict(balanced, rs, modes=("fsdp",), prices=cfg.emulate.link_prices())[0]
+    assert tuple(r.share for r in bal.ranks) != tuple(shares)  # the two differ here

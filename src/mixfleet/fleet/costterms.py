@@ -135,13 +135,21 @@ def rank_time(share: int, micro: int, cost: StepCost, unit_s: float, upb: int,
               n_micro: int = 0) -> tuple[float, float, list[int]]:
     """(compute s, fixed s, micro-batches) of a rank's step: its share cut into
     micro-batches of at most ``micro`` samples, as ``StepCost.step_s`` prices them.
-    Up to ``n_micro`` micro-batches are listed; the extra ones (fsdp's stand-ins, which
-    every rank runs so that the collectives match) are listed as 0 and cost nothing, as
-    in the emulator."""
-    mbs = split_micro(share, micro)
-    compute = sum(b * upb * unit_s / cost.efficiency(b * upb) for b in mbs)
-    fixed = cost.step_fixed_s + len(mbs) * cost.microbatch_fixed_s
-    return compute, fixed, mbs + [0] * max(0, n_micro - len(mbs))
+    ``n_micro`` > 0 (fsdp: every rank runs the same number, so that the collectives
+    match): the share cut into ``n_micro`` near-equal micro-batches as the trainer cuts
+    it (``torch.tensor_split``); the empty ones are listed as 0 and each is a stand-in
+    that computes one sample (its loss x 0), priced as one, as a real chip and the
+    emulator spend it."""
+    if n_micro <= 0:
+        mbs = split_micro(share, micro)
+        sizes = mbs
+    else:
+        q, r = divmod(share, n_micro)
+        mbs = [q + 1] * r + [q] * (n_micro - r)
+        sizes = [b or 1 for b in mbs]
+    compute = sum(b * upb * unit_s / cost.efficiency(b * upb) for b in sizes)
+    fixed = cost.step_fixed_s + len(sizes) * cost.microbatch_fixed_s
+    return compute, fixed, mbs
 
 
 def balanced_shares(times: Sequence[Callable[[int], float]], total: int,
@@ -215,10 +223,11 @@ def dp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkP
 
 def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: LinkPrices,
               catalog: dict[str, Chip]) -> Comm:
-    """fsdp: per micro-batch an all-gather of each block for the forward and again for the
-    backward (when resharded after the forward) and one of the root (FSDP2 keeps the root
-    gathered from its forward to its backward); per step a reduce-scatter of each one's
-    fp32 gradients (gradient sync is off until the last micro-batch)."""
+    """fsdp: per micro-batch an all-gather of each block and of the root for the forward
+    and again for the backward (when resharded after the forward: FSDP2 keeps the root
+    gathered only when ``reshard_after_forward`` is left unset, and mixfleet sets it on
+    every unit); per step a reduce-scatter of each one's fp32 gradients (gradient sync is
+    off until the last micro-batch)."""
     n = len(ranks)
     acc: dict[str, float] = {}
     links: list[str] = []
@@ -227,8 +236,8 @@ def fsdp_comm(job: JobSpec, ranks: Sequence[RankSpec], n_micro: int, prices: Lin
     lk = prices.group_link([r.chip for r in ranks], [r.node for r in ranks], catalog=catalog)
     m = job.model
     twice = 2 if job.reshard_after_forward else 1
-    units = [(m.block_params, twice)] * m.blocks + ([(m.root_params, 1)] if m.root_params
-                                                     else [])
+    units = [(m.block_params, twice)] * m.blocks + ([(m.root_params, twice)]
+                                                     if m.root_params else [])
     t = sum(n_micro * g * transfer_s("all_gather", u * job.param_bytes, n, lk)
             + transfer_s("reduce_scatter", u * GRAD_BYTES, n, lk) for u, g in units)
     _add(acc, links, lk.cls, t, lk.describe())

@@ -26,7 +26,7 @@ from mixfleet.fleet.jobshape import (
     workload_shape,
 )
 from mixfleet.train.config import RunConfig
-from mixfleet.train.mixed.shares import largest_remainder
+from mixfleet.train.mixed.shares import largest_remainder, start_speeds
 from mixfleet.train.parallel.pipecost import PIPELINE  # registers the mode
 from mixfleet.train.parallel.pipeplan import stage_fields
 
@@ -97,10 +97,14 @@ def job_of(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
     model = _model(cfg, name)
     micro = [r.max_micro_batch or cfg.shares.max_micro_batch for r in ranks]
     shares = None
-    if cfg.shares.mode == "equal":  # the run keeps equal shares: predict those
-        caps = [m * cfg.shares.max_accum if m > 0 else None for m in micro]
-        shares = tuple(largest_remainder([1.0] * len(ranks), cfg.train.global_batch,
-                                         caps=caps))
+    sc = cfg.shares
+    if sc.mode == "equal" or (sc.mode == "speed" and not sc.rebalance_every):
+        # the run keeps the shares it starts with: predict those (the trainer's own
+        # weights, e.g. catalog speeds, not the shares the model would balance)
+        caps = [m * sc.max_accum if m > 0 else None for m in micro]
+        speeds = start_speeds(sc, [r.device for r in ranks],
+                              overrides=[r.speed for r in ranks], workload=cfg.workload.name)
+        shares = tuple(largest_remainder(speeds, cfg.train.global_batch, caps=caps))
     par = cfg.parallel
     job = JobSpec(model=model, global_batch=cfg.train.global_batch,
                   optimizer=cfg.train.optimizer, unit="tokens" if name else "samples",

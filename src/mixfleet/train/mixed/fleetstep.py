@@ -48,7 +48,8 @@ class MixedFleetStep:
         """Global step ``step + 1`` of this rank's slice ``idx`` through ``manager``, in
         :meth:`split`'s micro-batches (``take``: samples -> a batch on the device). An
         empty micro-batch of a uniform split is a stand-in of one sample that keeps the
-        collectives in step and contributes nothing (see StepManager). An emulated chip is
+        collectives in step and contributes nothing (see StepManager); its computation is
+        paced as one sample's. An emulated chip is
         paced around the computation: it computes at the end of its budget (it waits
         first), unless the forward is a collective (fsdp): then a rank that starts late
         holds back every rank, and the chip is paced only when the gradients are ready, so
@@ -60,7 +61,9 @@ class MixedFleetStep:
         emu = self.emu
         if emu is None:
             return manager.step(step, batches, loss)
-        sizes = [float(len(c)) for c in self.split(idx, shares, uniform=uniform) if len(c)]
+        # a stand-in computes one sample (its loss x 0): a real chip spends that time too
+        sizes = [float(len(c) or 1) for c in self.split(idx, shares, uniform=uniform)
+                 if len(c) or uniform]
         return manager.step(step, batches, loss,
                             on_grads=lambda: emu.compute_done(work=n, micro=sizes),
                             on_start=None if st.collective_forward else

@@ -37,8 +37,8 @@ from mixfleet.train.mixed.shares import (
     largest_remainder,
     memory_micro_cap,
     micro_cap,
-    rank_speeds,
     share_cap,
+    start_speeds,
 )
 from mixfleet.train.sampler import equal_shares
 
@@ -138,16 +138,8 @@ def initial_plan(cfg: RunConfig, devices: Sequence[str], workload: str
         micros.append(micro_cap(rc.max_micro_batch if rc is not None else 0,
                                 sc.max_micro_batch, memory_micro_cap(hbm, sc.sample_mib)))
     caps = [share_cap(m, sc.max_accum) for m in micros]
-    if sc.mode == "speed":
-        table = None
-        if sc.table:
-            from mixfleet.catalog.table import read_table
-
-            table = read_table(sc.table)
-        speeds = rank_speeds(devices, overrides=[rc.speed if rc else None for rc in ranks],
-                             table=table, workload=workload)
-    else:
-        speeds = [1.0] * n
+    speeds = start_speeds(sc, devices, overrides=[rc.speed if rc else None for rc in ranks],
+                          workload=workload)
     return largest_remainder(speeds, B, caps=caps), micros, caps
 
 

@@ -26,7 +26,7 @@ from mixfleet.errors import ConfigError
 
 __all__ = ["SharesConfig", "largest_remainder", "shares_from_speeds", "step_time",
            "memory_micro_cap", "micro_cap", "share_cap", "micro_batches", "rank_speeds",
-           "shed_shares"]
+           "start_speeds", "shed_shares"]
 
 
 def largest_remainder(weights: Sequence[float], total: int, *,
@@ -147,6 +147,22 @@ def rank_speeds(devices: Sequence[str], *, overrides: Sequence[float | None] = (
         else:
             out.append(1.0)
     return out
+
+
+def start_speeds(sc: SharesConfig, devices: Sequence[str], *,
+                 overrides: Sequence[float | None] = (), workload: str | None = None
+                 ) -> list[float]:
+    """The weights of a run's initial shares (``[shares] mode``): 1.0 each (equal or
+    measured, which starts equal), else :func:`rank_speeds` (with ``sc.table``'s rows).
+    The trainer starts from these and the cost model predicts them (one owner)."""
+    if sc.mode != "speed":
+        return [1.0] * len(devices)
+    table = None
+    if sc.table:
+        from mixfleet.catalog.table import read_table
+
+        table = read_table(sc.table)
+    return rank_speeds(devices, overrides=overrides, table=table, workload=workload)
 
 
 def shed_shares(shares: Sequence[int], rank: int) -> list[int] | None:
