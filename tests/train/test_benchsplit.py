@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from mixfleet.bench.llamaclass import run_llama_bench
 from mixfleet.bench.output import save_results
@@ -17,12 +18,14 @@ from mixfleet.catalog.blockrows import parse_row
 from mixfleet.catalog.table import read_table, write_table
 from mixfleet.cli import main
 from mixfleet.errors import ConfigError
+from mixfleet.train.parallel.benchsplit import bench_times
 from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig
-from mixfleet.train.parallel.pipeplan import meta_model, plan_pipeline
+from mixfleet.train.parallel.pipeplan import as_model_costs, meta_model, plan_pipeline
 from mixfleet.train.parallel.split import split_blocks
 from mixfleet.workloads import llama
 from mixfleet.workloads.llama import Llama, preset_config
 from tests.conftest import EXAMPLES
+from tests.train.helpers import events, train_cli
 
 SHAPE = {"dim": 32, "heads": 2, "kv_heads": 1, "ffn_dim": 64, "vocab": 64, "seq_len": 16}
 KINDS = ("nvidia-h20", "kunlun-p800")
@@ -142,6 +145,46 @@ def test_bad_tables_are_refused_naming_the_field_and_the_fix(
         _plan(v)
     for w in [repr(v), *words]:
         assert w in str(e.value), str(e.value)
+
+
+def test_a_model_that_is_not_the_llama_decoder_is_refused(rows: Path) -> None:
+    """The rows time Llama blocks: another model's blocks cannot take their seconds."""
+    with pytest.raises(ConfigError, match=r"split_times = 'bench:.*not a Llama decoder; "
+                                          r"remove split_times"):
+        bench_times(f"bench:{rows}", KINDS, nn.Linear(2, 2), micro=1, sample_tokens=16)
+
+
+def test_split_times_with_as_model_is_refused(rows: Path) -> None:
+    """as_model paces the emulated chips by its own figures: both together are refused."""
+    cfg = PipelineConfig(stages=[StageConfig(chip=k, ranks=1) for k in KINDS],
+                         microbatches=8, split_times=f"bench:{rows}")
+    costs = as_model_costs("llama3-8b", KINDS, "adamw")
+    with pytest.raises(ConfigError, match="and \\[emulate\\] as_model both set"):
+        plan_pipeline(cfg, list(KINDS), _model(), global_batch=8, sample_tokens=16,
+                      as_model=costs)
+
+
+@pytest.mark.slow
+def test_a_run_with_bench_rows_records_their_split_and_origin(tmp_path: Path,
+                                                              rows: Path) -> None:
+    """A 4-step pipeline run on an emulated H20 + P800 with split_times from the rows:
+    the run's stages event says the times came from that file and gives fewer blocks to
+    the kind whose block row is slower."""
+    table = {p.row.chip: p.seconds for p in map(parse_row, read_table(rows))
+             if p is not None and p.component == "block"}
+    d = tmp_path / "run"
+    train_cli(d, "workload.name='llama'", "train.schedule='constant'", "telemetry.hz=0",
+              "train.log_every=100", "train.global_batch=8", "train.steps=4",
+              "checkpoint.interval=10",
+              "workload.options={preset='debug', dim=32, layers=4, heads=2, kv_heads=1, "
+              "ffn_dim=64, seq_len=16, tie_embeddings=false, eval_samples=2}",
+              "ranks=[{device='emu:nvidia-h20'}, {device='emu:kunlun-p800'}]",
+              "parallel.mode='pipeline'", f"parallel.split_times='bench:{rows}'")
+    (st,) = events(d, "stages")
+    assert st["times"].startswith(f"bench rows {rows} (EMULATED)")
+    blocks = {s["chip"]: s["blocks"] for s in st["stages"]}
+    slow, fast = sorted(table, key=lambda k: -table[k])
+    assert sum(blocks.values()) == 4 and blocks[slow] < blocks[fast]
 
 
 def test_a_malformed_value_is_refused_when_the_config_is_built() -> None:
