@@ -8,6 +8,11 @@ take the fastest of several repetitions, interleaved, timed in this process's CP
 (``time.process_time``), so other load on a shared host counts on neither side.
 Last line: extrapolated / full (target 0.9-1.1). Smaller scales fit in the CPU caches
 block by block but not as a whole model, which makes the extrapolation optimistic there.
+
+``bench_class.py llama [PRESET]`` checks ``bench --class llama`` the same way (the rows the
+pipeline's split reads): embedding + layers x one decoder block + head, each timed alone
+(:func:`mixfleet.bench.llamaclass.llama_modules`), against forward + backward of the whole
+:class:`mixfleet.workloads.llama.Llama` of that preset (``debug`` by default; batch 1).
 """
 
 from __future__ import annotations
@@ -20,7 +25,46 @@ import torch
 from mixfleet.bench.classes import profile_class, time_full_model
 
 
+def llama(preset: str) -> None:
+    import torch.nn.functional as F
+    from torch import nn
+
+    from mixfleet.bench.classes import time_fwd_bwd
+    from mixfleet.bench.llamaclass import llama_modules, llama_preset
+    from mixfleet.workloads.llama import Llama
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    clock = time.process_time
+    cfg = llama_preset(f"llama:{preset}")
+
+    class Whole(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Llama(cfg)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            logits = self.model(ids).float()
+            return F.cross_entropy(logits.flatten(0, 1), ids.flatten())
+
+    mods, whole = llama_modules(cfg, "cpu"), Whole().train()
+    ids = mods["embedding"][1]
+    ext, full = [], []
+    for _ in range(3):
+        per = {k: time_fwd_bwd(m, f, 1, "cpu", 1, 3, clock) for k, (m, f) in mods.items()}
+        ext.append(per["embedding"] + cfg.layers * per["block"] + per["head"])
+        full.append(time_fwd_bwd(whole, ids, 1, "cpu", 1, 3, clock))
+        print(f"extrapolated {ext[-1] * 1e3:8.1f} ms   full model {full[-1] * 1e3:8.1f} ms  "
+              f"(block {per['block'] * 1e3:.1f} ms x{cfg.layers})", flush=True)
+    e, f = min(ext), min(full)
+    print(f"bench_class: llama:{preset} extrapolated/full {e / f:.2f} (extrapolated "
+          f"{e * 1e3:.1f} ms, full {f * 1e3:.1f} ms; target 0.9-1.1)")
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "llama":
+        llama(sys.argv[2] if len(sys.argv) > 2 else "debug")
+        return
     scale = float(sys.argv[1]) if len(sys.argv) > 1 else 0.5
     torch.set_num_threads(1)
     torch.manual_seed(0)

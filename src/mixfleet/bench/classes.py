@@ -47,7 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from mixfleet.errors import ConfigError
 
 __all__ = ["CLASS_NAMES", "Component", "ClassProfile", "components", "profile_class",
-           "time_full_model"]
+           "time_full_model", "time_fwd_bwd"]
 
 CLASS_NAMES = ("cnn", "bert", "recsys", "llm-7b", "llm-70b")
 Inputs = Callable[[int], tuple[torch.Tensor, ...]]
@@ -283,8 +283,10 @@ def _run(mod: nn.Module, x: tuple[torch.Tensor, ...]) -> None:
     out.float().sum().backward() if out.dim() else out.backward()
 
 
-def _time(mod: nn.Module, inputs: Inputs, batch: int, device: str, warmup: int,
-          steps: int, clock: Callable[[], float]) -> float:
+def time_fwd_bwd(mod: nn.Module, inputs: Inputs, batch: int, device: str, warmup: int,
+                 steps: int, clock: Callable[[], float]) -> float:
+    """The fastest of ``steps`` timed forward + backward passes of ``mod`` (after
+    ``warmup``), each on fresh ``inputs(batch)``."""
     times = []
     for i in range(warmup + steps):
         x = inputs(batch)
@@ -315,7 +317,7 @@ def profile_class(workload: str, *, batch: int, scale: float = 1.0, device: str 
             _run(mod, c.inputs(2))  # 2: BatchNorm needs more than one value per channel
         flops += fc.get_total_flops() / 2 * c.count
         mod.zero_grad(set_to_none=True)
-        per[c.name] = _time(mod, c.inputs, batch, device, warmup, steps, clock)
+        per[c.name] = time_fwd_bwd(mod, c.inputs, batch, device, warmup, steps, clock)
         del mod
     step = sum(per[c.name] * c.count for c in comps)
     peak = int(torch.accelerator.max_memory_allocated()) if accel else None
@@ -349,7 +351,7 @@ def time_full_model(workload: str, *, batch: int, scale: float = 1.0, device: st
 
             def forward(self, ids: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
                 return self.top(d, self.tables(ids))
-        return _time(Full(), chain, batch, device, warmup, steps, clock)
+        return time_fwd_bwd(Full(), chain, batch, device, warmup, steps, clock)
 
     class Seq(nn.Module):
         def __init__(self) -> None:
@@ -360,4 +362,4 @@ def time_full_model(workload: str, *, batch: int, scale: float = 1.0, device: st
             for m in self.mods:
                 x = m(x)
             return x
-    return _time(Seq(), first, batch, device, warmup, steps, clock)
+    return time_fwd_bwd(Seq(), first, batch, device, warmup, steps, clock)

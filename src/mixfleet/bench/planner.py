@@ -41,7 +41,17 @@ def _emu_speed(spec: str, peers: Sequence[str]) -> float:
 def run_class_bench(classes: Sequence[str], devices: Sequence[str], batch: Sequence[int], *,
                     scale: float = 1.0, warmup: int = 2, steps: int = 5,
                     progress: Progress | None = None) -> list[BenchResult]:
-    """One row per class x device x batch (inputs validated first)."""
+    """One row per class x device x batch (inputs validated first); ``llama[:PRESET]``
+    gives three per device x batch instead (:mod:`mixfleet.bench.llamaclass`)."""
+    from mixfleet.bench.llamaclass import is_llama_class, llama_preset, run_llama_bench
+
+    llama = [c for c in classes if is_llama_class(c)]
+    for c in llama:
+        llama_preset(c)  # an unknown preset: ConfigError before anything runs
+    if llama and scale != 1.0:
+        raise ConfigError(f"--scale {scale} does not apply to --class {llama[0]}: its size is "
+                          f"the preset's; pick a smaller one (e.g. --class llama:debug)")
+    classes = [c for c in classes if not is_llama_class(c)]
     unknown = [c for c in classes if c not in WORKLOAD_CLASSES]
     if unknown:
         raise ConfigError(f"--class {unknown[0]!r} is not a planner class; use one of "
@@ -92,4 +102,7 @@ def run_class_bench(classes: Sequence[str], devices: Sequence[str], batch: Seque
                 done += 1
                 if progress is not None:
                     progress(f"classes {','.join(classes)}", done, total)
+    for c in llama:
+        out += run_llama_bench(c, devices, batch, warmup=warmup, steps=steps,
+                               progress=progress)
     return out

@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--class", dest="classes", nargs="+", metavar="CLASS",
                    help="measure the planner's workload classes instead (cnn, bert, recsys, "
                    "llm-7b, llm-70b): per-component profile, extrapolated; rows feed "
-                   "simulate/plan --throughput (docs/chips.md)")
+                   "simulate/plan --throughput (docs/chips.md); or llama[:PRESET]: a row "
+                   "each for the embedding, one decoder block and the head per micro-batch, "
+                   "for [parallel] split_times (docs/pipeline.md)")
     p.add_argument("--scale", type=float, default=1.0,
                    help="with --class: shrink widths and sequence/image size by F (rows "
                    "labeled measured-scaled; e.g. 0.05 on a CPU)")

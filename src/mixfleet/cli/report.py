@@ -65,6 +65,8 @@ def _print_stages(st: dict[str, Any]) -> None:
         f", {mb:.1%} measured{label}" if isinstance(mb, (int, float)) else "")
     print(f"  pipeline: {st['schedule']}, {st['microbatches']} micro-batches x "
           f"{st['lanes']} lane(s), {bubble}, blocks {st['basis']}")
+    if st.get("times"):
+        print(f"    per-block times from {st['times']}")
     if "measured_steps" in st:
         print(f"    measured: median of {st['measured_steps']} step(s) up to step "
               f"{st['measured_step']}{label}")

@@ -8,6 +8,7 @@
     pipeline.py   pipeline: layout (stages x ranks, lanes), PipelineRank on torch schedules
     stagefsdp.py  pipeline: FSDP2 inside a stage, gathered once per step (prefetched)
     split.py      pipeline: blocks per stage from per-block times and memory (exact DP)
+    benchsplit.py pipeline: per-block times from `bench --class llama` rows (split_times)
     pipecost.py   pipeline: its prediction in the cost model (plan-job, mode = "auto")
     pipeconfig.py pipeline: the [parallel] pipeline fields and [[stages]] checks
     pipeplan.py   pipeline: a job's plan (stages, rank order, micro-batches, split)

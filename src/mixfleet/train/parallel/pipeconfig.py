@@ -15,6 +15,8 @@ docs/pipeline.md). ``ParallelConfig`` (the ``[parallel]`` table) carries these f
     chip = "kunlun-p800"
     ranks = 1
     blocks = 12
+    # optional: per-block times from `mixfleet bench --class llama` rows
+    # split_times = "bench:bench-out/throughput.json"
 
 :func:`resolve_stages` checks the stages against the job's ranks and the model's blocks
 and returns them with the job ranks listed stage after stage (the pipeline's rank order).
@@ -74,6 +76,9 @@ class PipelineConfig(Section, section="parallel"):
                                ge=0)
     resplit_hysteresis: float = field(0.1, help="re-split only when the predicted step "
                                                 "drops by more than this fraction", ge=0, lt=1)
+    split_times: str = field("", help="per-block times of the split: \"bench:PATH\" (rows "
+                                      "of `mixfleet bench --class llama`); empty: "
+                                      "parameters / catalog peak (or [emulate] as_model)")
 
     def __post_init__(self) -> None:
         interleaved = self.schedule == "interleaved-1f1b"
@@ -85,6 +90,11 @@ class PipelineConfig(Section, section="parallel"):
                 "or for none (then the split picks them)")
         if self.stages and self.microbatches:
             check_schedule(self.schedule, len(self.stages), self.microbatches)
+        require(not self.split_times or (self.split_times.startswith("bench:")
+                                         and len(self.split_times) > 6),
+                f"parallel.split_times = {self.split_times!r}: expected \"bench:PATH\" (a "
+                f"table of `mixfleet bench --class llama`); e.g. split_times = "
+                f"\"bench:bench-out/throughput.json\", or leave it out")
 
 
 @dataclasses.dataclass(frozen=True)

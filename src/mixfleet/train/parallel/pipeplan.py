@@ -12,7 +12,10 @@ Blocks come from ``[[parallel.stages]] blocks`` when given, else from
 block's parameter count over its chip kind's catalog peak (compute grows with the
 parameters in a decoder; the embedding lookup costs ~nothing; the head with its
 parameters), and memory from the catalog HBM (the host's is not limited). That basis is
-recorded with the plan (``basis``); measured per-block times replace it when given.
+recorded with the plan (``basis``, and ``times``: where the per-block times come from);
+``[parallel] split_times = "bench:PATH"`` takes them from ``mixfleet bench --class llama``
+rows instead (:mod:`~mixfleet.train.parallel.benchsplit`), and re-splits from the run's
+measured stage times (:mod:`~mixfleet.train.parallel.resplit`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from torch import nn
 
 from mixfleet.errors import ConfigError
 from mixfleet.train.mixed.shares import largest_remainder
+from mixfleet.train.parallel.benchsplit import bench_times
 from mixfleet.train.parallel.pipeconfig import PipelineConfig, StageConfig, resolve_stages
 from mixfleet.train.parallel.pipeline import Layout, bubble_fraction, check_schedule
 from mixfleet.train.parallel.split import (
@@ -57,13 +61,16 @@ class PipelinePlan:
     split: SplitPlan | None  # the prediction (None: virtual stages)
     basis: str  # where the blocks come from
     inputs: tuple[tuple[StageChip, ...], ModelBytes] | None = None  # what split_blocks got
+    times: str = "parameters / catalog peak"  # where the per-block times come from
+    seconds: bool = False  # the times are seconds on every chip (bench rows)
 
     def fields(self) -> dict[str, Any]:
         """The ``stages`` event's fields."""
         sp = self.split
         # seconds only where every stage's chip has a catalog peak (the host has none:
         # its times are relative, in units of 1e12 FLOP/s)
-        unit = ("predicted_s" if all(chip_memory_gib(s.chip) is not None for s in self.stages)
+        unit = ("predicted_s" if self.seconds or all(chip_memory_gib(s.chip) is not None
+                                                      for s in self.stages)
                 else "predicted_relative_time")
         return {
             "stages": [{"chip": s.chip, "ranks": s.ranks, "blocks": b,
@@ -76,7 +83,7 @@ class PipelinePlan:
             "virtual_stages": self.layout.virtual, "stage_mode": self.stage_mode,
             "bubble": round(bubble_fraction(self.layout.stages, self.microbatches,
                                             self.layout.virtual), 4),
-            "basis": self.basis}
+            "basis": self.basis, "times": self.times}
 
     @property
     def step_s(self) -> float | None:
@@ -94,7 +101,8 @@ class PipelinePlan:
                  for s, b in zip(self.stages, self._blocks(), strict=True)]
         bub = bubble_fraction(self.layout.stages, self.microbatches, self.layout.virtual)
         return (f"pipeline {self.schedule}, {self.microbatches} micro-batches x "
-                f"{self.layout.lanes} lane(s): " + " | ".join(parts) + f" (bubble {bub:.0%})")
+                f"{self.layout.lanes} lane(s): " + " | ".join(parts) + f" (bubble {bub:.0%}; "
+                f"times from {self.times})")
 
 
 def chip_memory_gib(kind: str) -> float | None:
@@ -218,6 +226,11 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                           f"are equal slices of the global batch; set microbatches to a "
                           f"divisor of {global_batch // lanes}")
     micro = global_batch // lanes // m
+    seconds = False  # the times are seconds whatever the chips (bench rows)
+    if as_model is not None and cfg.split_times:
+        raise ConfigError(f"parallel.split_times = {cfg.split_times!r} and [emulate] as_model "
+                          f"both set the per-block times (as_model paces the emulated chips "
+                          f"by its own figures); remove one of them")
     if as_model is not None:
         tokens = float(micro * as_model.seq_len)
         mb = as_model.model_bytes(n_blocks, tokens)
@@ -227,6 +240,17 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                                          for _ in range(n_blocks)),
                            head_s=as_model.head_s(s.chip, tokens)) for s in stages]
         basis = "predicted for the emulated model (catalog peak x profile MFU, catalog HBM)"
+        times = f"as_model ({as_model.params / 1e9:.3g}B parameters, catalog peak x MFU)"
+    elif cfg.split_times:  # per-block seconds from `bench --class llama` rows
+        mb, _ = _model_bytes(model, sample_tokens, micro)
+        bt = bench_times(cfg.split_times, [s.chip for s in stages], model, micro=micro,
+                         sample_tokens=sample_tokens)
+        chips = [StageChip(chip=s.chip, ranks=s.ranks,
+                           memory_bytes=(mem.get(s.chip) or _HOST / _GIB) * _GIB,
+                           block_s=(bt.kinds[s.chip].block_s,) * n_blocks,
+                           embed_s=bt.kinds[s.chip].embed_s,
+                           head_s=bt.kinds[s.chip].head_s) for s in stages]
+        basis, times, seconds = "bench rows (per-block seconds), catalog memory", bt.label, True
     else:
         mb, counts = _model_bytes(model, sample_tokens, micro)
         chips = [StageChip(chip=s.chip, ranks=s.ranks,
@@ -234,6 +258,7 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
                            block_s=tuple(c / _peak(s.chip) for c in counts),
                            head_s=mb.head_params / 4.0 / _peak(s.chip)) for s in stages]
         basis = "predicted (parameters / catalog peak, catalog memory)"
+        times = "parameters / catalog peak"
     sched: Literal["1f1b", "gpipe"] = "gpipe" if cfg.schedule == "gpipe" else "1f1b"
     sharded = cfg.stage_mode == "fsdp"
     split: SplitPlan | None = None
@@ -253,7 +278,7 @@ def plan_pipeline(cfg: PipelineConfig, kinds: Sequence[str], model: nn.Module, *
     return PipelinePlan(stages=stages, order=res.order, layout=layout, microbatches=m,
                         schedule=cfg.schedule, stage_mode=cfg.stage_mode,
                         split=split if v == 1 else None, basis=basis,
-                        inputs=(tuple(chips), mb))
+                        inputs=(tuple(chips), mb), times=times, seconds=seconds)
 
 
 def _interleave(per: Sequence[int], v: int) -> list[int]:
