@@ -1,0 +1,240 @@
+"""The policy's stops and moves of running jobs in the live scheduler (in-memory backend):
+a STOP requeues the job with its progress, a move relaunches it on the other pool, a
+scheduler killed between the phases finishes the action from SQLite, and the simulator and
+the live scheduler decide the same stops on the same trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mixfleet.fleet.model import Job, load_fleet
+from mixfleet.fleet.policies import make_policy
+from mixfleet.fleet.policies.base import STOP, Allocation, Policy, Snapshot
+from mixfleet.live.scheduler import Scheduler, run_dir
+from mixfleet.live.spec import load_job
+from mixfleet.live.store import Store
+from mixfleet.sim.engine import SimConfig, simulate
+
+from .conftest import FLEET_TOML, fleet3, write_job
+from .test_elastic import Crash, CrashingBackend
+from .test_scheduler import FakeBackend, _finish
+
+LONG, SHORT = 2000, 20  # steps (digits: global batch 64, a nominal 1 sample/s per device)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Recorder:
+    """A policy that logs each decision it makes: sorted (job, start|stop|move, pool)."""
+
+    def __init__(self, inner: Policy) -> None:
+        self.inner, self.log = inner, []  # type: ignore[var-annotated]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def allocate(self, snap: Snapshot) -> Allocation:
+        alloc = self.inner.allocate(snap)
+        where = {j.id: j.pool for j in snap.jobs}
+        ids = [p.id for p in snap.pools]
+        d = sorted((jid, "start" if where[jid] is None else "stop" if p == STOP else "move",
+                    None if p == STOP else ids[p])
+                   for jid, p in alloc.items() if where[jid] != p)
+        if d:
+            self.log.append(d)
+        return alloc
+
+
+def _fleet(fleet_dir: Path, tmp_path: Path, backend: FakeBackend | None = None,
+           movable: bool = False) -> tuple[Store, FakeBackend, Scheduler, Clock, str, str]:
+    """A long 2-device job started on h20 (``movable``: it may also run on p800), then a
+    short 2-device job that may only run on h20 submitted 10 s later."""
+    fleet, clock = fleet3(), Clock()
+    store = Store(fleet_dir, clock=clock)
+    where = 'kinds = ["nvidia-h20", "kunlun-p800"]' if movable else 'pool = "h20"'
+    a = load_job(write_job(tmp_path / "a.toml", steps=LONG, devices=2, extra=where), fleet)
+    b = load_job(write_job(tmp_path / "b.toml", steps=SHORT, devices=2, extra='pool = "h20"'),
+                 fleet)
+    fake = backend or FakeBackend(fleet)
+    sched = Scheduler(fleet, store, fake, Recorder(make_policy("goodput")),
+                      fleet_dir=fleet_dir, mark="t", clock=clock)
+    ja = store.submit(a)
+    sched.tick()
+    assert store.attempts(ja)[0].pool == "h20"
+    _progress(fleet_dir, ja, 100)
+    clock.t += 10.0
+    jb = store.submit(b)
+    return store, fake, sched, clock, ja, jb
+
+
+def _progress(fleet_dir: Path, jid: str, step: int) -> None:
+    """The job's run logged ``step`` steps at 2 samples/s (1 per device: the nominal rate),
+    what the scheduler reads its progress and speed from."""
+    rd = run_dir(fleet_dir, jid)
+    rd.mkdir(parents=True, exist_ok=True)
+    with (rd / "metrics.jsonl").open("a") as f:
+        f.write(json.dumps({"step": step, "t": 1000.0, "samples_per_s": 2.0}) + "\n")
+
+
+def _arg(bundles: Any, flag: str) -> str:
+    argv = bundles[0].argv
+    return str(argv[argv.index(flag) + 1])
+
+
+def test_a_stop_from_the_policy_requeues_the_job_with_its_progress(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """goodput stops a long job on h20 for a much shorter one that may only run there: the
+    long job's attempt is stopped and ends `preempted`, the job waits in the queue (no
+    restart counted) with its progress (step 100 of its run directory) as its remaining
+    work, the short one starts on its devices; when that ends the long job resumes from
+    the same run directory."""
+    store, fake, sched, clock, ja, jb = _fleet(fleet_dir, tmp_path)
+    sched.tick()
+    a1 = store.attempts(ja)[0]
+    assert a1.state == "preempted" and a1.id in fake.stopped and "stopped by" in a1.reason
+    job = store.job(ja)
+    assert job is not None and job.state == "queued" and job.restarts == 0
+    (b1,) = store.attempts(jb, ("running",))
+    assert b1.pool == "h20" and sorted(b1.slots) == sorted(a1.slots)
+    (r,) = store.preempts(ja)
+    assert (r.action, r.src, r.pool, r.state) == ("stop", "h20", None, "done")
+    assert jb in r.reason and "est." in r.reason
+    ev = [e for e in store.events(ja) if e["kind"] == "preempted"]
+    assert len(ev) == 1 and ev[0]["detail"]["reason"] == r.reason
+    snap, _ = sched.snapshot(fake.inventory())
+    (va,) = [v for v in snap.jobs if v.id == ja]
+    assert va.pool is None and va.remaining == pytest.approx((LONG - 100) * 64)
+    sched.tick()
+    assert len(store.attempts(ja)) == 1  # waits: the short one is not stopped back
+    _finish(fleet_dir, fake, store, jb)
+    clock.t += 700.0
+    sched.tick()
+    (a2,) = store.attempts(ja, ("running",))
+    assert a2.pool == "h20" and store.job(ja).restarts == 0  # type: ignore[union-attr]
+    launched = [b for aid, _, b in fake.started if aid == a2.id][0]
+    assert _arg(launched, "--run-dir") == str(run_dir(fleet_dir, ja))
+    assert sched.policy.log == [  # type: ignore[attr-defined]
+        [(ja, "start", "h20")], [(ja, "stop", None), (jb, "start", "h20")],
+        [(ja, "start", "h20")]]
+
+
+def test_a_move_from_the_policy_relaunches_the_job_on_the_other_pool(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """The long job may also run on p800: goodput moves it there (its attempt stopped and
+    ended `moved`, a new one on p800's 2 devices from the same run directory, the job never
+    queued) and starts the short one on h20."""
+    store, fake, sched, _, ja, jb = _fleet(fleet_dir, tmp_path, movable=True)
+    sched.tick()
+    old, new = store.attempts(ja)
+    assert old.state == "moved" and old.id in fake.stopped
+    assert (new.state, new.pool, len(new.slots)) == ("running", "p800", 2)
+    assert new.handle.get("pending") is None
+    launched = [b for aid, _, b in fake.started if aid == new.id][0]
+    assert _arg(launched, "--run-dir") == str(run_dir(fleet_dir, ja))
+    assert _arg(launched, "--device").startswith("emu:kunlun-p800")
+    job = store.job(ja)
+    assert job is not None and job.state == "running" and job.restarts == 0
+    (r,) = store.preempts(ja)
+    assert (r.action, r.src, r.pool, r.state) == ("move", "h20", "p800", "done")
+    assert "h20 -> p800" in r.reason and jb in r.reason
+    assert store.attempts(jb, ("running",))[0].pool == "h20"
+
+
+def test_a_policy_that_never_moves_jobs_keeps_them_running(fleet_dir: Path,
+                                                          tmp_path: Path) -> None:
+    """fifo neither stops nor moves: the short job waits, the long one runs on."""
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    a = load_job(write_job(tmp_path / "a.toml", steps=LONG, devices=2, extra='pool = "h20"'),
+                 fleet)
+    ja = store.submit(a)
+    fake = FakeBackend(fleet)
+    sched = Scheduler(fleet, store, fake, make_policy("fifo"), fleet_dir=fleet_dir,
+                      mark="t")
+    sched.tick()
+    jb = store.submit(load_job(write_job(tmp_path / "b.toml", steps=SHORT, devices=2,
+                                         extra='pool = "h20"'), fleet))
+    sched.tick()
+    assert [a.state for a in store.attempts(ja)] == ["running"] and not fake.stopped
+    assert store.job(jb).state == "queued" and store.preempts() == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("movable,where", [
+    (False, "plan"), (False, "stop"), (False, "requeue"),
+    (True, "plan"), (True, "stop"), (True, "start"), (True, "finish")])
+def test_a_scheduler_killed_mid_stop_or_move_finishes_it_from_sqlite(
+        fleet_dir: Path, tmp_path: Path, movable: bool, where: str) -> None:
+    """The scheduler killed after deciding a stop or a move (planned), while stopping the
+    attempt, before requeuing the stopped job, while starting the moved one, or before
+    recording the end: a new scheduler on the same SQLite finishes it once: a stopped job
+    queued (the short one then runs), a moved one running on p800, no restart counted."""
+    fleet = fleet3()
+    fake = CrashingBackend(fleet)
+    store, _, sched, clock, ja, jb = _fleet(fleet_dir, tmp_path, fake, movable)
+    fake.calls = {"start": 0, "stop": 0}
+    if where in ("stop", "start"):
+        fake.where, fake.n = where, 1
+
+    def boom(*a: Any, **k: Any) -> Any:
+        raise Crash(where)
+    method = {"plan": "mark_stopping", "requeue": "requeue_preempted",
+              "finish": "finish_preempt"}.get(where)
+    if method:
+        setattr(store, method, boom)
+    with pytest.raises(Crash):
+        sched.tick()
+    assert [r.state for r in store.preempts(ja)] == [
+        {"plan": "planned", "start": "launching", "finish": "launching"}.get(where,
+                                                                            "stopping")]
+    fake.where = ""
+    sched2 = Scheduler(fleet, Store(fleet_dir, clock=clock), fake, make_policy("goodput"),
+                       fleet_dir=fleet_dir, mark="t", clock=clock)
+    sched2.tick()
+    sched2.tick()
+    assert [r.state for r in store.preempts(ja)] == ["done"]
+    atts = store.attempts(ja)
+    job = store.job(ja)
+    assert job is not None and job.restarts == 0
+    if movable:
+        assert [a.state for a in atts] == ["moved", "running"] and job.state == "running"
+        assert atts[1].pool == "p800" and atts[1].handle.get("pending") is None
+    else:
+        assert [a.state for a in atts] == ["preempted"] and job.state == "queued"
+    assert atts[0].id in fake.stopped
+    assert store.attempts(jb, ("running",))[0].pool == "h20"
+
+
+def test_sim_and_live_make_the_same_stops_on_the_same_trace(fleet_dir: Path,
+                                                            tmp_path: Path) -> None:
+    """The trace: a long 2-device job on h20, a short 2-device one only h20 fits 10 s
+    later. The simulator (declared lengths, no failures) and the live scheduler
+    (in-memory backend, emulated pools), each under goodput, decide the same: start the
+    long one, stop it and start the short one, start the long one again when that ends."""
+    store, fake, sched, clock, ja, jb = _fleet(fleet_dir, tmp_path)
+    sched.tick()
+    sched.tick()
+    _finish(fleet_dir, fake, store, jb)
+    clock.t += 700.0
+    sched.tick()
+    live = sched.policy.log  # type: ignore[attr-defined]
+    fleet = load_fleet(FLEET_TOML)
+    work = {ja: LONG * 64.0, jb: SHORT * 64.0}
+    jobs = [Job(id=jid, workload=jid, arrival_s=t, devices=2, work=work[jid], mem_gib=1.0,
+                declared_work=work[jid]) for jid, t in ((ja, 0.0), (jb, 10.0))]
+    rec = Recorder(make_policy("goodput"))
+    simulate(fleet, jobs, rec, {ja: (1.0, None, None), jb: (1.0, None, None)},  # type: ignore[arg-type]
+             SimConfig(failures=False, throttles=False, estimates="declared"))
+    assert rec.log == live == [[(ja, "start", "h20")],
+                               [(ja, "stop", None), (jb, "start", "h20")],
+                               [(ja, "start", "h20")]]
+    assert [(r.job_id, r.action, r.state) for r in store.preempts()] == [(ja, "stop", "done")]
