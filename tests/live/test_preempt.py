@@ -232,9 +232,63 @@ def test_sim_and_live_make_the_same_stops_on_the_same_trace(fleet_dir: Path,
     jobs = [Job(id=jid, workload=jid, arrival_s=t, devices=2, work=work[jid], mem_gib=1.0,
                 declared_work=work[jid]) for jid, t in ((ja, 0.0), (jb, 10.0))]
     rec = Recorder(make_policy("goodput"))
-    simulate(fleet, jobs, rec, {ja: (1.0, None, None), jb: (1.0, None, None)},  # type: ignore[arg-type]
+    speeds = {ja: (1.0, None, None), jb: (1.0, None, None)}
+    simulate(fleet, jobs, rec, speeds,  # type: ignore[arg-type]
              SimConfig(failures=False, throttles=False, estimates="declared"))
     assert rec.log == live == [[(ja, "start", "h20")],
                                [(ja, "stop", None), (jb, "start", "h20")],
                                [(ja, "start", "h20")]]
     assert [(r.job_id, r.action, r.state) for r in store.preempts()] == [(ja, "stop", "done")]
+
+
+@pytest.mark.slow
+def test_a_stopped_job_resumes_and_ends_bit_identical_to_an_uninterrupted_run(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """For real (local processes, emulated chips): a long 1-device job on h20 (its other
+    device under maintenance) is stopped by goodput for a short one once it has logged
+    steps; the short one runs, the long one resumes from its run directory (resumed from a
+    step > 0) and ends with weights bit-identical to an uninterrupted `mixfleet train` of
+    its config; no restart counted."""
+    import time
+
+    from mixfleet.live.backend import LocalBackend
+    from mixfleet.live.estimate import last_step
+    from mixfleet.live.scheduler import job_dir
+
+    from .raytools import same, solo_weights, weights
+
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    store.block("h20", "h20/0", 1, None, "maintenance")
+    long_ = write_job(tmp_path / "long.toml", steps=400, extra='pool = "h20"')
+    ja = store.submit(load_job(long_, fleet))
+    (tmp_path / "work").mkdir()
+    sched = Scheduler(fleet, store, LocalBackend(fleet, tmp_path / "work"),
+                      make_policy("goodput"), fleet_dir=fleet_dir, mark=f"pre-{time.time()}")
+    jb = ""
+    end = time.monotonic() + 300
+    try:
+        while time.monotonic() < end:
+            sched.tick()
+            if not jb and last_step(run_dir(fleet_dir, ja)) >= 10:
+                jb = store.submit(load_job(write_job(tmp_path / "short.toml", steps=5,
+                                                     extra='pool = "h20"'), fleet))
+            states = [store.job(j).state for j in (ja, jb) if j]  # type: ignore[union-attr]
+            if len(states) == 2 and all(s in ("done", "failed") for s in states):
+                break
+            time.sleep(0.2)
+    finally:
+        for a in store.attempts(states=("running",)):
+            sched.backend.stop(a.handle)
+    log = "".join(p.read_text() for p in job_dir(fleet_dir, ja).glob("attempt-*.log"))
+    ja_row, jb_row = store.job(ja), store.job(jb)
+    assert ja_row is not None and jb_row is not None
+    assert (ja_row.state, jb_row.state, ja_row.restarts) == ("done", "done", 0), log
+    assert [a.state for a in store.attempts(ja)] == ["preempted", "done"]
+    assert [(r.action, r.state) for r in store.preempts(ja)] == [("stop", "done")]
+    starts = [e for e in json.loads("[" + ",".join(
+        (run_dir(fleet_dir, ja) / "events.jsonl").read_text().split("\n")[:-1]) + "]")
+        if e.get("event") == "run_start"]
+    assert len(starts) == 2 and (starts[1].get("resumed_from") or 0) > 0, starts
+    ref = solo_weights(job_dir(fleet_dir, ja) / "config.toml", tmp_path / "solo")
+    assert same(weights(run_dir(fleet_dir, ja)), ref)
