@@ -125,7 +125,7 @@ class PreemptScheduling:
             pool = None if to == STOP else snap.pools[to].id
             ids.append(self.store.plan_preempt(
                 j.id, a.id, action="stop" if to == STOP else "move", src=a.pool, pool=pool,
-                reason=explain(snap, alloc, j, to)))
+                reason=f"{self.policy.name}: {explain(snap, alloc, j, to)}"))
         self._carry_out_preempts(ids)
 
     def resume_preempts(self) -> None:

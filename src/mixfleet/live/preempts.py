@@ -120,7 +120,7 @@ class PreemptStore:
             a = db.execute("SELECT state FROM attempts WHERE id = ?", (r.old_aid,)).fetchone()
             if a is None or a[0] != "running":
                 return self._close(db, r, "abandoned")
-            why = f"stopped by the policy: {r.reason}"
+            why = r.reason
             db.execute("UPDATE attempts SET state = 'preempted', ended = ?, reason = ? "
                        "WHERE id = ?", (now, why, r.old_aid))
             db.execute("UPDATE jobs SET state = 'queued', reason = ? WHERE id = ? AND "
@@ -142,7 +142,7 @@ class PreemptStore:
                 self._close(db, r, "abandoned")
                 return 0
             db.execute("UPDATE attempts SET state = 'moved', ended = ?, reason = ? "
-                       "WHERE id = ?", (now, f"moved to {r.pool}: {r.reason}", r.old_aid))
+                       "WHERE id = ?", (now, r.reason, r.old_aid))
             cur = db.execute("INSERT INTO attempts (job_id, pool, slots, handle, state, "
                              "started) VALUES (?, ?, ?, ?, 'running', ?)",
                              (r.job_id, r.pool, json.dumps(slots),
