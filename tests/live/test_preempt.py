@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from mixfleet.cli import main
 from mixfleet.fleet.model import Job, load_fleet
 from mixfleet.fleet.policies import make_policy
 from mixfleet.fleet.policies.base import STOP, Allocation, Policy, Snapshot
@@ -92,12 +93,12 @@ def _arg(bundles: Any, flag: str) -> str:
 
 
 def test_a_stop_from_the_policy_requeues_the_job_with_its_progress(
-        fleet_dir: Path, tmp_path: Path) -> None:
+        fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """goodput stops a long job on h20 for a much shorter one that may only run there: the
     long job's attempt is stopped and ends `preempted`, the job waits in the queue (no
     restart counted) with its progress (step 100 of its run directory) as its remaining
-    work, the short one starts on its devices; when that ends the long job resumes from
-    the same run directory."""
+    work and the reason in `status`, the short one starts on its devices; when that ends
+    the long job resumes from the same run directory."""
     store, fake, sched, clock, ja, jb = _fleet(fleet_dir, tmp_path)
     sched.tick()
     a1 = store.attempts(ja)[0]
@@ -112,6 +113,9 @@ def test_a_stop_from_the_policy_requeues_the_job_with_its_progress(
     assert jb in r.reason and "est." in r.reason
     ev = [e for e in store.events(ja) if e["kind"] == "preempted"]
     assert len(ev) == 1 and ev[0]["detail"]["reason"] == r.reason
+    assert main(["status", ja, "--dir", str(fleet_dir), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["state"] == "queued" and doc["preempts"][0]["reason"] == r.reason
     snap, _ = sched.snapshot(fake.inventory())
     (va,) = [v for v in snap.jobs if v.id == ja]
     assert va.pool is None and va.remaining == pytest.approx((LONG - 100) * 64)

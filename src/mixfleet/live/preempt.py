@@ -164,10 +164,10 @@ class PreemptScheduling:
             for r in [r for r in moves if r.state == "stopping"]:
                 (a,) = [x for x in self.store.attempts(r.job_id) if x.id == r.old_aid]
                 size = len(a.slots) - a.drains_seen
-                free = self._free_slots(self.backend.inventory())
+                free = self._free_slots(self._inv)
                 slots = pick_devices(free.get(r.pool or "", {}), size)
-                if slots is not None:
-                    self.store.switch_moved(r.id, slots)
+                if slots is not None and self.store.switch_moved(r.id, slots):
+                    self._observe(a, self.store.job(r.job_id))
                     switched = True
             moves = self._rows([r.id for r in moves])
             if not switched:
