@@ -247,13 +247,14 @@ def test_sim_and_live_make_the_same_stops_on_the_same_trace(fleet_dir: Path,
 
 
 @pytest.mark.slow
-def test_a_stopped_job_resumes_and_ends_bit_identical_to_an_uninterrupted_run(
-        fleet_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("movable", [False, True])
+def test_a_stopped_or_moved_job_resumes_bit_identical_to_an_uninterrupted_run(
+        fleet_dir: Path, tmp_path: Path, movable: bool) -> None:
     """For real (local processes, emulated chips): a long 1-device job on h20 (its other
-    device under maintenance) is stopped by goodput for a short one once it has logged
-    steps; the short one runs, the long one resumes from its run directory (resumed from a
-    step > 0) and ends with weights bit-identical to an uninterrupted `mixfleet train` of
-    its config; no restart counted."""
+    device under maintenance) is stopped by goodput (``movable``: moved to p800) for a
+    short one once it has logged steps; the short one runs, the long one resumes from its
+    run directory (resumed from a step > 0) and ends with weights bit-identical to an
+    uninterrupted `mixfleet train` of its config; no restart counted."""
     import time
 
     from mixfleet.live.backend import LocalBackend
@@ -265,7 +266,8 @@ def test_a_stopped_job_resumes_and_ends_bit_identical_to_an_uninterrupted_run(
     fleet = fleet3()
     store = Store(fleet_dir)
     store.block("h20", "h20/0", 1, None, "maintenance")
-    long_ = write_job(tmp_path / "long.toml", steps=400, extra='pool = "h20"')
+    where = 'kinds = ["nvidia-h20", "kunlun-p800"]' if movable else 'pool = "h20"'
+    long_ = write_job(tmp_path / "long.toml", steps=400, extra=where)
     ja = store.submit(load_job(long_, fleet))
     (tmp_path / "work").mkdir()
     sched = Scheduler(fleet, store, LocalBackend(fleet, tmp_path / "work"),
@@ -289,8 +291,10 @@ def test_a_stopped_job_resumes_and_ends_bit_identical_to_an_uninterrupted_run(
     ja_row, jb_row = store.job(ja), store.job(jb)
     assert ja_row is not None and jb_row is not None
     assert (ja_row.state, jb_row.state, ja_row.restarts) == ("done", "done", 0), log
-    assert [a.state for a in store.attempts(ja)] == ["preempted", "done"]
-    assert [(r.action, r.state) for r in store.preempts(ja)] == [("stop", "done")]
+    act, ended = ("move", "moved") if movable else ("stop", "preempted")
+    assert [a.state for a in store.attempts(ja)] == [ended, "done"]
+    assert [(r.action, r.state) for r in store.preempts(ja)] == [(act, "done")]
+    assert store.attempts(ja)[1].pool == ("p800" if movable else "h20")
     starts = [e for e in json.loads("[" + ",".join(
         (run_dir(fleet_dir, ja) / "events.jsonl").read_text().split("\n")[:-1]) + "]")
         if e.get("event") == "run_start"]
