@@ -162,6 +162,8 @@ def _job_doc(store: Any, job: Any, fleet: Any) -> dict[str, Any]:
     return {"job": job.id, "name": job.name, "state": job.state, "devices": job.devices,
             "size": size, "min_devices": job.spec.lo, "max_devices": job.spec.hi,
             "resizes": rs, "kinds": kinds,
+            "preempts": [{"action": r.action, "from": r.src, "to": r.pool, "reason": r.reason,
+                          "state": r.state, "t": r.t} for r in store.preempts(job.id)],
             "priority": job.priority, "restarts": job.restarts, "reason": job.reason,
             "submitted": job.submitted, "started": job.started, "finished": job.finished,
             "attempts": [{"id": a.id, "pool": "+".join(dict.fromkeys(slot_pools(a))),

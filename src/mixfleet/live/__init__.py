@@ -7,6 +7,8 @@ own policies (docs/fleet-live.md).
     elastic.py    elastic jobs: shrink on a drain or lost node, grow on free devices
     mixkind.py    mixed-kind jobs: started over several chip kinds when that beats waiting
     resizes.py    the resizes table (planned -> launching -> done), resumed after a kill
+    preempt.py    the policy's stops and moves of running jobs (goodput's), carried out
+    preempts.py   the preempts table (planned -> stopping -> [launching ->] done)
     estimate.py   throughput learnt from the attempts that ran (durations never known)
     backend.py    the backend interface, and local processes (the fake without Ray)
     raybackend.py placement groups and detached runner actors on Ray

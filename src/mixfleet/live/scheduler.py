@@ -13,8 +13,9 @@ job it places on free, unblocked devices of that pool.
 Everything the scheduler knows is in SQLite, so a killed scheduler restarted later picks
 up the running attempts from their handles (a Ray actor outlives its driver) and loses or
 duplicates nothing: an attempt is recorded before it is started, and a job has at most one
-running attempt (a unique index). Live placement never preempts: a preemptive policy's
-decision to stop a running job is not carried out.
+running attempt (a unique index). A policy that moves jobs (``goodput``) has its stops and
+moves of running jobs carried out as the simulator does (:mod:`mixfleet.live.preempt`); a
+preemptive policy's (``gavel``'s) leaving a running job out is not.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from typing import Any
 
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
-from mixfleet.fleet.policies.base import Policy, Snapshot, pool_views
+from mixfleet.fleet.policies.base import STOP, Policy, Snapshot, pool_views
 from mixfleet.live.backend import Backend, Bundle, NodeInfo, pick_devices
 from mixfleet.live.elastic import ElasticScheduling, live_items, live_slots
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.mixkind import MixedScheduling, mixed_bundles, slot_pools
+from mixfleet.live.preempt import PreemptScheduling
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow, Store
 from mixfleet.train.mixed.blocklist import read_entries
@@ -50,10 +52,10 @@ def run_dir(fleet_dir: Path, jid: str) -> Path:
 _View = PlanJob  # a job as the policy sees it (JobView)
 
 
-class Scheduler(ElasticScheduling, MixedScheduling):
+class Scheduler(ElasticScheduling, MixedScheduling, PreemptScheduling):
     """Places the fleet's jobs; see the module docstring (:mod:`mixfleet.live.elastic` for
     jobs that declare a size range, :mod:`mixfleet.live.mixkind` for jobs mixed over
-    kinds)."""
+    kinds, :mod:`mixfleet.live.preempt` for the policy's stops and moves)."""
 
     def __init__(self, fleet: FleetSpec, store: Store, backend: Backend, policy: Policy, *,
                  fleet_dir: str | Path, mark: str, clock: Callable[[], float] = time.time,
@@ -72,7 +74,8 @@ class Scheduler(ElasticScheduling, MixedScheduling):
         self.decisions = 0
         self._inv: list[NodeInfo] = []
         self._rates, self._waited = {}, set()  # mixed-kind jobs: cost-model rates, declined
-        for a in store.attempts(states=("done", "failed", "lost", "resized")):
+        for a in store.attempts(states=("done", "failed", "lost", "resized",
+                                             "preempted", "moved")):
             self._observe(a, store.job(a.job_id))
 
     # -- one round ----------------------------------------------------------------------
@@ -85,6 +88,7 @@ class Scheduler(ElasticScheduling, MixedScheduling):
                     self.store.end_attempt(a.id, state="cancelled", rc=None,
                                            reason="cancelled by user", job_state="cancelled")
         self.resume_resizes()
+        self.resume_preempts()
         alive = {n.node for n in inv if n.alive}
         for a in self.store.attempts(states=("running",)):
             self._poll(a, alive)
@@ -228,8 +232,9 @@ class Scheduler(ElasticScheduling, MixedScheduling):
 
     def _place(self, inv: list[NodeInfo]) -> None:
         queued = [j for j in self.store.jobs(("queued",)) if not j.cancel]
-        if not queued:
-            return
+        moves = getattr(self.policy, "moves", False) and not self.policy.preemptive
+        if not queued and not (moves and self.store.attempts(states=("running",))):
+            return  # a policy that moves jobs is asked at ends too, as in the simulator
         atts = self.store.attempts()
         sig = (tuple(j.id for j in queued), tuple(a.state for a in atts),
                len(self.store.blocked()), tuple(inv))
@@ -240,11 +245,12 @@ class Scheduler(ElasticScheduling, MixedScheduling):
         byid = {j.id: j for j in active}
         alloc = self.policy.allocate(snap)
         self.decisions += 1
+        self._stops_and_moves(snap, alloc)
         free = self._free_slots(inv)
         for jid, p in alloc.items():
             job = byid.get(jid)
-            if job is None or job.state != "queued":
-                continue  # running jobs keep running (no live preemption)
+            if job is None or job.state != "queued" or p == STOP:
+                continue  # running: kept, or stopped or moved above
             pool = self.fleet.pools[p]
             slots = pick_devices(free[pool.id], job.devices)
             if slots is None:

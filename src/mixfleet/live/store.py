@@ -8,9 +8,13 @@ waits up to ``busy_timeout``) and each gets its own id.
 Job states: ``queued`` -> ``running`` -> ``done`` | ``failed`` | ``cancelled`` (a failed
 attempt puts a job back to ``queued`` until ``max_restarts``). Attempt states:
 ``running`` -> ``done`` | ``failed`` | ``lost`` | ``cancelled`` | ``resized`` (ended by a
-resize of its job, which goes on in the next attempt at once). A resize
+resize of its job, which goes on in the next attempt at once) | ``preempted`` (stopped by
+the policy: the job waits in the queue, not a restart) | ``moved`` (the policy moved it:
+the next attempt runs on another pool at once). A resize
 (docs/fleet-elastic.md) is a row of ``resizes``: ``planned`` -> ``launching`` -> ``done``,
-each step one transaction, so a scheduler killed mid-resize finishes it on restart.
+each step one transaction, so a scheduler killed mid-resize finishes it on restart; a
+policy's stop or move of a running job is a row of ``preempts`` (the same way,
+:mod:`mixfleet.live.preempts`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mixfleet.errors import ConfigError
+from mixfleet.live.preempts import PREEMPT_SCHEMA, PreemptStore
 from mixfleet.live.resizes import RESIZE_SCHEMA, ResizeStore, select_rows
 from mixfleet.live.spec import JobSpec
 
@@ -148,7 +153,7 @@ def _private_file(path: Path) -> None:
         os.close(fd)
 
 
-class Store(ResizeStore):
+class Store(ResizeStore, PreemptStore):
     """One connection to ``DIR/fleet.db``; open one per process or thread."""
 
     def __init__(self, fleet_dir: str | Path, *, clock: Any = time.time) -> None:
@@ -161,7 +166,7 @@ class Store(ResizeStore):
         self.db.execute("PRAGMA busy_timeout = 60000")
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
-        self.db.executescript(_SCHEMA + RESIZE_SCHEMA)
+        self.db.executescript(_SCHEMA + RESIZE_SCHEMA + PREEMPT_SCHEMA)
 
     def close(self) -> None:
         self.db.close()

@@ -180,7 +180,8 @@ class Policy(Protocol):
         running jobs it moves to another pool (they save their state and restart there,
         paying ``Snapshot.migration_s``) or stops (``STOP``: it saves its state and waits);
         such a policy is asked at every arrival and completion. The live fleet carries out
-        starts only (no live preemption or moves)."""
+        starts, and such a policy's stops and moves (:mod:`mixfleet.live.preempt`), not a
+        preemptive policy's leaving a running job out."""
         ...
 
 

@@ -35,7 +35,7 @@ estimated remaining time there is shorter by more than ``move_gain`` x the migra
 Remaining work and the end of running jobs are the simulator's *estimates*
 (:mod:`mixfleet.fleet.estimates`; ``declared`` for jobs that declare their steps, as
 Gavel's do), never the trace's true durations (except under ``--estimates oracle``). The
-live fleet carries out its starts only (no live stops or moves).
+live fleet carries out its starts, stops and moves alike (:mod:`mixfleet.live.preempt`).
 """
 
 from __future__ import annotations
