@@ -101,7 +101,11 @@ def test_fast_gavel_decides_as_the_reference_at_every_round(options):
 
 
 def test_direct_highs_solves_as_linprog():
-    """HiGHS called directly returns bit for bit linprog's solution of the max-min LP."""
+    """HiGHS called directly returns bit for bit linprog's solution of the max-min LP (the
+    pinned scipy has the binding, so the direct path is the one compared)."""
+    from mixfleet.fleet.policies import gavel
+
+    assert gavel._core() is not None and not gavel._DIRECT_OFF
     rng = random.Random(0)
     for _ in range(60):
         npool = rng.randint(1, 6)
@@ -114,3 +118,4 @@ def test_direct_highs_solves_as_linprog():
         counts = [rng.randint(1, 5) for _ in range(nj)]
         args = (speeds, devs, cap, counts, [float(d) for d in devs])
         assert solve_max_min(*args, direct=True) == solve_max_min(*args, direct=False)
+    assert not gavel._DIRECT_OFF

@@ -247,6 +247,8 @@ def test_fsdp_stages_gather_once_per_step_and_compute_in_bf16(tmp_path: Path) ->
     assert got["loss"].dtype == torch.float32
     assert abs(float(got["loss"]) / float(ref["full_loss"]) - 1) <= 2e-2
     first = _load(tmp_path / "rank0-2.pt")["grads"]
+    fp32 = _load(tmp_path / "rank0-0.pt")["grads"]  # the same step with fp32 parameters
+    assert any(not torch.equal(g, fp32[k]) for k, g in first.items())  # bf16 did compute
     for k, g in first.items():
         want = ref["full"][k]
         assert float((g.float() - want).norm()) <= 5e-2 * float(want.norm()) + 1e-6, k

@@ -27,6 +27,7 @@ from mixfleet.fleet.jobshape import (
 )
 from mixfleet.train.config import RunConfig
 from mixfleet.train.mixed.shares import largest_remainder, start_speeds
+from mixfleet.train.parallel.fsdp import param_bytes_for
 from mixfleet.train.parallel.pipecost import PIPELINE  # registers the mode
 from mixfleet.train.parallel.pipeplan import stage_fields
 
@@ -108,7 +109,7 @@ def job_of(cfg: RunConfig, *, ranks: Sequence[RankSpec] | None = None,
     par = cfg.parallel
     job = JobSpec(model=model, global_batch=cfg.train.global_batch,
                   optimizer=cfg.train.optimizer, unit="tokens" if name else "samples",
-                  param_bytes=4 if par.param_dtype == "fp32" else 2,
+                  param_bytes=param_bytes_for(par.param_dtype),
                   reshard_after_forward=par.reshard_after_forward,
                   activation_checkpointing=par.activation_checkpointing,
                   max_micro_batch=cfg.shares.max_micro_batch, max_accum=cfg.shares.max_accum,

@@ -88,7 +88,12 @@ def solve_max_min(speeds: list[dict[int, float]], devices: list[int],
     b = np.concatenate([np.ones(nj), capv, np.zeros(nj)])
     c = np.zeros(n + 1)
     c[n] = -1.0
-    x = _highs_direct(c, rows, cols, vals, b, n) if direct else None
+    x = None
+    if direct and not _DIRECT_OFF:
+        try:
+            x = _highs_direct(c, rows, cols, vals, b, n)
+        except (TypeError, ValueError, AttributeError, RuntimeError):
+            _DIRECT_OFF.append(True)  # a binding that differs: linprog from now on
     if x is None:
         a = coo_matrix((vals, (rows, cols)), shape=(2 * nj + npool, n + 1)).tocsr()
         res = linprog(c, A_ub=a, b_ub=b, bounds=[(0, 1)] * n + [(0, None)], method="highs")
@@ -141,6 +146,10 @@ def _highs_direct(c: np.ndarray, rows: np.ndarray, cols: np.ndarray, vals: np.nd
         status = highs.modelStatusToString(highs.getModelStatus())
         raise MixfleetError(f"gavel LP failed ({status}) for {len(c) - 1} pairs")
     return np.array(highs.getSolution().col_value)
+
+
+#: Set once the direct call failed in a way a changed scipy binding would (then linprog).
+_DIRECT_OFF: list[bool] = []
 
 
 @functools.cache

@@ -50,6 +50,12 @@ __all__ = ["FullyShardedDP", "param_dtype_for", "paced_comms"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def param_bytes_for(name: str) -> int:
+    """Bytes per parameter a chip computes in under ``param_dtype = name`` (the cost model's
+    and the emulator's price: ``auto`` is bf16 on the accelerators they price)."""
+    return 4 if name == "fp32" else 2
+
+
 def param_dtype_for(name: str, device: torch.device) -> torch.dtype:
     """``auto``: bf16 on accelerators, fp32 on the CPU."""
     if name == "auto":
@@ -86,7 +92,7 @@ def paced_comms(pacer: LinkPacer, *, numel: int | None = None) -> tuple[Any, Any
         def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor,
                      group: dist.ProcessGroup, async_op: bool = False) -> None:
             t = pacer.arrive()
-            dist.all_gather_single(output_tensor, input_tensor, group=group)
+            _ALL_GATHER(output_tensor, input_tensor, group=group)
             pacer.settle("all_gather", pacer.nbytes(
                 "all_gather", numel or output_tensor.numel(), output_tensor.element_size()), t)
 
@@ -98,11 +104,18 @@ def paced_comms(pacer: LinkPacer, *, numel: int | None = None) -> tuple[Any, Any
         def __call__(self, output_tensor: torch.Tensor, input_tensor: torch.Tensor,
                      group: dist.ProcessGroup, op: Any, async_op: bool = False) -> None:
             t = pacer.arrive()
-            dist.reduce_scatter_single(output_tensor, input_tensor, op=op, group=group)
+            _REDUCE_SCATTER(output_tensor, input_tensor, op=op, group=group)
             pacer.settle("reduce_scatter", pacer.nbytes(
                 "reduce_scatter", numel or input_tensor.numel(), input_tensor.element_size()), t)
 
     return PacedAllGather(), PacedReduceScatter()
+
+
+# torch 2.13 names them ``*_single`` (the ``*_into_tensor`` names are deprecated there); older
+# builds, which GPU and NPU users may bring, only have the ``*_into_tensor`` ones
+_ALL_GATHER: Any = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_REDUCE_SCATTER: Any = (getattr(dist, "reduce_scatter_single", None)
+                        or dist.reduce_scatter_tensor)
 
 
 class FullyShardedDP(ReductionStrategy):

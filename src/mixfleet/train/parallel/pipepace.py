@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mixfleet.emulate.stagepace import ChunkPace
+from mixfleet.train.parallel.fsdp import param_bytes_for
 from mixfleet.train.parallel.pipeplan import AsModelCosts, PipelinePlan, as_model_costs
 
 __all__ = ["chunk_paces", "pace_stages"]
@@ -96,7 +97,7 @@ def pace_stages(trainer: Any, emu: Any, plan: PipelinePlan, as_model: Any, cfg: 
         paces = chunk_paces(plan, costs, kinds, global_batch=cfg.train.global_batch,
                             time_scale=as_model.time_scale, prices=cfg.emulate.link_prices(),
                             nodes=[r // max(1, local_world) for r in range(len(kinds))],
-                            param_bytes=4 if cfg.parallel.param_dtype == "fp32" else 2)
+                            param_bytes=param_bytes_for(cfg.parallel.param_dtype))
     if as_model is not None:  # every step record says what it is paced as
         emu.labels = dict(as_model.fields())
     pacer: ChunkPacer = trainer.strategy.chunks
