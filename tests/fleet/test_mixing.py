@@ -92,3 +92,57 @@ def test_replay_mixes_a_job_no_single_pool_can_hold_and_shrinks_it_on_a_drain() 
                      options=(0, 1), elastic=False)
     with pytest.raises(ConfigError, match="can never run"):
         replay([2, 2], [plain], [], blocked=[1, 1])
+
+
+def _splits_by_product(size: int, free: dict[int, int], options: tuple[int, ...]
+                       ) -> list[tuple[tuple[int, int], ...]]:
+    """The reference: every count vector of the allowed pools, filtered (no cap)."""
+    import itertools
+
+    pools = [q for q in sorted(set(options)) if free.get(q, 0) > 0]
+    return [tuple((q, c) for q, c in zip(pools, cs, strict=True) if c > 0)
+            for cs in itertools.product(*[range(min(free[q], size) + 1) for q in pools])
+            if sum(cs) == size and sum(c > 0 for c in cs) >= 2]
+
+
+def test_splits_match_every_composition_in_order_and_never_walk_a_huge_fleet() -> None:
+    """The splits are exactly the brute-force ones, in the same order, on small fleets;
+    on 4 pools of 1000 free devices a 4000-device job (10^12 count vectors, one split)
+    is answered at once, as is a small job on 40 large pools (capped at MAX_SPLITS)."""
+    from mixfleet.fleet.mixing import MAX_SPLITS
+
+    for size, free in ((3, {0: 2, 1: 2, 2: 2}), (5, {0: 4, 1: 1, 2: 3, 3: 2}),
+                       (2, {0: 1, 1: 0, 2: 1}), (4, {0: 9, 1: 9})):
+        opts = tuple(free)
+        assert splits(size, free, opts) == _splits_by_product(size, free, opts)
+    big = {q: 1000 for q in range(4)}
+    assert splits(4000, big, (0, 1, 2, 3)) == [tuple((q, 1000) for q in range(4))]
+    assert splits(4001, big, (0, 1, 2, 3)) == []
+    many = splits(64, {q: 512 for q in range(40)}, tuple(range(40)))
+    assert len(many) == MAX_SPLITS and all(sum(n for _, n in s) == 64 for s in many)
+
+
+def test_a_job_no_split_can_run_gets_a_wait_with_its_reason_not_none() -> None:
+    """Every split priced 0 (the cost model refuses them all): the decision is a wait
+    with an empty split that says so, never None (a job must not wait unexplained)."""
+    d = mix_decision(_job(), 0.0, {0: 1, 1: 1}, [], lambda s: 0.0)
+    assert d is not None and d.action == "wait" and d.split == () and d.mixed_rate == 0.0
+    assert "no split of the free devices over its kinds is predicted to run" in d.reason
+    assert d.detail()["gain_s"] is None and d.key() == ("m", "wait", ())
+
+
+def test_replay_counts_a_mixed_run_on_each_pool_it_holds_when_a_drain_asks() -> None:
+    """A short 5-device job runs mixed on 1 + 4 devices of pools 0 and 1 (capacity 1, 4)
+    and a long elastic job on pool 2's 2 devices (it may use pool 1 too). A drain under
+    the long job at 1 s: pool 1 frees 4 devices when the mixed run ends (~10 s), so the
+    long job requeues for 2 devices rather than shrink to 1; the mixed run counted on
+    pool 0 alone would leave pool 1 never freeing and make it shrink."""
+    mixed = TraceJob(id="m", size=5, lo=5, hi=5, work=50.0, per_device=(1.0, 1.0, 1.0),
+                     options=(0, 1), elastic=False, rate=shares_rate([1.0, 1.0, 1.0]))
+    long = TraceJob(id="e", size=2, lo=1, hi=2, work=10_000.0, per_device=(1.0, 1.0, 1.0),
+                    options=(2, 1))
+    res = replay([1, 4, 2], [mixed, long], [TraceEvent(t=1.0, kind="drain", job="e",
+                                                       pool=2)])
+    assert [(t, d.key()) for t, d in res.mixes] == [(0.0, ("m", "mix", ((0, 1), (1, 4))))]
+    (t, d), *_ = res.decisions
+    assert (t, d.job, d.action) == (1.0, "e", "requeue"), d.reason

@@ -14,12 +14,14 @@ import pytest
 from mixfleet.cli import build_parser, main
 from mixfleet.cli.train import _hetero_flags
 from mixfleet.fleet.policies import make_policy
+from mixfleet.live.backend import Bundle
 from mixfleet.live.mixkind import cost_rate
 from mixfleet.live.report import fleet_report
 from mixfleet.live.scheduler import Scheduler, run_dir
-from mixfleet.live.spec import JobSpec, load_job
+from mixfleet.live.spec import FleetSpec, JobSpec, load_job
 from mixfleet.live.store import Store
 from mixfleet.sim.elastic import TraceJob, replay
+from mixfleet.train.config import RunConfig
 from mixfleet.train.launch import job_placements, resolve_config
 from mixfleet.train.mixed.blocklist import add_drained
 from mixfleet.train.mixed.collectives import check_groups
@@ -30,17 +32,24 @@ from .test_scheduler import FakeBackend
 KINDS = 'kinds = ["nvidia-h20", "kunlun-p800"]'
 
 
-def _fleet(fleet_dir: Path, tmp_path: Path, devices: int, blocked: bool
-           ) -> tuple[Store, FakeBackend, Scheduler, str, JobSpec]:
+def _bundle_config(b: Bundle) -> RunConfig:
+    """The run config a bundle's `mixfleet train` resolves (as `cmd_train` does)."""
+    args = build_parser().parse_args(list(b.argv[2:]))
+    return resolve_config(args.config, [*args.set, f"launch.nproc={args.nproc}",
+                                        *_hetero_flags(args)])
+
+
+def _fleet(fleet_dir: Path, tmp_path: Path, devices: int, blocked: bool,
+           fleet: FleetSpec | None = None) -> tuple[Store, FakeBackend, Scheduler, str, JobSpec]:
     """A ``devices``-device job allowing h20 and p800 (2 devices each); with ``blocked``
     one device of each pool is on the block list, so neither can hold 2."""
-    fleet = fleet3()
+    fleet = fleet or fleet3()
     store = Store(fleet_dir)
     if blocked:
         store.block("h20", "h20/0", 0, None, "maintenance")
         store.block("p800", "p800/0", 0, None, "maintenance")
     spec = load_job(write_job(tmp_path / "m.toml", steps=20, devices=devices, extra=KINDS),
-                    fleet)
+                    fleet, one_machine=True)
     jid = store.submit(spec)
     fake = FakeBackend(fleet)
     sched = Scheduler(fleet, store, fake, make_policy("goodput"), fleet_dir=fleet_dir,
@@ -67,8 +76,7 @@ def test_a_job_no_single_kind_can_hold_runs_mixed_as_one_valid_run_config(
     assert "no pool it may use ever has 2 device(s) free" in d["reason"]
     (_, _, (b,)) = fake.started[-1]
     assert b.resources == {"chip:emu:nvidia-h20": 1.0, "chip:emu:kunlun-p800": 1.0}
-    args = build_parser().parse_args(list(b.argv[2:]))
-    cfg = resolve_config(args.config, [f"launch.nproc={args.nproc}", *_hetero_flags(args)])
+    cfg = _bundle_config(b)
     assert sorted(r.device for r in cfg.ranks) == ["emu:kunlun-p800", "emu:nvidia-h20"]
     check_groups(job_placements(cfg), cfg.launch.backend)  # one job across both kinds
     free = sched._free_slots(fake.inventory())

@@ -132,7 +132,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from mixfleet.live.spec import load_job
 
     state, store = _store(args)
-    spec = load_job(args.job, state.fleet)
+    spec = load_job(args.job, state.fleet, one_machine=state.one_machine)
     print(store.submit(spec))
     store.close()
     return 0

@@ -11,7 +11,9 @@ both call with what each knows. A job of ``size`` devices that no single pool ca
   free devices now and at least two kinds, ends at ``remaining / rate(split)``; the
   earliest of them.
 
-The mix is chosen when it ends more than ``min_gain_s`` sooner than the best wait. ``rate``
+The mix is chosen when it ends more than ``min_gain_s`` sooner than the best wait; when
+``rate`` is 0 on every split the answer is a wait with an empty split that says so (a
+job never waits without a reason). ``rate``
 is the caller's prediction of the job's throughput on a split ``{pool: devices}``: the
 per-job cost model (:mod:`mixfleet.fleet.costmodel`: shares, fsdp, pipeline, the bridge
 between kinds) in the live fleet, the same function or :func:`shares_rate` (the measured
@@ -22,7 +24,6 @@ pools in ``options`` are looked at.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -60,7 +61,7 @@ class MixDecision:
     job: str
     action: str
     split: Split
-    """The mixed split priced best (chosen or not; empty when none could be priced)."""
+    """The mixed split priced best (chosen or not; empty when every split priced 0)."""
     mixed_rate: float
     """Predicted throughput of ``split``."""
     wait_pool: int | None
@@ -88,16 +89,31 @@ class MixDecision:
 
 def splits(size: int, free: Mapping[int, int], options: Sequence[int]) -> list[Split]:
     """Every split of ``size`` devices over ``options`` using at most each pool's ``free``
-    devices and at least two pools (at most :data:`MAX_SPLITS`, in a fixed order)."""
+    devices and at least two pools (at most :data:`MAX_SPLITS`, in a fixed order: the
+    counts in lexicographic order, pool by pool). Compositions are built pool by pool and
+    a branch is cut as soon as the pools after it cannot hold what is left, so the work is
+    bounded by the splits returned, not by the fleet's size."""
     pools = [q for q in sorted(set(options)) if free.get(q, 0) > 0]
+    caps = [min(free[q], size) for q in pools]
+    room = [sum(caps[i:]) for i in range(len(caps) + 1)]  # devices pools i.. can hold
     out: list[Split] = []
-    ranges = [range(0, min(free[q], size) + 1) for q in pools]
-    for counts in itertools.product(*ranges):
-        if sum(counts) != size or sum(c > 0 for c in counts) < 2:
-            continue
-        out.append(tuple((q, c) for q, c in zip(pools, counts, strict=True) if c > 0))
+    counts: list[int] = []
+
+    def walk(i: int, left: int) -> None:
         if len(out) >= MAX_SPLITS:
-            break
+            return
+        if i == len(pools):
+            if left == 0 and sum(c > 0 for c in counts) >= 2:
+                out.append(tuple((q, c) for q, c in zip(pools, counts, strict=True)
+                                 if c > 0))
+            return
+        for c in range(max(0, left - room[i + 1]), min(caps[i], left) + 1):
+            counts.append(c)
+            walk(i + 1, left - c)
+            counts.pop()
+
+    if room[0] >= size:
+        walk(0, size)
     return out
 
 
@@ -106,7 +122,8 @@ def mix_decision(job: MixJob, now: float, free: Mapping[int, int],
                  min_gain_s: float = 0.0, names: Sequence[str] | None = None
                  ) -> MixDecision | None:
     """Mix or wait for ``job`` (see the module doc); None when a pool it may use has
-    ``size`` devices free now (no need to mix) or no split of free devices exists.
+    ``size`` devices free now (no need to mix) or no split of free devices exists; a
+    ``wait`` with an empty split when no split is predicted to run (``rate`` 0 on all).
     ``ends``: the (pool, ETA, devices) of the running jobs; ``names``: pool ids for the
     reason (default: ``pool N``)."""
     if any(free.get(q, 0) >= job.size for q in job.options):
@@ -124,10 +141,6 @@ def mix_decision(job: MixJob, now: float, free: Mapping[int, int],
         if not math.isinf(end) and (best_wait is None or (end, q) < best_wait[:2]):
             best_wait = (end, q, w, r)
     priced = [(_time(job.remaining, r), s, r) for s in cands if (r := rate(s)) > 0]
-    if not priced:
-        return None
-    mix_end, split, mrate = min(priced, key=lambda x: (x[0], x[1]))
-    what = split_text(split, names)
     if best_wait is None:
         wend, wpool, wait_s, wrate = math.inf, None, math.inf, 0.0
         alone = (f"no pool it may use ever has {job.size} device(s) free (or a plan that "
@@ -137,6 +150,14 @@ def mix_decision(job: MixJob, now: float, free: Mapping[int, int],
         wname = f"pool {wpool}" if names is None else names[wpool]
         alone = (f"waiting {_s(wait_s)} for {job.size} device(s) of {wname} "
                  f"({wrate:.3g}/s) ends it in {_s(wend)}")
+    if not priced:  # a wait, with its reason: the job is never left waiting unexplained
+        return MixDecision(job=job.id, action="wait", split=(), mixed_rate=0.0,
+                           wait_pool=wpool, wait_s=wait_s, wait_rate=wrate,
+                           gain_s=-math.inf,
+                           reason=f"{alone}; no split of the free devices over its "
+                           f"kinds is predicted to run (rate 0 on all {len(cands)})")
+    mix_end, split, mrate = min(priced, key=lambda x: (x[0], x[1]))
+    what = split_text(split, names)
     gain = math.inf if math.isinf(wend) else wend - mix_end
     mixed = f"mixed {what} ({mrate:.3g}/s) ends it in {_s(mix_end)}"
     if gain > min_gain_s:

@@ -37,6 +37,12 @@ class FleetState(dict[str, Any]):
     def fleet(self) -> FleetSpec:
         return FleetSpec.from_json(self["spec"])
 
+    @property
+    def one_machine(self) -> bool:
+        """Whether all its nodes are on this machine (local processes or the embedded Ray
+        head): the only fleet a job is mixed over kinds on."""
+        return self["backend"] == "local" or bool(self.get("embedded"))
+
 
 def load_state(fleet_dir: str | Path) -> FleetState:
     p = Path(fleet_dir) / STATE_FILE

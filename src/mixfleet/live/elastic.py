@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from mixfleet.live.spec import FleetSpec, PoolSpec
     from mixfleet.live.store import Store
 
-__all__ = ["ElasticScheduling", "live_slots", "live_items"]
+__all__ = ["ElasticScheduling", "live_slots", "live_items", "live_indices"]
 
 T = TypeVar("T")
 
@@ -49,16 +49,22 @@ def live_slots(a: AttemptRow, run_root: Path) -> list[tuple[str, int]]:
 
 def live_items(a: AttemptRow, items: list[T], run_root: Path) -> list[T]:
     """``items``, one per slot of ``a`` (its slots, their pools), less the drained ones."""
-    items = list(items)
+    return [items[i] for i in live_indices(a, run_root)]
+
+
+def live_indices(a: AttemptRow, run_root: Path) -> list[int]:
+    """The indices of ``a``'s slots still in use (one read of the block list: take every
+    per-slot list through the same indices)."""
+    idx = list(range(len(a.slots)))
     try:
         entries = read_entries(run_root)
     except (OSError, MixfleetError):
-        return items
+        return idx
     for e in [e for e in entries if e.get("t", 0) >= a.started][:a.drains_seen]:
         r = int(e.get("rank", -1))
-        if 0 <= r < len(items):
-            items.pop(r)
-    return items
+        if 0 <= r < len(idx):
+            idx.pop(r)
+    return idx
 
 
 class ElasticScheduling:
@@ -78,6 +84,8 @@ class ElasticScheduling:
         def _capacity(self, inv: list[NodeInfo]) -> dict[str, int]: ...
         def _launch(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
                     aid: int) -> None: ...
+        def _mixed_ends(self, a: AttemptRow, job: JobRow, now: float
+                        ) -> list[tuple[int, float, int]]: ...
 
     # -- what the decisions see -----------------------------------------------------------
     def _rd(self, jid: str) -> Path:
@@ -96,11 +104,15 @@ class ElasticScheduling:
                           remaining=self._left(job), per_device=per, moves=moves)
 
     def _ends(self, but: str) -> list[tuple[int, float, int]]:
-        """(pool, ETA, devices) of every other running job."""
+        """(pool, ETA, devices) of every other running job (a mixed one: per pool it holds
+        devices of, :meth:`~mixfleet.live.mixkind.MixedScheduling._mixed_ends`)."""
         now, out = self.clock(), []
         for a in self.store.attempts(states=("running",)):
             job = self.store.job(a.job_id)
             if a.job_id == but or job is None:
+                continue
+            if a.handle.get("pools"):
+                out += self._mixed_ends(a, job, now)
                 continue
             size = len(a.slots) - a.drains_seen
             v = self._view(job, a.pool, size)

@@ -6,10 +6,12 @@ devices of one kind (docs/fleet-elastic.md).
 The job's throughput on a split of devices over pools is the per-job cost model's
 (:func:`cost_rate`: :func:`mixfleet.train.autoplan.plan_run` on ranks of those chips, the
 job's own parallel mode or, under ``auto``, the fastest plan that fits), in samples/s.
-A mixed attempt is one ``mixfleet train`` with ``--ranks`` naming each rank's device
-(its ``[[ranks]]``: ``emu:<chip>`` on emulated pools), run on one machine: all its
-devices on the fleet's virtual nodes (the embedded and local fleets) or on one node of a
-cluster. Its pool per slot is kept in its handle (``pools``); it is never resized by the
+A mixed attempt is one ``mixfleet train`` whose ``[[ranks]]`` (given with ``--set``) name
+each rank's device and chip (``emu:<chip>`` on emulated pools, the chip's torch device,
+e.g. ``cuda`` with ``chip = "kunlun-p800"``, on real ones), run on one machine: mixing
+happens only when all the fleet's nodes are its virtual nodes on this machine (the
+embedded and local fleets; never on a joined cluster, where such a job runs on one kind).
+Its pool per slot is kept in its handle (``pools``); it is never resized by the
 scheduler (a drain under it is left to its own launcher, which relaunches on the ranks
 left, as for a job without a size range).
 """
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.jobshape import RankSpec
-from mixfleet.fleet.mixing import MixDecision, MixJob, RateFn, Split, mix_decision, split_text
+from mixfleet.fleet.mixing import MixDecision, MixJob, Split, mix_decision, split_text
 from mixfleet.live.backend import Bundle, NodeInfo, pick_devices, virtual_nodes
 from mixfleet.live.elastic import live_items
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
@@ -33,7 +35,8 @@ from mixfleet.live.store import AttemptRow, JobRow
 if TYPE_CHECKING:
     from mixfleet.live.store import Store
 
-__all__ = ["MixedScheduling", "cost_rate", "slot_pools", "mixed_bundles", "mixable"]
+__all__ = ["MixedScheduling", "CostRate", "cost_rate", "slot_pools", "mixed_bundles",
+           "mixable", "rank_device"]
 
 
 def mixable(spec: JobSpec, fleet: FleetSpec) -> list[int]:
@@ -43,37 +46,59 @@ def mixable(spec: JobSpec, fleet: FleetSpec) -> list[int]:
     return opts if len(spec.kinds) >= 2 and len(opts) >= 2 else []
 
 
-def cost_rate(spec: JobSpec, fleet: FleetSpec) -> RateFn:
+class CostRate:
     """The job's predicted samples/s on a split (the per-job cost model; 0 where no plan
-    fits or the model refuses the job), cached per split. Ranks of an emulated fleet are
-    all on one machine (node 0), as a mixed attempt runs; else one node per pool."""
-    from mixfleet.train.autoplan import plan_run
-    from mixfleet.train.launch import resolve_config
+    fits or the model refuses the job), cached per split; :attr:`error` keeps the last
+    refusal's message (the reason a job that prices 0 everywhere waits). Ranks of an
+    emulated fleet are all on one machine (node 0), as a mixed attempt runs; else one node
+    per pool."""
 
-    try:
-        cfg = resolve_config(None, [], data=tomllib.loads(spec.config_toml))
-    except (MixfleetError, ValueError):  # validated at submit; priced 0: never mixed
-        return lambda split: 0.0
-    modes = None if cfg.parallel.mode == "auto" else (cfg.parallel.mode,)
-    one_host = all(p.emulated for p in fleet.pools)
-    cache: dict[Split, float] = {}
+    def __init__(self, spec: JobSpec, fleet: FleetSpec) -> None:
+        from mixfleet.train.launch import resolve_config
 
-    def rate(split: Split) -> float:
-        if split not in cache:
-            ranks = [RankSpec(device=_device(fleet.pools[q]), chip=fleet.pools[q].chip,
-                              node=0 if one_host else q) for q, n in split for _ in range(n)]
+        self.fleet = fleet
+        self.error: str | None = None
+        self._cache: dict[Split, float] = {}
+        self._one_host = all(p.emulated for p in fleet.pools)
+        try:
+            self._cfg: Any = resolve_config(None, [], data=tomllib.loads(spec.config_toml))
+        except (MixfleetError, ValueError) as e:  # validated at submit: priced 0, and why
+            self._cfg, self.error = None, f"its train config does not resolve: {e}"
+            return
+        mode = self._cfg.parallel.mode
+        self._modes = None if mode == "auto" else (mode,)
+
+    def __call__(self, split: Split) -> float:
+        from mixfleet.train.autoplan import plan_run
+
+        if self._cfg is None:
+            return 0.0
+        if split not in self._cache:
+            ranks = [RankSpec(device=rank_device(self.fleet.pools[q]),
+                              chip=self.fleet.pools[q].chip,
+                              node=0 if self._one_host else q)
+                     for q, n in split for _ in range(n)]
             try:
-                pick = plan_run(cfg, ranks=ranks, modes=modes).pick
-            except (MixfleetError, ValueError, RuntimeError):  # the model refuses it
-                pick = None
-            cache[split] = pick.samples_per_s if pick is not None else 0.0
-        return cache[split]
+                pick = plan_run(self._cfg, ranks=ranks, modes=self._modes).pick
+            except (MixfleetError, ValueError) as e:  # the model refuses it (a bug raises)
+                pick, self.error = None, f"the cost model refuses {split_text(split)}: {e}"
+            if pick is None and self.error is None:
+                self.error = f"no parallel plan fits {split_text(split)}"
+            self._cache[split] = pick.samples_per_s if pick is not None else 0.0
+        return self._cache[split]
 
-    return rate
+
+def cost_rate(spec: JobSpec, fleet: FleetSpec) -> CostRate:
+    """The job's :class:`CostRate` (a :data:`~mixfleet.fleet.mixing.RateFn`)."""
+    return CostRate(spec, fleet)
 
 
-def _device(p: PoolSpec) -> str:
-    return f"emu:{p.chip}" if p.emulated else p.chip
+def rank_device(p: PoolSpec) -> str:
+    """A rank's ``[[ranks]] device`` on pool ``p``: ``emu:<chip>`` when emulated, else the
+    chip's torch device type (``cuda``, ``npu``, ...; the rank's ``chip`` says which)."""
+    from mixfleet.catalog.base import get_chip
+
+    return f"emu:{p.chip}" if p.emulated else get_chip(p.chip).torch_device
 
 
 def slot_pools(a: AttemptRow) -> list[str]:
@@ -85,12 +110,14 @@ def slot_pools(a: AttemptRow) -> list[str]:
 def mixed_bundles(spec: JobSpec, fleet: FleetSpec, slots: list[tuple[str, int]],
                   pools: list[str], cfg: Path, rd: Path,
                   extra_env: dict[str, str] | None = None) -> list[Bundle]:
-    """One ``mixfleet train --ranks ...`` on the first slot's node holding every device
-    (each pool's chip resource; each vendor's visible-devices variable set)."""
+    """One ``mixfleet train --set ranks=[...]`` on the first slot's node holding every
+    device, each rank's entry naming its device and chip (each pool's chip resource; each
+    vendor's visible-devices variable set)."""
     byid = {p.id: p for p in fleet.pools}
-    ranks = ",".join(_device(byid[p]) for p in pools)
-    argv = ["-m", "mixfleet", "train", str(cfg), "--nproc", str(len(slots)), "--ranks",
-            ranks, "--run-dir", str(rd), "--json"]
+    ranks = ", ".join(f'{{device = "{rank_device(byid[p])}", chip = "{byid[p].chip}"}}'
+                      for p in pools)
+    argv = ["-m", "mixfleet", "train", str(cfg), "--nproc", str(len(slots)), "--set",
+            f"ranks=[{ranks}]", "--run-dir", str(rd), "--json"]
     env = {"MIXFLEET_POOL": "+".join(dict.fromkeys(pools)), "MIXFLEET_PROGRESS": "plain",
            **(extra_env or {})}
     res: collections.Counter[str] = collections.Counter()
@@ -113,7 +140,7 @@ class MixedScheduling:
     dir: Path
     clock: Callable[[], float]
     _index: dict[str, int]
-    _rates: dict[str, RateFn]
+    _rates: dict[str, CostRate]
     _waited: set[str]
 
     if TYPE_CHECKING:
@@ -122,28 +149,37 @@ class MixedScheduling:
         def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
                    handle: dict[str, Any] | None = None) -> None: ...
 
-    def _rate(self, job: JobRow) -> RateFn:
+    def _rate(self, job: JobRow) -> CostRate:
         if job.id not in self._rates:
             self._rates[job.id] = cost_rate(job.spec, self.fleet)
         return self._rates[job.id]
 
+    def _mixed_split(self, a: AttemptRow) -> Split:
+        """The devices per pool index a mixed attempt still holds (its drained ones out)."""
+        pools = live_items(a, slot_pools(a), self._rd(a.job_id))
+        return tuple(sorted(collections.Counter(self._index[p] for p in pools
+                                                if p in self._index).items()))
+
+    def _mixed_ends(self, a: AttemptRow, job: JobRow, now: float
+                    ) -> list[tuple[int, float, int]]:
+        """(pool, ETA, devices) of a mixed attempt, one entry per pool it holds devices of;
+        the ETA from its job's cost-model rate on those devices (the rate the decision
+        prices a waiting job with, as the simulator's replay does)."""
+        split = self._mixed_split(a)
+        if not split:
+            return []
+        r = self._rate(job)(split)
+        eta = now + (self._left(job) / r if r > 0 else float("inf"))
+        return [(q, eta, n) for q, n in split]
+
     def _mix_ends(self) -> list[tuple[int, float, int]]:
         """(pool, ETA, devices) of every running attempt, one entry per pool it holds
-        devices of; the ETA from its job's cost-model rate on those devices (the rate the
-        decision prices the waiting job with, as the simulator's replay does)."""
+        devices of (:meth:`_mixed_ends`; an attempt on one pool is a one-part split)."""
         now, out = self.clock(), []
         for a in self.store.attempts(states=("running",)):
             job = self.store.job(a.job_id)
-            if job is None:
-                continue
-            pools = live_items(a, slot_pools(a), self._rd(job.id))
-            split = tuple(sorted(collections.Counter(self._index[p] for p in pools
-                                                     if p in self._index).items()))
-            if not split:
-                continue
-            r = self._rate(job)(split)
-            eta = now + (self._left(job) / r if r > 0 else float("inf"))
-            out += [(q, eta, n) for q, n in split]
+            if job is not None:
+                out += self._mixed_ends(a, job, now)
         return out
 
     def _mix(self, inv: list[NodeInfo], free: dict[str, dict[str, list[int]]],
@@ -168,7 +204,8 @@ class MixedScheduling:
             if d.action != "mix":
                 if job.id not in self._waited:  # the first time only: it is re-asked often
                     self._waited.add(job.id)
-                    self.store.event("mix_declined", job.id, None, **d.detail())
+                    why = {"error": self._rate(job).error} if not d.split else {}
+                    self.store.event("mix_declined", job.id, None, **d.detail(), **why)
                 continue
             slots, pools = [], []
             for q, n in d.split:

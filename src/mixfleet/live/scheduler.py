@@ -20,6 +20,7 @@ preemptive policy's (``gavel``'s) leaving a running job out is not.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +30,7 @@ from mixfleet.errors import MixfleetError
 from mixfleet.fleet.plan import PlanJob
 from mixfleet.fleet.policies.base import STOP, Policy, Snapshot, pool_views
 from mixfleet.live.backend import Backend, Bundle, NodeInfo, pick_devices
-from mixfleet.live.elastic import ElasticScheduling, live_items, live_slots
+from mixfleet.live.elastic import ElasticScheduling, live_indices
 from mixfleet.live.estimate import Estimates, attempt_rate, last_step
 from mixfleet.live.mixkind import MixedScheduling, mixed_bundles, slot_pools
 from mixfleet.live.preempt import PreemptScheduling
@@ -172,11 +173,10 @@ class Scheduler(ElasticScheduling, MixedScheduling, PreemptScheduling):
         blocked = self.store.blocked()
         held: set[tuple[str, str, int]] = set()
         for a in self.store.attempts(states=("running",)):
-            pools, slots = slot_pools(a), a.slots  # a mixed attempt's span several pools
-            if a.drains_seen:
-                rd = run_dir(self.dir, a.job_id)
-                pools, slots = live_items(a, pools, rd), live_slots(a, rd)
-            held |= {(p, n, d) for p, (n, d) in zip(pools, slots, strict=True)}
+            pools = slot_pools(a)  # a mixed attempt's span several pools
+            idx = (live_indices(a, run_dir(self.dir, a.job_id)) if a.drains_seen
+                   else range(len(a.slots)))  # one read of its block list for both
+            held |= {(pools[i], *a.slots[i]) for i in idx}
         out: dict[str, dict[str, list[int]]] = {p.id: {} for p in self.fleet.pools}
         for n in inv:
             if not n.alive or n.pool not in out:
@@ -202,7 +202,8 @@ class Scheduler(ElasticScheduling, MixedScheduling, PreemptScheduling):
         running = {a.job_id: a for a in self.store.attempts(states=("running",))}
         active = [j for j in self.store.jobs(("queued", "running")) if not j.cancel]
         speed: dict[str, tuple[float | None, ...]] = {}
-        views = []
+        views: list[_View] = []
+        placed: list[_View] = []  # per pool part of each running job
         for j in active:
             s = j.spec
             rel, ref = self.est.speeds(s.workload)
@@ -215,16 +216,25 @@ class Scheduler(ElasticScheduling, MixedScheduling, PreemptScheduling):
             v = _View(id=j.id, workload=s.workload, devices=size, mem_gib=s.mem_gib,
                       priority=j.priority, arrival_s=j.submitted, remaining=left / ref,
                       options=opts, run_s=[0.0] * len(pools))
-            if a is not None:
+            parts: list[tuple[int, float, int]] = []
+            if a is not None and a.handle.get("pools"):  # mixed: its devices per pool
+                parts = self._mixed_ends(a, j, now)  # its cost-model ETA, as _mix_ends
+                v.pool = parts[0][0] if parts else self._index[a.pool]
+                v.eta = parts[0][1] if parts else float("inf")
+            elif a is not None:
                 v.pool = self._index[a.pool]
                 per = self.est.per_device(s.workload, v.pool)[0]
                 v.eta = now + left / max(per * max(size, 1), 1e-9)
+                parts = [(v.pool, v.eta, size)]
+            # in the running list of each pool it holds devices of, with those devices
+            placed += [dataclasses.replace(v, pool=q, devices=n) if len(parts) > 1 else v
+                       for q, _, n in parts]
             views.append(v)
         # the devices no running attempt holds (a mixed one holds some of several pools)
         fs = self._free_slots(inv)
         free = tuple(sum(len(v) for v in fs[self.fleet.pools[p.index].id].values())
                      for p in pools)
-        run = tuple([v for v in views if v.pool == p.index] for p in pools)
+        run = tuple([v for v in placed if v.pool == p.index] for p in pools)
         snap = Snapshot(time=now, pools=pools, jobs=views, speed=speed,
                         waiting=[v for v in views if v.pool is None], running=run,
                         free=free)

@@ -235,10 +235,12 @@ def _train_config(job: JobTable, inline: dict[str, Any], where: str,
 
 
 def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
-              base_dir: Path | None = None) -> JobSpec:
+              base_dir: Path | None = None, *, one_machine: bool = False) -> JobSpec:
     """A validated JobSpec; every problem raises ConfigError naming the field and the fix.
     ``[job]`` is read by the typed loader into :class:`JobTable`; the checks here need the
-    train config or the fleet."""
+    train config or the fleet. ``one_machine``: the fleet's nodes are all on this machine
+    (the embedded and local fleets), the only fleet a job is mixed over kinds on, so a job
+    of several kinds may ask for more devices than one pool has only there."""
     from mixfleet.train.launch import resolve_config
     from mixfleet.workloads import check_workload_name
 
@@ -282,14 +284,17 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
                           f"chips and mem_gib constraints; relax them")
     # a job that names several kinds may run mixed over their pools (docs/fleet-elastic.md)
-    mixed = len(kinds) >= 2
+    mixed = len(kinds) >= 2 and one_machine
     most = sum(p.capacity for p in fit) if mixed else max(p.capacity for p in fit)
     which = "the pools of its kinds hold together" if mixed else "the largest pool it may use has"
+    hint = ("" if mixed or len(kinds) < 2 else " (jobs are mixed over kinds only on a fleet "
+            "whose nodes are all on one machine, the embedded and local fleets; on this one "
+            "a job runs on one kind)")
     for key, n in (("max_devices", hi), ("devices", devices)):
         if n > most:
             raise ConfigError(f"{where}: [job] field {key!r} is {n}, more than {which} "
-                              f"({most}: {', '.join(f'{p.id}={p.capacity}' for p in fit)}); "
-                              f"lower {key}")
+                              f"({most}: {', '.join(f'{p.id}={p.capacity}' for p in fit)})"
+                              f"{hint}; lower {key} to {most} or less")
     return spec
 
 
@@ -348,6 +353,7 @@ def _kinds(job: JobTable, raw: dict[str, Any], where: str, fleet: FleetSpec
     return tuple(kinds)
 
 
-def load_job(path: str | Path, fleet: FleetSpec) -> JobSpec:
-    """Read and validate a job file."""
-    return parse_job(load_toml(path), str(path), fleet, Path(path).parent)
+def load_job(path: str | Path, fleet: FleetSpec, *, one_machine: bool = False) -> JobSpec:
+    """Read and validate a job file (``one_machine``: see :func:`parse_job`)."""
+    return parse_job(load_toml(path), str(path), fleet, Path(path).parent,
+                     one_machine=one_machine)

@@ -186,8 +186,9 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 if len(r.split) == 1:
                     r.pool, r.split = r.split[0][0], ()
                 continue
-            ends = [(x.pool or 0, finish_at(x), x.size) for x in runs.values()
-                    if x.pool is not None and x.end is None and x is not r]
+            ends = [(q, finish_at(x), n) for x in runs.values()  # a mixed run: per pool
+                    if x.pool is not None and x.end is None and x is not r
+                    for q, n in x.parts()]
             why = "a device was drained"
             d = (loss_decision(view(r), 1, t, dict(enumerate(free)), ends, r.job.options,
                                why, restart_s) if r.job.elastic else
