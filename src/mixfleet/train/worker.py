@@ -256,7 +256,7 @@ def _build_rank(s: RankSetup) -> RankParts:
     emu = None
     if is_emulated(spec):
         emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
-                                    rank=rank, workload=workload.name,
+                                    rank=rank, workload=workload.name, slot=places[rank].slot,
                                     config=EmulationConfig(
                                         seed=cfg.train.seed, attempt=s.attempt,
                                         local_ranks=s.local_world, headroom=cfg.emulate.headroom))
