@@ -75,7 +75,7 @@ def test_a_job_no_single_kind_can_hold_runs_mixed_as_one_valid_run_config(
     slots = [f"{p}/{n}:{d}" for (n, d), p in zip(a.slots, a.handle["pools"], strict=True)]
     assert b.env["MIXFLEET_DEVICE_SLOTS"] == ",".join(slots)
     places = job_placements(cfg, dict(b.env))
-    assert [p.slot for p in places] == slots
+    assert [p.device_slot for p in places] == slots
     assert [fleet3().pool(s.split("/")[0]).chip for s in slots] == [p.chip for p in places]
     free = sched._free_slots(fake.inventory())
     assert free["h20"] == {"h20/0": []} and free["p800"] == {"p800/0": []}

@@ -85,11 +85,11 @@ def test_an_emulated_rank_is_its_device_slot_and_a_drain_drops_it(tmp_path):
     relaunch without drained rank 0 leaves rank 0 the slot of old rank 1, never the
     drained device's (so its saved heat cannot come back on a healthy one)."""
     two = ["emu:kunlun-p800"] * 2
-    assert [p.slot for p in rank_placements(two, slots=["p/a:3", "p/a:5"])] == \
+    assert [p.device_slot for p in rank_placements(two, slots=["p/a:3", "p/a:5"])] == \
         ["p/a:3", "p/a:5"]
-    assert [p.slot for p in rank_placements(two, slots=[])] == ["rank:0", "rank:1"]
+    assert [p.device_slot for p in rank_placements(two, slots=[])] == ["rank:0", "rank:1"]
     none = Detection(devices=(), tools=(), accelerator=None, accelerator_count=0)
-    assert rank_placements(["cuda:0"], slots=["p/a:0"], detection=none).pop().slot is None
+    assert rank_placements(["cuda:0"], slots=["p/a:0"], detection=none).pop().device_slot is None
     cfg = resolve_config(DIGITS, ["train.steps=4", "launch.device='emu:kunlun-p800'",
                                   "launch.nproc=2", "train.global_batch=8"])
     for env, left in (({DEVICE_SLOTS_ENV: "p/a:3,p/a:5"}, "p/a:5"), ({}, "rank:1")):
@@ -98,7 +98,7 @@ def test_an_emulated_rank_is_its_device_slot_and_a_drain_drops_it(tmp_path):
         add_drained(run.root, rank=0, step=2)
         new = _relaunch_without_drained(cfg, run, env)
         assert new.launch.nproc == 1 and env[DEVICE_SLOTS_ENV] == left
-        assert [p.slot for p in rank_placements(["emu:kunlun-p800"], slots=[left])] == [left]
+        assert [p.device_slot for p in rank_placements(["emu:kunlun-p800"], slots=[left])] == [left]
 
 
 def test_damaged_blocklist_is_a_config_error(tmp_path):

@@ -44,7 +44,7 @@ from mixfleet.train.rundir import RunDir
 __all__ = ["CheckpointConfig", "CheckpointManager", "DEVICE_LABELS"]
 
 #: The labels that name a rank's device in its saved state: the emulated chip kind and its
-#: physical device (``RankDevice.slot``). A chip's state is restored only where all match.
+#: physical device (``RankDevice.device_slot``). A chip's state is restored only where all match.
 DEVICE_LABELS = ("emulated", "device_slot")
 
 

@@ -13,7 +13,7 @@ detection order (each vendor's devices in its torch order), one per rank, so a n
 override a rank takes the next device of that chip. Use :func:`rank_placements` (every rank
 at once) so that ranks of one node never share a device.
 
-An emulated rank has no device to detect: its physical identity (``RankDevice.slot``, what
+An emulated rank has no device to detect: its physical identity (``RankDevice.device_slot``, what
 its saved heat belongs to) is the live fleet's ``pool/node:device`` from
 ``MIXFLEET_DEVICE_SLOTS`` (one entry per local device, set by the scheduler and narrowed by
 the launcher when it drops a drained rank), else ``rank:<job rank>``.
@@ -81,7 +81,7 @@ class RankDevice:
     tool_index: int | None = None  # the vendor tool's index of the device
     visible_var: str | None = None  # the vendor's visible-devices variable
     emulated: bool = False
-    slot: str | None = None  # an emulated rank's physical device (module docstring)
+    device_slot: str | None = None  # an emulated rank's physical device (module doc)
 
     @property
     def kind(self) -> str:
@@ -184,6 +184,7 @@ def rank_placements(devices: Sequence[str], *, chips: Sequence[str | None] | Non
         slot = sum(1 for q in range(node0, r) if (devices[q], ch[q]) == (d, c))
         p = place_rank(d, slot, chip=c, detection=det)
         if p.emulated:
-            p = dataclasses.replace(p, slot=ids[r % n] if ids is not None else f"rank:{r}")
+            p = dataclasses.replace(p, device_slot=ids[r % n] if ids is not None
+                                    else f"rank:{r}")
         out.append(p)
     return out
