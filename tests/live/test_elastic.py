@@ -75,6 +75,11 @@ def _drain_rank1(fleet_dir: Path, store: Store, jid: str) -> tuple[str, int]:
     return store.attempts(jid)[0].slots[1]
 
 
+def _slots_env(fake: FakeBackend) -> list[str]:
+    """The device slots the last started attempt's bundles name, in rank order."""
+    return [s for b in fake.started[-1][2] for s in b.env["MIXFLEET_DEVICE_SLOTS"].split(",")]
+
+
 def _size(store: Store, jid: str) -> int:
     (a,) = store.attempts(jid, ("running",))
     return len(a.slots) - a.drains_seen
@@ -109,6 +114,7 @@ def test_a_drain_shrinks_an_elastic_job_and_a_freed_device_grows_it_back(
     assert store.resizes(ja)[-1].state == "done" and store.resizes(ja)[-1].gain_s > 0
     assert fake.started[-1][2][0].argv[fake.started[-1][2][0].argv.index("--nproc") + 1] \
         == "2"
+    assert _slots_env(fake) == [f"h20/{n}:{d}" for n, d in new.slots]  # the relaunch's own
     assert store.job(ja).restarts == 0  # type: ignore[union-attr]
     assert main(["status", ja, "--dir", str(fleet_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["size"] == 2
@@ -234,6 +240,7 @@ def test_a_shrunk_job_grows_back_by_moving_when_another_pool_frees(
     old, new = store.attempts(ja)
     assert old.state == "resized" and (new.state, new.pool, len(new.slots)) == (
         "running", "p800", 2)
+    assert _slots_env(fake) == [f"p800/{n}:{d}" for n, d in new.slots]
     grow_ = store.resizes(ja)[-1]
     assert (grow_.action, grow_.old, grow_.new, grow_.state) == ("grow", 1, 2, "done")
     assert "move" in grow_.reason and store.job(ja).restarts == 0  # type: ignore[union-attr]
@@ -259,6 +266,7 @@ def test_a_lost_node_shrinks_an_elastic_job_onto_the_devices_left(
     sched.tick()
     old, new = store.attempts(jid)
     assert old.state == "resized" and new.state == "running" and new.slots == [a.slots[0]]
+    assert _slots_env(fake) == [f"p/{a.slots[0][0]}:{a.slots[0][1]}"]  # not the lost one
     assert [r.action for r in store.resizes(jid)] == ["shrink"]
     assert store.job(jid).restarts == 0  # type: ignore[union-attr]
 

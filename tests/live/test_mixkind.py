@@ -79,6 +79,12 @@ def test_a_job_no_single_kind_can_hold_runs_mixed_as_one_valid_run_config(
     cfg = _bundle_config(b)
     assert sorted(r.device for r in cfg.ranks) == ["emu:kunlun-p800", "emu:nvidia-h20"]
     check_groups(job_placements(cfg), cfg.launch.backend)  # one job across both kinds
+    # each rank stands for its own physical device (its emulated heat is that device's)
+    slots = [f"{p}/{n}:{d}" for (n, d), p in zip(a.slots, a.handle["pools"], strict=True)]
+    assert b.env["MIXFLEET_DEVICE_SLOTS"] == ",".join(slots)
+    places = job_placements(cfg, dict(b.env))
+    assert [p.device_slot for p in places] == slots
+    assert [fleet3().pool(s.split("/")[0]).chip for s in slots] == [p.chip for p in places]
     free = sched._free_slots(fake.inventory())
     assert free["h20"] == {"h20/0": []} and free["p800"] == {"p800/0": []}
     assert main(["status", jid, "--dir", str(fleet_dir), "--json"]) == 0

@@ -200,6 +200,7 @@ def test_submitted_job_runs_in_a_placement_group_with_its_visible_devices(
                Path(f"/proc/{a.handle['pids'][0]}/environ").read_bytes().split(b"\0") if kv)
     assert env[b"MIXFLEET_EMU_VISIBLE_DEVICES"] == str(a.slots[0][1]).encode()
     assert env[b"MIXFLEET_POOL"] == a.pool.encode()
+    assert env[b"MIXFLEET_DEVICE_SLOTS"] == f"{a.pool}/{a.slots[0][0]}:{a.slots[0][1]}".encode()
     assert a.handle["kind"] == "ray" and a.handle["worker_pids"]
     wait_for(lambda: job_state(d, jid) in ("done", "failed"), 120, "the job to end")
     assert job_state(d, jid) == "done"

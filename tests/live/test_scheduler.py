@@ -225,6 +225,8 @@ def test_a_job_no_node_can_hold_spreads_one_bundle_per_node() -> None:
         assert argv[argv.index("--nnodes") + 1] == "2"
         assert argv[argv.index("--rdzv-endpoint") + 1] == "{rdzv_endpoint}"
         assert b.env["MIXFLEET_EMU_VISIBLE_DEVICES"] == ",".join(map(str, b.devices))
+        assert b.env["MIXFLEET_DEVICE_SLOTS"] == ",".join(f"p800/{b.node}:{d}"
+                                                           for d in b.devices)
 
 
 def test_an_emulated_pool_runs_one_cpu_thread_per_rank() -> None:

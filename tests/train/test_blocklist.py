@@ -6,12 +6,16 @@ import json
 
 import pytest
 
-from mixfleet.catalog.detect import detect
+from mixfleet.catalog.detect import Detection, detect
 from mixfleet.cli import main
 from mixfleet.errors import ConfigError
 from mixfleet.train.launch import _relaunch_without_drained, device_env, resolve_config
 from mixfleet.train.mixed.blocklist import add_drained, read_entries, resolve_pending, visible_env
-from mixfleet.train.mixed.placement import local_detection, rank_placements
+from mixfleet.train.mixed.placement import (
+    DEVICE_SLOTS_ENV,
+    local_detection,
+    rank_placements,
+)
 from mixfleet.train.rundir import RunDir
 from tests.fakes.node import FakeNode
 from tests.train.helpers import DIGITS
@@ -74,6 +78,27 @@ def test_old_entries_and_emulated_drains_block_no_device(tmp_path):
                                {"rank": 0, "step": 1, "pending": False, "device": "cuda"}], ps)
     assert entries[0]["device_id"] is None and entries[0]["kind"] == "kunlun-p800"
     assert visible_env(entries, {}) == {}
+
+
+def test_an_emulated_rank_is_its_device_slot_and_a_drain_drops_it(tmp_path):
+    """Each emulated rank stands for the device its slot names (else for its job rank); a
+    relaunch without drained rank 0 leaves rank 0 the slot of old rank 1, never the
+    drained device's (so its saved heat cannot come back on a healthy one)."""
+    two = ["emu:kunlun-p800"] * 2
+    assert [p.device_slot for p in rank_placements(two, slots=["p/a:3", "p/a:5"])] == \
+        ["p/a:3", "p/a:5"]
+    assert [p.device_slot for p in rank_placements(two, slots=[])] == ["rank:0", "rank:1"]
+    none = Detection(devices=(), tools=(), accelerator=None, accelerator_count=0)
+    assert rank_placements(["cuda:0"], slots=["p/a:0"], detection=none).pop().device_slot is None
+    cfg = resolve_config(DIGITS, ["train.steps=4", "launch.device='emu:kunlun-p800'",
+                                  "launch.nproc=2", "train.global_batch=8"])
+    for env, left in (({DEVICE_SLOTS_ENV: "p/a:3,p/a:5"}, "p/a:5"), ({}, "rank:1")):
+        run = RunDir(tmp_path / f"run{len(env)}")
+        run.root.mkdir()
+        add_drained(run.root, rank=0, step=2)
+        new = _relaunch_without_drained(cfg, run, env)
+        assert new.launch.nproc == 1 and env[DEVICE_SLOTS_ENV] == left
+        assert [p.device_slot for p in rank_placements(["emu:kunlun-p800"], slots=[left])] == [left]
 
 
 def test_damaged_blocklist_is_a_config_error(tmp_path):

@@ -151,3 +151,40 @@ def test_shed_moves_share_away_from_a_hot_rank(tmp_path: Path) -> None:
     (shed, *_) = [e for e in events(d, "shares_changed") if "thermal" in e["reason"]]
     assert shed["step"] == 101 and shed["old"] == [32, 32] and shed["new"] == [48, 16]
     assert events(d, "thermal_warning")[0]["action"] == "shed"
+
+
+def test_a_drained_chips_heat_stays_with_its_device(tmp_path: Path) -> None:
+    """Two emulated P800s in device slots p/a:0 and p/a:1; rank 0 (p/a:0) is drained. The
+    rank left, relaunched as rank 0, carries on with p/a:1's own chip (its saved heat
+    advanced step by step), never the drained p/a:0's."""
+    import json
+    import os
+
+    from mixfleet.emulate import get_profile
+    from mixfleet.emulate.thermal import ThermalModel
+
+    d = tmp_path / "run"
+    train_cli(d, "train.steps=30", "checkpoint.interval=10", "telemetry.hz=0",
+              "health.thermal_action='drain'", "faults.inject=['overheat@rank=0,step=15']",
+              extra=("--device", "emu:kunlun-p800"),
+              env={**os.environ, "MIXFLEET_DEVICE_SLOTS": "p/a:0,p/a:1"})
+    assert [e["rank"] for e in events(d, "drain")] == [0]
+
+    def per_rank(step: int) -> list[dict]:
+        m = d / "checkpoints" / f"step_{step:07d}" / "manifest.json"
+        return list(json.loads(m.read_text())["per_rank"])
+
+    drained_at = events(d, "drain")[0]["step"]
+    before, after = per_rank(drained_at), per_rank(30)
+    assert [p["device_slot"] for p in before] == ["p/a:0", "p/a:1"]
+    assert [p["device_slot"] for p in after] == ["p/a:1"]
+
+    def advanced(saved: dict) -> dict:
+        m = ThermalModel(get_profile("kunlun-p800"))
+        m.load_state_dict(saved["emu"]["model"])
+        for _ in range(30 - drained_at):
+            m.advance(1.0)
+        return json.loads(json.dumps(m.state_dict()))
+
+    assert after[0]["emu"]["step"] == 30
+    assert after[0]["emu"]["model"] == advanced(before[1]) != advanced(before[0])

@@ -74,3 +74,47 @@ def test_resume_and_rollback_restore_the_same_objects(tmp_path: Path) -> None:
         a.state.snapshots.discard()
     finally:
         dist.destroy_process_group()
+
+
+def _slot_trainer(run: RunDir, slot: str | None) -> Trainer:
+    cfg = resolve_config(DIGITS, ["train.steps=30", "checkpoint.interval=5",
+                                  "checkpoint.snapshot_interval=0",
+                                  "checkpoint.asynchronous=false", "launch.nproc=1",
+                                  "launch.device='emu:kunlun-p800'", "telemetry.hz=0"])
+    emu = EmulatedDevice.create("emu:kunlun-p800", config=EmulationConfig(seed=0), slot=slot)
+    return Trainer(cfg, get_workload("digits-cnn"), run=run, device=torch.device("cpu"),
+                   emu=emu)
+
+
+def test_a_chips_heat_is_restored_only_onto_the_same_physical_device(tmp_path: Path) -> None:
+    """State saved by the chip in slot A comes back under slot A (as hot as saved); under
+    slot B (a relaunch on another device of the same kind) the chip starts as a fresh,
+    cool one, and the rest of the state (weights, step) is restored all the same."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        run = RunDir(tmp_path / "run")
+        a = _slot_trainer(run, "p800/p800/0:0")
+        for _ in range(5):
+            a.train_step()
+        a.emu.model.advance(600.0)  # type: ignore[union-attr]  # hot: ten time constants
+        a.state.save(a.step)
+        a.state.ckpt.wait()
+        hot = a.emu.state_dict()  # type: ignore[union-attr]
+        fresh = _slot_trainer(RunDir(tmp_path / "other"), "p800/p800/0:1").emu.state_dict()
+        assert hot["model"]["state"]["temp_c"] > 80 > fresh["model"]["state"]["temp_c"]
+
+        same = _slot_trainer(run, "p800/p800/0:0")
+        assert same.resume() == 5 and "emu" in same.state.restored
+        assert same.emu.state_dict() == hot  # type: ignore[union-attr]
+        other = _slot_trainer(run, "p800/p800/0:1")
+        assert other.resume() == 5 and "emu" not in other.state.restored
+        assert other.emu.state_dict() == fresh  # type: ignore[union-attr]
+        assert all(torch.equal(v, same.final_state_dict()[k])
+                   for k, v in other.final_state_dict().items())
+        # a relaunch on fewer ranks finds its device's entry, wherever that rank was
+        entry = {"emulated": "emu:kunlun-p800", "device_slot": "p800/p800/0:1", "emu": hot}
+        assert other.state._device_state([{"emulated": "emu:kunlun-p800",
+                                           "device_slot": "p800/p800/0:0"}, entry]) == entry
+        assert same.state._device_state([entry]) is None
+    finally:
+        dist.destroy_process_group()

@@ -71,7 +71,7 @@ class EmulatedDevice:
 
     def __init__(self, chip_id: str, *, speed: float = 1.0, profile: EmuProfile | None = None,
                  config: EmulationConfig | None = None, rank: int = 0,
-                 clock: Callable[[], float] = time.perf_counter,
+                 slot: str | None = None, clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if not 0 < speed <= 1:
             raise ConfigError(f"relative speed of emu:{chip_id} is {speed!r}; use a value in "
@@ -81,6 +81,7 @@ class EmulatedDevice:
         self.profile = get_profile(chip_id) if profile is None else profile
         self.config = EmulationConfig() if config is None else config
         self.rank = rank
+        self.slot = slot  # the physical device it stands for: its heat is that device's
         self._clock, self._sleep = clock, sleep
         seed = f"{self.config.seed}:{rank}:{self.config.attempt}"
         self.model = ThermalModel(self.profile, seed=seed, faults=self.config.faults)
@@ -116,7 +117,7 @@ class EmulatedDevice:
     def create(cls, device: str, *, peers: Sequence[str] | None = None,
                config: EmulationConfig | None = None, rank: int = 0,
                table: Sequence[ThroughputRow] | None = None, workload: str | None = None,
-               profiles_path: str | None = None) -> EmulatedDevice:
+               profiles_path: str | None = None, slot: str | None = None) -> EmulatedDevice:
         """``emu:<chip-id>`` with its speed relative to the fastest chip among ``peers``."""
         chip_id = parse_emu_device(device)
         chips = [parse_emu_device(p) for p in (peers or [device]) if p.startswith("emu:")]
@@ -124,7 +125,7 @@ class EmulatedDevice:
         speeds = relative_speeds(sorted({*chips, chip_id}), table=table, workload=workload,
                                  profiles=profiles)
         return cls(chip_id, speed=speeds[chip_id], profile=profiles[chip_id], config=config,
-                   rank=rank)
+                   rank=rank, slot=slot)
 
     @property
     def torch_device(self) -> str:
@@ -369,7 +370,8 @@ class EmulatedDevice:
 
     def state_dict(self) -> dict[str, Any]:
         """Heat, calibration, step count and an injected throttle episode in progress (a
-        resumed chip is as hot and as throttled as when it was saved)."""
+        resumed chip is as hot and as throttled as when it was saved). The state of the
+        physical device ``slot``: the checkpoint restores it only onto the same one."""
         return {"model": self.model.state_dict(), "base_s": self._base_s,
                 "calib": list(self._calib), "step": self.step_count,
                 "forced": list(self._forced) if self._forced is not None else None}

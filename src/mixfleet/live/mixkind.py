@@ -31,6 +31,7 @@ from mixfleet.live.backend import Bundle, NodeInfo, pick_devices, virtual_nodes
 from mixfleet.live.elastic import live_items
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow
+from mixfleet.train.mixed.placement import slots_env
 
 if TYPE_CHECKING:
     from mixfleet.live.store import Store
@@ -119,7 +120,8 @@ def mixed_bundles(spec: JobSpec, fleet: FleetSpec, slots: list[tuple[str, int]],
     argv = ["-m", "mixfleet", "train", str(cfg), "--nproc", str(len(slots)), "--set",
             f"ranks=[{ranks}]", "--run-dir", str(rd), "--json"]
     env = {"MIXFLEET_POOL": "+".join(dict.fromkeys(pools)), "MIXFLEET_PROGRESS": "plain",
-           **(extra_env or {})}
+           **(extra_env or {}),  # and each device's identity, in the order of the ranks
+           **slots_env([(p, n, d) for (n, d), p in zip(slots, pools, strict=True)])}
     res: collections.Counter[str] = collections.Counter()
     for (_, d), pid in zip(slots, pools, strict=True):
         p = byid[pid]

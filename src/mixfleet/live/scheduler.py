@@ -37,6 +37,7 @@ from mixfleet.live.preempt import PreemptScheduling
 from mixfleet.live.spec import FleetSpec, JobSpec, PoolSpec, visible_devices_var
 from mixfleet.live.store import AttemptRow, JobRow, Store
 from mixfleet.train.mixed.blocklist import read_entries
+from mixfleet.train.mixed.placement import slots_env
 
 __all__ = ["Scheduler", "job_dir", "run_dir"]
 
@@ -329,7 +330,8 @@ def build_bundles(spec: JobSpec, pool: PoolSpec, slots: list[tuple[str, int]], c
                      "--rdzv-backend", "c10d", "--rdzv-endpoint", "{rdzv_endpoint}",
                      "--rdzv-id", f"mixfleet-attempt-{aid}"]
         env = {var: ",".join(map(str, devs)), "MIXFLEET_POOL": pool.id,
-               "MIXFLEET_PROGRESS": "plain", **(extra_env or {})}
+               "MIXFLEET_PROGRESS": "plain", **(extra_env or {}),
+               **slots_env([(pool.id, node, d) for d in devs])}  # each device's identity
         if pool.emulated:  # its devices share the host's cores with the other jobs'
             env.update(MIXFLEET_EMULATED="1", MIXFLEET_CPU_THREADS="1")
         out.append(Bundle(node=node, devices=tuple(devs), argv=tuple(argv), env=env))

@@ -35,7 +35,7 @@ from mixfleet.train.mixed.blocklist import (
     write_entries,
 )
 from mixfleet.train.mixed.collectives import check_groups
-from mixfleet.train.mixed.placement import RankDevice, rank_placements
+from mixfleet.train.mixed.placement import RankDevice, device_slots, rank_placements, slots_without
 from mixfleet.train.parallel.pipeplan import job_pipeline
 from mixfleet.train.rendezvous import (
     TORCHRUN_LOG_VAR,
@@ -209,7 +209,8 @@ def job_placements(cfg: RunConfig, environ: dict[str, str] | None = None
     chips = [r.chip for r in cfg.ranks] if cfg.ranks else None
     real = any(not d.startswith(("emu:", "cpu", "auto")) for d in devices)
     det = detect(environ=environ) if real and environ is not None else None
-    return rank_placements(devices, chips=chips, local_world=cfg.launch.nproc, detection=det)
+    return rank_placements(devices, chips=chips, local_world=cfg.launch.nproc, detection=det,
+                           slots=device_slots(environ) if environ is not None else None)
 
 
 def device_env(run: RunDir, environ: dict[str, str] | None = None) -> dict[str, str]:
@@ -226,7 +227,9 @@ def _pending_drains(run: RunDir) -> list[int]:
 def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
                               ) -> RunConfig:
     """The config without the drained ranks (their devices go on the block list, by stable
-    id); it is written to config.toml so that later restarts honour the block list too."""
+    id); it is written to config.toml so that later restarts honour the block list too.
+    ``env`` gets the device slots of the ranks left (an emulated chip's heat stays with its
+    device: the drained one's is dropped)."""
     drained = sorted(set(_pending_drains(run)))
     nproc = cfg.launch.nproc - len(drained)
     if nproc < 1:
@@ -234,6 +237,7 @@ def _relaunch_without_drained(cfg: RunConfig, run: RunDir, env: dict[str, str]
                           f"let the devices cool or fix them, then resume with --resume auto")
     ranks = [r for i, r in enumerate(cfg.ranks) if i not in drained]
     places = job_placements(cfg, env)
+    env.update(slots_without(env, drained, cfg.launch.nproc, any(p.emulated for p in places)))
     new = dataclasses.replace(cfg, launch=dataclasses.replace(cfg.launch, nproc=nproc),
                               ranks=ranks)
     if cfg.parallel.mode == "pipeline":  # the stages over the chips left (or the reason)

@@ -123,7 +123,8 @@ class Trainer:
         take = workload.train_set.take  # samples -> a batch on this rank's device
         self._take = take if device.type == "cpu" else (
             lambda i: tuple(x.to(device, non_blocking=True) for x in take(i)))
-        labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {})}
+        labels = {"device": str(device), **({"emulated": emu.device_string} if emu else {}),
+                  **({"device_slot": emu.slot} if emu and emu.slot else {})}
         self.state = CheckpointManager(
             strategy=self.strategy, opt=self.opt, run=run, rank=rank, world=world, group=group,
             device=device, labels=labels, host_rng=cfg.checkpoint.snapshot_host_rng,

@@ -255,8 +255,8 @@ def _build_rank(s: RankSetup) -> RankParts:
     workload = s.workload
     emu = None
     if is_emulated(spec):
-        emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg),
-                                    rank=rank, workload=workload.name,
+        emu = EmulatedDevice.create(spec, peers=devices, table=shares_table(cfg), rank=rank,
+                                    workload=workload.name, slot=places[rank].device_slot,
                                     config=EmulationConfig(
                                         seed=cfg.train.seed, attempt=s.attempt,
                                         local_ranks=s.local_world, headroom=cfg.emulate.headroom))

@@ -41,7 +41,11 @@ from mixfleet.train.exchange import all_gather_json, broadcast_json
 from mixfleet.train.parallel.strategy import ReductionStrategy
 from mixfleet.train.rundir import RunDir
 
-__all__ = ["CheckpointConfig", "CheckpointManager"]
+__all__ = ["CheckpointConfig", "CheckpointManager", "DEVICE_LABELS"]
+
+#: The labels that name a rank's device in its saved state: the emulated chip kind and its
+#: physical device (``RankDevice.device_slot``). A chip's state is restored only where all match.
+DEVICE_LABELS = ("emulated", "device_slot")
 
 
 class CheckpointManager:
@@ -109,9 +113,25 @@ class CheckpointManager:
             self.snapshots.discard()
 
     # -- restoring -----------------------------------------------------------------------
+    def _same_device(self, saved: dict[str, Any]) -> bool:
+        """Whether per-rank state ``saved`` is this rank's device's: the same emulated chip
+        kind on the same physical device (its heat belongs to that device)."""
+        return all(saved.get(k) == self.labels.get(k) for k in DEVICE_LABELS)
+
+    def _device_state(self, per_rank: list[Any]) -> dict[str, Any] | None:
+        """The saved per-rank state of this rank's device: this rank's entry if it is the
+        same device, else (a relaunch over other devices) the entry of this device."""
+        if self.rank < len(per_rank) and self._same_device(per_rank[self.rank]):
+            return dict(per_rank[self.rank])
+        if self.labels.get("device_slot") is None:
+            return None
+        return next((dict(e) for e in per_rank if isinstance(e, dict)
+                     and self._same_device(e)), None)
+
     def _restore(self, shared: dict[str, Any], own: dict[str, Any] | None,
                  rng: Callable[[], None]) -> int:
-        """The one restore path: every object from its saved state; returns the step."""
+        """The one restore path: every object from its saved state (``own``: this rank's
+        device's, None for a device not in it: a new device starts fresh); the step."""
         self.snapshots.wait()
         restored = []
         for name, obj in self.shared.items():
@@ -121,9 +141,8 @@ class CheckpointManager:
         for g, lr in zip(self.opt.param_groups, shared["lrs"], strict=True):
             g["lr"] = lr
         for name, obj in self.own.items():
-            # an emulated chip's state only when this rank is the same chip as then
-            if own is not None and name in own and own.get("emulated") == \
-                    self.labels.get("emulated"):
+            # an emulated chip's state only onto the same physical device as then
+            if own is not None and name in own and self._same_device(own):
                 obj.load_state_dict(own[name])
                 restored.append(name)
         rng()
@@ -183,7 +202,7 @@ class CheckpointManager:
             if own is not None:
                 set_rng_state(own["rng"], self.device)
 
-        return self._restore(manifest, own, rng)
+        return self._restore(manifest, self._device_state(per_rank), rng)
 
     def load_memory(self, disk_step: int) -> int | None:
         """Restore the newest snapshot that every rank holds, if newer than ``disk_step``.

@@ -12,6 +12,11 @@ detection order (each vendor's devices in its torch order), one per rank, so a n
 2 P800 + 2 H20 (all ``cuda``) gives local ranks 0-1 the P800s and 2-3 the H20s; with a chip
 override a rank takes the next device of that chip. Use :func:`rank_placements` (every rank
 at once) so that ranks of one node never share a device.
+
+An emulated rank has no device to detect: its physical identity (``RankDevice.device_slot``, what
+its saved heat belongs to) is the live fleet's ``pool/node:device`` from
+``MIXFLEET_DEVICE_SLOTS`` (one entry per local device, set by the scheduler and narrowed by
+the launcher when it drops a drained rank), else ``rank:<job rank>``.
 """
 
 from __future__ import annotations
@@ -25,10 +30,37 @@ from mixfleet.catalog.detect import Detection, Device, detect
 from mixfleet.errors import DeviceError
 
 __all__ = ["RankDevice", "place_rank", "rank_placements", "local_detection", "FAKE_NODE_ENV",
-           "on_fake_node"]
+           "on_fake_node", "DEVICE_SLOTS_ENV", "device_slots", "slots_env", "slots_without"]
 
 #: Set by the fake node of the tests (tests/fakes): ranks compute on the CPU, with gloo.
 FAKE_NODE_ENV = "MIXFLEET_FAKE_NODE_STATE"
+#: The physical device of each local rank, comma-separated (live fleet: ``pool/node:device``).
+DEVICE_SLOTS_ENV = "MIXFLEET_DEVICE_SLOTS"
+
+
+def device_slots(environ: Mapping[str, str] | None = None) -> list[str] | None:
+    """The local devices' physical identities from ``MIXFLEET_DEVICE_SLOTS``; None unset."""
+    raw = (os.environ if environ is None else environ).get(DEVICE_SLOTS_ENV, "")
+    return [x.strip() for x in raw.split(",")] if raw.strip() else None
+
+
+def slots_env(slots: Sequence[tuple[str, str, int]]) -> dict[str, str]:
+    """``MIXFLEET_DEVICE_SLOTS`` naming each local device ``(pool, node, device)`` in the
+    order of the ranks that use them."""
+    return {DEVICE_SLOTS_ENV: ",".join(f"{p}/{n}:{d}" for p, n, d in slots)}
+
+
+def slots_without(environ: Mapping[str, str], drained: Sequence[int], nproc: int,
+                  emulated: bool = True) -> dict[str, str]:
+    """``MIXFLEET_DEVICE_SLOTS`` for a relaunch of ``nproc`` ranks without the ``drained``
+    ones (job ranks), so each rank left keeps its device's identity (unset: the ranks'
+    ``rank:<i>``); ``{}`` when there is no emulated rank or the list is not one per rank."""
+    slots = device_slots(environ)
+    if slots is None:
+        slots = [f"rank:{i}" for i in range(nproc)]
+    if not emulated or len(slots) != nproc:
+        return {}
+    return {DEVICE_SLOTS_ENV: ",".join(s for i, s in enumerate(slots) if i not in drained)}
 
 
 def on_fake_node(environ: Mapping[str, str] | None = None) -> bool:
@@ -49,6 +81,7 @@ class RankDevice:
     tool_index: int | None = None  # the vendor tool's index of the device
     visible_var: str | None = None  # the vendor's visible-devices variable
     emulated: bool = False
+    device_slot: str | None = None  # an emulated rank's physical device (module doc)
 
     @property
     def kind(self) -> str:
@@ -127,11 +160,12 @@ def place_rank(spec: str, local_rank: int = 0, *, chip: str | None = None,
 
 
 def rank_placements(devices: Sequence[str], *, chips: Sequence[str | None] | None = None,
-                    local_world: int | None = None,
-                    detection: Detection | None = None) -> list[RankDevice]:
+                    local_world: int | None = None, detection: Detection | None = None,
+                    slots: Sequence[str] | None = None) -> list[RankDevice]:
     """Every rank's :class:`RankDevice` as this node sees it (rank ``r`` has local rank
     ``r % local_world``; default: torchrun's ``LOCAL_WORLD_SIZE``, else every rank on this
-    node)."""
+    node). ``slots``: the local devices' identities (default: :func:`device_slots`; a list
+    that is not one per local rank is ignored)."""
     env_lw = os.environ.get("LOCAL_WORLD_SIZE", "")
     n = local_world or (int(env_lw) if env_lw.isdigit() else 0) or len(devices) or 1
     ch = list(chips) if chips is not None else [None] * len(devices)
@@ -139,11 +173,18 @@ def rank_placements(devices: Sequence[str], *, chips: Sequence[str | None] | Non
     det = detection if detection is not None or not needs_tools else local_detection()
     if det is None:
         det = Detection(devices=(), tools=(), accelerator=None, accelerator_count=0)
+    ids = list(slots) if slots is not None else device_slots()
+    if ids is not None and len(ids) != n:
+        ids = None
     out = []
     for r, (d, c) in enumerate(zip(devices, ch, strict=True)):
         # the rank's slot: its order among this node's ranks of the same device and chip,
         # so [[ranks]] chips = [p800, h20, p800, h20] give P800 #0, H20 #0, P800 #1, H20 #1
         node0 = r - r % n
         slot = sum(1 for q in range(node0, r) if (devices[q], ch[q]) == (d, c))
-        out.append(place_rank(d, slot, chip=c, detection=det))
+        p = place_rank(d, slot, chip=c, detection=det)
+        if p.emulated:
+            p = dataclasses.replace(p, device_slot=ids[r % n] if ids is not None
+                                    else f"rank:{r}")
+        out.append(p)
     return out
