@@ -13,14 +13,7 @@ from mixfleet.bench.table import read_table
 from mixfleet.cli import main
 from mixfleet.errors import ConfigError
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded 2-core box two threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 CPU_CHIP = '''

@@ -9,7 +9,6 @@ import itertools
 from pathlib import Path
 
 import pytest
-import torch
 from torch import nn
 
 from mixfleet.bench.llamaclass import run_llama_bench
@@ -39,13 +38,7 @@ def tiny_preset(monkeypatch: pytest.MonkeyPatch) -> None:
         SHAPE["seq_len"]))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a loaded 2-core box two threads spin against each other."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _ticks(dt: float = 0.01):  # a clock where every timed pass takes dt seconds

@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from mixfleet.emulate.links import LinkPacer
 from mixfleet.emulate.pricing import LinkPrices
+from tests.emulate.fakeclock import FakeClock
 
 KINDS = ["nvidia-h20", "nvidia-h20", "kunlun-p800", "kunlun-p800", "ascend-910b",
          "ascend-910b"]
@@ -21,17 +22,6 @@ SMALL = {"preset": "debug", "dim": 64, "layers": 16, "heads": 2, "kv_heads": 1,
 MICRO = 3  # micro-batches of the step
 
 
-class _Clock:
-    """Pacing as accounting: sleeps advance a fake clock, nothing waits."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, s: float) -> None:
-        self.now += max(0.0, s)
 
 
 def _prices(latency: float) -> LinkPrices:
@@ -48,7 +38,9 @@ def _worker(rank: int, init: str, out: str, latency: float) -> None:
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
-    clock = _Clock()  # priced over six ranks of three kinds; two do the real gloo work
+    # pacing as accounting (sleeps advance a fake clock): priced over six ranks of three
+    # kinds; two do the real gloo work
+    clock = FakeClock()
     pacer = LinkPacer.for_group(KINDS, None, _prices(latency),
                                 exchange=lambda t: t, clock=clock, sleep=clock.sleep)
     plan = plan_as_model("llama3-8b", KINDS, load_profiles(), shares=[1] * 6, micros=[1] * 6,

@@ -15,14 +15,11 @@ scheduler killed between two steps finds the row and carries it on
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import sqlite3
-from collections.abc import Callable
-from typing import Any
 
-from mixfleet.live.resizes import select_rows
+from mixfleet.live.resizes import StorePart, select_rows
 
 __all__ = ["PreemptRow", "PreemptStore", "PREEMPT_SCHEMA", "OPEN"]
 
@@ -71,18 +68,8 @@ class PreemptRow:
         return PreemptRow(**d)
 
 
-class PreemptStore:
+class PreemptStore(StorePart):
     """The stop-and-move methods of :class:`mixfleet.live.store.Store`."""
-
-    db: sqlite3.Connection
-    clock: Callable[[], float]
-
-    def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _event(self, db: sqlite3.Connection, kind: str, jid: str | None, aid: int | None,
-               detail: dict[str, Any]) -> None:
-        raise NotImplementedError
 
     def _preempt(self, db: sqlite3.Connection, pid: int) -> PreemptRow:
         return PreemptRow.of(db.execute("SELECT * FROM preempts WHERE id = ?",

@@ -77,8 +77,8 @@ def select_rows(db: sqlite3.Connection, table: str, jid: str | None,
     return list(db.execute(q + " ORDER BY id", args).fetchall())
 
 
-class ResizeStore:
-    """The resize methods of :class:`mixfleet.live.store.Store`."""
+class StorePart:
+    """What a part of :class:`mixfleet.live.store.Store` (resizes, preempts) uses of it."""
 
     db: sqlite3.Connection
     clock: Callable[[], float]
@@ -89,6 +89,10 @@ class ResizeStore:
     def _event(self, db: sqlite3.Connection, kind: str, jid: str | None, aid: int | None,
                detail: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+class ResizeStore(StorePart):
+    """The resize methods of :class:`mixfleet.live.store.Store`."""
 
     # -- resizes (docs/fleet-elastic.md) ----------------------------------------------
     def plan_resize(self, jid: str, aid: int, pool: str, slots: list[tuple[str, int]], *,
