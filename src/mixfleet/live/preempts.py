@@ -19,7 +19,7 @@ import dataclasses
 import json
 import sqlite3
 
-from mixfleet.live.resizes import StorePart, select_rows
+from mixfleet.live.resizes import StorePart, select_rows, slots_of
 
 __all__ = ["PreemptRow", "PreemptStore", "PREEMPT_SCHEMA", "OPEN"]
 
@@ -64,7 +64,7 @@ class PreemptRow:
     @staticmethod
     def of(r: sqlite3.Row) -> PreemptRow:
         d = dict(r)
-        d["slots"] = [(n, int(i)) for n, i in json.loads(d["slots"])]
+        d["slots"] = slots_of(d["slots"])
         return PreemptRow(**d)
 
 

@@ -17,7 +17,12 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["ResizeRow", "ResizeStore", "RESIZE_SCHEMA"]
+__all__ = ["ResizeRow", "ResizeStore", "RESIZE_SCHEMA", "StorePart", "slots_of"]
+
+
+def slots_of(raw: str) -> list[tuple[str, int]]:
+    """A row's ``slots`` column (JSON ``[[node, device], ...]``) as (node, device) pairs."""
+    return [(n, int(i)) for n, i in json.loads(raw)]
 
 RESIZE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS resizes (
@@ -58,7 +63,7 @@ class ResizeRow:
     @staticmethod
     def of(r: sqlite3.Row) -> ResizeRow:
         d = dict(r)
-        d["slots"] = [(n, int(i)) for n, i in json.loads(d["slots"])]
+        d["slots"] = slots_of(d["slots"])
         return ResizeRow(**d)
 
 
