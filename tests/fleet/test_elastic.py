@@ -3,12 +3,13 @@ simulator (mixfleet.sim.elastic)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
 from mixfleet.errors import ConfigError
-from mixfleet.fleet.elastic import ElasticJob, expected_wait, grow, loss_decision, on_loss
+from mixfleet.fleet.elastic import ElasticJob, expected_wait, grow, loss_decision, on_loss, on_start
 from mixfleet.sim.elastic import TraceEvent, TraceJob, replay
 
 
@@ -111,6 +112,46 @@ def test_replay_shrinks_on_a_drain_grows_back_and_beats_requeuing() -> None:
     assert [d.key() for _, d in base.decisions] == [("a", "requeue", 2, 0)]
     assert base.jct["a"] == pytest.approx(630 + 700)
     assert res.jct["b"] == base.jct["b"] == pytest.approx(2000)
+
+
+def test_start_on_the_devices_free_when_the_full_count_never_frees() -> None:
+    """One of two devices free and nothing running that frees one: start on 1 now."""
+    d = on_start(_job(remaining=1000.0), 0.0, {0: 1}, [], [0])
+    assert d is not None and (d.action, d.old, d.new, d.pool) == ("start", 0, 1, 0)
+    assert math.isinf(d.gain_s) and "1 of 2 device(s) free now" in d.reason
+
+
+def test_start_small_pays_exactly_when_the_work_while_waiting_beats_the_restart() -> None:
+    """Waiting w for the second device: starting on 1 and growing then ends at w + 30 +
+    (1000 - w) / 2, waiting at w + 500; so it starts when w / 2 > 30 s (restart 30 s)."""
+    j = _job(remaining=1000.0)
+    for w, action in ((59.0, "wait"), (61.0, "start")):
+        d = on_start(j, 100.0, {0: 1}, [(0, 100.0 + w, 1)], [0], restart_s=30.0)
+        assert d is not None and d.action == action, (w, d)
+        assert d.gain_s == pytest.approx(w / 2 - 30.0)
+    assert on_start(j, 0.0, {0: 0}, [], [0]) is None  # nothing free: nothing to decide
+    assert on_start(_job(lo=2), 0.0, {0: 1}, [], [0]) is None  # below min_devices
+
+
+def test_start_small_ends_on_its_few_devices_when_that_comes_first() -> None:
+    """A job that finishes on 1 device before the second frees is priced at 1 device."""
+    d = on_start(_job(remaining=100.0), 0.0, {0: 1}, [(0, 500.0, 1)], [0])
+    assert d is not None and d.action == "start"
+    assert d.gain_s == pytest.approx((500 + 50) - 100)
+
+
+def test_replay_starts_an_elastic_job_small_and_grows_it_when_its_pool_frees() -> None:
+    """A device under maintenance: the elastic job starts on the one left and grows when
+    the device comes back; it ends sooner than the same job waiting for 2."""
+    jobs = [TraceJob(id="a", size=2, lo=1, hi=2, work=1000.0, per_device=(1.0,),
+                     options=(0,))]
+    ev = [TraceEvent(t=200.0, kind="free", pool=0)]
+    res = replay([2], jobs, ev, blocked=[1])
+    assert [(t, d.key()) for t, d in res.decisions] == [
+        (0.0, ("a", "start", 0, 1)), (200.0, ("a", "grow", 1, 2))]
+    assert res.jct["a"] == pytest.approx(200 + 30 + 400)  # 200 done, stall, 800 at 2/s
+    rigid = [dataclasses.replace(jobs[0], lo=2)]
+    assert replay([2], rigid, ev, blocked=[1]).jct["a"] == pytest.approx(200 + 500)
 
 
 def test_replay_refuses_an_event_of_an_unknown_job() -> None:

@@ -294,3 +294,33 @@ def test_sim_and_live_make_the_same_resize_decisions_on_the_same_trace(
     assert [d.key() for _, d in sim.decisions] == live == [
         (ja, "shrink", 2, 1), (ja, "grow", 1, 2)]
     assert fake.status  # the live one ran on the in-memory backend
+
+
+def test_sim_and_live_start_an_elastic_job_small_and_grow_it_alike(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """The trace: one device of pool 910b under maintenance, an elastic 2-device job (1-2)
+    that may only use 910b; later the device comes back. The simulator's replay and the
+    live scheduler (in-memory backend) both start it on the one device left (an
+    ``elastic_start`` event with its reason) and grow it to 2 when the device frees."""
+    fleet = fleet3()
+    store = Store(fleet_dir)
+    store.block("910b", "910b/0", 1, None, "maintenance")
+    spec = load_job(write_job(tmp_path / "c.toml", steps=STEPS, devices=2,
+                              extra='pool = "910b"\nmin_devices = 1\nmax_devices = 2'), fleet)
+    jc = store.submit(spec)
+    fake = FakeBackend(fleet)
+    sched = Scheduler(fleet, store, fake, make_policy("goodput"), fleet_dir=fleet_dir, mark="t")
+    sched.tick()
+    assert _size(store, jc) == 1
+    (ev,) = [e["detail"] for e in store.events(jc) if e["kind"] == "elastic_start"]
+    assert ev["devices"] == 1 and ev["of"] == 2 and "1 of 2 device(s) free now" in ev["reason"]
+    live = [(jc, "start", 0, _size(store, jc))]
+    store.unblock("910b", "910b/0", 1, "maintenance over")
+    sched.tick()
+    live += [(r.job_id, r.action, r.old, r.new) for r in store.resizes()]
+    assert _size(store, jc) == 2
+    sim = replay([2, 2, 2], [TraceJob(id=jc, size=2, lo=1, hi=2, work=STEPS * 64.0,
+                                      per_device=(1.0,) * 3, options=(2,))],
+                 [TraceEvent(t=10.0, kind="free", pool=2)], blocked=[0, 0, 1])
+    assert [d.key() for _, d in sim.decisions] == live == [
+        (jc, "start", 0, 1), (jc, "grow", 1, 2)]

@@ -20,6 +20,14 @@ The rate of a job on ``n`` devices is ``n * per_device * scaling ** (n - 1)`` wi
 ``scaling`` an *assumed* per-added-device efficiency (1.0: linear) until the per-job cost
 model gives a figure per size. Every decision carries its reason and predicted gain
 (seconds of completion time saved; negative for a requeue that shrinking would lose).
+
+- :func:`on_start`: a waiting job that no pool can take at its full count now. Either
+  **start** on the devices free now (at least ``min_devices``), going on until its pool
+  frees the rest and then growing, or **wait** for the full count, whichever is predicted
+  to end it sooner: waiting ends at ``wait_s + remaining / rate(size)``; starting on ``k``
+  devices of a pool that has ``size`` free after ``w`` seconds ends at ``w + restart_s +
+  (remaining - w * rate(k)) / rate(size)`` (or at ``remaining / rate(k)`` when that comes
+  first): it starts when the work it does while it waits outweighs the growth's restart.
 """
 
 from __future__ import annotations
@@ -28,8 +36,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["ElasticJob", "Resize", "on_loss", "loss_decision", "grow", "expected_wait",
-           "RESTART_S"]
+__all__ = ["ElasticJob", "Resize", "on_loss", "loss_decision", "on_start", "grow",
+           "expected_wait", "RESTART_S"]
 
 RESTART_S = 30.0
 """Assumed cost of one relaunch (stop, start, resume from a snapshot), seconds."""
@@ -66,7 +74,8 @@ class ElasticJob:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Resize:
-    """One decision: ``action`` is ``shrink``, ``grow`` or ``requeue``."""
+    """One decision: ``action`` is ``shrink``, ``grow`` or ``requeue`` (of a running job),
+    ``start`` or ``wait`` (of a waiting one, :func:`on_start`)."""
 
     job: str
     action: str
@@ -75,7 +84,7 @@ class Resize:
     reason: str
     gain_s: float
     pool: int | None = None
-    """The pool whose free devices a grow takes."""
+    """The pool whose free devices a grow or a start takes."""
 
     def key(self) -> tuple[str, str, int, int]:
         """What two runs of the same trace must agree on."""
@@ -130,6 +139,46 @@ def loss_decision(job: ElasticJob, lost: int, now: float, free: Mapping[int, int
                               [(t, n) for p, t, n in ends if p == q]) for q in options),
                default=math.inf)
     return on_loss(job, lost, wait, why, restart_s)
+
+
+def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
+             ends: Iterable[tuple[int, float, int]], options: Iterable[int],
+             restart_s: float = RESTART_S, min_gain_s: float = 0.0) -> Resize | None:
+    """Start waiting ``job`` (``size``: the count it asks for; ``pool`` and ``moves``: the
+    per-device rate of each pool in ``options``) on fewer devices now, or wait for its full
+    count (see the module doc); None when no pool has ``min_devices`` free. ``free``:
+    devices free per pool now; ``ends``: the (pool, ETA, devices) of the running jobs."""
+    ends, size = list(ends), job.size
+    opts = [q for q in options if q == job.pool or q in job.moves]
+
+    def wait(q: int) -> float:
+        return expected_wait(now, size, free.get(q, 0), [(t, n) for p, t, n in ends if p == q])
+
+    full, full_wait = min(((wait(q) + job.time_on(size, q), wait(q)) for q in opts),
+                          default=(math.inf, math.inf))
+    best: tuple[float, int, int, float] | None = None  # (end, pool, devices, wait)
+    for q in opts:
+        k = min(free.get(q, 0), size - 1)
+        if k < max(job.lo, 1):
+            continue
+        w, small = wait(q), job.time_on(k, q)
+        done = job.rate(k, q) * w
+        if done < job.remaining:  # it grows to its full count when its pool frees it
+            small = min(small, w + restart_s + (job.remaining - done) / job.rate(size, q))
+        if best is None or (small, q) < (best[0], best[1]):
+            best = (small, q, k, w)
+    if best is None:
+        return None
+    small, q, k, w = best
+    gain = full - small if math.isfinite(small) else 0.0
+    if gain > min_gain_s:
+        grows = f", growing when {size} are free (in {_s(w)})" if math.isfinite(w) else ""
+        return Resize(job=job.id, action="start", old=0, new=k, pool=q, gain_s=gain,
+                      reason=f"{k} of {size} device(s) free now{grows}: predicted to end "
+                      f"{_s(gain)} sooner than waiting {_s(full_wait)} for {size}")
+    return Resize(job=job.id, action="wait", old=0, new=0, pool=q, gain_s=gain,
+                  reason=f"waiting {_s(full_wait)} for {size} device(s) ends it "
+                  f"{_s(-gain)} sooner than starting on {k} now")
 
 
 def grow(jobs: Sequence[ElasticJob], free: Mapping[int, int], *,

@@ -8,6 +8,10 @@ every resize persisted step by step in SQLite (docs/fleet-elastic.md).
   resize, done at once. ``requeue``: the attempt is stopped and the job waits for its count.
 - A lost node under an elastic job: ``shrink`` starts a new attempt on the devices left;
   ``requeue`` is the scheduler's usual path.
+- A waiting elastic job that no pool can take at its full count:
+  :func:`~mixfleet.fleet.elastic.on_start` may start it on the devices free now (at least
+  ``min_devices``; an ``elastic_start`` event with the reason and predicted gain), after
+  the policy's placements and the mixed-kind starts, first come.
 - Free devices that no queued job may use: :func:`~mixfleet.fleet.elastic.grow` picks the
   jobs that gain most; each is stopped and relaunched on its devices plus the new ones.
 
@@ -19,12 +23,13 @@ that a killed scheduler left half done, before anything else is looked at.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mixfleet.errors import MixfleetError
-from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision
+from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision, on_start
 from mixfleet.live.backend import pick_devices
 from mixfleet.live.estimate import last_step
 from mixfleet.live.store import AttemptRow, JobRow
@@ -86,6 +91,8 @@ class ElasticScheduling:
                     aid: int) -> None: ...
         def _mixed_ends(self, a: AttemptRow, job: JobRow, now: float
                         ) -> list[tuple[int, float, int]]: ...
+        def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
+                   handle: dict[str, Any] | None = None) -> None: ...
 
     # -- what the decisions see -----------------------------------------------------------
     def _rd(self, jid: str) -> Path:
@@ -156,6 +163,33 @@ class ElasticScheduling:
         d = self._loss(a, job, len(slots) - len(left),
                        f"node(s) {', '.join(dead)} left the cluster")
         self._carry_out(self._record(a, job, d, left, done=False))
+
+    # -- starts below the full count ---------------------------------------------------------
+    def _start_small(self, inv: list[NodeInfo], free: dict[str, dict[str, list[int]]],
+                     waiting: list[JobRow]) -> None:
+        """Start each waiting elastic job on fewer devices than it asks for when
+        :func:`~mixfleet.fleet.elastic.on_start` says so (first come); ``free``: the free
+        devices per pool and node left after the other placements (taken ones leave it)."""
+        cap = self._capacity(inv)
+        for job in waiting:
+            s = job.spec
+            opts = [i for i, p in enumerate(self.fleet.pools)
+                    if s.fits(p) and cap[p.id] >= max(s.lo, 1)]
+            if not s.elastic or s.lo >= job.devices or not opts:
+                continue
+            view = self._view(job, self.fleet.pools[opts[0]].id, job.devices)
+            counts = {self._index[p]: sum(len(v) for v in nodes.values())
+                      for p, nodes in free.items()}
+            d = on_start(view, self.clock(), counts, self._ends(job.id), opts)
+            if d is None or d.action != "start" or d.pool is None:
+                continue
+            pool = self.fleet.pools[d.pool]
+            slots = pick_devices(free[pool.id], d.new)
+            assert slots is not None  # on_start counted these free devices
+            self.store.event("elastic_start", job.id, None, devices=d.new, of=job.devices,
+                             pool=pool.id, reason=d.reason,
+                             gain_s=round(d.gain_s, 1) if math.isfinite(d.gain_s) else None)
+            self._start(job, pool, slots)
 
     # -- growth -----------------------------------------------------------------------------
     def _grow(self, inv: list[NodeInfo]) -> None:

@@ -269,6 +269,8 @@ class Scheduler(ElasticScheduling, MixedScheduling, PreemptScheduling):
             self._start(job, pool, slots)
         placed = {a.job_id for a in self.store.attempts(states=("running",))}
         self._mix(inv, free, [j for j in queued if j.id not in placed])
+        placed = {a.job_id for a in self.store.attempts(states=("running",))}
+        self._start_small(inv, free, [j for j in queued if j.id not in placed])
 
     def _start(self, job: JobRow, pool: PoolSpec, slots: list[tuple[str, int]],
                handle: dict[str, Any] | None = None) -> None:

@@ -6,8 +6,10 @@ The model is the live fleet's: a job runs on ``size`` devices of one pool at
 ``rate(size)``; a drain takes one of its devices out of the pool for good and asks
 :func:`~mixfleet.fleet.elastic.loss_decision` (shrink, or requeue for the full count); a
 freed device (``free`` event) and a job's end free devices, which go first to waiting
-jobs (first come, at their full count, on the first pool that has room) and then to
-:func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job ``restart_s``.
+jobs (first come, at their full count, on the first pool that has room), then to waiting
+elastic jobs that :func:`~mixfleet.fleet.elastic.on_start` starts on fewer devices (first
+come), and then to :func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job
+``restart_s``.
 
 A job that carries a ``rate`` (its predicted throughput on any split of devices over
 pools, which then also sets its pace and ETA) and allows several pools is a mixed-kind
@@ -25,7 +27,7 @@ import math
 from collections.abc import Sequence
 
 from mixfleet.errors import ConfigError
-from mixfleet.fleet.elastic import RESTART_S, ElasticJob, Resize, grow, loss_decision
+from mixfleet.fleet.elastic import RESTART_S, ElasticJob, Resize, grow, loss_decision, on_start
 from mixfleet.fleet.mixing import MixDecision, MixJob, RateFn, Split, mix_decision
 
 __all__ = ["TraceJob", "TraceEvent", "ElasticResult", "replay"]
@@ -101,12 +103,19 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             raise ConfigError(f"trace event {e!r}: kind must be drain (of a job) or free")
     now = 0.0
 
-    def view(r: _Run) -> ElasticJob:
-        assert r.pool is not None
-        return ElasticJob(id=r.job.id, pool=r.pool, size=r.size, lo=r.job.lo, hi=r.job.hi,
-                          remaining=r.left, per_device=r.job.per_device[r.pool],
-                          moves={q: r.job.per_device[q] for q in r.job.options
-                                 if q != r.pool})
+    def view(r: _Run, pool: int | None = None) -> ElasticJob:
+        """The job as the decisions see it: on its pool, or waiting (``pool``: the first
+        it may use, ``size`` the count it asks for)."""
+        p = r.pool if pool is None else pool
+        assert p is not None
+        return ElasticJob(id=r.job.id, pool=p, size=r.size if pool is None else r.job.size,
+                          lo=r.job.lo, hi=r.job.hi, remaining=r.left,
+                          per_device=r.job.per_device[p],
+                          moves={q: r.job.per_device[q] for q in r.job.options if q != p})
+
+    def running_ends() -> list[tuple[int, float, int]]:
+        return [(q, finish_at(x), n) for x in runs.values()
+                if x.pool is not None and x.end is None for q, n in x.parts()]
 
     def settle(t: float) -> None:
         for w in list(waiting):
@@ -121,11 +130,9 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             r = runs[w]
             if r.job.rate is None or len(r.job.options) < 2:
                 continue
-            ends = [(q, finish_at(x), n) for x in runs.values()
-                    if x.pool is not None and x.end is None for q, n in x.parts()]
             m = mix_decision(MixJob(id=w, size=r.job.size, remaining=r.left,
-                                    options=r.job.options), t, dict(enumerate(free)), ends,
-                             r.job.rate)
+                                    options=r.job.options), t, dict(enumerate(free)),
+                             running_ends(), r.job.rate)
             if m is not None and m.action != "mix" and w not in declined:
                 declined.add(w)
                 mixes.append((t, m))
@@ -137,6 +144,19 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             r.pool, r.size, r.split = m.split[0][0], r.job.size, m.split
             r.stall_until = t + (restart_s if r.left < r.job.work else 0.0)
             mixes.append((t, m))
+        for w in list(waiting):  # an elastic job on the devices free now, or it waits
+            r = runs[w]
+            if not r.job.elastic or r.job.lo >= r.job.size:
+                continue
+            s = on_start(view(r, r.job.options[0]), t, dict(enumerate(free)),
+                         running_ends(), r.job.options, restart_s)
+            if s is None or s.action != "start" or s.pool is None:
+                continue
+            waiting.remove(w)
+            free[s.pool] -= s.new
+            r.pool, r.size = s.pool, s.new
+            r.stall_until = t + (restart_s if r.left < r.job.work else 0.0)
+            out.append((t, s))
         busy = {q for w in waiting for q in runs[w].job.options}
         room = {q: n for q, n in enumerate(free) if n > 0 and q not in busy}
         live = [view(r) for r in runs.values() if r.pool is not None and r.end is None
