@@ -324,3 +324,26 @@ def test_sim_and_live_start_an_elastic_job_small_and_grow_it_alike(
                  [TraceEvent(t=10.0, kind="free", pool=2)], blocked=[0, 0, 1])
     assert [d.key() for _, d in sim.decisions] == live == [
         (jc, "start", 0, 1), (jc, "grow", 1, 2)]
+
+
+def test_a_running_jobs_decisions_use_its_own_measured_steps_before_any_attempt_ended(
+        fleet_dir: Path, tmp_path: Path) -> None:
+    """Before an attempt of its workload has ended on a pool, a running job is seen at the
+    rate its own steps so far measured (per device), not the nominal 1 sample/s; without
+    steps logged it stays nominal."""
+    store, _, sched, ja, _ = _fleet(fleet_dir, tmp_path)
+    sched.tick()
+    (a,) = store.attempts(ja, ("running",))
+    job = store.job(ja)
+    assert job is not None
+    nominal = sched._view(job, a.pool, 2, a)
+    assert nominal.per_device == pytest.approx(1.0)
+    rd = run_dir(fleet_dir, ja)
+    rd.mkdir(parents=True, exist_ok=True)
+    with (rd / "metrics.jsonl").open("w") as f:
+        for i, sps in enumerate((500.0, 640.0, 700.0)):
+            f.write(json.dumps({"step": i + 1, "t": a.started + 1 + i,
+                                "samples_per_s": sps}) + "\n")
+    seen = sched._view(job, a.pool, 2, a)
+    assert seen.per_device == pytest.approx(640.0 / 2)  # the median over its 2 devices
+    assert seen.time_on(1) == pytest.approx(2 * seen.time_on(2))

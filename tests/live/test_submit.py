@@ -29,6 +29,7 @@ BAD = [
     (f'[job]\nconfig = "{DIGITS}"\nmin_devices = 2\nmax_devices = 1\n', "min_devices"),
     (f'[job]\nconfig = "{DIGITS}"\nmin_devices = 0\nmax_devices = 2\n', "min_devices"),
     (f'[job]\nconfig = "{DIGITS}"\nmax_devices = 3\n', "max_devices"),
+    (f'[job]\nconfig = "{DIGITS}"\nmax_devices = 2\nrestart_s = -1\n', "restart_s"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nmin_devices = 2\n', "devices"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-h999"]\n', "kinds"),
     (f'[job]\nconfig = "{DIGITS}"\ndevices = 1\nkinds = ["nvidia-a100"]\n', "kinds"),

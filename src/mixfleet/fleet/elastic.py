@@ -25,9 +25,10 @@ model gives a figure per size. Every decision carries its reason and predicted g
   **start** on the devices free now (at least ``min_devices``), going on until its pool
   frees the rest and then growing, or **wait** for the full count, whichever is predicted
   to end it sooner: waiting ends at ``wait_s + remaining / rate(size)``; starting on ``k``
-  devices of a pool that has ``size`` free after ``w`` seconds ends at ``w + restart_s +
-  (remaining - w * rate(k)) / rate(size)`` (or at ``remaining / rate(k)`` when that comes
-  first): it starts when the work it does while it waits outweighs the growth's restart.
+  devices ends at ``w + restart_s + (remaining - w * rate(k)) / rate(size)``, growing (on
+  its pool or by a move) where ``size`` devices are free first, after ``w`` seconds (or at
+  ``remaining / rate(k)`` when that comes first): it starts when the work it does while
+  it waits outweighs the growth's restart.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ __all__ = ["ElasticJob", "Resize", "on_loss", "loss_decision", "on_start", "grow
            "expected_wait", "RESTART_S"]
 
 RESTART_S = 30.0
-"""Assumed cost of one relaunch (stop, start, resume from a snapshot), seconds."""
+"""Assumed cost of one relaunch (stop, start, resume from a snapshot), seconds: a job's
+unless its file says otherwise (``[job] restart_s``)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -61,6 +63,9 @@ class ElasticJob:
     """Efficiency kept per added device (assumed; 1.0 is linear)."""
     moves: Mapping[int, float] = dataclasses.field(default_factory=dict)
     """Other pools it may grow onto by moving there: pool -> per-device throughput."""
+    restart_s: float = RESTART_S
+    """What one relaunch costs it, seconds (the decisions' ``restart_s`` when they are
+    given none; a job file's ``restart_s``, assumed)."""
 
     def rate(self, n: int, pool: int | None = None) -> float:
         per = self.per_device if pool is None or pool == self.pool else self.moves[pool]
@@ -106,8 +111,10 @@ def expected_wait(now: float, need: int, free_now: int,
 
 
 def on_loss(job: ElasticJob, lost: int, wait_s: float, why: str,
-            restart_s: float = RESTART_S) -> Resize:
-    """Shrink to the devices left, or requeue for the full count (see the module doc)."""
+            restart_s: float | None = None) -> Resize:
+    """Shrink to the devices left, or requeue for the full count (see the module doc);
+    ``restart_s``: None for the job's own."""
+    restart_s = job.restart_s if restart_s is None else restart_s
     left = job.size - lost
     full = wait_s + restart_s + job.time_on(job.size)
     if left < max(job.lo, 1):
@@ -127,7 +134,7 @@ def on_loss(job: ElasticJob, lost: int, wait_s: float, why: str,
 
 def loss_decision(job: ElasticJob, lost: int, now: float, free: Mapping[int, int],
                   ends: Iterable[tuple[int, float, int]], options: Iterable[int], why: str,
-                  restart_s: float = RESTART_S) -> Resize:
+                  restart_s: float | None = None) -> Resize:
     """:func:`on_loss` with the wait for the job's full count taken over the pools it may
     use: ``free`` devices per pool now (its own devices left count as free in its pool,
     as a requeue releases them) and ``ends``, the (pool, ETA, devices) of the other running
@@ -143,12 +150,13 @@ def loss_decision(job: ElasticJob, lost: int, now: float, free: Mapping[int, int
 
 def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
              ends: Iterable[tuple[int, float, int]], options: Iterable[int],
-             restart_s: float = RESTART_S, min_gain_s: float = 0.0) -> Resize | None:
+             restart_s: float | None = None, min_gain_s: float = 0.0) -> Resize | None:
     """Start waiting ``job`` (``size``: the count it asks for; ``pool`` and ``moves``: the
     per-device rate of each pool in ``options``) on fewer devices now, or wait for its full
     count (see the module doc); None when no pool has ``min_devices`` free. ``free``:
     devices free per pool now; ``ends``: the (pool, ETA, devices) of the running jobs."""
     ends, size = list(ends), job.size
+    restart_s = job.restart_s if restart_s is None else restart_s
     opts = [q for q in options if q == job.pool or q in job.moves]
 
     def wait(q: int) -> float:
@@ -161,10 +169,12 @@ def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
         k = min(free.get(q, 0), size - 1)
         if k < max(job.lo, 1):
             continue
-        w, small = wait(q), job.time_on(k, q)
-        done = job.rate(k, q) * w
-        if done < job.remaining:  # it grows to its full count when its pool frees it
-            small = min(small, w + restart_s + (job.remaining - done) / job.rate(size, q))
+        small, w = job.time_on(k, q), math.inf
+        for g in opts:  # it grows to its full count where that is free first (a move)
+            done = job.rate(k, q) * wait(g)
+            if done < job.remaining:
+                end = wait(g) + restart_s + (job.remaining - done) / job.rate(size, g)
+                small, w = (end, wait(g)) if end < small else (small, w)
         if best is None or (small, q) < (best[0], best[1]):
             best = (small, q, k, w)
     if best is None:
@@ -182,7 +192,7 @@ def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
 
 
 def grow(jobs: Sequence[ElasticJob], free: Mapping[int, int], *,
-         restart_s: float = RESTART_S, min_gain_s: float = 0.0) -> list[Resize]:
+         restart_s: float | None = None, min_gain_s: float = 0.0) -> list[Resize]:
     """Free devices per pool -> the grows that gain most (at most one per job). A job
     grows on its own pool (its devices plus free ones) or, when it lists other pools in
     ``moves``, by moving to one whose free devices alone exceed its size (a shrunk job
@@ -194,7 +204,8 @@ def grow(jobs: Sequence[ElasticJob], free: Mapping[int, int], *,
         best: tuple[float, str, ElasticJob, int, int] | None = None
         for j in todo:
             for q, n in _targets(j, left):
-                gain = j.time_on(j.size) - restart_s - j.time_on(n, q)
+                gain = j.time_on(j.size) - (j.restart_s if restart_s is None else
+                                            restart_s) - j.time_on(n, q)
                 if gain > min_gain_s and (best is None or (gain, j.id) > (best[0], best[1])):
                     best = (gain, j.id, j, q, n)
         if best is None:

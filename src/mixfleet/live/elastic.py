@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from mixfleet.errors import MixfleetError
 from mixfleet.fleet.elastic import ElasticJob, Resize, grow, loss_decision, on_start
 from mixfleet.live.backend import pick_devices
-from mixfleet.live.estimate import last_step
+from mixfleet.live.estimate import attempt_rate, last_step
 from mixfleet.live.store import AttemptRow, JobRow
 from mixfleet.train.mixed.blocklist import read_entries
 
@@ -102,13 +102,28 @@ class ElasticScheduling:
         s = job.spec
         return max(s.steps - last_step(self._rd(job.id)), 0) * s.global_batch
 
-    def _view(self, job: JobRow, pool: str, size: int) -> ElasticJob:
+    def _view(self, job: JobRow, pool: str, size: int, a: AttemptRow | None = None
+              ) -> ElasticJob:
+        """What the decisions see of ``job`` on ``size`` devices of ``pool``: throughputs
+        from the attempts that ended; where none ended on its pool yet, the running
+        attempt ``a``'s own steps so far (the fleet measured them; a nominal figure can be
+        off by any factor), the other pools scaled from it by their chips' speeds."""
         p = self._index[pool]
-        per = self.est.per_device(job.spec.workload, p)[0]
-        moves = {i: self.est.per_device(job.spec.workload, i)[0]
-                 for i, q in enumerate(self.fleet.pools) if i != p and job.spec.fits(q)}
+        w = job.spec.workload
+        per, origin = self.est.per_device(w, p)
+        live = (attempt_rate(self._rd(job.id), a.started, None)
+                if a is not None and origin == "estimated" else None)
+        moves = {}
+        for i, q in enumerate(self.fleet.pools):
+            if i != p and job.spec.fits(q):
+                rate, o = self.est.per_device(w, i)
+                moves[i] = (live / len(a.slots) * self.est.chip[i] / self.est.chip[p]
+                            if live and a is not None and o == "estimated" else rate)
+        if live and a is not None:
+            per = live / len(a.slots)
         return ElasticJob(id=job.id, pool=p, size=size, lo=job.spec.lo, hi=job.spec.hi,
-                          remaining=self._left(job), per_device=per, moves=moves)
+                          remaining=self._left(job), per_device=per, moves=moves,
+                          restart_s=job.spec.restart_s)
 
     def _ends(self, but: str) -> list[tuple[int, float, int]]:
         """(pool, ETA, devices) of every other running job (a mixed one: per pool it holds
@@ -122,7 +137,7 @@ class ElasticScheduling:
                 out += self._mixed_ends(a, job, now)
                 continue
             size = len(a.slots) - a.drains_seen
-            v = self._view(job, a.pool, size)
+            v = self._view(job, a.pool, size, a)
             out.append((v.pool, now + v.time_on(size), size))
         return out
 
@@ -133,7 +148,7 @@ class ElasticScheduling:
         cap = self._capacity(self._inv)
         opts = [i for i, p in enumerate(self.fleet.pools)
                 if job.spec.fits(p) and cap[p.id] >= size]
-        return loss_decision(self._view(job, a.pool, size), lost, self.clock(), free,
+        return loss_decision(self._view(job, a.pool, size, a), lost, self.clock(), free,
                              self._ends(job.id), opts, why)
 
     def _record(self, a: AttemptRow, job: JobRow, d: Resize, slots: list[tuple[str, int]],
@@ -209,7 +224,7 @@ class ElasticScheduling:
                 if p not in busy and (n := sum(len(v) for v in nodes.values())) > 0}
         if not room:
             return
-        views = [self._view(j, a.pool, len(a.slots) - a.drains_seen) for a, j in cands]
+        views = [self._view(j, a.pool, len(a.slots) - a.drains_seen, a) for a, j in cands]
         byid = {j.id: (a, j) for a, j in cands}
         for d in grow(views, room):
             a, j = byid[d.job]

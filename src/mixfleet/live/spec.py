@@ -28,6 +28,7 @@ from typing import Any
 
 from mixfleet.config import Section, apply_overrides, dumps_toml, field, load_toml, parse_as
 from mixfleet.errors import ConfigError
+from mixfleet.fleet.elastic import RESTART_S
 from mixfleet.fleet.model import Fleet, load_fleet
 
 __all__ = ["PoolSpec", "FleetSpec", "JobSpec", "JobTable", "fleet_spec", "parse_job", "load_job",
@@ -150,6 +151,8 @@ class JobSpec:
     """Most devices it may be grown to (0: ``devices``)."""
     kinds: tuple[str, ...] = ()
     """Catalog chip kinds it may run on (empty: any)."""
+    restart_s: float = RESTART_S
+    """Seconds one relaunch costs it (assumed), weighed by the resize decisions."""
 
     @property
     def elastic(self) -> bool:
@@ -211,6 +214,9 @@ class JobTable(Section, section="job"):
     max_restarts: int = field(3, help="re-placements after failures before the job fails",
                               ge=0)
     mem_gib: float = field(0.0, help="memory one device needs (0: any)", ge=0)
+    restart_s: float = field(RESTART_S, help="elastic: seconds one relaunch of the job costs "
+                             "(stop, start, resume from its snapshot; assumed), weighed "
+                             "against what a resize gains", ge=0, le=86400)
 
 
 def _train_config(job: JobTable, inline: dict[str, Any], where: str,
@@ -278,7 +284,7 @@ def parse_job(data: dict[str, Any], where: str, fleet: FleetSpec,
                    global_batch=cfg.train.global_batch, devices=devices, pool=job.pool,
                    chips=tuple(job.chips), priority=job.priority,
                    max_restarts=job.max_restarts, mem_gib=job.mem_gib, min_devices=lo,
-                   max_devices=hi, kinds=kinds)
+                   max_devices=hi, kinds=kinds, restart_s=job.restart_s)
     fit = [p for p in fleet.pools if spec.fits(p)]
     if not fit:
         raise ConfigError(f"{where}: no pool of fleet {fleet.name!r} meets the job's pool, "
