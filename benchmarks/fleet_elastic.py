@@ -4,16 +4,19 @@ Fixed scenario (no knob to tune it): the 3-pool live fleet (examples/fleet-live.
 local Ray head on 127.0.0.1, emulated pools, policy goodput); four 2-device llama-debug
 jobs (examples/llama-debug.toml) submitted at once, each ``--steps`` steps (300). One
 device of pool 910b is under maintenance (on the fleet block list) when they arrive, so
-two jobs start and two wait. At 30% of the first job's steps critical heat drains one of
-its devices (an injected overheat past the critical point, 12 degrees over the warning
-one). At the time that job would reach 60% at its pace before the drain (twice the time it
-took to reach 30%), the device under maintenance frees (taken off the block list).
+two jobs start at their full count and two cannot. At 30% of the first job's steps
+critical heat drains one of its devices (an injected overheat past the critical point, 12
+degrees over the warning one). At the time that job would reach 60% at its pace before the
+drain (twice the time it took to reach 30%), the device under maintenance frees (taken
+off the block list).
 
-Run twice: ``elastic`` (jobs declare min_devices = 1, max_devices = 2: the scheduler
-shrinks the drained job and grows jobs onto devices that free) and ``requeue`` (min_devices
-= max_devices = 2: the drained job goes back to the queue for 2 devices, today's
-behaviour). Prints each run's jobs and resizes, then the sum of job completion times
-elastic / requeue (target <= 0.8; emulated) on the last line.
+Run twice: ``elastic`` (jobs declare min_devices = 1, max_devices = 2: the scheduler may
+start a job on the devices free when that ends it sooner than waiting, shrinks the
+drained job or requeues it, whichever it predicts ends it sooner, and grows jobs onto
+devices that free) and ``requeue`` (min_devices = max_devices = 2: the drained job goes
+back to the queue for 2 devices, today's behaviour). Prints each run's jobs, starts and
+resizes, then the sum of job completion times elastic / requeue (target <= 0.8;
+emulated) on the last line.
 
     python benchmarks/fleet_elastic.py [--steps 300]
 """
@@ -83,6 +86,7 @@ def run(mode: str, steps: int, policy: str, timeout_s: float) -> float:
                 time.sleep(0.5)
             jobs = [store.job(j) for j in ids]
             resizes = store.resizes()
+            starts = [e for e in store.events() if e["kind"] == "elastic_start"]
         finally:
             down(d)
     if any(j is None or j.state != "done" for j in jobs):
@@ -93,6 +97,9 @@ def run(mode: str, steps: int, policy: str, timeout_s: float) -> float:
         total += j.finished - j.submitted
         print(f"{mode}: {j.id} {j.name} JCT {j.finished - j.submitted:.1f} s, "
               f"restarts {j.restarts} (emulated)")
+    for e in starts:
+        print(f"{mode}: {e['job_id']} start on {e['detail']['devices']} of "
+              f"{e['detail']['of']}: {e['detail']['reason']}")
     for r in resizes:
         print(f"{mode}: {r.job_id} {r.action} {r.old}->{r.new} ({r.state}): {r.reason}")
     print(f"{mode}: sum of JCT {total:.1f} s (emulated)")
