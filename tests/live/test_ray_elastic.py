@@ -58,10 +58,11 @@ def test_drained_chip_shrinks_a_running_job_and_a_freed_device_grows_it_back(
     sets = (*extra, "launch.max_restarts=2", 'health.thermal_action="drain"',
             f"faults.inject=['overheat@rank=1,step={at}']", "train.log_every=1",
             "checkpoint.interval=5")
-    # restart_s = 1: the test job is tens of steps, and at its measured pace a relaunch
-    # assumed at 30 s would (rightly) never pay for the grow this test is about
+    # restart_s = 0: the test job is tens of steps (digits: seconds in all), and at its
+    # measured pace any real relaunch cost would (rightly) never pay for the grow that this
+    # test is about
     job = write_job(tmp_path / "el.toml", steps=steps, devices=2, sets=sets,
-                    extra='pool = "h20"\nmin_devices = 1\nmax_devices = 2\nrestart_s = 1')
+                    extra='pool = "h20"\nmin_devices = 1\nmax_devices = 2\nrestart_s = 0')
     if config is not None:
         job.write_text(job.read_text().replace(str(DIGITS), str(config)))
     jid = submit(d, job)
