@@ -159,3 +159,17 @@ def test_replay_refuses_an_event_of_an_unknown_job() -> None:
     jobs, _ = _trace(True)
     with pytest.raises(ConfigError, match="drain"):
         replay([2, 2], jobs, [TraceEvent(t=1.0, kind="drain", job="zz")])
+
+
+def test_replay_never_starts_a_job_small_on_a_pool_a_job_ahead_waits_for() -> None:
+    """A rigid 2-device job ahead in the queue waits for pool 0's second device: the
+    elastic job behind it does not take the one free device (no backfill that delays it),
+    and starts small on pool 1, which no job ahead waits for."""
+    jobs = [TraceJob(id="rigid", size=2, lo=2, hi=2, work=100.0, per_device=(1.0, 1.0),
+                     options=(0,), elastic=False),
+            TraceJob(id="el", size=2, lo=1, hi=2, work=1000.0, per_device=(1.0, 1.0),
+                     options=(0, 1))]
+    res = replay([2, 2], jobs, [TraceEvent(t=50.0, kind="free", pool=0)], blocked=[1, 1])
+    assert [(t, d.key(), d.pool) for t, d in res.decisions][:1] == [
+        (0.0, ("el", "start", 0, 1), 1)]
+    assert res.jct["rigid"] == pytest.approx(50 + 50)  # started when pool 0's device came

@@ -11,7 +11,8 @@ every resize persisted step by step in SQLite (docs/fleet-elastic.md).
 - A waiting elastic job that no pool can take at its full count:
   :func:`~mixfleet.fleet.elastic.on_start` may start it on the devices free now (at least
   ``min_devices``; an ``elastic_start`` event with the reason and predicted gain), after
-  the policy's placements and the mixed-kind starts, first come.
+  the policy's placements and the mixed-kind starts, first come, never on a pool that a
+  job ahead of it in the queue waits for.
 - Free devices that no queued job may use: :func:`~mixfleet.fleet.elastic.grow` picks the
   jobs that gain most; each is stopped and relaunched on its devices plus the new ones.
 
@@ -186,17 +187,20 @@ class ElasticScheduling:
         :func:`~mixfleet.fleet.elastic.on_start` says so (first come); ``free``: the free
         devices per pool and node left after the other placements (taken ones leave it)."""
         cap = self._capacity(inv)
+        claimed: set[int] = set()  # pools a job ahead in the queue waits for
         for job in waiting:
             s = job.spec
-            opts = [i for i, p in enumerate(self.fleet.pools)
+            mine = [i for i, p in enumerate(self.fleet.pools)
                     if s.fits(p) and cap[p.id] >= max(s.lo, 1)]
-            if not s.elastic or s.lo >= job.devices or not opts:
-                continue
-            view = self._view(job, self.fleet.pools[opts[0]].id, job.devices)
-            counts = {self._index[p]: sum(len(v) for v in nodes.values())
-                      for p, nodes in free.items()}
-            d = on_start(view, self.clock(), counts, self._ends(job.id), opts)
+            opts = [i for i in mine if i not in claimed]
+            d = None
+            if s.elastic and s.lo < job.devices and opts:
+                view = self._view(job, self.fleet.pools[opts[0]].id, job.devices)
+                counts = {self._index[p]: sum(len(v) for v in nodes.values())
+                          for p, nodes in free.items()}
+                d = on_start(view, self.clock(), counts, self._ends(job.id), opts)
             if d is None or d.action != "start" or d.pool is None:
+                claimed |= set(mine)
                 continue
             pool = self.fleet.pools[d.pool]
             slots = pick_devices(free[pool.id], d.new)

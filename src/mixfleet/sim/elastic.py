@@ -8,7 +8,8 @@ The model is the live fleet's: a job runs on ``size`` devices of one pool at
 freed device (``free`` event) and a job's end free devices, which go first to waiting
 jobs (first come, at their full count, on the first pool that has room), then to waiting
 elastic jobs that :func:`~mixfleet.fleet.elastic.on_start` starts on fewer devices (first
-come), and then to :func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job
+come, never on a pool a job ahead of it waits for), and then to
+:func:`~mixfleet.fleet.elastic.grow`. Each relaunch stalls the job
 ``restart_s``.
 
 A job that carries a ``rate`` (its predicted throughput on any split of devices over
@@ -144,13 +145,15 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
             r.pool, r.size, r.split = m.split[0][0], r.job.size, m.split
             r.stall_until = t + (restart_s if r.left < r.job.work else 0.0)
             mixes.append((t, m))
+        claimed: set[int] = set()  # pools a job ahead in the queue waits for
         for w in list(waiting):  # an elastic job on the devices free now, or it waits
             r = runs[w]
-            if not r.job.elastic or r.job.lo >= r.job.size:
-                continue
-            s = on_start(view(r, r.job.options[0]), t, dict(enumerate(free)),
-                         running_ends(), r.job.options, restart_s)
+            opts = [q for q in r.job.options if q not in claimed]
+            s = (on_start(view(r, r.job.options[0]), t, dict(enumerate(free)),
+                          running_ends(), opts, restart_s)
+                 if r.job.elastic and r.job.lo < r.job.size and opts else None)
             if s is None or s.action != "start" or s.pool is None:
+                claimed |= set(r.job.options)
                 continue
             waiting.remove(w)
             free[s.pool] -= s.new
