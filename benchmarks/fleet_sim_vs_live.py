@@ -8,7 +8,7 @@ own, emulated on one small host. So that the host's CPU is not what the figures 
 
 - **Chips paced by themselves**: every job runs with `emulate.sample_s` (`--sample-s`), a
   fixed chip time per sample, so a step takes the chip's time whatever the host does; the
-  host's real work (~5 ms for digits-cnn's 64 samples) is under 1% of a chip's step and 8
+  host's real work (5-7 ms for digits-cnn's 64 samples) is under 1% of a chip's step and 8
   ranks at once use a fraction of 2 cores. The benchmark prints the share it measured.
 - **Start-ups spaced as on separate hosts**: a job's start-up (importing torch, building
   the model, the first steps) is the one part that needs the host's CPU for seconds; on a
