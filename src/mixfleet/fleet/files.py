@@ -75,6 +75,8 @@ class JobTable(Section, section="job"):
     priority: int = field(0, help="higher goes first")
     limit_hours: float | None = field(None, help="the declared runtime limit on the "
                                       "reference chip, hours", gt=0)
+    startup_s: float = field(0.0, help="seconds each attempt takes before it computes "
+                             "(start-up), paid at every start and restart", ge=0)
 
 
 @dataclasses.dataclass(kw_only=True, frozen=True)

@@ -28,6 +28,7 @@ Jobs file::
     arrival_s = 0                    # optional
     priority = 0                     # optional
     limit_hours = 24                 # optional: the declared runtime limit (reference chip)
+    startup_s = 0                    # optional: seconds each attempt takes to start up
 """
 
 from __future__ import annotations
@@ -118,8 +119,16 @@ class Job:
     group: str = ""
     """User or virtual cluster, where the trace has one (the history estimator groups by
     it)."""
+    startup_s: float = 0.0
+    """Seconds from an attempt's start until it computes (importing, building the model,
+    the first steps): paid at the first start and again at every restart, before the
+    restart's own ``restart_s`` or ``migration_s`` (docs/fleet.md, "Simulation model")."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.startup_s < float("inf"):
+            raise ConfigError(f"job {self.id!r}: startup_s must be a number >= 0 (got "
+                              f"{self.startup_s}); set startup_s = 0 or the measured seconds "
+                              f"from an attempt's start to its first step")
         if self.declared_work is not None and not self.declared_work > 0:
             raise ConfigError(f"job {self.id!r}: declared runtime limit must be > 0 (got "
                               f"{self.declared_work})")
@@ -266,7 +275,8 @@ def parse_jobs(data: dict[str, Any], path: str,
         jobs.append(Job(id=jid, workload=row.workload, arrival_s=row.arrival_s,
                         devices=row.devices, work=work, mem_gib=float(mem),
                         priority=row.priority, declared_work=None if row.limit_hours is None
-                        else row.limit_hours * 3600.0 * row.devices))
+                        else row.limit_hours * 3600.0 * row.devices,
+                        startup_s=row.startup_s))
     return jobs
 
 

@@ -4,6 +4,8 @@ accounting of work, stalls and lost work as simulated time advances.
 Work is in reference device-seconds. A placed job computes at ``rate`` = devices x its
 relative speed on the pool (x (1 - slowdown) while throttled), except while stalled
 (writing a checkpoint, restarting after a failure, or loading state after a migration).
+Every start and restart of an attempt stalls first for the job's own ``startup_s``, then
+for the restart's ``restart_s`` or ``migration_s``, each accounted apart.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class JobState:
                  "last", "stall_until", "stall_kind", "throttled", "place_ver", "rate_ver",
                  "ckpt_ver", "start_s", "end_s", "run_s", "work_by_pool", "placed_at",
                  "compute_since_ckpt", "lost_compute_s", "restart_s", "ckpt_s", "migrate_s",
-                 "failures", "throttles", "migrations", "ran", "est_work", "est0", "estimator")
+                 "failures", "throttles", "migrations", "ran", "est_work", "est0", "estimator",
+                 "startup_until", "startup_stall_s")
 
     def __init__(self, job: Job, index: int, options: tuple[int, ...], npools: int,
                  estimator: Estimator | None = None):
@@ -61,6 +64,9 @@ class JobState:
         self.restart_s = 0.0
         self.ckpt_s = 0.0
         self.migrate_s = 0.0
+        self.startup_until = 0.0
+        """End of the start-up part of the current stall (the job's ``startup_s``)."""
+        self.startup_stall_s = 0.0
         self.failures = 0
         self.throttles = 0
         self.migrations = 0
@@ -87,12 +93,25 @@ class JobState:
             return float("inf")
         return max(self.last, self.stall_until) + self.remaining / self.rate
 
+    def stall(self, t: float, seconds: float, kind: int, start: bool = False) -> None:
+        """Stall from ``t`` for ``seconds`` of ``kind``; an attempt that starts (``start``:
+        a first start, a restart after a failure or a migration) pays its job's
+        ``startup_s`` first."""
+        up = t + (self.job.startup_s if start else 0.0)
+        self.startup_until = up
+        self.stall_until, self.stall_kind = up + seconds, kind
+
     def advance(self, t: float) -> None:
-        """Account the time from ``last`` to ``t``: stall first, then computation."""
+        """Account the time from ``last`` to ``t``: stall first (start-up, then the rest),
+        then computation."""
         a = self.last
         if self.pool is None or t <= a:
             self.last = max(a, t)
             return
+        if self.startup_until > a:
+            up = min(t, self.startup_until)
+            self.startup_stall_s += up - a
+            a = up
         if self.stall_until > a:
             s_end = min(t, self.stall_until)
             d = s_end - a

@@ -6,7 +6,9 @@ process as sampling each device). A failure loses the computation since the job'
 checkpoint and costs ``restart_s`` of stall; jobs checkpoint at the Young/Daly interval
 sqrt(2 C M) of their pool and size, each checkpoint stalling ``checkpoint_s``. A job that a
 policy moves or preempts saves its state on the way out and pays ``migration_s`` when it
-starts again. With failures off there are no failures and no checkpoints.
+starts again. Every start and restart first pays the job's own ``startup_s`` (0 unless its
+jobs file or trace gives one), so ``restart_s`` and ``migration_s`` are the rest of a
+restart's stall. With failures off there are no failures and no checkpoints.
 Policies see what the fleet knows, the run draws the truth (:mod:`mixfleet.sim.knowledge`);
 checkpoint intervals follow the fleet's prior profiles.
 """
@@ -108,10 +110,10 @@ class Simulator:
     def _start(self, js: JobState, p: int, t: float) -> None:
         js.pool, js.last, js.placed_at = p, t, t
         if js.ran:
-            js.stall_until, js.stall_kind = t + self.cfg.migration_s, STALL_MIGRATE
+            js.stall(t, self.cfg.migration_s, STALL_MIGRATE, start=True)
             js.migrations += 1
         else:
-            js.stall_until = t
+            js.stall(t, 0.0, js.stall_kind, start=True)
             js.start_s = t
         js.ran = True
         js.base_rate = js.rate = js.devices * (self.truth.speed[js.workload][p] or 0.0)
@@ -230,7 +232,7 @@ class Simulator:
         rel = self.true_rel[js.pool]
         js.advance(t)
         js.ckpt_done, js.compute_since_ckpt = js.done, 0.0
-        js.stall_until, js.stall_kind = t + rel.checkpoint_s, STALL_CKPT
+        js.stall(t, rel.checkpoint_s, STALL_CKPT)
         js.ckpt_ver += 1
         self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
                     ji, js.ckpt_ver)
@@ -247,7 +249,7 @@ class Simulator:
         js.lost_compute_s += js.compute_since_ckpt
         js.compute_since_ckpt = 0.0
         js.failures += 1
-        js.stall_until, js.stall_kind = t + rel.restart_s, STALL_RESTART
+        js.stall(t, rel.restart_s, STALL_RESTART, start=True)
         js.ckpt_ver += 1
         self.q.push(js.stall_until + self._interval(js.pool, js.devices), ev.CHECKPOINT,
                     ji, js.ckpt_ver)

@@ -21,7 +21,8 @@ METRIC_KEYS = (
     "queue_delay_avg_s", "queue_delay_p50_s", "queue_delay_p99_s",
     "utilization", "utilization_total", "nvidia_device_hours", "non_nvidia_device_hours",
     "non_nvidia_work_share", "work_ref_device_hours", "goodput_lost_device_hours",
-    "checkpoint_device_hours", "migration_device_hours", "failures", "throttle_episodes",
+    "checkpoint_device_hours", "migration_device_hours", "startup_device_hours", "failures",
+    "throttle_episodes",
     "migrations", "events", "estimates", "estimate_error_p50", "estimate_error_p90",
 )
 
@@ -104,6 +105,7 @@ def collect(policy: str, fleet: Fleet, states: list[JobState], pools: list[PoolS
                                          for s in states) / 3600,
         "checkpoint_device_hours": sum(s.ckpt_s * s.devices for s in states) / 3600,
         "migration_device_hours": sum(s.migrate_s * s.devices for s in states) / 3600,
+        "startup_device_hours": sum(s.startup_stall_s * s.devices for s in states) / 3600,
         "failures": sum(s.failures for s in states),
         "throttle_episodes": sum(s.throttles for s in states),
         "migrations": sum(s.migrations for s in states),
