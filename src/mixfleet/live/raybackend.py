@@ -5,7 +5,8 @@ The actor is detached (and the placement group too), so both outlive a killed sc
 a restarted one finds them by name. The actor starts the training as its own process
 session with the vendor's visible-devices variable set; when the actor's worker process
 dies (SIGKILL, node loss) the attempt is *lost*, and :meth:`RayBackend.stop` ends what it
-left running through a task pinned to the same node. The actor is threaded: its
+left running through a task pinned to the same node (from its own process on an embedded
+head, all on this machine). The actor is threaded: its
 ``wait_exit`` call blocks until the process ends (or a bound passes) beside ``poll`` and
 ``stop``, so the scheduler hears of an end when it happens (:meth:`RayBackend.wait`).
 """
@@ -227,11 +228,14 @@ class RayBackend:
         marker = handle.get("marker")
         if marker is None:
             return
-        nodes = handle.get("node_ids") or []
+        # an embedded head's node is this machine: its processes are ended from here, not
+        # by a task whose worker process Ray may have to start first (~0.3 s, every time
+        # the idle one was reaped between two ends)
+        nodes = [] if self.embedded else handle.get("node_ids") or []
         tasks = [_kill_marked.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=False)
         ).remote(marker) for n in dict.fromkeys(nodes)]
-        if self.embedded and not nodes:
+        if self.embedded:
             kill_pids(pids_with_env(ATTEMPT_MARK, marker))
         try:
             ray.get(tasks, timeout=CALL_TIMEOUT_S)
