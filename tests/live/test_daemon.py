@@ -114,9 +114,9 @@ def test_an_idle_loop_makes_one_pass_per_tick_and_no_new_decision(fleet_dir: Pat
     # goodput (it moves jobs) is asked at the submit and once the job runs; then never
     assert len(fake.started) == 1 and passes[2:] == [2] * (len(passes) - 2)
     assert sched.decisions == 2
-    assert 3 <= len(passes) <= 1.5 / 0.3 + 2, passes
+    assert 2 <= len(passes) <= 1.5 / 0.3 + 2, passes
     assert fake.waits >= 5  # the probe runs between passes (every 20 ms)
-    assert cpu < 0.5, cpu  # ~0.02 s here: 1.5 s of mostly blocked waiting
+    assert cpu < 0.5, cpu  # ~0.03 s here: 1.5 s of mostly blocked waiting
 
 
 def test_local_backend_wait_wakes_at_the_exit_and_once(tmp_path: Path) -> None:
