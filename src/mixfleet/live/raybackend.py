@@ -229,8 +229,7 @@ class RayBackend:
         if marker is None:
             return
         # an embedded head's node is this machine: its processes are ended from here, not
-        # by a task whose worker process Ray may have to start first (~0.3 s, every time
-        # the idle one was reaped between two ends)
+        # by a task for which Ray may have to start a worker process first (~0.3 s)
         nodes = [] if self.embedded else handle.get("node_ids") or []
         tasks = [_kill_marked.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=False)
