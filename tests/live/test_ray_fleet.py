@@ -3,6 +3,7 @@ variable, loopback ports, token authentication, private files, clean shutdown.""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -204,9 +205,47 @@ def test_submitted_job_runs_in_a_placement_group_with_its_visible_devices(
     assert a.handle["kind"] == "ray" and a.handle["worker_pids"]
     wait_for(lambda: job_state(d, jid) in ("done", "failed"), 120, "the job to end")
     assert job_state(d, jid) == "done"
-    import json
-
     summary = json.loads((run_dir(d, jid) / "summary.json").read_text())
     assert summary["steps"] == 8 and summary["emulated"] is True
     chips = {"h20": "nvidia-h20", "p800": "kunlun-p800", "910b": "ascend-910b"}
     assert summary["device"] == f"emu:{chips[a.pool]}"
+
+
+_WAITER = """
+import json, sys, time
+from pathlib import Path
+from mixfleet.live.backend import Bundle
+from mixfleet.live.control import load_state, make_backend
+d = Path(sys.argv[1])
+state = load_state(d)
+be = make_backend(d, state)
+pool = state.fleet.pools[0]
+b = Bundle(node=pool.id + "/0", devices=(0,), argv=("-c", "import time; time.sleep(1)"), env={})
+h = be.start(990, pool, [b], d / "wait-test.log", state["mark"] + ":wait-test")
+t0 = time.monotonic()
+woke = be.wait([h], 25.0)
+dt = time.monotonic() - t0
+st = be.poll(h)
+t1 = time.monotonic()
+again = be.wait([h], 0.5)
+dt2 = time.monotonic() - t1
+be.stop(h)
+print(json.dumps({"woke": woke, "dt": dt, "state": st.state, "rc": st.rc, "again": again,
+                  "dt2": dt2}))
+"""
+
+
+def test_ray_backend_wait_wakes_when_the_attempts_process_exits(
+        fleet: tuple[Path, Any]) -> None:
+    """`RayBackend.wait` returns when an attempt's process exits (the actor's `wait_exit`
+    call, beside its `poll`), well before its 25 s timeout (and the actor's 30 s bound on
+    one call), and that end does not wake a second wait."""
+    d, _ = fleet
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    r = subprocess.run([sys.executable, "-P", "-c", _WAITER, str(d)], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr[-2000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["woke"] and out["dt"] < 15, out
+    assert (out["state"], out["rc"]) == ("exit", 0), out
+    assert not out["again"] and out["dt2"] >= 0.45, out

@@ -15,7 +15,15 @@ import sys
 from pathlib import Path
 from typing import Any, Protocol
 
-from mixfleet.live.procs import ATTEMPT_MARK, alive, kill_pids, pids_with_env, reap, spawn_detached
+from mixfleet.live.procs import (
+    ATTEMPT_MARK,
+    ExitWatch,
+    alive,
+    kill_pids,
+    pids_with_env,
+    reap,
+    spawn_detached,
+)
 from mixfleet.live.spec import FleetSpec, PoolSpec
 
 __all__ = ["NodeInfo", "Bundle", "Status", "Backend", "LocalBackend", "virtual_nodes",
@@ -63,6 +71,12 @@ class Backend(Protocol):
         ...
 
     def poll(self, handle: dict[str, Any]) -> Status: ...
+
+    def wait(self, handles: list[dict[str, Any]], timeout: float) -> bool:
+        """Block until one of the attempts ``handles`` may have ended (True: poll them) or
+        ``timeout`` seconds pass (False); each end wakes one call. Started attempts only:
+        a pending handle is left out."""
+        ...
 
     def stop(self, handle: dict[str, Any]) -> None:
         """End every process of the attempt and release its resources (idempotent)."""
@@ -112,6 +126,7 @@ class LocalBackend:
     def __init__(self, fleet: FleetSpec, work_dir: str | Path) -> None:
         self.fleet = fleet
         self.work_dir = Path(work_dir)
+        self._exits = ExitWatch()
 
     def inventory(self) -> list[NodeInfo]:
         return virtual_nodes(self.fleet)
@@ -149,6 +164,11 @@ class LocalBackend:
         if all(c is not None for c in codes):
             return Status(state="exit", rc=0)
         return Status(state="running")
+
+    def wait(self, handles: list[dict[str, Any]], timeout: float) -> bool:
+        """An attempt's wrapper writes its rc file and exits: its end wakes this."""
+        return self._exits.wait([p for h in handles if not h.get("pending")
+                                 for p in h.get("pids", [])], timeout)
 
     def stop(self, handle: dict[str, Any]) -> None:
         if "marker" in handle:

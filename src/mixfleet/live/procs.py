@@ -9,13 +9,14 @@ nothing else (``ray stop`` would end every Ray process on the machine).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
 __all__ = ["FLEET_MARK", "ATTEMPT_MARK", "pids_with_env", "pids_with_open_files", "kill_pids",
-           "alive"]
+           "alive", "ExitWatch"]
 
 FLEET_MARK = "MIXFLEET_FLEET_MARK"
 ATTEMPT_MARK = "MIXFLEET_ATTEMPT_MARK"
@@ -104,3 +105,40 @@ def reap(pid: int) -> int | None:
     except ChildProcessError:
         return None
     return os.waitstatus_to_exitcode(status) if done else None
+
+
+class ExitWatch:
+    """Waits for the end of any of a set of processes, ours or not, without polling: a
+    pidfd per process (Linux 5.3+), readable once it has ended. Each end is reported once;
+    a process that cannot be watched (already gone, no pidfd) counts as ended at once."""
+
+    def __init__(self) -> None:
+        self._fds: dict[int, int] = {}  # pid -> its pidfd
+        self._ended: set[int] = set()  # pids whose end was reported
+
+    def wait(self, pids: Iterable[int], timeout: float) -> bool:
+        """Block until one of ``pids`` ends (True) or ``timeout`` seconds pass (False)."""
+        want = set(pids)
+        for p in set(self._fds) - want:
+            os.close(self._fds.pop(p))
+        self._ended &= want
+        for p in sorted(want - set(self._fds) - self._ended):
+            try:
+                self._fds[p] = os.pidfd_open(p)
+            except OSError:
+                self._ended.add(p)
+                return True
+        if not self._fds:
+            time.sleep(max(timeout, 0.0))
+            return False
+        ready, _, _ = select.select(list(self._fds.values()), [], [], max(timeout, 0.0))
+        for p, fd in list(self._fds.items()):
+            if fd in ready:
+                os.close(self._fds.pop(p))
+                self._ended.add(p)
+        return bool(ready)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

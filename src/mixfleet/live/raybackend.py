@@ -5,7 +5,10 @@ The actor is detached (and the placement group too), so both outlive a killed sc
 a restarted one finds them by name. The actor starts the training as its own process
 session with the vendor's visible-devices variable set; when the actor's worker process
 dies (SIGKILL, node loss) the attempt is *lost*, and :meth:`RayBackend.stop` ends what it
-left running through a task pinned to the same node.
+left running through a task pinned to the same node (from its own process on an embedded
+head, all on this machine). The actor is threaded: its
+``wait_exit`` call blocks until the process ends (or a bound passes) beside ``poll`` and
+``stop``, so the scheduler hears of an end when it happens (:meth:`RayBackend.wait`).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +38,18 @@ from mixfleet.live.spec import FleetSpec, PoolSpec
 __all__ = ["RayBackend", "Runner"]
 
 CALL_TIMEOUT_S = 20.0
+WAIT_CALL_S = 30.0
+"""The longest a ``wait_exit`` call blocks: a call a killed scheduler left behind holds one
+of the actor's threads no longer than this."""
 
 
-@ray.remote(num_cpus=0, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)  # type: ignore[call-overload]
 class Runner:
     """Runs one bundle of an attempt (one ``mixfleet train`` process tree)."""
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
+        self.ended = threading.Event()
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id(),
@@ -60,10 +69,22 @@ class Runner:
             self.proc = subprocess.Popen([sys.executable, "-P", *argv], env=full, stdout=out,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
+        threading.Thread(target=self._reap, args=(self.proc,), daemon=True).start()
         return self.proc.pid
+
+    def _reap(self, proc: subprocess.Popen[bytes]) -> None:
+        proc.wait()
+        self.ended.set()
 
     def poll(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
+
+    def wait_exit(self, timeout_s: float) -> int | None:
+        """The process's exit code once it has ended; None while it still runs after
+        ``timeout_s``."""
+        if self.ended.wait(timeout_s) and self.proc is not None:
+            return self.proc.returncode
+        return None
 
 
 @ray.remote(num_cpus=0)
@@ -83,6 +104,8 @@ class RayBackend:
         self.fleet = fleet
         self.embedded = embedded
         self.namespace = namespace
+        self._waits: dict[str, Any] = {}  # actor name -> ObjectRef of its wait_exit call
+        self._ended: set[str] = set()  # actors whose end woke a wait
         if token_file is not None:  # this driver authenticates with the fleet's token
             for k in AUTH_VARS:
                 os.environ.pop(k, None)
@@ -168,15 +191,50 @@ class RayBackend:
             return Status(state="exit", rc=0)
         return Status(state="running")
 
+    def wait(self, handles: list[dict[str, Any]], timeout: float) -> bool:
+        """``ray.wait`` on a ``wait_exit`` call of each started attempt's actors (one
+        outstanding per actor, made again when one runs out with its process running); a
+        call that ends with a code or an error (the actor's worker died) wakes it once."""
+        names = {n for h in handles if not h.get("pending") for n in h.get("actors", [])}
+        for n in set(self._waits) - names:
+            del self._waits[n]
+        self._ended &= names
+        for n in sorted(names - set(self._waits) - self._ended):
+            try:
+                actor = ray.get_actor(n, namespace=self.namespace)
+                self._waits[n] = actor.wait_exit.remote(WAIT_CALL_S)
+            except (ValueError, AttributeError, ray.exceptions.RayError):  # gone, or older
+                self._ended.add(n)
+                return True
+        if not self._waits:
+            time.sleep(max(timeout, 0.0))
+            return False
+        of = {ref: n for n, ref in self._waits.items()}
+        ready, _ = ray.wait(list(of), num_returns=1, timeout=max(timeout, 0.0))
+        woke = False
+        for ref in ready:
+            n = of[ref]
+            del self._waits[n]
+            try:
+                rc = ray.get(ref, timeout=CALL_TIMEOUT_S)
+            except ray.exceptions.RayError:
+                rc = -1
+            if rc is not None:
+                self._ended.add(n)
+                woke = True
+        return woke
+
     def stop(self, handle: dict[str, Any]) -> None:
         marker = handle.get("marker")
         if marker is None:
             return
-        nodes = handle.get("node_ids") or []
+        # an embedded head's node is this machine: its processes are ended from here, not
+        # by a task for which Ray may have to start a worker process first (~0.3 s)
+        nodes = [] if self.embedded else handle.get("node_ids") or []
         tasks = [_kill_marked.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=n, soft=False)
         ).remote(marker) for n in dict.fromkeys(nodes)]
-        if self.embedded and not nodes:
+        if self.embedded:
             kill_pids(pids_with_env(ATTEMPT_MARK, marker))
         try:
             ray.get(tasks, timeout=CALL_TIMEOUT_S)

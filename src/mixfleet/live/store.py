@@ -167,9 +167,19 @@ class Store(ResizeStore, PreemptStore):
         self.db.execute("PRAGMA journal_mode = WAL")
         self.db.execute("PRAGMA synchronous = NORMAL")
         self.db.executescript(_SCHEMA + RESIZE_SCHEMA + PREEMPT_SCHEMA)
+        self._data_version: int | None = None
 
     def close(self) -> None:
         self.db.close()
+
+    def changed(self) -> bool:
+        """Whether another connection (a ``submit``, ``cancel`` or ``unblock`` of another
+        process) committed since the last call: SQLite's ``PRAGMA data_version``, a read
+        of a few microseconds that this connection's own commits leave unchanged. The
+        first call says True."""
+        v = int(self.db.execute("PRAGMA data_version").fetchone()[0])
+        seen, self._data_version = self._data_version, v
+        return v != seen
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
