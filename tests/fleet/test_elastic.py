@@ -131,6 +131,7 @@ def test_start_small_pays_exactly_when_the_work_while_waiting_beats_the_restart(
         assert d.gain_s == pytest.approx(w / 2 - 30.0)
     assert on_start(j, 0.0, {0: 0}, [], [0]) is None  # nothing free: nothing to decide
     assert on_start(_job(lo=2), 0.0, {0: 1}, [], [0]) is None  # below min_devices
+    assert on_start(j, 0.0, {0: 2}, [], [0]) is None  # it fits whole: the policy's call
 
 
 def test_start_small_ends_on_its_few_devices_when_that_comes_first() -> None:

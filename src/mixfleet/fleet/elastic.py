@@ -153,11 +153,14 @@ def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
              restart_s: float | None = None, min_gain_s: float = 0.0) -> Resize | None:
     """Start waiting ``job`` (``size``: the count it asks for; ``pool`` and ``moves``: the
     per-device rate of each pool in ``options``) on fewer devices now, or wait for its full
-    count (see the module doc); None when no pool has ``min_devices`` free. ``free``:
+    count (see the module doc); None when no pool has ``min_devices`` free, or when one
+    has its full count (the policy's placement decides that). ``free``:
     devices free per pool now; ``ends``: the (pool, ETA, devices) of the running jobs."""
     ends, size = list(ends), job.size
     restart_s = job.restart_s if restart_s is None else restart_s
     opts = [q for q in options if q == job.pool or q in job.moves]
+    if any(free.get(q, 0) >= size for q in opts):
+        return None  # it fits whole: placing it (or not) is the policy's decision
 
     def wait(q: int) -> float:
         return expected_wait(now, size, free.get(q, 0), [(t, n) for p, t, n in ends if p == q])
