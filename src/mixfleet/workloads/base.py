@@ -43,8 +43,11 @@ class Dataset:
 
     def take(self, index: torch.Tensor) -> Batch:
         """The samples at ``index`` (an int64 tensor) as a batch of stacked tensors."""
-        if self.tensors is not None:
-            return tuple([t[index] for t in self.tensors])  # (a list: cheaper per step)
+        ts = self.tensors
+        if ts is not None:
+            if len(ts) == 2:  # (inputs, targets) without a comprehension's frame, every step
+                return ts[0][index], ts[1][index]
+            return tuple([t[index] for t in ts])  # (a list: cheaper per step)
         take_batch = getattr(self.items, "take_batch", None)
         if callable(take_batch):  # gathers a whole batch at once (token windows)
             return tuple(take_batch(index))

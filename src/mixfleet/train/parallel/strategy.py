@@ -176,6 +176,7 @@ class DataParallel(ReductionStrategy):
 
     name = "dp"
     flat_sgd: FlatSGD | None = None
+    _loss_host: Any = None  # the loss slot as a numpy view when the buffer is host memory
 
     def bind(self, n_control: int) -> torch.Tensor:
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -183,6 +184,8 @@ class DataParallel(ReductionStrategy):
         self.flat = torch.zeros(n + n_control + 1, device=self.device)
         self.grads, self.control = self.flat[:n], self.flat[n:]
         self._loss_slot = self.control[-1:]
+        if self.flat.device.type == "cpu":
+            self._loss_host = self._loss_slot.numpy()
         flat_weights = bool(params) and all(p.dtype == self.flat.dtype for p in params)
         self.weights = torch.empty(n if flat_weights else 0, device=self.device)
         off = 0
@@ -197,6 +200,13 @@ class DataParallel(ReductionStrategy):
         if flat_weights:
             self.flat_sgd = FlatSGD(params, self.weights, self.grads)
         return self.control
+
+    def backward(self, scaled_loss: torch.Tensor, *, last: bool = True) -> None:
+        scaled_loss.backward()
+        if self._loss_host is not None:  # a float32 add in place, as add_ does, without
+            self._loss_host[0] += scaled_loss.item()  # two tensor ops (~4 us in a step)
+        else:
+            self._loss_slot.add_(scaled_loss.detach())
 
     def optimizer_step(self, opt: torch.optim.Optimizer) -> None:
         if self.flat_sgd is None:
