@@ -162,10 +162,9 @@ def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
     if any(free.get(q, 0) >= size for q in opts):
         return None  # it fits whole: placing it (or not) is the policy's decision
 
-    def wait(q: int) -> float:
-        return expected_wait(now, size, free.get(q, 0), [(t, n) for p, t, n in ends if p == q])
-
-    full, full_wait = min(((wait(q) + job.time_on(size, q), wait(q)) for q in opts),
+    waits = {q: expected_wait(now, size, free.get(q, 0), [(t, n) for p, t, n in ends if p == q])
+             for q in opts}
+    full, full_wait = min(((w + job.time_on(size, q), w) for q, w in waits.items()),
                           default=(math.inf, math.inf))
     best: tuple[float, int, int, float] | None = None  # (end, pool, devices, wait)
     for q in opts:
@@ -173,11 +172,11 @@ def on_start(job: ElasticJob, now: float, free: Mapping[int, int],
         if k < max(job.lo, 1):
             continue
         small, w = job.time_on(k, q), math.inf
-        for g in opts:  # it grows to its full count where that is free first (a move)
-            done = job.rate(k, q) * wait(g)
+        for g, wg in waits.items():  # it grows where its full count is free first (a move)
+            done = job.rate(k, q) * wg
             if done < job.remaining:
-                end = wait(g) + restart_s + (job.remaining - done) / job.rate(size, g)
-                small, w = (end, wait(g)) if end < small else (small, w)
+                end = wg + restart_s + (job.remaining - done) / job.rate(size, g)
+                small, w = (end, wg) if end < small else (small, w)
         if best is None or (small, q) < (best[0], best[1]):
             best = (small, q, k, w)
     if best is None:

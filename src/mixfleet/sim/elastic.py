@@ -114,9 +114,11 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                           per_device=r.job.per_device[p],
                           moves={q: r.job.per_device[q] for q in r.job.options if q != p})
 
-    def running_ends() -> list[tuple[int, float, int]]:
+    def running_ends(but: _Run | None = None) -> list[tuple[int, float, int]]:
+        """(pool, ETA, devices) of each running job (a mixed one: per pool) but ``but``."""
         return [(q, finish_at(x), n) for x in runs.values()
-                if x.pool is not None and x.end is None for q, n in x.parts()]
+                if x.pool is not None and x.end is None and x is not but
+                for q, n in x.parts()]
 
     def settle(t: float) -> None:
         for w in list(waiting):
@@ -209,12 +211,9 @@ def replay(capacity: Sequence[int], jobs: Sequence[TraceJob], events: Sequence[T
                 if len(r.split) == 1:
                     r.pool, r.split = r.split[0][0], ()
                 continue
-            ends = [(q, finish_at(x), n) for x in runs.values()  # a mixed run: per pool
-                    if x.pool is not None and x.end is None and x is not r
-                    for q, n in x.parts()]
             why = "a device was drained"
-            d = (loss_decision(view(r), 1, t, dict(enumerate(free)), ends, r.job.options,
-                               why, restart_s) if r.job.elastic else
+            d = (loss_decision(view(r), 1, t, dict(enumerate(free)), running_ends(r),
+                               r.job.options, why, restart_s) if r.job.elastic else
                  Resize(job=r.job.id, action="requeue", old=r.size, new=0, reason=why,
                         gain_s=0.0))
             out.append((t, d))
